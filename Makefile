@@ -1,0 +1,50 @@
+# Set-up and everyday commands. Every target is idempotent: stamps in .venv/ record what is
+# already installed, so a second `make test` starts the tests within seconds.
+#
+# Pick your own torch build by overriding TORCH_SPEC, e.g.
+#   make test TORCH_SPEC="torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124"
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_SPEC ?= torch==2.13.0
+STAMPS := $(VENV)/.stamps
+
+.PHONY: install demo test lint bench clean-venv
+
+$(STAMPS)/venv:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel
+	mkdir -p $(STAMPS) && touch $@
+
+# torch first, as its own overridable step, so nothing later pulls a different build.
+$(STAMPS)/torch: $(STAMPS)/venv
+	$(PIP) install $(TORCH_SPEC)
+	touch $@
+
+# torch-cluster compiles against the installed torch (about 15 min on 2 cores, once; pip
+# caches the wheel). Build isolation is off because the build must import that torch.
+$(STAMPS)/torch-cluster: $(STAMPS)/torch
+	$(PIP) install --no-build-isolation "torch-cluster>=1.6"
+	touch $@
+
+$(STAMPS)/package: $(STAMPS)/torch-cluster pyproject.toml
+	$(PIP) install -e ".[data,analysis,dev]"
+	touch $@
+
+install: $(STAMPS)/package
+
+demo: install
+	$(PY) simulations/remd_chignolin.py
+
+test: install
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_calculator.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,26 @@
+"""FreeCG-MD: molecular dynamics with the FreeCG equivariant force field.
+
+Units follow ASE: Å, eV, eV/Å, fs, K.
+"""
+
+__version__ = "0.1.0"
+
+from .calculator import FreeCGCalculator  # noqa: E402
+from .io import FORMAT_VERSION, ModelFileError, load_model, read_model_file, save_model  # noqa: E402
+from .neighbors import NeighborList, NeighborListCache, build_neighbor_list  # noqa: E402
+from .nn import FreeCG, FreeCGConfig  # noqa: E402
+
+__all__ = [
+    "FORMAT_VERSION",
+    "FreeCG",
+    "FreeCGCalculator",
+    "FreeCGConfig",
+    "ModelFileError",
+    "NeighborList",
+    "NeighborListCache",
+    "__version__",
+    "build_neighbor_list",
+    "load_model",
+    "read_model_file",
+    "save_model",
+]

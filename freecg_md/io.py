@@ -1,0 +1,164 @@
+"""Model files: a versioned, code-free format read with ``torch.load(weights_only=True)``.
+
+A file is a dict of plain data: the format name and version, the model config and the
+metadata as JSON strings, the state dict (tensors only), and the versions of the packages
+that wrote it. Loading never unpickles arbitrary objects, so a file cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .nn import FreeCG, FreeCGConfig
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "ModelFileError",
+    "load_model",
+    "read_model_file",
+    "save_model",
+]
+
+FORMAT_NAME = "freecg-md-model"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, damaged, foreign or of an unsupported format version."""
+
+
+def _versions() -> dict[str, str]:
+    import e3nn
+
+    from . import __version__
+
+    return {"freecg_md": __version__, "torch": torch.__version__, "e3nn": e3nn.__version__}
+
+
+def save_model(
+    model: FreeCG, path: str | os.PathLike, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write ``model`` to ``path`` atomically (a crash never leaves half a file).
+
+    Parameters
+    ----------
+    model:
+        The model; its parameters are saved in their current dtype.
+    path:
+        Destination, conventionally ``*.pt``.
+    metadata:
+        JSON-serialisable facts to keep with the model (training data, metrics, units...).
+
+    Returns
+    -------
+    The path written.
+    """
+    if not isinstance(model, FreeCG):
+        raise TypeError(f"model is a {type(model).__name__}; expected a freecg_md.FreeCG")
+    try:
+        metadata_json = json.dumps(metadata or {}, sort_keys=True)
+    except TypeError as error:
+        raise TypeError(f"metadata must be JSON-serialisable: {error}") from None
+    payload = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_json(),
+        "metadata": metadata_json,
+        "versions": json.dumps(_versions()),
+        "units": json.dumps({"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom"}),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+    }
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a model file without building the model.
+
+    Returns a dict with ``format_version``, ``config`` (dict), ``metadata`` (dict),
+    ``versions`` (dict), ``units`` (dict) and ``state_dict``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    ModelFileError
+        The file is truncated or not a torch file, holds code or objects rather than plain
+        data, is not a FreeCG-MD model, or has a newer format version than this package.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ModelFileError(
+            f"model file {str(path)!r} holds Python objects that a safe load refuses "
+            f"(a pickled model or a foreign file?); expected a file written by "
+            f"freecg_md.save_model. Detail: {str(error).splitlines()[0]}"
+        ) from None
+    except Exception as error:  # torch raises many types for damaged or foreign bytes
+        detail = str(error).splitlines()[0] if str(error) else "no detail"
+        raise ModelFileError(
+            f"model file {str(path)!r} is truncated or not a torch file "
+            f"({type(error).__name__}: {detail})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
+        raise ModelFileError(
+            f"model file {str(path)!r} is not a FreeCG-MD model (no format tag "
+            f"{FORMAT_NAME!r}); expected a file written by freecg_md.save_model"
+        )
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise ModelFileError(
+            f"model file {str(path)!r} has format version {version!r}; this freecg_md reads "
+            f"versions 1 to {FORMAT_VERSION}. Upgrade freecg_md to read it."
+        )
+    try:
+        result = {
+            key: json.loads(payload[key]) for key in ("config", "metadata", "versions", "units")
+        }
+        result["state_dict"] = payload["state_dict"]
+    except (KeyError, TypeError, json.JSONDecodeError) as error:
+        raise ModelFileError(f"model file {str(path)!r} is damaged: {error!r}") from None
+    result["format_version"] = version
+    return result
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> FreeCG:
+    """Build a :class:`FreeCG` from a file written by :func:`save_model`, in eval mode.
+
+    The parameters keep the dtype they were saved in; move the model with ``.to()``.
+    See :func:`read_model_file` for the errors raised.
+    """
+    content = read_model_file(path)
+    try:
+        model = FreeCG(FreeCGConfig.from_dict(content["config"]))
+    except (TypeError, ValueError) as error:
+        raise ModelFileError(f"model file {str(path)!r} has an invalid config: {error}") from None
+    state = content["state_dict"]
+    dtypes = {t.dtype for t in state.values() if t.is_floating_point() and t.dim() > 1}
+    if len(dtypes) == 1:
+        model = model.to(dtypes.pop())
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ModelFileError(
+            f"model file {str(path)!r} does not match its config: {str(error).splitlines()[0]}"
+        ) from None
+    model.metadata = content["metadata"]
+    return model.to(map_location).eval()

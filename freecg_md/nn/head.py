@@ -1,0 +1,68 @@
+"""Output head: gated equivariant blocks that turn node features into atomic energies."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+# Keeps the gradient of the vector norm finite (and twice differentiable, for force
+# training) when all vector features of an atom are zero.
+_NORM_EPS = 1e-8
+
+
+class GatedEquivariantBlock(nn.Module):
+    """PaiNN-style gated block: ``(x, v) -> (x', v')`` with ``F_in -> F_out`` channels.
+
+    Parameters
+    ----------
+    in_channels, out_channels:
+        Channel widths.
+    scalar_activation:
+        Apply SiLU to the output scalars.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, scalar_activation: bool) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+        self.vec1_proj = nn.Linear(in_channels, in_channels, bias=False)
+        self.vec2_proj = nn.Linear(in_channels, out_channels, bias=False)
+        self.update_net = nn.Sequential(
+            nn.Linear(2 * in_channels, in_channels),
+            nn.SiLU(),
+            nn.Linear(in_channels, 2 * out_channels),
+        )
+        self.scalar_activation = scalar_activation
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` (N, F_in), ``v`` (N, 8, F_in) -> (N, F_out), (N, 8, F_out)."""
+        norms = torch.sqrt((self.vec1_proj(v) ** 2).sum(dim=1) + _NORM_EPS)
+        x, gate = self.update_net(torch.cat([x, norms], dim=-1)).split(self.out_channels, -1)
+        v = gate.unsqueeze(1) * self.vec2_proj(v)
+        if self.scalar_activation:
+            x = F.silu(x)
+        return x, v
+
+
+class EnergyHead(nn.Module):
+    """Two gated blocks, ``F -> F/2 -> 1``; the scalar output is a (standardised) atomic
+    energy, shape (N,)."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            [
+                GatedEquivariantBlock(hidden, hidden // 2, scalar_activation=True),
+                GatedEquivariantBlock(hidden // 2, 1, scalar_activation=False),
+            ]
+        )
+
+    def forward(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x, v = block(x, v)
+        return x.squeeze(-1)

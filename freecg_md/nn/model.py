@@ -1,0 +1,278 @@
+"""The FreeCG model: configuration and the energy/forces module."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from .embedding import EdgeEmbedding, NeighborEmbedding
+from .head import EnergyHead
+from .layer import FreeCGLayer
+from .radial import CosineCutoff, ExpNormalBasis
+
+# Elements of proteins and most organic molecules: H, C, N, O, S.
+DEFAULT_SPECIES = (1, 6, 7, 8, 16)
+_FLOAT64_BUFFERS = ("atomic_energies", "energy_scale", "energy_shift")
+
+
+@dataclass(frozen=True)
+class FreeCGConfig:
+    """Hyperparameters of a FreeCG model; JSON-serialisable.
+
+    The defaults are a small model for MD on a CPU (F = 128, 4 layers, G = 16, T = 8).
+    The paper's rMD17 size is ``hidden=256, num_layers=9, num_groups=32``.
+
+    Attributes
+    ----------
+    species:
+        Atomic numbers the model knows, in embedding order.
+    hidden:
+        ``F``, channels of node, edge and vector features (number of abstract edges).
+    num_layers:
+        Interaction layers.
+    num_heads:
+        ``H``, attention heads.
+    num_groups:
+        ``G``, groups of the group CG transform (``T = hidden / num_groups``).
+    num_basis:
+        ``K``, radial basis functions.
+    cutoff:
+        ``r_c`` in Å.
+    use_group_cg:
+        False gives the ViSNet-style ablation without the group CG branch.
+    """
+
+    species: tuple[int, ...] = DEFAULT_SPECIES
+    hidden: int = 128
+    num_layers: int = 4
+    num_heads: int = 8
+    num_groups: int = 16
+    num_basis: int = 32
+    cutoff: float = 5.0
+    use_group_cg: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "species", tuple(int(z) for z in self.species))
+        species = self.species
+        if not species or len(set(species)) != len(species) or min(species) < 1:
+            raise ValueError(f"species={species!r}: expected distinct atomic numbers >= 1")
+        for name in ("hidden", "num_layers", "num_heads", "num_groups", "num_basis"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected a positive integer")
+        if self.hidden % self.num_heads or self.hidden % self.num_groups:
+            raise ValueError(
+                f"hidden={self.hidden} must be divisible by num_heads={self.num_heads} "
+                f"and by num_groups={self.num_groups}"
+            )
+        if self.hidden % 2:
+            raise ValueError(f"hidden={self.hidden}: expected an even number (head halves it)")
+        if not self.cutoff > 0:
+            raise ValueError(f"cutoff={self.cutoff!r}: expected a positive distance in Å")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["species"] = list(self.species)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FreeCGConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown FreeCG config keys {unknown}; expected some of {sorted(known)}"
+            )
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+class FreeCG(nn.Module):
+    """FreeCG: a Clebsch-Gordan transformer on abstract edges (Shao et al., ICLR 2025).
+
+    Parameters
+    ----------
+    config:
+        A :class:`FreeCGConfig`; keyword arguments override its fields, so ``FreeCG()`` is
+        the small default and ``FreeCG(hidden=256, num_layers=9, num_groups=32)`` the
+        paper's size.
+
+    Notes
+    -----
+    Units: positions in Å, energies in eV, forces in eV/Å. The graph excludes self loops
+    (the reference code's self loops only add a zero-distance edge per atom). The total
+    energy is ``E = sum_i (E0[z_i] + shift + scale * e_i)`` with per-element reference
+    energies ``E0``, a per-atom ``shift`` and a ``scale`` fitted to the training set; ``e_i``
+    is the network's output. Works in float32 and float64 (``model.double()``); it never
+    changes torch's global default dtype.
+    """
+
+    def __init__(self, config: FreeCGConfig | None = None, **overrides: Any) -> None:
+        super().__init__()
+        config = config or FreeCGConfig()
+        if overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.config = config
+        num_species = len(config.species)
+        lookup = torch.full((max(config.species) + 1,), -1, dtype=torch.long)
+        lookup[list(config.species)] = torch.arange(num_species)
+        self.register_buffer("species_index", lookup)
+        self.register_buffer("atomic_energies", torch.zeros(num_species, dtype=torch.float64))
+        self.register_buffer("energy_scale", torch.tensor(1.0, dtype=torch.float64))
+        self.register_buffer("energy_shift", torch.tensor(0.0, dtype=torch.float64))
+
+        self.cutoff = config.cutoff
+        self.cutoff_fn = CosineCutoff(config.cutoff)
+        self.rbf = ExpNormalBasis(config.cutoff, config.num_basis)
+        self.sh_irreps = o3.Irreps("1o + 2e")
+        self.neighbor_embedding = NeighborEmbedding(num_species, config.hidden, config.num_basis)
+        self.edge_embedding = EdgeEmbedding(config.num_basis, config.hidden)
+        self.layers = nn.ModuleList(
+            [
+                FreeCGLayer(
+                    config.hidden,
+                    config.num_heads,
+                    config.num_groups,
+                    update_edges=index < config.num_layers - 1,
+                    use_group_cg=config.use_group_cg,
+                )
+                for index in range(config.num_layers)
+            ]
+        )
+        self.out_norm = nn.LayerNorm(config.hidden)
+        self.head = EnergyHead(config.hidden)
+
+    @property
+    def species(self) -> tuple[int, ...]:
+        return self.config.species
+
+    def set_energy_standardisation(
+        self, atomic_energies: dict[int, float], scale: float, shift: float
+    ) -> None:
+        """Set ``E0`` (eV per element, by atomic number), ``scale`` (eV) and ``shift``
+        (eV per atom). Elements missing from ``atomic_energies`` get 0."""
+        unknown = sorted(set(atomic_energies) - set(self.species))
+        if unknown:
+            raise ValueError(f"atomic_energies has elements {unknown} the model does not know")
+        values = [float(atomic_energies.get(z, 0.0)) for z in self.species]
+        with torch.no_grad():
+            self.atomic_energies.copy_(torch.tensor(values, dtype=torch.float64))
+            self.energy_scale.fill_(float(scale))
+            self.energy_shift.fill_(float(shift))
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001
+        # Keep the energy standardisation in float64 whatever dtype the network runs in (a
+        # float32 round trip would lose digits of the large per-element reference
+        # energies); only follow the device.
+        saved = {name: getattr(self, name) for name in _FLOAT64_BUFFERS}
+        module = super()._apply(fn, recurse)
+        for name, original in saved.items():
+            setattr(self, name, original.to(device=getattr(self, name).device))
+        return module
+
+    def atom_energies(
+        self,
+        numbers: torch.Tensor,
+        positions: torch.Tensor,
+        edge_index: torch.Tensor,
+        shifts: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Energy of each atom, (N,) eV, in float64.
+
+        Parameters
+        ----------
+        numbers:
+            (N,) atomic numbers (long).
+        positions:
+            (N, 3) Å, in the model's dtype.
+        edge_index:
+            (2, E) long: row 0 the centre atom ``i``, row 1 the neighbour ``j``. Pairs at or
+            beyond the cutoff are allowed (a Verlet list built with a skin) and ignored.
+        shifts:
+            (E, 3) Å, Cartesian image shift added to ``r_j - r_i`` for periodic cells.
+        """
+        centers, neighbors = edge_index[0], edge_index[1]
+        vectors = positions[neighbors] - positions[centers]
+        if shifts is not None:
+            vectors = vectors + shifts
+        distances = torch.linalg.vector_norm(vectors, dim=-1)
+        inside = distances < self.cutoff
+        centers, neighbors = centers[inside], neighbors[inside]
+        vectors, distances = vectors[inside], distances[inside]
+
+        species = self.species_index[numbers]
+        rbf = self.rbf(distances)
+        phi = self.cutoff_fn(distances)
+        sh = o3.spherical_harmonics(self.sh_irreps, vectors, normalize=True, normalization="norm")
+
+        x = self.neighbor_embedding(species, centers, neighbors, rbf, phi)
+        f = self.edge_embedding(x, centers, neighbors, rbf)
+        v = x.new_zeros((x.shape[0], 8, x.shape[1]))
+        for layer in self.layers:
+            dx, dv, df = layer(x, v, f, centers, neighbors, sh, phi)
+            x = x + dx
+            v = v + dv
+            if df is not None:
+                f = f + df
+        out = self.head(self.out_norm(x), v)
+        return (
+            self.atomic_energies[species]
+            + self.energy_shift
+            + self.energy_scale * out.to(torch.float64)
+        )
+
+    def forward(
+        self,
+        numbers: torch.Tensor,
+        positions: torch.Tensor,
+        edge_index: torch.Tensor,
+        shifts: torch.Tensor | None = None,
+        batch: torch.Tensor | None = None,
+        num_graphs: int = 1,
+    ) -> torch.Tensor:
+        """Total energy of each molecule in the batch, (B,) eV, float64.
+
+        ``batch`` (N,) gives each atom's molecule index in ``[0, num_graphs)``; None means
+        one molecule. Other arguments as in :meth:`atom_energies`.
+        """
+        energies = self.atom_energies(numbers, positions, edge_index, shifts)
+        if batch is None:
+            return energies.sum().reshape(1)
+        return energies.new_zeros(num_graphs).index_add_(0, batch, energies)
+
+    def energy_and_forces(
+        self,
+        numbers: torch.Tensor,
+        positions: torch.Tensor,
+        edge_index: torch.Tensor,
+        shifts: torch.Tensor | None = None,
+        batch: torch.Tensor | None = None,
+        num_graphs: int = 1,
+        create_graph: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Energies and forces ``F = -dE/dr``.
+
+        Returns a dict with ``energy`` (B,) eV, ``energies`` (N,) eV per atom and ``forces``
+        (N, 3) eV/Å. ``create_graph=True`` keeps the graph of the forces (for a force loss).
+        """
+        if not positions.requires_grad:
+            positions = positions.detach().requires_grad_(True)
+        atom_energy = self.atom_energies(numbers, positions, edge_index, shifts)
+        if batch is None:
+            energy = atom_energy.sum().reshape(1)
+        else:
+            energy = atom_energy.new_zeros(num_graphs).index_add_(0, batch, atom_energy)
+        (grad,) = torch.autograd.grad(
+            energy.sum(), positions, create_graph=create_graph, allow_unused=True
+        )
+        if grad is None:  # no edges: no interactions
+            grad = torch.zeros_like(positions)
+        return {"energy": energy, "energies": atom_energy, "forces": -grad}

@@ -1,0 +1,61 @@
+"""Radial features of an edge: the cosine cutoff and the ExpNormal basis."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class CosineCutoff(nn.Module):
+    """Smooth cutoff ``phi(d) = 0.5 (cos(pi d / r_c) + 1)`` for ``d < r_c``, else 0.
+
+    Both ``phi`` and its first derivative vanish at ``r_c``, so anything multiplied by it
+    enters and leaves the neighbourhood smoothly.
+
+    Parameters
+    ----------
+    cutoff:
+        ``r_c`` in Å.
+    """
+
+    def __init__(self, cutoff: float) -> None:
+        super().__init__()
+        self.cutoff = float(cutoff)
+
+    def forward(self, distances: torch.Tensor) -> torch.Tensor:
+        """``distances``: (E,) Å -> (E,) dimensionless weights in [0, 1]."""
+        phi = 0.5 * (torch.cos(distances * (math.pi / self.cutoff)) + 1.0)
+        return phi * (distances < self.cutoff).to(distances.dtype)
+
+
+class ExpNormalBasis(nn.Module):
+    """ExpNormal radial basis of PhysNet/TorchMD-NET, times the cosine cutoff.
+
+    ``b_k(d) = exp(-beta_k (exp(-alpha d) - mu_k)^2) phi(d)`` with ``alpha = 5 / r_c``,
+    ``mu_k`` evenly spaced in ``[exp(-r_c), 1]`` and
+    ``beta_k = (2 / K (1 - exp(-r_c)))^-2``. The parameters are fixed buffers, not trained.
+
+    Parameters
+    ----------
+    cutoff:
+        ``r_c`` in Å.
+    num_basis:
+        ``K``, the number of functions.
+    """
+
+    def __init__(self, cutoff: float, num_basis: int = 32) -> None:
+        super().__init__()
+        self.cutoff_fn = CosineCutoff(cutoff)
+        self.alpha = 5.0 / cutoff
+        start = math.exp(-cutoff)
+        self.register_buffer("means", torch.linspace(start, 1.0, num_basis))
+        beta = (2.0 / num_basis * (1.0 - start)) ** -2
+        self.register_buffer("betas", torch.full((num_basis,), beta))
+
+    def forward(self, distances: torch.Tensor) -> torch.Tensor:
+        """``distances``: (E,) Å -> (E, K) basis values."""
+        d = distances.unsqueeze(-1)
+        expanded = torch.exp(-self.betas * (torch.exp(-self.alpha * d) - self.means) ** 2)
+        return expanded * self.cutoff_fn(d)

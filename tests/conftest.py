@@ -1,0 +1,55 @@
+"""Shared fixtures: small models and random structures that keep the suite fast."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+
+from freecg_md import FreeCG
+
+SMALL = dict(hidden=32, num_layers=3, num_heads=4, num_groups=4, num_basis=16, cutoff=4.0)
+
+
+def small_model(dtype: torch.dtype = torch.float32, seed: int = 0, **overrides) -> FreeCG:
+    """A small FreeCG with non-trivial weights (the group-CG weights are enlarged so the
+    branch matters in the tests instead of starting near zero)."""
+    torch.manual_seed(seed)
+    model = FreeCG(**{**SMALL, **overrides})
+    with torch.no_grad():
+        for layer in model.layers:
+            if layer.group_cg is not None:
+                layer.group_cg.weight.mul_(3.0)
+    return model.to(dtype)
+
+
+def random_molecule(
+    n_atoms: int = 12, seed: int = 0, box: float = 5.0, species=(1, 6, 7, 8)
+) -> Atoms:
+    """Atoms at random positions at least 0.9 Å apart (rejection sampling)."""
+    rng = np.random.default_rng(seed)
+    positions: list[np.ndarray] = []
+    while len(positions) < n_atoms:
+        trial = rng.uniform(0, box, 3)
+        if all(np.linalg.norm(trial - p) > 0.9 for p in positions):
+            positions.append(trial)
+    numbers = rng.choice(species, size=n_atoms)
+    return Atoms(numbers=numbers, positions=np.array(positions))
+
+
+def full_edges(n_atoms: int) -> torch.Tensor:
+    """All ordered pairs i != j: a valid (if wasteful) input for any cutoff."""
+    i, j = torch.meshgrid(torch.arange(n_atoms), torch.arange(n_atoms), indexing="ij")
+    keep = i != j
+    return torch.stack([i[keep], j[keep]])
+
+
+@pytest.fixture
+def model32() -> FreeCG:
+    return small_model(torch.float32)
+
+
+@pytest.fixture
+def model64() -> FreeCG:
+    return small_model(torch.float64)

@@ -1,0 +1,209 @@
+"""The ASE calculator: ASE's contract, the neighbour cache, periodic cells, bad input."""
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.calculators.fd import calculate_numerical_forces
+
+from freecg_md import FreeCGCalculator, save_model
+from tests.conftest import random_molecule, small_model
+
+
+@pytest.fixture
+def calc64():
+    return FreeCGCalculator(small_model(torch.float64), dtype="float64")
+
+
+def test_contract_properties_units_and_types(calc64):
+    assert FreeCGCalculator.implemented_properties == (
+        "energy",
+        "free_energy",
+        "energies",
+        "forces",
+    )
+    atoms = random_molecule(9, seed=1)
+    atoms.calc = calc64
+    energy = atoms.get_potential_energy()
+    assert isinstance(energy, float)
+    assert atoms.get_potential_energy(force_consistent=True) == energy
+    energies = atoms.get_potential_energies()
+    forces = atoms.get_forces()
+    assert energies.dtype == np.float64 and energies.shape == (9,)
+    assert forces.dtype == np.float64 and forces.shape == (9, 3)
+    assert energies.sum() == pytest.approx(energy, abs=1e-9)
+
+
+def test_results_are_cached_until_atoms_change(calc64):
+    atoms = random_molecule(6, seed=2)
+    atoms.calc = calc64
+    calls = []
+    original = calc64.model.energy_and_forces
+    calc64.model.energy_and_forces = lambda *a, **k: calls.append(1) or original(*a, **k)
+    atoms.get_potential_energy()
+    atoms.get_forces()
+    assert len(calls) == 1
+    atoms.positions[0, 0] += 0.01
+    atoms.get_forces()
+    assert len(calls) == 2
+    atoms.numbers[0] = 1 if atoms.numbers[0] != 1 else 6
+    atoms.get_forces()
+    assert len(calls) == 3
+
+
+def test_forces_match_finite_differences(calc64):
+    atoms = random_molecule(7, seed=3)
+    atoms.calc = calc64
+    numerical = calculate_numerical_forces(atoms, eps=1e-5)
+    np.testing.assert_allclose(atoms.get_forces(), numerical, atol=1e-6)
+
+
+@pytest.mark.parametrize("skin", [0.0, 0.5, 2.0])
+def test_cached_neighbours_give_fresh_results_along_a_random_walk(skin):
+    model = small_model(torch.float64)
+    cached = FreeCGCalculator(model, dtype="float64", skin=skin)
+    fresh = FreeCGCalculator(model, dtype="float64", skin=0.0)
+    # Dense: a jittered lattice of 150 atoms 1.4 Å apart, ~90 neighbours within the 4 Å
+    # cutoff, far over the 32 that the reference code keeps.
+    rng = np.random.default_rng(4)
+    grid = np.stack(np.meshgrid(*[np.arange(k) for k in (5, 5, 6)], indexing="ij"), -1)
+    positions = 1.4 * grid.reshape(-1, 3) + rng.normal(scale=0.05, size=(150, 3))
+    atoms = Atoms(numbers=rng.choice([1, 6, 8], 150), positions=positions)
+    n_steps = 12
+    for _ in range(n_steps):
+        atoms.positions += rng.normal(scale=0.04, size=(150, 3))
+        a, b = atoms.copy(), atoms.copy()
+        a.calc, b.calc = cached, fresh
+        assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-9)
+        np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=1e-9)
+    if skin > 0:
+        assert cached.neighbor_stats["reuses"] > 0
+    else:
+        assert cached.neighbor_stats == {"builds": n_steps, "reuses": 0}
+
+
+def test_periodic_supercell_is_extensive(calc64):
+    rng = np.random.default_rng(5)
+    cell = np.array([[4.5, 0.0, 0.0], [0.8, 4.2, 0.0], [0.3, 0.4, 4.8]])
+    atoms = Atoms(numbers=rng.choice([1, 6, 8], 6), cell=cell, pbc=True)
+    atoms.set_scaled_positions(rng.uniform(0, 1, (6, 3)))
+    atoms.calc = calc64
+    energy = atoms.get_potential_energy()
+    forces = atoms.get_forces()
+    supercell = atoms.repeat((2, 1, 3))
+    supercell.calc = FreeCGCalculator(calc64.model, dtype="float64")
+    assert supercell.get_potential_energy() == pytest.approx(6 * energy, rel=1e-9)
+    np.testing.assert_allclose(supercell.get_forces()[:6], forces, atol=1e-9)
+    # Translating every atom by a lattice vector changes nothing.
+    shifted = atoms.copy()
+    shifted.positions[2] += cell[1]
+    shifted.calc = FreeCGCalculator(calc64.model, dtype="float64")
+    assert shifted.get_potential_energy() == pytest.approx(energy, abs=1e-9)
+
+
+def test_float32_and_float64_agree():
+    model = small_model(torch.float64)
+    atoms = random_molecule(10, seed=6)
+    a, b = atoms.copy(), atoms.copy()
+    a.calc = FreeCGCalculator(model, dtype="float64")
+    b.calc = FreeCGCalculator(small_model(torch.float64), dtype="float32")
+    assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-4)
+    np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=1e-4)
+
+
+def test_global_torch_state_untouched(tmp_path):
+    before = (torch.get_default_dtype(), torch.is_grad_enabled())
+    path = save_model(small_model(), tmp_path / "m.pt")
+    atoms = random_molecule(5, seed=7)
+    atoms.calc = FreeCGCalculator(path, dtype="float64")
+    with torch.no_grad():
+        atoms.get_forces()  # forces work even inside a no_grad block
+    assert (torch.get_default_dtype(), torch.is_grad_enabled()) == before
+
+
+def test_loads_from_path(tmp_path):
+    model = small_model()
+    path = save_model(model, tmp_path / "m.pt")
+    atoms = random_molecule(5, seed=8)
+    a, b = atoms.copy(), atoms.copy()
+    a.calc = FreeCGCalculator(str(path))
+    b.calc = FreeCGCalculator(model)
+    assert a.get_potential_energy() == b.get_potential_energy()
+
+
+def test_single_atom_and_isolated_atoms_have_zero_force(calc64):
+    atoms = Atoms("CO", positions=[[0, 0, 0], [20, 0, 0]])
+    atoms.calc = calc64
+    np.testing.assert_array_equal(atoms.get_forces(), 0.0)
+
+
+def test_unknown_element_is_named(calc64):
+    atoms = Atoms("CFe", positions=[[0, 0, 0], [2, 0, 0]])
+    atoms.calc = calc64
+    with pytest.raises(ValueError, match="Fe.*not trained on.*knows H, C, N, O, S"):
+        atoms.get_potential_energy()
+
+
+def test_nan_positions(calc64):
+    atoms = random_molecule(4, seed=9)
+    atoms.positions[2, 1] = np.nan
+    atoms.calc = calc64
+    with pytest.raises(ValueError, match=r"NaN or infinite positions \(atom indices \[2\]\)"):
+        atoms.get_forces()
+
+
+def test_empty_atoms(calc64):
+    atoms = Atoms()
+    atoms.calc = calc64
+    with pytest.raises(ValueError, match="empty"):
+        atoms.get_potential_energy()
+
+
+def test_overlapping_atoms(calc64):
+    atoms = Atoms("CCO", positions=[[0, 0, 0], [1.5, 0, 0], [1.5, 0.01, 0]])
+    atoms.calc = calc64
+    with pytest.raises(ValueError, match="atoms 1 and 2 overlap|atoms 2 and 1 overlap"):
+        atoms.get_potential_energy()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(dtype="float16"), "dtype='float16'"),
+        (dict(dtype="double"), "expected 'float32' or 'float64'"),
+        (dict(device="gpu0"), "device='gpu0'"),
+        (dict(device="cuda:7"), "cuda:7"),
+        (dict(skin=-0.5), "skin"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    if "cuda" in str(kwargs.get("device", "")) and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    with pytest.raises(ValueError, match=match):
+        FreeCGCalculator(small_model(), **kwargs)
+
+
+def test_bad_model_argument():
+    with pytest.raises(TypeError, match="expected a FreeCG"):
+        FreeCGCalculator(torch.nn.Linear(2, 2))
+
+
+def test_ase_langevin_runs_with_the_calculator():
+    from ase import units
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    atoms = random_molecule(8, seed=10)
+    atoms.calc = FreeCGCalculator(small_model(torch.float64), dtype="float64")
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    dyn = Langevin(
+        atoms,
+        0.5 * units.fs,
+        temperature_K=300,
+        friction=0.01 / units.fs,
+        fixcm=False,
+        rng=np.random.default_rng(1),
+    )
+    dyn.run(5)
+    assert np.all(np.isfinite(atoms.positions))
+    assert atoms.calc.neighbor_stats["reuses"] >= 4

@@ -1,0 +1,109 @@
+"""Model files: round trip, safety, and a clear error for every kind of bad file."""
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from freecg_md import FORMAT_VERSION, ModelFileError, load_model, read_model_file, save_model
+from tests.conftest import full_edges, random_molecule, small_model
+
+
+def energy(model, atoms):
+    pos = torch.as_tensor(atoms.positions, dtype=next(model.parameters()).dtype)
+    return model(torch.as_tensor(atoms.numbers), pos, full_edges(len(atoms))).item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_round_trip_keeps_config_weights_standardisation_and_metadata(tmp_path, dtype):
+    model = small_model(dtype, use_group_cg=False)
+    model.set_energy_standardisation({1: -10.5, 6: -1020.25}, scale=0.7, shift=-0.1)
+    path = save_model(model, tmp_path / "model.pt", metadata={"data": "toy", "mae": 0.1})
+    loaded = load_model(path)
+    assert loaded.config == model.config
+    assert next(loaded.parameters()).dtype == dtype
+    assert not loaded.training
+    assert loaded.metadata == {"data": "toy", "mae": 0.1}
+    atoms = random_molecule(7, seed=1)
+    assert energy(loaded, atoms) == energy(model, atoms)
+    content = read_model_file(path)
+    assert content["format_version"] == FORMAT_VERSION
+    assert set(content["versions"]) == {"freecg_md", "torch", "e3nn"}
+    assert content["units"]["energy"] == "eV"
+
+
+def test_file_is_plain_data_loadable_with_weights_only(tmp_path):
+    path = save_model(small_model(), tmp_path / "model.pt")
+    payload = torch.load(path, weights_only=True)
+    assert json.loads(payload["config"])["hidden"] == 32
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.pt"):
+        load_model(tmp_path / "nothere.pt")
+
+
+def test_truncated_file(tmp_path):
+    path = save_model(small_model(), tmp_path / "model.pt")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="truncated or not a torch file"):
+        load_model(path)
+
+
+def test_text_file(tmp_path):
+    path = tmp_path / "notes.pt"
+    path.write_text("hello")
+    with pytest.raises(ModelFileError, match="notes.pt"):
+        load_model(path)
+
+
+def test_foreign_torch_file(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, path)
+    with pytest.raises(ModelFileError, match="not a FreeCG-MD model"):
+        load_model(path)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (print, ("code ran on load",))
+
+
+def test_pickled_objects_are_refused_without_running_code(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "freecg-md-model", "payload": _Exploit()}, path)
+    with pytest.raises(ModelFileError, match="safe load refuses"):
+        load_model(path)
+    assert "code ran on load" not in capsys.readouterr().out
+    whole = tmp_path / "whole.pt"
+    torch.save(small_model(), whole, pickle_protocol=pickle.DEFAULT_PROTOCOL)
+    with pytest.raises(ModelFileError, match="safe load refuses"):
+        load_model(whole)
+
+
+def test_newer_format_version(tmp_path):
+    path = save_model(small_model(), tmp_path / "model.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["format_version"] = FORMAT_VERSION + 1
+    torch.save(payload, path)
+    with pytest.raises(ModelFileError, match=f"format version {FORMAT_VERSION + 1}"):
+        load_model(path)
+
+
+def test_state_dict_not_matching_config(tmp_path):
+    path = save_model(small_model(), tmp_path / "model.pt")
+    payload = torch.load(path, weights_only=True)
+    config = json.loads(payload["config"])
+    config["num_layers"] += 1
+    payload["config"] = json.dumps(config)
+    torch.save(payload, path)
+    with pytest.raises(ModelFileError, match="does not match its config"):
+        load_model(path)
+
+
+def test_metadata_must_be_json(tmp_path):
+    with pytest.raises(TypeError, match="JSON"):
+        save_model(small_model(), tmp_path / "m.pt", metadata={"x": object()})
+    assert not (tmp_path / "m.pt").exists()
