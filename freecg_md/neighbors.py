@@ -117,14 +117,22 @@ def build_neighbor_list(
         # radius_graph returns (source j, target i); a cap equal to N can never truncate.
         edges = _radius_graph(pos, r=cutoff, loop=False, max_num_neighbors=max(n_atoms, 1))
         edge_index = edges.flip(0).numpy().astype(np.int64)
-        return NeighborList(edge_index, np.zeros((edge_index.shape[1], 3), np.int64), cutoff)
+        shifts = np.zeros((edge_index.shape[1], 3), np.int64)
+        return _sorted_by_center(edge_index, shifts, cutoff)
     calculator = _VesinNeighborList(cutoff=cutoff, full_list=True)
     box = cell if pbc.any() else np.zeros((3, 3))
     i, j, shifts = calculator.compute(
         points=positions, box=box, periodic=pbc.tolist() if pbc.any() else False, quantities="ijS"
     )
     edge_index = np.stack([i, j]).astype(np.int64)
-    return NeighborList(edge_index, np.asarray(shifts, dtype=np.int64).reshape(-1, 3), cutoff)
+    return _sorted_by_center(edge_index, np.asarray(shifts, np.int64).reshape(-1, 3), cutoff)
+
+
+def _sorted_by_center(edge_index: np.ndarray, shifts: np.ndarray, cutoff: float) -> NeighborList:
+    # Edges grouped by centre atom make the model's gathers and scatters over centres walk
+    # memory in order.
+    order = np.lexsort((edge_index[1], edge_index[0]))
+    return NeighborList(edge_index[:, order], shifts[order], cutoff)
 
 
 class NeighborListCache:

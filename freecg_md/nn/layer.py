@@ -7,17 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .group_cg import GroupCGTensorProduct, shuffle_abstract_edges
-
-
-def _reject(vectors: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-    """Part of ``vectors`` (E, 8, F) orthogonal to ``direction`` (E, 8).
-
-    The 8 components form an orthogonal representation (1o + 2e), so the dot product over
-    them is invariant and the rejection is equivariant.
-    """
-    dot = torch.einsum("emf,em->ef", vectors, direction)
-    dot = dot / (direction * direction).sum(dim=1, keepdim=True)
-    return vectors - dot.unsqueeze(1) * direction.unsqueeze(-1)
+from .ops import dot_components, gather, scatter_sum
 
 
 class FreeCGLayer(nn.Module):
@@ -109,20 +99,20 @@ class FreeCGLayer(nn.Module):
         u1, u2, u3 = self.vec_proj(v).split(width, dim=-1)
         vec_dot = (u1 * u2).sum(dim=1)
 
-        v_neighbors = v[neighbors]
+        v_neighbors = gather(v, neighbors)
         # Attention enhancer: per-channel invariants of the neighbour's abstract edges seen
         # along this real edge, mapped to one bias per head.
-        enhance = self.enhancer(torch.einsum("emf,em->ef", v_neighbors, sh))
-        attention = (q[centers] * k[neighbors] * dk).sum(dim=-1) + enhance
+        enhance = self.enhancer(dot_components(v_neighbors, sh))
+        attention = (gather(q, centers) * gather(k, neighbors) * dk).sum(dim=-1) + enhance
         # No softmax: the weights are gated by SiLU and smoothly cut off.
         attention = F.silu(attention) * phi.unsqueeze(-1)
-        message = (s[neighbors] * dv * attention.unsqueeze(-1)).reshape(-1, width)
-        gate1, gate2 = F.silu(self.gate_proj(message)).split(width, dim=-1)
+        message = (gather(s, neighbors) * dv * attention.unsqueeze(-1)).reshape(-1, width)
+        gates = F.silu(self.gate_proj(message)) * phi.unsqueeze(-1)
+        gate1, gate2 = gates.split(width, dim=-1)
         vec_message = v_neighbors * gate1.unsqueeze(1) + gate2.unsqueeze(1) * sh.unsqueeze(-1)
-        vec_message = vec_message * phi.view(-1, 1, 1)
 
-        scalar_sum = torch.zeros_like(x).index_add_(0, centers, message)
-        abstract_edges = torch.zeros_like(v).index_add_(0, centers, vec_message)
+        scalar_sum = scatter_sum(message, centers, n_atoms)
+        abstract_edges = scatter_sum(vec_message, centers, n_atoms)
 
         o1, o2, o3 = self.o_proj(scalar_sum).split(width, dim=-1)
         dx = vec_dot * o2 + o3
@@ -135,7 +125,21 @@ class FreeCGLayer(nn.Module):
 
         df = None
         if self.update_edges:
-            w1 = _reject(self.w_center_proj(v)[centers], sh)
-            w2 = _reject(self.w_neighbor_proj(v_neighbors), -sh)
-            df = F.silu(self.f_proj(f)) * (w1 * w2).sum(dim=1)
+            df = F.silu(self.f_proj(f)) * self._rejected_dot(v, centers, neighbors, sh)
         return dx, dvec, df
+
+    def _rejected_dot(
+        self, v: torch.Tensor, centers: torch.Tensor, neighbors: torch.Tensor, sh: torch.Tensor
+    ) -> torch.Tensor:
+        """``sum_m w1 * w2`` with ``w1 = (W_c v_i)`` and ``w2 = (W_n v_j)`` each made
+        orthogonal to ``Y_ij``, shape (E, F).
+
+        Expanding the rejections gives ``a . b - (a . Y)(b . Y) / |Y|^2`` for ``a = W_c v_i``
+        and ``b = W_n v_j``, which needs no rejected copies of the (E, 8, F) tensors. The 8
+        components form an orthogonal representation (1o + 2e), so each dot product is
+        invariant and ``df`` is too.
+        """
+        a = gather(self.w_center_proj(v), centers)
+        b = gather(self.w_neighbor_proj(v), neighbors)
+        along = dot_components(a, sh) * dot_components(b, sh)
+        return (a * b).sum(dim=1) - along / (sh * sh).sum(dim=1, keepdim=True)
