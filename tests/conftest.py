@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-import torch
-from ase import Atoms
+import os
 
-from freecg_md import FreeCG
+# libgomp's default spin-waiting made calls 6-17x slower here when another job held a core;
+# this must be set before torch starts its OpenMP runtime.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from ase import Atoms  # noqa: E402
+
+from freecg_md import FreeCG  # noqa: E402
 
 SMALL = dict(hidden=32, num_layers=3, num_heads=4, num_groups=4, num_basis=16, cutoff=4.0)
 

@@ -1,0 +1,129 @@
+"""Labelling conformations with a reference method through any ASE calculator.
+
+The default reference is GFN2-xTB in ALPB(water) implicit solvent at charge -2, through
+tblite's ASE calculator: in vacuum the SCF of the charged chignolin does not converge.
+Frames are labelled in chunks; each finished chunk is written atomically as an extxyz
+file, so a killed run loses at most one chunk and a rerun skips what is done. A frame whose
+calculation fails (SCF not converged, non-finite results) is logged and skipped, never
+written with a wrong label.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+from tqdm.auto import tqdm
+
+__all__ = ["REFERENCE_METHOD", "default_reference_calculator", "label_frames"]
+
+REFERENCE_METHOD = "GFN2-xTB/ALPB(water), charge -2 (tblite)"
+
+
+def default_reference_calculator() -> Calculator:
+    """tblite's GFN2-xTB with ALPB water, charge -2, quiet. Set OMP_NUM_THREADS before
+    tblite loads to choose its threads."""
+    from tblite.ase import TBLite
+
+    return TBLite(method="GFN2-xTB", charge=-2, solvation=("alpb", "water"), verbosity=0,
+                  max_iterations=300)
+
+
+def _label_one(atoms: Atoms, calculator: Calculator) -> tuple[float, np.ndarray]:
+    atoms.calc = calculator
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tblite warns, not raises, on some SCF failures
+        energy = float(atoms.get_potential_energy())
+        forces = np.array(atoms.get_forces(), dtype=np.float64)
+    if not np.isfinite(energy) or not np.all(np.isfinite(forces)):
+        raise ValueError("non-finite energy or forces")
+    return energy, forces
+
+
+def label_frames(
+    frames_npz: str | Path,
+    out_dir: str | Path,
+    calculator_factory: Callable[[], Calculator] = default_reference_calculator,
+    chunk_size: int = 50,
+    worker: int = 0,
+    n_workers: int = 1,
+    method: str = REFERENCE_METHOD,
+    progress: bool = True,
+) -> list[Path]:
+    """Label the frames of a sampling file (see :func:`sample_conformations`).
+
+    Parameters
+    ----------
+    frames_npz:
+        ``.npz`` with ``positions`` (n, N, 3) Å, ``numbers`` (N,), ``temperature`` (n,) K.
+    out_dir:
+        Receives ``chunk_{index:05d}.extxyz`` (energy eV, forces eV/Å, and the info keys
+        ``frame_index``, ``temperature``, ``method``) and ``failed_w{worker}.csv``.
+    calculator_factory:
+        Makes the reference calculator (called once per worker).
+    chunk_size:
+        Frames per chunk file.
+    worker, n_workers:
+        This process takes the chunks with ``index % n_workers == worker``.
+
+    Returns
+    -------
+    The chunk files this call wrote.
+    """
+    if not 0 <= worker < n_workers:
+        raise ValueError(f"worker={worker} must be in [0, n_workers={n_workers})")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size}: expected >= 1")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with np.load(frames_npz) as data:
+        positions, numbers = data["positions"], data["numbers"]
+        temperatures = data["temperature"] if "temperature" in data else np.zeros(len(positions))
+    n_chunks = -(-len(positions) // chunk_size)
+    todo = [c for c in range(n_chunks)
+            if c % n_workers == worker and not (out_dir / f"chunk_{c:05d}.extxyz").exists()]
+    calculator = calculator_factory() if todo else None
+    failed_log = out_dir / f"failed_w{worker}.csv"
+    written = []
+    bar = tqdm(total=sum(min(chunk_size, len(positions) - c * chunk_size) for c in todo),
+               disable=not progress, unit="frame", desc=f"labelling (worker {worker})")
+    for chunk in todo:
+        labelled = []
+        for index in range(chunk * chunk_size, min((chunk + 1) * chunk_size, len(positions))):
+            atoms = Atoms(numbers=numbers, positions=positions[index].astype(np.float64))
+            try:
+                energy, forces = _label_one(atoms, calculator)
+            except Exception as error:  # noqa: BLE001 - any failure of the reference is logged
+                _log_failure(failed_log, index, error)
+                calculator = calculator_factory()  # a failed SCF can leave bad state behind
+            else:
+                atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+                atoms.info.update(frame_index=int(index), temperature=float(temperatures[index]),
+                                  method=method)
+                labelled.append(atoms)
+            bar.update(1)
+        path = out_dir / f"chunk_{chunk:05d}.extxyz"
+        tmp = out_dir / f".chunk_{chunk:05d}.tmp.extxyz"
+        write(tmp, labelled, format="extxyz")
+        os.replace(tmp, path)
+        written.append(path)
+    bar.close()
+    return written
+
+
+def _log_failure(path: Path, index: int, error: Exception) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(["frame_index", "reason"])
+        writer.writerow([index, f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+                         if str(error) else type(error).__name__])

@@ -1,0 +1,32 @@
+"""``python -m freecg_md.train CONFIG.json [--resume]``: train a FreeCG model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import TrainConfig
+from .loop import train
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="freecg-md train", description=__doc__)
+    parser.add_argument("config", help="training config (JSON); see freecg_md.train.TrainConfig")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    parser.add_argument("--max-minutes", type=float, help="stop (resumably) after this long")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    config = TrainConfig.from_json(args.config)
+    if args.max_minutes is not None:
+        config.max_minutes = args.max_minutes
+    metrics = train(config, resume=args.resume, progress=not args.no_progress)
+    if not metrics:
+        print(f"stopped at the time limit; continue with --resume ({config.output_dir})")
+        return 0
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

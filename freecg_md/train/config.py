@@ -1,0 +1,122 @@
+"""Training configuration: a dataclass that round-trips through JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; written into the run directory.
+
+    Attributes
+    ----------
+    data:
+        Labelled structures: extxyz files or directories of ``*.extxyz`` chunks (energy in
+        eV, forces in eV/Å, as ASE writes them).
+    output_dir:
+        Run directory: checkpoints, logs, split, models, metrics.
+    model:
+        :class:`freecg_md.FreeCGConfig` fields (``species`` defaults to the data's elements).
+    energy_weight, force_weight:
+        Loss weights on the per-atom energy MSE (eV²/atom²) and force MSE (eV²/Å²).
+    lr, weight_decay:
+        AdamW learning rate and weight decay.
+    warmup_steps:
+        Linear learning-rate warm-up from 0, in optimiser steps.
+    plateau_factor, plateau_patience, min_lr:
+        ReduceLROnPlateau on the validation loss (patience in epochs).
+    ema_decay:
+        Exponential moving average of the weights, used for validation, test and the saved
+        model. 0 disables it.
+    early_stopping_patience:
+        Epochs without a better validation loss before stopping.
+    max_epochs, max_minutes:
+        Limits; a run stopped by ``max_minutes`` checkpoints and can be resumed.
+    checkpoint_every:
+        Also checkpoint every so many optimiser steps within an epoch (0: only at epoch ends).
+    val_fraction, test_fraction:
+        Share of the structures held out, split at random with ``seed``.
+    max_structures:
+        Use only this many structures (for quick tries); None uses all.
+    """
+
+    data: list[str]
+    output_dir: str
+    model: dict[str, Any] = field(default_factory=dict)
+    energy_weight: float = 0.05
+    force_weight: float = 0.95
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    batch_size: int = 4
+    warmup_steps: int = 1000
+    plateau_factor: float = 0.8
+    plateau_patience: int = 30
+    min_lr: float = 1e-7
+    ema_decay: float = 0.99
+    early_stopping_patience: int = 100
+    max_epochs: int = 1000
+    max_minutes: float | None = None
+    checkpoint_every: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_structures: int | None = None
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "cpu"
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str):
+            self.data = [self.data]
+        if not self.data:
+            raise ValueError("data is empty; expected extxyz files or directories")
+        checks = {
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "energy_weight": self.energy_weight >= 0,
+            "force_weight": self.force_weight >= 0,
+            "ema_decay": 0 <= self.ema_decay < 1,
+            "val_fraction": 0 < self.val_fraction < 1,
+            "test_fraction": 0 <= self.test_fraction < 1,
+            "max_epochs": self.max_epochs >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"{name}={getattr(self, name)!r} is out of range")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction}; "
+                f"expected < 1 so that something is left to train on"
+            )
+        if self.energy_weight == 0 and self.force_weight == 0:
+            raise ValueError("energy_weight and force_weight are both 0; nothing to fit")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys {unknown}; expected some of "
+                             f"{sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        """Read a config file; relative data and output paths are taken from the file's
+        directory."""
+        path = Path(path)
+        data = json.loads(path.read_text())
+        base = path.parent
+        data["data"] = [str(base / p) for p in ([data["data"]] if isinstance(data.get("data"), str)
+                                                 else data.get("data", []))]
+        if "output_dir" in data:
+            data["output_dir"] = str(base / data["output_dir"])
+        return cls.from_dict(data)

@@ -1,0 +1,57 @@
+"""Reading labelled data for training, with a tensor cache beside the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..data.dataset import check_elements, read_dataset
+from ..nn import FreeCGConfig
+from .config import TrainConfig
+from .data import (
+    Structure,
+    dataset_fingerprint,
+    load_structures,
+    save_structures,
+    structures_from_atoms,
+)
+
+
+def _data_files(paths: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            files.extend(sorted(entry.glob("*.extxyz")) + sorted(entry.glob("*.extxyz.gz")))
+        elif entry.exists():
+            files.append(entry)
+        else:
+            raise FileNotFoundError(f"data path {str(entry)!r} does not exist")
+    if not files:
+        raise FileNotFoundError(f"no extxyz files found in data={paths}")
+    return files
+
+
+def load_training_structures(config: TrainConfig) -> tuple[list[Structure], tuple[int, ...]]:
+    """Validated structures as tensors, and the elements the model will know.
+
+    The first call reads the extxyz files (checking energies, forces, shapes and elements)
+    and caches the tensors, neighbour lists included, in ``output_dir``; later calls (a
+    resumed run) read the cache if the files are unchanged.
+    """
+    model_config = FreeCGConfig.from_dict(config.model) if config.model else FreeCGConfig()
+    files = _data_files(config.data)
+    key = dataset_fingerprint(files, model_config.cutoff)
+    cache = Path(config.output_dir) / f"data_cache_{key}.pt"
+    if cache.exists():
+        structures = load_structures(cache)
+    else:
+        atoms_list = read_dataset(files)
+        if "species" in config.model:
+            check_elements(atoms_list, config.model["species"])
+        structures = structures_from_atoms(atoms_list, model_config.cutoff)
+        save_structures(structures, cache)
+    if config.max_structures is not None:
+        structures = structures[: config.max_structures]
+    species = tuple(sorted({int(z) for s in structures for z in s.numbers.unique()}))
+    if "species" in config.model:
+        species = tuple(config.model["species"])
+    return structures, species

@@ -1,0 +1,269 @@
+"""The training loop: AdamW, warm-up, plateau schedule, EMA, early stopping, exact resume."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..calculator import resolve_device, resolve_dtype
+from ..io import _versions, save_model
+from ..nn import FreeCG, FreeCGConfig
+from .config import TrainConfig
+from .data import Batch, Structure, collate, split_indices
+from .dataset_cache import load_training_structures
+from .loss import ErrorMetrics, fit_energy_standardisation, loss_fn
+
+LOG_FIELDS = ("epoch", "step", "lr", "train_loss", "val_loss", "val_energy_mae_per_atom_eV",
+              "val_force_mae_eV_per_A", "best", "elapsed_s")
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    step: int = 0
+    best_val: float = float("inf")
+    best_epoch: int = -1
+    stale_epochs: int = 0
+    elapsed_s: float = 0.0
+    log_rows: int = 0
+    epoch_loss_sum: float = 0.0
+    stopped_early: bool = False
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def _evaluate(model: FreeCG, structures: list[Structure], config: TrainConfig,
+              device: torch.device, dtype: torch.dtype) -> dict[str, float]:
+    metrics = ErrorMetrics()
+    model.eval()
+    for start in range(0, len(structures), config.batch_size):
+        batch = collate(structures[start:start + config.batch_size]).to(device, dtype)
+        out = model.energy_and_forces(batch.numbers, batch.positions, batch.edge_index,
+                                      batch.shifts, batch.batch, batch.num_graphs)
+        loss = loss_fn(out["energy"], out["forces"], batch, config.energy_weight,
+                       config.force_weight)
+        metrics.update(out["energy"], out["forces"], batch, loss.item())
+    return metrics.summary()
+
+
+class Trainer:
+    """Owns the model, EMA copy, optimiser and schedules of one run directory."""
+
+    def __init__(self, config: TrainConfig, structures: list[Structure],
+                 split: dict[str, list[int]], species: tuple[int, ...]) -> None:
+        self.config = config
+        self.out = Path(config.output_dir)
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype)
+        self.train_set = [structures[i] for i in split["train"]]
+        self.val_set = [structures[i] for i in split["val"]]
+        self.test_set = [structures[i] for i in split["test"]]
+        torch.manual_seed(config.seed)
+        model_config = FreeCGConfig.from_dict({"species": species, **config.model})
+        self.model = FreeCG(model_config)
+        self.model.set_energy_standardisation(
+            *fit_energy_standardisation(self.train_set, model_config.species))
+        self.model.to(device=self.device, dtype=self.dtype)
+        self.ema = copy.deepcopy(self.model) if config.ema_decay > 0 else None
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, factor=config.plateau_factor, patience=config.plateau_patience,
+            min_lr=config.min_lr)
+        self.progress = Progress()
+
+    @property
+    def eval_model(self) -> FreeCG:
+        return self.ema if self.ema is not None else self.model
+
+    # -- checkpoints -------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        state = {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+            "optimizer": self.optimizer.state_dict(),
+            "plateau": self.plateau.state_dict(),
+            "progress": json.dumps(self.progress.__dict__),
+        }
+        tmp = self.out / f".{CHECKPOINT}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.out / CHECKPOINT)
+
+    def load_checkpoint(self) -> None:
+        state = torch.load(self.out / CHECKPOINT, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.plateau.load_state_dict(state["plateau"])
+        self.progress = Progress(**json.loads(state["progress"]))
+        _truncate_log(self.out / "log.csv", self.progress.log_rows)
+
+    # -- one optimiser step ------------------------------------------------------------
+    def _set_warmup_lr(self) -> None:
+        if self.progress.step < self.config.warmup_steps:
+            scale = (self.progress.step + 1) / self.config.warmup_steps
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.lr * scale
+
+    def train_step(self, batch: Batch) -> float:
+        self.model.train()
+        self._set_warmup_lr()
+        out = self.model.energy_and_forces(batch.numbers, batch.positions, batch.edge_index,
+                                           batch.shifts, batch.batch, batch.num_graphs,
+                                           create_graph=True)
+        loss = loss_fn(out["energy"], out["forces"], batch, self.config.energy_weight,
+                       self.config.force_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0)
+        self.optimizer.step()
+        if self.ema is not None:
+            with torch.no_grad():
+                for ema_p, p in zip(self.ema.parameters(), self.model.parameters(),
+                                    strict=True):
+                    ema_p.lerp_(p, 1.0 - self.config.ema_decay)
+        self.progress.step += 1
+        return loss.item()
+
+    # -- epochs --------------------------------------------------------------------------
+    def run(self, show_progress: bool = True) -> bool:
+        """Train until ``max_epochs``, early stopping or out of time; True unless time ran
+        out (then the state is checkpointed for a resume)."""
+        config, progress = self.config, self.progress
+        deadline = None
+        if config.max_minutes is not None:
+            deadline = time.monotonic() + 60 * config.max_minutes
+        started = time.monotonic() - progress.elapsed_s
+        while not progress.stopped_early and progress.epoch < config.max_epochs:
+            order = _epoch_order(len(self.train_set), config.seed, progress.epoch)
+            starts = list(range(0, len(order), config.batch_size))
+            bar = tqdm(starts[progress.batch_in_epoch:], disable=not show_progress,
+                       desc=f"epoch {progress.epoch}", unit="batch", leave=False)
+            for start in bar:
+                batch = collate([self.train_set[i] for i in order[start:start + config.batch_size]])
+                loss = self.train_step(batch.to(self.device, self.dtype))
+                progress.epoch_loss_sum += loss
+                progress.batch_in_epoch += 1
+                bar.set_postfix(loss=f"{loss:.4g}")
+                if config.checkpoint_every and progress.step % config.checkpoint_every == 0:
+                    progress.elapsed_s = time.monotonic() - started
+                    self.save_checkpoint()
+                if deadline is not None and time.monotonic() > deadline:
+                    progress.elapsed_s = time.monotonic() - started
+                    self.save_checkpoint()
+                    return False
+            self._end_epoch(progress.epoch_loss_sum / len(starts), time.monotonic() - started)
+        return True
+
+    def _end_epoch(self, train_loss: float, elapsed: float) -> None:
+        config, progress = self.config, self.progress
+        val = _evaluate(self.eval_model, self.val_set, config, self.device, self.dtype)
+        if progress.step >= config.warmup_steps:
+            self.plateau.step(val["loss"])
+        improved = val["loss"] < progress.best_val
+        if improved:
+            progress.best_val, progress.best_epoch, progress.stale_epochs = (
+                val["loss"], progress.epoch, 0)
+            save_model(self.eval_model, self.out / "best_model.pt",
+                       metadata={"epoch": progress.epoch, "val": val})
+        else:
+            progress.stale_epochs += 1
+        row = {"epoch": progress.epoch, "step": progress.step,
+               "lr": self.optimizer.param_groups[0]["lr"], "train_loss": train_loss,
+               "val_loss": val["loss"],
+               "val_energy_mae_per_atom_eV": val["energy_mae_per_atom_eV"],
+               "val_force_mae_eV_per_A": val["force_mae_eV_per_A"], "best": int(improved),
+               "elapsed_s": round(elapsed, 1)}
+        _append_log(self.out / "log.csv", row)
+        progress.log_rows += 1
+        progress.epoch += 1
+        progress.batch_in_epoch = 0
+        progress.epoch_loss_sum = 0.0
+        progress.elapsed_s = elapsed
+        progress.stopped_early = progress.stale_epochs >= config.early_stopping_patience
+        self.save_checkpoint()
+
+
+def _append_log(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        handle.flush()
+
+
+def _truncate_log(path: Path, rows: int) -> None:
+    """Drop log rows written after the checkpoint a run resumes from."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[: rows + 1]) if rows else "")
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train a FreeCG model as ``config`` says; returns the test metrics.
+
+    The run directory receives ``config.json`` (with package versions), ``split.json``
+    (structure indices of train/val/test), ``log.csv`` (one row per epoch),
+    ``checkpoint.pt`` (exact resume), ``best_model.pt`` (EMA weights at the best
+    validation loss), ``model.pt`` (the final, best model) and ``test_metrics.json``.
+    With ``resume=True`` a stopped run continues from its checkpoint, giving the same
+    weights as an uninterrupted run. Returns an empty dict if ``max_minutes`` ran out first.
+    """
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    checkpoint_exists = (out / CHECKPOINT).exists()
+    if checkpoint_exists and not resume:
+        raise FileExistsError(f"{out} already holds a training run; pass resume=True "
+                              f"(--resume) to continue it or choose another output_dir")
+    structures, species = load_training_structures(config)
+    split_path = out / "split.json"
+    if resume and split_path.exists():
+        split = json.loads(split_path.read_text())
+    else:
+        split = split_indices(len(structures), config.val_fraction, config.test_fraction,
+                              config.seed)
+        split_path.write_text(json.dumps(split))
+    (out / "config.json").write_text(json.dumps(
+        {"train": config.to_dict(), "versions": _versions()}, indent=2))
+    trainer = Trainer(config, structures, split, species)
+    if resume and checkpoint_exists:
+        trainer.load_checkpoint()
+    if not trainer.run(show_progress=progress):
+        return {}
+    return _finish(trainer, split)
+
+
+def _finish(trainer: Trainer, split: dict[str, list[int]]) -> dict:
+    from ..io import load_model
+
+    out = trainer.out
+    best = load_model(out / "best_model.pt").to(device=trainer.device, dtype=trainer.dtype)
+    metrics = _evaluate(best, trainer.test_set, trainer.config, trainer.device, trainer.dtype)
+    metrics.update(n_train=len(split["train"]), n_val=len(split["val"]),
+                   n_test=len(split["test"]), best_epoch=trainer.progress.best_epoch,
+                   epochs=trainer.progress.epoch, training_time_s=trainer.progress.elapsed_s)
+    (out / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
+    save_model(best, out / "model.pt", metadata={
+        "test_metrics": metrics, "train_config": trainer.config.to_dict(), "split": split})
+    return metrics

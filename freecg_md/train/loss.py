@@ -1,0 +1,90 @@
+"""Loss, energy standardisation and error metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from ase import units
+
+from .data import Batch, Structure
+
+KCAL_PER_MOL = units.kcal / units.mol  # eV
+
+
+def fit_energy_standardisation(
+    structures: list[Structure], species: tuple[int, ...]
+) -> tuple[dict[int, float], float, float]:
+    """Per-element reference energies by least squares, and the scale of the rest.
+
+    Solves ``E_s ~ sum_z n_{s,z} E0_z`` over the structures. For data of one composition
+    (one molecule) the system is rank-deficient and the minimum-norm solution splits the
+    mean energy over the elements, which is all that matters for such data. The scale is
+    the RMS force component (eV/Å), so the network's outputs start at order one.
+
+    Returns ``(E0 by atomic number in eV, scale in eV, shift in eV per atom)``.
+    """
+    index = {z: i for i, z in enumerate(species)}
+    counts = np.zeros((len(structures), len(species)))
+    for row, s in enumerate(structures):
+        for z, n in zip(*np.unique(s.numbers.numpy(), return_counts=True), strict=True):
+            counts[row, index[int(z)]] = n
+    energies = np.array([float(s.energy) for s in structures])
+    solution, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    forces = torch.cat([s.forces.reshape(-1) for s in structures])
+    scale = float(torch.sqrt((forces**2).mean())) or 1.0
+    return {z: float(solution[index[z]]) for z in species}, scale, 0.0
+
+
+def loss_fn(
+    energy: torch.Tensor, forces: torch.Tensor, batch: Batch, energy_weight: float,
+    force_weight: float,
+) -> torch.Tensor:
+    """``w_E mean((dE / N)^2) + w_F mean(dF^2)``: per-atom energy error (eV) and force
+    component error (eV/Å), so that molecules of different sizes weigh alike."""
+    energy_error = (energy - batch.energy) / batch.num_atoms
+    force_error = forces - batch.forces
+    return energy_weight * (energy_error**2).mean() + force_weight * (force_error**2).mean()
+
+
+@dataclass
+class ErrorMetrics:
+    """Accumulates absolute and squared errors over batches."""
+
+    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("energy_abs", "energy_per_atom_abs", "energy_sq", "force_abs", "force_sq", "loss"), 0.0))
+    n_structures: int = 0
+    n_components: int = 0
+    n_batches: int = 0
+
+    def update(self, energy: torch.Tensor, forces: torch.Tensor, batch: Batch,
+               loss: float) -> None:
+        de = (energy.detach() - batch.energy).double()
+        df = (forces.detach() - batch.forces).double()
+        self.sums["energy_abs"] += float(de.abs().sum())
+        self.sums["energy_per_atom_abs"] += float((de.abs() / batch.num_atoms).sum())
+        self.sums["energy_sq"] += float((de**2).sum())
+        self.sums["force_abs"] += float(df.abs().sum())
+        self.sums["force_sq"] += float((df**2).sum())
+        self.sums["loss"] += loss
+        self.n_structures += batch.num_graphs
+        self.n_components += df.numel()
+        self.n_batches += 1
+
+    def summary(self) -> dict[str, float]:
+        """MAE/RMSE in eV (energy), eV/atom, eV/Å (forces), and the same in kcal/mol."""
+        n, m = max(self.n_structures, 1), max(self.n_components, 1)
+        out = {
+            "energy_mae_eV": self.sums["energy_abs"] / n,
+            "energy_rmse_eV": (self.sums["energy_sq"] / n) ** 0.5,
+            "energy_mae_per_atom_eV": self.sums["energy_per_atom_abs"] / n,
+            "force_mae_eV_per_A": self.sums["force_abs"] / m,
+            "force_rmse_eV_per_A": (self.sums["force_sq"] / m) ** 0.5,
+            "loss": self.sums["loss"] / max(self.n_batches, 1),
+        }
+        for key in list(out):
+            if key.endswith("_eV") or key.endswith("_eV_per_A"):
+                converted = key.replace("_eV", "_kcal_mol")
+                out[converted] = out[key] / KCAL_PER_MOL
+        return out

@@ -1,0 +1,121 @@
+"""Training: the force error goes down, resume is exact, bad data and configs are refused."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.calculators.lj import LennardJones
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+
+from freecg_md import load_model
+from freecg_md.train import TrainConfig, train
+from tests.conftest import random_molecule
+
+TINY_MODEL = dict(hidden=16, num_layers=2, num_heads=2, num_groups=2, num_basis=8, cutoff=4.0)
+
+
+def labelled_set(n: int, seed: int = 0) -> list:
+    """Small molecules labelled by a Lennard-Jones potential: cheap, smooth, learnable."""
+    structures = []
+    for k in range(n):
+        atoms = random_molecule(6, seed=seed + k, box=3.5, species=(1, 6))
+        atoms.calc = LennardJones(sigma=1.0, epsilon=0.05, rc=4.0, smooth=True)
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+        structures.append(atoms)
+    return structures
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "data.extxyz"
+    write(path, labelled_set(40))
+    return path
+
+
+def config_for(data_file, out, **overrides):
+    base = dict(data=[str(data_file)], output_dir=str(out), model=TINY_MODEL, batch_size=4,
+                lr=3e-3, warmup_steps=5, max_epochs=2, ema_decay=0.9, seed=3,
+                energy_weight=0.1, force_weight=0.9)
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_training_drives_the_force_error_down(data_file, tmp_path):
+    config = config_for(data_file, tmp_path / "run", max_epochs=25)
+    metrics = train(config, progress=False)
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    first = float(log[1].split(",")[6])
+    best = min(float(row.split(",")[6]) for row in log[1:])
+    assert best < 0.5 * first, (first, best)
+    assert metrics["force_mae_eV_per_A"] < 0.6 * first
+    assert set(json.loads((tmp_path / "run" / "split.json").read_text())) == {
+        "train", "val", "test"}
+    model = load_model(tmp_path / "run" / "model.pt")
+    assert model.metadata["test_metrics"]["n_test"] == metrics["n_test"]
+    for key in ("energy_mae_eV", "energy_mae_per_atom_eV", "force_mae_eV_per_A",
+                "force_rmse_eV_per_A", "force_mae_kcal_mol_per_A"):
+        assert np.isfinite(metrics[key])
+
+
+def test_resume_equals_uninterrupted(data_file, tmp_path):
+    whole = train(config_for(data_file, tmp_path / "whole", max_epochs=3), progress=False)
+    # Stop mid-run after one epoch and a few steps (max_minutes=0 stops at the first step
+    # after the deadline), then resume to the end.
+    part = config_for(data_file, tmp_path / "part", max_epochs=1)
+    train(part, progress=False)
+    assert train(config_for(data_file, tmp_path / "part", max_epochs=3, max_minutes=0.0),
+                 resume=True, progress=False) == {}
+    resumed = train(config_for(data_file, tmp_path / "part", max_epochs=3), resume=True,
+                    progress=False)
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert resumed["force_mae_eV_per_A"] == whole["force_mae_eV_per_A"]
+    log_whole = (tmp_path / "whole" / "log.csv").read_text().splitlines()
+    log_part = (tmp_path / "part" / "log.csv").read_text().splitlines()
+    assert len(log_whole) == len(log_part) == 4
+
+
+def test_existing_run_needs_resume(data_file, tmp_path):
+    train(config_for(data_file, tmp_path / "run", max_epochs=1), progress=False)
+    with pytest.raises(FileExistsError, match="resume"):
+        train(config_for(data_file, tmp_path / "run", max_epochs=1), progress=False)
+
+
+def test_malformed_data_is_refused(tmp_path):
+    structures = labelled_set(5)
+    bare = structures[2].copy()  # no energy, no forces
+    structures[2] = bare
+    path = tmp_path / "bad.extxyz"
+    write(path, structures)
+    with pytest.raises(ValueError, match="bad.extxyz"):
+        train(config_for(path, tmp_path / "run"), progress=False)
+
+
+def test_unknown_element_in_data_is_named(tmp_path):
+    structures = labelled_set(5)
+    structures[1].numbers[0] = 26
+    structures[1].calc = SinglePointCalculator(structures[1], energy=0.0,
+                                               forces=np.zeros((6, 3)))
+    path = tmp_path / "fe.extxyz"
+    write(path, structures)
+    config = config_for(path, tmp_path / "run", model={**TINY_MODEL, "species": [1, 6]})
+    with pytest.raises(ValueError, match="Fe"):
+        train(config, progress=False)
+
+
+@pytest.mark.parametrize("bad", [dict(batch_size=0), dict(val_fraction=0.6, test_fraction=0.5),
+                                 dict(lr=-1.0), dict(data=[])])
+def test_bad_config(tmp_path, bad):
+    with pytest.raises(ValueError):
+        TrainConfig(**{"data": ["x.extxyz"], "output_dir": str(tmp_path), **bad})
+
+
+def test_config_file_paths_are_relative_to_the_file(tmp_path):
+    (tmp_path / "cfg.json").write_text(json.dumps({"data": "d.extxyz", "output_dir": "out"}))
+    config = TrainConfig.from_json(tmp_path / "cfg.json")
+    assert config.data == [str(tmp_path / "d.extxyz")]
+    assert config.output_dir == str(tmp_path / "out")
