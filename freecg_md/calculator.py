@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -98,7 +99,12 @@ class FreeCGCalculator(Calculator):
             raise TypeError(
                 f"model is a {type(model).__name__}; expected a FreeCG or a model file path"
             )
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        parameter = next(model.parameters())
+        if parameter.dtype != self.dtype or parameter.device != self.device:
+            # Convert a copy: the caller's model (perhaps shared with another calculator
+            # in another dtype) must not change under it.
+            model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)
+        self.model = model.eval()
         self.neighbors = NeighborListCache(self.model.cutoff, skin)
         self._known = np.zeros(max(max(self.model.species) + 1, 119), dtype=bool)
         self._known[list(self.model.species)] = True

@@ -207,3 +207,15 @@ def test_ase_langevin_runs_with_the_calculator():
     dyn.run(5)
     assert np.all(np.isfinite(atoms.positions))
     assert atoms.calc.neighbor_stats["reuses"] >= 4
+
+
+def test_callers_model_is_not_converted_in_place():
+    model = small_model(torch.float32)
+    calc64 = FreeCGCalculator(model, dtype="float64")
+    calc32 = FreeCGCalculator(model, dtype="float32")
+    assert next(model.parameters()).dtype == torch.float32
+    assert calc32.model is model and calc64.model is not model
+    atoms = random_molecule(6, seed=11)
+    a, b = atoms.copy(), atoms.copy()
+    a.calc, b.calc = calc32, calc64
+    assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-4)
