@@ -1,0 +1,131 @@
+"""Free-energy landscapes over two collective variables: from a histogram at one
+temperature, and reweighted from every temperature of a replica-exchange run with MBAR."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase import units
+
+__all__ = ["Landscape", "free_energy_2d", "mbar_free_energy_2d", "KB_KCAL"]
+
+KB_KCAL = units.kB / (units.kcal / units.mol)  # kcal/mol/K
+
+
+@dataclass(frozen=True)
+class Landscape:
+    """``F(x, y)`` on a grid, kcal/mol, minimum 0, NaN where no sample fell.
+
+    Attributes
+    ----------
+    free_energy:
+        (nx, ny) kcal/mol.
+    x_edges, y_edges:
+        Bin edges, units of the variables.
+    temperature:
+        K.
+    """
+
+    free_energy: np.ndarray
+    x_edges: np.ndarray
+    y_edges: np.ndarray
+    temperature: float
+
+    @property
+    def x_centers(self) -> np.ndarray:
+        return 0.5 * (self.x_edges[1:] + self.x_edges[:-1])
+
+    @property
+    def y_centers(self) -> np.ndarray:
+        return 0.5 * (self.y_edges[1:] + self.y_edges[:-1])
+
+    def minimum_in(self, x_range: tuple[float, float], y_range: tuple[float, float]
+                   ) -> tuple[float, float, float]:
+        """Lowest ``(F, x, y)`` inside a rectangle (a basin); F is NaN if it is empty."""
+        x, y = np.meshgrid(self.x_centers, self.y_centers, indexing="ij")
+        inside = ((x >= x_range[0]) & (x <= x_range[1]) & (y >= y_range[0])
+                  & (y <= y_range[1]) & np.isfinite(self.free_energy))
+        if not inside.any():
+            return float("nan"), float("nan"), float("nan")
+        flat = np.where(inside, self.free_energy, np.inf)
+        i, j = np.unravel_index(np.argmin(flat), flat.shape)
+        return float(self.free_energy[i, j]), float(x[i, j]), float(y[i, j])
+
+
+def _landscape(counts: np.ndarray, x_edges: np.ndarray, y_edges: np.ndarray,
+               temperature: float) -> Landscape:
+    total = counts.sum()
+    if total <= 0:
+        raise ValueError("no samples fell inside the histogram range")
+    with np.errstate(divide="ignore"):
+        free = -KB_KCAL * temperature * np.log(counts / total)
+    free[counts <= 0] = np.nan
+    free -= np.nanmin(free)
+    return Landscape(free, x_edges, y_edges, float(temperature))
+
+
+def free_energy_2d(x: np.ndarray, y: np.ndarray, temperature: float, bins: int = 40,
+                   ranges: tuple[tuple[float, float], tuple[float, float]] | None = None,
+                   weights: np.ndarray | None = None) -> Landscape:
+    """``F = -k_B T ln p(x, y)`` from samples (a histogram), kcal/mol, minimum at zero.
+
+    Parameters
+    ----------
+    x, y:
+        (n,) samples of the two variables (e.g. distances in Å), drawn at ``temperature``.
+    temperature:
+        K.
+    bins, ranges:
+        Histogram bins per axis and ``((x_min, x_max), (y_min, y_max))``.
+    weights:
+        Optional (n,) sample weights (e.g. from reweighting).
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be 1-D of equal length; got {x.shape} and {y.shape}")
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature!r}: expected kelvins > 0")
+    counts, x_edges, y_edges = np.histogram2d(x, y, bins=bins, range=ranges, weights=weights)
+    return _landscape(counts, x_edges, y_edges, temperature)
+
+
+def mbar_weights(energies: np.ndarray, sampled_temperature: np.ndarray,
+                 target_temperature: float) -> np.ndarray:
+    """MBAR weights of every sample at ``target_temperature`` (they sum to 1).
+
+    Each sample ``n`` has a potential energy ``energies[n]`` (eV) and was drawn at
+    ``sampled_temperature[n]`` (K, one of a ladder). pymbar solves for the dimensionless
+    free energies ``f_k`` of the ladder's states from the reduced potentials
+    ``u_k(x_n) = E_n / (k_B T_k)``; a sample's weight in the target state is then
+    ``w_n ∝ exp(-u_target(x_n)) / sum_k N_k exp(f_k - u_k(x_n))``.
+    """
+    from pymbar import MBAR
+
+    energies = np.asarray(energies, float)
+    sampled = np.asarray(sampled_temperature, float)
+    if energies.shape != sampled.shape:
+        raise ValueError(f"energies {energies.shape} and sampled_temperature "
+                         f"{sampled.shape} must have the same shape")
+    ladder = np.unique(sampled)
+    u_kn = energies[None, :] / (units.kB * ladder[:, None])
+    n_k = np.array([(sampled == t).sum() for t in ladder])
+    # pymbar wants the samples grouped by the state that drew them.
+    order = np.argsort(np.searchsorted(ladder, sampled), kind="stable")
+    f_k = MBAR(u_kn[:, order], n_k, initialize="BAR").f_k
+    log_denominator = np.logaddexp.reduce(
+        np.log(n_k)[:, None] + f_k[:, None] - u_kn, axis=0)
+    log_w = -energies / (units.kB * target_temperature) - log_denominator
+    weights = np.exp(log_w - log_w.max())
+    return weights / weights.sum()
+
+
+def mbar_free_energy_2d(x: np.ndarray, y: np.ndarray, energies: np.ndarray,
+                        sampled_temperature: np.ndarray, target_temperature: float,
+                        bins: int = 40,
+                        ranges: tuple[tuple[float, float], tuple[float, float]] | None = None
+                        ) -> Landscape:
+    """The landscape at ``target_temperature`` from the samples of every temperature,
+    reweighted with MBAR (see :func:`mbar_weights`)."""
+    weights = mbar_weights(energies, sampled_temperature, target_temperature)
+    return free_energy_2d(x, y, target_temperature, bins, ranges, weights)

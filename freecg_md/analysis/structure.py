@@ -1,0 +1,97 @@
+"""Geometry of trajectories: RMSD and distances between named atoms.
+
+Arrays in, arrays out, in Å. mdtraj does the geometry; it works in nm, so positions are
+converted once, here, at the boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import mdtraj
+import numpy as np
+
+__all__ = [
+    "CHIGNOLIN_CV_ATOMS",
+    "atom_index",
+    "chignolin_cvs",
+    "distances",
+    "rmsd",
+    "selection",
+]
+
+NM_PER_ANGSTROM = 0.1
+
+# The two distances of the FreeCG paper's chignolin landscape: backbone carbonyl O of Asp3
+# to backbone N of Gly7, and of Glu5 to backbone N of Thr8 (residues numbered from 1).
+CHIGNOLIN_CV_ATOMS = (((3, "O"), (7, "N")), ((5, "O"), (8, "N")))
+
+_SELECTIONS = {"backbone": "backbone", "ca": "name CA", "heavy": "not element H",
+               "all": "all"}
+
+
+def _trajectory(positions: np.ndarray, topology: mdtraj.Topology) -> mdtraj.Trajectory:
+    xyz = np.asarray(positions, dtype=np.float64).reshape(-1, topology.n_atoms, 3)
+    return mdtraj.Trajectory(xyz * NM_PER_ANGSTROM, topology)
+
+
+def selection(topology: mdtraj.Topology, name: str) -> np.ndarray:
+    """Atom indices of ``"backbone"``, ``"ca"``, ``"heavy"`` or ``"all"``."""
+    if name not in _SELECTIONS:
+        raise ValueError(f"selection={name!r}: expected one of {sorted(_SELECTIONS)}")
+    return topology.select(_SELECTIONS[name])
+
+
+def rmsd(positions: np.ndarray, reference: np.ndarray, topology: mdtraj.Topology,
+         atoms: str | Sequence[int] = "ca") -> np.ndarray:
+    """RMSD to ``reference`` after optimal superposition, per frame, Å.
+
+    Parameters
+    ----------
+    positions:
+        (F, N, 3) or (N, 3) Å.
+    reference:
+        (N, 3) Å.
+    topology:
+        Topology of the N atoms.
+    atoms:
+        A selection name (see :func:`selection`) or atom indices; superposition and RMSD
+        both use these atoms.
+    """
+    indices = selection(topology, atoms) if isinstance(atoms, str) else np.asarray(atoms)
+    frames, target = _trajectory(positions, topology), _trajectory(reference, topology)
+    return mdtraj.rmsd(frames, target, atom_indices=indices) / NM_PER_ANGSTROM
+
+
+def atom_index(topology: mdtraj.Topology, residue: int, name: str) -> int:
+    """Index of atom ``name`` in residue number ``residue`` (1-based, as in the sequence).
+
+    Raises
+    ------
+    KeyError
+        No such residue or atom; the message lists what the residue has.
+    """
+    residues = list(topology.residues)
+    if not 1 <= residue <= len(residues):
+        raise KeyError(f"residue {residue} does not exist; the topology has residues 1 to "
+                       f"{len(residues)}")
+    res = residues[residue - 1]
+    for atom in res.atoms:
+        if atom.name == name:
+            return atom.index
+    names = ", ".join(a.name for a in res.atoms)
+    raise KeyError(f"residue {residue} ({res.name}) has no atom named {name!r}; it has {names}")
+
+
+def distances(positions: np.ndarray, topology: mdtraj.Topology,
+              pairs: Sequence[tuple[tuple[int, str], tuple[int, str]]]) -> np.ndarray:
+    """Distances (F, n_pairs) Å between atoms named ``((residue, name), (residue, name))``."""
+    index_pairs = np.array([[atom_index(topology, *a), atom_index(topology, *b)]
+                            for a, b in pairs])
+    return mdtraj.compute_distances(_trajectory(positions, topology), index_pairs,
+                                    periodic=False) / NM_PER_ANGSTROM
+
+
+def chignolin_cvs(positions: np.ndarray, topology: mdtraj.Topology) -> np.ndarray:
+    """The paper's two chignolin distances (Asp3 O - Gly7 N, Glu5 O - Thr8 N), (F, 2) Å."""
+    return distances(positions, topology, CHIGNOLIN_CV_ATOMS)
