@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from ase import units
 from e3nn import o3
 
@@ -26,11 +27,13 @@ def chignolin():
 
 
 def test_rmsd_of_a_rotated_translated_copy_is_zero(chignolin):
+    torch.manual_seed(0)
     rotation = o3.rand_matrix().double().numpy()
     moved = chignolin.native_positions @ rotation.T + np.array([3.0, -7.0, 12.0])
     values = rmsd(np.stack([chignolin.native_positions, moved]), chignolin.native_positions,
                   chignolin.topology, "heavy")
-    np.testing.assert_allclose(values, 0.0, atol=1e-3)
+    # mdtraj works in float32; near zero the square root amplifies its rounding to ~1e-3 Å.
+    np.testing.assert_allclose(values, 0.0, atol=1e-2)
 
 
 def test_rmsd_of_a_known_distortion(chignolin):
