@@ -129,9 +129,11 @@ def build_neighbor_list(
 
 
 def _sorted_by_center(edge_index: np.ndarray, shifts: np.ndarray, cutoff: float) -> NeighborList:
-    # Edges grouped by centre atom make the model's gathers and scatters over centres walk
-    # memory in order.
-    order = np.lexsort((edge_index[1], edge_index[0]))
+    # A canonical order: edges grouped by centre atom make the model's gathers and scatters
+    # walk memory in order, and any list (fresh, or cached with a skin) then gives the
+    # pairs within the cutoff in the same order, so sums round the same way and a resumed
+    # simulation repeats an uninterrupted one bit for bit.
+    order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], edge_index[1], edge_index[0]))
     return NeighborList(edge_index[:, order], shifts[order], cutoff)
 
 

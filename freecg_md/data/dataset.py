@@ -29,7 +29,10 @@ def _files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     files: list[Path] = []
     for entry in map(Path, paths):
         if entry.is_dir():
-            files.extend(sorted(entry.glob("*.extxyz")) + sorted(entry.glob("*.extxyz.gz")))
+            # pathlib's glob also matches dot-files: skip the ``.chunk_*.tmp.extxyz`` that a
+            # running labeller is still writing, or a half-written chunk would be read.
+            found = sorted(entry.glob("*.extxyz")) + sorted(entry.glob("*.extxyz.gz"))
+            files.extend(f for f in found if not f.name.startswith("."))
         elif entry.exists():
             files.append(entry)
         else:
@@ -38,6 +41,10 @@ def _files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
 
 
 def _validate(atoms: Atoms, where: str) -> None:
+    # Positions first: ASE compares them with the calculator's copy, and NaN != NaN would
+    # make a NaN-position frame look unlabelled.
+    if not np.all(np.isfinite(atoms.positions)):
+        raise DatasetError(f"{where}: non-finite positions")
     try:
         energy = atoms.get_potential_energy()
     except (RuntimeError, PropertyNotImplementedError, AttributeError):
@@ -51,20 +58,36 @@ def _validate(atoms: Atoms, where: str) -> None:
                            f"({len(atoms)}, 3)")
     if not np.isfinite(energy) or not np.all(np.isfinite(forces)):
         raise DatasetError(f"{where}: non-finite energy or forces")
-    if not np.all(np.isfinite(atoms.positions)):
-        raise DatasetError(f"{where}: non-finite positions")
 
 
-def read_dataset(paths: str | Path | Iterable[str | Path]) -> list[Atoms]:
+def read_dataset(
+    paths: str | Path | Iterable[str | Path],
+    allowed_numbers: Iterable[int] | None = None,
+) -> list[Atoms]:
     """Read and validate labelled structures from extxyz files or directories of
-    ``*.extxyz`` chunks (sorted by name).
+    ``*.extxyz`` / ``*.extxyz.gz`` chunks (sorted by name; hidden temporary files skipped).
+
+    Parameters
+    ----------
+    paths:
+        A file, a directory, or several of either.
+    allowed_numbers:
+        If given, atomic numbers the structures may contain; checking here lets the error
+        name the file and the frame of an unknown element.
+
+    Returns
+    -------
+    list of ase.Atoms
+        Each with a calculator holding ``energy`` (eV) and ``forces`` (n_atoms, 3) eV/Å.
 
     Raises
     ------
     DatasetError
-        A structure lacks energy or forces, has forces of the wrong shape or non-finite
-        values; the message names the file and the frame.
+        A structure lacks energy or forces, has forces of the wrong shape, non-finite
+        values or an element outside ``allowed_numbers``; the message names the file and
+        the frame.
     """
+    allowed = None if allowed_numbers is None else {int(z) for z in allowed_numbers}
     structures: list[Atoms] = []
     for path in _files(paths):
         try:
@@ -73,26 +96,43 @@ def read_dataset(paths: str | Path | Iterable[str | Path]) -> list[Atoms]:
             raise DatasetError(f"{path}: not a readable extxyz file ({error})") from None
         for index, atoms in enumerate(frames):
             _validate(atoms, f"{path}, frame {index}")
+            if allowed is not None:
+                _check_one(atoms, allowed, f"{path}, frame {index}")
             structures.append(atoms)
     if not structures:
         raise DatasetError(f"no structures found in {paths}")
     return structures
 
 
+def _check_one(atoms: Atoms, allowed: set[int], where: str) -> None:
+    unknown = sorted(set(atoms.numbers.tolist()) - allowed)
+    if unknown:
+        names = ", ".join(chemical_symbols[z] for z in unknown)
+        known = ", ".join(chemical_symbols[z] for z in sorted(allowed))
+        raise DatasetError(f"{where}: contains element(s) {names}; expected only {known}")
+
+
 def check_elements(structures: list[Atoms], allowed_numbers: Iterable[int]) -> None:
-    """Raise :class:`DatasetError` naming any element outside ``allowed_numbers``."""
-    allowed = set(int(z) for z in allowed_numbers)
+    """Raise :class:`DatasetError` naming any element outside ``allowed_numbers``.
+
+    The message names the structure's position in ``structures`` and, for structures from
+    :func:`label_frames`, its ``frame_index`` in the sampling file. Use
+    ``read_dataset(..., allowed_numbers=...)`` to have the file named too.
+    """
+    allowed = {int(z) for z in allowed_numbers}
     for index, atoms in enumerate(structures):
-        unknown = sorted(set(atoms.numbers.tolist()) - allowed)
-        if unknown:
-            names = ", ".join(chemical_symbols[z] for z in unknown)
-            known = ", ".join(chemical_symbols[z] for z in sorted(allowed))
-            raise DatasetError(f"structure {index} contains element(s) {names}; the model "
-                               f"knows {known}")
+        where = f"structure {index}"
+        if "frame_index" in atoms.info:
+            where += f" (frame_index {atoms.info['frame_index']})"
+        _check_one(atoms, allowed, where)
 
 
 def write_dataset(structures: list[Atoms], path: str | Path) -> Path:
-    """Write labelled structures as extxyz (``.extxyz.gz`` compresses)."""
+    """Validate and write labelled structures as one extxyz file.
+
+    A path ending in ``.gz`` is gzip-compressed: ASE compresses on write and decompresses
+    on read by the suffix (checked with ASE 3.29; about 3x smaller for chignolin).
+    """
     for index, atoms in enumerate(structures):
         _validate(atoms, f"structure {index}")
     path = Path(path)
@@ -101,5 +141,6 @@ def write_dataset(structures: list[Atoms], path: str | Path) -> Path:
 
 
 def merge_chunks(chunk_dir: str | Path, out_path: str | Path) -> Path:
-    """One extxyz file from a directory of labelled chunks."""
+    """Validate the chunks of ``chunk_dir`` (sorted by name) and write them as one extxyz
+    file, ``out_path`` (``.extxyz.gz`` to compress)."""
     return write_dataset(read_dataset(chunk_dir), out_path)

@@ -55,8 +55,8 @@ def label_frames(
     chunk_size: int = 50,
     worker: int = 0,
     n_workers: int = 1,
-    method: str = REFERENCE_METHOD,
     progress: bool = True,
+    method: str = REFERENCE_METHOD,
 ) -> list[Path]:
     """Label the frames of a sampling file (see :func:`sample_conformations`).
 
@@ -65,18 +65,29 @@ def label_frames(
     frames_npz:
         ``.npz`` with ``positions`` (n, N, 3) Å, ``numbers`` (N,), ``temperature`` (n,) K.
     out_dir:
-        Receives ``chunk_{index:05d}.extxyz`` (energy eV, forces eV/Å, and the info keys
+        Receives ``chunk_{index:05d}.extxyz.gz`` (energy eV, forces eV/Å, and the info keys
         ``frame_index``, ``temperature``, ``method``) and ``failed_w{worker}.csv``.
     calculator_factory:
         Makes the reference calculator (called once per worker).
     chunk_size:
         Frames per chunk file.
     worker, n_workers:
-        This process takes the chunks with ``index % n_workers == worker``.
+        This process takes the chunks with ``index % n_workers == worker``; several
+        processes with different ``worker`` share one ``out_dir`` safely.
+    progress:
+        Show a tqdm bar (frames).
+    method:
+        Written to each structure's ``info["method"]``.
 
     Returns
     -------
-    The chunk files this call wrote.
+    list of Path
+        The chunk files this call wrote (existing chunks are skipped, not rewritten).
+
+    Raises
+    ------
+    ValueError
+        ``worker`` / ``n_workers`` / ``chunk_size`` out of range.
     """
     if not 0 <= worker < n_workers:
         raise ValueError(f"worker={worker} must be in [0, n_workers={n_workers})")
@@ -89,7 +100,7 @@ def label_frames(
         temperatures = data["temperature"] if "temperature" in data else np.zeros(len(positions))
     n_chunks = -(-len(positions) // chunk_size)
     todo = [c for c in range(n_chunks)
-            if c % n_workers == worker and not (out_dir / f"chunk_{c:05d}.extxyz").exists()]
+            if c % n_workers == worker and not _chunk_done(out_dir, c)]
     calculator = calculator_factory() if todo else None
     failed_log = out_dir / f"failed_w{worker}.csv"
     written = []
@@ -110,8 +121,8 @@ def label_frames(
                                   method=method)
                 labelled.append(atoms)
             bar.update(1)
-        path = out_dir / f"chunk_{chunk:05d}.extxyz"
-        tmp = out_dir / f".chunk_{chunk:05d}.tmp.extxyz"
+        path = out_dir / f"chunk_{chunk:05d}.extxyz.gz"
+        tmp = out_dir / f".chunk_{chunk:05d}.tmp.extxyz.gz"
         write(tmp, labelled, format="extxyz")
         os.replace(tmp, path)
         written.append(path)
@@ -119,11 +130,24 @@ def label_frames(
     return written
 
 
+def _chunk_done(out_dir: Path, chunk: int) -> bool:
+    # Chunks are written gzipped (a third of the size, so the data set fits in the
+    # repository); plain ones from earlier runs count as done too.
+    return any((out_dir / f"chunk_{chunk:05d}{suffix}").exists()
+               for suffix in (".extxyz", ".extxyz.gz"))
+
+
 def _log_failure(path: Path, index: int, error: Exception) -> None:
+    # A chunk interrupted after a failure is redone on resume: log each frame once.
+    if path.exists():
+        with path.open(newline="") as handle:
+            if any(row and row[0] == str(index) for row in csv.reader(handle)):
+                return
     new = not path.exists()
+    message = str(error).splitlines()[0][:200] if str(error).strip() else ""
     with path.open("a", newline="") as handle:
         writer = csv.writer(handle)
         if new:
             writer.writerow(["frame_index", "reason"])
-        writer.writerow([index, f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
-                         if str(error) else type(error).__name__])
+        writer.writerow([index, f"{type(error).__name__}: {message}" if message
+                         else type(error).__name__])

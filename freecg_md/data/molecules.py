@@ -13,10 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mdtraj
 import numpy as np
 from ase import Atoms
+
+if TYPE_CHECKING:  # OpenMM is optional: only protonate_chignolin needs it
+    import openmm.app
 
 __all__ = ["CHIGNOLIN_CHARGE", "ChignolinSystem", "load_chignolin", "protonate_chignolin"]
 
@@ -55,7 +59,14 @@ def _packaged(name: str) -> Path:
 
 
 def load_chignolin() -> ChignolinSystem:
-    """The protonated native structure shipped with the package (no OpenMM needed)."""
+    """The protonated native structure shipped with the package (needs mdtraj, not OpenMM).
+
+    Returns
+    -------
+    ChignolinSystem
+        166 atoms (C62 H73 N11 O20), positions in Å, charge -2; a new object each call, so
+        callers may modify ``atoms`` freely.
+    """
     path = _packaged("chignolin_cln025.pdb")
     traj = mdtraj.load_pdb(str(path))
     positions = traj.xyz[0].astype(np.float64) * 10.0  # mdtraj nm -> Å
@@ -71,6 +82,23 @@ def protonate_chignolin(out_path: str | Path, ph: float = 7.0) -> Path:
     Adds hydrogens with pdbfixer at ``ph``, then minimises with amber14 + GBn2 while
     harmonic restraints (1000 kJ/mol/nm²) hold the heavy atoms at the crystal positions, so
     only the added hydrogens relax. Needs OpenMM and pdbfixer (the ``data`` extra).
+    The shipped ``chignolin_cln025.pdb`` is ``protonate_chignolin(path)`` with the defaults
+    (OpenMM 8.6, pdbfixer 1.12, Reference platform): 166 atoms, amber14 net charge -2.
+    Heavy atoms end within 0.3 Å of the crystal. A rerun reproduces it to 0.02 Å except
+    that pdbfixer may name the two hydrogens of a CH2 group of Pro4 the other way round
+    (the same geometry).
+
+    Parameters
+    ----------
+    out_path:
+        PDB file to write (positions in Å, residue numbering of 5AWL kept).
+    ph:
+        pH at which pdbfixer chooses protonation states.
+
+    Returns
+    -------
+    Path
+        ``out_path``.
     """
     import openmm
     from openmm import app, unit
@@ -103,7 +131,7 @@ def protonate_chignolin(out_path: str | Path, ph: float = 7.0) -> Path:
     return out_path
 
 
-def net_charge_amber(topology) -> float:  # noqa: ANN001 - an OpenMM topology
+def net_charge_amber(topology: openmm.app.Topology) -> float:
     """Net charge (e) of an OpenMM topology under amber14, to check the protonation."""
     import openmm
     from openmm import app

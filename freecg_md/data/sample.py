@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frame-interval-ps", type=float)
     parser.add_argument("--temperatures", type=float, nargs="+", help="K")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--platform", help="OpenMM platform (default CPU)")
     parser.add_argument("--worker", type=int, default=0)
     parser.add_argument("--n-workers", type=int, default=1)
     args = parser.parse_args(argv)
@@ -25,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         "frames_per_temperature": args.frames_per_temperature,
         "frame_interval_ps": args.frame_interval_ps,
         "temperatures": tuple(args.temperatures) if args.temperatures else None,
-        "seed": args.seed}.items() if v is not None}
+        "seed": args.seed,
+        "platform": args.platform}.items() if v is not None}
     config = dataclasses.replace(SamplingConfig(), **overrides)
     out = sample_conformations(config, args.out, worker=args.worker, n_workers=args.n_workers)
     print(out if out else f"worker {args.worker}: its temperatures are done; others pending")

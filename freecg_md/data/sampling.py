@@ -46,9 +46,12 @@ class SamplingConfig:
     friction_per_ps:
         Langevin friction, 1/ps.
     seed:
-        Base seed; temperature ``k`` uses ``seed + k``.
+        Base seed; temperature ``k`` (its position in ``temperatures``) uses ``seed + k``
+        for both the integrator and the initial velocities.
     threads:
-        CPU threads for OpenMM.
+        CPU threads for OpenMM (ignored by platforms other than CPU).
+    platform:
+        OpenMM platform name: "CPU", "Reference", "CUDA" or "OpenCL".
     """
 
     temperatures: tuple[float, ...] = (300.0, 350.0, 400.0, 450.0, 520.0, 600.0)
@@ -60,8 +63,20 @@ class SamplingConfig:
     friction_per_ps: float = 1.0
     seed: int = 2024
     threads: int = 1
+    platform: str = "CPU"
+
+    def __post_init__(self) -> None:
+        if not self.temperatures or min(self.temperatures) <= 0:
+            raise ValueError(f"temperatures={self.temperatures}: expected positive kelvin")
+        for name in ("frames_per_temperature", "frame_interval_ps", "timestep_fs",
+                     "friction_per_ps", "threads"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)}: expected > 0")
+        if self.equilibration_ps < 0:
+            raise ValueError(f"equilibration_ps={self.equilibration_ps}: expected >= 0")
 
     def to_json(self) -> str:
+        """The configuration as a JSON object string."""
         return json.dumps(dataclasses.asdict(self))
 
 
@@ -78,9 +93,9 @@ def _simulation(temperature: float, config: SamplingConfig, seed: int):
         temperature * unit.kelvin, config.friction_per_ps / unit.picosecond,
         config.timestep_fs * unit.femtosecond)
     integrator.setRandomNumberSeed(seed)
-    platform = openmm.Platform.getPlatformByName("CPU")
-    simulation = app.Simulation(pdb.topology, system, integrator, platform,
-                                {"Threads": str(config.threads)})
+    platform = openmm.Platform.getPlatformByName(config.platform)
+    properties = {"Threads": str(config.threads)} if config.platform == "CPU" else {}
+    simulation = app.Simulation(pdb.topology, system, integrator, platform, properties)
     simulation.context.setPositions(pdb.positions)
     simulation.minimizeEnergy(maxIterations=200)
     simulation.context.setVelocitiesToTemperature(temperature * unit.kelvin, seed)
@@ -106,11 +121,35 @@ def _sample_one(temperature: float, config: SamplingConfig, seed: int,
 
 def sample_conformations(config: SamplingConfig, out_path: str | Path,
                          progress: bool = True, worker: int = 0, n_workers: int = 1) -> Path | None:
-    """Sample and save ``out_path`` (.npz): ``positions`` (n_frames, 166, 3) float32 Å,
-    ``temperature`` (n_frames,) K, ``time_ps`` (n_frames,), ``numbers`` (166,) and
-    ``config`` (JSON). Finished temperatures are kept in ``<out>.parts/`` and skipped on a
-    rerun. With ``n_workers`` processes, worker ``w`` runs temperatures ``k % n_workers ==
-    w``; the file is assembled by whichever finds all parts done (else None is returned)."""
+    """Run the temperature ladder of ``config`` and save the frames to ``out_path``.
+
+    Parameters
+    ----------
+    config:
+        What to simulate.
+    out_path:
+        The ``.npz`` written: ``positions`` (n_frames, 166, 3) float32 Å, ``temperature``
+        (n_frames,) K, ``time_ps`` (n_frames,) ps since the start of the run, ``numbers``
+        (166,) atomic numbers and ``config`` (JSON string), temperatures in ladder order.
+    progress:
+        Show tqdm bars (temperatures, and frames within one).
+    worker, n_workers:
+        With ``n_workers`` processes, worker ``w`` runs the temperatures with ladder index
+        ``k % n_workers == w``.
+
+    Returns
+    -------
+    Path or None
+        ``out_path`` once every temperature is done; None if other workers' are pending.
+
+    Notes
+    -----
+    Each finished temperature is saved at once to ``<out>.parts/`` and skipped on a rerun,
+    so a killed run loses at most the temperature in progress. The ``.npz`` is assembled
+    by whichever call finds all parts done.
+    """
+    if not 0 <= worker < n_workers:
+        raise ValueError(f"worker={worker} must be in [0, n_workers={n_workers})")
     out_path = Path(out_path)
     parts = out_path.with_suffix(".parts")
     parts.mkdir(parents=True, exist_ok=True)
@@ -129,7 +168,14 @@ def sample_conformations(config: SamplingConfig, out_path: str | Path,
         return None
     positions, temperatures, times = [], [], []
     for k, temperature in enumerate(config.temperatures):
-        with np.load(parts / f"T{temperature:.1f}_seed{config.seed + k}.npz") as data:
+        part = parts / f"T{temperature:.1f}_seed{config.seed + k}.npz"
+        with np.load(part) as data:
+            # Parts are keyed by temperature and seed only: refuse ones from another budget.
+            if len(data["time_ps"]) != config.frames_per_temperature:
+                raise ValueError(
+                    f"{part} holds {len(data['time_ps'])} frames, expected "
+                    f"frames_per_temperature={config.frames_per_temperature}; delete it or "
+                    "use another output path")
             positions.append(data["positions"])
             times.append(data["time_ps"])
             temperatures.append(np.full(len(data["time_ps"]), temperature))

@@ -1,4 +1,16 @@
-"""Reference-data plumbing: the molecule, sampling, labelling, datasets."""
+"""Reference-data pipeline: the chignolin structure, sampling, labelling and datasets.
+
+The labelling tests use a toy calculator so that they check the bookkeeping (chunks, resume,
+failure log) in milliseconds; one test labels a real frame with GFN2-xTB when tblite is there.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,154 +19,338 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 
-from freecg_md.data import DatasetError, check_elements, load_chignolin, read_dataset
+from freecg_md.data import (
+    CHIGNOLIN_CHARGE,
+    DatasetError,
+    check_elements,
+    load_chignolin,
+    merge_chunks,
+    read_dataset,
+    write_dataset,
+)
 from freecg_md.data.labelling import label_frames
 
-
-def test_chignolin_is_the_protonated_zwitterion():
-    system = load_chignolin()
-    assert len(system.atoms) == 166
-    assert system.charge == -2 and system.atoms.info["charge"] == -2
-    assert system.atoms.get_chemical_formula() == "C62H73N11O20"
-    residues = [r.name for r in system.topology.residues]
-    assert residues == ["TYR", "TYR", "ASP", "PRO", "GLU", "THR", "GLY", "THR", "TRP", "TYR"]
-    # Asp3 and Glu5 carboxylates are deprotonated (charged).
-    names = {(a.residue.index, a.name) for a in system.topology.atoms}
-    assert (2, "HD2") not in names and (4, "HE2") not in names
-    np.testing.assert_allclose(system.native_positions, system.atoms.positions)
-    distances = np.linalg.norm(system.atoms.positions[:, None] - system.atoms.positions, axis=-1)
-    assert distances[np.triu_indices(166, 1)].min() > 0.9  # Å: no clashes
-
-
-def test_sampling_tiny_budget_and_resume(tmp_path):
-    pytest.importorskip("openmm")
-    from freecg_md.data.sampling import SamplingConfig, sample_conformations
-
-    config = SamplingConfig(temperatures=(300.0, 500.0), frames_per_temperature=2,
-                            frame_interval_ps=0.02, equilibration_ps=0.02, seed=1)
-    out = sample_conformations(config, tmp_path / "frames.npz", progress=False)
-    with np.load(out) as data:
-        assert data["positions"].shape == (4, 166, 3)
-        assert data["temperature"].tolist() == [300.0, 300.0, 500.0, 500.0]
-        first = data["positions"].copy()
-    assert not np.allclose(first[0], first[1])
-    # Resume: finished temperatures are not simulated again (their files are untouched).
-    parts = sorted((tmp_path / "frames.parts").iterdir())
-    stamps = [p.stat().st_mtime_ns for p in parts]
-    sample_conformations(config, tmp_path / "frames.npz", progress=False)
-    assert [p.stat().st_mtime_ns for p in parts] == stamps
+# A coordinate this large marks a frame on which the toy calculator should misbehave.
+FAIL_RAISE, FAIL_NAN, FAIL_WARN = 1000.0, 2000.0, 3000.0
 
 
 class ToyCalculator(Calculator):
-    """Harmonic pull to the origin; raises on a chosen frame (by x of atom 0)."""
+    """Harmonic well around the origin, E = k/2 sum |r|^2 (eV, Å), with scripted failures."""
 
     implemented_properties = ["energy", "forces"]
 
-    def __init__(self, fail_x=None, calls=None):
+    def __init__(self, calls: list[int], k: float = 0.1) -> None:
         super().__init__()
-        self.fail_x = fail_x
-        self.calls = calls if calls is not None else []
+        self.calls = calls
+        self.k = k
 
-    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         self.calls.append(1)
-        if self.fail_x is not None and abs(self.atoms.positions[0, 0] - self.fail_x) < 1e-6:
-            raise RuntimeError("SCF did not converge")
-        pos = self.atoms.positions
-        self.results = {"energy": 0.5 * float((pos**2).sum()), "forces": -pos.copy()}
+        r = self.atoms.positions
+        marker = r[0, 0]
+        if marker == FAIL_RAISE:
+            raise RuntimeError("SCF did not converge in 250 iterations")
+        if marker == FAIL_WARN:
+            warnings.warn("SCF not converged, results may be wrong", RuntimeWarning,
+                          stacklevel=1)
+        energy = np.nan if marker == FAIL_NAN else 0.5 * self.k * float((r**2).sum())
+        self.results = {"energy": energy, "forces": -self.k * r}
 
 
-def toy_frames(tmp_path, n=7):
+def _frames_npz(path: Path, n_frames: int = 7, n_atoms: int = 5,
+                markers: dict[int, float] | None = None) -> Path:
     rng = np.random.default_rng(0)
-    positions = rng.normal(size=(n, 3, 3)).astype(np.float32)
-    positions[:, 0, 0] = np.arange(n)  # frame k has x0 = k
-    path = tmp_path / "frames.npz"
-    np.savez(path, positions=positions, numbers=np.array([8, 1, 1]),
-             temperature=np.full(n, 300.0))
+    positions = rng.normal(size=(n_frames, n_atoms, 3)).astype(np.float32)
+    for frame, value in (markers or {}).items():
+        positions[frame, 0, 0] = value
+    np.savez(path, positions=positions, numbers=np.array([6, 1, 1, 8, 7][:n_atoms]),
+             temperature=np.linspace(300.0, 600.0, n_frames),
+             time_ps=np.arange(n_frames, dtype=float))
     return path
 
 
+def _labelled(n: int = 3, seed: int = 0) -> list[Atoms]:
+    rng = np.random.default_rng(seed)
+    structures = []
+    for _ in range(n):
+        atoms = Atoms("CH4", positions=rng.normal(size=(5, 3)))
+        atoms.calc = SinglePointCalculator(atoms, energy=float(rng.normal()),
+                                           forces=rng.normal(size=(5, 3)))
+        structures.append(atoms)
+    return structures
+
+
+# --- the molecule -------------------------------------------------------------------------
+
+
+def test_load_chignolin():
+    system = load_chignolin()
+    assert len(system.atoms) == 166
+    assert system.charge == CHIGNOLIN_CHARGE == -2
+    assert system.atoms.info["charge"] == -2
+    assert "".join(r.code for r in system.topology.residues) == "YYDPETGTWY"
+    assert system.topology.n_atoms == 166
+    assert system.native_positions.shape == (166, 3)
+    assert system.native_positions.dtype == np.float64
+    np.testing.assert_allclose(system.atoms.positions, system.native_positions)
+    assert system.pdb_path.is_file()
+    # Charged termini and deprotonated Asp3 / Glu5 (net -2): no carboxyl hydrogens.
+    names = {(a.residue.index, a.name) for a in system.topology.atoms}
+    assert {(0, "H2"), (0, "H3"), (9, "OXT")} <= names
+    assert (2, "HD2") not in names and (4, "HE2") not in names
+    # Positions in Å: the C-alpha trace of a 10-residue hairpin spans ~10-20 Å, not 1-2.
+    ca = system.native_positions[system.topology.select("name CA")]
+    assert 8.0 < np.ptp(ca, axis=0).max() < 25.0
+
+
+# --- sampling -----------------------------------------------------------------------------
+
+
+def test_sampling_tiny_and_resumable(tmp_path, monkeypatch):
+    pytest.importorskip("openmm")
+    from freecg_md.data import sampling
+
+    config = sampling.SamplingConfig(temperatures=(300.0, 450.0), frames_per_temperature=2,
+                                     frame_interval_ps=0.02, equilibration_ps=0.0,
+                                     timestep_fs=2.0, seed=7)
+    out = tmp_path / "frames.npz"
+    # Worker 0 of 2 does only the first temperature and cannot assemble the file yet.
+    assert sampling.sample_conformations(config, out, progress=False, worker=0,
+                                         n_workers=2) is None
+    assert not out.exists()
+    assert len(list(out.with_suffix(".parts").glob("*.npz"))) == 1
+
+    assert sampling.sample_conformations(config, out, progress=False) == out
+    with np.load(out) as data:
+        assert data["positions"].shape == (4, 166, 3)
+        assert data["positions"].dtype == np.float32
+        np.testing.assert_array_equal(data["temperature"], [300.0, 300.0, 450.0, 450.0])
+        np.testing.assert_allclose(data["time_ps"], [0.02, 0.04, 0.02, 0.04])
+        np.testing.assert_array_equal(data["numbers"], load_chignolin().atoms.numbers)
+        assert json.loads(str(data["config"]))["seed"] == 7
+        # 20 fs of MD from the minimised native structure: still close to it, in Å.
+        displacement = data["positions"][0] - load_chignolin().native_positions
+        assert 0.0 < np.abs(displacement).max() < 1.5
+        first = data["positions"].copy()
+
+    # Resume: with every temperature saved, nothing is simulated again.
+    def no_md(*args, **kwargs):
+        raise AssertionError("a saved temperature was simulated again")
+
+    monkeypatch.setattr(sampling, "_sample_one", no_md)
+    out.unlink()
+    assert sampling.sample_conformations(config, out, progress=False) == out
+    with np.load(out) as data:
+        np.testing.assert_array_equal(data["positions"], first)
+
+    # Parts from another frame budget are refused, not silently mixed in.
+    bigger = sampling.SamplingConfig(**{**json.loads(config.to_json()),
+                                        "temperatures": (300.0, 450.0),
+                                        "frames_per_temperature": 3})
+    with pytest.raises(ValueError, match="frames_per_temperature=3"):
+        sampling.sample_conformations(bigger, out, progress=False)
+
+
+def test_sampling_config_rejects_bad_values():
+    from freecg_md.data.sampling import SamplingConfig
+
+    with pytest.raises(ValueError, match="frame_interval_ps=0"):
+        SamplingConfig(frame_interval_ps=0)
+    with pytest.raises(ValueError, match="temperatures"):
+        SamplingConfig(temperatures=(300.0, -5.0))
+
+
+# --- labelling ----------------------------------------------------------------------------
+
+
 def test_labelling_chunks_resume_and_failures(tmp_path):
-    frames = toy_frames(tmp_path)
-    calls = []
-    written = label_frames(frames, tmp_path / "out", lambda: ToyCalculator(3.0, calls),
-                           chunk_size=3, method="toy", progress=False)
-    assert [p.name for p in written] == ["chunk_00000.extxyz", "chunk_00001.extxyz",
-                                         "chunk_00002.extxyz"]
-    data = read_dataset(tmp_path / "out")
-    assert [a.info["frame_index"] for a in data] == [0, 1, 2, 4, 5, 6]  # frame 3 failed
-    assert "SCF did not converge" in (tmp_path / "out" / "failed_w0.csv").read_text()
-    atoms = data[1]
-    assert atoms.get_potential_energy() == pytest.approx(0.5 * (atoms.positions**2).sum())
-    np.testing.assert_allclose(atoms.get_forces(), -atoms.positions)
-    # A killed run: one chunk lost. The rerun labels only that chunk.
-    (tmp_path / "out" / "chunk_00001.extxyz").unlink()
+    frames = _frames_npz(tmp_path / "frames.npz", n_frames=7, markers={4: FAIL_RAISE})
+    out = tmp_path / "labelled"
+    calls: list[int] = []
+    factories: list[int] = []
+
+    def factory() -> Calculator:
+        factories.append(1)
+        return ToyCalculator(calls)
+
+    written = label_frames(frames, out, factory, chunk_size=3, progress=False)
+    assert [p.name for p in written] == [f"chunk_{i:05d}.extxyz.gz" for i in range(3)]
+    assert len(calls) == 7
+    assert len(factories) == 2  # one, plus a fresh one after the failed frame
+
+    with np.load(frames) as data:
+        positions, temperatures = data["positions"], data["temperature"]
+    chunk1 = read(out / "chunk_00001.extxyz.gz", ":")
+    assert [a.info["frame_index"] for a in chunk1] == [3, 5]  # frame 4 skipped, not faked
+    for atoms in read_dataset(out):
+        index = atoms.info["frame_index"]
+        r = positions[index].astype(np.float64)
+        assert atoms.get_potential_energy() == pytest.approx(0.05 * (r**2).sum())
+        np.testing.assert_allclose(atoms.get_forces(), -0.1 * r, atol=1e-7)  # %.8f in file
+        assert atoms.info["temperature"] == pytest.approx(temperatures[index])
+        assert "GFN2-xTB" in atoms.info["method"]
+    with (out / "failed_w0.csv").open() as handle:
+        rows = list(csv.reader(handle))
+    assert rows == [["frame_index", "reason"],
+                    ["4", "RuntimeError: SCF did not converge in 250 iterations"]]
+
+    # Resume: only the deleted chunk is recomputed; the failure is not logged twice.
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("chunk_*.extxyz.gz")}
+    (out / "chunk_00001.extxyz.gz").unlink()
     calls.clear()
-    rewritten = label_frames(frames, tmp_path / "out", lambda: ToyCalculator(None, calls),
-                             chunk_size=3, progress=False)
-    assert [p.name for p in rewritten] == ["chunk_00001.extxyz"] and len(calls) == 3
+    written = label_frames(frames, out, factory, chunk_size=3, progress=False)
+    assert [p.name for p in written] == ["chunk_00001.extxyz.gz"]
+    assert len(calls) == 3
+    for name in ("chunk_00000.extxyz.gz", "chunk_00002.extxyz.gz"):
+        assert (out / name).stat().st_mtime_ns == mtimes[name]
+    with (out / "failed_w0.csv").open() as handle:
+        assert len(list(csv.reader(handle))) == 2
+
+    # Nothing left to do: no calculator is even made.
+    factories.clear()
+    assert label_frames(frames, out, factory, chunk_size=3, progress=False) == []
+    assert factories == []
 
 
-def test_labelling_workers_split_the_chunks(tmp_path):
-    frames = toy_frames(tmp_path)
-    a = label_frames(frames, tmp_path / "out", ToyCalculator, chunk_size=2, worker=0,
-                     n_workers=2, progress=False)
-    b = label_frames(frames, tmp_path / "out", ToyCalculator, chunk_size=2, worker=1,
-                     n_workers=2, progress=False)
-    assert {p.name for p in a} == {"chunk_00000.extxyz", "chunk_00002.extxyz"}
-    assert {p.name for p in b} == {"chunk_00001.extxyz", "chunk_00003.extxyz"}
+def test_labelling_nonfinite_and_warning_are_failures(tmp_path):
+    frames = _frames_npz(tmp_path / "frames.npz", n_frames=4,
+                         markers={1: FAIL_NAN, 2: FAIL_WARN})
+    out = tmp_path / "labelled"
+    label_frames(frames, out, lambda: ToyCalculator([]), chunk_size=10, progress=False)
+    assert [a.info["frame_index"] for a in read(out / "chunk_00000.extxyz.gz", ":")] == [0, 3]
+    with (out / "failed_w0.csv").open() as handle:
+        reasons = {int(row[0]): row[1] for row in list(csv.reader(handle))[1:]}
+    assert set(reasons) == {1, 2}
+    assert "non-finite" in reasons[1]
+    assert "RuntimeWarning" in reasons[2]
+
+
+def test_labelling_workers_split_chunks(tmp_path):
+    frames = _frames_npz(tmp_path / "frames.npz", n_frames=7)
+    out = tmp_path / "labelled"
+    first = label_frames(frames, out, lambda: ToyCalculator([]), chunk_size=2, worker=0,
+                         n_workers=2, progress=False)
+    second = label_frames(frames, out, lambda: ToyCalculator([]), chunk_size=2, worker=1,
+                          n_workers=2, progress=False)
+    assert [p.name for p in first] == ["chunk_00000.extxyz.gz", "chunk_00002.extxyz.gz"]
+    assert [p.name for p in second] == ["chunk_00001.extxyz.gz", "chunk_00003.extxyz.gz"]
+    assert sorted(a.info["frame_index"] for a in read_dataset(out)) == list(range(7))
+    # A plain (uncompressed) chunk from an older run counts as done.
+    gz = out / "chunk_00000.extxyz.gz"
+    (out / "chunk_00000.extxyz").write_bytes(gzip.decompress(gz.read_bytes()))
+    gz.unlink()
+    assert label_frames(frames, out, lambda: ToyCalculator([]), chunk_size=2, worker=0,
+                        n_workers=2, progress=False) == []
     with pytest.raises(ValueError, match="worker=2"):
-        label_frames(frames, tmp_path / "out", ToyCalculator, worker=2, n_workers=2)
+        label_frames(frames, out, lambda: ToyCalculator([]), worker=2, n_workers=2)
+    with pytest.raises(ValueError, match="chunk_size=0"):
+        label_frames(frames, out, lambda: ToyCalculator([]), chunk_size=0)
 
 
-def labelled(n=3):
-    out = []
-    for k in range(n):
-        atoms = Atoms("OH2", positions=np.eye(3) + k)
-        atoms.calc = SinglePointCalculator(atoms, energy=-1.0 * k, forces=np.ones((3, 3)))
-        out.append(atoms)
-    return out
+def test_gfn2_xtb_labels_one_chignolin_frame():
+    pytest.importorskip("tblite")
+    from freecg_md.data.labelling import default_reference_calculator
+
+    atoms = load_chignolin().atoms.copy()
+    atoms.calc = default_reference_calculator()
+    energy = atoms.get_potential_energy()
+    forces = atoms.get_forces()
+    assert np.isfinite(energy) and energy < -7000.0  # eV; about -7740 for this structure
+    assert forces.shape == (166, 3) and np.all(np.isfinite(forces))
+    # The hydrogens were relaxed with amber14, so xTB forces are moderate, not clashes.
+    assert np.abs(forces).max() < 10.0
 
 
-def test_dataset_round_trip_is_plain_ase(tmp_path):
-    write(tmp_path / "d.extxyz", labelled())
-    back = read(tmp_path / "d.extxyz", ":")
-    assert back[2].get_potential_energy() == -2.0
-    assert len(read_dataset(tmp_path / "d.extxyz")) == 3
+# --- datasets -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("damage, match", [
-    ("no_forces", "frame 1: no forces"),
-    ("no_energy", "frame 1: no energy"),
-    ("nan", "frame 1: non-finite"),
-])
-def test_malformed_dataset(tmp_path, damage, match):
-    structures = labelled()
-    bad = structures[1]
-    if damage == "no_forces":
-        bad.calc = SinglePointCalculator(bad, energy=1.0)
-    elif damage == "no_energy":
-        bad.calc = SinglePointCalculator(bad, forces=np.zeros((3, 3)))
-    else:
-        bad.calc = SinglePointCalculator(bad, energy=np.nan, forces=np.zeros((3, 3)))
-    write(tmp_path / "bad.extxyz", structures)
-    with pytest.raises(DatasetError, match=f"bad.extxyz, {match}"):
-        read_dataset(tmp_path / "bad.extxyz")
+def test_dataset_round_trip_gzip_and_tmp_files_skipped(tmp_path):
+    chunks = tmp_path / "chunks"
+    chunks.mkdir()
+    structures = _labelled(4)
+    write_dataset(structures[:2], chunks / "chunk_00000.extxyz")
+    write_dataset(structures[2:], chunks / "chunk_00001.extxyz")
+    # A labeller's half-written chunk must not be read.
+    (chunks / ".chunk_00002.tmp.extxyz").write_text("5\nProperties=species:S:1\nC")
+    merged = merge_chunks(chunks, tmp_path / "all.extxyz.gz")
+    assert merged.read_bytes()[:2] == b"\x1f\x8b"  # really gzip
+    back = read_dataset(merged)
+    assert len(back) == 4
+    for a, b in zip(structures, back, strict=True):
+        assert b.get_potential_energy() == pytest.approx(a.get_potential_energy())
+        # extxyz stores arrays with 8 decimals.
+        np.testing.assert_allclose(b.get_forces(), a.get_forces(), atol=1e-7)
+        np.testing.assert_allclose(b.positions, a.positions, atol=1e-7)
 
 
-def test_mismatched_force_shape(tmp_path):
-    path = tmp_path / "shape.extxyz"
-    write(path, labelled())
-    text = path.read_text().splitlines()
-    # Drop one atom line from the second frame: the atom count no longer matches.
-    text[1 * 5 + 2] = text[1 * 5 + 2].rsplit(" ", 3)[0]
-    path.write_text("\n".join(text) + "\n")
-    with pytest.raises(DatasetError, match="shape.extxyz"):
+def test_dataset_missing_forces(tmp_path):
+    structures = _labelled(2)
+    structures[1].calc = SinglePointCalculator(structures[1], energy=1.0)
+    path = tmp_path / "bad.extxyz"
+    write(path, structures, format="extxyz")
+    with pytest.raises(DatasetError, match=r"bad\.extxyz, frame 1: no forces"):
         read_dataset(path)
 
 
-def test_unknown_element_and_missing_path(tmp_path):
-    with pytest.raises(DatasetError, match="Fe.*knows H, O"):
-        check_elements([Atoms("Fe")], [1, 8])
-    with pytest.raises(FileNotFoundError, match="nothing.extxyz"):
-        read_dataset(tmp_path / "nothing.extxyz")
+def test_dataset_missing_energy(tmp_path):
+    structures = _labelled(2)
+    atoms = structures[0]
+    atoms.calc = SinglePointCalculator(atoms, forces=np.zeros((5, 3)))
+    path = tmp_path / "bad.extxyz"
+    write(path, structures, format="extxyz")
+    with pytest.raises(DatasetError, match="frame 0: no energy"):
+        read_dataset(path)
+
+
+def test_dataset_forces_of_wrong_shape(tmp_path):
+    atoms = _labelled(1)[0]
+    atoms.calc = SinglePointCalculator(atoms, energy=0.0, forces=np.zeros((4, 3)))
+    with pytest.raises(DatasetError, match=r"structure 0: forces have shape \(4, 3\)"):
+        write_dataset([atoms], tmp_path / "out.extxyz")
+    # The same problem in a file: a forces column with two components.
+    path = tmp_path / "bad.extxyz"
+    path.write_text("2\nProperties=species:S:1:pos:R:3:forces:R:2 energy=-1.0 pbc=\"F F F\"\n"
+                    "H 0.0 0.0 0.0 0.1 0.2\nH 0.0 0.0 0.74 0.1 0.2\n")
+    with pytest.raises(DatasetError, match=r"bad\.extxyz"):
+        read_dataset(path)
+
+
+@pytest.mark.parametrize("where", ["energy", "forces", "positions"])
+def test_dataset_non_finite(tmp_path, where):
+    atoms = _labelled(1)[0]
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces().copy()
+    if where == "energy":
+        energy = float("nan")
+    elif where == "forces":
+        forces[2, 1] = np.inf
+    atoms.calc = None  # else moving an atom would invalidate the labels, not corrupt them
+    if where == "positions":
+        atoms.positions[3, 0] = np.nan
+    atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+    path = tmp_path / "bad.extxyz"
+    write(path, [atoms], format="extxyz")
+    with pytest.raises(DatasetError, match=r"bad\.extxyz, frame 0: non-finite"):
+        read_dataset(path)
+
+
+def test_dataset_unknown_element(tmp_path):
+    structures = _labelled(3)
+    odd = structures[2]
+    energy, forces = odd.get_potential_energy(), odd.get_forces()
+    odd.numbers[1] = 26  # Fe
+    odd.calc = SinglePointCalculator(odd, energy=energy, forces=forces)
+    odd.info["frame_index"] = 41
+    with pytest.raises(DatasetError, match=r"structure 2 \(frame_index 41\).*Fe"):
+        check_elements(structures, [1, 6, 7, 8])
+    check_elements(structures[:2], [1, 6, 7, 8])
+    path = write_dataset(structures, tmp_path / "set.extxyz")
+    with pytest.raises(DatasetError, match=r"set\.extxyz, frame 2: contains element\(s\) Fe"):
+        read_dataset(path, allowed_numbers=[1, 6, 7, 8])
+
+
+def test_dataset_empty_and_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope"):
+        read_dataset(tmp_path / "nope.extxyz")
+    with pytest.raises(DatasetError, match="no structures"):
+        read_dataset(tmp_path)
