@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 STAMPS := $(VENV)/.stamps
 
-.PHONY: install demo test lint bench clean-venv
+.PHONY: install demo test lint bench data train clean-venv
 
 $(STAMPS)/venv:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,15 @@ lint: install
 
 bench: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_calculator.py
+
+# Reference data for the chignolin model (resumable; about an hour of labelling on 2 cores).
+data: install
+	scripts/make_chignolin_data.sh 2
+
+# Train (or continue training) the chignolin model and its ablation without group CG.
+train: install
+	$(PY) -m freecg_md.train configs/chignolin.json --resume
+	$(PY) -m freecg_md.train configs/chignolin_ablation.json --resume
 
 clean-venv:
 	rm -rf $(VENV)

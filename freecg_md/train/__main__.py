@@ -13,7 +13,8 @@ from .loop import train
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="freecg-md train", description=__doc__)
     parser.add_argument("config", help="training config (JSON); see freecg_md.train.TrainConfig")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the checkpoint in output_dir, if there is one")
     parser.add_argument("--max-minutes", type=float, help="stop (resumably) after this long")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

@@ -134,10 +134,14 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0)
         self.optimizer.step()
         if self.ema is not None:
+            # Warm-up of the decay: early on the average would otherwise be dominated by
+            # the random initial weights.
+            step = self.progress.step
+            decay = min(self.config.ema_decay, (1 + step) / (10 + step))
             with torch.no_grad():
                 for ema_p, p in zip(self.ema.parameters(), self.model.parameters(),
                                     strict=True):
-                    ema_p.lerp_(p, 1.0 - self.config.ema_decay)
+                    ema_p.lerp_(p, 1.0 - decay)
         self.progress.step += 1
         return loss.item()
 
