@@ -1,0 +1,446 @@
+"""The run loop shared by Langevin and replica-exchange MD.
+
+Each step: BAOAB with one force evaluation, then the guards. Every ``report_interval``
+steps a report (frames, logs), every ``exchange_interval`` steps an exchange round, every
+``checkpoint_interval`` steps (and at the end) a checkpoint. The report at a step comes
+before that step's exchange, so each frame is labelled with the temperature it was
+simulated at. A run that meets a NaN, an infinite value or an explosion stops with a
+:class:`SimulationError` naming the replica and the step; it writes no checkpoint after the
+bad step, so the last checkpoint and all frames before it stay valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mdtraj
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..calculator import resolve_dtype
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    Checkpoint,
+    load_checkpoint,
+    merge_replica_parts,
+    save_checkpoint,
+)
+from .distributed import SerialComm
+from .integrators import baoab_step
+from .potentials import Potential, check_potential, check_results
+from .remd import ReplicaExchange, check_ladder
+from .reporters import RunWriter, topology_from_numbers
+from .state import (
+    ReplicaState,
+    instantaneous_temperature,
+    kinetic_energy,
+    maxwell_boltzmann_velocities,
+    replica_seed,
+)
+
+__all__ = ["RunConfig", "RunResult", "SimulationError", "run_replicas"]
+
+
+class SimulationError(RuntimeError):
+    """The dynamics met a state it cannot continue from (NaN, infinity, explosion)."""
+
+
+@dataclass
+class RunConfig:
+    """A Langevin or replica-exchange run; JSON-serialisable, written to ``config.json``.
+
+    Attributes
+    ----------
+    temperatures:
+        K, one per replica. With exchanges, the ladder (strictly increasing); without,
+        each replica's own bath temperature (repeats allowed).
+    n_steps:
+        Total steps of the run (a resumed run continues up to it).
+    output_dir:
+        The run directory.
+    friction_per_ps, timestep_fs:
+        Langevin ``gamma`` (1/ps) and time step (fs).
+    exchange_interval:
+        Steps between exchange rounds; 0 runs plain Langevin without exchanges.
+    report_interval, checkpoint_interval:
+        Steps between saved frames/log lines, and between checkpoints.
+    seed:
+        Seeds every generator: replica r's from ``(seed, r)``, the exchange's from
+        ``(seed, exchange stream)`` (:func:`~freecg_md.md.state.replica_seed`).
+    replica_seeds:
+        Explicit seeds of the replica generators, overriding those derived from ``seed``
+        (to rerun one replica of a batch on its own).
+    device, dtype:
+        Where and in what precision the potential runs (checked against a potential that
+        exposes ``device``/``dtype``; recorded in config.json).
+    remove_com_motion:
+        Remove centre-of-mass velocity at the start and after every O step (``dof = 3N-3``);
+        for translation-invariant potentials.
+    draw_velocities:
+        Start from Maxwell-Boltzmann velocities drawn from each replica's generator at its
+        temperature; False keeps ``state.velocities``.
+    max_force:
+        eV/Å; a larger force component stops the run.
+    max_energy_jump_per_atom:
+        eV per atom; a larger change of a replica's potential energy in one step stops it.
+    flush_every:
+        Frames buffered before they are written to the trajectories.
+    """
+
+    temperatures: list[float]
+    n_steps: int
+    output_dir: str
+    friction_per_ps: float = 1.0
+    timestep_fs: float = 1.0
+    exchange_interval: int = 0
+    report_interval: int = 100
+    checkpoint_interval: int = 1000
+    seed: int = 0
+    replica_seeds: list[int] | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    remove_com_motion: bool = True
+    draw_velocities: bool = True
+    max_force: float = 1e3
+    max_energy_jump_per_atom: float = 1.0
+    flush_every: int = 10
+
+    def __post_init__(self) -> None:
+        self.temperatures = [float(t) for t in np.asarray(self.temperatures).reshape(-1)]
+        self.output_dir = str(self.output_dir)
+        if self.replica_seeds is not None:
+            self.replica_seeds = [int(s) for s in self.replica_seeds]
+        rules = {
+            "exchange_interval": (self.exchange_interval >= 0, "an integer >= 0"),
+            "report_interval": (self.report_interval >= 1, "a positive integer"),
+            "checkpoint_interval": (self.checkpoint_interval >= 1, "a positive integer"),
+            "flush_every": (self.flush_every >= 1, "a positive integer"),
+            "n_steps": (self.n_steps >= 0, "an integer >= 0"),
+            "seed": (self.seed >= 0, "an integer >= 0"),
+            "friction_per_ps": (self.friction_per_ps >= 0, "a friction >= 0 1/ps"),
+            "timestep_fs": (self.timestep_fs > 0, "a time step > 0 fs"),
+            "max_force": (self.max_force > 0, "a limit > 0 eV/Å"),
+            "max_energy_jump_per_atom": (self.max_energy_jump_per_atom > 0, "a limit > 0 eV"),
+            "replica_seeds": (self.replica_seeds is None
+                              or len(self.replica_seeds) == self.n_replicas,
+                              f"one seed per replica ({self.n_replicas})"),
+        }
+        for name, (valid, expected) in rules.items():
+            if not valid:
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected {expected}")
+        if self.exchange_interval:
+            check_ladder(self.temperatures)
+        elif not (self.temperatures and np.all(np.isfinite(self.temperatures))
+                  and min(self.temperatures) > 0):
+            raise ValueError(f"temperatures={self.temperatures}: expected one value > 0 K "
+                             "per replica")
+        resolve_dtype(self.dtype)
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"device={self.device!r} is not a torch device: {error}") from None
+
+    @property
+    def n_replicas(self) -> int:
+        return len(self.temperatures)
+
+    def seeds(self) -> list[int]:
+        """The seed of every replica's generator."""
+        if self.replica_seeds is not None:
+            return list(self.replica_seeds)
+        return [replica_seed(self.seed, r) for r in range(self.n_replicas)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown RunConfig keys {unknown}; expected some of {sorted(known)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_replicas` returns (on every rank, for all replicas).
+
+    ``state`` the final state, ``energies`` (R,) eV, ``exchange`` the exchange (None
+    without), ``steps_run`` steps taken by this call, ``wall_seconds`` and ``ns_per_day``
+    its speed, ``neighbor_stats`` of this process's potential when it has them.
+    """
+
+    state: ReplicaState
+    energies: torch.Tensor
+    exchange: ReplicaExchange | None
+    steps_run: int
+    wall_seconds: float
+    ns_per_day: float
+    neighbor_stats: dict[str, int] | None
+
+
+class _Run:
+    """The loop's state; one method per phase, each short."""
+
+    def __init__(self, potential: Potential, state: ReplicaState, config: RunConfig,
+                 comm: SerialComm) -> None:
+        if state.n_replicas != config.n_replicas:
+            raise ValueError(f"state has {state.n_replicas} replicas but config.temperatures "
+                             f"has {config.n_replicas}")
+        if config.remove_com_motion and state.n_atoms < 2:
+            raise ValueError(f"remove_com_motion=True leaves {state.n_atoms} atom(s) no "
+                             "degrees of freedom; expected at least 2 atoms")
+        check_potential(potential, config.dtype, config.device)
+        self.potential, self.config, self.comm = potential, config, comm
+        self.block = comm.block(state.n_replicas)
+        self.state = state.select(self.block)
+        self.global_state = state
+        seeds = config.seeds()[self.block]
+        self.generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+        self.exchange = (ReplicaExchange(config.temperatures, config.seed)
+                         if config.exchange_interval else None)
+        self.directory = Path(config.output_dir)
+        self.writer: RunWriter | None = None
+        self.energies = self.forces = torch.empty(0)
+
+    # -- set-up ------------------------------------------------------------------------
+    def tindex(self) -> np.ndarray:
+        """(R,) the temperature index of every replica now (its own index without exchanges)."""
+        if self.exchange is None:
+            return np.arange(self.config.n_replicas)
+        return self.exchange.temperature_of_replica.copy()
+
+    def temperatures(self) -> torch.Tensor:
+        """(r,) K, the bath temperatures of the local replicas now."""
+        kelvin = np.asarray(self.config.temperatures)[self.tindex()[self.block]]
+        return torch.as_tensor(kelvin, dtype=torch.float64)
+
+    def start(self, topology: mdtraj.Topology | None) -> None:
+        for name in ("config.json", CHECKPOINT_NAME):
+            if (self.directory / name).exists():
+                raise FileExistsError(f"{self.directory / name} exists; pass resume=True to "
+                                      "continue that run or choose a new output_dir")
+        self.comm.barrier()  # every rank has looked before rank 0 creates the files
+        if self.config.draw_velocities:
+            self.state.velocities = maxwell_boltzmann_velocities(
+                self.state.masses, self.temperatures(), self.generators,
+                self.config.remove_com_motion)
+        try:
+            self.energies, self.forces = self.potential.evaluate(self.state.positions)
+            message = self.guard(self.energies, self.forces, previous=None)
+        except ValueError as error:  # the potential rejected the positions (NaN, overlap)
+            message = f"step {self.state.step}: {error}{self.local_note()}"
+        self.stop_if_failed(message)
+        if self.comm.is_writer:
+            topology = topology or topology_from_numbers(self.state.numbers.numpy())
+            self.writer = RunWriter.create(
+                self.directory, topology, self.global_state.positions.numpy(),
+                self.state.cell.numpy(), self.state.pbc.numpy(), self.config.flush_every)
+            self.writer.write_config(self.metadata())
+        self.save()
+
+    def resume(self) -> None:
+        checkpoint = load_checkpoint(self.directory / CHECKPOINT_NAME)
+        checkpoint.check_matches(self.config.to_dict(), self.state.numbers)
+        b = self.block
+        self.state.positions = checkpoint.positions[b].clone()
+        self.state.velocities = checkpoint.velocities[b].clone()
+        self.state.step = checkpoint.step
+        self.forces, self.energies = checkpoint.forces[b].clone(), checkpoint.energies[b].clone()
+        for generator, saved in zip(self.generators, checkpoint.generator_states[b], strict=True):
+            generator.set_state(saved)
+        if self.exchange is not None:
+            self.exchange.load_state_dict(checkpoint.exchange)
+        if self.comm.is_writer:
+            self.writer = RunWriter.reopen(
+                self.directory, self.config.n_replicas, self.state.cell.numpy(),
+                self.state.pbc.numpy(), checkpoint.frames_written[0], checkpoint.step,
+                self.config.flush_every)
+            previous = json.loads((self.directory / "config.json").read_text())
+            resumes = previous.get("resumed_at_steps", []) + [checkpoint.step]
+            self.writer.write_config({**self.metadata(), "resumed_at_steps": resumes})
+        self.comm.barrier()  # no rank runs ahead while rank 0 truncates the files
+
+    def metadata(self) -> dict[str, Any]:
+        return {"run": self.config.to_dict(), "n_atoms": self.state.n_atoms,
+                "n_replicas": self.config.n_replicas, "world_size": self.comm.world_size,
+                "potential": type(self.potential).__name__,
+                "replica_seeds": self.config.seeds()}
+
+    # -- one step ----------------------------------------------------------------------
+    def local_note(self) -> str:
+        if self.comm.world_size == 1:
+            return ""
+        return (f" (replica numbers local to rank {self.comm.rank}, whose first replica is "
+                f"{self.block.start})")
+
+    def step(self) -> None:
+        try:
+            energies, forces = baoab_step(
+                self.state, self.forces, self.potential, self.temperatures(),
+                self.config.friction_per_ps, self.config.timestep_fs, self.generators,
+                self.config.remove_com_motion)
+            message = self.guard(energies, forces, previous=self.energies)
+        except ValueError as error:  # the potential rejected the positions (NaN, overlap)
+            message = f"step {self.state.step + 1}: {error}{self.local_note()}"
+        self.stop_if_failed(message)
+        self.energies, self.forces = energies, forces
+
+    def guard(self, energies: torch.Tensor, forces: torch.Tensor,
+              previous: torch.Tensor | None) -> str | None:
+        """Why the new energies/forces of the local replicas are unusable, or None."""
+        return check_results(
+            energies, forces, previous, self.config.max_force,
+            self.config.max_energy_jump_per_atom * self.state.n_atoms,
+            lambda r: f"replica {self.block.start + r} at step {self.state.step}")
+
+    def stop_if_failed(self, message: str | None) -> None:
+        """Every rank learns whether any rank failed at this step, and all stop together."""
+        if self.comm.any_failed(message is not None):
+            self.fail(message)
+
+    def fail(self, message: str | None) -> None:
+        """Stop: write the frames reported before this step, then raise."""
+        self.close()
+        raise SimulationError(message or f"step {self.state.step}: stopped because a replica "
+                              "on another process failed (see that process's error)")
+
+    # -- reports, exchanges, checkpoints -----------------------------------------------
+    def report(self) -> None:
+        kinetic = kinetic_energy(self.state.velocities, self.state.masses)
+        temperature = instantaneous_temperature(self.state.velocities, self.state.masses,
+                                                self.config.remove_com_motion)
+        parts = [self.state.positions.cpu().numpy(), self.energies.cpu().numpy(),
+                 kinetic.cpu().numpy(), temperature.cpu().numpy()]
+        gathered = [self.comm.all_gather(part) for part in parts]
+        if self.writer is not None:
+            step = self.state.step
+            self.writer.report(step, step * self.config.timestep_fs, *gathered, self.tindex())
+
+    def swap(self) -> None:
+        energies = self.comm.all_gather(self.energies.cpu().numpy())
+        scale, outcome = self.exchange.attempt(energies)
+        self.state.velocities = self.state.velocities * torch.as_tensor(
+            scale[self.block], dtype=torch.float64).reshape(-1, 1, 1)
+        if self.writer is not None:
+            self.writer.log_exchange(self.state.step, self.exchange.n_attempts - 1,
+                                     self.exchange.temperature_of_replica, outcome)
+
+    def gather_state(self) -> dict[str, Any]:
+        local = {"positions": self.state.positions, "velocities": self.state.velocities,
+                 "forces": self.forces, "energies": self.energies,
+                 "generators": [g.get_state() for g in self.generators]}
+        return merge_replica_parts(self.comm.all_gather_objects(local))
+
+    def save(self) -> None:
+        merged = self.gather_state()
+        if self.writer is None:
+            return
+        self.writer.flush()  # frames first: the checkpoint never counts frames not on disk
+        if self.exchange is not None:
+            self.writer.write_stats(self.exchange.summary())
+        checkpoint = Checkpoint(
+            step=self.state.step, positions=merged["positions"],
+            velocities=merged["velocities"], forces=merged["forces"],
+            energies=merged["energies"], numbers=self.state.numbers,
+            generator_states=merged["generators"],
+            exchange=None if self.exchange is None else self.exchange.state_dict(),
+            frames_written=[self.writer.frames_written] * self.config.n_replicas,
+            config=self.config.to_dict())
+        save_checkpoint(self.directory / CHECKPOINT_NAME, checkpoint)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    # -- the loop ----------------------------------------------------------------------
+    def loop(self, progress: bool) -> tuple[int, float]:
+        config, first = self.config, self.state.step
+        bar = tqdm(total=config.n_steps, initial=first, unit="step", dynamic_ncols=True,
+                   disable=not (progress and self.comm.is_writer))
+        start = time.perf_counter()
+        with bar:
+            while self.state.step < config.n_steps:
+                self.step()
+                step = self.state.step
+                if step % config.report_interval == 0:
+                    self.report()
+                if self.exchange is not None and step % config.exchange_interval == 0:
+                    self.swap()
+                if step % config.checkpoint_interval == 0:
+                    self.save()
+                bar.update(1)
+                if step % config.report_interval == 0 or step == config.n_steps:
+                    bar.set_postfix_str(self.speed(step, first, start), refresh=False)
+        if self.state.step % config.checkpoint_interval:
+            self.save()  # the end is always resumable (to extend the run)
+        return self.state.step - first, time.perf_counter() - start
+
+    def speed(self, step: int, first: int, start: float) -> str:
+        ns = (step - first) * self.config.timestep_fs * 1e-6
+        per_day = ns / max(time.perf_counter() - start, 1e-9) * 86400
+        return f"t={step * self.config.timestep_fs * 1e-3:.4g} ps, {per_day:.3g} ns/day"
+
+
+def run_replicas(
+    potential: Potential,
+    state: ReplicaState,
+    config: RunConfig,
+    topology: mdtraj.Topology | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    comm: SerialComm | None = None,
+) -> RunResult:
+    """Run Langevin dynamics of R replicas, with replica exchange if configured.
+
+    Parameters
+    ----------
+    potential:
+        Evaluates this process's replicas as one batch (:class:`FreeCGPotential`, ...).
+    state:
+        The full initial state (all R replicas, every process alike); not modified.
+    config:
+        The run; ``config.temperatures`` has one entry per replica.
+    topology:
+        For ``topology.pdb``; a minimal one is made from the atomic numbers when None.
+    resume:
+        Continue from ``output_dir/checkpoint.pt`` (files are cut back to it) up to
+        ``config.n_steps``; otherwise the directory must not hold a run.
+    progress:
+        Show a tqdm bar with simulated time and ns/day.
+    comm:
+        :func:`~freecg_md.md.distributed.init_distributed`'s communicator to spread the
+        replicas over processes; None runs them all here.
+
+    Raises
+    ------
+    SimulationError
+        NaN/infinite energy or force, a force above ``max_force`` or an energy jump above
+        ``max_energy_jump_per_atom * N``: names the replica and the step.
+    """
+    run = _Run(potential, state, config, comm or SerialComm())
+    try:
+        if resume:
+            run.resume()
+        else:
+            run.start(topology)
+        steps, seconds = run.loop(progress)
+    finally:
+        run.close()
+    merged = run.gather_state()
+    final = ReplicaState(merged["positions"], merged["velocities"], state.masses, state.numbers,
+                         state.cell, state.pbc, run.state.step)
+    ns_per_day = steps * config.timestep_fs * 1e-6 / max(seconds, 1e-9) * 86400
+    return RunResult(final, merged["energies"], run.exchange, steps, seconds, ns_per_day,
+                     getattr(potential, "neighbor_stats", None))

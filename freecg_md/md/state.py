@@ -1,0 +1,229 @@
+"""The batched state of a replica simulation and its thermodynamic helpers.
+
+All replicas are copies of one system (same atoms, masses, cell): replica exchange of one
+molecule, or independent Langevin runs of it. Units are ASE's at every interface: positions
+in Å, velocities in Å/fs, masses in amu, energies in eV, temperatures in K. The conversion
+factors below are derived from :mod:`ase.units` once, here.
+
+Random numbers come from one :class:`torch.Generator` per replica, seeded from the run seed
+and the replica's *global* index (:func:`replica_generators`), so a replica's stream is the
+same whether it runs alone, in a batch of 8 or on the third of four processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from ase import Atoms, units
+
+__all__ = [
+    "ACCELERATION_UNIT",
+    "KINETIC_UNIT",
+    "ReplicaState",
+    "degrees_of_freedom",
+    "instantaneous_temperature",
+    "kinetic_energy",
+    "maxwell_boltzmann_velocities",
+    "remove_com_velocity",
+    "replica_generators",
+    "replica_seed",
+]
+
+# 1 amu Å²/fs² in eV. ASE's time unit is Å sqrt(amu/eV) and ``units.fs`` is one femtosecond
+# in it, so a velocity of 1 Å/fs is 1/units.fs ASE velocity units.
+KINETIC_UNIT = 1.0 / units.fs**2
+# (eV/Å)/amu in Å/fs²: the inverse of the above.
+ACCELERATION_UNIT = units.fs**2
+
+# Streams of the seed tree (:func:`replica_seed`): dynamics of replica r, and exchanges.
+DYNAMICS_STREAM = 0
+EXCHANGE_STREAM = 1
+
+
+def replica_seed(seed: int, replica: int, stream: int = DYNAMICS_STREAM) -> int:
+    """A 63-bit seed for one replica's generator, independent of how many replicas exist.
+
+    numpy's SeedSequence hashes ``(seed, stream, replica)``, so neighbouring seeds and
+    replicas give unrelated streams (seeding with ``seed + replica`` would make run 1's
+    replica 0 equal to run 0's replica 1).
+    """
+    if seed < 0 or replica < 0:
+        raise ValueError(f"seed={seed}, replica={replica}: expected non-negative integers")
+    sequence = np.random.SeedSequence(entropy=int(seed), spawn_key=(int(stream), int(replica)))
+    return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def replica_generators(seed: int, replicas: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per global replica index in ``replicas``.
+
+    Generators live on the CPU whatever device the model uses, so the noise (and therefore
+    the trajectory, up to the forces) does not depend on the device.
+    """
+    generators = []
+    for replica in replicas:
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(replica_seed(seed, replica))
+        generators.append(generator)
+    return generators
+
+
+@dataclass
+class ReplicaState:
+    """Positions and velocities of R replicas of one N-atom system.
+
+    Attributes
+    ----------
+    positions:
+        (R, N, 3) float64, Å.
+    velocities:
+        (R, N, 3) float64, Å/fs.
+    masses:
+        (N,) float64, amu.
+    numbers:
+        (N,) int64 atomic numbers.
+    cell:
+        (3, 3) float64, Å, rows the lattice vectors (zeros for a molecule).
+    pbc:
+        (3,) bool, periodic directions.
+    step:
+        MD steps taken so far.
+    """
+
+    positions: torch.Tensor
+    velocities: torch.Tensor
+    masses: torch.Tensor
+    numbers: torch.Tensor
+    cell: torch.Tensor
+    pbc: torch.Tensor
+    step: int = 0
+
+    def __post_init__(self) -> None:
+        f64 = torch.float64
+        self.positions = torch.as_tensor(self.positions, dtype=f64).clone()
+        self.velocities = torch.as_tensor(self.velocities, dtype=f64).clone()
+        self.masses = torch.as_tensor(self.masses, dtype=f64).clone()
+        self.numbers = torch.as_tensor(self.numbers, dtype=torch.int64).clone()
+        self.cell = torch.as_tensor(self.cell, dtype=f64).clone()
+        self.pbc = torch.as_tensor(self.pbc, dtype=torch.bool).broadcast_to((3,)).clone()
+        if self.positions.ndim != 3 or self.positions.shape[-1] != 3:
+            raise ValueError(
+                f"positions has shape {tuple(self.positions.shape)}; expected (R, N, 3)"
+            )
+        n_atoms = self.positions.shape[1]
+        expected = {
+            "velocities": (self.velocities.shape, tuple(self.positions.shape)),
+            "masses": (self.masses.shape, (n_atoms,)),
+            "numbers": (self.numbers.shape, (n_atoms,)),
+            "cell": (self.cell.shape, (3, 3)),
+        }
+        for name, (shape, want) in expected.items():
+            if tuple(shape) != want:
+                raise ValueError(f"{name} has shape {tuple(shape)}; expected {want}")
+        if not bool(torch.all(self.masses > 0)):
+            raise ValueError(f"masses={self.masses.tolist()[:10]}...: expected positive amu")
+        if self.step < 0:
+            raise ValueError(f"step={self.step}: expected a non-negative integer")
+
+    @classmethod
+    def from_atoms(cls, atoms: Atoms, n_replicas: int) -> ReplicaState:
+        """``n_replicas`` copies of ``atoms`` (positions Å, ASE masses amu) at rest."""
+        if n_replicas < 1:
+            raise ValueError(f"n_replicas={n_replicas}: expected a positive integer")
+        positions = np.broadcast_to(atoms.positions, (n_replicas, len(atoms), 3))
+        return cls(
+            positions=torch.tensor(positions),
+            velocities=torch.zeros((n_replicas, len(atoms), 3), dtype=torch.float64),
+            masses=torch.tensor(atoms.get_masses()),
+            numbers=torch.tensor(atoms.numbers),
+            cell=torch.tensor(atoms.cell.array),
+            pbc=torch.tensor(atoms.pbc),
+        )
+
+    @property
+    def n_replicas(self) -> int:
+        return int(self.positions.shape[0])
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.positions.shape[1])
+
+    def select(self, replicas: slice) -> ReplicaState:
+        """A copy holding the replicas ``replicas`` (a slice of the replica axis)."""
+        return ReplicaState(
+            self.positions[replicas], self.velocities[replicas], self.masses, self.numbers,
+            self.cell, self.pbc, self.step,
+        )
+
+
+def kinetic_energy(velocities: torch.Tensor, masses: torch.Tensor) -> torch.Tensor:
+    """Kinetic energy ``sum_i m_i |v_i|^2 / 2`` of each replica, (R,) eV.
+
+    ``velocities`` (R, N, 3) Å/fs, ``masses`` (N,) amu.
+    """
+    per_atom = torch.sum(velocities**2, dim=-1) * masses
+    return 0.5 * KINETIC_UNIT * per_atom.sum(dim=-1)
+
+
+def degrees_of_freedom(n_atoms: int, com_removed: bool) -> int:
+    """``3N - 3`` when centre-of-mass motion is removed, else ``3N``."""
+    return 3 * n_atoms - 3 if com_removed else 3 * n_atoms
+
+
+def instantaneous_temperature(
+    velocities: torch.Tensor, masses: torch.Tensor, com_removed: bool
+) -> torch.Tensor:
+    """``T = 2 KE / (dof kB)`` of each replica, (R,) K."""
+    dof = degrees_of_freedom(velocities.shape[-2], com_removed)
+    if dof < 1:
+        raise ValueError(f"{velocities.shape[-2]} atom(s) with com_removed=True have no dof")
+    return 2.0 * kinetic_energy(velocities, masses) / (dof * units.kB)
+
+
+def remove_com_velocity(velocities: torch.Tensor, masses: torch.Tensor) -> torch.Tensor:
+    """Velocities (R, N, 3) Å/fs less each replica's centre-of-mass velocity (a new tensor)."""
+    weights = (masses / masses.sum()).unsqueeze(-1)
+    return velocities - torch.sum(velocities * weights, dim=-2, keepdim=True)
+
+
+def maxwell_boltzmann_velocities(
+    masses: torch.Tensor,
+    temperatures: torch.Tensor | Sequence[float],
+    generators: Sequence[torch.Generator],
+    remove_com: bool = True,
+) -> torch.Tensor:
+    """Velocities drawn from the Maxwell-Boltzmann distribution, (R, N, 3) float64 Å/fs.
+
+    Each component is ``v = sqrt(kB T / m) xi`` with ``xi ~ N(0, 1)`` drawn from replica
+    r's own generator, so replica r's draw does not depend on the other replicas.
+
+    Parameters
+    ----------
+    masses:
+        (N,) amu.
+    temperatures:
+        (R,) K, one per replica, >= 0.
+    generators:
+        R CPU generators (:func:`replica_generators`); each is advanced by 3N normals.
+    remove_com:
+        Subtract each replica's centre-of-mass velocity (then the expected temperature
+        with ``dof = 3N - 3`` is T).
+    """
+    masses = torch.as_tensor(masses, dtype=torch.float64)
+    temperatures = torch.as_tensor(temperatures, dtype=torch.float64).reshape(-1)
+    if len(generators) != temperatures.shape[0]:
+        raise ValueError(
+            f"got {len(generators)} generators for {temperatures.shape[0]} temperatures; "
+            "expected one generator per replica"
+        )
+    if not bool(torch.all(temperatures >= 0)):
+        raise ValueError(f"temperatures={temperatures.tolist()}: expected values >= 0 K")
+    noise = torch.stack(
+        [torch.randn((masses.shape[0], 3), generator=g, dtype=torch.float64) for g in generators]
+    ).to(masses.device)
+    # sqrt(kT/m) is in ASE velocity units; times units.fs gives Å/fs.
+    sigma = torch.sqrt(units.kB * temperatures[:, None] / masses[None, :]) * units.fs
+    velocities = noise * sigma.unsqueeze(-1)
+    return remove_com_velocity(velocities, masses) if remove_com else velocities

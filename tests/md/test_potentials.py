@@ -1,0 +1,118 @@
+"""Batched FreeCG potential against the calculator; the ASE wrapper; input checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+
+from freecg_md import FreeCGCalculator
+from freecg_md.md import ASECalculatorPotential, FreeCGPotential, Potential
+from tests.conftest import random_molecule, small_model
+
+
+def replica_positions(atoms: Atoms, n_replicas: int, scale: float = 0.15) -> torch.Tensor:
+    rng = np.random.default_rng(5)
+    return torch.tensor(np.stack([
+        atoms.positions + rng.normal(scale=scale, size=atoms.positions.shape)
+        for _ in range(n_replicas)
+    ]))
+
+
+def calculator_results(model, atoms: Atoms, positions: torch.Tensor):
+    energies, forces = [], []
+    for r in range(positions.shape[0]):
+        frame = atoms.copy()
+        frame.positions = positions[r].numpy()
+        frame.calc = FreeCGCalculator(model, dtype="float64")
+        energies.append(frame.get_potential_energy())
+        forces.append(frame.get_forces())
+    return np.array(energies), np.array(forces)
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_batched_freecg_equals_separate_calculator_calls(periodic):
+    model = small_model(torch.float64)
+    atoms = random_molecule(10, seed=3)
+    if periodic:
+        atoms.cell = np.diag([7.0, 7.5, 8.0])
+        atoms.pbc = True
+    positions = replica_positions(atoms, 4)
+    potential = FreeCGPotential(model, atoms.numbers, atoms.cell.array, atoms.pbc,
+                                dtype="float64")
+    assert isinstance(potential, Potential)
+    energies, forces = potential.evaluate(positions)
+    assert energies.dtype == forces.dtype == torch.float64
+    assert energies.shape == (4,) and forces.shape == (4, 10, 3)
+    expected_e, expected_f = calculator_results(model, atoms, positions)
+    np.testing.assert_allclose(energies.numpy(), expected_e, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(forces.numpy(), expected_f, rtol=0, atol=1e-9)
+    # One cache per replica; the second call (same positions) reuses all of them.
+    potential.evaluate(positions)
+    assert len(potential.caches) == 4
+    assert potential.neighbor_stats == {"builds": 4, "reuses": 4}
+    # Passes of at most 3 replicas give the same numbers and keep one cache per replica.
+    chunked = FreeCGPotential(model, atoms.numbers, atoms.cell.array, atoms.pbc,
+                              dtype="float64", replicas_per_pass=3)
+    chunked_e, chunked_f = chunked.evaluate(positions)
+    np.testing.assert_allclose(chunked_e.numpy(), expected_e, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(chunked_f.numpy(), expected_f, rtol=0, atol=1e-9)
+    assert len(chunked.caches) == 4
+
+
+def test_ase_calculator_potential_matches_and_keeps_one_calculator_per_replica():
+    model = small_model(torch.float64)
+    atoms = random_molecule(8, seed=4)
+    positions = replica_positions(atoms, 3)
+    made = []
+
+    def factory(replica: int) -> FreeCGCalculator:
+        made.append(replica)
+        return FreeCGCalculator(model, dtype="float64")
+
+    wrapped = ASECalculatorPotential(factory, atoms.numbers)
+    energies, forces = wrapped.evaluate(positions)
+    wrapped.evaluate(positions + 0.01)
+    assert made == [0, 1, 2]
+    assert all(c.neighbor_stats["builds"] + c.neighbor_stats["reuses"] == 2
+               for c in wrapped.calculators)
+    batched_e, batched_f = FreeCGPotential(model, atoms.numbers, dtype="float64").evaluate(
+        positions)
+    np.testing.assert_allclose(energies.numpy(), batched_e.numpy(), atol=1e-9, rtol=0)
+    np.testing.assert_allclose(forces.numpy(), batched_f.numpy(), atol=1e-9, rtol=0)
+    shared = FreeCGCalculator(model)
+    with pytest.raises(ValueError, match="same object more than once"):
+        ASECalculatorPotential([shared, shared], atoms.numbers)
+    with pytest.raises(ValueError, match="only 1 calculators"):
+        ASECalculatorPotential([shared], atoms.numbers).evaluate(positions)
+
+
+def test_freecg_potential_input_errors():
+    model = small_model()
+    atoms = random_molecule(6, seed=1)
+    potential = FreeCGPotential(model, atoms.numbers)
+    positions = replica_positions(atoms, 3)
+    positions[2, 4, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"replica 2 has NaN or infinite positions .*\[4\]"):
+        potential.evaluate(positions)
+    positions = replica_positions(atoms, 3)
+    positions[1, 3] = positions[1, 0] + 0.01
+    with pytest.raises(ValueError, match="replica 1: atoms 0 and 3 overlap"):
+        potential.evaluate(positions)
+    with pytest.raises(ValueError, match=r"positions has shape \(3, 5, 3\); expected \(R, 6, 3\)"):
+        potential.evaluate(positions[:, :5])
+    with pytest.raises(ValueError, match="element\\(s\\) Cl that the model was not trained on"):
+        FreeCGPotential(model, [6, 17])
+    with pytest.raises(ValueError, match="dtype='float16'"):
+        FreeCGPotential(model, atoms.numbers, dtype="float16")
+    with pytest.raises(ValueError, match="replicas_per_pass=0: expected None or >= 1"):
+        FreeCGPotential(model, atoms.numbers, replicas_per_pass=0)
+    with pytest.raises(TypeError, match="expected a FreeCG"):
+        FreeCGPotential(torch.nn.Linear(2, 2), atoms.numbers)
+
+
+def test_freecg_potential_leaves_the_callers_model_alone():
+    model = small_model(torch.float32)
+    FreeCGPotential(model, [1, 6], dtype="float64")
+    assert next(model.parameters()).dtype == torch.float32

@@ -1,0 +1,153 @@
+"""Units, Maxwell-Boltzmann velocities, and the integrators' physics (equipartition, NVE)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms, units
+
+from freecg_md.md import (
+    ReplicaState,
+    baoab_step,
+    degrees_of_freedom,
+    instantaneous_temperature,
+    kinetic_energy,
+    maxwell_boltzmann_velocities,
+    replica_generators,
+    replica_seed,
+    velocity_verlet_step,
+)
+from tests.md.toys import Harmonic
+
+
+def block_error(samples: np.ndarray, n_blocks: int = 20) -> float:
+    """Standard error of the mean of correlated samples, from the spread of block means."""
+    means = np.array([block.mean() for block in np.array_split(samples, n_blocks)])
+    return float(means.std(ddof=1) / np.sqrt(n_blocks))
+
+
+def harmonic_state(n_replicas: int, n_atoms: int, seed: int = 0) -> tuple[ReplicaState, Harmonic]:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=3.0, size=(n_atoms, 3))
+    positions = torch.tensor(np.broadcast_to(centers, (n_replicas, n_atoms, 3)).copy())
+    state = ReplicaState(positions, torch.zeros_like(positions),
+                         torch.tensor(rng.uniform(1.0, 16.0, n_atoms)),
+                         torch.ones(n_atoms, dtype=torch.long), torch.zeros(3, 3), False)
+    return state, Harmonic(centers, k=rng.uniform(0.5, 2.0, n_atoms))
+
+
+def test_kinetic_energy_matches_ase_units():
+    rng = np.random.default_rng(1)
+    atoms = Atoms("H2O", positions=rng.normal(size=(3, 3)))
+    velocities_a_per_fs = rng.normal(scale=0.01, size=(3, 3))
+    atoms.set_velocities(velocities_a_per_fs / units.fs)  # ASE's own velocity unit
+    state = ReplicaState.from_atoms(atoms, 1)
+    kinetic = kinetic_energy(torch.tensor(velocities_a_per_fs)[None], state.masses)
+    assert kinetic.item() == pytest.approx(atoms.get_kinetic_energy(), rel=1e-12)
+    temperature = instantaneous_temperature(torch.tensor(velocities_a_per_fs)[None],
+                                            state.masses, com_removed=False)
+    assert temperature.item() == pytest.approx(atoms.get_temperature(), rel=1e-12)
+
+
+def test_maxwell_boltzmann_temperature_com_and_seed_independence():
+    n_atoms, temperatures = 500, [300.0, 600.0]
+    masses = torch.tensor(np.random.default_rng(0).uniform(1, 32, n_atoms))
+    velocities = maxwell_boltzmann_velocities(masses, temperatures,
+                                              replica_generators(7, [0, 1]), remove_com=True)
+    momentum = (velocities * masses[:, None]).sum(dim=1)
+    assert torch.allclose(momentum, torch.zeros(2, 3, dtype=torch.float64), atol=1e-12)
+    measured = instantaneous_temperature(velocities, masses, com_removed=True)
+    dof = degrees_of_freedom(n_atoms, True)
+    for t, t_expected in zip(measured.tolist(), temperatures, strict=True):
+        assert abs(t - t_expected) < 4 * t_expected * np.sqrt(2 / dof)
+    # Replica 1's draw does not depend on replica 0 being drawn with it.
+    alone = maxwell_boltzmann_velocities(masses, [600.0], replica_generators(7, [1]))
+    assert torch.equal(alone[0], velocities[1])
+    assert replica_seed(7, 1) != replica_seed(8, 0) != replica_seed(7, 0)
+
+
+def test_baoab_equipartition_on_harmonic_springs():
+    """<KE> = <PE> = (3N/2) kT at each replica's own temperature, within statistical error
+    estimated from the run (block averages)."""
+    n_replicas, n_atoms = 3, 32
+    state, potential = harmonic_state(n_replicas, n_atoms)
+    temperatures = torch.tensor([150.0, 300.0, 600.0])
+    generators = replica_generators(3, range(n_replicas))
+    energies, forces = potential.evaluate(state.positions)
+    kinetic, potential_energy = [], []
+    for step in range(8000):
+        energies, forces = baoab_step(state, forces, potential, temperatures, 20.0, 1.0,
+                                      generators)
+        if step >= 500:
+            kinetic.append(kinetic_energy(state.velocities, state.masses).numpy())
+            potential_energy.append(energies.numpy())
+    assert state.step == 8000
+    expected = 1.5 * n_atoms * units.kB * temperatures.numpy()
+    for series in (np.array(kinetic), np.array(potential_energy)):
+        for r in range(n_replicas):
+            mean, error = series[:, r].mean(), block_error(series[:, r])
+            # 4 sigma of statistics plus the O(dt^2) bias of kinetic energy (~0.1% here).
+            assert abs(mean - expected[r]) < 4 * error + 0.005 * expected[r], (
+                r, mean, expected[r], error)
+
+
+def test_velocity_verlet_conserves_energy():
+    state, potential = harmonic_state(2, 8, seed=2)
+    state.velocities = maxwell_boltzmann_velocities(state.masses, [300.0, 300.0],
+                                                    replica_generators(0, [0, 1]), False)
+    energies, forces = potential.evaluate(state.positions)
+    start = energies + kinetic_energy(state.velocities, state.masses)
+    totals = []
+    for _ in range(2000):
+        energies, forces = velocity_verlet_step(state, forces, potential, 0.5)
+        totals.append(energies + kinetic_energy(state.velocities, state.masses))
+    drift = (torch.stack(totals) - start).abs().max()
+    assert drift < 1e-3 * start.abs().max()
+
+
+def test_zero_friction_baoab_is_velocity_verlet():
+    state_a, potential = harmonic_state(2, 4, seed=3)
+    state_a.velocities = maxwell_boltzmann_velocities(state_a.masses, [300.0, 500.0],
+                                                      replica_generators(0, [0, 1]), False)
+    state_b = state_a.select(slice(0, 2))
+    _, forces_a = potential.evaluate(state_a.positions)
+    forces_b = forces_a.clone()
+    for _ in range(10):
+        _, forces_a = baoab_step(state_a, forces_a, potential, [300.0, 500.0], 0.0, 1.0,
+                                 replica_generators(0, [0, 1]))
+        _, forces_b = velocity_verlet_step(state_b, forces_b, potential, 1.0)
+    assert torch.allclose(state_a.positions, state_b.positions, atol=1e-12)
+    assert torch.allclose(state_a.velocities, state_b.velocities, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(friction_per_ps=-1.0), "friction_per_ps"),
+        (dict(timestep_fs=0.0), "timestep_fs"),
+        (dict(temperatures=[300.0, 300.0, 300.0]), "temperatures has 3 values"),
+        (dict(temperatures=[300.0, -5.0]), "temperatures"),
+    ],
+)
+def test_baoab_rejects_bad_arguments(kwargs, match):
+    state, potential = harmonic_state(2, 3)
+    _, forces = potential.evaluate(state.positions)
+    arguments = dict(temperatures=[300.0, 300.0], friction_per_ps=1.0, timestep_fs=1.0)
+    arguments.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        baoab_step(state, forces, potential, arguments["temperatures"],
+                   arguments["friction_per_ps"], arguments["timestep_fs"],
+                   replica_generators(0, [0, 1]))
+
+
+def test_state_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"velocities has shape \(2, 4, 3\); expected"):
+        ReplicaState(torch.zeros(2, 5, 3), torch.zeros(2, 4, 3), torch.ones(5),
+                     torch.ones(5, dtype=torch.long), torch.zeros(3, 3), False)
+    with pytest.raises(ValueError, match=r"masses has shape \(4,\); expected \(5,\)"):
+        ReplicaState(torch.zeros(2, 5, 3), torch.zeros(2, 5, 3), torch.ones(4),
+                     torch.ones(5, dtype=torch.long), torch.zeros(3, 3), False)
+    with pytest.raises(ValueError, match="expected positive amu"):
+        ReplicaState(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.tensor([1.0, 0.0]),
+                     torch.ones(2, dtype=torch.long), torch.zeros(3, 3), False)
