@@ -98,7 +98,7 @@ def time_evaluations(model: FreeCG, atoms: Atoms, args: argparse.Namespace) -> d
     rng = np.random.default_rng(args.seed)
     positions = np.stack([atoms.positions + rng.normal(scale=0.02, size=atoms.positions.shape)
                           for _ in range(args.replicas)])
-    batched = FreeCGPotential(model, atoms.numbers, device=args.device)
+    batched = FreeCGPotential(model, atoms.numbers, device=args.device, replicas_per_pass=None)
     one_per_pass = FreeCGPotential(model, atoms.numbers, device=args.device,
                                    replicas_per_pass=1)
     walkers = [atoms.copy() for _ in range(args.replicas)]

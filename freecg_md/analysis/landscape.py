@@ -3,12 +3,15 @@ temperature, and reweighted from every temperature of a replica-exchange run wit
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 
 import numpy as np
 from ase import units
 
-__all__ = ["Landscape", "free_energy_2d", "mbar_free_energy_2d", "KB_KCAL"]
+__all__ = ["KB_KCAL", "Basin", "Landscape", "folded_unfolded_basins", "free_energy_2d",
+           "mbar_free_energy_2d"]
 
 KB_KCAL = units.kB / (units.kcal / units.mol)  # kcal/mol/K
 
@@ -100,7 +103,9 @@ def mbar_weights(energies: np.ndarray, sampled_temperature: np.ndarray,
     ``u_k(x_n) = E_n / (k_B T_k)``; a sample's weight in the target state is then
     ``w_n ∝ exp(-u_target(x_n)) / sum_k N_k exp(f_k - u_k(x_n))``.
     """
-    from pymbar import MBAR
+    # pymbar prints a banner about JAX and a timeseries warning on import.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        from pymbar import MBAR
 
     energies = np.asarray(energies, float)
     sampled = np.asarray(sampled_temperature, float)
@@ -112,7 +117,11 @@ def mbar_weights(energies: np.ndarray, sampled_temperature: np.ndarray,
     n_k = np.array([(sampled == t).sum() for t in ladder])
     # pymbar wants the samples grouped by the state that drew them.
     order = np.argsort(np.searchsorted(ladder, sampled), kind="stable")
-    f_k = MBAR(u_kn[:, order], n_k, initialize="BAR").f_k
+    try:
+        f_k = MBAR(u_kn[:, order], n_k, initialize="BAR").f_k
+    except Exception:  # noqa: BLE001 - pymbar 4.0's BAR start fails on poorly overlapping
+        # states (and then raises a NameError of its own); the zeros start always works.
+        f_k = MBAR(u_kn[:, order], n_k, initialize="zeros").f_k
     log_denominator = np.logaddexp.reduce(
         np.log(n_k)[:, None] + f_k[:, None] - u_kn, axis=0)
     log_w = -energies / (units.kB * target_temperature) - log_denominator
@@ -129,3 +138,42 @@ def mbar_free_energy_2d(x: np.ndarray, y: np.ndarray, energies: np.ndarray,
     reweighted with MBAR (see :func:`mbar_weights`)."""
     weights = mbar_weights(energies, sampled_temperature, target_temperature)
     return free_energy_2d(x, y, target_temperature, bins, ranges, weights)
+
+
+@dataclass(frozen=True)
+class Basin:
+    """The lowest point of a region of a landscape: ``free_energy`` kcal/mol at ``(x, y)``
+    (NaN when no sample fell in the region)."""
+
+    name: str
+    free_energy: float
+    x: float
+    y: float
+
+
+def folded_unfolded_basins(landscape: Landscape, native: tuple[float, float],
+                           folded_radius: float = 1.5, unfolded_radius: float = 3.0
+                           ) -> tuple[Basin, Basin]:
+    """The folded and unfolded basins of a landscape over two distances.
+
+    The folded basin is the lowest bin within ``folded_radius`` of the native structure's
+    point ``native = (x, y)`` (same units as the variables, Å); the unfolded basin is the
+    lowest bin farther than ``unfolded_radius`` from it. Between the two radii lies the
+    border region, which belongs to neither.
+    """
+    if not 0 < folded_radius <= unfolded_radius:
+        raise ValueError(f"folded_radius={folded_radius}, unfolded_radius={unfolded_radius}: "
+                         "expected 0 < folded_radius <= unfolded_radius")
+    x, y = np.meshgrid(landscape.x_centers, landscape.y_centers, indexing="ij")
+    distance = np.hypot(x - native[0], y - native[1])
+    found = []
+    for name, region in (("folded", distance <= folded_radius),
+                         ("unfolded", distance > unfolded_radius)):
+        values = np.where(region & np.isfinite(landscape.free_energy), landscape.free_energy,
+                          np.inf)
+        if not np.isfinite(values).any():
+            found.append(Basin(name, float("nan"), float("nan"), float("nan")))
+            continue
+        i, j = np.unravel_index(np.argmin(values), values.shape)
+        found.append(Basin(name, float(values[i, j]), float(x[i, j]), float(y[i, j])))
+    return found[0], found[1]

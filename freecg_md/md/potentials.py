@@ -118,11 +118,12 @@ class FreeCGPotential:
     skin:
         Verlet skin in Å (0: a new list every call).
     replicas_per_pass:
-        At most this many replicas per forward pass (None: all in one). One pass is what
-        a GPU wants; on a CPU with glibc's default allocator a batch's large edge tensors
-        (E x 8 x F floats, ~20 MB per chignolin) are mapped and page-faulted afresh on every
-        call, and 8 chignolins in one pass measured 2.8x slower than one at a time
-        (``benchmarks/bench_replicas.py``); 1 avoids that.
+        At most this many replicas per forward pass; None puts all in one pass, ``"auto"``
+        (the default) does that on a GPU and one replica per pass on a CPU. One pass is
+        what a GPU wants. On a CPU the work of a pass grows with the edges whatever the
+        batch, so batching saves only per-call overhead, while a batch's (E, 8, F) edge
+        tensors outgrow the caches (~20 MB per chignolin at F = 128): 8 chignolins in one
+        pass measured 2.9x slower than one at a time (``benchmarks/bench_replicas.py``).
     """
 
     def __init__(
@@ -134,12 +135,16 @@ class FreeCGPotential:
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype = "float32",
         skin: float = 1.0,
-        replicas_per_pass: int | None = None,
+        replicas_per_pass: int | str | None = "auto",
     ) -> None:
-        if replicas_per_pass is not None and replicas_per_pass < 1:
-            raise ValueError(f"replicas_per_pass={replicas_per_pass}: expected None or >= 1")
-        self.replicas_per_pass = replicas_per_pass
         self.device = resolve_device(device)
+        if replicas_per_pass == "auto":
+            replicas_per_pass = None if self.device.type == "cuda" else 1
+        elif replicas_per_pass is not None and (
+                isinstance(replicas_per_pass, str) or replicas_per_pass < 1):
+            raise ValueError(f"replicas_per_pass={replicas_per_pass!r}: expected 'auto', None "
+                             "or an integer >= 1")
+        self.replicas_per_pass = replicas_per_pass
         self.dtype = resolve_dtype(dtype)
         if isinstance(model, (str, os.PathLike)):
             model = load_model(model)

@@ -40,7 +40,8 @@ def test_batched_freecg_equals_separate_calculator_calls(periodic):
         atoms.pbc = True
     positions = replica_positions(atoms, 4)
     potential = FreeCGPotential(model, atoms.numbers, atoms.cell.array, atoms.pbc,
-                                dtype="float64")
+                                dtype="float64", replicas_per_pass=None)  # one pass
+    assert potential.replicas_per_pass is None
     assert isinstance(potential, Potential)
     energies, forces = potential.evaluate(positions)
     assert energies.dtype == forces.dtype == torch.float64
@@ -59,6 +60,8 @@ def test_batched_freecg_equals_separate_calculator_calls(periodic):
     np.testing.assert_allclose(chunked_e.numpy(), expected_e, rtol=0, atol=1e-9)
     np.testing.assert_allclose(chunked_f.numpy(), expected_f, rtol=0, atol=1e-9)
     assert len(chunked.caches) == 4
+    # On a CPU, "auto" evaluates one replica per pass (faster there; see the docstring).
+    assert FreeCGPotential(model, atoms.numbers, dtype="float64").replicas_per_pass == 1
 
 
 def test_ase_calculator_potential_matches_and_keeps_one_calculator_per_replica():
@@ -106,7 +109,7 @@ def test_freecg_potential_input_errors():
         FreeCGPotential(model, [6, 17])
     with pytest.raises(ValueError, match="dtype='float16'"):
         FreeCGPotential(model, atoms.numbers, dtype="float16")
-    with pytest.raises(ValueError, match="replicas_per_pass=0: expected None or >= 1"):
+    with pytest.raises(ValueError, match="replicas_per_pass=0: expected 'auto'"):
         FreeCGPotential(model, atoms.numbers, replicas_per_pass=0)
     with pytest.raises(TypeError, match="expected a FreeCG"):
         FreeCGPotential(torch.nn.Linear(2, 2), atoms.numbers)

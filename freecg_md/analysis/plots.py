@@ -1,0 +1,158 @@
+"""Figures of the chignolin study, drawn from arrays (matplotlib, no display needed).
+
+Each function draws one figure into a PNG file and returns its path; the numbers behind it
+come from the pure functions of this package, so the figures can be redrawn from CSV files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .landscape import Basin, Landscape  # noqa: E402
+
+__all__ = ["plot_conformation_errors", "plot_landscapes", "plot_remd", "plot_rmsd_band"]
+
+BASIN_STYLE = {"folded": ("*", "white"), "unfolded": ("X", "tab:red")}
+
+
+def _save(figure: plt.Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def plot_landscapes(panels: Sequence[tuple[str, Landscape]],
+                    basins: Sequence[Sequence[Basin]], native: tuple[float, float],
+                    labels: tuple[str, str], title: str, path: str | os.PathLike,
+                    max_free_energy: float | None = None) -> Path:
+    """Filled contours of one or more landscapes side by side, one colour bar each.
+
+    Parameters
+    ----------
+    panels:
+        ``(subtitle, landscape)`` per panel (e.g. histogram and MBAR).
+    basins:
+        The basins to mark on each panel (same order as ``panels``).
+    native:
+        The native structure's point, marked with a circle.
+    labels:
+        Axis labels, with units.
+    max_free_energy:
+        Upper end of the colour scale, kcal/mol (default: each panel's maximum).
+    """
+    figure, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.8),
+                                squeeze=False, layout="constrained")
+    for ax, (subtitle, landscape), marks in zip(axes[0], panels, basins, strict=True):
+        free = np.ma.masked_invalid(landscape.free_energy.T)
+        top = max_free_energy or (float(free.max()) if free.count() else 1.0)
+        levels = np.linspace(0.0, max(top, 1e-6), 13)
+        # Every sampled bin drawn as it is, then filled contours over it: where the data
+        # are dense the contours cover the bins, where sparse (contourf needs four sampled
+        # neighbours) no sampled bin disappears.
+        ax.pcolormesh(landscape.x_edges, landscape.y_edges, np.ma.masked_greater(free, top),
+                      cmap="viridis", vmin=0.0, vmax=levels[-1])
+        filled = ax.contourf(landscape.x_centers, landscape.y_centers,
+                             np.ma.masked_greater(free, top), levels=levels, cmap="viridis")
+        figure.colorbar(filled, ax=ax, label="free energy (kcal/mol)")
+        ax.plot(*native, "o", mfc="none", mec="black", ms=10, label="native (5AWL)")
+        for basin in marks:
+            if np.isfinite(basin.free_energy):
+                marker, colour = BASIN_STYLE.get(basin.name, ("D", "black"))
+                ax.plot(basin.x, basin.y, marker, color=colour, mec="black", ms=13,
+                        label=f"{basin.name} basin ({basin.free_energy:.2f} kcal/mol)")
+        ax.set_xlim(landscape.x_edges[0], landscape.x_edges[-1])
+        ax.set_ylim(landscape.y_edges[0], landscape.y_edges[-1])
+        ax.set_xlabel(labels[0])
+        ax.set_ylabel(labels[1])
+        ax.set_title(f"{subtitle}, {landscape.temperature:.0f} K")
+        ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
+    figure.suptitle(title)
+    return _save(figure, path)
+
+
+def plot_rmsd_band(time_ps: np.ndarray, rmsd: np.ndarray, title: str,
+                   path: str | os.PathLike, selection: str = "Cα") -> Path:
+    """Mean RMSD over trajectories with a shaded ±1 standard deviation band.
+
+    ``time_ps`` (F,) ps and ``rmsd`` (T, F) Å, one row per trajectory.
+    """
+    rmsd = np.atleast_2d(rmsd)
+    mean, std = rmsd.mean(axis=0), rmsd.std(axis=0)
+    figure, ax = plt.subplots(figsize=(6.4, 4.0))
+    for row in rmsd:
+        ax.plot(time_ps, row, color="tab:blue", lw=0.5, alpha=0.25)
+    ax.fill_between(time_ps, mean - std, mean + std, color="tab:blue", alpha=0.3,
+                    label="±1 standard deviation")
+    ax.plot(time_ps, mean, color="tab:blue", lw=2, label=f"mean of {len(rmsd)} trajectories")
+    ax.set_xlabel("time (ps)")
+    ax.set_ylabel(f"{selection} RMSD to native (Å)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    return _save(figure, path)
+
+
+def plot_remd(temperatures: np.ndarray, acceptance: np.ndarray, time_ps: np.ndarray,
+              temperature_index: np.ndarray, title: str, path: str | os.PathLike) -> Path:
+    """Acceptance per neighbouring pair (bars) and each replica's walk through temperature.
+
+    ``temperatures`` (K,) K, ``acceptance`` (K-1,) fractions (NaN: never attempted),
+    ``time_ps`` (F,), ``temperature_index`` (F, R) ladder index of each replica per frame.
+    """
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2),
+                                         gridspec_kw={"width_ratios": [1, 1.4]})
+    pairs = [f"{a:.0f}-{b:.0f}" for a, b in zip(temperatures[:-1], temperatures[1:],
+                                                strict=True)]
+    left.bar(range(len(pairs)), np.nan_to_num(acceptance), color="tab:green")
+    left.set_xticks(range(len(pairs)), pairs, rotation=45, ha="right", fontsize=8)
+    left.set_xlabel("neighbouring temperatures (K)")
+    left.set_ylabel("exchange acceptance")
+    left.set_ylim(0, 1)
+    left.set_title("acceptance per pair")
+    colours = plt.cm.tab10(np.linspace(0, 1, max(temperature_index.shape[1], 1)))
+    for r in range(temperature_index.shape[1]):
+        right.step(time_ps, temperatures[temperature_index[:, r]], where="post",
+                   color=colours[r % len(colours)], lw=1, label=f"replica {r}")
+    right.set_xlabel("time (ps)")
+    right.set_ylabel("temperature (K)")
+    right.set_title("replica walks through temperature")
+    right.legend(fontsize=7, ncol=2, loc="upper right")
+    figure.suptitle(title)
+    return _save(figure, path)
+
+
+def plot_conformation_errors(names: Sequence[str], energy_error: dict[str, np.ndarray],
+                             force_mae: dict[str, np.ndarray], title: str,
+                             path: str | os.PathLike, units: str = "kcal/mol") -> Path:
+    """Grouped bars: per conformation, each model's absolute energy error and force MAE.
+
+    ``energy_error`` and ``force_mae`` map a model name to (C,) values in ``units`` and
+    ``units``/Å for the C conformations ``names``.
+    """
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    positions = np.arange(len(names))
+    width = 0.8 / max(len(energy_error), 1)
+    for panel, (values, ylabel) in zip(
+            axes, ((energy_error, f"|energy error| ({units})"),
+                   (force_mae, f"force MAE ({units}/Å)")), strict=True):
+        for m, (model, errors) in enumerate(values.items()):
+            panel.bar(positions + (m - (len(values) - 1) / 2) * width, np.abs(errors), width,
+                      label=model)
+        panel.set_xticks(positions, names, rotation=30, ha="right", fontsize=8)
+        panel.set_ylabel(ylabel)
+        panel.legend(fontsize=8)
+    axes[0].set_title("energy")
+    axes[1].set_title("forces")
+    figure.suptitle(title)
+    return _save(figure, path)

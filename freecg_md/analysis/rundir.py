@@ -1,0 +1,162 @@
+"""Reading a run directory of the MD engines into arrays (see :mod:`freecg_md.md.reporters`).
+
+This is the one place where the analysis meets the files: positions come back in Å (DCD
+stores Å; mdtraj hands out nm, converted here once), energies in eV, times in ps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+
+__all__ = ["RunData", "read_run"]
+
+ANGSTROM_PER_NM = 10.0
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Everything the plots need from one run directory.
+
+    Attributes
+    ----------
+    directory:
+        The run directory.
+    config:
+        ``config.json`` as written by the run (``config["run"]`` is the RunConfig).
+    temperatures:
+        (K,) K, the ladder (for a run without exchanges, each replica's own temperature).
+    steps, time_ps:
+        (F,) the step and time of each saved frame.
+    positions:
+        (R, F, N, 3) float32 Å, replica r's frame f.
+    energies:
+        (F, R) float64 eV, replica r's potential energy at frame f.
+    temperature_index:
+        (F, R) int64, the ladder index replica r was simulated at when frame f was taken.
+    topology:
+        mdtraj topology of the N atoms (from ``topology.pdb``).
+    """
+
+    directory: Path
+    config: dict
+    temperatures: np.ndarray
+    steps: np.ndarray
+    time_ps: np.ndarray
+    positions: np.ndarray
+    energies: np.ndarray
+    temperature_index: np.ndarray
+    topology: mdtraj.Topology
+
+    @property
+    def n_replicas(self) -> int:
+        return int(self.positions.shape[0])
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.positions.shape[1])
+
+    @property
+    def label(self) -> str:
+        """A short description for plot titles: directory name, replicas and length."""
+        length = self.time_ps[-1] if self.n_frames else 0.0
+        return f"{self.directory.name} ({self.n_replicas} replicas, {length:.4g} ps)"
+
+    def sampled_temperatures(self) -> np.ndarray:
+        """(F, R) K, the bath temperature of each replica at each frame."""
+        return self.temperatures[self.temperature_index]
+
+    def frames_at(self, temperature_index: int, discard: float = 0.0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (F', N, 3) Å and energies (F',) eV of the frames simulated at ladder
+        index ``temperature_index``, after dropping the first ``discard`` fraction of frames
+        (equilibration)."""
+        first = _first_kept(self.n_frames, discard)
+        holders = np.argmax(self.temperature_index[first:] == temperature_index, axis=1)
+        frames = np.arange(first, self.n_frames)
+        return self.positions[holders, frames], self.energies[frames, holders]
+
+
+def _first_kept(n_frames: int, discard: float) -> int:
+    if not 0.0 <= discard < 1.0:
+        raise ValueError(f"discard={discard!r}: expected a fraction in [0, 1)")
+    return int(np.floor(discard * n_frames))
+
+
+@contextlib.contextmanager
+def _quiet_c_stdout() -> Iterator[None]:
+    """Silence output written by C code to file descriptor 1 (mdtraj's DCD plugin prints
+    two lines per file it opens)."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no real stdout (e.g. some notebook kernels): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; is {path.parent} a run directory?")
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        raise ValueError(f"{path} is empty; expected a header row")
+    data = np.array(rows[1:], dtype=np.float64).reshape(len(rows) - 1, len(rows[0]))
+    return rows[0], data
+
+
+def read_run(directory: str | os.PathLike) -> RunData:
+    """Load a run directory written by :func:`freecg_md.md.run_replicas`.
+
+    Frames are those on disk (``frames.csv``); log lines past the last flushed frame (a run
+    that was killed) are ignored.
+    """
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} is missing; is {directory} a run directory?")
+    config = json.loads(config_path.read_text())
+    temperatures = np.asarray(config["run"]["temperatures"], dtype=np.float64)
+    n_replicas = temperatures.size
+
+    frame_header, frames = _read_csv(directory / "frames.csv")
+    log_header, log = _read_csv(directory / "log.csv")
+    steps = frames[:, frame_header.index("step")].astype(np.int64)
+    row_of_step = {int(step): row for row, step in enumerate(log[:, 0].astype(np.int64))}
+    missing = [int(s) for s in steps if int(s) not in row_of_step]
+    if missing:
+        raise ValueError(f"{directory}/log.csv has no line for frame steps {missing[:5]}")
+    rows = log[[row_of_step[int(s)] for s in steps]]
+    energies = rows[:, [log_header.index(f"epot_r{r}_eV") for r in range(n_replicas)]]
+    tindex = rows[:, [log_header.index(f"tindex_r{r}") for r in range(n_replicas)]]
+
+    topology = mdtraj.load_topology(str(directory / "topology.pdb"))
+    positions = np.empty((n_replicas, len(steps), topology.n_atoms, 3), np.float32)
+    for r in range(n_replicas):
+        path = directory / f"replica_{r:03d}.dcd"
+        with _quiet_c_stdout():
+            trajectory = mdtraj.load_dcd(str(path), top=topology)
+        if trajectory.n_frames < len(steps):
+            raise ValueError(f"{path} has {trajectory.n_frames} frames; frames.csv lists "
+                             f"{len(steps)}")
+        positions[r] = trajectory.xyz[: len(steps)] * ANGSTROM_PER_NM
+    return RunData(directory, config, temperatures, steps,
+                   frames[:, frame_header.index("time_fs")] * 1e-3, positions, energies,
+                   tindex.astype(np.int64), topology)

@@ -1,0 +1,148 @@
+"""The analysis and simulation scripts, end to end on tiny runs of chignolin."""
+
+from __future__ import annotations
+
+import csv
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from freecg_md import FreeCG, FreeCGConfig, save_model
+from freecg_md.analysis.rundir import read_run
+from freecg_md.data.molecules import load_chignolin
+from freecg_md.md import ReplicaState, RunConfig, run_replicas
+from tests.md.toys import Harmonic
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_script(path: Path, *args: str) -> int:
+    """Run a script's ``__main__`` with ``args``; returns its exit code (0 when it returns)."""
+    saved = sys.argv
+    sys.argv = [str(path), *map(str, args)]
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def assert_png(path: Path) -> None:
+    assert path.is_file(), f"{path} was not written"
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+@pytest.fixture(scope="module")
+def remd_run(tmp_path_factory) -> Path:
+    """4 replicas of chignolin on springs to the native structure, with exchanges."""
+    chignolin = load_chignolin()
+    directory = tmp_path_factory.mktemp("remd")
+    config = RunConfig(temperatures=[300.0, 340.0, 390.0, 450.0], n_steps=80,
+                       output_dir=str(directory), exchange_interval=4, report_interval=2,
+                       timestep_fs=0.5, seed=3)
+    run_replicas(Harmonic(chignolin.native_positions, k=2.0),
+                 ReplicaState.from_atoms(chignolin.atoms, 4), config,
+                 topology=chignolin.topology, progress=False)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = FreeCG(FreeCGConfig(hidden=16, num_layers=1, num_heads=2, num_groups=2,
+                                num_basis=8, cutoff=4.0))
+    return save_model(model, tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+def test_read_run_matches_the_logs(remd_run):
+    run = read_run(remd_run)
+    assert run.positions.shape == (4, 40, 166, 3)
+    assert run.steps.tolist() == list(range(2, 81, 2))
+    np.testing.assert_allclose(run.time_ps, run.steps * 0.5e-3)
+    # Every frame has each temperature exactly once, and the energies are those of log.csv.
+    assert (np.sort(run.temperature_index, axis=1) == np.arange(4)).all()
+    with open(remd_run / "log.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert float(rows[-1]["epot_r2_eV"]) == run.energies[-1, 2]
+    # Positions are in Å: springs keep every atom within an Å or so of the native structure.
+    native = load_chignolin().native_positions
+    assert np.abs(run.positions - native).max() < 2.0
+
+
+def test_landscape_remd_and_rmsd_scripts_write_pictures(remd_run, tmp_path):
+    out = tmp_path / "plots"
+    assert run_script(REPO / "analysis" / "plot_landscape.py", remd_run, "--out", out,
+                      "--discard", "0.1", "--bins", "12") == 0
+    assert_png(out / "landscape.png")
+    with open(out / "basins.csv") as handle:
+        basins = list(csv.DictReader(handle))
+    assert {(b["method"], b["basin"]) for b in basins} == {
+        ("histogram", "folded"), ("histogram", "unfolded"),
+        ("MBAR over all temperatures", "folded"), ("MBAR over all temperatures", "unfolded")}
+    # On springs to the native structure the run never unfolds: the folded basin is the
+    # global minimum (0) and close to the native point; no unfolded basin is invented.
+    folded = next(b for b in basins if b["method"] == "histogram" and b["basin"] == "folded")
+    assert float(folded["free_energy_kcal_mol"]) == 0.0
+    assert next(b for b in basins if b["basin"] == "unfolded")["free_energy_kcal_mol"] == "nan"
+
+    assert run_script(REPO / "analysis" / "plot_remd.py", remd_run, "--out", out) == 0
+    assert_png(out / "remd.png")
+    summary = json.loads((out / "remd_summary.json").read_text())
+    stats = json.loads((remd_run / "remd_stats.json").read_text())
+    assert summary["attempts"] == stats["n_attempts"] == 20
+    np.testing.assert_allclose(summary["acceptance"], stats["acceptance_neighbours"])
+
+    assert run_script(REPO / "analysis" / "plot_rmsd.py", remd_run, "--out", out) == 0
+    assert_png(out / "rmsd.png")
+    table = np.loadtxt(out / "rmsd.csv", delimiter=",", skiprows=1)
+    assert table.shape == (40, 3 + 4)
+    np.testing.assert_allclose(table[:, 1], table[:, 3:].mean(axis=1), atol=2e-4)
+
+
+def test_conformation_errors_script(remd_run, tiny_model, tmp_path):
+    out = tmp_path / "errors"
+    code = run_script(REPO / "analysis" / "conformation_errors.py", remd_run, "--out", out,
+                      "--model", f"tiny={tiny_model}", "--model", f"again={tiny_model}",
+                      "--reference", "emt", "--discard", "0")
+    assert code == 0
+    assert_png(out / "conformation_errors.png")
+    with open(out / "conformation_errors.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 6 and len({row["frame"] for row in rows}) == 6
+    assert [row["conformation"].split()[0] for row in rows] == ["folded"] * 3 + ["far"] * 3
+    # The same model twice gives the same errors.
+    for row in rows:
+        assert row["tiny_force_mae_kcal_mol_A"] == row["again_force_mae_kcal_mol_A"]
+
+
+def test_flagship_and_langevin_scripts_run_and_resume(tiny_model, tmp_path):
+    remd = tmp_path / "remd"
+    args = ["--model", tiny_model, "--replicas", "3", "--steps", "6", "--report-interval", "2",
+            "--exchange-interval", "2", "--checkpoint-interval", "2", "--output", remd,
+            "--discard", "0", "--threads", "1"]
+    assert run_script(REPO / "simulations" / "remd_chignolin.py", *args) == 0
+    for name in ("topology.pdb", "replica_000.dcd", "frames.csv", "exchange.csv",
+                 "checkpoint.pt", "plots/landscape.png", "plots/remd.png"):
+        assert (remd / name).is_file(), name
+    # A second start without --resume refuses to overwrite; with it, the run is extended.
+    assert run_script(REPO / "simulations" / "remd_chignolin.py", *args) == 2
+    extended = [*args, "--resume"]
+    extended[extended.index("6")] = "10"
+    assert run_script(REPO / "simulations" / "remd_chignolin.py", *extended) == 0
+    assert read_run(remd).steps.tolist() == [2, 4, 6, 8, 10]
+
+    langevin = tmp_path / "langevin"
+    assert run_script(REPO / "simulations" / "langevin_chignolin.py", "--model", tiny_model,
+                      "--trajectories", "2", "--steps", "4", "--report-interval", "2",
+                      "--output", langevin, "--threads", "1") == 0
+    assert_png(langevin / "plots" / "rmsd.png")
+    assert run_script(REPO / "simulations" / "remd_chignolin.py", "--model",
+                      tmp_path / "missing.pt", "--output", tmp_path / "x") == 2
