@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -124,6 +125,16 @@ class FreeCGPotential:
         batch, so batching saves only per-call overhead, while a batch's (E, 8, F) edge
         tensors outgrow the caches (~20 MB per chignolin at F = 128): 8 chignolins in one
         pass measured 2.9x slower than one at a time (``benchmarks/bench_replicas.py``).
+    workers:
+        CPU only: how many passes run at once, each in its own thread with
+        ``torch.get_num_threads() // workers`` intra-op threads. ``"auto"`` (the default)
+        takes one worker per intra-op thread of this process (up to the number of passes);
+        1 runs the passes one after another. A chignolin pass keeps two intra-op threads
+        busy only part of the time (element-wise ops on (E, 8, F) tensors are bound by
+        memory bandwidth and split poorly), so two single-threaded passes side by side on
+        2 cores beat two passes one after another with two threads each. Each replica is
+        still computed by one thread in a fixed order, so results do not depend on
+        ``workers``.
     """
 
     def __init__(
@@ -136,8 +147,15 @@ class FreeCGPotential:
         dtype: str | torch.dtype = "float32",
         skin: float = 1.0,
         replicas_per_pass: int | str | None = "auto",
+        workers: int | str = "auto",
     ) -> None:
         self.device = resolve_device(device)
+        if workers == "auto":
+            workers = torch.get_num_threads() if self.device.type == "cpu" else 1
+        if isinstance(workers, str) or workers < 1:
+            raise ValueError(f"workers={workers!r}: expected 'auto' or an integer >= 1")
+        self.workers = int(workers) if self.device.type == "cpu" else 1
+        self._pool: ThreadPoolExecutor | None = None
         if replicas_per_pass == "auto":
             replicas_per_pass = None if self.device.type == "cuda" else 1
         elif replicas_per_pass is not None and (
@@ -216,12 +234,35 @@ class FreeCGPotential:
             )
         return out["energy"].detach(), out["forces"].detach().reshape(n_replicas, n_atoms, 3)
 
+    def _thread_pool(self, size: int) -> ThreadPoolExecutor:
+        if self._pool is None or self._pool._max_workers != size:
+            if self._pool is not None:
+                self._pool.shutdown()
+            # torch.set_num_threads in a thread sets that thread's OpenMP team size only.
+            threads = max(1, torch.get_num_threads() // size)
+            self._pool = ThreadPoolExecutor(size, thread_name_prefix="freecg-pass",
+                                            initializer=torch.set_num_threads,
+                                            initargs=(threads,))
+        return self._pool
+
+    def __del__(self) -> None:
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown(wait=False)
+
     def evaluate(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Energies (R,) eV and forces (R, N, 3) eV/Å of ``positions`` (R, N, 3) Å, float64."""
         array = _check_positions(positions, self.n_atoms)
         step = self.replicas_per_pass or array.shape[0]
-        parts = [self._forward(array[first:first + step], first)
-                 for first in range(0, array.shape[0], step)]
+        firsts = range(0, array.shape[0], step)
+        # Neighbour caches are made here, not in the threads, so none is made twice.
+        while len(self.caches) < array.shape[0]:
+            self.caches.append(NeighborListCache(self.model.cutoff, self.skin))
+        if self.workers > 1 and len(firsts) > 1:
+            pool = self._thread_pool(min(self.workers, len(firsts)))
+            parts = list(pool.map(lambda first: self._forward(array[first:first + step], first),
+                                  firsts))
+        else:
+            parts = [self._forward(array[first:first + step], first) for first in firsts]
         energies = torch.cat([energy for energy, _ in parts])
         forces = torch.cat([force for _, force in parts])
         as_output = dict(device=positions.device, dtype=torch.float64)

@@ -62,6 +62,14 @@ def test_batched_freecg_equals_separate_calculator_calls(periodic):
     assert len(chunked.caches) == 4
     # On a CPU, "auto" evaluates one replica per pass (faster there; see the docstring).
     assert FreeCGPotential(model, atoms.numbers, dtype="float64").replicas_per_pass == 1
+    # Passes run side by side in threads give the same numbers.
+    threaded = FreeCGPotential(model, atoms.numbers, atoms.cell.array, atoms.pbc,
+                               dtype="float64", replicas_per_pass=1, workers=3)
+    for _ in range(2):
+        threaded_e, threaded_f = threaded.evaluate(positions)
+        np.testing.assert_allclose(threaded_e.numpy(), expected_e, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(threaded_f.numpy(), expected_f, rtol=0, atol=1e-9)
+    assert threaded.neighbor_stats == {"builds": 4, "reuses": 4}
 
 
 def test_ase_calculator_potential_matches_and_keeps_one_calculator_per_replica():
@@ -111,6 +119,8 @@ def test_freecg_potential_input_errors():
         FreeCGPotential(model, atoms.numbers, dtype="float16")
     with pytest.raises(ValueError, match="replicas_per_pass=0: expected 'auto'"):
         FreeCGPotential(model, atoms.numbers, replicas_per_pass=0)
+    with pytest.raises(ValueError, match="workers=0: expected 'auto'"):
+        FreeCGPotential(model, atoms.numbers, workers=0)
     with pytest.raises(TypeError, match="expected a FreeCG"):
         FreeCGPotential(torch.nn.Linear(2, 2), atoms.numbers)
 
