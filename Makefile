@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 STAMPS := $(VENV)/.stamps
 
-.PHONY: install demo test lint bench data train clean-venv
+.PHONY: install demo test lint bench data train ship clean-venv
 
 $(STAMPS)/venv:
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,9 @@ $(STAMPS)/package: $(STAMPS)/torch-cluster pyproject.toml
 
 install: $(STAMPS)/package
 
+# --resume: a finished run is kept (only its plots are redrawn), an interrupted one continues.
 demo: install
-	$(PY) simulations/remd_chignolin.py
+	$(PY) simulations/remd_chignolin.py --resume
 
 test: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
@@ -45,6 +46,7 @@ lint: install
 
 bench: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_calculator.py
+	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_replicas.py
 
 # Reference data for the chignolin model (resumable; about an hour of labelling on 2 cores).
 data: install
@@ -54,6 +56,11 @@ data: install
 train: install
 	$(PY) -m freecg_md.train configs/chignolin.json --resume
 	$(PY) -m freecg_md.train configs/chignolin_ablation.json --resume
+
+# The shipped models: each run's best weights so far, measured on its test split.
+ship: install
+	$(PY) -m freecg_md.train.export configs/chignolin.json models/chignolin.pt
+	$(PY) -m freecg_md.train.export configs/chignolin_ablation.json models/chignolin_visnet.pt
 
 clean-venv:
 	rm -rf $(VENV)

@@ -15,6 +15,11 @@ end the free-energy landscape and the exchange diagnostics are drawn into ``plot
 Defaults: 8 replicas from 300 to 450 K, 400 steps of 1 fs, exchanges every 10 steps: about
 10 minutes on 2 CPU cores. Pass ``--resume`` to continue a run (or to extend it with a larger
 ``--steps``); without a checkpoint it starts a new one.
+
+Launched by torchrun, the replicas are spread over the processes (gloo on CPUs, nccl and one
+GPU per process on GPUs) with the same results as one process for the same seed::
+
+    torchrun --nproc-per-node 4 simulations/remd_chignolin.py --replicas 16 --steps 100000
 """
 
 from __future__ import annotations
@@ -36,7 +41,10 @@ from freecg_md.md import (  # noqa: E402
     FreeCGPotential,
     ReplicaState,
     RunConfig,
+    SerialComm,
     SimulationError,
+    init_distributed,
+    local_device,
     run_replicas,
     temperature_ladder,
 )
@@ -92,7 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no model file at {model}; train one (see models/README.md) or pass "
               "--model", file=sys.stderr)
         return 2
+    # Under torchrun each process takes a block of the replicas.
+    comm = init_distributed() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else SerialComm()
     device = pick_device(args.device)
+    if device == "cuda" and comm.world_size > 1:
+        device = local_device(comm)
+    say = print if comm.is_writer else (lambda *_, **__: None)
     ladder = (args.temperatures if args.temperatures
               else temperature_ladder(args.t_min, args.t_max, args.replicas).tolist())
     output = Path(args.output)
@@ -107,14 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     potential = FreeCGPotential(model, chignolin.atoms.numbers, device=device,
                                 dtype=args.dtype)
     state = ReplicaState.from_atoms(chignolin.atoms, config.n_replicas)
-    print(f"REMD of chignolin: {config.n_replicas} replicas at "
-          f"{', '.join(f'{t:.0f}' for t in ladder)} K; {args.steps} steps of "
-          f"{args.timestep} fs on {device} ({args.dtype}); model {model}; "
-          f"{'resuming' if resume else 'writing'} {output}")
+    say(f"REMD of chignolin: {config.n_replicas} replicas at "
+        f"{', '.join(f'{t:.0f}' for t in ladder)} K; {args.steps} steps of "
+        f"{args.timestep} fs on {device} ({args.dtype}); model {model}; "
+        f"{'resuming' if resume else 'writing'} {output}"
+        + (f"; {comm.world_size} processes" if comm.world_size > 1 else ""))
     started = time.perf_counter()
     try:
         result = run_replicas(potential, state, config, topology=chignolin.topology,
-                              resume=resume)
+                              resume=resume, comm=comm)
     except FileExistsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -122,20 +136,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the run stopped: {error}\nEverything up to the last checkpoint is in "
               f"{output}.", file=sys.stderr)
         return 1
-    print(f"ran {result.steps_run} steps in {result.wall_seconds:.0f} s: "
-          f"{result.ns_per_day:.3g} ns/day per replica "
-          f"({result.ns_per_day * config.n_replicas:.3g} ns/day summed over replicas)")
+    say(f"ran {result.steps_run} steps in {result.wall_seconds:.0f} s: "
+        f"{result.ns_per_day:.3g} ns/day per replica "
+        f"({result.ns_per_day * config.n_replicas:.3g} ns/day summed over replicas)")
     if result.exchange is not None:
         rates = result.exchange.acceptance_rates()
-        print("exchange acceptance per pair: "
-              + ", ".join(f"{a:.0f}-{b:.0f} K {r:.2f}"
-                          for a, b, r in zip(ladder[:-1], ladder[1:], rates, strict=True)))
-        print(f"round trips per replica: {result.exchange.round_trips.tolist()}")
-    print(f"neighbour lists: {result.neighbor_stats}")
-    print(f"outputs: {output}/ (topology.pdb, replica_*.dcd, frames.csv, log.csv, "
-          "exchange.csv, remd_stats.json, config.json, checkpoint.pt)")
+        say("exchange acceptance per pair: "
+            + ", ".join(f"{a:.0f}-{b:.0f} K {r:.2f}"
+                        for a, b, r in zip(ladder[:-1], ladder[1:], rates, strict=True)))
+        say(f"round trips per replica: {result.exchange.round_trips.tolist()}")
+    say(f"neighbour lists: {result.neighbor_stats}")
+    say(f"outputs: {output}/ (topology.pdb, replica_*.dcd, frames.csv, log.csv, "
+        "exchange.csv, remd_stats.json, config.json, checkpoint.pt)")
 
-    if not args.no_plots:
+    if not args.no_plots and comm.is_writer:
         run = read_run(output)
         plots = output / "plots"
         landscape = landscape_report(run, plots, discard=args.discard)
@@ -144,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             text = "; ".join(
                 f"{b['name']} {b['free_energy']:.2f} kcal/mol at ({b['x']:.2f}, {b['y']:.2f}) Å"
                 for b in basins)
-            print(f"landscape ({method}): {text}")
-        print(f"plots: {landscape['png']}, {remd['png']} (numbers beside them as CSV)")
-    print(f"total {time.perf_counter() - started:.0f} s")
+            say(f"landscape ({method}): {text}")
+        say(f"plots: {landscape['png']}, {remd['png']} (numbers beside them as CSV)")
+    say(f"total {time.perf_counter() - started:.0f} s")
     return 0
 
 

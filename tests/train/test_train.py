@@ -11,6 +11,7 @@ from ase.io import write
 
 from freecg_md import load_model
 from freecg_md.train import TrainConfig, train
+from freecg_md.train.export import export_model
 from tests.conftest import random_molecule
 
 TINY_MODEL = dict(hidden=16, num_layers=2, num_heads=2, num_groups=2, num_basis=8, cutoff=4.0)
@@ -57,6 +58,15 @@ def test_training_drives_the_force_error_down(data_file, tmp_path):
     for key in ("energy_mae_eV", "energy_mae_per_atom_eV", "force_mae_eV_per_A",
                 "force_rmse_eV_per_A", "force_mae_kcal_mol_per_A"):
         assert np.isfinite(metrics[key])
+    # Exporting the run's best model measures the same test metrics and records the run.
+    report = export_model(config, tmp_path / "shipped.pt")
+    np.testing.assert_allclose(report["test_metrics"]["force_mae_eV_per_A"],
+                               metrics["force_mae_eV_per_A"], rtol=1e-5)
+    shipped = load_model(tmp_path / "shipped.pt")
+    assert next(shipped.parameters()).dtype == torch.float32
+    assert shipped.metadata["training"]["epochs_finished"] == len(log) - 1
+    assert shipped.metadata["split"]["test"] == json.loads(
+        (tmp_path / "run" / "split.json").read_text())["test"]
 
 
 def test_resume_equals_uninterrupted(data_file, tmp_path):

@@ -1,0 +1,78 @@
+"""Export a model from a training run, measured on its held-out test split.
+
+    python -m freecg_md.train.export configs/chignolin.json models/chignolin.pt
+
+Takes ``best_model.pt`` of the run in the config's ``output_dir`` (the EMA weights at the
+best validation loss so far; a run still training may be exported at any time), evaluates
+it on the run's test split (``split.json``), and writes a float32 model file whose metadata
+holds the test metrics, the epochs and training time behind it, the training config and the
+split. Prints the metrics as JSON. The run itself is not touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from ..io import load_model, save_model
+from .config import TrainConfig
+from .dataset_cache import load_training_structures
+from .loop import _evaluate
+
+
+def _training_progress(log_path: Path) -> dict[str, float]:
+    """Epochs finished, best epoch and training seconds from a run's ``log.csv``."""
+    if not log_path.is_file():
+        raise FileNotFoundError(f"{log_path} is missing: no epoch of this run has finished")
+    with open(log_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ValueError(f"{log_path} has no epoch yet")
+    best = [row for row in rows if row["best"] in ("1", "True", "true")]
+    return {"epochs_finished": len(rows), "optimizer_steps": int(rows[-1]["step"]),
+            "best_epoch": int((best or rows)[-1]["epoch"]),
+            "training_time_s": float(rows[-1]["elapsed_s"])}
+
+
+def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Path | None = None,
+                 threads: int | None = None) -> dict[str, object]:
+    """Evaluate ``model_path`` (default: the run's ``best_model.pt``) on the run's test split
+    and write it to ``out_path`` in float32 with the metrics in its metadata."""
+    if threads:
+        torch.set_num_threads(threads)
+    run = Path(config.output_dir)
+    model_path = Path(model_path) if model_path else run / "best_model.pt"
+    split = json.loads((run / "split.json").read_text())
+    structures, _ = load_training_structures(config)
+    test = [structures[i] for i in split["test"]]
+    model = load_model(model_path).to(torch.float32)
+    metrics = _evaluate(model, test, config, torch.device("cpu"), torch.float32)
+    progress = _training_progress(run / "log.csv")
+    metrics.update(n_train=len(split["train"]), n_val=len(split["val"]), n_test=len(test))
+    save_model(model, out_path, metadata={
+        "test_metrics": metrics, "training": progress, "train_config": config.to_dict(),
+        "split": split, "exported_from": str(model_path)})
+    return {"test_metrics": metrics, "training": progress}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m freecg_md.train.export",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="the training config (JSON) of the run")
+    parser.add_argument("out", help="model file to write")
+    parser.add_argument("--model", help="model file of the run to export (default "
+                                        "best_model.pt in its output_dir)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    report = export_model(TrainConfig.from_json(args.config), args.out, args.model, args.threads)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
