@@ -54,6 +54,21 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
+def prepare_model(model: FreeCG, device: torch.device, dtype: torch.dtype,
+                  compile: bool = False) -> FreeCG:  # noqa: A002
+    """``model`` in eval mode on ``device`` in ``dtype``, compiled if asked.
+
+    Conversions and compilation happen on a copy: the caller's model (perhaps shared with
+    another calculator in another dtype) must not change under it.
+    """
+    parameter = next(model.parameters())
+    if parameter.dtype != dtype or parameter.device != device or compile:
+        model = copy.deepcopy(model).to(device=device, dtype=dtype)
+    if compile:
+        model.compile_network()
+    return model.eval()
+
+
 class FreeCGCalculator(Calculator):
     """ASE calculator running a FreeCG model.
 
@@ -70,6 +85,9 @@ class FreeCGCalculator(Calculator):
         ``"float32"`` (default, as trained) or ``"float64"``.
     skin:
         Verlet skin in Å for the neighbour-list cache; 0 builds a list every call.
+    compile:
+        Run the network through ``torch.compile`` (see :meth:`FreeCG.compile_network`):
+        faster calls after a first call that compiles for minutes on a CPU.
 
     Notes
     -----
@@ -88,6 +106,7 @@ class FreeCGCalculator(Calculator):
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype = "float32",
         skin: float = 1.0,
+        compile: bool = False,  # noqa: A002 - torch's name for it
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -99,12 +118,7 @@ class FreeCGCalculator(Calculator):
             raise TypeError(
                 f"model is a {type(model).__name__}; expected a FreeCG or a model file path"
             )
-        parameter = next(model.parameters())
-        if parameter.dtype != self.dtype or parameter.device != self.device:
-            # Convert a copy: the caller's model (perhaps shared with another calculator
-            # in another dtype) must not change under it.
-            model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)
-        self.model = model.eval()
+        self.model = prepare_model(model, self.device, self.dtype, compile)
         self.neighbors = NeighborListCache(self.model.cutoff, skin)
         self._known = np.zeros(max(max(self.model.species) + 1, 119), dtype=bool)
         self._known[list(self.model.species)] = True

@@ -54,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model: minutes to compile, then faster steps")
     parser.add_argument("--output", default=str(REPO / "runs" / "langevin_chignolin"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                        device=device, dtype=args.dtype)
     chignolin = load_chignolin()
     potential = FreeCGPotential(args.model, chignolin.atoms.numbers, device=device,
-                                dtype=args.dtype)
+                                dtype=args.dtype, compile=args.compile)
     print(f"Langevin MD of chignolin: {args.trajectories} trajectories at "
           f"{args.temperature:.0f} K, {args.steps} steps of {args.timestep} fs on {device}; "
           f"{'resuming' if resume else 'writing'} {output}")

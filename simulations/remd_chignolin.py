@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1'...")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model: minutes to compile, then faster steps")
     parser.add_argument("--output", default=str(REPO / "runs" / "remd_chignolin"),
                         help="run directory")
     parser.add_argument("--seed", type=int, default=0)
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                        device=device, dtype=args.dtype)
     chignolin = load_chignolin()
     potential = FreeCGPotential(model, chignolin.atoms.numbers, device=device,
-                                dtype=args.dtype)
+                                dtype=args.dtype, compile=args.compile)
     state = ReplicaState.from_atoms(chignolin.atoms, config.n_replicas)
     say(f"REMD of chignolin: {config.n_replicas} replicas at "
         f"{', '.join(f'{t:.0f}' for t in ladder)} K; {args.steps} steps of "

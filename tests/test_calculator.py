@@ -6,7 +6,7 @@ import torch
 from ase import Atoms
 from ase.calculators.fd import calculate_numerical_forces
 
-from freecg_md import FreeCGCalculator, save_model
+from freecg_md import FreeCG, FreeCGCalculator, save_model
 from tests.conftest import random_molecule, small_model
 
 
@@ -219,3 +219,23 @@ def test_callers_model_is_not_converted_in_place():
     a, b = atoms.copy(), atoms.copy()
     a.calc, b.calc = calc32, calc64
     assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-4)
+
+
+def test_compiled_network_equals_eager_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = FreeCG(hidden=16, num_layers=2, num_heads=2, num_groups=2, num_basis=8,
+                   cutoff=4.0)
+    eager, compiled = (FreeCGCalculator(model, dtype="float64", compile=flag)
+                       for flag in (False, True))
+    assert model._compiled_network is None and compiled.model._compiled_network is not None
+    rng = np.random.default_rng(4)
+    atoms = random_molecule(12, seed=1)
+    for n_atoms in (12, 9):  # another atom and edge count reuses the dynamic-shape code
+        probe = atoms[:n_atoms].copy()
+        probe.positions += rng.normal(scale=0.1, size=probe.positions.shape)
+        results = []
+        for calc in (eager, compiled):
+            probe.calc = calc
+            results.append((probe.get_potential_energy(), probe.get_forces()))
+        assert abs(results[0][0] - results[1][0]) < 1e-10
+        np.testing.assert_allclose(results[1][1], results[0][1], rtol=0, atol=1e-10)

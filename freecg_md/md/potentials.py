@@ -10,7 +10,6 @@ the CPU); a potential converts at its own boundary to whatever its model runs in
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.data import chemical_symbols
 
-from ..calculator import MIN_DISTANCE, resolve_device, resolve_dtype
+from ..calculator import MIN_DISTANCE, prepare_model, resolve_device, resolve_dtype
 from ..io import load_model
 from ..neighbors import NeighborListCache
 from ..nn import FreeCG
@@ -135,6 +134,9 @@ class FreeCGPotential:
         2 cores beat two passes one after another with two threads each. Each replica is
         still computed by one thread in a fixed order, so results do not depend on
         ``workers``.
+    compile:
+        Run the network through ``torch.compile`` (:meth:`FreeCG.compile_network`): the
+        first step compiles (minutes on a CPU), later steps are faster.
     """
 
     def __init__(
@@ -148,6 +150,7 @@ class FreeCGPotential:
         skin: float = 1.0,
         replicas_per_pass: int | str | None = "auto",
         workers: int | str = "auto",
+        compile: bool = False,  # noqa: A002 - torch's name for it
     ) -> None:
         self.device = resolve_device(device)
         if workers == "auto":
@@ -156,6 +159,7 @@ class FreeCGPotential:
             raise ValueError(f"workers={workers!r}: expected 'auto' or an integer >= 1")
         self.workers = int(workers) if self.device.type == "cpu" else 1
         self._pool: ThreadPoolExecutor | None = None
+        self._called = False
         if replicas_per_pass == "auto":
             replicas_per_pass = None if self.device.type == "cuda" else 1
         elif replicas_per_pass is not None and (
@@ -170,10 +174,7 @@ class FreeCGPotential:
             raise TypeError(
                 f"model is a {type(model).__name__}; expected a FreeCG or a model file path"
             )
-        parameter = next(model.parameters())
-        if parameter.dtype != self.dtype or parameter.device != self.device:
-            model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)
-        self.model = model.eval()
+        self.model = prepare_model(model, self.device, self.dtype, compile)
         self.numbers = np.asarray(numbers, dtype=np.int64).reshape(-1)
         if self.numbers.size == 0:
             raise ValueError("numbers is empty; expected at least one atom")
@@ -257,12 +258,14 @@ class FreeCGPotential:
         # Neighbour caches are made here, not in the threads, so none is made twice.
         while len(self.caches) < array.shape[0]:
             self.caches.append(NeighborListCache(self.model.cutoff, self.skin))
-        if self.workers > 1 and len(firsts) > 1:
+        # The first call runs serially: with compile=True it compiles, once, in this thread.
+        if self.workers > 1 and len(firsts) > 1 and self._called:
             pool = self._thread_pool(min(self.workers, len(firsts)))
             parts = list(pool.map(lambda first: self._forward(array[first:first + step], first),
                                   firsts))
         else:
             parts = [self._forward(array[first:first + step], first) for first in firsts]
+        self._called = True
         energies = torch.cat([energy for energy, _ in parts])
         forces = torch.cat([force for _, force in parts])
         as_output = dict(device=positions.device, dtype=torch.float64)
