@@ -54,13 +54,20 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-def prepare_model(model: FreeCG, device: torch.device, dtype: torch.dtype,
-                  compile: bool = False) -> FreeCG:  # noqa: A002
-    """``model`` in eval mode on ``device`` in ``dtype``, compiled if asked.
+def prepare_model(model: FreeCG | str | os.PathLike, device: torch.device,
+                  dtype: torch.dtype, compile: bool = False) -> FreeCG:  # noqa: A002
+    """``model`` (a FreeCG or a model file path) in eval mode on ``device`` in ``dtype``,
+    compiled if asked.
 
     Conversions and compilation happen on a copy: the caller's model (perhaps shared with
     another calculator in another dtype) must not change under it.
     """
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    elif not isinstance(model, FreeCG):
+        raise TypeError(
+            f"model is a {type(model).__name__}; expected a FreeCG or a model file path"
+        )
     parameter = next(model.parameters())
     if parameter.dtype != dtype or parameter.device != device or compile:
         model = copy.deepcopy(model).to(device=device, dtype=dtype)
@@ -112,12 +119,6 @@ class FreeCGCalculator(Calculator):
         super().__init__(**kwargs)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
-        if isinstance(model, (str, os.PathLike)):
-            model = load_model(model)
-        elif not isinstance(model, FreeCG):
-            raise TypeError(
-                f"model is a {type(model).__name__}; expected a FreeCG or a model file path"
-            )
         self.model = prepare_model(model, self.device, self.dtype, compile)
         self.neighbors = NeighborListCache(self.model.cutoff, skin)
         self._known = np.zeros(max(max(self.model.species) + 1, 119), dtype=bool)

@@ -22,7 +22,6 @@ from ase.calculators.calculator import Calculator
 from ase.data import chemical_symbols
 
 from ..calculator import MIN_DISTANCE, prepare_model, resolve_device, resolve_dtype
-from ..io import load_model
 from ..neighbors import NeighborListCache
 from ..nn import FreeCG
 
@@ -168,12 +167,6 @@ class FreeCGPotential:
                              "or an integer >= 1")
         self.replicas_per_pass = replicas_per_pass
         self.dtype = resolve_dtype(dtype)
-        if isinstance(model, (str, os.PathLike)):
-            model = load_model(model)
-        elif not isinstance(model, FreeCG):
-            raise TypeError(
-                f"model is a {type(model).__name__}; expected a FreeCG or a model file path"
-            )
         self.model = prepare_model(model, self.device, self.dtype, compile)
         self.numbers = np.asarray(numbers, dtype=np.int64).reshape(-1)
         if self.numbers.size == 0:
