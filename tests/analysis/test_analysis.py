@@ -11,6 +11,7 @@ from freecg_md.analysis import (
     acceptance_per_pair,
     atom_index,
     chignolin_cvs,
+    folded_unfolded_basins,
     frames_at_temperature,
     free_energy_2d,
     mbar_free_energy_2d,
@@ -123,3 +124,25 @@ def test_demultiplexing_and_remd_diagnostics():
     assert acceptance_per_pair(np.array([[0, 1, 2], [0, 1, 2], [0, 2, 1]])).tolist() == [0, 1]
     with pytest.raises(ValueError, match="permutation"):
         frames_at_temperature(np.array([[0, 0, 2]]), 1)
+
+
+def test_folded_and_unfolded_basins_of_two_gaussian_wells():
+    # 3/4 of the samples near the "native" point (3, 6), 1/4 in a well 4 Å away: the folded
+    # basin is the global minimum at the first well, the unfolded one kT ln 3 above it.
+    rng = np.random.default_rng(7)
+    near = rng.normal([3.0, 6.0], 0.3, size=(60_000, 2))
+    far = rng.normal([7.0, 6.0], 0.3, size=(20_000, 2))
+    x, y = np.concatenate([near, far]).T
+    landscape = free_energy_2d(x, y, 300.0, bins=40, ranges=((1.0, 9.0), (4.0, 8.0)))
+    folded, unfolded = folded_unfolded_basins(landscape, native=(3.0, 6.0))
+    assert (folded.name, unfolded.name) == ("folded", "unfolded")
+    assert folded.free_energy == 0.0
+    assert abs(folded.x - 3.0) < 0.2 and abs(folded.y - 6.0) < 0.2
+    assert abs(unfolded.x - 7.0) < 0.2 and abs(unfolded.y - 6.0) < 0.2
+    assert unfolded.free_energy == pytest.approx(KB_KCAL * 300.0 * np.log(3.0), abs=0.1)
+    # Nothing lies beyond 6.5 Å of the native point in this range: no basin is invented.
+    _, missing = folded_unfolded_basins(landscape, native=(3.0, 6.0), unfolded_radius=6.5)
+    assert np.isnan(missing.free_energy)
+    with pytest.raises(ValueError, match="folded_radius"):
+        folded_unfolded_basins(landscape, native=(3.0, 6.0), folded_radius=4.0,
+                               unfolded_radius=3.0)
