@@ -60,8 +60,8 @@ def main() -> None:
             start = time.perf_counter()
             results[name] = model.energy_and_forces(*geometry)
             samples[name].append(time.perf_counter() - start)
-        worst_e = max(worst_e, float((results["eager"]["energy"]
-                                      - results["compiled"]["energy"]).abs().max()))
+        worst_e = max(worst_e, float((results["eager"]["energy"].detach()
+                                      - results["compiled"]["energy"].detach()).abs().max()))
         worst_f = max(worst_f, float((results["eager"]["forces"]
                                       - results["compiled"]["forces"]).abs().max()))
     eager_ms = statistics.median(samples["eager"]) * 1e3

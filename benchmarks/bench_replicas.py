@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from ase import Atoms  # noqa: E402
 
-from freecg_md import FreeCG, FreeCGCalculator  # noqa: E402
+from freecg_md import FreeCG, FreeCGCalculator, load_model  # noqa: E402
 from freecg_md.md import (  # noqa: E402
     FreeCGPotential,
     ReplicaState,
@@ -175,6 +175,8 @@ def main() -> None:
                         help="rms displacement per call, Å (an MD step's worth)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", help="model file (e.g. models/chignolin.pt); default: "
+                                        "FreeCG() with random weights")
     parser.add_argument("--no-mmap", action="store_true",
                         help="glibc mallopt: no mmap for large tensors (see the docstring)")
     args = parser.parse_args()
@@ -183,12 +185,13 @@ def main() -> None:
         disable_malloc_mmap()
 
     torch.manual_seed(args.seed)
-    model = FreeCG()
+    model = load_model(args.model).to(torch.float32) if args.model else FreeCG()
     atoms = chignolin_or_stand_in(args.seed)
     evaluations = time_evaluations(model, atoms, args)
     engine = time_engine(model, atoms, args)
 
-    print(f"FreeCG() default, float32, {args.device}; {args.replicas} replicas x {len(atoms)} "
+    name = args.model or "FreeCG() default"
+    print(f"{name}, float32, {args.device}; {args.replicas} replicas x {len(atoms)} "
           f"atoms; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, malloc mmap "
           f"{'off' if args.no_mmap else 'default'}, {args.repeats} interleaved repeats")

@@ -16,6 +16,8 @@ Models (all with random weights from a fixed seed, 5 Å cutoff, energies + force
 
 ``freecg``        FreeCG() default: F = 128, 4 layers, G = 16.
 ``freecg-paper``  FreeCG(hidden=256, num_layers=9, num_groups=32), the paper's size.
+``freecg-small``  FreeCG(hidden=64, num_layers=3, num_heads=4, num_groups=8): the size of
+                  the shipped chignolin model ``models/chignolin.pt``.
 ``mace``          MACE: 64 channels, max L = 1 (hidden irreps 64x0e + 64x1o), spherical
                   harmonics to l = 3, correlation order 3, 2 interactions, r_max 5 Å,
                   8 Bessel functions, mace-torch's training defaults for the rest.
@@ -49,7 +51,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads libgom
 import numpy as np  # noqa: E402
 
 CUTOFF = 5.0  # Å, the same for every model
-MODELS = ("freecg", "freecg-paper", "mace", "et", "tensornet", "nequip")
+MODELS = ("freecg", "freecg-paper", "freecg-small", "mace", "et", "tensornet", "nequip")
 PEERS = ("mace", "et", "tensornet", "nequip")
 DTYPES = ("float32", "float64")
 
@@ -280,6 +282,8 @@ def build(name: str, geometry: dict, dtype) -> tuple[Callable[[], float], int]: 
         return build_freecg(geometry, dtype)
     if name == "freecg-paper":
         return build_freecg(geometry, dtype, hidden=256, num_layers=9, num_groups=32)
+    if name == "freecg-small":
+        return build_freecg(geometry, dtype, hidden=64, num_layers=3, num_heads=4, num_groups=8)
     if name == "mace":
         return build_mace(geometry, dtype)
     if name == "et":
@@ -298,6 +302,7 @@ def package_versions(name: str) -> dict[str, str]:
     packages = {
         "freecg": ["freecg-md", "e3nn"],
         "freecg-paper": ["freecg-md", "e3nn"],
+        "freecg-small": ["freecg-md", "e3nn"],
         "mace": ["mace-torch", "e3nn"],
         "et": ["torchmd-net"],
         "tensornet": ["torchmd-net"],

@@ -3,6 +3,7 @@
     python simulations/remd_chignolin.py                      # the short default run
     python simulations/remd_chignolin.py --steps 200000 --output runs/remd_long
     python simulations/remd_chignolin.py --output runs/remd_long --resume   # continue it
+    python simulations/remd_chignolin.py --initial starts.extxyz  # replicas from conformations
 
 All replicas are evaluated by one FreeCGPotential per step (one forward pass on a GPU, one
 replica per pass on a CPU, which is faster there). Every ``--exchange-interval`` steps
@@ -32,7 +33,10 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # libgomp spin-waiting stalls shared CPUs
 
+import ase.io  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from ase import Atoms  # noqa: E402
 
 from freecg_md.analysis.reports import landscape_report, remd_report  # noqa: E402
 from freecg_md.analysis.rundir import read_run  # noqa: E402
@@ -78,6 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch.compile the model: minutes to compile, then faster steps")
     parser.add_argument("--output", default=str(REPO / "runs" / "remd_chignolin"),
                         help="run directory")
+    parser.add_argument("--initial", type=Path,
+                        help="starting conformations, any file ASE reads (extxyz, pdb, traj "
+                             "...): replica r starts from frame r mod n_frames; default: "
+                             "the native structure for all")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output from its checkpoint")
@@ -91,6 +99,17 @@ def pick_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
+
+
+def initial_state(path: Path | None, native: Atoms, n_replicas: int) -> ReplicaState:
+    """All replicas at ``native``, or replica r at frame r mod n of the file ``path``."""
+    if path is None:
+        return ReplicaState.from_atoms(native, n_replicas)
+    frames = ase.io.read(path, ":")
+    if not np.array_equal(frames[0].numbers, native.numbers):
+        raise ValueError(f"its atoms are not chignolin's {len(native)} atoms in the order of "
+                         "freecg_md.data.load_chignolin()")
+    return ReplicaState.from_frames(frames, n_replicas)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     chignolin = load_chignolin()
     potential = FreeCGPotential(model, chignolin.atoms.numbers, device=device,
                                 dtype=args.dtype, compile=args.compile)
-    state = ReplicaState.from_atoms(chignolin.atoms, config.n_replicas)
+    try:
+        state = initial_state(args.initial, chignolin.atoms, config.n_replicas)
+    except (OSError, ValueError) as error:
+        print(f"error: --initial {args.initial}: {error}", file=sys.stderr)
+        return 2
     say(f"REMD of chignolin: {config.n_replicas} replicas at "
         f"{', '.join(f'{t:.0f}' for t in ladder)} K; {args.steps} steps of "
         f"{args.timestep} fs on {device} ({args.dtype}); model {model}; "

@@ -142,6 +142,32 @@ class ReplicaState:
             pbc=torch.tensor(atoms.pbc),
         )
 
+    @classmethod
+    def from_frames(cls, frames: Sequence[Atoms], n_replicas: int) -> ReplicaState:
+        """``n_replicas`` replicas at rest, replica r starting from ``frames[r % len(frames)]``.
+
+        The frames are conformations of one system: the same atomic numbers in the same
+        order, and the same cell and periodicity (positions Å, masses from the first frame).
+        """
+        frames = list(frames)
+        if not frames:
+            raise ValueError("frames is empty: expected at least one Atoms")
+        first = frames[0]
+        for index, frame in enumerate(frames[1:], start=1):
+            if len(frame) != len(first) or not np.array_equal(frame.numbers, first.numbers):
+                raise ValueError(
+                    f"frames[{index}] has atomic numbers that differ from frames[0]: "
+                    "expected conformations of one system, atoms in the same order"
+                )
+            if not (np.allclose(frame.cell.array, first.cell.array)
+                    and np.array_equal(frame.pbc, first.pbc)):
+                raise ValueError(f"frames[{index}] has a different cell or pbc from frames[0]")
+        state = cls.from_atoms(first, n_replicas)
+        state.positions = torch.tensor(
+            np.stack([frames[r % len(frames)].positions for r in range(n_replicas)])
+        )
+        return state
+
     @property
     def n_replicas(self) -> int:
         return int(self.positions.shape[0])

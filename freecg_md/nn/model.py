@@ -243,9 +243,10 @@ class FreeCG(nn.Module):
     def compile_network(self, **options: Any) -> FreeCG:
         """Compile the network with ``torch.compile`` (dynamic shapes) for faster inference.
 
-        On chignolin with ``FreeCG()`` on one CPU thread, energy + forces took 0.69-0.84 s
-        compiled against 1.31 s eager (``benchmarks/bench_compile.py``), equal to 1e-6 eV
-        and 3e-7 eV/Å in float32. The first call compiles (minutes on a CPU, needs a C++
+        On chignolin with ``FreeCG()`` on one CPU thread (``benchmarks/bench_compile.py``,
+        median of 7 interleaved calls), energy + forces took 570 ms compiled against 862 ms
+        eager (1.51x), equal to 6e-7 eV and 3e-7 eV/Å in float32; compiling took 125 s.
+        The first call compiles (minutes on a CPU, needs a C++
         compiler); later neighbour lists of other sizes reuse the compiled code. For
         inference only: the compiled backward does not support ``create_graph=True``
         (training). ``options`` go to ``torch.compile``. Returns the model.

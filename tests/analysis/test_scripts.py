@@ -146,3 +146,47 @@ def test_flagship_and_langevin_scripts_run_and_resume(tiny_model, tmp_path):
     assert_png(langevin / "plots" / "rmsd.png")
     assert run_script(REPO / "simulations" / "remd_chignolin.py", "--model",
                       tmp_path / "missing.pt", "--output", tmp_path / "x") == 2
+
+
+def test_flagship_starts_replicas_from_given_conformations(tiny_model, tmp_path):
+    import ase.io
+    import mdtraj
+
+    native = load_chignolin().atoms
+    shifted = native.copy()
+    shifted.translate([10.0, 0.0, 0.0])
+    starts = tmp_path / "starts.extxyz"
+    ase.io.write(starts, [native, shifted])
+    remd = tmp_path / "remd"
+    args = ["--model", tiny_model, "--replicas", "3", "--steps", "2", "--report-interval", "2",
+            "--exchange-interval", "2", "--no-plots", "--threads", "1"]
+    assert run_script(REPO / "simulations" / "remd_chignolin.py", *args, "--output", remd,
+                      "--initial", starts) == 0
+    for replica, offset in ((0, 0.0), (1, 10.0), (2, 0.0)):
+        frame = mdtraj.load(remd / f"replica_{replica:03d}.dcd", top=remd / "topology.pdb")
+        shift = frame.xyz[0] * 10.0 - native.positions  # nm -> Å
+        assert abs(shift[:, 0].mean() - offset) < 0.1, replica
+    water = tmp_path / "water.xyz"
+    ase.io.write(water, ase.Atoms("H2O", positions=[[0, 0, 0], [1, 0, 0], [0, 1, 0]]))
+    assert run_script(REPO / "simulations" / "remd_chignolin.py", *args, "--output",
+                      tmp_path / "bad", "--initial", water) == 2
+
+
+def test_pick_starts_writes_folded_then_unfolded_frames(tmp_path):
+    import ase.io
+
+    native = load_chignolin().atoms.positions
+    center = native.mean(axis=0)
+    rng = np.random.default_rng(0)
+    positions = np.stack([center + 2.0 * (native - center), native,
+                          native + rng.normal(scale=0.01, size=native.shape),
+                          center + 2.2 * (native - center)])
+    frames = tmp_path / "frames.npz"
+    np.savez(frames, positions=positions)
+    out = tmp_path / "starts.extxyz"
+    script = REPO / "simulations" / "pick_starts.py"
+    assert run_script(script, frames, "--folded", "2", "--unfolded", "2", "--out", out) == 0
+    written = np.stack([atoms.positions for atoms in ase.io.read(out, ":")])
+    # Folded starts first (frames 1 and 2 in order), then the stretched ones (0 and 3).
+    assert np.allclose(written, positions[[1, 2, 0, 3]], atol=1e-6)
+    assert run_script(script, frames, "--folded", "3", "--out", out) == 2

@@ -151,3 +151,16 @@ def test_state_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="expected positive amu"):
         ReplicaState(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.tensor([1.0, 0.0]),
                      torch.ones(2, dtype=torch.long), torch.zeros(3, 3), False)
+
+
+def test_state_from_frames_cycles_conformations_and_refuses_other_systems():
+    rng = np.random.default_rng(3)
+    frames = [Atoms("H2O", positions=rng.normal(size=(3, 3))) for _ in range(3)]
+    state = ReplicaState.from_frames(frames, 5)
+    for replica, frame in zip(range(5), [0, 1, 2, 0, 1], strict=True):
+        assert np.array_equal(state.positions[replica].numpy(), frames[frame].positions)
+    assert torch.count_nonzero(state.velocities) == 0
+    with pytest.raises(ValueError, match=r"frames\[1\] has atomic numbers"):
+        ReplicaState.from_frames([frames[0], Atoms("H2S", positions=frames[1].positions)], 2)
+    with pytest.raises(ValueError, match="frames is empty"):
+        ReplicaState.from_frames([], 2)
