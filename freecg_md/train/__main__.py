@@ -16,11 +16,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint in output_dir, if there is one")
     parser.add_argument("--max-minutes", type=float, help="stop (resumably) after this long")
+    parser.add_argument("--max-epochs", type=int,
+                        help="train to this many epochs in all (overrides the config's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     config = TrainConfig.from_json(args.config)
     if args.max_minutes is not None:
         config.max_minutes = args.max_minutes
+    if args.max_epochs is not None:
+        if args.max_epochs < 1:
+            parser.error(f"--max-epochs {args.max_epochs}: expected a positive integer")
+        config.max_epochs = args.max_epochs
     metrics = train(config, resume=args.resume, progress=not args.no_progress)
     if not metrics:
         print(f"stopped at the time limit; continue with --resume ({config.output_dir})")

@@ -129,3 +129,16 @@ def test_config_file_paths_are_relative_to_the_file(tmp_path):
     config = TrainConfig.from_json(tmp_path / "cfg.json")
     assert config.data == [str(tmp_path / "d.extxyz")]
     assert config.output_dir == str(tmp_path / "out")
+
+
+def test_command_line_max_epochs_overrides_the_config(data_file, tmp_path, capsys):
+    from freecg_md.train.__main__ import main
+
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config_for(data_file, tmp_path / "cli",
+                                                 max_epochs=50).to_dict()))
+    assert main([str(config_path), "--max-epochs", "1", "--no-progress"]) == 0
+    assert len((tmp_path / "cli" / "log.csv").read_text().splitlines()) == 2  # header + 1
+    assert "force_mae_eV_per_A" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([str(config_path), "--max-epochs", "0"])
