@@ -7,8 +7,9 @@ malformed file fails with the file, the frame and the problem named, not during 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -40,19 +41,25 @@ def _files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     return files
 
 
+def _label(getter: Callable[[], Any], missing: str) -> Any:
+    """``getter()``, or :class:`DatasetError` ``missing`` when the structure lacks the label.
+
+    ASE signals a missing label with RuntimeError (no calculator) or its
+    PropertyNotImplementedError (a single-point calculator without the property).
+    """
+    try:
+        return getter()
+    except (RuntimeError, PropertyNotImplementedError, AttributeError):
+        raise DatasetError(missing) from None
+
+
 def _validate(atoms: Atoms, where: str) -> None:
     # Positions first: ASE compares them with the calculator's copy, and NaN != NaN would
     # make a NaN-position frame look unlabelled.
     if not np.all(np.isfinite(atoms.positions)):
         raise DatasetError(f"{where}: non-finite positions")
-    try:
-        energy = atoms.get_potential_energy()
-    except (RuntimeError, PropertyNotImplementedError, AttributeError):
-        raise DatasetError(f"{where}: no energy label") from None
-    try:
-        forces = atoms.get_forces()
-    except (RuntimeError, PropertyNotImplementedError, AttributeError):
-        raise DatasetError(f"{where}: no forces label") from None
+    energy = _label(atoms.get_potential_energy, f"{where}: no energy label")
+    forces = _label(atoms.get_forces, f"{where}: no forces label")
     if np.shape(forces) != (len(atoms), 3):
         raise DatasetError(f"{where}: forces have shape {np.shape(forces)}, expected "
                            f"({len(atoms)}, 3)")
