@@ -52,15 +52,19 @@ bench: install
 data: install
 	scripts/make_chignolin_data.sh 2
 
-# Train (or continue training) the chignolin model and its ablation without group CG.
+# Train the chignolin model and its ablation without group CG as shipped: 5 epochs on the
+# first data part, then one epoch of fine-tuning on both parts (configs/*_finetune.json).
+# Every run resumes exactly where it stopped; finished runs are kept.
 train: install
-	$(PY) -m freecg_md.train configs/chignolin.json --resume
-	$(PY) -m freecg_md.train configs/chignolin_ablation.json --resume
+	$(PY) -m freecg_md.train configs/chignolin.json --resume --max-epochs 5
+	$(PY) -m freecg_md.train configs/chignolin_ablation.json --resume --max-epochs 5
+	$(PY) -m freecg_md.train configs/chignolin_finetune.json --resume
+	$(PY) -m freecg_md.train configs/chignolin_ablation_finetune.json --resume
 
 # The shipped models: each run's best weights so far, measured on its test split.
 ship: install
-	$(PY) -m freecg_md.train.export configs/chignolin.json models/chignolin.pt
-	$(PY) -m freecg_md.train.export configs/chignolin_ablation.json models/chignolin_visnet.pt
+	$(PY) -m freecg_md.train.export configs/chignolin_finetune.json models/chignolin.pt
+	$(PY) -m freecg_md.train.export configs/chignolin_ablation_finetune.json models/chignolin_visnet.pt
 
 clean-venv:
 	rm -rf $(VENV)

@@ -14,6 +14,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames-per-temperature", type=int)
     parser.add_argument("--frame-interval-ps", type=float)
     parser.add_argument("--temperatures", type=float, nargs="+", help="K")
+    parser.add_argument("--equilibration-ps", type=float)
+    parser.add_argument("--timestep-fs", type=float)
+    parser.add_argument("--constrain-hydrogen-bonds", action="store_true",
+                        help="constrain X-H bonds (not for ML training data; see sampling.py)")
+    parser.add_argument("--hydrogen-mass-amu", type=float,
+                        help="hydrogen mass repartitioning (default: natural masses)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--platform", help="OpenMM platform (default CPU)")
     parser.add_argument("--worker", type=int, default=0)
@@ -26,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         "frames_per_temperature": args.frames_per_temperature,
         "frame_interval_ps": args.frame_interval_ps,
         "temperatures": tuple(args.temperatures) if args.temperatures else None,
+        "equilibration_ps": args.equilibration_ps,
+        "timestep_fs": args.timestep_fs,
+        "constrain_hydrogen_bonds": args.constrain_hydrogen_bonds or None,
+        "hydrogen_mass_amu": args.hydrogen_mass_amu,
         "seed": args.seed,
         "platform": args.platform}.items() if v is not None}
     config = dataclasses.replace(SamplingConfig(), **overrides)

@@ -4,6 +4,13 @@ Runs one Langevin simulation per temperature of a ladder, from the native struct
 saves frames spaced to be decorrelated. Low temperatures cover the folded basin, high ones
 the unfolded state and what lies between. Each temperature is saved as soon as it is done,
 so a killed run resumes with the temperatures still missing.
+
+Training data for a force field must contain what the force field's own MD will visit.
+Constraining bonds to hydrogen (the classical-MD habit that allows 2-4 fs steps) leaves
+every X-H bond at its equilibrium length in every frame, and a model trained on such frames
+has never seen a stretched X-H bond: its energies and forces go wrong within femtoseconds of
+unconstrained MD. The default here is therefore unconstrained at 1 fs; the constrained,
+mass-repartitioned 4 fs setting exists to reproduce the first part of the shipped data.
 """
 
 from __future__ import annotations
@@ -37,12 +44,16 @@ class SamplingConfig:
     equilibration_ps:
         Discarded simulation at the start of each temperature, ps.
     timestep_fs:
-        Integration step (bonds to hydrogen constrained), fs.
+        Integration step, fs: 1 fs without constraints; up to 4 fs with
+        ``constrain_hydrogen_bonds`` and ``hydrogen_mass_amu=3``.
+    constrain_hydrogen_bonds:
+        Hold bonds to hydrogen at their amber length (OpenMM ``HBonds``). Off by default:
+        see the module docstring for why ML training data must not be constrained.
     hydrogen_mass_amu:
-        Hydrogen mass repartitioning, which allows the 4 fs step: masses change the
-        dynamics but not the Boltzmann distribution of conformations that is sampled. On
-        this project's 2-core machine amber14 + GBn2 runs only ~50 ns/day per core even so,
-        which is why frames are 0.25 ps apart and the high temperatures do the exploring.
+        Hydrogen mass repartitioning (None: natural masses). Masses change the dynamics but
+        not the Boltzmann distribution of conformations that is sampled. amber14 + GBn2 runs
+        only about 200 steps per second on one core here, which is why frames are 0.25 ps
+        apart and the high temperatures do the exploring.
     friction_per_ps:
         Langevin friction, 1/ps.
     seed:
@@ -58,8 +69,9 @@ class SamplingConfig:
     frames_per_temperature: int = 570
     frame_interval_ps: float = 0.25
     equilibration_ps: float = 10.0
-    timestep_fs: float = 4.0
-    hydrogen_mass_amu: float = 3.0
+    timestep_fs: float = 1.0
+    constrain_hydrogen_bonds: bool = False
+    hydrogen_mass_amu: float | None = None
     friction_per_ps: float = 1.0
     seed: int = 2024
     threads: int = 1
@@ -72,6 +84,12 @@ class SamplingConfig:
                      "friction_per_ps", "threads"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)}: expected > 0")
+        if self.hydrogen_mass_amu is not None and self.hydrogen_mass_amu <= 0:
+            raise ValueError(f"hydrogen_mass_amu={self.hydrogen_mass_amu}: expected > 0 or None")
+        if self.timestep_fs > 2.0 and not self.constrain_hydrogen_bonds:
+            raise ValueError(
+                f"timestep_fs={self.timestep_fs} without constrain_hydrogen_bonds: X-H "
+                "vibrations (period ~10 fs) need a step of at most 2 fs (1 fs recommended)")
         if self.equilibration_ps < 0:
             raise ValueError(f"equilibration_ps={self.equilibration_ps}: expected >= 0")
 
@@ -86,9 +104,12 @@ def _simulation(temperature: float, config: SamplingConfig, seed: int):
 
     pdb = app.PDBFile(str(load_chignolin().pdb_path))
     forcefield = app.ForceField("amber14-all.xml", "implicit/gbn2.xml")
-    system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff,
-                                     constraints=app.HBonds,
-                                     hydrogenMass=config.hydrogen_mass_amu * unit.amu)
+    hydrogen_mass = (None if config.hydrogen_mass_amu is None
+                     else config.hydrogen_mass_amu * unit.amu)
+    system = forcefield.createSystem(
+        pdb.topology, nonbondedMethod=app.NoCutoff,
+        constraints=app.HBonds if config.constrain_hydrogen_bonds else None,
+        hydrogenMass=hydrogen_mass)
     integrator = openmm.LangevinMiddleIntegrator(
         temperature * unit.kelvin, config.friction_per_ps / unit.picosecond,
         config.timestep_fs * unit.femtosecond)

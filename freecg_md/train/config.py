@@ -43,6 +43,13 @@ class TrainConfig:
         Share of the structures held out, split at random with ``seed``.
     max_structures:
         Use only this many structures (for quick tries); None uses all.
+    init_from:
+        Fine-tune: a finished or running training directory whose ``best_model.pt`` gives
+        the starting weights, the model hyperparameters and the energy standardisation.
+        Its ``data`` must be the leading entries of this config's ``data``; its
+        train/val/test split is kept for those structures, so nothing it trained on enters
+        this run's validation or test set, and only the structures added after them are
+        split at random.
     """
 
     data: list[str]
@@ -65,6 +72,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     max_structures: int | None = None
+    init_from: str | None = None
     seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
@@ -117,6 +125,7 @@ class TrainConfig:
         base = path.parent
         data["data"] = [str(base / p) for p in ([data["data"]] if isinstance(data.get("data"), str)
                                                  else data.get("data", []))]
-        if "output_dir" in data:
-            data["output_dir"] = str(base / data["output_dir"])
+        for key in ("output_dir", "init_from"):
+            if data.get(key):
+                data[key] = str(base / data[key])
         return cls.from_dict(data)

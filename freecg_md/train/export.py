@@ -6,7 +6,8 @@ Takes ``best_model.pt`` of the run in the config's ``output_dir`` (the EMA weigh
 best validation loss so far; a run still training may be exported at any time), evaluates
 it on the run's test split (``split.json``), and writes a float32 model file whose metadata
 holds the test metrics, the epochs and training time behind it, the training config and the
-split. Prints the metrics as JSON. The run itself is not touched.
+split. A fine-tuned run (``init_from``) is also scored on the test structures of the earlier
+and of the added data separately. Prints the metrics as JSON. The run itself is not touched.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from ..io import load_model, save_model
 from .config import TrainConfig
 from .dataset_cache import load_training_structures
+from .finetune import StartingPoint
 from .loop import _evaluate
 
 
@@ -48,16 +50,35 @@ def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Pa
     run = Path(config.output_dir)
     model_path = Path(model_path) if model_path else run / "best_model.pt"
     split = json.loads((run / "split.json").read_text())
+    training: dict[str, object] = {}
+    start = None
+    if config.init_from:
+        start = StartingPoint.read(config.init_from)
+        config.model = start.model_config(config.model)
+        # The earlier run's training is part of this model's budget.
+        training["initialised_from"] = {"run": str(start.run_dir),
+                                        **_training_progress(start.run_dir / "log.csv")}
     structures, _ = load_training_structures(config)
     test = [structures[i] for i in split["test"]]
     model = load_model(model_path).to(torch.float32)
     metrics = _evaluate(model, test, config, torch.device("cpu"), torch.float32)
-    progress = _training_progress(run / "log.csv")
     metrics.update(n_train=len(split["train"]), n_val=len(split["val"]), n_test=len(test))
+    report: dict[str, object] = {"test_metrics": metrics}
+    if start is not None:
+        # A fine-tuned model is scored on its earlier and its added data separately, since
+        # the added data is usually there to fix what the earlier data missed.
+        n_old = start.n_structures
+        for name, keep in (("earlier", lambda i: i < n_old), ("added", lambda i: i >= n_old)):
+            part = [structures[i] for i in split["test"] if keep(i)]
+            if part:
+                report[f"test_metrics_{name}_data"] = {
+                    **_evaluate(model, part, config, torch.device("cpu"), torch.float32),
+                    "n_test": len(part)}
+    report["training"] = {**_training_progress(run / "log.csv"), **training}
     save_model(model, out_path, metadata={
-        "test_metrics": metrics, "training": progress, "train_config": config.to_dict(),
-        "split": split, "exported_from": str(model_path)})
-    return {"test_metrics": metrics, "training": progress}
+        **report, "train_config": config.to_dict(), "split": split,
+        "exported_from": str(model_path)})
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from ..nn import FreeCG, FreeCGConfig
 from .config import TrainConfig
 from .data import Batch, Structure, collate, split_indices
 from .dataset_cache import load_training_structures
+from .finetune import StartingPoint
 from .loss import ErrorMetrics, fit_energy_standardisation, loss_fn
 
 LOG_FIELDS = ("epoch", "step", "lr", "train_loss", "val_loss", "val_energy_mae_per_atom_eV",
@@ -65,7 +66,8 @@ class Trainer:
     """Owns the model, EMA copy, optimiser and schedules of one run directory."""
 
     def __init__(self, config: TrainConfig, structures: list[Structure],
-                 split: dict[str, list[int]], species: tuple[int, ...]) -> None:
+                 split: dict[str, list[int]], species: tuple[int, ...],
+                 initial_model: FreeCG | None = None) -> None:
         self.config = config
         self.out = Path(config.output_dir)
         self.device = resolve_device(config.device)
@@ -74,10 +76,15 @@ class Trainer:
         self.val_set = [structures[i] for i in split["val"]]
         self.test_set = [structures[i] for i in split["test"]]
         torch.manual_seed(config.seed)
-        model_config = FreeCGConfig.from_dict({"species": species, **config.model})
-        self.model = FreeCG(model_config)
-        self.model.set_energy_standardisation(
-            *fit_energy_standardisation(self.train_set, model_config.species))
+        if initial_model is not None:
+            # Its energy standardisation stays: refitting it would shift every energy the
+            # weights were trained to produce.
+            self.model = copy.deepcopy(initial_model)
+        else:
+            model_config = FreeCGConfig.from_dict({"species": species, **config.model})
+            self.model = FreeCG(model_config)
+            self.model.set_energy_standardisation(
+                *fit_energy_standardisation(self.train_set, model_config.species))
         self.model.to(device=self.device, dtype=self.dtype)
         self.ema = copy.deepcopy(self.model) if config.ema_decay > 0 else None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
@@ -230,7 +237,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     ``checkpoint.pt`` (exact resume), ``best_model.pt`` (EMA weights at the best
     validation loss), ``model.pt`` (the final, best model) and ``test_metrics.json``.
     With ``resume=True`` a stopped run continues from its checkpoint, giving the same
-    weights as an uninterrupted run. Returns an empty dict if ``max_minutes`` ran out first.
+    weights as an uninterrupted run. With ``config.init_from`` the run fine-tunes an
+    earlier run's best model (see :mod:`freecg_md.train.finetune`). Returns an empty dict if
+    ``max_minutes`` ran out first.
     """
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -240,17 +249,24 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     if checkpoint_exists and not resume:
         raise FileExistsError(f"{out} already holds a training run; pass resume=True "
                               f"(--resume) to continue it or choose another output_dir")
+    start = StartingPoint.read(config.init_from) if config.init_from else None
+    if start is not None:
+        config.model = start.model_config(config.model)
     structures, species = load_training_structures(config)
     split_path = out / "split.json"
     if resume and split_path.exists():
         split = json.loads(split_path.read_text())
+    elif start is not None:
+        split = start.extend_split(config.data, len(structures), config)
+        split_path.write_text(json.dumps(split))
     else:
         split = split_indices(len(structures), config.val_fraction, config.test_fraction,
                               config.seed)
         split_path.write_text(json.dumps(split))
     (out / "config.json").write_text(json.dumps(
         {"train": config.to_dict(), "versions": _versions()}, indent=2))
-    trainer = Trainer(config, structures, split, species)
+    trainer = Trainer(config, structures, split, species,
+                      initial_model=start.model if start is not None else None)
     if resume and checkpoint_exists:
         trainer.load_checkpoint()
     if not trainer.run(show_progress=progress):

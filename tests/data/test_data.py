@@ -159,6 +159,34 @@ def test_sampling_config_rejects_bad_values():
         SamplingConfig(frame_interval_ps=0)
     with pytest.raises(ValueError, match="temperatures"):
         SamplingConfig(temperatures=(300.0, -5.0))
+    with pytest.raises(ValueError, match="timestep_fs=4.0 without constrain_hydrogen_bonds"):
+        SamplingConfig(timestep_fs=4.0)
+    with pytest.raises(ValueError, match="hydrogen_mass_amu"):
+        SamplingConfig(hydrogen_mass_amu=0.0)
+
+
+def test_default_sampling_stretches_bonds_to_hydrogen(tmp_path):
+    """Training frames must hold thermal X-H stretches; constrained MD has none."""
+    pytest.importorskip("openmm")
+    from freecg_md.data.sampling import SamplingConfig, sample_conformations
+
+    system = load_chignolin()
+    pairs = np.array([(a.index, b.index) for a, b in system.topology.bonds
+                      if "H" in (a.element.symbol, b.element.symbol)])
+    spreads = {}
+    for constrained in (False, True):
+        config = SamplingConfig(
+            temperatures=(300.0,), frames_per_temperature=3, frame_interval_ps=0.01,
+            equilibration_ps=0.02, timestep_fs=2.0 if constrained else 1.0,
+            constrain_hydrogen_bonds=constrained, seed=11)
+        out = sample_conformations(config, tmp_path / f"c{constrained}.npz", progress=False)
+        with np.load(out) as data:
+            positions = data["positions"].astype(np.float64)
+        lengths = np.linalg.norm(positions[:, pairs[:, 0]] - positions[:, pairs[:, 1]], axis=-1)
+        # The spread of each bond's length over the frames, in Å.
+        spreads[constrained] = np.ptp(lengths, axis=0).max()
+    assert spreads[True] < 2e-3, spreads
+    assert spreads[False] > 2e-2, spreads
 
 
 # --- labelling ----------------------------------------------------------------------------

@@ -142,3 +142,59 @@ def test_command_line_max_epochs_overrides_the_config(data_file, tmp_path, capsy
     assert "force_mae_eV_per_A" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([str(config_path), "--max-epochs", "0"])
+
+
+def test_fine_tuning_keeps_the_earlier_split_and_starts_from_its_weights(data_file, tmp_path):
+    first = config_for(data_file, tmp_path / "first", max_epochs=2)
+    train(first, progress=False)
+    more = tmp_path / "more.extxyz"
+    write(more, labelled_set(20, seed=100))
+    tuned = config_for(data_file, tmp_path / "tuned", data=[str(data_file), str(more)],
+                       model={}, init_from=str(tmp_path / "first"), max_epochs=1, lr=1e-3)
+
+    from freecg_md.train.dataset_cache import load_training_structures
+    from freecg_md.train.finetune import StartingPoint
+    from freecg_md.train.loop import Trainer
+
+    (tmp_path / "tuned").mkdir()
+    start = StartingPoint.read(tuned.init_from)
+    tuned.model = start.model_config(tuned.model)
+    structures, species = load_training_structures(tuned)
+    split = start.extend_split(tuned.data, len(structures), tuned)
+    old = json.loads((tmp_path / "first" / "split.json").read_text())
+    # Nothing the first run trained on is held out now, and the added 20 are split too.
+    for part in ("train", "val", "test"):
+        assert set(old[part]) == {i for i in split[part] if i < 40}
+    added = {part: [i for i in split[part] if i >= 40] for part in split}
+    assert sorted(sum(added.values(), [])) == list(range(40, 60))
+    assert added["val"] and added["train"]
+    # The starting weights and energy standardisation are the earlier best model's.
+    trainer = Trainer(tuned, structures, split, species, initial_model=start.model)
+    best = load_model(tmp_path / "first" / "best_model.pt").state_dict()
+    for key, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(value, best[key], rtol=0, atol=0)
+
+    metrics = train(tuned, progress=False)
+    assert metrics["n_train"] + metrics["n_val"] + metrics["n_test"] == 60
+    assert json.loads((tmp_path / "tuned" / "split.json").read_text()) == split
+    report = export_model(TrainConfig(**json.loads(
+        (tmp_path / "tuned" / "config.json").read_text())["train"]), tmp_path / "tuned.pt")
+    assert report["training"]["initialised_from"]["epochs_finished"] == 2
+    earlier, added = report["test_metrics_earlier_data"], report["test_metrics_added_data"]
+    assert earlier["n_test"] + added["n_test"] == metrics["n_test"]
+    assert earlier["n_test"] == len(old["test"])
+
+
+def test_fine_tuning_refuses_other_data_or_architecture(data_file, tmp_path):
+    train(config_for(data_file, tmp_path / "first", max_epochs=1), progress=False)
+    other = tmp_path / "other.extxyz"
+    write(other, labelled_set(10, seed=50))
+    with pytest.raises(ValueError, match="must start with the data of init_from"):
+        train(config_for(other, tmp_path / "a", model={}, init_from=str(tmp_path / "first")),
+              progress=False)
+    with pytest.raises(ValueError, match="model.hidden=32 differs"):
+        train(config_for(data_file, tmp_path / "b", model={"hidden": 32},
+                         init_from=str(tmp_path / "first")), progress=False)
+    with pytest.raises(FileNotFoundError, match="not a training run"):
+        train(config_for(data_file, tmp_path / "c", model={},
+                         init_from=str(tmp_path / "nothing")), progress=False)
