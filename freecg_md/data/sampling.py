@@ -98,6 +98,14 @@ class SamplingConfig:
         return json.dumps(dataclasses.asdict(self))
 
 
+def _physics(config: SamplingConfig) -> str:
+    """The settings that decide what a temperature's frames are (not where they ran)."""
+    fields = dataclasses.asdict(config)
+    for key in ("temperatures", "frames_per_temperature", "threads", "platform"):
+        fields.pop(key)
+    return json.dumps(fields, sort_keys=True)
+
+
 def _simulation(temperature: float, config: SamplingConfig, seed: int):
     import openmm
     from openmm import app, unit
@@ -181,7 +189,7 @@ def sample_conformations(config: SamplingConfig, out_path: str | Path,
             continue
         positions, times = _sample_one(temperature, config, config.seed + k, progress)
         tmp = part.with_suffix(".tmp.npz")
-        np.savez(tmp, positions=positions, time_ps=times)
+        np.savez(tmp, positions=positions, time_ps=times, config=_physics(config))
         os.replace(tmp, part)
     missing = [k for k, t in enumerate(config.temperatures)
                if not (parts / f"T{t:.1f}_seed{config.seed + k}.npz").exists()]
@@ -191,7 +199,12 @@ def sample_conformations(config: SamplingConfig, out_path: str | Path,
     for k, temperature in enumerate(config.temperatures):
         part = parts / f"T{temperature:.1f}_seed{config.seed + k}.npz"
         with np.load(part) as data:
-            # Parts are keyed by temperature and seed only: refuse ones from another budget.
+            # Parts are keyed by temperature and seed only: refuse ones from another setting.
+            made_with = str(data["config"]) if "config" in data else None
+            if made_with != _physics(config):
+                raise ValueError(
+                    f"{part} was sampled with {made_with or 'an unrecorded setting'}, not "
+                    f"{_physics(config)}; delete it or use another output path")
             if len(data["time_ps"]) != config.frames_per_temperature:
                 raise ValueError(
                     f"{part} holds {len(data['time_ps'])} frames, expected "

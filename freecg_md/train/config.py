@@ -122,7 +122,7 @@ class TrainConfig:
         directory."""
         path = Path(path)
         data = json.loads(path.read_text())
-        base = path.parent
+        base = path.resolve().parent
         data["data"] = [str(base / p) for p in ([data["data"]] if isinstance(data.get("data"), str)
                                                  else data.get("data", []))]
         for key in ("output_dir", "init_from"):

@@ -10,15 +10,18 @@ held out now.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..io import load_model
 from ..nn import FreeCG
 from .config import TrainConfig
+from .data import Structure, load_structures
 
 __all__ = ["StartingPoint"]
 
@@ -46,7 +49,7 @@ class StartingPoint:
 
     @classmethod
     def read(cls, run_dir: str | Path) -> StartingPoint:
-        run_dir = Path(run_dir)
+        run_dir = Path(os.path.normpath(run_dir))
         needed = [run_dir / name for name in ("best_model.pt", "split.json", "config.json")]
         missing = [str(p) for p in needed if not p.is_file()]
         if missing:
@@ -67,7 +70,10 @@ class StartingPoint:
         repeat them but not change them, since the weights only fit this architecture."""
         own = self.model.config.to_dict()
         for key, value in requested.items():
-            mine = own.get(key)
+            if key not in own:
+                raise ValueError(f"model.{key}: not a FreeCGConfig field; expected some of "
+                                 f"{sorted(own)}")
+            mine = own[key]
             same = (list(mine) == list(value) if isinstance(value, list | tuple)
                     else mine == value)
             if not same:
@@ -77,7 +83,7 @@ class StartingPoint:
                     "(leave model empty or repeat its values)")
         return own
 
-    def extend_split(self, data: list[str], n_structures: int, config: TrainConfig
+    def extend_split(self, data: list[str], structures: list[Structure], config: TrainConfig
                      ) -> dict[str, list[int]]:
         """Keep the earlier split for the leading structures and split the added ones.
 
@@ -85,8 +91,9 @@ class StartingPoint:
         ----------
         data:
             This run's data paths; the earlier run's must be their first entries.
-        n_structures:
-            Structures in this run's data.
+        structures:
+            This run's structures; the leading ones must be the earlier run's, in order
+            (checked on their energies against the earlier run's tensor cache).
         config:
             Fractions and seed for the added structures.
         """
@@ -96,10 +103,11 @@ class StartingPoint:
                 f"data={data!r} must start with the data of init_from={str(self.run_dir)!r} "
                 f"({self.data!r}) so that its split can be kept")
         n_old = self.n_structures
-        n_new = n_structures - n_old
+        n_new = len(structures) - n_old
         if n_new < 0:
-            raise ValueError(f"the data hold {n_structures} structures, fewer than the "
+            raise ValueError(f"the data hold {len(structures)} structures, fewer than the "
                              f"{n_old} of init_from={str(self.run_dir)!r}")
+        self._check_same_leading_structures(structures)
         split = {part: list(indices) for part, indices in self.split.items()}
         if n_new:
             order = n_old + np.random.default_rng(config.seed).permutation(n_new)
@@ -109,6 +117,25 @@ class StartingPoint:
             split["test"] += order[n_val:n_val + n_test].tolist()
             split["train"] += order[n_val + n_test:].tolist()
         return {part: sorted(indices) for part, indices in split.items()}
+
+
+    def _check_same_leading_structures(self, structures: list[Structure]) -> None:
+        # Indices only mean the same structures if the earlier files are unchanged: a chunk
+        # added to or reordered in an earlier folder would move trained-on structures into
+        # this run's validation or test set.
+        caches = sorted(self.run_dir.glob("data_cache_*.pt"), key=lambda p: p.stat().st_mtime)
+        if not caches:
+            raise FileNotFoundError(
+                f"init_from={str(self.run_dir)!r} has no data_cache_*.pt to check its "
+                "structures against; fine-tune from a run made by this package")
+        earlier = torch.stack([s.energy for s in load_structures(caches[-1])])
+        n_old = self.n_structures
+        current = torch.stack([s.energy for s in structures[:n_old]])
+        if len(earlier) != n_old or not torch.equal(earlier, current):
+            raise ValueError(
+                f"the first {n_old} structures of data differ from those init_from="
+                f"{str(self.run_dir)!r} was split on (files changed, added or reordered); "
+                "its split cannot be kept")
 
 
 def _resolved(path: str) -> str:

@@ -256,8 +256,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     split_path = out / "split.json"
     if resume and split_path.exists():
         split = json.loads(split_path.read_text())
+        n_split = sum(len(indices) for indices in split.values())
+        if n_split != len(structures):
+            raise ValueError(
+                f"{split_path} splits {n_split} structures but the data now hold "
+                f"{len(structures)}; a run cannot resume on changed data (start a new "
+                "output_dir, with init_from to build on this one)")
     elif start is not None:
-        split = start.extend_split(config.data, len(structures), config)
+        split = start.extend_split(config.data, structures, config)
         split_path.write_text(json.dumps(split))
     else:
         split = split_indices(len(structures), config.val_fraction, config.test_fraction,

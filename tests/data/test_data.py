@@ -150,6 +150,12 @@ def test_sampling_tiny_and_resumable(tmp_path, monkeypatch):
                                         "frames_per_temperature": 3})
     with pytest.raises(ValueError, match="frames_per_temperature=3"):
         sampling.sample_conformations(bigger, out, progress=False)
+    # So are parts sampled with other physics under the same temperature and seed.
+    constrained = sampling.SamplingConfig(**{**json.loads(config.to_json()),
+                                             "temperatures": (300.0, 450.0),
+                                             "constrain_hydrogen_bonds": True})
+    with pytest.raises(ValueError, match="was sampled with"):
+        sampling.sample_conformations(constrained, out, progress=False)
 
 
 def test_sampling_config_rejects_bad_values():

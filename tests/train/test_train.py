@@ -93,6 +93,11 @@ def test_existing_run_needs_resume(data_file, tmp_path):
     train(config_for(data_file, tmp_path / "run", max_epochs=1), progress=False)
     with pytest.raises(FileExistsError, match="resume"):
         train(config_for(data_file, tmp_path / "run", max_epochs=1), progress=False)
+    # Resuming on data that grew since the split was made is refused.
+    write(data_file, labelled_set(45))
+    with pytest.raises(ValueError, match="splits 40 structures but the data now hold 45"):
+        train(config_for(data_file, tmp_path / "run", max_epochs=2), resume=True,
+              progress=False)
 
 
 def test_malformed_data_is_refused(tmp_path):
@@ -160,7 +165,7 @@ def test_fine_tuning_keeps_the_earlier_split_and_starts_from_its_weights(data_fi
     start = StartingPoint.read(tuned.init_from)
     tuned.model = start.model_config(tuned.model)
     structures, species = load_training_structures(tuned)
-    split = start.extend_split(tuned.data, len(structures), tuned)
+    split = start.extend_split(tuned.data, structures, tuned)
     old = json.loads((tmp_path / "first" / "split.json").read_text())
     # Nothing the first run trained on is held out now, and the added 20 are split too.
     for part in ("train", "val", "test"):
@@ -195,6 +200,11 @@ def test_fine_tuning_refuses_other_data_or_architecture(data_file, tmp_path):
     with pytest.raises(ValueError, match="model.hidden=32 differs"):
         train(config_for(data_file, tmp_path / "b", model={"hidden": 32},
                          init_from=str(tmp_path / "first")), progress=False)
+    # Same file names, other structures: the earlier indices would point elsewhere.
+    write(data_file, labelled_set(40, seed=7))
+    with pytest.raises(ValueError, match="differ from those init_from"):
+        train(config_for(data_file, tmp_path / "d", model={}, init_from=str(tmp_path / "first")),
+              progress=False)
     with pytest.raises(FileNotFoundError, match="not a training run"):
         train(config_for(data_file, tmp_path / "c", model={},
                          init_from=str(tmp_path / "nothing")), progress=False)
