@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reference data for the shipped chignolin model: classical conformations (OpenMM, amber14 +
-# GBn2) in two parts, then GFN2-xTB/ALPB(water) labels for each. Idempotent and resumable: finished temperatures
-# and labelled chunks are kept, a rerun does only what is missing.
+# GBn2) in two parts, then GFN2-xTB/ALPB(water) labels for each. Idempotent and resumable:
+# finished temperatures and labelled chunks are kept, a rerun does only what is missing.
 #
 #   nohup scripts/make_chignolin_data.sh [N_WORKERS] > data/chignolin/make.log 2>&1 &
 #

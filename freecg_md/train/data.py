@@ -92,14 +92,26 @@ def split_indices(n: int, val_fraction: float, test_fraction: float,
     if n < 3:
         raise ValueError(f"the dataset has {n} structures; at least 3 are needed to split "
                          f"into train, validation and test")
-    order = np.random.default_rng(seed).permutation(n)
     n_val = max(1, round(val_fraction * n))
     n_test = max(1, round(test_fraction * n)) if test_fraction > 0 else 0
+    return random_parts(n, n_val, n_test, seed)
+
+
+def random_parts(n: int, n_val: int, n_test: int, seed: int,
+                 offset: int = 0) -> dict[str, list[int]]:
+    """``n_val`` and ``n_test`` random indices of ``range(offset, offset + n)`` for
+    validation and test, the rest for training; each part sorted."""
+    order = offset + np.random.default_rng(seed).permutation(n)
     return {
         "val": sorted(order[:n_val].tolist()),
         "test": sorted(order[n_val:n_val + n_test].tolist()),
         "train": sorted(order[n_val + n_test:].tolist()),
     }
+
+
+def split_size(split: dict[str, list[int]]) -> int:
+    """Structures a train/val/test split covers."""
+    return sum(len(indices) for indices in split.values())
 
 
 @dataclass

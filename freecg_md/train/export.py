@@ -23,7 +23,7 @@ import torch
 from ..io import load_model, save_model
 from .config import TrainConfig
 from .dataset_cache import load_training_structures
-from .finetune import StartingPoint
+from .finetune import starting_point
 from .loop import _evaluate
 
 
@@ -51,10 +51,8 @@ def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Pa
     model_path = Path(model_path) if model_path else run / "best_model.pt"
     split = json.loads((run / "split.json").read_text())
     training: dict[str, object] = {}
-    start = None
-    if config.init_from:
-        start = StartingPoint.read(config.init_from)
-        config.model = start.model_config(config.model)
+    start = starting_point(config)
+    if start is not None:
         # The earlier run's training is part of this model's budget.
         training["initialised_from"] = {"run": str(start.run_dir),
                                         **_training_progress(start.run_dir / "log.csv")}

@@ -15,15 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..io import load_model
 from ..nn import FreeCG
 from .config import TrainConfig
-from .data import Structure, load_structures
+from .data import Structure, load_structures, random_parts, split_size
 
-__all__ = ["StartingPoint"]
+__all__ = ["StartingPoint", "starting_point"]
 
 
 @dataclass
@@ -63,7 +62,7 @@ class StartingPoint:
 
     @property
     def n_structures(self) -> int:
-        return sum(len(indices) for indices in self.split.values())
+        return split_size(self.split)
 
     def model_config(self, requested: dict[str, Any]) -> dict[str, Any]:
         """The earlier model's hyperparameters; ``requested`` (a config's ``model``) may
@@ -108,16 +107,9 @@ class StartingPoint:
             raise ValueError(f"the data hold {len(structures)} structures, fewer than the "
                              f"{n_old} of init_from={str(self.run_dir)!r}")
         self._check_same_leading_structures(structures)
-        split = {part: list(indices) for part, indices in self.split.items()}
-        if n_new:
-            order = n_old + np.random.default_rng(config.seed).permutation(n_new)
-            n_val = round(config.val_fraction * n_new)
-            n_test = round(config.test_fraction * n_new)
-            split["val"] += order[:n_val].tolist()
-            split["test"] += order[n_val:n_val + n_test].tolist()
-            split["train"] += order[n_val + n_test:].tolist()
-        return {part: sorted(indices) for part, indices in split.items()}
-
+        added = random_parts(n_new, round(config.val_fraction * n_new),
+                             round(config.test_fraction * n_new), config.seed, offset=n_old)
+        return {part: sorted(indices + added[part]) for part, indices in self.split.items()}
 
     def _check_same_leading_structures(self, structures: list[Structure]) -> None:
         # Indices only mean the same structures if the earlier files are unchanged: a chunk
@@ -136,6 +128,16 @@ class StartingPoint:
                 f"the first {n_old} structures of data differ from those init_from="
                 f"{str(self.run_dir)!r} was split on (files changed, added or reordered); "
                 "its split cannot be kept")
+
+
+def starting_point(config: TrainConfig) -> StartingPoint | None:
+    """The run ``config.init_from`` names, or None; sets ``config.model`` to its model's
+    hyperparameters (so the data is prepared with its cutoff)."""
+    if not config.init_from:
+        return None
+    start = StartingPoint.read(config.init_from)
+    config.model = start.model_config(config.model)
+    return start
 
 
 def _resolved(path: str) -> str:

@@ -17,9 +17,9 @@ from ..calculator import resolve_device, resolve_dtype
 from ..io import _versions, save_model
 from ..nn import FreeCG, FreeCGConfig
 from .config import TrainConfig
-from .data import Batch, Structure, collate, split_indices
+from .data import Batch, Structure, collate, split_indices, split_size
 from .dataset_cache import load_training_structures
-from .finetune import StartingPoint
+from .finetune import starting_point
 from .loss import ErrorMetrics, fit_energy_standardisation, loss_fn
 
 LOG_FIELDS = ("epoch", "step", "lr", "train_loss", "val_loss", "val_energy_mae_per_atom_eV",
@@ -249,14 +249,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     if checkpoint_exists and not resume:
         raise FileExistsError(f"{out} already holds a training run; pass resume=True "
                               f"(--resume) to continue it or choose another output_dir")
-    start = StartingPoint.read(config.init_from) if config.init_from else None
-    if start is not None:
-        config.model = start.model_config(config.model)
+    start = starting_point(config)
     structures, species = load_training_structures(config)
     split_path = out / "split.json"
     if resume and split_path.exists():
         split = json.loads(split_path.read_text())
-        n_split = sum(len(indices) for indices in split.values())
+        n_split = split_size(split)
         if n_split != len(structures):
             raise ValueError(
                 f"{split_path} splits {n_split} structures but the data now hold "
