@@ -30,6 +30,7 @@ difference; it changes this process only.
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import os
 import statistics
@@ -101,19 +102,23 @@ def time_evaluations(model: FreeCG, atoms: Atoms, args: argparse.Namespace) -> d
     positions = np.stack([atoms.positions + rng.normal(scale=0.02, size=atoms.positions.shape)
                           for _ in range(args.replicas)])
     batched = FreeCGPotential(model, atoms.numbers, device=args.device, replicas_per_pass=None)
+    whole = copy.deepcopy(model)
+    whole.edge_chunk_size = None
+    batched_whole = FreeCGPotential(whole, atoms.numbers, device=args.device,
+                                    replicas_per_pass=None)
     one_per_pass = FreeCGPotential(model, atoms.numbers, device=args.device,
                                    replicas_per_pass=1, workers=1)
     default = FreeCGPotential(model, atoms.numbers, device=args.device)
     walkers = [atoms.copy() for _ in range(args.replicas)]
     for walker in walkers:
         walker.calc = FreeCGCalculator(model, device=args.device)
-    samples: dict[str, list[float]] = {"batched": [], "one_per_pass": [], "default": [],
-                                       "sequential": []}
+    samples: dict[str, list[float]] = {"batched": [], "batched_whole": [], "one_per_pass": [],
+                                       "default": [], "sequential": []}
     for repeat in range(args.warmup + args.repeats):
         positions += rng.normal(scale=args.step / np.sqrt(3), size=positions.shape)
         seconds = {}
-        for name, potential in (("batched", batched), ("one_per_pass", one_per_pass),
-                                ("default", default)):
+        for name, potential in (("batched", batched), ("batched_whole", batched_whole),
+                                ("one_per_pass", one_per_pass), ("default", default)):
             start = time.perf_counter()
             potential.evaluate(torch.from_numpy(positions))  # CPU results: synchronised
             seconds[name] = time.perf_counter() - start
@@ -195,14 +200,15 @@ def main() -> None:
           f"atoms; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, malloc mmap "
           f"{'off' if args.no_mmap else 'default'}, {args.repeats} interleaved repeats")
-    labels = {"batched": "FreeCGPotential, one pass",
+    labels = {"batched": f"FreeCGPotential, one pass (edge chunks {model.edge_chunk_size})",
+              "batched_whole": "FreeCGPotential, one pass, edges not chunked",
               "one_per_pass": "FreeCGPotential, one per pass, 1 worker",
               "default": f"FreeCGPotential default ({default_label(args)})",
               "sequential": f"{args.replicas} sequential FreeCGCalculator calls"}
     print("ms per evaluation of all replicas (median):")
     for name, label in labels.items():
-        print(f"  {label:40s} {evaluations[name]:9.1f}")
-    for name in ("batched", "one_per_pass", "default"):
+        print(f"  {label:48s} {evaluations[name]:9.1f}")
+    for name in ("batched", "batched_whole", "one_per_pass", "default"):
         print(f"speed-up over sequential calculator calls, {name}: "
               f"{evaluations['sequential'] / evaluations[name]:.2f}x")
     for name, label in (("bare", "BAOAB step"),

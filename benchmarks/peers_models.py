@@ -95,7 +95,9 @@ def build_freecg(geometry: dict, dtype, **overrides) -> tuple[Callable[[], float
 
     from freecg_md import FreeCG
 
-    model = FreeCG(cutoff=CUTOFF, **overrides).to(dtype)
+    # Frozen, as FreeCGCalculator and the MD potentials hold it: inference needs no
+    # parameter gradients, and large inputs then share their edge runs among threads.
+    model = FreeCG(cutoff=CUTOFF, **overrides).to(dtype).requires_grad_(False)
     model.eval()
     numbers = torch.as_tensor(geometry["numbers"], dtype=torch.long)
     positions = torch.as_tensor(geometry["positions"], dtype=dtype)

@@ -57,10 +57,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def prepare_model(model: FreeCG | str | os.PathLike, device: torch.device,
                   dtype: torch.dtype, compile: bool = False) -> FreeCG:  # noqa: A002
     """``model`` (a FreeCG or a model file path) in eval mode on ``device`` in ``dtype``,
-    compiled if asked.
+    compiled if asked, with no parameter needing a gradient.
 
     Conversions and compilation happen on a copy: the caller's model (perhaps shared with
-    another calculator in another dtype) must not change under it.
+    another calculator in another dtype, or being trained) must not change under it.
+    Frozen parameters let large inputs share their edge runs among threads (see
+    :class:`~freecg_md.nn.layer.RunsInParallel`).
     """
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
@@ -69,8 +71,9 @@ def prepare_model(model: FreeCG | str | os.PathLike, device: torch.device,
             f"model is a {type(model).__name__}; expected a FreeCG or a model file path"
         )
     parameter = next(model.parameters())
-    if parameter.dtype != dtype or parameter.device != device or compile:
-        model = copy.deepcopy(model).to(device=device, dtype=dtype)
+    trainable = any(p.requires_grad for p in model.parameters())
+    if parameter.dtype != dtype or parameter.device != device or compile or trainable:
+        model = copy.deepcopy(model).to(device=device, dtype=dtype).requires_grad_(False)
     if compile:
         model.compile_network()
     return model.eval()

@@ -214,7 +214,13 @@ def test_callers_model_is_not_converted_in_place():
     calc64 = FreeCGCalculator(model, dtype="float64")
     calc32 = FreeCGCalculator(model, dtype="float32")
     assert next(model.parameters()).dtype == torch.float32
-    assert calc32.model is model and calc64.model is not model
+    # A trainable model is copied and frozen (inference needs no parameter gradients);
+    # the caller's keeps its gradients. A frozen model in the right dtype is used as is.
+    assert calc32.model is not model and calc64.model is not model
+    assert all(p.requires_grad for p in model.parameters())
+    assert not any(p.requires_grad for p in calc32.model.parameters())
+    frozen = small_model(torch.float32).requires_grad_(False)
+    assert FreeCGCalculator(frozen, dtype="float32").model is frozen
     atoms = random_molecule(6, seed=11)
     a, b = atoms.copy(), atoms.copy()
     a.calc, b.calc = calc32, calc64

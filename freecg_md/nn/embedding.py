@@ -41,11 +41,27 @@ class NeighborEmbedding(nn.Module):
         ``species`` (N,) species indices; ``centers``/``neighbors`` (E,) atom indices of
         each edge; ``rbf`` (E, K); ``phi`` (E,) cutoff weights.
         """
-        x = self.embedding(species)
+        return self.combine_sum(species, self.neighbor_sum(species, centers, neighbors, rbf, phi,
+                                                           species.shape[0]))
+
+    def neighbor_sum(
+        self,
+        species: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+        rbf: torch.Tensor,
+        phi: torch.Tensor,
+        n_centers: int,
+    ) -> torch.Tensor:
+        """``sum_j Emb2(z_j) * (W_d rbf_ij) * phi(d_ij)`` on centres ``0 .. n_centers - 1``
+        (``centers`` index into them), shape (n_centers, F)."""
         weights = self.distance_proj(rbf) * phi.unsqueeze(-1)
         messages = self.neighbor_embedding(species)[neighbors] * weights
-        summed = torch.zeros_like(x).index_add_(0, centers, messages)
-        return self.combine(torch.cat([x, summed], dim=-1))
+        return messages.new_zeros((n_centers, messages.shape[1])).index_add_(0, centers, messages)
+
+    def combine_sum(self, species: torch.Tensor, summed: torch.Tensor) -> torch.Tensor:
+        """``x`` (N, F) from the neighbour sums (N, F) of all atoms."""
+        return self.combine(torch.cat([self.embedding(species), summed], dim=-1))
 
 
 class EdgeEmbedding(nn.Module):

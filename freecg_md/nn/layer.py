@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
+
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
+from .chunks import EdgeRun, run_chunk
 from .group_cg import GroupCGTensorProduct, shuffle_abstract_edges
 from .ops import dot_components, gather, scatter_sum
+
+
+class NodeTerms(NamedTuple):
+    """Per-atom tensors that a run of centre atoms reads of its neighbours: ``k, s``
+    (N, H, F/H), ``v`` (N, 8, F), and the edge update's neighbour projection ``w_neighbor``
+    (N, 8, F) or None in a layer without edge update. :func:`gather_terms` gives the same
+    fields per edge, (E_run, ...)."""
+
+    k: torch.Tensor
+    s: torch.Tensor
+    v: torch.Tensor
+    w_neighbor: torch.Tensor | None
+
+
+def gather_terms(nodes: NodeTerms, neighbors: torch.Tensor) -> NodeTerms:
+    """The rows of every field of ``nodes`` at ``neighbors`` (E_run,)."""
+    return NodeTerms(*(None if t is None else gather(t, neighbors) for t in nodes))
 
 
 class FreeCGLayer(nn.Module):
@@ -80,42 +102,84 @@ class FreeCGLayer(nn.Module):
         self,
         x: torch.Tensor,
         v: torch.Tensor,
-        f: torch.Tensor,
-        centers: torch.Tensor,
-        neighbors: torch.Tensor,
-        sh: torch.Tensor,
-        phi: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        f: list[torch.Tensor],
+        runs: list[EdgeRun],
+        pool: ThreadPoolExecutor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
         """Return the residual updates ``(dx, dv, df)``; ``df`` is None in the last layer.
 
-        ``x`` (N, F), ``v`` (N, 8, F), ``f`` (E, F); ``centers``, ``neighbors`` (E,) the atoms
-        ``i`` and ``j`` of each edge; ``sh`` (E, 8) spherical harmonics of the unit vector
-        from ``i`` to ``j``; ``phi`` (E,) cutoff weights.
+        ``x`` (N, F) and ``v`` (N, 8, F) node features; ``runs`` the edges, cut into runs
+        of consecutive centre atoms that together cover all atoms (one run: all edges; see
+        :mod:`freecg_md.nn.chunks`), and ``f`` the edge features of each run, (E_run, F).
+        ``df`` comes back the same way. With several runs, each is recomputed in the
+        backward pass instead of stored, so no (E, 8, F) tensor, nor the group transform's
+        channel pairs, is ever made whole; the result is the same. With a ``pool`` (only
+        when no parameter needs a gradient, see :class:`RunsInParallel`) the runs are
+        shared among its threads, forward and backward.
         """
         n_atoms, heads, width = x.shape[0], self.num_heads, self.hidden
-        x = self.layernorm(x)
-        q, k, s = self.qks_proj(x).reshape(n_atoms, 3, heads, width // heads).unbind(1)
-        dk, dv = F.silu(self.dkdv_proj(f)).reshape(-1, 2, heads, width // heads).unbind(1)
-        u1, u2, u3 = self.vec_proj(v).split(width, dim=-1)
-        vec_dot = (u1 * u2).sum(dim=1)
+        q, k, s = self.qks_proj(self.layernorm(x)).reshape(
+            n_atoms, 3, heads, width // heads).unbind(1)
+        w_neighbor = self.w_neighbor_proj(v) if self.update_edges else None
+        nodes = NodeTerms(k, s, v, w_neighbor)
+        if pool is not None and len(runs) > 1:
+            outputs = RunsInParallel.apply(self, runs, pool, q, *nodes, *f,
+                                           *(run.sh for run in runs), *(run.phi for run in runs))
+            dx, dvec, df = outputs[0], outputs[1], list(outputs[2:])
+            return dx, dvec, (df if self.update_edges else None)
+        # The runs' own atoms, split once: a slice per run would give each run's backward a
+        # zero gradient of all atoms to fill.
+        atoms = [run.n_centers for run in runs]
+        parts = [run_chunk(self._update_gathering, nodes, run_q, run_v, run_f, run,
+                           alone=len(runs) == 1)
+                 for run_q, run_v, run_f, run in zip(q.split(atoms), v.split(atoms), f, runs,
+                                                     strict=True)]
+        if len(parts) == 1:
+            dx, dvec, df = parts[0]
+            return dx, dvec, (None if df is None else [df])
+        dx = torch.cat([part[0] for part in parts])
+        dvec = torch.cat([part[1] for part in parts])
+        df = [part[2] for part in parts] if self.update_edges else None
+        return dx, dvec, df
 
-        v_neighbors = gather(v, neighbors)
+    def _update_gathering(self, nodes: NodeTerms, q: torch.Tensor, v: torch.Tensor,
+                          f: torch.Tensor, run: EdgeRun) -> tuple[torch.Tensor, ...]:
+        """:meth:`_update` reading the neighbours' rows of ``nodes`` itself."""
+        return self._update(q, v, gather_terms(nodes, run.neighbors), f, run)
+
+    def _update(
+        self, q: torch.Tensor, v: torch.Tensor, nb: NodeTerms, f: torch.Tensor, run: EdgeRun
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(dx, dv, df)`` of a run of centre atoms from their edges.
+
+        Every edge of the run's centre atoms is in ``run`` and no other, so their messages
+        are complete and their updates, (n_centers, F) and (n_centers, 8, F), need no other
+        run. ``q`` (n_centers, H, F/H) and ``v`` (n_centers, 8, F) are the run's atoms' rows;
+        ``nb`` the neighbours' rows along each edge; ``f`` (E_run, F). ``df`` is (E_run, F),
+        or None in a layer without edge update.
+        """
+        width = self.hidden
+        centers, sh, phi = run.centers, run.sh, run.phi
+        n_centers = run.n_centers
+        dk, dv = F.silu(self.dkdv_proj(f)).reshape(
+            -1, 2, self.num_heads, width // self.num_heads).unbind(1)
+        v_neighbors = nb.v
         # Attention enhancer: per-channel invariants of the neighbour's abstract edges seen
         # along this real edge, mapped to one bias per head.
         enhance = self.enhancer(dot_components(v_neighbors, sh))
-        attention = (gather(q, centers) * gather(k, neighbors) * dk).sum(dim=-1) + enhance
+        attention = (gather(q, centers) * nb.k * dk).sum(-1)
         # No softmax: the weights are gated by SiLU and smoothly cut off.
-        attention = F.silu(attention) * phi.unsqueeze(-1)
-        message = (gather(s, neighbors) * dv * attention.unsqueeze(-1)).reshape(-1, width)
+        attention = F.silu(attention + enhance) * phi.unsqueeze(-1)
+        message = (nb.s * dv * attention.unsqueeze(-1)).reshape(-1, width)
         gates = F.silu(self.gate_proj(message)) * phi.unsqueeze(-1)
         gate1, gate2 = gates.split(width, dim=-1)
         vec_message = v_neighbors * gate1.unsqueeze(1) + gate2.unsqueeze(1) * sh.unsqueeze(-1)
+        scalar_sum = scatter_sum(message, centers, n_centers)
+        abstract_edges = scatter_sum(vec_message, centers, n_centers)
 
-        scalar_sum = scatter_sum(message, centers, n_atoms)
-        abstract_edges = scatter_sum(vec_message, centers, n_atoms)
-
+        u1, u2, u3 = self.vec_proj(v).split(width, dim=-1)
         o1, o2, o3 = self.o_proj(scalar_sum).split(width, dim=-1)
-        dx = vec_dot * o2 + o3
+        dx = (u1 * u2).sum(dim=1) * o2 + o3
         node_vectors = u3 * o1.unsqueeze(1)
         if self.group_cg is None:
             dvec = abstract_edges + node_vectors
@@ -125,21 +189,147 @@ class FreeCGLayer(nn.Module):
 
         df = None
         if self.update_edges:
-            df = F.silu(self.f_proj(f)) * self._rejected_dot(v, centers, neighbors, sh)
+            rejected = _rejected_dot(gather(self.w_center_proj(v), centers),
+                                     nb.w_neighbor, sh)
+            df = F.silu(self.f_proj(f)) * rejected
         return dx, dvec, df
 
-    def _rejected_dot(
-        self, v: torch.Tensor, centers: torch.Tensor, neighbors: torch.Tensor, sh: torch.Tensor
-    ) -> torch.Tensor:
-        """``sum_m w1 * w2`` with ``w1 = (W_c v_i)`` and ``w2 = (W_n v_j)`` each made
-        orthogonal to ``Y_ij``, shape (E, F).
 
-        Expanding the rejections gives ``a . b - (a . Y)(b . Y) / |Y|^2`` for ``a = W_c v_i``
-        and ``b = W_n v_j``, which needs no rejected copies of the (E, 8, F) tensors. The 8
-        components form an orthogonal representation (1o + 2e), so each dot product is
-        invariant and ``df`` is too.
-        """
-        a = gather(self.w_center_proj(v), centers)
-        b = gather(self.w_neighbor_proj(v), neighbors)
-        along = dot_components(a, sh) * dot_components(b, sh)
-        return (a * b).sum(dim=1) - along / (sh * sh).sum(dim=1, keepdim=True)
+def _rejected_dot(a: torch.Tensor, b: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
+    """``sum_m w1 * w2`` with ``w1 = a`` and ``w2 = b`` each made orthogonal to ``Y_ij``,
+    shape (E, F), for ``a = W_c v_i`` and ``b = W_n v_j``, both (E, 8, F).
+
+    Expanding the rejections gives ``a . b - (a . Y)(b . Y) / |Y|^2``, which needs no
+    rejected copies of the (E, 8, F) tensors. The 8 components form an orthogonal
+    representation (1o + 2e), so each dot product is invariant and ``df`` is too.
+    """
+    along = dot_components(a, sh) * dot_components(b, sh)
+    return (a * b).sum(dim=1) - along / (sh * sh).sum(dim=1, keepdim=True)
+
+
+# Up to this many edges in a pass, RunsInParallel keeps each run's graph from the forward
+# pass (memory like an unchunked pass); above it, runs are recomputed in the backward pass.
+KEEP_GRAPHS_MAX_EDGES = 65536
+
+
+class _RunGraph(NamedTuple):
+    """One run evaluated on leaves of its own graph: ``inputs`` (the run's ``q``, ``v``,
+    ``f``, ``sh``, ``phi``, then the neighbours' gathered rows) and ``outputs``."""
+
+    inputs: list[torch.Tensor]
+    outputs: list[torch.Tensor]
+
+
+def _run_graph(layer: FreeCGLayer, nodes: NodeTerms, q: torch.Tensor, v: torch.Tensor,
+               f: torch.Tensor, run: EdgeRun) -> _RunGraph:
+    with torch.enable_grad():
+        own = [t.detach().requires_grad_() for t in (q, v, f, run.sh, run.phi)]
+        nb = NodeTerms(*(None if t is None else t.detach().requires_grad_()
+                         for t in gather_terms(nodes, run.neighbors)))
+        dx, dvec, df = layer._update(own[0], own[1], nb, own[2],
+                                     run._replace(sh=own[3], phi=own[4]))
+    outputs = [dx, dvec] + ([] if df is None else [df])
+    return _RunGraph(own + [t for t in nb if t is not None], outputs)
+
+
+class RunsInParallel(torch.autograd.Function):
+    """A layer's runs shared among threads, with gradients for the inputs only.
+
+    Forward: each thread evaluates whole runs (:meth:`FreeCGLayer._update`), each on leaves
+    of a small graph of its own. Backward: each thread back-propagates its runs through
+    those graphs (kept from the forward pass up to ``KEEP_GRAPHS_MAX_EDGES`` edges,
+    recomputed above) and adds the neighbours' gradients into per-thread (N, ...) sums with
+    ``index_add_``, so a run costs what its edges cost. (Through autograd's own gathers
+    every run would make and add a gradient of every atom, a cost of runs x atoms.)
+    Parameters get no gradient, so :class:`~freecg_md.FreeCG` takes this path only when
+    none needs one (inference with ``requires_grad_(False)``, as the calculator and the MD
+    potentials hold their models); the backward is not differentiable again.
+
+    ``apply(layer, runs, pool, q, k, s, v, w_neighbor, *f_runs, *sh_runs, *phi_runs)``
+    returns ``(dx, dv, *df_runs)``; ``df_runs`` is empty in a layer without edge update.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, layer: FreeCGLayer, runs: list[EdgeRun], pool: ThreadPoolExecutor,
+                q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, v: torch.Tensor,
+                w_neighbor: torch.Tensor | None, *edge_tensors: torch.Tensor,
+                ) -> tuple[torch.Tensor, ...]:
+        n_runs = len(runs)
+        f, sh, phi = (edge_tensors[i * n_runs:(i + 1) * n_runs] for i in range(3))
+        runs = [run._replace(sh=run_sh, phi=run_phi)
+                for run, run_sh, run_phi in zip(runs, sh, phi, strict=True)]
+        nodes = NodeTerms(k, s, v, w_neighbor)
+        atoms = [run.n_centers for run in runs]
+        q_runs, v_runs = q.split(atoms), v.split(atoms)
+        # Function.forward runs without grad; whether a backward can follow is known from
+        # the inputs (needs_input_grad), so graphs are only built when one can.
+        n_edges = sum(len(run.neighbors) for run in runs)
+        keep = any(ctx.needs_input_grad[3:]) and n_edges <= KEEP_GRAPHS_MAX_EDGES
+
+        def evaluate(index: int) -> tuple[torch.Tensor, ...] | _RunGraph:
+            run = runs[index]
+            if keep:
+                return _run_graph(layer, nodes, q_runs[index], v_runs[index], f[index], run)
+            with torch.no_grad():  # grad mode is per thread: the pool's is on
+                return layer._update(q_runs[index], v_runs[index],
+                                     gather_terms(nodes, run.neighbors), f[index], run)
+
+        parts = list(pool.map(evaluate, range(n_runs)))
+        ctx.layer, ctx.runs, ctx.pool = layer, runs, pool
+        ctx.graphs = parts if keep else None
+        ctx.save_for_backward(q, k, s, v, w_neighbor, *f, *sh, *phi)
+        if keep:
+            parts = [[t.detach() for t in part.outputs] for part in parts]
+        dx = torch.cat([part[0] for part in parts])
+        dvec = torch.cat([part[1] for part in parts])
+        df = [part[2] for part in parts] if layer.update_edges else []
+        return (dx, dvec, *df)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_dx: torch.Tensor, grad_dvec: torch.Tensor,
+                 *grad_df: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        layer, runs, pool, graphs = ctx.layer, ctx.runs, ctx.pool, ctx.graphs
+        ctx.graphs = None
+        q, k, s, v, w_neighbor, *edge_tensors = ctx.saved_tensors
+        n_runs = len(runs)
+        f, _, _ = (edge_tensors[i * n_runs:(i + 1) * n_runs] for i in range(3))
+        nodes = NodeTerms(k, s, v, w_neighbor)
+        atoms = [run.n_centers for run in runs]
+        q_runs, v_runs = q.split(atoms), v.split(atoms)
+        grad_dx_runs, grad_dvec_runs = grad_dx.split(atoms), grad_dvec.split(atoms)
+        n_threads = pool._max_workers
+        groups = [range(t, n_runs, n_threads) for t in range(min(n_threads, n_runs))]
+
+        def backward_group(group: range) -> tuple[list[torch.Tensor | None], dict]:
+            sums = [None if t is None else torch.zeros_like(t) for t in nodes]
+            own = {}
+            for index in group:
+                run = runs[index]
+                graph = graphs[index] if graphs is not None else _run_graph(
+                    layer, nodes, q_runs[index], v_runs[index], f[index], run)
+                grads_in = [grad_dx_runs[index], grad_dvec_runs[index]]
+                grads_in += grad_df[index:index + 1] if layer.update_edges else []
+                grads = torch.autograd.grad(graph.outputs, graph.inputs, grads_in,
+                                            allow_unused=True)
+                grads = [torch.zeros_like(t) if g is None else g
+                         for g, t in zip(grads, graph.inputs, strict=True)]
+                own[index] = grads[:5]
+                for total, grad in zip([t for t in sums if t is not None], grads[5:],
+                                       strict=True):
+                    total.index_add_(0, run.neighbors, grad)
+                # The run's own atoms' rows of v.
+                sums[2][run.first_atom:run.first_atom + run.n_centers] += grads[1]
+            return sums, own
+
+        results = list(pool.map(backward_group, groups))
+        sums, own = results[0][0], {}
+        for other, part in results:
+            own.update(part)
+            if other is not sums:
+                for total, extra in zip(sums, other, strict=True):
+                    if total is not None:
+                        total += extra
+        grad_q = torch.cat([own[i][0] for i in range(n_runs)])
+        edge_grads = [own[i][j] for j in (2, 3, 4) for i in range(n_runs)]
+        return (None, None, None, grad_q, *sums, *edge_grads)

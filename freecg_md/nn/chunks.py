@@ -1,0 +1,139 @@
+"""Edges in chunks: runs of whole centre atoms, evaluated one at a time.
+
+Every message of FreeCG lives on an edge and is summed on its centre atom, and the widest
+tensors are per edge, (E, 8, F). With edges sorted by centre, a run of consecutive centre
+atoms owns a contiguous slice of edges, and its sums need nothing from other runs. So a
+layer can process one run at a time and concatenate the per-atom results: peak memory then
+follows the chunk, not the system, and the chunk's tensors stay in the CPU caches. In a pass
+that needs gradients each chunk is checkpointed: its intermediates are recomputed in the
+backward pass instead of kept.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple, TypeVar
+
+import numpy as np
+import torch
+from torch.utils.checkpoint import checkpoint
+
+Result = TypeVar("Result")
+
+
+class EdgeChunk(NamedTuple):
+    """Centre atoms ``atoms`` and their edges ``edges`` (both slices)."""
+
+    atoms: slice
+    edges: slice
+
+
+class EdgeRun(NamedTuple):
+    """The edges of centre atoms ``first_atom .. first_atom + n_centers - 1``.
+
+    ``centers`` (E_run,) count from ``first_atom``; ``neighbors`` (E_run,) are atom indices
+    of the whole system; ``distances`` (E_run,) Å, ``sh`` (E_run, 8), ``phi`` (E_run,).
+    """
+
+    first_atom: int
+    n_centers: int
+    centers: torch.Tensor
+    neighbors: torch.Tensor
+    distances: torch.Tensor
+    sh: torch.Tensor
+    phi: torch.Tensor
+
+
+def split_runs(chunks: list[EdgeChunk], centers: torch.Tensor, neighbors: torch.Tensor,
+               distances: torch.Tensor, sh: torch.Tensor, phi: torch.Tensor) -> list[EdgeRun]:
+    """The edge tensors cut into the runs of ``chunks``.
+
+    One ``torch.split`` per tensor, not a slice per run: the backward pass of a slice makes
+    a zero gradient of the whole tensor for every run, which costs runs x edges.
+    """
+    sizes = [chunk.edges.stop - chunk.edges.start for chunk in chunks]
+    parts = [torch.split(tensor, sizes) for tensor in (centers, neighbors, distances, sh, phi)]
+    return [
+        EdgeRun(chunk.atoms.start, chunk.atoms.stop - chunk.atoms.start,
+                run_centers - chunk.atoms.start, *rest)
+        for chunk, run_centers, *rest in zip(chunks, *parts, strict=True)
+    ]
+
+
+def is_sorted(centers: torch.Tensor) -> bool:
+    """Whether ``centers`` (E,) never decreases."""
+    return bool((centers[1:] >= centers[:-1]).all()) if centers.numel() > 1 else True
+
+
+def edge_chunks(centers: torch.Tensor, n_atoms: int, max_edges: int) -> list[EdgeChunk]:
+    """Split edges sorted by centre into runs of whole atoms of at most ``max_edges`` edges.
+
+    Parameters
+    ----------
+    centers:
+        (E,) centre atom of each edge, sorted (non-decreasing).
+    n_atoms:
+        N; the chunks cover atoms 0 to N - 1, including atoms without edges.
+    max_edges:
+        Most edges in a chunk. An atom with more edges than that gets a chunk of its own:
+        no edge is ever dropped.
+
+    Returns
+    -------
+    list of EdgeChunk
+        In order; their atom slices tile ``range(N)`` and their edge slices ``range(E)``.
+    """
+    if max_edges < 1:
+        raise ValueError(f"max_edges={max_edges!r}: expected a positive number of edges")
+    counts = torch.bincount(centers, minlength=n_atoms).cpu().numpy()
+    # ends[a] is one past the last edge of atom a.
+    ends = np.cumsum(counts)
+    # Runs of even size (5,500 edges in 2 runs of ~2,750, not 4,096 + 1,404), since runs
+    # may go to threads side by side.
+    n_edges = int(ends[-1]) if n_atoms else 0
+    target = -(-n_edges // max(1, -(-n_edges // max_edges)))
+    chunks = []
+    atom, edge = 0, 0
+    while atom < n_atoms:
+        stop = int(np.searchsorted(ends, edge + target, side="right"))
+        stop = min(max(stop, atom + 1), n_atoms)
+        edge_stop = int(ends[stop - 1])
+        chunks.append(EdgeChunk(slice(atom, stop), slice(edge, edge_stop)))
+        atom, edge = stop, edge_stop
+    return chunks
+
+
+def run_chunk(function: Callable[..., Result], *args: object, alone: bool = False) -> Result:
+    """``function(*args)``, checkpointed when autograd records it, unless ``alone`` (the
+    only chunk: nothing to gain from recomputing it).
+
+    The non-reentrant checkpoint keeps only the inputs and recomputes the rest when the
+    backward pass reaches the chunk; it supports ``torch.autograd.grad`` and
+    ``create_graph=True``, so forces and force training go through it unchanged.
+    """
+    if alone or not torch.is_grad_enabled():
+        return function(*args)
+    return checkpoint(function, *args, use_reentrant=False)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def run_pool(threads: int) -> ThreadPoolExecutor | None:
+    """A shared pool of ``threads`` threads of one intra-op thread each, or None for 1.
+
+    Runs of edges are independent and each is too small to keep two intra-op threads busy
+    (element-wise work on it is bound by memory bandwidth), so on a CPU whole runs go to
+    threads instead. ``torch.set_num_threads`` in a thread sets that thread's team only.
+    """
+    if threads <= 1:
+        return None
+    with _POOLS_LOCK:
+        if threads not in _POOLS:
+            _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="freecg-runs",
+                                                 initializer=torch.set_num_threads,
+                                                 initargs=(1,))
+        return _POOLS[threads]

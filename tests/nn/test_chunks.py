@@ -1,0 +1,131 @@
+"""Edge chunking: the plan tiles the edges, and chunked evaluation equals the whole pass."""
+
+import numpy as np
+import pytest
+import torch
+
+from freecg_md.nn import layer as layer_module
+from freecg_md.nn import model as model_module
+from freecg_md.nn.chunks import edge_chunks, is_sorted
+from tests.conftest import full_edges, random_molecule, small_model
+
+
+def test_chunks_tile_atoms_and_edges_and_respect_the_limit():
+    # Atom 1 has no edges, atom 3 has more edges than the limit.
+    counts = [3, 0, 2, 9, 1, 1, 4]
+    centers = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    chunks = edge_chunks(centers, n_atoms=len(counts) + 1, max_edges=4)  # atom 7: no edges
+    assert chunks[0].atoms.start == 0 and chunks[-1].atoms.stop == len(counts) + 1
+    assert chunks[0].edges.start == 0 and chunks[-1].edges.stop == len(centers)
+    for before, after in zip(chunks, chunks[1:], strict=False):
+        assert before.atoms.stop == after.atoms.start
+        assert before.edges.stop == after.edges.start
+    for chunk in chunks:
+        own = centers[chunk.edges]
+        # Every edge of the chunk's atoms is in the chunk, and nothing else.
+        assert ((own >= chunk.atoms.start) & (own < chunk.atoms.stop)).all()
+        size = chunk.edges.stop - chunk.edges.start
+        assert size <= 4 or chunk.atoms.stop - chunk.atoms.start == 1
+    assert [c.edges.stop - c.edges.start for c in chunks if c.atoms == slice(3, 4)] == [9]
+
+
+def test_chunk_limit_must_be_positive():
+    with pytest.raises(ValueError, match="max_edges=0"):
+        edge_chunks(torch.zeros(3, dtype=torch.long), 1, 0)
+
+
+def test_is_sorted():
+    assert is_sorted(torch.tensor([0, 0, 1, 3]))
+    assert not is_sorted(torch.tensor([0, 2, 1]))
+    assert is_sorted(torch.tensor([], dtype=torch.long))
+
+
+def _energy_forces(model, atoms, edges, positions=None):
+    dtype = next(model.parameters()).dtype
+    pos = torch.as_tensor(atoms.positions if positions is None else positions, dtype=dtype)
+    out = model.energy_and_forces(torch.as_tensor(atoms.numbers), pos, edges)
+    return out["energy"].detach().double(), out["forces"].detach().double()
+
+
+@pytest.mark.parametrize("whole_embedding", [True, False])
+@pytest.mark.parametrize("chunk", [7, 20, 50])
+def test_chunked_pass_equals_whole_pass_in_float64(chunk, whole_embedding, monkeypatch):
+    if not whole_embedding:
+        monkeypatch.setattr(model_module, "WHOLE_EMBEDDING_MAX_EDGES", 0)
+    model = small_model(torch.float64)
+    atoms = random_molecule(16, seed=11)
+    edges = full_edges(len(atoms))  # 240 edges, all within the cutoff or not
+    model.edge_chunk_size = None
+    energy, forces = _energy_forces(model, atoms, edges)
+    model.edge_chunk_size = chunk
+    energy2, forces2 = _energy_forces(model, atoms, edges)
+    torch.testing.assert_close(energy2, energy, rtol=0, atol=1e-10)
+    torch.testing.assert_close(forces2, forces, rtol=0, atol=1e-10)
+    # Edges in any order: the model sorts them by centre before chunking.
+    shuffled = edges[:, torch.randperm(edges.shape[1], generator=torch.Generator().manual_seed(0))]
+    energy3, forces3 = _energy_forces(model, atoms, shuffled)
+    torch.testing.assert_close(energy3, energy, rtol=0, atol=1e-10)
+    torch.testing.assert_close(forces3, forces, rtol=0, atol=1e-10)
+
+
+def test_chunked_pass_trains_like_the_whole_pass(monkeypatch):
+    """The checkpointed chunks support create_graph=True: a force loss has the same
+    parameter gradients."""
+    monkeypatch.setattr(model_module, "WHOLE_EMBEDDING_MAX_EDGES", 0)
+    atoms = random_molecule(12, seed=12)
+    edges = full_edges(len(atoms))
+    gradients = []
+    for chunk in (None, 30):
+        model = small_model(torch.float64)
+        model.edge_chunk_size = chunk
+        pos = torch.as_tensor(atoms.positions).requires_grad_(True)
+        out = model.energy_and_forces(torch.as_tensor(atoms.numbers), pos, edges,
+                                      create_graph=True)
+        ((out["forces"] ** 2).sum() + out["energy"].sum()).backward()
+        gradients.append(torch.cat([p.grad.flatten() for p in model.parameters()
+                                    if p.grad is not None]))
+    assert gradients[0].abs().max() > 1e-6
+    torch.testing.assert_close(gradients[1], gradients[0], rtol=1e-9, atol=1e-12)
+
+
+def test_chunked_pass_in_a_batch_without_grad_and_with_lonely_atoms():
+    """Energies without autograd (no checkpoint) match, and an atom beyond the cutoff of
+    everyone (no edges) still gets its chunk."""
+    model = small_model(torch.float64)
+    atoms = random_molecule(12, seed=13)
+    positions = atoms.positions.copy()
+    positions[0] += 100.0  # isolated
+    edges = full_edges(len(atoms))
+    z = torch.as_tensor(atoms.numbers)
+    pos = torch.as_tensor(positions)
+    model.edge_chunk_size = None
+    with torch.no_grad():
+        whole = model(z, pos, edges)
+        model.edge_chunk_size = 5
+        chunked = model(z, pos, edges)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-10)
+    assert np.isfinite(chunked.numpy()).all()
+
+
+@pytest.mark.parametrize("keep_graphs", [True, False], ids=["graphs-kept", "recomputed"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_runs_shared_among_threads_equal_the_whole_pass(threads, keep_graphs, monkeypatch):
+    """Inference (no parameter needs a gradient): the runs go to a thread pool, forward and
+    backward, with the neighbours' gradients summed per thread; forces are unchanged."""
+    if not keep_graphs:
+        monkeypatch.setattr(layer_module, "KEEP_GRAPHS_MAX_EDGES", 0)
+    model = small_model(torch.float64).requires_grad_(False)
+    atoms = random_molecule(16, seed=14)
+    edges = full_edges(len(atoms))
+    model.edge_chunk_size = None
+    energy, forces = _energy_forces(model, atoms, edges)
+    model.edge_chunk_size = 9
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        energy2, forces2 = _energy_forces(model, atoms, edges)
+    finally:
+        torch.set_num_threads(previous)
+    torch.testing.assert_close(energy2, energy, rtol=0, atol=1e-10)
+    torch.testing.assert_close(forces2, forces, rtol=0, atol=1e-10)
+    assert forces.abs().max() > 1e-3
