@@ -120,9 +120,11 @@ class FreeCGPotential:
         At most this many replicas per forward pass; None puts all in one pass, ``"auto"``
         (the default) does that on a GPU and one replica per pass on a CPU. One pass is
         what a GPU wants. On a CPU the work of a pass grows with the edges whatever the
-        batch, so batching saves only per-call overhead, while a batch's (E, 8, F) edge
-        tensors outgrow the caches (~20 MB per chignolin at F = 128): 8 chignolins in one
-        pass measured 2.9x slower than one at a time (``benchmarks/bench_replicas.py``).
+        batch, so batching saves only per-call overhead; the model cuts a batch's edges into
+        runs that stay in the caches and shares them among threads (see
+        :class:`~freecg_md.FreeCG`), which made 8 chignolins in one pass as fast as one
+        replica per pass with 2 workers, within the machine's noise, on 2 cores
+        (``benchmarks/bench_replicas.py``; before runs, one pass was 3.5x slower).
     workers:
         CPU only: how many passes run at once, each in its own thread with
         ``torch.get_num_threads() // workers`` intra-op threads. ``"auto"`` (the default)

@@ -12,7 +12,7 @@ backward pass instead of kept.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, TypeVar
 
@@ -118,19 +118,30 @@ def run_chunk(function: Callable[..., Result], *args: object, alone: bool = Fals
     return checkpoint(function, *args, use_reentrant=False)
 
 
+class SerialPool:
+    """The runs one after another in the calling thread (the interface of a pool)."""
+
+    _max_workers = 1
+
+    def map(self, function: Callable[..., Result], items: Iterable) -> Iterator[Result]:
+        return map(function, items)
+
+
+RunPool = ThreadPoolExecutor | SerialPool
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
 
-def run_pool(threads: int) -> ThreadPoolExecutor | None:
-    """A shared pool of ``threads`` threads of one intra-op thread each, or None for 1.
+def run_pool(threads: int) -> RunPool:
+    """A shared pool of ``threads`` threads of one intra-op thread each (a
+    :class:`SerialPool` for one).
 
     Runs of edges are independent and each is too small to keep two intra-op threads busy
     (element-wise work on it is bound by memory bandwidth), so on a CPU whole runs go to
     threads instead. ``torch.set_num_threads`` in a thread sets that thread's team only.
     """
     if threads <= 1:
-        return None
+        return SerialPool()
     with _POOLS_LOCK:
         if threads not in _POOLS:
             _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="freecg-runs",

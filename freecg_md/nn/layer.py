@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import torch
@@ -10,7 +9,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-from .chunks import EdgeRun, run_chunk
+from .chunks import EdgeRun, RunPool, run_chunk
 from .group_cg import GroupCGTensorProduct, shuffle_abstract_edges
 from .ops import dot_components, gather, scatter_sum
 
@@ -104,7 +103,7 @@ class FreeCGLayer(nn.Module):
         v: torch.Tensor,
         f: list[torch.Tensor],
         runs: list[EdgeRun],
-        pool: ThreadPoolExecutor | None = None,
+        pool: RunPool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
         """Return the residual updates ``(dx, dv, df)``; ``df`` is None in the last layer.
 
@@ -115,7 +114,8 @@ class FreeCGLayer(nn.Module):
         backward pass instead of stored, so no (E, 8, F) tensor, nor the group transform's
         channel pairs, is ever made whole; the result is the same. With a ``pool`` (only
         when no parameter needs a gradient, see :class:`RunsInParallel`) the runs are
-        shared among its threads, forward and backward.
+        shared among its threads, forward and backward, without recomputation up to
+        ``KEEP_GRAPHS_MAX_EDGES`` edges.
         """
         n_atoms, heads, width = x.shape[0], self.num_heads, self.hidden
         q, k, s = self.qks_proj(self.layernorm(x)).reshape(
@@ -250,7 +250,7 @@ class RunsInParallel(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, layer: FreeCGLayer, runs: list[EdgeRun], pool: ThreadPoolExecutor,
+    def forward(ctx: Any, layer: FreeCGLayer, runs: list[EdgeRun], pool: RunPool,
                 q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, v: torch.Tensor,
                 w_neighbor: torch.Tensor | None, *edge_tensors: torch.Tensor,
                 ) -> tuple[torch.Tensor, ...]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +14,7 @@ from torch import nn
 from .chunks import (
     EdgeChunk,
     EdgeRun,
+    RunPool,
     edge_chunks,
     is_sorted,
     run_chunk,
@@ -31,8 +31,10 @@ DEFAULT_SPECIES = (1, 6, 7, 8, 16)
 _FLOAT64_BUFFERS = ("atomic_energies", "energy_scale", "energy_shift")
 # Edges per run above which the edges are evaluated in runs (see FreeCG.edge_chunk_size),
 # and the most runs a pass is cut into.
-DEFAULT_EDGE_CHUNK = 2048
+DEFAULT_EDGE_CHUNK = 1024
 MAX_EDGE_RUNS = 64
+# On a GPU, passes with fewer edges than this are not cut into runs.
+GPU_RUNS_ABOVE_EDGES = 1_000_000
 # Up to this many edges the embedding is computed whole even when the layers run in runs.
 WHOLE_EMBEDDING_MAX_EDGES = 65536
 
@@ -131,16 +133,18 @@ class FreeCG(nn.Module):
     changes torch's global default dtype.
 
     Large inputs are evaluated in runs. With more than ``4 * edge_chunk_size`` edges
-    within the cutoff (``edge_chunk_size`` is an attribute, default 2048 edges; None turns
-    runs off; not saved with the model), each layer's edge work runs over runs of whole
-    centre atoms of about ``edge_chunk_size`` edges (:mod:`freecg_md.nn.chunks`), so no
-    (E, 8, F) tensor is made whole and each run's tensors stay in the CPU caches. Energies
-    and forces are the same to rounding. When no parameter needs a gradient (the
-    calculator and the MD potentials hold frozen copies), the runs are shared among
-    ``torch.get_num_threads()`` threads and their neighbour gradients summed per thread
-    (:class:`~freecg_md.nn.layer.RunsInParallel`); otherwise (training) each run is
-    checkpointed, at most 64 runs per pass. See benchmarks/README.md for the measured
-    effect: 8 chignolins in one pass, and periodic water up to 52,728 atoms.
+    within the cutoff (on a GPU, more than 1,000,000; ``edge_chunk_size`` is an attribute,
+    default 1024 edges; None turns runs off; not saved with the model), each layer's edge
+    work runs over runs of whole centre atoms of about ``edge_chunk_size`` edges
+    (:mod:`freecg_md.nn.chunks`), so no (E, 8, F) tensor is made whole and each run's
+    tensors stay in the CPU caches. Energies and forces are the same to rounding. When no
+    parameter needs a gradient (the calculator and the MD potentials hold frozen copies),
+    the runs are shared among ``torch.get_num_threads()`` threads (on a CPU) and their
+    neighbour gradients summed per thread (:class:`~freecg_md.nn.layer.RunsInParallel`),
+    their graphs kept from the forward pass up to 65,536 edges; otherwise
+    (training) each run is checkpointed, at most 64 runs per pass. See
+    benchmarks/README.md for the measured effect: 8 chignolins in one pass, and periodic
+    water up to 52,728 atoms.
     """
 
     def __init__(self, config: FreeCGConfig | None = None, **overrides: Any) -> None:
@@ -240,12 +244,15 @@ class FreeCG(nn.Module):
 
         chunks = None
         n_edges = centers.shape[0]
-        # Threads share the runs only where no parameter needs a gradient (see
-        # RunsInParallel); on a GPU the runs go one after another.
-        parallel = positions.device.type == "cpu" and not any(
-            parameter.requires_grad for parameter in self.parameters())
-        # Below four runs' worth a single pass is as fast (one chignolin: 5,500 edges).
-        if self.edge_chunk_size is not None and n_edges > 4 * self.edge_chunk_size:
+        # Where no parameter needs a gradient the runs go through RunsInParallel (threads
+        # on a CPU; one after another on a GPU); otherwise they are checkpointed.
+        parallel = not any(parameter.requires_grad for parameter in self.parameters())
+        # Runs pay off from about four runs' worth of edges (one chignolin, 5,500 edges,
+        # makes 5). A GPU wants whole passes: there runs only relieve memory.
+        runs_above = 4 * (self.edge_chunk_size or 0)
+        if positions.device.type != "cpu":
+            runs_above = max(runs_above, GPU_RUNS_ABOVE_EDGES)
+        if self.edge_chunk_size is not None and n_edges > runs_above:
             max_edges = self.edge_chunk_size
             if not parallel:
                 # Each run's backward pass through autograd writes a gradient of every
@@ -265,7 +272,8 @@ class FreeCG(nn.Module):
             out = network(species, centers, neighbors, distances, sh)
         else:
             # The chunk loop depends on the data, which torch.compile would recompile for.
-            pool = run_pool(torch.get_num_threads()) if parallel else None
+            threads = torch.get_num_threads() if positions.device.type == "cpu" else 1
+            pool = run_pool(threads) if parallel else None
             out = self._network(species, centers, neighbors, distances, sh, chunks, pool)
         return (
             self.atomic_energies[species]
@@ -276,7 +284,7 @@ class FreeCG(nn.Module):
     def _network(self, species: torch.Tensor, centers: torch.Tensor, neighbors: torch.Tensor,
                  distances: torch.Tensor, sh: torch.Tensor,
                  chunks: list[EdgeChunk] | None = None,
-                 pool: ThreadPoolExecutor | None = None) -> torch.Tensor:
+                 pool: RunPool | None = None) -> torch.Tensor:
         """The network from edges to standardised atom energies (N,), model dtype.
 
         ``species`` (N,) indices into ``species``; ``centers``, ``neighbors`` (E,) edges
