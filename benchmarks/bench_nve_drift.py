@@ -62,7 +62,7 @@ def drift_figures(time_ps: np.ndarray, energy_eV: np.ndarray, n_atoms: int) -> s
 def summarise_csv(paths: list[str]) -> None:
     """Print the drift figures of series written with ``--csv`` (finished or cut short)."""
     n_atoms = len(load_chignolin().atoms)
-    series: dict[str, list[tuple[float, float, float]]] = {}
+    series: dict[str, list[tuple[float, float, float, float]]] = {}
     for path in paths:
         with open(path, newline="") as handle:
             for row in csv.DictReader(handle):

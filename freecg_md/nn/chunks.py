@@ -1,12 +1,14 @@
-"""Edges in chunks: runs of whole centre atoms, evaluated one at a time.
+"""Edges in runs of whole centre atoms, evaluated one run at a time.
 
 Every message of FreeCG lives on an edge and is summed on its centre atom, and the widest
 tensors are per edge, (E, 8, F). With edges sorted by centre, a run of consecutive centre
 atoms owns a contiguous slice of edges, and its sums need nothing from other runs. So a
-layer can process one run at a time and concatenate the per-atom results: peak memory then
-follows the chunk, not the system, and the chunk's tensors stay in the CPU caches. In a pass
-that needs gradients each chunk is checkpointed: its intermediates are recomputed in the
-backward pass instead of kept.
+layer can process one run at a time and concatenate the per-atom results: no (E, 8, F)
+tensor is made whole, and a run's tensors stay in the CPU caches. Where autograd records a
+run (training), the run is checkpointed (:func:`run_chunk`); for frozen models the layer
+shares the runs among threads (:class:`~freecg_md.nn.layer.RunsInParallel`, with a pool
+from :func:`run_pool`). Up to ``RECOMPUTE_ABOVE_EDGES`` edges nothing is recomputed in the
+backward pass: the embedding is computed whole and the threads keep their runs' graphs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 Result = TypeVar("Result")
+# Passes with more edges than this recompute their runs in the backward pass instead of
+# keeping them (memory like an unchunked pass below it).
+RECOMPUTE_ABOVE_EDGES = 65536
 
 
 class EdgeChunk(NamedTuple):

@@ -9,6 +9,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
+from . import chunks
 from .chunks import EdgeRun, RunPool, run_chunk
 from .group_cg import GroupCGTensorProduct, shuffle_abstract_edges
 from .ops import dot_components, gather, scatter_sum
@@ -115,7 +116,7 @@ class FreeCGLayer(nn.Module):
         channel pairs, is ever made whole; the result is the same. With a ``pool`` (only
         when no parameter needs a gradient, see :class:`RunsInParallel`) the runs are
         shared among its threads, forward and backward, without recomputation up to
-        ``KEEP_GRAPHS_MAX_EDGES`` edges.
+        ``RECOMPUTE_ABOVE_EDGES`` edges (:mod:`freecg_md.nn.chunks`).
         """
         n_atoms, heads, width = x.shape[0], self.num_heads, self.hidden
         q, k, s = self.qks_proj(self.layernorm(x)).reshape(
@@ -207,11 +208,6 @@ def _rejected_dot(a: torch.Tensor, b: torch.Tensor, sh: torch.Tensor) -> torch.T
     return (a * b).sum(dim=1) - along / (sh * sh).sum(dim=1, keepdim=True)
 
 
-# Up to this many edges in a pass, RunsInParallel keeps each run's graph from the forward
-# pass (memory like an unchunked pass); above it, runs are recomputed in the backward pass.
-KEEP_GRAPHS_MAX_EDGES = 65536
-
-
 class _RunGraph(NamedTuple):
     """One run evaluated on leaves of its own graph: ``inputs`` (the run's ``q``, ``v``,
     ``f``, ``sh``, ``phi``, then the neighbours' gathered rows) and ``outputs``."""
@@ -237,7 +233,7 @@ class RunsInParallel(torch.autograd.Function):
 
     Forward: each thread evaluates whole runs (:meth:`FreeCGLayer._update`), each on leaves
     of a small graph of its own. Backward: each thread back-propagates its runs through
-    those graphs (kept from the forward pass up to ``KEEP_GRAPHS_MAX_EDGES`` edges,
+    those graphs (kept from the forward pass up to ``chunks.RECOMPUTE_ABOVE_EDGES`` edges,
     recomputed above) and adds the neighbours' gradients into per-thread (N, ...) sums with
     ``index_add_``, so a run costs what its edges cost. (Through autograd's own gathers
     every run would make and add a gradient of every atom, a cost of runs x atoms.)
@@ -264,7 +260,7 @@ class RunsInParallel(torch.autograd.Function):
         # Function.forward runs without grad; whether a backward can follow is known from
         # the inputs (needs_input_grad), so graphs are only built when one can.
         n_edges = sum(len(run.neighbors) for run in runs)
-        keep = any(ctx.needs_input_grad[3:]) and n_edges <= KEEP_GRAPHS_MAX_EDGES
+        keep = any(ctx.needs_input_grad[3:]) and n_edges <= chunks.RECOMPUTE_ABOVE_EDGES
 
         def evaluate(index: int) -> tuple[torch.Tensor, ...] | _RunGraph:
             run = runs[index]

@@ -11,6 +11,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from . import chunks as chunks_module
 from .chunks import (
     EdgeChunk,
     EdgeRun,
@@ -35,8 +36,6 @@ DEFAULT_EDGE_CHUNK = 1024
 MAX_EDGE_RUNS = 64
 # On a GPU, passes with fewer edges than this are not cut into runs.
 GPU_RUNS_ABOVE_EDGES = 1_000_000
-# Up to this many edges the embedding is computed whole even when the layers run in runs.
-WHOLE_EMBEDDING_MAX_EDGES = 65536
 
 
 @dataclass(frozen=True)
@@ -141,10 +140,9 @@ class FreeCG(nn.Module):
     parameter needs a gradient (the calculator and the MD potentials hold frozen copies),
     the runs are shared among ``torch.get_num_threads()`` threads (on a CPU) and their
     neighbour gradients summed per thread (:class:`~freecg_md.nn.layer.RunsInParallel`),
-    their graphs kept from the forward pass up to 65,536 edges; otherwise
-    (training) each run is checkpointed, at most 64 runs per pass. See
-    benchmarks/README.md for the measured effect: 8 chignolins in one pass, and periodic
-    water up to 52,728 atoms.
+    their graphs kept from the forward pass up to 65,536 edges; otherwise (training) each
+    run is checkpointed, at most 64 runs per pass. See benchmarks/README.md for the
+    measured effect: 8 chignolins in one pass, and periodic water up to 52,728 atoms.
     """
 
     def __init__(self, config: FreeCGConfig | None = None, **overrides: Any) -> None:
@@ -291,8 +289,8 @@ class FreeCG(nn.Module):
         within the cutoff; ``distances`` (E,) Å; ``sh`` (E, 8) spherical harmonics;
         ``chunks`` runs of centre atoms to evaluate the edges in (edges sorted by centre),
         or None for all at once; ``pool`` threads to share the runs among (inference
-        only). Kept free of e3nn objects so that torch.compile can trace
-        it (:meth:`compile_network`).
+        only). Kept free of e3nn objects so that torch.compile can trace it
+        (:meth:`compile_network`).
         """
         phi = self.cutoff_fn(distances)
         n_atoms = species.shape[0]
@@ -300,7 +298,7 @@ class FreeCG(nn.Module):
             runs = [EdgeRun(0, n_atoms, centers, neighbors, distances, sh, phi)]
         else:
             runs = split_runs(chunks, centers, neighbors, distances, sh, phi)
-        if len(runs) == 1 or centers.shape[0] <= WHOLE_EMBEDDING_MAX_EDGES:
+        if len(runs) == 1 or centers.shape[0] <= chunks_module.RECOMPUTE_ABOVE_EDGES:
             # The embedding's (E, F) tensors are small next to a layer's (E, 8, F) ones: at
             # this size they are computed whole, without a recomputation.
             rbf = self.rbf(distances)

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from freecg_md.nn import layer as layer_module
-from freecg_md.nn import model as model_module
+from freecg_md.nn import chunks as chunks_module
 from freecg_md.nn.chunks import edge_chunks, is_sorted
 from tests.conftest import full_edges, random_molecule, small_model
 
@@ -51,7 +50,7 @@ def _energy_forces(model, atoms, edges, positions=None):
 @pytest.mark.parametrize("chunk", [7, 20, 50])
 def test_chunked_pass_equals_whole_pass_in_float64(chunk, whole_embedding, monkeypatch):
     if not whole_embedding:
-        monkeypatch.setattr(model_module, "WHOLE_EMBEDDING_MAX_EDGES", 0)
+        monkeypatch.setattr(chunks_module, "RECOMPUTE_ABOVE_EDGES", 0)
     model = small_model(torch.float64)
     atoms = random_molecule(16, seed=11)
     edges = full_edges(len(atoms))  # 240 edges, all within the cutoff or not
@@ -71,7 +70,7 @@ def test_chunked_pass_equals_whole_pass_in_float64(chunk, whole_embedding, monke
 def test_chunked_pass_trains_like_the_whole_pass(monkeypatch):
     """The checkpointed chunks support create_graph=True: a force loss has the same
     parameter gradients."""
-    monkeypatch.setattr(model_module, "WHOLE_EMBEDDING_MAX_EDGES", 0)
+    monkeypatch.setattr(chunks_module, "RECOMPUTE_ABOVE_EDGES", 0)
     atoms = random_molecule(12, seed=12)
     edges = full_edges(len(atoms))
     gradients = []
@@ -113,7 +112,7 @@ def test_runs_shared_among_threads_equal_the_whole_pass(threads, keep_graphs, mo
     """Inference (no parameter needs a gradient): the runs go to a thread pool, forward and
     backward, with the neighbours' gradients summed per thread; forces are unchanged."""
     if not keep_graphs:
-        monkeypatch.setattr(layer_module, "KEEP_GRAPHS_MAX_EDGES", 0)
+        monkeypatch.setattr(chunks_module, "RECOMPUTE_ABOVE_EDGES", 0)
     model = small_model(torch.float64).requires_grad_(False)
     atoms = random_molecule(16, seed=14)
     edges = full_edges(len(atoms))
