@@ -1,12 +1,15 @@
 """torch.compile of the FreeCG network: speed-up and agreement on chignolin (166 atoms).
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_compile.py --threads 1
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_compile.py --threads 2
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_compile.py --model models/chignolin.pt
 
-Times energy + forces of ``FreeCG()`` (random weights, seeded) on the protonated chignolin,
-eager against :meth:`FreeCG.compile_network` (inductor, dynamic shapes), interleaved, after
-the compiled model has been called once (the compile time is printed separately), and
-prints the largest energy and force differences between the two over a few perturbed
-geometries, in the model's dtype.
+Times energy + forces of ``FreeCG()`` (random weights, seeded) or of a model file on the
+protonated chignolin, eager against :meth:`FreeCG.compile_network` (inductor, dynamic
+shapes), interleaved, after the compiled model has been called once (the compile time is
+printed separately), and prints the largest energy and force differences between the two
+over a few perturbed geometries, in the model's dtype. Both models are frozen, as the
+calculator and the MD engines hold them, so a chignolin's edges go in runs shared by the
+threads and the compiled code is each layer's run update (see ``compile_network``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads libgom
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from freecg_md import FreeCG, build_neighbor_list  # noqa: E402
+from freecg_md import FreeCG, build_neighbor_list, load_model  # noqa: E402
 from freecg_md.data.molecules import load_chignolin  # noqa: E402
 
 
@@ -32,11 +35,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", help="model file (default: FreeCG() with random weights)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(args.seed)
-    eager = FreeCG().to(dtype).eval()
+    eager = load_model(args.model) if args.model else FreeCG()
+    eager = eager.to(dtype).eval().requires_grad_(False)
     compiled = copy.deepcopy(eager).compile_network()
     atoms = load_chignolin().atoms
     rng = np.random.default_rng(args.seed)
@@ -66,7 +71,8 @@ def main() -> None:
                                       - results["compiled"]["forces"]).abs().max()))
     eager_ms = statistics.median(samples["eager"]) * 1e3
     compiled_ms = statistics.median(samples["compiled"]) * 1e3
-    print(f"FreeCG() {args.dtype} on chignolin ({len(atoms)} atoms), torch {torch.__version__}, "
+    name = args.model or "FreeCG()"
+    print(f"{name} {args.dtype} on chignolin ({len(atoms)} atoms), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {args.repeats} interleaved repeats")
     print(f"compile (first call): {compile_s:.0f} s")
     print(f"energy + forces: eager {eager_ms:.1f} ms, compiled {compiled_ms:.1f} ms, "

@@ -7,8 +7,9 @@ layer can process one run at a time and concatenate the per-atom results: no (E,
 tensor is made whole, and a run's tensors stay in the CPU caches. Where autograd records a
 run (training), the run is checkpointed (:func:`run_chunk`); for frozen models the layer
 shares the runs among threads (:class:`~freecg_md.nn.layer.RunsInParallel`, with a pool
-from :func:`run_pool`). Up to ``RECOMPUTE_ABOVE_EDGES`` edges nothing is recomputed in the
-backward pass: the embedding is computed whole and the threads keep their runs' graphs.
+from :func:`run_pool`). Up to a size (:func:`keeps_graphs`: edges x channels x layers)
+nothing is recomputed in the backward pass: the embedding is computed whole and the
+threads keep their runs' graphs.
 """
 
 from __future__ import annotations
@@ -23,9 +24,17 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 Result = TypeVar("Result")
-# Passes with more edges than this recompute their runs in the backward pass instead of
-# keeping them (memory like an unchunked pass below it).
-RECOMPUTE_ABOVE_EDGES = 65536
+# A pass keeps its runs' graphs for the backward pass (and computes its embedding whole)
+# while edges x channels x layers stays at or below this, and recomputes them above: the
+# kept tensors grow with all three. 65,536 edges of FreeCG() (F = 128, 4 layers); its
+# 1,029-atom water box (55,592 edges) peaked at 6.4 GiB with its graphs kept.
+KEEP_GRAPHS_MAX_EDGE_CHANNELS = 65536 * 128 * 4
+
+
+def keeps_graphs(n_edges: int, hidden: int, num_layers: int) -> bool:
+    """Whether a pass of ``n_edges`` edges through ``num_layers`` layers of ``hidden``
+    channels keeps its runs' graphs (see ``KEEP_GRAPHS_MAX_EDGE_CHANNELS``)."""
+    return n_edges * hidden * num_layers <= KEEP_GRAPHS_MAX_EDGE_CHANNELS
 
 
 class EdgeChunk(NamedTuple):

@@ -9,7 +9,6 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-from . import chunks
 from .chunks import EdgeRun, RunPool, run_chunk
 from .group_cg import GroupCGTensorProduct, shuffle_abstract_edges
 from .ops import dot_components, gather, scatter_sum
@@ -89,7 +88,22 @@ class FreeCGLayer(nn.Module):
             self.f_proj = nn.Linear(hidden, hidden)
             self.w_center_proj = nn.Linear(hidden, hidden, bias=False)
             self.w_neighbor_proj = nn.Linear(hidden, hidden, bias=False)
+        self._compiled_update = None
         self.reset_parameters()
+
+    def compile_update(self, **options: Any) -> None:
+        """Compile a run's update (:meth:`_update`) with ``torch.compile`` (dynamic shapes)
+        for the frozen-model path, where the runs go through :class:`RunsInParallel`;
+        ``options`` go to ``torch.compile``. Training (checkpointed runs, force loss with
+        ``create_graph``) stays eager, since the compiled backward cannot be differentiated
+        again."""
+        self._compiled_update = torch.compile(self._update, dynamic=True, **options)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A compiled function cannot be copied or pickled; a copy runs eager until compiled.
+        state = dict(self.__dict__)
+        state["_compiled_update"] = None
+        return state
 
     def reset_parameters(self) -> None:
         for module in self.modules():
@@ -105,6 +119,7 @@ class FreeCGLayer(nn.Module):
         f: list[torch.Tensor],
         runs: list[EdgeRun],
         pool: RunPool | None = None,
+        keep_graphs: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
         """Return the residual updates ``(dx, dv, df)``; ``df`` is None in the last layer.
 
@@ -115,8 +130,8 @@ class FreeCGLayer(nn.Module):
         backward pass instead of stored, so no (E, 8, F) tensor, nor the group transform's
         channel pairs, is ever made whole; the result is the same. With a ``pool`` (only
         when no parameter needs a gradient, see :class:`RunsInParallel`) the runs are
-        shared among its threads, forward and backward, without recomputation up to
-        ``RECOMPUTE_ABOVE_EDGES`` edges (:mod:`freecg_md.nn.chunks`).
+        shared among its threads, forward and backward, without recomputation if
+        ``keep_graphs`` (:func:`freecg_md.nn.chunks.keeps_graphs`).
         """
         n_atoms, heads, width = x.shape[0], self.num_heads, self.hidden
         q, k, s = self.qks_proj(self.layernorm(x)).reshape(
@@ -124,7 +139,7 @@ class FreeCGLayer(nn.Module):
         w_neighbor = self.w_neighbor_proj(v) if self.update_edges else None
         nodes = NodeTerms(k, s, v, w_neighbor)
         if pool is not None and len(runs) > 1:
-            outputs = RunsInParallel.apply(self, runs, pool, q, *nodes, *f,
+            outputs = RunsInParallel.apply(self, runs, pool, keep_graphs, q, *nodes, *f,
                                            *(run.sh for run in runs), *(run.phi for run in runs))
             dx, dvec, df = outputs[0], outputs[1], list(outputs[2:])
             return dx, dvec, (df if self.update_edges else None)
@@ -222,8 +237,8 @@ def _run_graph(layer: FreeCGLayer, nodes: NodeTerms, q: torch.Tensor, v: torch.T
         own = [t.detach().requires_grad_() for t in (q, v, f, run.sh, run.phi)]
         nb = NodeTerms(*(None if t is None else t.detach().requires_grad_()
                          for t in gather_terms(nodes, run.neighbors)))
-        dx, dvec, df = layer._update(own[0], own[1], nb, own[2],
-                                     run._replace(sh=own[3], phi=own[4]))
+        update = layer._compiled_update or layer._update
+        dx, dvec, df = update(own[0], own[1], nb, own[2], run._replace(sh=own[3], phi=own[4]))
     outputs = [dx, dvec] + ([] if df is None else [df])
     return _RunGraph(own + [t for t in nb if t is not None], outputs)
 
@@ -233,23 +248,24 @@ class RunsInParallel(torch.autograd.Function):
 
     Forward: each thread evaluates whole runs (:meth:`FreeCGLayer._update`), each on leaves
     of a small graph of its own. Backward: each thread back-propagates its runs through
-    those graphs (kept from the forward pass up to ``chunks.RECOMPUTE_ABOVE_EDGES`` edges,
-    recomputed above) and adds the neighbours' gradients into per-thread (N, ...) sums with
-    ``index_add_``, so a run costs what its edges cost. (Through autograd's own gathers
+    those graphs (kept from the forward pass if ``keep_graphs``, else recomputed) and adds
+    the neighbours' gradients into per-thread (N, ...) sums with ``index_add_``, so a run
+    costs what its edges cost. (Through autograd's own gathers
     every run would make and add a gradient of every atom, a cost of runs x atoms.)
     Parameters get no gradient, so :class:`~freecg_md.FreeCG` takes this path only when
     none needs one (inference with ``requires_grad_(False)``, as the calculator and the MD
     potentials hold their models); the backward is not differentiable again.
 
-    ``apply(layer, runs, pool, q, k, s, v, w_neighbor, *f_runs, *sh_runs, *phi_runs)``
-    returns ``(dx, dv, *df_runs)``; ``df_runs`` is empty in a layer without edge update.
+    ``apply(layer, runs, pool, keep_graphs, q, k, s, v, w_neighbor, *f_runs, *sh_runs,
+    *phi_runs)`` returns ``(dx, dv, *df_runs)``; ``df_runs`` is empty in a layer without
+    edge update.
     """
 
     @staticmethod
     def forward(ctx: Any, layer: FreeCGLayer, runs: list[EdgeRun], pool: RunPool,
-                q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, v: torch.Tensor,
-                w_neighbor: torch.Tensor | None, *edge_tensors: torch.Tensor,
-                ) -> tuple[torch.Tensor, ...]:
+                keep_graphs: bool, q: torch.Tensor, k: torch.Tensor, s: torch.Tensor,
+                v: torch.Tensor, w_neighbor: torch.Tensor | None,
+                *edge_tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         n_runs = len(runs)
         f, sh, phi = (edge_tensors[i * n_runs:(i + 1) * n_runs] for i in range(3))
         runs = [run._replace(sh=run_sh, phi=run_phi)
@@ -259,15 +275,14 @@ class RunsInParallel(torch.autograd.Function):
         q_runs, v_runs = q.split(atoms), v.split(atoms)
         # Function.forward runs without grad; whether a backward can follow is known from
         # the inputs (needs_input_grad), so graphs are only built when one can.
-        n_edges = sum(len(run.neighbors) for run in runs)
-        keep = any(ctx.needs_input_grad[3:]) and n_edges <= chunks.RECOMPUTE_ABOVE_EDGES
+        keep = keep_graphs and any(ctx.needs_input_grad[4:])
 
         def evaluate(index: int) -> tuple[torch.Tensor, ...] | _RunGraph:
             run = runs[index]
             if keep:
                 return _run_graph(layer, nodes, q_runs[index], v_runs[index], f[index], run)
             with torch.no_grad():  # grad mode is per thread: the pool's is on
-                return layer._update(q_runs[index], v_runs[index],
+                return (layer._compiled_update or layer._update)(q_runs[index], v_runs[index],
                                      gather_terms(nodes, run.neighbors), f[index], run)
 
         parts = list(pool.map(evaluate, range(n_runs)))
@@ -328,4 +343,4 @@ class RunsInParallel(torch.autograd.Function):
                         total += extra
         grad_q = torch.cat([own[i][0] for i in range(n_runs)])
         edge_grads = [own[i][j] for j in (2, 3, 4) for i in range(n_runs)]
-        return (None, None, None, grad_q, *sums, *edge_grads)
+        return (None, None, None, None, grad_q, *sums, *edge_grads)

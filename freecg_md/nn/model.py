@@ -140,7 +140,8 @@ class FreeCG(nn.Module):
     parameter needs a gradient (the calculator and the MD potentials hold frozen copies),
     the runs are shared among ``torch.get_num_threads()`` threads (on a CPU) and their
     neighbour gradients summed per thread (:class:`~freecg_md.nn.layer.RunsInParallel`),
-    their graphs kept from the forward pass up to 65,536 edges; otherwise (training) each
+    their graphs kept from the forward pass up to 65,536 edges x 128 channels x 4 layers
+    (:func:`~freecg_md.nn.chunks.keeps_graphs`); otherwise (training) each
     run is checkpointed, at most 64 runs per pass. See benchmarks/README.md for the
     measured effect: 8 chignolins in one pass, and periodic water up to 52,728 atoms.
     """
@@ -250,7 +251,13 @@ class FreeCG(nn.Module):
         runs_above = 4 * (self.edge_chunk_size or 0)
         if positions.device.type != "cpu":
             runs_above = max(runs_above, GPU_RUNS_ABOVE_EDGES)
-        if self.edge_chunk_size is not None and n_edges > runs_above:
+        # Checkpointed runs only save memory, at the cost of a recomputation (a training
+        # step of 4 chignolins took 11.2 s in runs against 9.2 s whole): a trainable model
+        # takes them only where the pass is too large to keep whole.
+        too_large = not chunks_module.keeps_graphs(n_edges, self.config.hidden,
+                                                   self.config.num_layers)
+        if (self.edge_chunk_size is not None and n_edges > runs_above
+                and (parallel or too_large)):
             max_edges = self.edge_chunk_size
             if not parallel:
                 # Each run's backward pass through autograd writes a gradient of every
@@ -298,7 +305,9 @@ class FreeCG(nn.Module):
             runs = [EdgeRun(0, n_atoms, centers, neighbors, distances, sh, phi)]
         else:
             runs = split_runs(chunks, centers, neighbors, distances, sh, phi)
-        if len(runs) == 1 or centers.shape[0] <= chunks_module.RECOMPUTE_ABOVE_EDGES:
+        keep_graphs = chunks_module.keeps_graphs(centers.shape[0], self.config.hidden,
+                                                 self.config.num_layers)
+        if len(runs) == 1 or keep_graphs:
             # The embedding's (E, F) tensors are small next to a layer's (E, 8, F) ones: at
             # this size they are computed whole, without a recomputation.
             rbf = self.rbf(distances)
@@ -311,7 +320,7 @@ class FreeCG(nn.Module):
             f = [run_chunk(self._edge_features, x, run) for run in runs]
         v = x.new_zeros((x.shape[0], 8, x.shape[1]))
         for layer in self.layers:
-            dx, dv, df = layer(x, v, f, runs, pool)
+            dx, dv, df = layer(x, v, f, runs, pool, keep_graphs)
             x = x + dx
             v = v + dv
             if df is not None:
@@ -332,15 +341,24 @@ class FreeCG(nn.Module):
     def compile_network(self, **options: Any) -> FreeCG:
         """Compile the network with ``torch.compile`` (dynamic shapes) for faster inference.
 
-        On chignolin with ``FreeCG()`` on one CPU thread (``benchmarks/bench_compile.py``,
-        median of 7 interleaved calls), energy + forces took 570 ms compiled against 862 ms
-        eager (1.51x), equal to 6e-7 eV and 3e-7 eV/Å in float32; compiling took 125 s.
-        The first call compiles (minutes on a CPU, needs a C++
-        compiler); later neighbour lists of other sizes reuse the compiled code. For
-        inference only: the compiled backward does not support ``create_graph=True``
-        (training). ``options`` go to ``torch.compile``. Returns the model.
+        Two things are compiled: the whole network, used where the edges are not cut into
+        runs (a GPU below a million edges; a CPU up to ``4 * edge_chunk_size`` edges), and
+        each layer's update of one run of edges, used by the runs of a frozen model (a
+        chignolin on a CPU). Measured on chignolin, float32, energy + forces, median of 7
+        interleaved calls on this project's 2-core CPU: ``FreeCG()`` whole network on one
+        thread, 570 ms compiled against 862 ms eager (1.51x, before edge runs); compiled
+        runs on 2 threads, 553 against 633 ms for ``FreeCG()`` (1.14x) and 232.5 against
+        273.3 ms for the shipped model (1.18x), equal to 2e-6 eV and 1.1e-6 eV/Å. Compiling
+        the whole network instead of using runs was slower there (752 against 526 ms).
+        The first call compiles (minutes on a CPU, needs a C++ compiler); later neighbour
+        lists of other sizes reuse the compiled code. For inference only: the compiled
+        backward does not support ``create_graph=True`` (training), and the runs use the
+        compiled update only when no parameter needs a gradient. ``options`` go to
+        ``torch.compile``. Returns the model.
         """
         self._compiled_network = torch.compile(self._network, dynamic=True, **options)
+        for layer in self.layers:
+            layer.compile_update(**options)
         return self
 
     def __getstate__(self) -> dict[str, Any]:

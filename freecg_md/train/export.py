@@ -24,7 +24,8 @@ from ..io import load_model, save_model
 from .config import TrainConfig
 from .dataset_cache import load_training_structures
 from .finetune import starting_point
-from .loop import _evaluate
+from .loop import evaluate_errors
+from .loss import ErrorMetrics
 
 
 def _training_progress(log_path: Path) -> dict[str, float]:
@@ -36,8 +37,9 @@ def _training_progress(log_path: Path) -> dict[str, float]:
     if not rows:
         raise ValueError(f"{log_path} has no epoch yet")
     best = [row for row in rows if row["best"] in ("1", "True", "true")]
+    # -1: no epoch beat the starting weights of a fine-tune, which are then the model.
     return {"epochs_finished": len(rows), "optimizer_steps": int(rows[-1]["step"]),
-            "best_epoch": int((best or rows)[-1]["epoch"]),
+            "best_epoch": int(best[-1]["epoch"]) if best else -1,
             "training_time_s": float(rows[-1]["elapsed_s"])}
 
 
@@ -58,20 +60,32 @@ def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Pa
                                         **_training_progress(start.run_dir / "log.csv")}
     structures, _ = load_training_structures(config)
     test = [structures[i] for i in split["test"]]
-    model = load_model(model_path).to(torch.float32)
-    metrics = _evaluate(model, test, config, torch.device("cpu"), torch.float32)
-    metrics.update(n_train=len(split["train"]), n_val=len(split["val"]), n_test=len(test))
-    report: dict[str, object] = {"test_metrics": metrics}
-    if start is not None:
+    # Frozen: scoring needs no parameter gradients, and a frozen model takes the faster
+    # inference path (see FreeCG).
+    model = load_model(model_path).to(torch.float32).requires_grad_(False)
+
+    def errors(part: list) -> ErrorMetrics:
+        return evaluate_errors(model, part, config, torch.device("cpu"), torch.float32)
+
+    report: dict[str, object] = {}
+    if start is None:
+        metrics = errors(test).summary()
+    else:
         # A fine-tuned model is scored on its earlier and its added data separately, since
-        # the added data is usually there to fix what the earlier data missed.
+        # the added data is usually there to fix what the earlier data missed; each test
+        # structure is evaluated once and the whole test set's errors are the parts' sum.
         n_old = start.n_structures
+        total = ErrorMetrics()
         for name, keep in (("earlier", lambda i: i < n_old), ("added", lambda i: i >= n_old)):
             part = [structures[i] for i in split["test"] if keep(i)]
             if part:
-                report[f"test_metrics_{name}_data"] = {
-                    **_evaluate(model, part, config, torch.device("cpu"), torch.float32),
-                    "n_test": len(part)}
+                part_errors = errors(part)
+                total = total.merged(part_errors)
+                report[f"test_metrics_{name}_data"] = {**part_errors.summary(),
+                                                       "n_test": len(part)}
+        metrics = total.summary()
+    metrics.update(n_train=len(split["train"]), n_val=len(split["val"]), n_test=len(test))
+    report = {"test_metrics": metrics, **report}
     report["training"] = {**_training_progress(run / "log.csv"), **training}
     save_model(model, out_path, metadata={
         **report, "train_config": config.to_dict(), "split": split,

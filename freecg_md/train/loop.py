@@ -50,6 +50,13 @@ def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 def _evaluate(model: FreeCG, structures: list[Structure], config: TrainConfig,
               device: torch.device, dtype: torch.dtype) -> dict[str, float]:
+    return evaluate_errors(model, structures, config, device, dtype).summary()
+
+
+def evaluate_errors(model: FreeCG, structures: list[Structure], config: TrainConfig,
+                    device: torch.device, dtype: torch.dtype) -> ErrorMetrics:
+    """Energy and force errors of ``model`` on ``structures``, in batches of the config's
+    size."""
     metrics = ErrorMetrics()
     model.eval()
     for start in range(0, len(structures), config.batch_size):
@@ -59,7 +66,7 @@ def _evaluate(model: FreeCG, structures: list[Structure], config: TrainConfig,
         loss = loss_fn(out["energy"], out["forces"], batch, config.energy_weight,
                        config.force_weight)
         metrics.update(out["energy"], out["forces"], batch, loss.item())
-    return metrics.summary()
+    return metrics
 
 
 class Trainer:
@@ -182,6 +189,16 @@ class Trainer:
             self._end_epoch(progress.epoch_loss_sum / len(starts), time.monotonic() - started)
         return True
 
+    def score_starting_point(self, run_dir: Path) -> dict[str, float]:
+        """Validate the starting weights of a fine-tune and make them the best model so far
+        (epoch -1): an epoch then counts as best only if it beats them, and a fine-tune
+        that never does ends with the weights it started from."""
+        val = _evaluate(self.eval_model, self.val_set, self.config, self.device, self.dtype)
+        self.progress.best_val, self.progress.best_epoch = val["loss"], -1
+        save_model(self.eval_model, self.out / "best_model.pt",
+                   metadata={"epoch": -1, "val": val, "initialised_from": str(run_dir)})
+        return val
+
     def _end_epoch(self, train_loss: float, elapsed: float) -> None:
         config, progress = self.config, self.progress
         val = _evaluate(self.eval_model, self.val_set, config, self.device, self.dtype)
@@ -273,6 +290,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                       initial_model=start.model if start is not None else None)
     if resume and checkpoint_exists:
         trainer.load_checkpoint()
+    elif start is not None:
+        trainer.score_starting_point(start.run_dir)
     if not trainer.run(show_progress=progress):
         return {}
     return _finish(trainer, split)

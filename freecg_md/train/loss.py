@@ -72,6 +72,14 @@ class ErrorMetrics:
         self.n_components += df.numel()
         self.n_batches += 1
 
+    def merged(self, other: ErrorMetrics) -> ErrorMetrics:
+        """The metrics of both sets of structures together. The error sums are exact; the
+        loss is the mean over all batches of both."""
+        return ErrorMetrics(
+            {key: value + other.sums[key] for key, value in self.sums.items()},
+            self.n_structures + other.n_structures, self.n_components + other.n_components,
+            self.n_batches + other.n_batches)
+
     def summary(self) -> dict[str, float]:
         """MAE/RMSE in eV (energy), eV/atom, eV/Å (forces), and the same in kcal/mol."""
         n, m = max(self.n_structures, 1), max(self.n_components, 1)

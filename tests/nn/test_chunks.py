@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from freecg_md.nn import chunks as chunks_module
+from freecg_md.nn import model as model_module
 from freecg_md.nn.chunks import edge_chunks, is_sorted
 from tests.conftest import full_edges, random_molecule, small_model
 
@@ -50,8 +51,11 @@ def _energy_forces(model, atoms, edges, positions=None):
 @pytest.mark.parametrize("chunk", [7, 20, 50])
 def test_chunked_pass_equals_whole_pass_in_float64(chunk, whole_embedding, monkeypatch):
     if not whole_embedding:
-        monkeypatch.setattr(chunks_module, "RECOMPUTE_ABOVE_EDGES", 0)
+        monkeypatch.setattr(chunks_module, "KEEP_GRAPHS_MAX_EDGE_CHANNELS", 0)
     model = small_model(torch.float64)
+    if whole_embedding:
+        # Below the kept-graph budget only a frozen model goes in runs.
+        model.requires_grad_(False)
     atoms = random_molecule(16, seed=11)
     edges = full_edges(len(atoms))  # 240 edges, all within the cutoff or not
     model.edge_chunk_size = None
@@ -67,10 +71,34 @@ def test_chunked_pass_equals_whole_pass_in_float64(chunk, whole_embedding, monke
     torch.testing.assert_close(forces3, forces, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("budget", ["default", 0])
+def test_trainable_model_takes_runs_only_above_the_kept_graph_budget(budget, monkeypatch):
+    """Checkpointed runs only save memory (and cost a recomputation): a trainable model
+    below the budget is evaluated whole, above it in runs; a frozen one always in runs."""
+    if budget == 0:
+        monkeypatch.setattr(chunks_module, "KEEP_GRAPHS_MAX_EDGE_CHANNELS", 0)
+    plans = []
+    original = model_module.edge_chunks
+
+    def spy(*args, **kwargs):
+        plans.append(original(*args, **kwargs))
+        return plans[-1]
+
+    monkeypatch.setattr(model_module, "edge_chunks", spy)
+    atoms = random_molecule(12, seed=12)
+    model = small_model(torch.float64)
+    model.edge_chunk_size = 10
+    _energy_forces(model, atoms, full_edges(len(atoms)))
+    assert len(plans) == (1 if budget == 0 else 0)
+    model.requires_grad_(False)
+    _energy_forces(model, atoms, full_edges(len(atoms)))
+    assert len(plans[-1]) > 1
+
+
 def test_chunked_pass_trains_like_the_whole_pass(monkeypatch):
     """The checkpointed chunks support create_graph=True: a force loss has the same
     parameter gradients."""
-    monkeypatch.setattr(chunks_module, "RECOMPUTE_ABOVE_EDGES", 0)
+    monkeypatch.setattr(chunks_module, "KEEP_GRAPHS_MAX_EDGE_CHANNELS", 0)
     atoms = random_molecule(12, seed=12)
     edges = full_edges(len(atoms))
     gradients = []
@@ -87,9 +115,10 @@ def test_chunked_pass_trains_like_the_whole_pass(monkeypatch):
     torch.testing.assert_close(gradients[1], gradients[0], rtol=1e-9, atol=1e-12)
 
 
-def test_chunked_pass_in_a_batch_without_grad_and_with_lonely_atoms():
+def test_chunked_pass_in_a_batch_without_grad_and_with_lonely_atoms(monkeypatch):
     """Energies without autograd (no checkpoint) match, and an atom beyond the cutoff of
     everyone (no edges) still gets its chunk."""
+    monkeypatch.setattr(chunks_module, "KEEP_GRAPHS_MAX_EDGE_CHANNELS", 0)  # runs, trainable
     model = small_model(torch.float64)
     atoms = random_molecule(12, seed=13)
     positions = atoms.positions.copy()
@@ -112,7 +141,7 @@ def test_runs_shared_among_threads_equal_the_whole_pass(threads, keep_graphs, mo
     """Inference (no parameter needs a gradient): the runs go to a thread pool, forward and
     backward, with the neighbours' gradients summed per thread; forces are unchanged."""
     if not keep_graphs:
-        monkeypatch.setattr(chunks_module, "RECOMPUTE_ABOVE_EDGES", 0)
+        monkeypatch.setattr(chunks_module, "KEEP_GRAPHS_MAX_EDGE_CHANNELS", 0)
     model = small_model(torch.float64).requires_grad_(False)
     atoms = random_molecule(16, seed=14)
     edges = full_edges(len(atoms))

@@ -12,6 +12,7 @@ from ase.io import write
 from freecg_md import load_model
 from freecg_md.train import TrainConfig, train
 from freecg_md.train.export import export_model
+from freecg_md.train.loop import evaluate_errors
 from tests.conftest import random_molecule
 
 TINY_MODEL = dict(hidden=16, num_layers=2, num_heads=2, num_groups=2, num_basis=8, cutoff=4.0)
@@ -188,6 +189,35 @@ def test_fine_tuning_keeps_the_earlier_split_and_starts_from_its_weights(data_fi
     earlier, added = report["test_metrics_earlier_data"], report["test_metrics_added_data"]
     assert earlier["n_test"] + added["n_test"] == metrics["n_test"]
     assert earlier["n_test"] == len(old["test"])
+    # The whole test set's errors are the two parts' together (each structure is evaluated
+    # once), equal to scoring the whole set directly.
+    exported = load_model(tmp_path / "tuned.pt").requires_grad_(False)
+    direct = evaluate_errors(exported, [structures[i] for i in split["test"]], tuned,
+                             torch.device("cpu"), torch.float32).summary()
+    for key in ("energy_mae_eV", "energy_rmse_eV", "force_mae_eV_per_A",
+                "force_rmse_eV_per_A"):
+        assert report["test_metrics"][key] == pytest.approx(direct[key], rel=1e-5)
+    assert report["test_metrics"]["energy_mae_eV"] == pytest.approx(
+        (earlier["energy_mae_eV"] * earlier["n_test"] + added["energy_mae_eV"] * added["n_test"])
+        / metrics["n_test"], rel=1e-9)
+
+
+def test_fine_tuning_keeps_the_starting_weights_unless_an_epoch_beats_them(data_file,
+                                                                         tmp_path):
+    train(config_for(data_file, tmp_path / "first", max_epochs=2), progress=False)
+    start = load_model(tmp_path / "first" / "best_model.pt").state_dict()
+    # A learning rate far too large: the epoch's weights are worse than the start's.
+    tuned = config_for(data_file, tmp_path / "tuned", model={}, ema_decay=0.0, lr=5.0,
+                       warmup_steps=0, init_from=str(tmp_path / "first"), max_epochs=1)
+    metrics = train(tuned, progress=False)
+    log = (tmp_path / "tuned" / "log.csv").read_text().splitlines()
+    assert len(log) == 2 and log[1].split(",")[7] == "0"  # the epoch is not best
+    assert metrics["best_epoch"] == -1
+    kept = load_model(tmp_path / "tuned" / "model.pt").state_dict()
+    for key, value in kept.items():
+        torch.testing.assert_close(value, start[key], rtol=0, atol=0)
+    report = export_model(tuned, tmp_path / "tuned.pt")
+    assert report["training"]["best_epoch"] == -1
 
 
 def test_fine_tuning_refuses_other_data_or_architecture(data_file, tmp_path):
