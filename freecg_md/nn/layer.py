@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -98,6 +99,11 @@ class FreeCGLayer(nn.Module):
         ``create_graph``) stays eager, since the compiled backward cannot be differentiated
         again."""
         self._compiled_update = torch.compile(self._update, dynamic=True, **options)
+
+    @property
+    def run_update(self) -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """:meth:`_update`, compiled if :meth:`compile_update` was called."""
+        return self._compiled_update or self._update
 
     def __getstate__(self) -> dict[str, Any]:
         # A compiled function cannot be copied or pickled; a copy runs eager until compiled.
@@ -237,8 +243,8 @@ def _run_graph(layer: FreeCGLayer, nodes: NodeTerms, q: torch.Tensor, v: torch.T
         own = [t.detach().requires_grad_() for t in (q, v, f, run.sh, run.phi)]
         nb = NodeTerms(*(None if t is None else t.detach().requires_grad_()
                          for t in gather_terms(nodes, run.neighbors)))
-        update = layer._compiled_update or layer._update
-        dx, dvec, df = update(own[0], own[1], nb, own[2], run._replace(sh=own[3], phi=own[4]))
+        dx, dvec, df = layer.run_update(own[0], own[1], nb, own[2],
+                                        run._replace(sh=own[3], phi=own[4]))
     outputs = [dx, dvec] + ([] if df is None else [df])
     return _RunGraph(own + [t for t in nb if t is not None], outputs)
 
@@ -282,8 +288,8 @@ class RunsInParallel(torch.autograd.Function):
             if keep:
                 return _run_graph(layer, nodes, q_runs[index], v_runs[index], f[index], run)
             with torch.no_grad():  # grad mode is per thread: the pool's is on
-                return (layer._compiled_update or layer._update)(q_runs[index], v_runs[index],
-                                     gather_terms(nodes, run.neighbors), f[index], run)
+                return layer.run_update(q_runs[index], v_runs[index],
+                                        gather_terms(nodes, run.neighbors), f[index], run)
 
         parts = list(pool.map(evaluate, range(n_runs)))
         ctx.layer, ctx.runs, ctx.pool = layer, runs, pool

@@ -254,10 +254,10 @@ class FreeCG(nn.Module):
         # Checkpointed runs only save memory, at the cost of a recomputation (a training
         # step of 4 chignolins took 11.2 s in runs against 9.2 s whole): a trainable model
         # takes them only where the pass is too large to keep whole.
-        too_large = not chunks_module.keeps_graphs(n_edges, self.config.hidden,
-                                                   self.config.num_layers)
+        keep_graphs = chunks_module.keeps_graphs(n_edges, self.config.hidden,
+                                                 self.config.num_layers)
         if (self.edge_chunk_size is not None and n_edges > runs_above
-                and (parallel or too_large)):
+                and (parallel or not keep_graphs)):
             max_edges = self.edge_chunk_size
             if not parallel:
                 # Each run's backward pass through autograd writes a gradient of every
@@ -279,7 +279,8 @@ class FreeCG(nn.Module):
             # The chunk loop depends on the data, which torch.compile would recompile for.
             threads = torch.get_num_threads() if positions.device.type == "cpu" else 1
             pool = run_pool(threads) if parallel else None
-            out = self._network(species, centers, neighbors, distances, sh, chunks, pool)
+            out = self._network(species, centers, neighbors, distances, sh, chunks, pool,
+                                keep_graphs)
         return (
             self.atomic_energies[species]
             + self.energy_shift
@@ -289,15 +290,16 @@ class FreeCG(nn.Module):
     def _network(self, species: torch.Tensor, centers: torch.Tensor, neighbors: torch.Tensor,
                  distances: torch.Tensor, sh: torch.Tensor,
                  chunks: list[EdgeChunk] | None = None,
-                 pool: RunPool | None = None) -> torch.Tensor:
+                 pool: RunPool | None = None, keep_graphs: bool = True) -> torch.Tensor:
         """The network from edges to standardised atom energies (N,), model dtype.
 
         ``species`` (N,) indices into ``species``; ``centers``, ``neighbors`` (E,) edges
         within the cutoff; ``distances`` (E,) Å; ``sh`` (E, 8) spherical harmonics;
         ``chunks`` runs of centre atoms to evaluate the edges in (edges sorted by centre),
         or None for all at once; ``pool`` threads to share the runs among (inference
-        only). Kept free of e3nn objects so that torch.compile can trace it
-        (:meth:`compile_network`).
+        only); ``keep_graphs`` whether the runs keep their graphs for the backward pass
+        (:func:`~freecg_md.nn.chunks.keeps_graphs`). Kept free of e3nn objects so that
+        torch.compile can trace it (:meth:`compile_network`).
         """
         phi = self.cutoff_fn(distances)
         n_atoms = species.shape[0]
@@ -305,8 +307,6 @@ class FreeCG(nn.Module):
             runs = [EdgeRun(0, n_atoms, centers, neighbors, distances, sh, phi)]
         else:
             runs = split_runs(chunks, centers, neighbors, distances, sh, phi)
-        keep_graphs = chunks_module.keeps_graphs(centers.shape[0], self.config.hidden,
-                                                 self.config.num_layers)
         if len(runs) == 1 or keep_graphs:
             # The embedding's (E, F) tensors are small next to a layer's (E, 8, F) ones: at
             # this size they are computed whole, without a recomputation.
@@ -345,12 +345,13 @@ class FreeCG(nn.Module):
         runs (a GPU below a million edges; a CPU up to ``4 * edge_chunk_size`` edges), and
         each layer's update of one run of edges, used by the runs of a frozen model (a
         chignolin on a CPU). Measured on chignolin, float32, energy + forces, median of 7
-        interleaved calls on this project's 2-core CPU: ``FreeCG()`` whole network on one
-        thread, 570 ms compiled against 862 ms eager (1.51x, before edge runs); compiled
-        runs on 2 threads, 553 against 633 ms for ``FreeCG()`` (1.14x) and 232.5 against
-        273.3 ms for the shipped model (1.18x), equal to 2e-6 eV and 1.1e-6 eV/Å. Compiling
-        the whole network instead of using runs was slower there (752 against 526 ms).
-        The first call compiles (minutes on a CPU, needs a C++ compiler); later neighbour
+        interleaved calls on this project's 2-core CPU (``benchmarks/bench_compile.py``):
+        compiled runs on 2 threads, 541.6 against 633.1 ms eager for ``FreeCG()`` (1.17x)
+        and 230.6 against 288.3 ms for the shipped model (1.25x), equal to 3.5e-7 and
+        2.2e-6 eV; before edge runs, the whole network on one thread, 570 against 862 ms
+        (1.51x). Compiling the whole network instead of using runs was slower there (752
+        against 526 ms). The first call compiles (18 s and 71 s here; minutes for larger
+        models; needs a C++ compiler); later neighbour
         lists of other sizes reuse the compiled code. For inference only: the compiled
         backward does not support ``create_graph=True`` (training), and the runs use the
         compiled update only when no parameter needs a gradient. ``options`` go to
