@@ -234,6 +234,9 @@ def test_compiled_network_equals_eager_and_leaves_the_model_alone():
     eager, compiled = (FreeCGCalculator(model, dtype="float64", compile=flag)
                        for flag in (False, True))
     assert model._compiled_network is None and compiled.model._compiled_network is not None
+    # On a CPU the fused kernels take precedence over compiled code; without them (as on a
+    # GPU) the compiled network runs.
+    compiled.model.fused_kernels = False
     rng = np.random.default_rng(4)
     atoms = random_molecule(12, seed=1)
     for n_atoms in (12, 9):  # another atom and edge count reuses the dynamic-shape code
@@ -259,6 +262,7 @@ def test_compiled_runs_equal_eager_runs():
     # aot_eager backend traces the same code, forward and backward (inductor took minutes
     # here, and the whole-network test above already runs it).
     compiled.model.compile_network(backend="aot_eager")
+    compiled.model.fused_kernels = False  # they would take precedence on a CPU
     assert all(layer._compiled_update is None for layer in model.layers)
     calls = []
     for layer in compiled.model.layers:

@@ -49,6 +49,9 @@ class EdgeRun(NamedTuple):
 
     ``centers`` (E_run,) count from ``first_atom``; ``neighbors`` (E_run,) are atom indices
     of the whole system; ``distances`` (E_run,) Å, ``sh`` (E_run, 8), ``phi`` (E_run,).
+    For the fused kernels (:func:`with_distinct_neighbors`), ``unique_neighbors`` (U,) the
+    distinct neighbours and ``local_neighbors`` (E_run,) each edge's position among them;
+    None otherwise.
     """
 
     first_atom: int
@@ -58,6 +61,17 @@ class EdgeRun(NamedTuple):
     distances: torch.Tensor
     sh: torch.Tensor
     phi: torch.Tensor
+    unique_neighbors: torch.Tensor | None = None
+    local_neighbors: torch.Tensor | None = None
+
+
+def with_distinct_neighbors(run: EdgeRun) -> EdgeRun:
+    """``run`` with its distinct neighbours listed, so that the fused kernels
+    (:mod:`freecg_md.nn.kernels`) read one row per neighbour atom, (U, 8, F), instead
+    of a gathered row per edge, (E_run, 8, F); a run of a chignolin has about a tenth as
+    many distinct neighbours as edges."""
+    unique, local = torch.unique(run.neighbors, return_inverse=True)
+    return run._replace(unique_neighbors=unique, local_neighbors=local)
 
 
 def split_runs(chunks: list[EdgeChunk], centers: torch.Tensor, neighbors: torch.Tensor,

@@ -11,15 +11,16 @@ from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from .chunks import EdgeRun, RunPool, run_chunk
-from .group_cg import GroupCGTensorProduct, shuffle_abstract_edges
-from .ops import dot_components, gather, scatter_sum
+from .group_cg import GroupCGTensorProduct
+from .kernels import aggregate_vectors, edge_invariants, group_cg_shuffled
+from .ops import gather, scatter_sum
 
 
 class NodeTerms(NamedTuple):
     """Per-atom tensors that a run of centre atoms reads of its neighbours: ``k, s``
     (N, H, F/H), ``v`` (N, 8, F), and the edge update's neighbour projection ``w_neighbor``
-    (N, 8, F) or None in a layer without edge update. :func:`gather_terms` gives the same
-    fields per edge, (E_run, ...)."""
+    (N, 8, F) or None in a layer without edge update. :func:`gather_terms` gives a run's
+    rows of them."""
 
     k: torch.Tensor
     s: torch.Tensor
@@ -27,9 +28,18 @@ class NodeTerms(NamedTuple):
     w_neighbor: torch.Tensor | None
 
 
-def gather_terms(nodes: NodeTerms, neighbors: torch.Tensor) -> NodeTerms:
-    """The rows of every field of ``nodes`` at ``neighbors`` (E_run,)."""
-    return NodeTerms(*(None if t is None else gather(t, neighbors) for t in nodes))
+def gather_terms(nodes: NodeTerms, run: EdgeRun) -> NodeTerms:
+    """A run's rows of ``nodes``: ``k`` and ``s`` per edge, (E_run, ...); ``v`` and
+    ``w_neighbor`` per edge too, or, where the run lists its distinct neighbours
+    (``run.unique_neighbors``, for the fused kernels), one row per distinct neighbour."""
+    return NodeTerms(*(None if t is None else gather(t, index)
+                       for t, index in zip(nodes, term_indices(run), strict=True)))
+
+
+def term_indices(run: EdgeRun) -> tuple[torch.Tensor, ...]:
+    """The atoms whose rows :func:`gather_terms` takes, one index per field of NodeTerms."""
+    vectors = run.neighbors if run.unique_neighbors is None else run.unique_neighbors
+    return run.neighbors, run.neighbors, vectors, vectors
 
 
 class FreeCGLayer(nn.Module):
@@ -100,9 +110,13 @@ class FreeCGLayer(nn.Module):
         again."""
         self._compiled_update = torch.compile(self._update, dynamic=True, **options)
 
-    @property
-    def run_update(self) -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-        """:meth:`_update`, compiled if :meth:`compile_update` was called."""
+    def run_update(
+        self, run: EdgeRun
+    ) -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """:meth:`_update` for ``run``: compiled if :meth:`compile_update` was called,
+        unless the run is for the fused kernels, which torch.compile does not trace."""
+        if run.local_neighbors is not None:
+            return self._update
         return self._compiled_update or self._update
 
     def __getstate__(self) -> dict[str, Any]:
@@ -167,7 +181,7 @@ class FreeCGLayer(nn.Module):
     def _update_gathering(self, nodes: NodeTerms, q: torch.Tensor, v: torch.Tensor,
                           f: torch.Tensor, run: EdgeRun) -> tuple[torch.Tensor, ...]:
         """:meth:`_update` reading the neighbours' rows of ``nodes`` itself."""
-        return self._update(q, v, gather_terms(nodes, run.neighbors), f, run)
+        return self._update(q, v, gather_terms(nodes, run), f, run)
 
     def _update(
         self, q: torch.Tensor, v: torch.Tensor, nb: NodeTerms, f: torch.Tensor, run: EdgeRun
@@ -177,27 +191,28 @@ class FreeCGLayer(nn.Module):
         Every edge of the run's centre atoms is in ``run`` and no other, so their messages
         are complete and their updates, (n_centers, F) and (n_centers, 8, F), need no other
         run. ``q`` (n_centers, H, F/H) and ``v`` (n_centers, 8, F) are the run's atoms' rows;
-        ``nb`` the neighbours' rows along each edge; ``f`` (E_run, F). ``df`` is (E_run, F),
-        or None in a layer without edge update.
+        ``nb`` the neighbours' rows (:func:`gather_terms`); ``f`` (E_run, F). ``df`` is
+        (E_run, F), or None in a layer without edge update.
         """
         width = self.hidden
         centers, sh, phi = run.centers, run.sh, run.phi
         n_centers = run.n_centers
         dk, dv = F.silu(self.dkdv_proj(f)).reshape(
             -1, 2, self.num_heads, width // self.num_heads).unbind(1)
-        v_neighbors = nb.v
+        local = run.local_neighbors
+        w_center = self.w_center_proj(v) if self.update_edges else None
         # Attention enhancer: per-channel invariants of the neighbour's abstract edges seen
         # along this real edge, mapped to one bias per head.
-        enhance = self.enhancer(dot_components(v_neighbors, sh))
+        invariants, rejected = edge_invariants(nb.v, w_center, nb.w_neighbor, sh, centers,
+                                               local)
+        enhance = self.enhancer(invariants)
         attention = (gather(q, centers) * nb.k * dk).sum(-1)
         # No softmax: the weights are gated by SiLU and smoothly cut off.
         attention = F.silu(attention + enhance) * phi.unsqueeze(-1)
         message = (nb.s * dv * attention.unsqueeze(-1)).reshape(-1, width)
         gates = F.silu(self.gate_proj(message)) * phi.unsqueeze(-1)
-        gate1, gate2 = gates.split(width, dim=-1)
-        vec_message = v_neighbors * gate1.unsqueeze(1) + gate2.unsqueeze(1) * sh.unsqueeze(-1)
         scalar_sum = scatter_sum(message, centers, n_centers)
-        abstract_edges = scatter_sum(vec_message, centers, n_centers)
+        abstract_edges = aggregate_vectors(nb.v, gates, sh, centers, local, n_centers)
 
         u1, u2, u3 = self.vec_proj(v).split(width, dim=-1)
         o1, o2, o3 = self.o_proj(scalar_sum).split(width, dim=-1)
@@ -206,32 +221,18 @@ class FreeCGLayer(nn.Module):
         if self.group_cg is None:
             dvec = abstract_edges + node_vectors
         else:
-            coupled = self.group_cg(abstract_edges, node_vectors)
-            dvec = shuffle_abstract_edges(coupled, self.shuffle) + abstract_edges
+            coupled = group_cg_shuffled(self.group_cg, abstract_edges, node_vectors,
+                                        self.shuffle, fused=local is not None)
+            dvec = coupled + abstract_edges
 
-        df = None
-        if self.update_edges:
-            rejected = _rejected_dot(gather(self.w_center_proj(v), centers),
-                                     nb.w_neighbor, sh)
-            df = F.silu(self.f_proj(f)) * rejected
+        df = None if rejected is None else F.silu(self.f_proj(f)) * rejected
         return dx, dvec, df
-
-
-def _rejected_dot(a: torch.Tensor, b: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
-    """``sum_m w1 * w2`` with ``w1 = a`` and ``w2 = b`` each made orthogonal to ``Y_ij``,
-    shape (E, F), for ``a = W_c v_i`` and ``b = W_n v_j``, both (E, 8, F).
-
-    Expanding the rejections gives ``a . b - (a . Y)(b . Y) / |Y|^2``, which needs no
-    rejected copies of the (E, 8, F) tensors. The 8 components form an orthogonal
-    representation (1o + 2e), so each dot product is invariant and ``df`` is too.
-    """
-    along = dot_components(a, sh) * dot_components(b, sh)
-    return (a * b).sum(dim=1) - along / (sh * sh).sum(dim=1, keepdim=True)
 
 
 class _RunGraph(NamedTuple):
     """One run evaluated on leaves of its own graph: ``inputs`` (the run's ``q``, ``v``,
-    ``f``, ``sh``, ``phi``, then the neighbours' gathered rows) and ``outputs``."""
+    ``f``, ``sh``, ``phi``, then its rows of the neighbours' terms, :func:`gather_terms`)
+    and ``outputs``."""
 
     inputs: list[torch.Tensor]
     outputs: list[torch.Tensor]
@@ -242,9 +243,9 @@ def _run_graph(layer: FreeCGLayer, nodes: NodeTerms, q: torch.Tensor, v: torch.T
     with torch.enable_grad():
         own = [t.detach().requires_grad_() for t in (q, v, f, run.sh, run.phi)]
         nb = NodeTerms(*(None if t is None else t.detach().requires_grad_()
-                         for t in gather_terms(nodes, run.neighbors)))
-        dx, dvec, df = layer.run_update(own[0], own[1], nb, own[2],
-                                        run._replace(sh=own[3], phi=own[4]))
+                         for t in gather_terms(nodes, run)))
+        dx, dvec, df = layer.run_update(run)(own[0], own[1], nb, own[2],
+                                             run._replace(sh=own[3], phi=own[4]))
     outputs = [dx, dvec] + ([] if df is None else [df])
     return _RunGraph(own + [t for t in nb if t is not None], outputs)
 
@@ -288,8 +289,8 @@ class RunsInParallel(torch.autograd.Function):
             if keep:
                 return _run_graph(layer, nodes, q_runs[index], v_runs[index], f[index], run)
             with torch.no_grad():  # grad mode is per thread: the pool's is on
-                return layer.run_update(q_runs[index], v_runs[index],
-                                        gather_terms(nodes, run.neighbors), f[index], run)
+                return layer.run_update(run)(q_runs[index], v_runs[index],
+                                             gather_terms(nodes, run), f[index], run)
 
         parts = list(pool.map(evaluate, range(n_runs)))
         ctx.layer, ctx.runs, ctx.pool = layer, runs, pool
@@ -332,9 +333,10 @@ class RunsInParallel(torch.autograd.Function):
                 grads = [torch.zeros_like(t) if g is None else g
                          for g, t in zip(grads, graph.inputs, strict=True)]
                 own[index] = grads[:5]
-                for total, grad in zip([t for t in sums if t is not None], grads[5:],
-                                       strict=True):
-                    total.index_add_(0, run.neighbors, grad)
+                leaves = [(total, index) for total, index
+                          in zip(sums, term_indices(run), strict=True) if total is not None]
+                for (total, index), grad in zip(leaves, grads[5:], strict=True):
+                    total.index_add_(0, index, grad)
                 # The run's own atoms' rows of v.
                 sums[2][run.first_atom:run.first_atom + run.n_centers] += grads[1]
             return sums, own

@@ -21,9 +21,11 @@ from .chunks import (
     run_chunk,
     run_pool,
     split_runs,
+    with_distinct_neighbors,
 )
 from .embedding import EdgeEmbedding, NeighborEmbedding
 from .head import EnergyHead
+from .kernels import kernels_available
 from .layer import FreeCGLayer
 from .radial import CosineCutoff, ExpNormalBasis
 
@@ -131,6 +133,12 @@ class FreeCG(nn.Module):
     is the network's output. Works in float32 and float64 (``model.double()``); it never
     changes torch's global default dtype.
 
+    Frozen models on a CPU (the calculator's and the MD potentials' copies) run the
+    per-edge vector work and the group CG transform through fused C++ kernels
+    (:mod:`~freecg_md.nn.kernels`, compiled on first use; ``fused_kernels = False`` turns
+    them off for this model, ``FREECG_MD_KERNELS=0`` everywhere), with the same energies
+    and forces to rounding; training uses torch operations.
+
     Large inputs are evaluated in runs. With more than ``4 * edge_chunk_size`` edges
     within the cutoff (on a GPU, more than 1,000,000; ``edge_chunk_size`` is an attribute,
     default 1024 edges; None turns runs off; not saved with the model), each layer's edge
@@ -150,6 +158,7 @@ class FreeCG(nn.Module):
         super().__init__()
         self._compiled_network = None
         self.edge_chunk_size: int | None = DEFAULT_EDGE_CHUNK
+        self.fused_kernels = True
         config = config or FreeCGConfig()
         if overrides:
             config = dataclasses.replace(config, **overrides)
@@ -272,15 +281,20 @@ class FreeCG(nn.Module):
 
         species = self.species_index[numbers]
         sh = o3.spherical_harmonics(self.sh_irreps, vectors, normalize=True, normalization="norm")
+        # The fused kernels' backward cannot be differentiated again: frozen models only.
+        # Where they run they take precedence over compile_network(): torch.compile does not
+        # trace them, and its code was 2x slower than they are (benchmarks/bench_compile.py).
+        fused = (parallel and self.fused_kernels and positions.device.type == "cpu"
+                 and kernels_available())
         if chunks is None:
-            network = self._compiled_network or self._network
-            out = network(species, centers, neighbors, distances, sh)
+            network = self._network if fused else (self._compiled_network or self._network)
+            out = network(species, centers, neighbors, distances, sh, fused=fused)
         else:
             # The chunk loop depends on the data, which torch.compile would recompile for.
             threads = torch.get_num_threads() if positions.device.type == "cpu" else 1
             pool = run_pool(threads) if parallel else None
             out = self._network(species, centers, neighbors, distances, sh, chunks, pool,
-                                keep_graphs)
+                                keep_graphs, fused)
         return (
             self.atomic_energies[species]
             + self.energy_shift
@@ -290,7 +304,8 @@ class FreeCG(nn.Module):
     def _network(self, species: torch.Tensor, centers: torch.Tensor, neighbors: torch.Tensor,
                  distances: torch.Tensor, sh: torch.Tensor,
                  chunks: list[EdgeChunk] | None = None,
-                 pool: RunPool | None = None, keep_graphs: bool = True) -> torch.Tensor:
+                 pool: RunPool | None = None, keep_graphs: bool = True,
+                 fused: bool = False) -> torch.Tensor:
         """The network from edges to standardised atom energies (N,), model dtype.
 
         ``species`` (N,) indices into ``species``; ``centers``, ``neighbors`` (E,) edges
@@ -298,8 +313,9 @@ class FreeCG(nn.Module):
         ``chunks`` runs of centre atoms to evaluate the edges in (edges sorted by centre),
         or None for all at once; ``pool`` threads to share the runs among (inference
         only); ``keep_graphs`` whether the runs keep their graphs for the backward pass
-        (:func:`~freecg_md.nn.chunks.keeps_graphs`). Kept free of e3nn objects so that
-        torch.compile can trace it (:meth:`compile_network`).
+        (:func:`~freecg_md.nn.chunks.keeps_graphs`); ``fused`` whether the layers use the
+        fused CPU kernels (:mod:`~freecg_md.nn.kernels`; inference only). Kept free of
+        e3nn objects so that torch.compile can trace it (:meth:`compile_network`).
         """
         phi = self.cutoff_fn(distances)
         n_atoms = species.shape[0]
@@ -307,6 +323,8 @@ class FreeCG(nn.Module):
             runs = [EdgeRun(0, n_atoms, centers, neighbors, distances, sh, phi)]
         else:
             runs = split_runs(chunks, centers, neighbors, distances, sh, phi)
+        if fused:
+            runs = [with_distinct_neighbors(run) for run in runs]
         if len(runs) == 1 or keep_graphs:
             # The embedding's (E, F) tensors are small next to a layer's (E, 8, F) ones: at
             # this size they are computed whole, without a recomputation.
@@ -343,19 +361,17 @@ class FreeCG(nn.Module):
 
         Two things are compiled: the whole network, used where the edges are not cut into
         runs (a GPU below a million edges; a CPU up to ``4 * edge_chunk_size`` edges), and
-        each layer's update of one run of edges, used by the runs of a frozen model (a
-        chignolin on a CPU). Measured on chignolin, float32, energy + forces, median of 7
-        interleaved calls on this project's 2-core CPU (``benchmarks/bench_compile.py``):
-        compiled runs on 2 threads, 541.6 against 633.1 ms eager for ``FreeCG()`` (1.17x)
-        and 230.6 against 288.3 ms for the shipped model (1.25x), equal to 3.5e-7 and
-        2.2e-6 eV; before edge runs, the whole network on one thread, 570 against 862 ms
-        (1.51x). Compiling the whole network instead of using runs was slower there (752
-        against 526 ms). The first call compiles (18 s and 71 s here; minutes for larger
-        models; needs a C++ compiler); later neighbour
-        lists of other sizes reuse the compiled code. For inference only: the compiled
-        backward does not support ``create_graph=True`` (training), and the runs use the
-        compiled update only when no parameter needs a gradient. ``options`` go to
-        ``torch.compile``. Returns the model.
+        each layer's update of one run of edges, used by the runs of a frozen model. On a
+        CPU where the fused kernels load (:mod:`~freecg_md.nn.kernels`), frozen models use
+        them instead and the compiled code stays unused: on chignolin (float32, 2 threads,
+        ``benchmarks/bench_compile.py``) the kernels' eager calls took about half the time
+        of the compiled torch operations (see benchmarks/README.md). So compile pays off
+        on a GPU, or with ``fused_kernels = False``. The first call compiles (tens of
+        seconds to minutes; needs a C++ compiler); later neighbour lists of other sizes
+        reuse the compiled code. For inference only: the compiled backward does not
+        support ``create_graph=True`` (training), and the runs use the compiled update
+        only when no parameter needs a gradient. ``options`` go to ``torch.compile``.
+        Returns the model.
         """
         self._compiled_network = torch.compile(self._network, dynamic=True, **options)
         for layer in self.layers:

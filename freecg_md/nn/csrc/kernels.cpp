@@ -1,0 +1,603 @@
+// Fused CPU kernels for FreeCG's per-edge vector work and its group CG transform, forward
+// and backward (for the inputs; the weights are frozen).
+//
+// The per-edge tensors of a layer are (E, 8, F): a neighbour's vector features v_j seen along
+// an edge, the edge update's projections, the vector message. Built with torch operations,
+// each is written to memory and read back several times, forward and backward, and that
+// traffic (not arithmetic) is what a FreeCG layer costs on a CPU. These kernels read the
+// neighbours' rows where they lie, (U, 8, F) for the U distinct neighbours of a run of
+// edges, and keep each edge's 8 x F values in registers and L1, so no (E, 8, F) tensor exists.
+//
+// Layout and conventions (all tensors contiguous, one dtype: float32 or float64):
+//   y         (E, 8)     spherical harmonics of each edge (1o + 2e), not necessarily unit
+//   centers   (E,)       int64, the edge's centre as a row of the run's centre tensors
+//   neighbors (E,)       int64, the edge's neighbour as a row of the neighbour tensors
+//   v         (U, 8, F)  neighbours' vector features
+//   wc        (C, 8, F)  centres' edge-update projection W_c v_i (may be empty: no edge update)
+//   wn        (U, 8, F)  neighbours' edge-update projection W_n v_j (empty alike)
+// The edge kernels run in the calling thread: the layer already shares runs of edges among
+// threads, so the bindings release the GIL. The group transform splits its groups over
+// torch's intra-op threads, which in the layer's pool threads is one.
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+constexpr int64_t M = 8;  // components of 1o + 2e
+
+// Forward of the edge invariants:
+//   dot[e, f] = sum_m v[j, m, f] y[e, m]                                (attention enhancer)
+//   rej[e, f] = sum_m a_m b_m - (sum_m a_m y_m)(sum_m b_m y_m) / |y|^2   (edge update)
+// with a = wc[i, :, f], b = wn[j, :, f]: the dot product of a and b after removing from each
+// its component along y.
+template <typename T>
+void invariants_forward_kernel(const T* __restrict v, const T* __restrict wc,
+                               const T* __restrict wn, const T* __restrict y,
+                               const int64_t* __restrict centers,
+                               const int64_t* __restrict neighbors, T* __restrict dot,
+                               T* __restrict rej, int64_t n_edges, int64_t F, bool edge_update) {
+  std::vector<T> ay(F), by(F);
+  for (int64_t e = 0; e < n_edges; ++e) {
+    const T* ye = y + e * M;
+    const T* vj = v + neighbors[e] * M * F;
+    T* out = dot + e * F;
+#pragma omp simd
+    for (int64_t f = 0; f < F; ++f) out[f] = 0;
+    for (int64_t m = 0; m < M; ++m) {
+      const T ym = ye[m];
+      const T* row = vj + m * F;
+#pragma omp simd
+      for (int64_t f = 0; f < F; ++f) out[f] += ym * row[f];
+    }
+    if (!edge_update) continue;
+    T norm2 = 0;
+    for (int64_t m = 0; m < M; ++m) norm2 += ye[m] * ye[m];
+    const T* a = wc + centers[e] * M * F;
+    const T* b = wn + neighbors[e] * M * F;
+    T* r = rej + e * F;
+#pragma omp simd
+    for (int64_t f = 0; f < F; ++f) {
+      r[f] = 0;
+      ay[f] = 0;
+      by[f] = 0;
+    }
+    for (int64_t m = 0; m < M; ++m) {
+      const T ym = ye[m];
+      const T* am = a + m * F;
+      const T* bm = b + m * F;
+#pragma omp simd
+      for (int64_t f = 0; f < F; ++f) {
+        r[f] += am[f] * bm[f];
+        ay[f] += ym * am[f];
+        by[f] += ym * bm[f];
+      }
+    }
+    const T inv = T(1) / norm2;
+#pragma omp simd
+    for (int64_t f = 0; f < F; ++f) r[f] -= ay[f] * by[f] * inv;
+  }
+}
+
+// Backward of invariants_forward_kernel. grad_v, grad_wc, grad_wn, grad_y are accumulated
+// into (the caller zeroes them); grad_rej is null without edge update.
+template <typename T>
+void invariants_backward_kernel(const T* __restrict v, const T* __restrict wc,
+                                const T* __restrict wn, const T* __restrict y,
+                                const int64_t* __restrict centers,
+                                const int64_t* __restrict neighbors,
+                                const T* __restrict grad_dot, const T* __restrict grad_rej,
+                                T* __restrict grad_v, T* __restrict grad_wc,
+                                T* __restrict grad_wn, T* __restrict grad_y, int64_t n_edges,
+                                int64_t F) {
+  std::vector<T> ay(F), by(F), p(F), q(F);
+  for (int64_t e = 0; e < n_edges; ++e) {
+    const T* ye = y + e * M;
+    T* gy = grad_y + e * M;
+    const int64_t j = neighbors[e];
+    const T* vj = v + j * M * F;
+    T* gvj = grad_v + j * M * F;
+    const T* gd = grad_dot + e * F;
+    for (int64_t m = 0; m < M; ++m) {
+      const T ym = ye[m];
+      const T* row = vj + m * F;
+      T* grow = gvj + m * F;
+      T acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t f = 0; f < F; ++f) {
+        acc += row[f] * gd[f];
+        grow[f] += ym * gd[f];
+      }
+      gy[m] += acc;
+    }
+    if (grad_rej == nullptr) continue;
+    T norm2 = 0;
+    for (int64_t m = 0; m < M; ++m) norm2 += ye[m] * ye[m];
+    const T inv = T(1) / norm2;
+    const int64_t i = centers[e];
+    const T* a = wc + i * M * F;
+    const T* b = wn + j * M * F;
+    T* ga = grad_wc + i * M * F;
+    T* gb = grad_wn + j * M * F;
+    const T* gr = grad_rej + e * F;
+#pragma omp simd
+    for (int64_t f = 0; f < F; ++f) {
+      ay[f] = 0;
+      by[f] = 0;
+    }
+    for (int64_t m = 0; m < M; ++m) {
+      const T ym = ye[m];
+      const T* am = a + m * F;
+      const T* bm = b + m * F;
+#pragma omp simd
+      for (int64_t f = 0; f < F; ++f) {
+        ay[f] += ym * am[f];
+        by[f] += ym * bm[f];
+      }
+    }
+    // d rej / d a_m = b_m - y_m (b.y) / |y|^2, alike for b; d rej / d y_m =
+    // -(a_m (b.y) + b_m (a.y)) / |y|^2 + 2 y_m (a.y)(b.y) / |y|^4.
+    T both = 0;
+#pragma omp simd reduction(+ : both)
+    for (int64_t f = 0; f < F; ++f) {
+      p[f] = gr[f] * by[f] * inv;
+      q[f] = gr[f] * ay[f] * inv;
+      both += p[f] * ay[f];
+    }
+    for (int64_t m = 0; m < M; ++m) {
+      const T ym = ye[m];
+      const T* am = a + m * F;
+      const T* bm = b + m * F;
+      T* gam = ga + m * F;
+      T* gbm = gb + m * F;
+      T acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t f = 0; f < F; ++f) {
+        gam[f] += gr[f] * bm[f] - ym * p[f];
+        gbm[f] += gr[f] * am[f] - ym * q[f];
+        acc -= am[f] * p[f] + bm[f] * q[f];
+      }
+      gy[m] += acc + T(2) * ym * both * inv;
+    }
+  }
+}
+
+// Forward of the vector aggregation onto centres (the abstract edges), with the gates
+// (E, 2F) = [g1, g2]:
+//   out[i, m, f] = sum over edges e of centre i of v[j, m, f] g1[e, f] + g2[e, f] y[e, m]
+template <typename T>
+void aggregate_forward_kernel(const T* __restrict v, const T* __restrict gates,
+                              const T* __restrict y, const int64_t* __restrict centers,
+                              const int64_t* __restrict neighbors, T* __restrict out,
+                              int64_t n_edges, int64_t F) {
+  for (int64_t e = 0; e < n_edges; ++e) {
+    const T* ye = y + e * M;
+    const T* vj = v + neighbors[e] * M * F;
+    const T* a = gates + e * 2 * F;
+    const T* b = a + F;
+    T* oi = out + centers[e] * M * F;
+    for (int64_t m = 0; m < M; ++m) {
+      const T ym = ye[m];
+      const T* row = vj + m * F;
+      T* orow = oi + m * F;
+#pragma omp simd
+      for (int64_t f = 0; f < F; ++f) orow[f] += row[f] * a[f] + b[f] * ym;
+    }
+  }
+}
+
+// Backward of aggregate_forward_kernel; grad_v is accumulated into, the per-edge gradients
+// are written.
+template <typename T>
+void aggregate_backward_kernel(const T* __restrict v, const T* __restrict gates,
+                               const T* __restrict y, const int64_t* __restrict centers,
+                               const int64_t* __restrict neighbors,
+                               const T* __restrict grad_out, T* __restrict grad_v,
+                               T* __restrict grad_gates, T* __restrict grad_y,
+                               int64_t n_edges, int64_t F) {
+  for (int64_t e = 0; e < n_edges; ++e) {
+    const T* ye = y + e * M;
+    const int64_t j = neighbors[e];
+    const T* vj = v + j * M * F;
+    T* gvj = grad_v + j * M * F;
+    const T* a = gates + e * 2 * F;
+    const T* b = a + F;
+    const T* go = grad_out + centers[e] * M * F;
+    T* ga = grad_gates + e * 2 * F;
+    T* gb = ga + F;
+    T* gy = grad_y + e * M;
+#pragma omp simd
+    for (int64_t f = 0; f < F; ++f) {
+      ga[f] = 0;
+      gb[f] = 0;
+    }
+    for (int64_t m = 0; m < M; ++m) {
+      const T ym = ye[m];
+      const T* row = vj + m * F;
+      const T* grow = go + m * F;
+      T* gvrow = gvj + m * F;
+      T acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t f = 0; f < F; ++f) {
+        ga[f] += row[f] * grow[f];
+        gb[f] += ym * grow[f];
+        gvrow[f] += a[f] * grow[f];
+        acc += b[f] * grow[f];
+      }
+      gy[m] = acc;
+    }
+  }
+}
+
+// The group CG transform of the abstract edges (group_cg.py) with the channel shuffle,
+// atom by atom and group by group, so that a group's weights (4 paths x T^3) stay in L1
+// and no (G, N, d3, T^2) channel-pair tensor is made. For each atom, group g and path
+// p = (l1, l2, l3) with Wigner 3j symbols C (d1, d2, d3):
+//   c[j, k, u] = sum_i C[i, j, k] a[l1_i, u]          (a, b: the atom's (8, T) block of g)
+//   P[k, u, v] = sum_j c[j, k, u] b[l2_j, v]
+//   out[l3_k, w] += norm[l3] sum_{u, v} P[k, u, v] W[g, p, u, v, w]
+// and output channel T g + w is written to channel (T g + w - shift) mod F. T is a template
+// parameter so that the loops over channels unroll into vector instructions.
+struct CGEntry {
+  int64_t i, j, k;
+  double value;
+};
+
+struct Path {
+  int64_t d2, d3, o1, o2, o3;
+  std::vector<CGEntry> entries;  // the nonzero symbols
+  double norm;
+};
+
+std::vector<Path> make_paths(const std::vector<torch::Tensor>& cg, double norm1, double norm2) {
+  TORCH_CHECK(cg.size() == 4, "cg: expected the 4 paths' Wigner 3j symbols");
+  std::vector<Path> paths;
+  for (const auto& c : cg) {
+    TORCH_CHECK(c.scalar_type() == torch::kDouble && c.is_contiguous() && c.dim() == 3,
+                "cg: expected contiguous float64 (d1, d2, d3) tensors");
+    auto offset = [](int64_t d) { return d == 3 ? int64_t(0) : int64_t(3); };
+    const int64_t d1 = c.size(0), d2 = c.size(1), d3 = c.size(2);
+    Path path{d2, d3, offset(d1), offset(d2), offset(d3), {}, d3 == 3 ? norm1 : norm2};
+    const double* data = c.data_ptr<double>();
+    for (int64_t i = 0; i < d1; ++i)
+      for (int64_t j = 0; j < d2; ++j)
+        for (int64_t k = 0; k < d3; ++k) {
+          const double value = data[(i * d2 + j) * d3 + k];
+          if (std::abs(value) > 1e-12) path.entries.push_back({i, j, k, value});
+        }
+    paths.push_back(std::move(path));
+  }
+  return paths;
+}
+
+// c[j, k, :] for all j, k of a path, from the atom's block a (rows of stride F).
+template <typename T, int TG>
+void couple(const Path& P, const T* a, int64_t F, T* c) {
+  std::fill(c, c + P.d2 * P.d3 * TG, T(0));
+  for (const CGEntry& e : P.entries) {
+    const T value = T(e.value);
+    const T* ai = a + (P.o1 + e.i) * F;
+    T* cjk = c + (e.j * P.d3 + e.k) * TG;
+#pragma omp simd
+    for (int u = 0; u < TG; ++u) cjk[u] += value * ai[u];
+  }
+}
+
+template <typename T, int TG>
+void group_cg_forward_kernel(const T* __restrict a, const T* __restrict b,
+                             const T* __restrict weight, const std::vector<Path>& paths,
+                             T* __restrict out, int64_t N, int64_t G, int64_t shift) {
+  const int64_t F = G * TG;
+  constexpr int TT = TG * TG;
+  at::parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
+    alignas(64) T coupled[25 * TG];
+    alignas(64) T pair[TT];
+    alignas(64) T acc[M * TG];
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t dest = ((g * TG - shift) % F + F) % F;
+      for (int64_t n = 0; n < N; ++n) {
+        const T* an = a + n * M * F + g * TG;
+        const T* bn = b + n * M * F + g * TG;
+        std::fill(acc, acc + M * TG, T(0));
+        for (size_t p = 0; p < paths.size(); ++p) {
+          const Path& P = paths[p];
+          const T* W = weight + (g * 4 + int64_t(p)) * TT * TG;
+          couple<T, TG>(P, an, F, coupled);
+          const T norm = T(P.norm);
+          for (int64_t k = 0; k < P.d3; ++k) {
+            std::fill(pair, pair + TT, T(0));
+            for (int64_t j = 0; j < P.d2; ++j) {
+              const T* c = coupled + (j * P.d3 + k) * TG;
+              const T* bj = bn + (P.o2 + j) * F;
+              for (int u = 0; u < TG; ++u) {
+                const T cu = c[u] * norm;
+#pragma omp simd
+                for (int v = 0; v < TG; ++v) pair[u * TG + v] += cu * bj[v];
+              }
+            }
+            // Four independent sums: one chain of TT dependent FMAs would wait on latency.
+            alignas(64) T part[4][TG] = {};
+            for (int uv = 0; uv < TT; uv += 4) {
+              for (int r = 0; r < 4; ++r) {
+                const T puv = pair[uv + r];
+                const T* Wrow = W + (uv + r) * TG;
+#pragma omp simd
+                for (int w = 0; w < TG; ++w) part[r][w] += puv * Wrow[w];
+              }
+            }
+            T* o = acc + (P.o3 + k) * TG;
+#pragma omp simd
+            for (int w = 0; w < TG; ++w) o[w] += (part[0][w] + part[1][w]) + (part[2][w] + part[3][w]);
+          }
+        }
+        for (int64_t m = 0; m < M; ++m) {
+          T* row = out + n * M * F + m * F;
+          for (int w = 0; w < TG; ++w) row[(dest + w) % F] = acc[m * TG + w];
+        }
+      }
+    }
+  });
+}
+
+// Backward of group_cg_forward_kernel for a and b (the weights are frozen):
+//   gP[k, u, v] = norm sum_w gout[l3_k, w] W[u, v, w]
+//   gb[l2_j, v] += sum_{k, u} gP[k, u, v] c[j, k, u]
+//   gc[j, k, u] = sum_v gP[k, u, v] b[l2_j, v];  ga[l1_i, u] += sum_{j, k} C[i, j, k] gc[j, k, u]
+template <typename T, int TG>
+void group_cg_backward_kernel(const T* __restrict a, const T* __restrict b,
+                              const T* __restrict weight_wuv, const T* __restrict weight_wvu,
+                              const std::vector<Path>& paths,
+                              const T* __restrict grad_out, T* __restrict grad_a,
+                              T* __restrict grad_b, int64_t N, int64_t G, int64_t shift) {
+  const int64_t F = G * TG;
+  constexpr int TT = TG * TG;
+  at::parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
+    alignas(64) T coupled[25 * TG];
+    alignas(64) T gcoupled[25 * TG];
+    alignas(64) T gpair[TT];   // [u][v]
+    alignas(64) T gpairt[TT];  // [v][u]
+    alignas(64) T gout[M * TG];
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t src = ((g * TG - shift) % F + F) % F;
+      for (int64_t n = 0; n < N; ++n) {
+        const T* an = a + n * M * F + g * TG;
+        const T* bn = b + n * M * F + g * TG;
+        T* gan = grad_a + n * M * F + g * TG;
+        T* gbn = grad_b + n * M * F + g * TG;
+        for (int64_t m = 0; m < M; ++m) {
+          const T* row = grad_out + n * M * F + m * F;
+          for (int w = 0; w < TG; ++w) gout[m * TG + w] = row[(src + w) % F];
+        }
+        for (size_t p = 0; p < paths.size(); ++p) {
+          const Path& P = paths[p];
+          // The weights as [w][u][v] and [w][v][u], so every product below runs along a
+          // contiguous channel axis instead of ending in a horizontal sum.
+          const T* Wuv = weight_wuv + (g * 4 + int64_t(p)) * TT * TG;
+          const T* Wvu = weight_wvu + (g * 4 + int64_t(p)) * TT * TG;
+          couple<T, TG>(P, an, F, coupled);
+          std::fill(gcoupled, gcoupled + P.d2 * P.d3 * TG, T(0));
+          const T norm = T(P.norm);
+          for (int64_t k = 0; k < P.d3; ++k) {
+            const T* go = gout + (P.o3 + k) * TG;
+            std::fill(gpair, gpair + TT, T(0));
+            std::fill(gpairt, gpairt + TT, T(0));
+            for (int w = 0; w < TG; ++w) {
+              const T gw = go[w] * norm;
+              const T* row = Wuv + w * TT;
+              const T* rowt = Wvu + w * TT;
+#pragma omp simd
+              for (int uv = 0; uv < TT; ++uv) {
+                gpair[uv] += gw * row[uv];
+                gpairt[uv] += gw * rowt[uv];
+              }
+            }
+            for (int64_t j = 0; j < P.d2; ++j) {
+              const T* c = coupled + (j * P.d3 + k) * TG;
+              const T* bj = bn + (P.o2 + j) * F;
+              T* gbj = gbn + (P.o2 + j) * F;
+              T* gc = gcoupled + (j * P.d3 + k) * TG;
+              for (int u = 0; u < TG; ++u) {
+                const T cu = c[u];
+                const T* row = gpair + u * TG;
+#pragma omp simd
+                for (int v = 0; v < TG; ++v) gbj[v] += cu * row[v];
+              }
+              for (int v = 0; v < TG; ++v) {
+                const T bv = bj[v];
+                const T* row = gpairt + v * TG;
+#pragma omp simd
+                for (int u = 0; u < TG; ++u) gc[u] += bv * row[u];
+              }
+            }
+          }
+          for (const CGEntry& e : P.entries) {
+            const T value = T(e.value);
+            T* gai = gan + (P.o1 + e.i) * F;
+            const T* gc = gcoupled + (e.j * P.d3 + e.k) * TG;
+#pragma omp simd
+            for (int u = 0; u < TG; ++u) gai[u] += value * gc[u];
+          }
+        }
+      }
+    }
+  });
+}
+
+// Calls body<TG>() for the supported group sizes.
+template <typename Body>
+void dispatch_group_size(int64_t group_size, Body body) {
+  switch (group_size) {
+    case 4: body(std::integral_constant<int, 4>{}); break;
+    case 8: body(std::integral_constant<int, 8>{}); break;
+    case 16: body(std::integral_constant<int, 16>{}); break;
+    default: TORCH_CHECK(false, "group CG kernel: group size T=", group_size,
+                         " is not compiled; expected 4, 8 or 16");
+  }
+}
+
+void check_edges(const torch::Tensor& y, const torch::Tensor& centers,
+                 const torch::Tensor& neighbors) {
+  TORCH_CHECK(y.dim() == 2 && y.size(1) == M, "y: expected (E, 8), got ", y.sizes());
+  TORCH_CHECK(centers.scalar_type() == torch::kLong && neighbors.scalar_type() == torch::kLong,
+              "centers and neighbors: expected int64");
+  TORCH_CHECK(centers.numel() == y.size(0) && neighbors.numel() == y.size(0),
+              "centers and neighbors: expected one entry per edge");
+}
+
+void check_rows(const torch::Tensor& t, const char* name, const torch::Tensor& like) {
+  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(), name, ": expected a contiguous CPU tensor");
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), name, ": expected dtype ",
+              like.scalar_type(), ", got ", t.scalar_type());
+}
+
+std::vector<torch::Tensor> invariants_forward(torch::Tensor v, torch::Tensor wc, torch::Tensor wn,
+                                              torch::Tensor y, torch::Tensor centers,
+                                              torch::Tensor neighbors) {
+  check_edges(y, centers, neighbors);
+  check_rows(v, "v", y);
+  const bool edge_update = wc.numel() > 0;
+  const int64_t E = y.size(0), F = v.size(2);
+  auto dot = torch::empty({E, F}, v.options());
+  auto rej = torch::empty({edge_update ? E : 0, F}, v.options());
+  if (edge_update) {
+    check_rows(wc, "wc", y);
+    check_rows(wn, "wn", y);
+  }
+  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "invariants_forward", [&] {
+    invariants_forward_kernel<scalar_t>(
+        v.data_ptr<scalar_t>(), edge_update ? wc.data_ptr<scalar_t>() : nullptr,
+        edge_update ? wn.data_ptr<scalar_t>() : nullptr, y.data_ptr<scalar_t>(),
+        centers.data_ptr<int64_t>(), neighbors.data_ptr<int64_t>(), dot.data_ptr<scalar_t>(),
+        edge_update ? rej.data_ptr<scalar_t>() : nullptr, E, F, edge_update);
+  });
+  return {dot, rej};
+}
+
+std::vector<torch::Tensor> invariants_backward(torch::Tensor v, torch::Tensor wc,
+                                               torch::Tensor wn, torch::Tensor y,
+                                               torch::Tensor centers, torch::Tensor neighbors,
+                                               torch::Tensor grad_dot, torch::Tensor grad_rej) {
+  check_edges(y, centers, neighbors);
+  check_rows(grad_dot, "grad_dot", y);
+  const bool edge_update = grad_rej.numel() > 0;
+  const int64_t E = y.size(0), F = v.size(2);
+  auto grad_v = torch::zeros_like(v);
+  auto grad_wc = torch::zeros_like(wc);
+  auto grad_wn = torch::zeros_like(wn);
+  auto grad_y = torch::zeros_like(y);
+  if (edge_update) check_rows(grad_rej, "grad_rej", y);
+  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "invariants_backward", [&] {
+    invariants_backward_kernel<scalar_t>(
+        v.data_ptr<scalar_t>(), edge_update ? wc.data_ptr<scalar_t>() : nullptr,
+        edge_update ? wn.data_ptr<scalar_t>() : nullptr, y.data_ptr<scalar_t>(),
+        centers.data_ptr<int64_t>(), neighbors.data_ptr<int64_t>(),
+        grad_dot.data_ptr<scalar_t>(), edge_update ? grad_rej.data_ptr<scalar_t>() : nullptr,
+        grad_v.data_ptr<scalar_t>(), edge_update ? grad_wc.data_ptr<scalar_t>() : nullptr,
+        edge_update ? grad_wn.data_ptr<scalar_t>() : nullptr, grad_y.data_ptr<scalar_t>(), E,
+        F);
+  });
+  return {grad_v, grad_wc, grad_wn, grad_y};
+}
+
+torch::Tensor aggregate_forward(torch::Tensor v, torch::Tensor gates, torch::Tensor y,
+                                torch::Tensor centers, torch::Tensor neighbors,
+                                int64_t n_centers) {
+  check_edges(y, centers, neighbors);
+  check_rows(v, "v", y);
+  check_rows(gates, "gates", y);
+  const int64_t E = y.size(0), F = v.size(2);
+  TORCH_CHECK(gates.dim() == 2 && gates.size(0) == E && gates.size(1) == 2 * F,
+              "gates: expected (E, 2F), got ", gates.sizes());
+  auto out = torch::zeros({n_centers, M, F}, v.options());
+  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "aggregate_forward", [&] {
+    aggregate_forward_kernel<scalar_t>(v.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(),
+                                       y.data_ptr<scalar_t>(),
+                                       centers.data_ptr<int64_t>(),
+                                       neighbors.data_ptr<int64_t>(), out.data_ptr<scalar_t>(),
+                                       E, F);
+  });
+  return out;
+}
+
+std::vector<torch::Tensor> aggregate_backward(torch::Tensor v, torch::Tensor gates,
+                                              torch::Tensor y, torch::Tensor centers,
+                                              torch::Tensor neighbors, torch::Tensor grad_out) {
+  check_edges(y, centers, neighbors);
+  check_rows(grad_out, "grad_out", y);
+  const int64_t E = y.size(0), F = v.size(2);
+  auto grad_v = torch::zeros_like(v);
+  auto grad_gates = torch::empty_like(gates);
+  auto grad_y = torch::empty_like(y);
+  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "aggregate_backward", [&] {
+    aggregate_backward_kernel<scalar_t>(
+        v.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+        centers.data_ptr<int64_t>(), neighbors.data_ptr<int64_t>(),
+        grad_out.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(),
+        grad_gates.data_ptr<scalar_t>(), grad_y.data_ptr<scalar_t>(), E, F);
+  });
+  return {grad_v, grad_gates, grad_y};
+}
+
+torch::Tensor group_cg_forward(torch::Tensor a, torch::Tensor b, torch::Tensor weight,
+                               std::vector<torch::Tensor> cg, double norm1, double norm2,
+                               int64_t shift) {
+  check_rows(a, "a", weight);
+  check_rows(b, "b", weight);
+  check_rows(weight, "weight", weight);
+  TORCH_CHECK(weight.dim() == 5 && weight.size(1) == 4, "weight: expected (G, 4, T, T, T)");
+  const int64_t N = a.size(0), G = weight.size(0), Tg = weight.size(2);
+  TORCH_CHECK(a.dim() == 3 && a.size(1) == M && a.size(2) == G * Tg && b.sizes() == a.sizes(),
+              "a, b: expected (N, 8, G T)");
+  const auto paths = make_paths(cg, norm1, norm2);
+  auto out = torch::empty_like(a);
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "group_cg_forward", [&] {
+    dispatch_group_size(Tg, [&](auto tg) {
+      group_cg_forward_kernel<scalar_t, decltype(tg)::value>(
+          a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), paths,
+          out.data_ptr<scalar_t>(), N, G, shift);
+    });
+  });
+  return out;
+}
+
+// weight_wuv and weight_wvu: the weights (G, 4, T, T, T) permuted to [g, p, w, u, v] and
+// [g, p, w, v, u].
+std::vector<torch::Tensor> group_cg_backward(torch::Tensor a, torch::Tensor b,
+                                             torch::Tensor weight_wuv, torch::Tensor weight_wvu,
+                                             std::vector<torch::Tensor> cg, double norm1,
+                                             double norm2, int64_t shift,
+                                             torch::Tensor grad_out) {
+  const auto& weight = weight_wuv;
+  check_rows(grad_out, "grad_out", weight);
+  check_rows(weight_wuv, "weight_wuv", weight);
+  check_rows(weight_wvu, "weight_wvu", weight);
+  const int64_t N = a.size(0), G = weight.size(0), Tg = weight.size(2);
+  const auto paths = make_paths(cg, norm1, norm2);
+  auto grad_a = torch::zeros_like(a);
+  auto grad_b = torch::zeros_like(b);
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "group_cg_backward", [&] {
+    dispatch_group_size(Tg, [&](auto tg) {
+      group_cg_backward_kernel<scalar_t, decltype(tg)::value>(
+          a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), weight_wuv.data_ptr<scalar_t>(),
+          weight_wvu.data_ptr<scalar_t>(), paths, grad_out.data_ptr<scalar_t>(),
+          grad_a.data_ptr<scalar_t>(),
+          grad_b.data_ptr<scalar_t>(), N, G, shift);
+    });
+  });
+  return {grad_a, grad_b};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  const auto release = py::call_guard<py::gil_scoped_release>();
+  m.def("invariants_forward", &invariants_forward, release);
+  m.def("invariants_backward", &invariants_backward, release);
+  m.def("aggregate_forward", &aggregate_forward, release);
+  m.def("aggregate_backward", &aggregate_backward, release);
+  m.def("group_cg_forward", &group_cg_forward, release);
+  m.def("group_cg_backward", &group_cg_backward, release);
+}

@@ -1,0 +1,265 @@
+"""A layer's per-edge vector work and group CG transform: torch operations, or fused CPU
+kernels.
+
+Three quantities of a FreeCG layer are built from (E, 8, F) per-edge vectors and reduced
+at once: the enhancer's invariants ``sum_m v_j[m] Y_ij[m]``, the edge update's rejected dot
+product, and the abstract edges ``A_i = sum_j v_j g1_ij + g2_ij Y_ij``. With torch
+operations every (E, 8, F) intermediate goes through memory, forward and backward, and that
+traffic is most of a layer's time on a CPU. ``csrc/kernels.cpp`` computes the three
+from the neighbours' rows where they lie, edge by edge, without those intermediates. It
+also computes the group CG transform with the shuffle atom by atom, a group's weights held
+in cache, instead of through (G, N, d3, T^2) channel-pair tensors and batched products of
+T = 8 columns.
+
+The kernels are compiled on first use with :func:`torch.utils.cpp_extension.load` (needs a
+C++ compiler and ninja; about a minute, once; cached under ``TORCH_EXTENSIONS_DIR``, by
+default ``~/.cache/torch_extensions``). Where that fails the torch operations are used, with
+a warning; ``FREECG_MD_KERNELS=0`` turns the kernels off. Their backward pass is not
+differentiable again, so only frozen models use them (:class:`~freecg_md.nn.layer.
+RunsInParallel`, the calculator and MD path); training uses the torch operations.
+
+Both forms take the neighbours' features as ``rows`` with an index ``neighbors`` (E,) into
+them, or, with ``neighbors=None``, rows already gathered per edge (the training path).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import threading
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .group_cg import PATHS, GroupCGTensorProduct, shuffle_abstract_edges
+from .ops import dot_components, gather, scatter_sum
+
+logger = logging.getLogger(__name__)
+SOURCE = Path(__file__).with_name("csrc") / "kernels.cpp"
+# -march=native: the kernels are compiled on the machine that runs them.
+CFLAGS = ["-O3", "-march=native", "-fopenmp-simd"]
+# Group sizes T the group CG kernel is compiled for; others use torch operations.
+FUSED_GROUP_SIZES = (4, 8, 16)
+_LOCK = threading.Lock()
+_LOADED: dict[str, ModuleType | None] = {}
+
+
+def _build_name() -> str:
+    """An extension name unique to the source, flags and CPU, so a cache shared by
+    machines of different CPUs (a home directory on a cluster) never loads a binary built
+    for another instruction set."""
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode())
+    try:
+        flags = [line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith(("flags", "model name"))][:2]
+        digest.update("\n".join(flags).encode())
+    except OSError:
+        pass
+    return f"freecg_kernels_{digest.hexdigest()[:12]}"
+
+
+def load_kernels() -> ModuleType | None:
+    """The compiled kernels, compiling them on first use; None if they are turned off
+    (``FREECG_MD_KERNELS=0``) or cannot be built (a warning says why)."""
+    if os.environ.get("FREECG_MD_KERNELS", "1") == "0":
+        return None
+    with _LOCK:
+        if "module" not in _LOADED:
+            _LOADED["module"] = _build()
+        return _LOADED["module"]
+
+
+def _build() -> ModuleType | None:
+    from torch.utils import cpp_extension
+
+    _put_ninja_on_path()
+    name = _build_name()
+    logger.info("loading FreeCG's CPU edge kernels (%s); the first use compiles them", name)
+    try:
+        return cpp_extension.load(name, [str(SOURCE)], extra_cflags=CFLAGS, verbose=False)
+    except Exception as error:  # noqa: BLE001 - any build failure means: use torch ops
+        warnings.warn(
+            f"FreeCG's fused CPU edge kernels could not be built ({type(error).__name__}: "
+            f"{error}); using torch operations instead, which are slower on a CPU. They "
+            "need a C++ compiler and the ninja package; FREECG_MD_KERNELS=0 silences this.",
+            RuntimeWarning, stacklevel=3)
+        return None
+
+
+def _put_ninja_on_path() -> None:
+    # The ninja package puts its binary beside the interpreter's scripts, which is not on
+    # PATH when a venv's python is run without activating the venv; torch looks on PATH.
+    if shutil.which("ninja") is not None:
+        return
+    try:
+        import ninja
+    except ImportError:
+        return
+    os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
+
+
+def kernels_available() -> bool:
+    """Whether the fused CPU kernels can be used (building them if need be)."""
+    return load_kernels() is not None
+
+
+def _fused(tensor: torch.Tensor) -> bool:
+    return tensor.device.type == "cpu" and kernels_available()
+
+
+class _Invariants(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, v: torch.Tensor, w_center: torch.Tensor, w_rows: torch.Tensor,
+                sh: torch.Tensor, centers: torch.Tensor,
+                neighbors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dot, rejected = load_kernels().invariants_forward(v, w_center, w_rows, sh, centers,
+                                                          neighbors)
+        ctx.save_for_backward(v, w_center, w_rows, sh, centers, neighbors)
+        return dot, rejected
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_dot: torch.Tensor | None,
+                 grad_rejected: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        v, w_center, w_rows, sh, centers, neighbors = ctx.saved_tensors
+        edge_update = w_center.numel() > 0
+        if grad_dot is None:
+            grad_dot = v.new_zeros(sh.shape[0], v.shape[2])
+        if not edge_update:
+            grad_rejected = v.new_empty(0, v.shape[2])
+        elif grad_rejected is None:
+            grad_rejected = torch.zeros_like(grad_dot)
+        grad_v, grad_wc, grad_wn, grad_sh = load_kernels().invariants_backward(
+            v, w_center, w_rows, sh, centers, neighbors, grad_dot.contiguous(),
+            grad_rejected.contiguous())
+        if not edge_update:
+            grad_wc = grad_wn = None
+        return grad_v, grad_wc, grad_wn, grad_sh, None, None
+
+
+class _Aggregate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, v: torch.Tensor, gates: torch.Tensor, sh: torch.Tensor,
+                centers: torch.Tensor, neighbors: torch.Tensor,
+                n_centers: int) -> torch.Tensor:
+        ctx.save_for_backward(v, gates, sh, centers, neighbors)
+        return load_kernels().aggregate_forward(v, gates, sh, centers, neighbors, n_centers)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        v, gates, sh, centers, neighbors = ctx.saved_tensors
+        grad_v, grad_gates, grad_sh = load_kernels().aggregate_backward(
+            v, gates, sh, centers, neighbors, grad_out.contiguous())
+        return grad_v, grad_gates, grad_sh, None, None, None
+
+
+def edge_invariants(
+    v_rows: torch.Tensor, w_center: torch.Tensor | None, w_rows: torch.Tensor | None,
+    sh: torch.Tensor, centers: torch.Tensor, neighbors: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The enhancer's invariants and the edge update's rejected dot product of each edge.
+
+    Parameters
+    ----------
+    v_rows:
+        Neighbours' vector features: (U, 8, F) rows indexed by ``neighbors``, or (E, 8, F)
+        per edge if ``neighbors`` is None.
+    w_center:
+        (C, 8, F) ``W_c v_i`` of the centres, indexed by ``centers``; None in a layer
+        without edge update.
+    w_rows:
+        ``W_n v_j`` of the neighbours, shaped as ``v_rows``; None with ``w_center``.
+    sh:
+        (E, 8) spherical harmonics ``Y_ij``.
+    centers, neighbors:
+        (E,) rows of each edge's centre and neighbour.
+
+    Returns
+    -------
+    dot, rejected:
+        (E, F) ``sum_m v_j[m] Y[m]``, and ``w1 . w2`` of the two projections made
+        orthogonal to ``Y`` (None without edge update).
+    """
+    if neighbors is not None and not _fused(v_rows):
+        v_rows = gather(v_rows, neighbors)
+        w_rows = None if w_rows is None else gather(w_rows, neighbors)
+        neighbors = None
+    if neighbors is not None:
+        empty = v_rows.new_empty(0, 8, v_rows.shape[2])
+        dot, rejected = _Invariants.apply(
+            v_rows, empty if w_center is None else w_center,
+            empty if w_rows is None else w_rows, sh, centers, neighbors)
+        return dot, (None if w_center is None else rejected)
+    dot = dot_components(v_rows, sh)
+    if w_center is None:
+        return dot, None
+    return dot, _rejected_dot(gather(w_center, centers), w_rows, sh)
+
+
+def aggregate_vectors(v_rows: torch.Tensor, gates: torch.Tensor, sh: torch.Tensor,
+                      centers: torch.Tensor, neighbors: torch.Tensor | None,
+                      n_centers: int) -> torch.Tensor:
+    """Abstract edges ``A_i = sum_j v_j * g1_ij + g2_ij (outer) Y_ij``, (C, 8, F).
+
+    ``gates`` (E, 2F) is ``[g1, g2]``; other arguments as in :func:`edge_invariants`.
+    """
+    if neighbors is not None and not _fused(v_rows):
+        v_rows, neighbors = gather(v_rows, neighbors), None
+    if neighbors is not None:
+        return _Aggregate.apply(v_rows, gates, sh, centers, neighbors, n_centers)
+    gate1, gate2 = gates.split(v_rows.shape[2], dim=-1)
+    message = v_rows * gate1.unsqueeze(1) + gate2.unsqueeze(1) * sh.unsqueeze(-1)
+    return scatter_sum(message, centers, n_centers)
+
+
+def _rejected_dot(a: torch.Tensor, b: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
+    """``sum_m w1 * w2`` with ``w1 = a`` and ``w2 = b`` each made orthogonal to ``Y_ij``,
+    shape (E, F), for ``a = W_c v_i`` and ``b = W_n v_j``, both (E, 8, F).
+
+    Expanding the rejections gives ``a . b - (a . Y)(b . Y) / |Y|^2``, which needs no
+    rejected copies of the (E, 8, F) tensors. The 8 components form an orthogonal
+    representation (1o + 2e), so each dot product is invariant and ``df`` is too.
+    """
+    along = dot_components(a, sh) * dot_components(b, sh)
+    return (a * b).sum(dim=1) - along / (sh * sh).sum(dim=1, keepdim=True)
+
+
+class _GroupCG(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor,
+                cg: list[torch.Tensor], norms: tuple[float, float],
+                shift: int) -> torch.Tensor:
+        ctx.save_for_backward(a, b)
+        ctx.weight, ctx.cg, ctx.norms, ctx.shift = weight, cg, norms, shift
+        return load_kernels().group_cg_forward(a, b, weight, cg, *norms, shift)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        a, b = ctx.saved_tensors
+        # [g, p, u, v, w] -> [g, p, w, u, v] and [g, p, w, v, u]
+        weight_wuv = ctx.weight.permute(0, 1, 4, 2, 3).contiguous()
+        weight_wvu = ctx.weight.permute(0, 1, 4, 3, 2).contiguous()
+        grad_a, grad_b = load_kernels().group_cg_backward(
+            a, b, weight_wuv, weight_wvu, ctx.cg, *ctx.norms, ctx.shift,
+            grad_out.contiguous())
+        return grad_a, grad_b, None, None, None, None
+
+
+def group_cg_shuffled(transform: GroupCGTensorProduct, a: torch.Tensor, b: torch.Tensor,
+                      shift: int, fused: bool) -> torch.Tensor:
+    """``shuffle_abstract_edges(transform(a, b), shift)``, (N, 8, F), by the fused kernel if
+    ``fused`` (on a CPU where the kernels load; frozen weights: no gradient reaches them)."""
+    if fused and transform.group_size in FUSED_GROUP_SIZES and _fused(a):
+        cg = [getattr(transform, f"w3j_{l1}{l2}{l3}").double().contiguous()
+              for l1, l2, l3 in PATHS]
+        return _GroupCG.apply(a.contiguous(), b.contiguous(), transform.weight.detach(), cg,
+                              (transform.norm[1], transform.norm[2]), shift)
+    return shuffle_abstract_edges(transform(a, b), shift)

@@ -1,0 +1,187 @@
+"""The fused CPU kernels equal the torch operations they replace, values and gradients."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from freecg_md.nn import kernels
+from freecg_md.nn.group_cg import GroupCGTensorProduct
+from freecg_md.nn.kernels import (
+    aggregate_vectors,
+    edge_invariants,
+    group_cg_shuffled,
+    kernels_available,
+)
+from tests.conftest import full_edges, random_molecule, small_model
+
+needs_kernels = pytest.mark.skipif(not kernels_available(),
+                                   reason="the fused kernels could not be built here")
+
+
+def _edges(seed: int = 0, n_edges: int = 40, n_centers: int = 6, n_rows: int = 9):
+    """Edges sorted by centre, with repeated neighbours, a centre without edges (the last)
+    and a neighbour row no edge reads (the last)."""
+    generator = torch.Generator().manual_seed(seed)
+    centers = torch.sort(torch.randint(0, n_centers - 1, (n_edges,), generator=generator)).values
+    neighbors = torch.randint(0, n_rows - 1, (n_edges,), generator=generator)
+    return centers, neighbors, generator
+
+
+def _inputs(dtype, width=16, seed=0):
+    centers, neighbors, generator = _edges(seed)
+    n_edges = centers.shape[0]
+
+    def leaf(*shape):
+        return torch.randn(*shape, dtype=dtype, generator=generator).requires_grad_()
+
+    return dict(v=leaf(9, 8, width), w_center=leaf(6, 8, width), w_rows=leaf(9, 8, width),
+                sh=leaf(n_edges, 8), gates=leaf(n_edges, 2 * width), centers=centers,
+                neighbors=neighbors)
+
+
+def _all_outputs(inputs, fused, edge_update=True):
+    v, w_rows = inputs["v"], inputs["w_rows"]
+    neighbors = inputs["neighbors"]
+    if not fused:  # the torch operations on rows gathered per edge
+        v, w_rows, neighbors = v[neighbors], w_rows[neighbors], None
+    dot, rejected = edge_invariants(v, inputs["w_center"] if edge_update else None,
+                                    w_rows if edge_update else None, inputs["sh"],
+                                    inputs["centers"], neighbors)
+    vectors = aggregate_vectors(v, inputs["gates"], inputs["sh"], inputs["centers"], neighbors,
+                                n_centers=6)
+    return [dot, vectors] + ([rejected] if edge_update else [])
+
+
+def _weighted_sum(tensors, weights):
+    return sum((t * w).sum() for t, w in zip(tensors, weights, strict=True))
+
+
+@needs_kernels
+@pytest.mark.parametrize("edge_update", [True, False])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_edge_kernels_equal_torch_operations_with_gradients(dtype, tol, edge_update):
+    inputs = _inputs(dtype)
+    fused = _all_outputs(inputs, True, edge_update)
+    plain = _all_outputs(inputs, False, edge_update)
+    assert fused[1][-1].abs().max() == 0  # the centre without edges gets nothing
+    for a, b in zip(fused, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    leaves = [inputs[k] for k in ("v", "sh", "gates")]
+    leaves += [inputs["w_center"], inputs["w_rows"]] if edge_update else []
+    weights = [torch.randn_like(t) for t in fused]
+    grads_fused = torch.autograd.grad(_weighted_sum(fused, weights), leaves)
+    grads_plain = torch.autograd.grad(_weighted_sum(plain, weights), leaves)
+    assert grads_fused[0][-1].abs().max() == 0  # the unread neighbour row
+    for a, b in zip(grads_fused, grads_plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+@needs_kernels
+def test_edge_kernels_pass_gradcheck():
+    inputs = _inputs(torch.float64, width=3, seed=1)
+    centers, neighbors = inputs["centers"], inputs["neighbors"]
+
+    def function(v, w_center, w_rows, sh, gates):
+        dot, rejected = edge_invariants(v, w_center, w_rows, sh, centers, neighbors)
+        return dot, rejected, aggregate_vectors(v, gates, sh, centers, neighbors, 6)
+
+    assert torch.autograd.gradcheck(
+        function, tuple(inputs[k] for k in ("v", "w_center", "w_rows", "sh", "gates")))
+
+
+@needs_kernels
+def test_fused_backward_refuses_a_second_derivative():
+    inputs = _inputs(torch.float64)
+    dot, _ = edge_invariants(inputs["v"], None, None, inputs["sh"], inputs["centers"],
+                             inputs["neighbors"])
+    (grad,) = torch.autograd.grad(dot.pow(2).sum(), inputs["v"], create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.sum().backward()
+
+
+@needs_kernels
+@pytest.mark.parametrize("group_size", [4, 8, 16])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+def test_group_cg_kernel_equals_torch_with_gradients(group_size, dtype, tol):
+    torch.manual_seed(group_size)
+    groups = 3
+    transform = GroupCGTensorProduct(groups, group_size).to(dtype).requires_grad_(False)
+    width = groups * group_size
+    a = torch.randn(5, 8, width, dtype=dtype, requires_grad=True)
+    b = torch.randn(5, 8, width, dtype=dtype, requires_grad=True)
+    # A shift that is not a multiple of T crosses group boundaries.
+    for shift in (0, 5, (3 * groups) // 2, width - 1):
+        fused = group_cg_shuffled(transform, a, b, shift, fused=True)
+        plain = group_cg_shuffled(transform, a, b, shift, fused=False)
+        torch.testing.assert_close(fused, plain, rtol=tol, atol=tol)
+        weight = torch.randn_like(fused)
+        grads_fused = torch.autograd.grad(fused, [a, b], weight)
+        grads_plain = torch.autograd.grad(plain, [a, b], weight)
+        for x, y in zip(grads_fused, grads_plain, strict=True):
+            torch.testing.assert_close(x, y, rtol=tol, atol=tol)
+
+
+def test_group_cg_of_an_uncompiled_group_size_uses_torch():
+    transform = GroupCGTensorProduct(2, 3).requires_grad_(False)
+    a, b = torch.randn(4, 8, 6), torch.randn(4, 8, 6)
+    torch.testing.assert_close(group_cg_shuffled(transform, a, b, 2, fused=True),
+                               group_cg_shuffled(transform, a, b, 2, fused=False))
+
+
+def _frozen_pair(chunk):
+    model = small_model(torch.float64).requires_grad_(False)
+    model.edge_chunk_size = chunk
+    plain = copy.deepcopy(model)
+    plain.fused_kernels = False
+    return model, plain
+
+
+@needs_kernels
+@pytest.mark.parametrize("chunk", [None, 20])  # one whole pass; runs in the thread pool
+def test_frozen_model_with_kernels_equals_torch_operations(chunk, monkeypatch):
+    calls = []
+    real = kernels.load_kernels
+
+    def counting():
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(kernels, "load_kernels", counting)
+    model, plain = _frozen_pair(chunk)
+    atoms = random_molecule(16, seed=3)
+    edges = full_edges(len(atoms))
+    numbers = torch.as_tensor(atoms.numbers)
+    positions = torch.as_tensor(atoms.positions)
+    fused = model.energy_and_forces(numbers, positions, edges)
+    count = len(calls)
+    reference = plain.energy_and_forces(numbers, positions, edges)
+    assert count > 0 and len(calls) == count  # only the fused model used the kernels
+    torch.testing.assert_close(fused["energy"], reference["energy"], rtol=0, atol=1e-10)
+    torch.testing.assert_close(fused["forces"], reference["forces"], rtol=0, atol=1e-10)
+    assert reference["forces"].abs().max() > 1e-3
+
+
+def test_kernels_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("FREECG_MD_KERNELS", "0")
+    assert kernels.load_kernels() is None
+    model, plain = _frozen_pair(20)
+    atoms = random_molecule(12, seed=4)
+    args = (torch.as_tensor(atoms.numbers), torch.as_tensor(atoms.positions),
+            full_edges(len(atoms)))
+    np.testing.assert_allclose(model.energy_and_forces(*args)["forces"],
+                               plain.energy_and_forces(*args)["forces"], rtol=0, atol=1e-12)
+
+
+def test_a_failed_build_warns_and_falls_back_to_torch(monkeypatch):
+    from torch.utils import cpp_extension
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(cpp_extension, "load", fail)
+    monkeypatch.setattr(kernels, "_LOADED", {})
+    with pytest.warns(RuntimeWarning, match="no compiler here"):
+        assert kernels.load_kernels() is None
+    assert not kernels.kernels_available()  # the failure is remembered, not retried
