@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
+from torch.nn import functional as F
 
 from .group_cg import PATHS, GroupCGTensorProduct, shuffle_abstract_edges
 from .ops import dot_components, gather, scatter_sum
@@ -146,18 +147,90 @@ class _Invariants(torch.autograd.Function):
 class _Aggregate(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, v: torch.Tensor, gates: torch.Tensor, sh: torch.Tensor,
-                centers: torch.Tensor, neighbors: torch.Tensor,
+                phi: torch.Tensor, centers: torch.Tensor, neighbors: torch.Tensor,
                 n_centers: int) -> torch.Tensor:
-        ctx.save_for_backward(v, gates, sh, centers, neighbors)
-        return load_kernels().aggregate_forward(v, gates, sh, centers, neighbors, n_centers)
+        ctx.save_for_backward(v, gates, sh, phi, centers, neighbors)
+        return load_kernels().aggregate_forward(v, gates, sh, phi, centers, neighbors,
+                                                n_centers)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        v, gates, sh, centers, neighbors = ctx.saved_tensors
-        grad_v, grad_gates, grad_sh = load_kernels().aggregate_backward(
-            v, gates, sh, centers, neighbors, grad_out.contiguous())
-        return grad_v, grad_gates, grad_sh, None, None, None
+        v, gates, sh, phi, centers, neighbors = ctx.saved_tensors
+        grad_v, grad_gates, grad_sh, grad_phi = load_kernels().aggregate_backward(
+            v, gates, sh, phi, centers, neighbors, grad_out.contiguous())
+        return grad_v, grad_gates, grad_sh, grad_phi, None, None, None
+
+
+class _Messages(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, s: torch.Tensor,
+                dkdv: torch.Tensor, enhance: torch.Tensor, phi: torch.Tensor,
+                centers: torch.Tensor, neighbors: torch.Tensor,
+                n_centers: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.save_for_backward(q, k, s, dkdv, enhance, phi, centers, neighbors)
+        return tuple(load_kernels().message_forward(q, k, s, dkdv, enhance, phi, centers,
+                                                    neighbors, n_centers))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_message: torch.Tensor | None,
+                 grad_summed: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        q, k, s, dkdv, enhance, phi, centers, neighbors = ctx.saved_tensors
+        width = q.shape[1] * q.shape[2]
+        if grad_message is None:
+            grad_message = q.new_zeros(centers.shape[0], width)
+        if grad_summed is None:
+            grad_summed = q.new_zeros(q.shape[0], width)
+        grads = load_kernels().message_backward(q, k, s, dkdv, enhance, phi, centers,
+                                                neighbors, grad_message.contiguous(),
+                                                grad_summed.contiguous())
+        return (*grads, None, None, None)
+
+
+def edge_messages(
+    q: torch.Tensor, k_rows: torch.Tensor, s_rows: torch.Tensor, dkdv: torch.Tensor,
+    enhance: torch.Tensor, phi: torch.Tensor, centers: torch.Tensor,
+    neighbors: torch.Tensor | None, n_centers: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The attention messages of each edge and their sums on the centres (no softmax).
+
+    ``z_ij = enhance_ij + sum_d q_i k_j dk_ij`` per head, ``m_ij = s_j dv_ij silu(z_ij)
+    phi_ij``.
+
+    Parameters
+    ----------
+    q:
+        (C, H, D) the centres' queries, indexed by ``centers``.
+    k_rows, s_rows:
+        The neighbours' keys and values: (U, H, D) rows indexed by ``neighbors``, or
+        (E, H, D) per edge if ``neighbors`` is None.
+    dkdv:
+        (E, 2F) the edge gates ``[dk, dv]``, after their SiLU (F = H D).
+    enhance:
+        (E, H) the attention enhancer's bias per head.
+    phi:
+        (E,) the cosine cutoff.
+
+    Returns
+    -------
+    message, summed:
+        (E, F) and (C, F).
+    """
+    if neighbors is not None and not _fused(q):
+        k_rows, s_rows, neighbors = gather(k_rows, neighbors), gather(s_rows, neighbors), None
+    if neighbors is not None:
+        message, summed = _Messages.apply(q.contiguous(), k_rows.contiguous(),
+                                          s_rows.contiguous(), dkdv.contiguous(),
+                                          enhance.contiguous(), phi.contiguous(), centers,
+                                          neighbors, n_centers)
+        return message, summed
+    heads, depth = q.shape[1], q.shape[2]
+    dk, dv = dkdv.reshape(-1, 2, heads, depth).unbind(1)
+    attention = (gather(q, centers) * k_rows * dk).sum(-1)
+    attention = F.silu(attention + enhance) * phi.unsqueeze(-1)
+    message = (s_rows * dv * attention.unsqueeze(-1)).reshape(-1, heads * depth)
+    return message, scatter_sum(message, centers, n_centers)
 
 
 def edge_invariants(
@@ -204,16 +277,19 @@ def edge_invariants(
 
 
 def aggregate_vectors(v_rows: torch.Tensor, gates: torch.Tensor, sh: torch.Tensor,
-                      centers: torch.Tensor, neighbors: torch.Tensor | None,
+                      phi: torch.Tensor, centers: torch.Tensor, neighbors: torch.Tensor | None,
                       n_centers: int) -> torch.Tensor:
-    """Abstract edges ``A_i = sum_j v_j * g1_ij + g2_ij (outer) Y_ij``, (C, 8, F).
+    """Abstract edges ``A_i = sum_j (v_j * g1_ij + g2_ij (outer) Y_ij) phi_ij``, (C, 8, F).
 
-    ``gates`` (E, 2F) is ``[g1, g2]``; other arguments as in :func:`edge_invariants`.
+    ``gates`` (E, 2F) is ``[g1, g2]``, ``phi`` (E,) the cosine cutoff; other arguments as in
+    :func:`edge_invariants`.
     """
     if neighbors is not None and not _fused(v_rows):
         v_rows, neighbors = gather(v_rows, neighbors), None
     if neighbors is not None:
-        return _Aggregate.apply(v_rows, gates, sh, centers, neighbors, n_centers)
+        return _Aggregate.apply(v_rows, gates.contiguous(), sh, phi.contiguous(), centers,
+                                neighbors, n_centers)
+    gates = gates * phi.unsqueeze(-1)
     gate1, gate2 = gates.split(v_rows.shape[2], dim=-1)
     message = v_rows * gate1.unsqueeze(1) + gate2.unsqueeze(1) * sh.unsqueeze(-1)
     return scatter_sum(message, centers, n_centers)

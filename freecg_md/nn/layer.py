@@ -12,8 +12,8 @@ from torch.nn import functional as F
 
 from .chunks import EdgeRun, RunPool, run_chunk
 from .group_cg import GroupCGTensorProduct
-from .kernels import aggregate_vectors, edge_invariants, group_cg_shuffled
-from .ops import gather, scatter_sum
+from .kernels import aggregate_vectors, edge_invariants, edge_messages, group_cg_shuffled
+from .ops import gather
 
 
 class NodeTerms(NamedTuple):
@@ -29,17 +29,17 @@ class NodeTerms(NamedTuple):
 
 
 def gather_terms(nodes: NodeTerms, run: EdgeRun) -> NodeTerms:
-    """A run's rows of ``nodes``: ``k`` and ``s`` per edge, (E_run, ...); ``v`` and
-    ``w_neighbor`` per edge too, or, where the run lists its distinct neighbours
-    (``run.unique_neighbors``, for the fused kernels), one row per distinct neighbour."""
+    """A run's rows of ``nodes``: one per edge, (E_run, ...), or, where the run lists its
+    distinct neighbours (``run.unique_neighbors``, for the fused kernels), one per distinct
+    neighbour, (U, ...)."""
     return NodeTerms(*(None if t is None else gather(t, index)
                        for t, index in zip(nodes, term_indices(run), strict=True)))
 
 
 def term_indices(run: EdgeRun) -> tuple[torch.Tensor, ...]:
     """The atoms whose rows :func:`gather_terms` takes, one index per field of NodeTerms."""
-    vectors = run.neighbors if run.unique_neighbors is None else run.unique_neighbors
-    return run.neighbors, run.neighbors, vectors, vectors
+    rows = run.neighbors if run.unique_neighbors is None else run.unique_neighbors
+    return rows, rows, rows, rows
 
 
 class FreeCGLayer(nn.Module):
@@ -197,8 +197,7 @@ class FreeCGLayer(nn.Module):
         width = self.hidden
         centers, sh, phi = run.centers, run.sh, run.phi
         n_centers = run.n_centers
-        dk, dv = F.silu(self.dkdv_proj(f)).reshape(
-            -1, 2, self.num_heads, width // self.num_heads).unbind(1)
+        dkdv = F.silu(self.dkdv_proj(f))
         local = run.local_neighbors
         w_center = self.w_center_proj(v) if self.update_edges else None
         # Attention enhancer: per-channel invariants of the neighbour's abstract edges seen
@@ -206,13 +205,11 @@ class FreeCGLayer(nn.Module):
         invariants, rejected = edge_invariants(nb.v, w_center, nb.w_neighbor, sh, centers,
                                                local)
         enhance = self.enhancer(invariants)
-        attention = (gather(q, centers) * nb.k * dk).sum(-1)
         # No softmax: the weights are gated by SiLU and smoothly cut off.
-        attention = F.silu(attention + enhance) * phi.unsqueeze(-1)
-        message = (nb.s * dv * attention.unsqueeze(-1)).reshape(-1, width)
-        gates = F.silu(self.gate_proj(message)) * phi.unsqueeze(-1)
-        scalar_sum = scatter_sum(message, centers, n_centers)
-        abstract_edges = aggregate_vectors(nb.v, gates, sh, centers, local, n_centers)
+        message, scalar_sum = edge_messages(q, nb.k, nb.s, dkdv, enhance, phi, centers, local,
+                                            n_centers)
+        gates = F.silu(self.gate_proj(message))
+        abstract_edges = aggregate_vectors(nb.v, gates, sh, phi, centers, local, n_centers)
 
         u1, u2, u3 = self.vec_proj(v).split(width, dim=-1)
         o1, o2, o3 = self.o_proj(scalar_sum).split(width, dim=-1)

@@ -11,6 +11,7 @@ from freecg_md.nn.group_cg import GroupCGTensorProduct
 from freecg_md.nn.kernels import (
     aggregate_vectors,
     edge_invariants,
+    edge_messages,
     group_cg_shuffled,
     kernels_available,
 )
@@ -36,22 +37,27 @@ def _inputs(dtype, width=16, seed=0):
     def leaf(*shape):
         return torch.randn(*shape, dtype=dtype, generator=generator).requires_grad_()
 
+    heads = 4 if width % 4 == 0 else 1
     return dict(v=leaf(9, 8, width), w_center=leaf(6, 8, width), w_rows=leaf(9, 8, width),
-                sh=leaf(n_edges, 8), gates=leaf(n_edges, 2 * width), centers=centers,
-                neighbors=neighbors)
+                sh=leaf(n_edges, 8), gates=leaf(n_edges, 2 * width),
+                phi=torch.rand(n_edges, dtype=dtype, generator=generator).requires_grad_(),
+                q=leaf(6, heads, width // heads), k=leaf(9, heads, width // heads),
+                s=leaf(9, heads, width // heads), dkdv=leaf(n_edges, 2 * width),
+                enhance=leaf(n_edges, heads), centers=centers, neighbors=neighbors)
 
 
 def _all_outputs(inputs, fused, edge_update=True):
-    v, w_rows = inputs["v"], inputs["w_rows"]
-    neighbors = inputs["neighbors"]
+    v, w_rows, k, s = (inputs[name] for name in ("v", "w_rows", "k", "s"))
+    neighbors, centers, sh, phi = (inputs[name] for name in ("neighbors", "centers", "sh", "phi"))
     if not fused:  # the torch operations on rows gathered per edge
-        v, w_rows, neighbors = v[neighbors], w_rows[neighbors], None
+        v, w_rows, k, s = (t[neighbors] for t in (v, w_rows, k, s))
+        neighbors = None
     dot, rejected = edge_invariants(v, inputs["w_center"] if edge_update else None,
-                                    w_rows if edge_update else None, inputs["sh"],
-                                    inputs["centers"], neighbors)
-    vectors = aggregate_vectors(v, inputs["gates"], inputs["sh"], inputs["centers"], neighbors,
-                                n_centers=6)
-    return [dot, vectors] + ([rejected] if edge_update else [])
+                                    w_rows if edge_update else None, sh, centers, neighbors)
+    vectors = aggregate_vectors(v, inputs["gates"], sh, phi, centers, neighbors, n_centers=6)
+    message, summed = edge_messages(inputs["q"], k, s, inputs["dkdv"], inputs["enhance"], phi,
+                                    centers, neighbors, n_centers=6)
+    return [dot, vectors, message, summed] + ([rejected] if edge_update else [])
 
 
 def _weighted_sum(tensors, weights):
@@ -68,7 +74,7 @@ def test_edge_kernels_equal_torch_operations_with_gradients(dtype, tol, edge_upd
     assert fused[1][-1].abs().max() == 0  # the centre without edges gets nothing
     for a, b in zip(fused, plain, strict=True):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
-    leaves = [inputs[k] for k in ("v", "sh", "gates")]
+    leaves = [inputs[k] for k in ("v", "sh", "gates", "phi", "q", "k", "s", "dkdv", "enhance")]
     leaves += [inputs["w_center"], inputs["w_rows"]] if edge_update else []
     weights = [torch.randn_like(t) for t in fused]
     grads_fused = torch.autograd.grad(_weighted_sum(fused, weights), leaves)
@@ -83,12 +89,15 @@ def test_edge_kernels_pass_gradcheck():
     inputs = _inputs(torch.float64, width=3, seed=1)
     centers, neighbors = inputs["centers"], inputs["neighbors"]
 
-    def function(v, w_center, w_rows, sh, gates):
-        dot, rejected = edge_invariants(v, w_center, w_rows, sh, centers, neighbors)
-        return dot, rejected, aggregate_vectors(v, gates, sh, centers, neighbors, 6)
+    names = ("v", "w_center", "w_rows", "sh", "gates", "phi", "q", "k", "s", "dkdv", "enhance")
 
-    assert torch.autograd.gradcheck(
-        function, tuple(inputs[k] for k in ("v", "w_center", "w_rows", "sh", "gates")))
+    def function(v, w_center, w_rows, sh, gates, phi, q, k, s, dkdv, enhance):
+        dot, rejected = edge_invariants(v, w_center, w_rows, sh, centers, neighbors)
+        vectors = aggregate_vectors(v, gates, sh, phi, centers, neighbors, 6)
+        message, summed = edge_messages(q, k, s, dkdv, enhance, phi, centers, neighbors, 6)
+        return dot, rejected, vectors, message, summed
+
+    assert torch.autograd.gradcheck(function, tuple(inputs[k] for k in names))
 
 
 @needs_kernels

@@ -165,26 +165,120 @@ void invariants_backward_kernel(const T* __restrict v, const T* __restrict wc,
   }
 }
 
+// Forward of the attention messages of a run's edges (no softmax), with
+// dk = dkdv[e, :F], dv = dkdv[e, F:] (already through SiLU), heads of D = F / H channels:
+//   z[e, h] = enhance[e, h] + sum_d q[i, h, d] k[j, h, d] dk[e, h, d]
+//   message[e, h, d] = s[j, h, d] dv[e, h, d] silu(z[e, h]) phi[e];  summed[i] += message[e]
+template <typename T>
+void message_forward_kernel(const T* __restrict q, const T* __restrict k, const T* __restrict s,
+                            const T* __restrict dkdv, const T* __restrict enhance,
+                            const T* __restrict phi, const int64_t* __restrict centers,
+                            const int64_t* __restrict neighbors, T* __restrict message,
+                            T* __restrict summed, int64_t n_edges, int64_t H, int64_t D) {
+  const int64_t F = H * D;
+  for (int64_t e = 0; e < n_edges; ++e) {
+    const T* qi = q + centers[e] * F;
+    const T* kj = k + neighbors[e] * F;
+    const T* sj = s + neighbors[e] * F;
+    const T* dk = dkdv + e * 2 * F;
+    const T* dv = dk + F;
+    T* out = message + e * F;
+    T* sum_i = summed + centers[e] * F;
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t o = h * D;
+      T z = enhance[e * H + h];
+#pragma omp simd reduction(+ : z)
+      for (int64_t d = 0; d < D; ++d) z += qi[o + d] * kj[o + d] * dk[o + d];
+      const T att = z / (T(1) + std::exp(-z)) * phi[e];
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) {
+        const T value = sj[o + d] * dv[o + d] * att;
+        out[o + d] = value;
+        sum_i[o + d] += value;
+      }
+    }
+  }
+}
+
+// Backward of message_forward_kernel. The message's gradient is grad_message[e] plus
+// grad_summed[i]; grad_q, grad_k, grad_s are accumulated into, the rest written.
+template <typename T>
+void message_backward_kernel(const T* __restrict q, const T* __restrict k,
+                             const T* __restrict s, const T* __restrict dkdv,
+                             const T* __restrict enhance, const T* __restrict phi,
+                             const int64_t* __restrict centers,
+                             const int64_t* __restrict neighbors,
+                             const T* __restrict grad_message, const T* __restrict grad_summed,
+                             T* __restrict grad_q, T* __restrict grad_k, T* __restrict grad_s,
+                             T* __restrict grad_dkdv, T* __restrict grad_enhance,
+                             T* __restrict grad_phi, int64_t n_edges, int64_t H, int64_t D) {
+  const int64_t F = H * D;
+  for (int64_t e = 0; e < n_edges; ++e) {
+    const int64_t i = centers[e], j = neighbors[e];
+    const T* qi = q + i * F;
+    const T* kj = k + j * F;
+    const T* sj = s + j * F;
+    const T* dk = dkdv + e * 2 * F;
+    const T* dv = dk + F;
+    const T* gm_edge = grad_message + e * F;
+    const T* gm_center = grad_summed + i * F;
+    T* gq = grad_q + i * F;
+    T* gk = grad_k + j * F;
+    T* gs = grad_s + j * F;
+    T* gdk = grad_dkdv + e * 2 * F;
+    T* gdv = gdk + F;
+    T gphi = 0;
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t o = h * D;
+      T z = enhance[e * H + h];
+#pragma omp simd reduction(+ : z)
+      for (int64_t d = 0; d < D; ++d) z += qi[o + d] * kj[o + d] * dk[o + d];
+      const T sigmoid = T(1) / (T(1) + std::exp(-z));
+      const T silu = z * sigmoid;
+      const T att = silu * phi[e];
+      T gatt = 0;
+#pragma omp simd reduction(+ : gatt)
+      for (int64_t d = 0; d < D; ++d) {
+        const T gm = gm_edge[o + d] + gm_center[o + d];
+        gatt += gm * sj[o + d] * dv[o + d];
+        gs[o + d] += gm * dv[o + d] * att;
+        gdv[o + d] = gm * sj[o + d] * att;
+      }
+      gphi += gatt * silu;
+      const T gz = gatt * phi[e] * sigmoid * (T(1) + z * (T(1) - sigmoid));
+      grad_enhance[e * H + h] = gz;
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) {
+        gq[o + d] += gz * kj[o + d] * dk[o + d];
+        gk[o + d] += gz * qi[o + d] * dk[o + d];
+        gdk[o + d] = gz * qi[o + d] * kj[o + d];
+      }
+    }
+    grad_phi[e] = gphi;
+  }
+}
+
 // Forward of the vector aggregation onto centres (the abstract edges), with the gates
-// (E, 2F) = [g1, g2]:
-//   out[i, m, f] = sum over edges e of centre i of v[j, m, f] g1[e, f] + g2[e, f] y[e, m]
+// (E, 2F) = [g1, g2] cut off by phi (E,):
+//   out[i, m, f] = sum over edges e of centre i of (v[j, m, f] g1[e, f] + g2[e, f] y[e, m]) phi[e]
 template <typename T>
 void aggregate_forward_kernel(const T* __restrict v, const T* __restrict gates,
-                              const T* __restrict y, const int64_t* __restrict centers,
+                              const T* __restrict y, const T* __restrict phi,
+                              const int64_t* __restrict centers,
                               const int64_t* __restrict neighbors, T* __restrict out,
                               int64_t n_edges, int64_t F) {
   for (int64_t e = 0; e < n_edges; ++e) {
-    const T* ye = y + e * M;
     const T* vj = v + neighbors[e] * M * F;
     const T* a = gates + e * 2 * F;
     const T* b = a + F;
+    const T cut = phi[e];
     T* oi = out + centers[e] * M * F;
     for (int64_t m = 0; m < M; ++m) {
-      const T ym = ye[m];
+      const T ym = y[e * M + m] * cut;
       const T* row = vj + m * F;
       T* orow = oi + m * F;
 #pragma omp simd
-      for (int64_t f = 0; f < F; ++f) orow[f] += row[f] * a[f] + b[f] * ym;
+      for (int64_t f = 0; f < F; ++f) orow[f] += row[f] * a[f] * cut + b[f] * ym;
     }
   }
 }
@@ -193,11 +287,12 @@ void aggregate_forward_kernel(const T* __restrict v, const T* __restrict gates,
 // are written.
 template <typename T>
 void aggregate_backward_kernel(const T* __restrict v, const T* __restrict gates,
-                               const T* __restrict y, const int64_t* __restrict centers,
+                               const T* __restrict y, const T* __restrict phi,
+                               const int64_t* __restrict centers,
                                const int64_t* __restrict neighbors,
                                const T* __restrict grad_out, T* __restrict grad_v,
                                T* __restrict grad_gates, T* __restrict grad_y,
-                               int64_t n_edges, int64_t F) {
+                               T* __restrict grad_phi, int64_t n_edges, int64_t F) {
   for (int64_t e = 0; e < n_edges; ++e) {
     const T* ye = y + e * M;
     const int64_t j = neighbors[e];
@@ -205,6 +300,7 @@ void aggregate_backward_kernel(const T* __restrict v, const T* __restrict gates,
     T* gvj = grad_v + j * M * F;
     const T* a = gates + e * 2 * F;
     const T* b = a + F;
+    const T cut = phi[e];
     const T* go = grad_out + centers[e] * M * F;
     T* ga = grad_gates + e * 2 * F;
     T* gb = ga + F;
@@ -224,11 +320,20 @@ void aggregate_backward_kernel(const T* __restrict v, const T* __restrict gates,
       for (int64_t f = 0; f < F; ++f) {
         ga[f] += row[f] * grow[f];
         gb[f] += ym * grow[f];
-        gvrow[f] += a[f] * grow[f];
+        gvrow[f] += a[f] * cut * grow[f];
         acc += b[f] * grow[f];
       }
-      gy[m] = acc;
+      gy[m] = acc * cut;
     }
+    // d out / d phi = out / phi, without dividing: sum_f g1 ga + g2 gb before scaling.
+    T gphi = 0;
+#pragma omp simd reduction(+ : gphi)
+    for (int64_t f = 0; f < F; ++f) {
+      gphi += a[f] * ga[f] + b[f] * gb[f];
+      ga[f] *= cut;
+      gb[f] *= cut;
+    }
+    grad_phi[e] = gphi;
   }
 }
 
@@ -503,18 +608,20 @@ std::vector<torch::Tensor> invariants_backward(torch::Tensor v, torch::Tensor wc
 }
 
 torch::Tensor aggregate_forward(torch::Tensor v, torch::Tensor gates, torch::Tensor y,
-                                torch::Tensor centers, torch::Tensor neighbors,
-                                int64_t n_centers) {
+                                torch::Tensor phi, torch::Tensor centers,
+                                torch::Tensor neighbors, int64_t n_centers) {
   check_edges(y, centers, neighbors);
   check_rows(v, "v", y);
   check_rows(gates, "gates", y);
+  check_rows(phi, "phi", y);
   const int64_t E = y.size(0), F = v.size(2);
   TORCH_CHECK(gates.dim() == 2 && gates.size(0) == E && gates.size(1) == 2 * F,
               "gates: expected (E, 2F), got ", gates.sizes());
+  TORCH_CHECK(phi.numel() == E, "phi: expected (E,)");
   auto out = torch::zeros({n_centers, M, F}, v.options());
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "aggregate_forward", [&] {
     aggregate_forward_kernel<scalar_t>(v.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(),
-                                       y.data_ptr<scalar_t>(),
+                                       y.data_ptr<scalar_t>(), phi.data_ptr<scalar_t>(),
                                        centers.data_ptr<int64_t>(),
                                        neighbors.data_ptr<int64_t>(), out.data_ptr<scalar_t>(),
                                        E, F);
@@ -523,22 +630,75 @@ torch::Tensor aggregate_forward(torch::Tensor v, torch::Tensor gates, torch::Ten
 }
 
 std::vector<torch::Tensor> aggregate_backward(torch::Tensor v, torch::Tensor gates,
-                                              torch::Tensor y, torch::Tensor centers,
-                                              torch::Tensor neighbors, torch::Tensor grad_out) {
+                                              torch::Tensor y, torch::Tensor phi,
+                                              torch::Tensor centers, torch::Tensor neighbors,
+                                              torch::Tensor grad_out) {
   check_edges(y, centers, neighbors);
   check_rows(grad_out, "grad_out", y);
   const int64_t E = y.size(0), F = v.size(2);
   auto grad_v = torch::zeros_like(v);
   auto grad_gates = torch::empty_like(gates);
   auto grad_y = torch::empty_like(y);
+  auto grad_phi = torch::empty_like(phi);
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "aggregate_backward", [&] {
     aggregate_backward_kernel<scalar_t>(
         v.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
-        centers.data_ptr<int64_t>(), neighbors.data_ptr<int64_t>(),
+        phi.data_ptr<scalar_t>(), centers.data_ptr<int64_t>(), neighbors.data_ptr<int64_t>(),
         grad_out.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(),
-        grad_gates.data_ptr<scalar_t>(), grad_y.data_ptr<scalar_t>(), E, F);
+        grad_gates.data_ptr<scalar_t>(), grad_y.data_ptr<scalar_t>(),
+        grad_phi.data_ptr<scalar_t>(), E, F);
   });
-  return {grad_v, grad_gates, grad_y};
+  return {grad_v, grad_gates, grad_y, grad_phi};
+}
+
+// q (C, H, D), k and s (U, H, D), dkdv (E, 2 H D), enhance (E, H), phi (E,).
+std::vector<torch::Tensor> message_forward(torch::Tensor q, torch::Tensor k, torch::Tensor s,
+                                           torch::Tensor dkdv, torch::Tensor enhance,
+                                           torch::Tensor phi, torch::Tensor centers,
+                                           torch::Tensor neighbors, int64_t n_centers) {
+  for (const auto* t : {&q, &k, &s, &dkdv, &enhance, &phi}) check_rows(*t, "message input", q);
+  TORCH_CHECK(q.dim() == 3 && k.dim() == 3 && s.dim() == 3, "q, k, s: expected (rows, H, D)");
+  const int64_t E = centers.numel(), H = q.size(1), D = q.size(2);
+  TORCH_CHECK(neighbors.numel() == E && dkdv.size(0) == E && dkdv.size(1) == 2 * H * D &&
+                  enhance.size(0) == E && enhance.size(1) == H && phi.numel() == E,
+              "message inputs: inconsistent shapes");
+  auto message = torch::empty({E, H * D}, q.options());
+  auto summed = torch::zeros({n_centers, H * D}, q.options());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "message_forward", [&] {
+    message_forward_kernel<scalar_t>(
+        q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
+        dkdv.data_ptr<scalar_t>(), enhance.data_ptr<scalar_t>(), phi.data_ptr<scalar_t>(),
+        centers.data_ptr<int64_t>(), neighbors.data_ptr<int64_t>(),
+        message.data_ptr<scalar_t>(), summed.data_ptr<scalar_t>(), E, H, D);
+  });
+  return {message, summed};
+}
+
+std::vector<torch::Tensor> message_backward(torch::Tensor q, torch::Tensor k, torch::Tensor s,
+                                            torch::Tensor dkdv, torch::Tensor enhance,
+                                            torch::Tensor phi, torch::Tensor centers,
+                                            torch::Tensor neighbors, torch::Tensor grad_message,
+                                            torch::Tensor grad_summed) {
+  check_rows(grad_message, "grad_message", q);
+  check_rows(grad_summed, "grad_summed", q);
+  const int64_t E = centers.numel(), H = q.size(1), D = q.size(2);
+  auto grad_q = torch::zeros_like(q);
+  auto grad_k = torch::zeros_like(k);
+  auto grad_s = torch::zeros_like(s);
+  auto grad_dkdv = torch::empty_like(dkdv);
+  auto grad_enhance = torch::empty_like(enhance);
+  auto grad_phi = torch::empty_like(phi);
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "message_backward", [&] {
+    message_backward_kernel<scalar_t>(
+        q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
+        dkdv.data_ptr<scalar_t>(), enhance.data_ptr<scalar_t>(), phi.data_ptr<scalar_t>(),
+        centers.data_ptr<int64_t>(), neighbors.data_ptr<int64_t>(),
+        grad_message.data_ptr<scalar_t>(), grad_summed.data_ptr<scalar_t>(),
+        grad_q.data_ptr<scalar_t>(), grad_k.data_ptr<scalar_t>(), grad_s.data_ptr<scalar_t>(),
+        grad_dkdv.data_ptr<scalar_t>(), grad_enhance.data_ptr<scalar_t>(),
+        grad_phi.data_ptr<scalar_t>(), E, H, D);
+  });
+  return {grad_q, grad_k, grad_s, grad_dkdv, grad_enhance, grad_phi};
 }
 
 torch::Tensor group_cg_forward(torch::Tensor a, torch::Tensor b, torch::Tensor weight,
@@ -598,6 +758,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("invariants_backward", &invariants_backward, release);
   m.def("aggregate_forward", &aggregate_forward, release);
   m.def("aggregate_backward", &aggregate_backward, release);
+  m.def("message_forward", &message_forward, release);
+  m.def("message_backward", &message_backward, release);
   m.def("group_cg_forward", &group_cg_forward, release);
   m.def("group_cg_backward", &group_cg_backward, release);
 }
