@@ -58,6 +58,11 @@ class FreeCGLayer(nn.Module):
     use_group_cg:
         If False, the vector update is ViSNet's ``dv = A + B`` instead of
         ``dv = Shuffle(GroupTP(A, B)) + A`` (the ablation of the FreeCG paper).
+    zero_vectors_in:
+        Whether the input vectors ``v`` are always zero (the first layer: vector features
+        start at zero). Then the enhancer's invariants, the node term ``B``, the group
+        transform and the edge update are exactly zero, and the layer skips them; the
+        parameters stay (they get zero gradients either way).
 
     Notes
     -----
@@ -74,6 +79,7 @@ class FreeCGLayer(nn.Module):
         num_groups: int,
         update_edges: bool,
         use_group_cg: bool = True,
+        zero_vectors_in: bool = False,
     ) -> None:
         super().__init__()
         if hidden % num_heads or hidden % num_groups:
@@ -95,6 +101,7 @@ class FreeCGLayer(nn.Module):
         )
         self.shuffle = (3 * num_groups) // 2
         self.update_edges = update_edges
+        self.zero_vectors_in = zero_vectors_in
         if update_edges:
             self.f_proj = nn.Linear(hidden, hidden)
             self.w_center_proj = nn.Linear(hidden, hidden, bias=False)
@@ -109,6 +116,11 @@ class FreeCGLayer(nn.Module):
         ``create_graph``) stays eager, since the compiled backward cannot be differentiated
         again."""
         self._compiled_update = torch.compile(self._update, dynamic=True, **options)
+
+    @property
+    def returns_edge_update(self) -> bool:
+        """Whether :meth:`forward` returns an edge update ``df`` (not None)."""
+        return self.update_edges and not self.zero_vectors_in
 
     def run_update(
         self, run: EdgeRun
@@ -156,13 +168,13 @@ class FreeCGLayer(nn.Module):
         n_atoms, heads, width = x.shape[0], self.num_heads, self.hidden
         q, k, s = self.qks_proj(self.layernorm(x)).reshape(
             n_atoms, 3, heads, width // heads).unbind(1)
-        w_neighbor = self.w_neighbor_proj(v) if self.update_edges else None
+        w_neighbor = self.w_neighbor_proj(v) if self.returns_edge_update else None
         nodes = NodeTerms(k, s, v, w_neighbor)
         if pool is not None and len(runs) > 1:
             outputs = RunsInParallel.apply(self, runs, pool, keep_graphs, q, *nodes, *f,
                                            *(run.sh for run in runs), *(run.phi for run in runs))
             dx, dvec, df = outputs[0], outputs[1], list(outputs[2:])
-            return dx, dvec, (df if self.update_edges else None)
+            return dx, dvec, (df if self.returns_edge_update else None)
         # The runs' own atoms, split once: a slice per run would give each run's backward a
         # zero gradient of all atoms to fill.
         atoms = [run.n_centers for run in runs]
@@ -175,7 +187,7 @@ class FreeCGLayer(nn.Module):
             return dx, dvec, (None if df is None else [df])
         dx = torch.cat([part[0] for part in parts])
         dvec = torch.cat([part[1] for part in parts])
-        df = [part[2] for part in parts] if self.update_edges else None
+        df = [part[2] for part in parts] if self.returns_edge_update else None
         return dx, dvec, df
 
     def _update_gathering(self, nodes: NodeTerms, q: torch.Tensor, v: torch.Tensor,
@@ -199,20 +211,26 @@ class FreeCGLayer(nn.Module):
         n_centers = run.n_centers
         dkdv = F.silu(self.dkdv_proj(f))
         local = run.local_neighbors
-        w_center = self.w_center_proj(v) if self.update_edges else None
-        # Attention enhancer: per-channel invariants of the neighbour's abstract edges seen
-        # along this real edge, mapped to one bias per head.
-        invariants, rejected = edge_invariants(nb.v, w_center, nb.w_neighbor, sh, centers,
-                                               local)
-        enhance = self.enhancer(invariants)
+        if self.zero_vectors_in:
+            enhance = self.enhancer.bias.expand(centers.shape[0], -1)
+            rejected = None
+        else:
+            w_center = self.w_center_proj(v) if self.update_edges else None
+            # Attention enhancer: per-channel invariants of the neighbour's abstract edges
+            # seen along this real edge, mapped to one bias per head.
+            invariants, rejected = edge_invariants(nb.v, w_center, nb.w_neighbor, sh,
+                                                   centers, local)
+            enhance = self.enhancer(invariants)
         # No softmax: the weights are gated by SiLU and smoothly cut off.
         message, scalar_sum = edge_messages(q, nb.k, nb.s, dkdv, enhance, phi, centers, local,
                                             n_centers)
         gates = F.silu(self.gate_proj(message))
         abstract_edges = aggregate_vectors(nb.v, gates, sh, phi, centers, local, n_centers)
+        o1, o2, o3 = self.o_proj(scalar_sum).split(width, dim=-1)
+        if self.zero_vectors_in:  # u1 = u2 = u3 = 0, so dx = o3 and B = 0
+            return o3, abstract_edges, None
 
         u1, u2, u3 = self.vec_proj(v).split(width, dim=-1)
-        o1, o2, o3 = self.o_proj(scalar_sum).split(width, dim=-1)
         dx = (u1 * u2).sum(dim=1) * o2 + o3
         node_vectors = u3 * o1.unsqueeze(1)
         if self.group_cg is None:
@@ -297,7 +315,7 @@ class RunsInParallel(torch.autograd.Function):
             parts = [[t.detach() for t in part.outputs] for part in parts]
         dx = torch.cat([part[0] for part in parts])
         dvec = torch.cat([part[1] for part in parts])
-        df = [part[2] for part in parts] if layer.update_edges else []
+        df = [part[2] for part in parts] if layer.returns_edge_update else []
         return (dx, dvec, *df)
 
     @staticmethod
@@ -324,7 +342,7 @@ class RunsInParallel(torch.autograd.Function):
                 graph = graphs[index] if graphs is not None else _run_graph(
                     layer, nodes, q_runs[index], v_runs[index], f[index], run)
                 grads_in = [grad_dx_runs[index], grad_dvec_runs[index]]
-                grads_in += grad_df[index:index + 1] if layer.update_edges else []
+                grads_in += grad_df[index:index + 1] if layer.returns_edge_update else []
                 grads = torch.autograd.grad(graph.outputs, graph.inputs, grads_in,
                                             allow_unused=True)
                 grads = [torch.zeros_like(t) if g is None else g

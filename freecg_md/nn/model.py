@@ -185,6 +185,7 @@ class FreeCG(nn.Module):
                     config.num_groups,
                     update_edges=index < config.num_layers - 1,
                     use_group_cg=config.use_group_cg,
+                    zero_vectors_in=index == 0,
                 )
                 for index in range(config.num_layers)
             ]

@@ -194,3 +194,23 @@ def test_a_failed_build_warns_and_falls_back_to_torch(monkeypatch):
     with pytest.warns(RuntimeWarning, match="no compiler here"):
         assert kernels.load_kernels() is None
     assert not kernels.kernels_available()  # the failure is remembered, not retried
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_first_layer_skipping_zero_vectors_changes_nothing(frozen):
+    """The first layer's input vectors are zero, so it skips the terms they make vanish."""
+    model = small_model(torch.float64)
+    model.edge_chunk_size = 20
+    full = copy.deepcopy(model)
+    assert model.layers[0].zero_vectors_in and not any(
+        layer.zero_vectors_in for layer in model.layers[1:])
+    full.layers[0].zero_vectors_in = False
+    if frozen:
+        model.requires_grad_(False)
+        full.requires_grad_(False)
+    atoms = random_molecule(16, seed=5)
+    args = (torch.as_tensor(atoms.numbers), torch.as_tensor(atoms.positions),
+            full_edges(len(atoms)))
+    skipped, reference = model.energy_and_forces(*args), full.energy_and_forces(*args)
+    torch.testing.assert_close(skipped["energy"], reference["energy"], rtol=0, atol=1e-12)
+    torch.testing.assert_close(skipped["forces"], reference["forces"], rtol=0, atol=1e-12)
