@@ -58,4 +58,9 @@ class ExpNormalBasis(nn.Module):
         """``distances``: (E,) Å -> (E, K) basis values."""
         d = distances.unsqueeze(-1)
         expanded = torch.exp(-self.betas * (torch.exp(-self.alpha * d) - self.means) ** 2)
-        return expanded * self.cutoff_fn(d)
+        # The narrow Gaussians' far tails fall below the smallest normal number (about 5% of
+        # a chignolin's values in float32), and denormal operands made the next linear map
+        # 5x slower on a CPU (8.0 against 1.6 ms). Flushing them to zero changes values by
+        # less than 1.2e-38 (float32).
+        values = expanded * self.cutoff_fn(d)
+        return values.masked_fill(values < torch.finfo(values.dtype).tiny, 0.0)
