@@ -142,7 +142,9 @@ def default_label(args: argparse.Namespace) -> str:
 def time_engine(model: FreeCG, atoms: Atoms, args: argparse.Namespace) -> dict:
     """Per-step wall time and time outside the force evaluation: a bare BAOAB step, and a
     step of the full run loop (guards, reports, exchanges, checkpoints)."""
-    temperatures = temperature_ladder(300.0, 450.0, args.replicas)
+    # One replica is plain Langevin dynamics at one temperature.
+    temperatures = temperature_ladder(300.0, 450.0 if args.replicas > 1 else 300.0,
+                                      args.replicas)
     potential = TimedPotential(FreeCGPotential(model, atoms.numbers, device=args.device))
     state = ReplicaState.from_atoms(atoms, args.replicas)
     generators = replica_generators(args.seed, range(args.replicas))

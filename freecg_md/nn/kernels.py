@@ -1,25 +1,29 @@
-"""A layer's per-edge vector work and group CG transform: torch operations, or fused CPU
-kernels.
+"""A layer's per-edge work and group CG transform: torch operations, or fused CPU kernels.
 
-Three quantities of a FreeCG layer are built from (E, 8, F) per-edge vectors and reduced
-at once: the enhancer's invariants ``sum_m v_j[m] Y_ij[m]``, the edge update's rejected dot
-product, and the abstract edges ``A_i = sum_j v_j g1_ij + g2_ij Y_ij``. With torch
-operations every (E, 8, F) intermediate goes through memory, forward and backward, and that
-traffic is most of a layer's time on a CPU. ``csrc/kernels.cpp`` computes the three
-from the neighbours' rows where they lie, edge by edge, without those intermediates. It
-also computes the group CG transform with the shuffle atom by atom, a group's weights held
-in cache, instead of through (G, N, d3, T^2) channel-pair tensors and batched products of
-T = 8 columns.
+Four pieces of a FreeCG layer are built from per-edge tensors and reduced at once: the
+attention messages ``m_ij = s_j dv_ij silu(sum_d q_i k_j dk_ij + e_ij) phi_ij`` and
+their sums on the centres, the enhancer's invariants ``sum_m v_j[m] Y_ij[m]``, the edge
+update's rejected dot product, and the abstract edges ``A_i = sum_j (v_j g1_ij + g2_ij
+Y_ij) phi_ij``. With torch operations every (E, 8, F) and (E, F) intermediate goes through
+memory, forward and backward, as dozens of small operations per run of edges, and that is
+most of a layer's time on a CPU. ``csrc/kernels.cpp`` computes each piece edge by edge from
+the neighbours' rows where they lie (one row per distinct neighbour of a run), without
+those intermediates. It also computes the group CG transform with the shuffle atom by atom,
+a group's weights held in cache, instead of through (G, N, d3, T^2) channel-pair tensors
+and batched products of T = 8 columns. The linear maps stay torch's (``mm``).
 
 The kernels are compiled on first use with :func:`torch.utils.cpp_extension.load` (needs a
-C++ compiler and ninja; about a minute, once; cached under ``TORCH_EXTENSIONS_DIR``, by
+C++ compiler and ninja; under a minute, once; cached under ``TORCH_EXTENSIONS_DIR``, by
 default ``~/.cache/torch_extensions``). Where that fails the torch operations are used, with
 a warning; ``FREECG_MD_KERNELS=0`` turns the kernels off. Their backward pass is not
-differentiable again, so only frozen models use them (:class:`~freecg_md.nn.layer.
-RunsInParallel`, the calculator and MD path); training uses the torch operations.
+differentiable again, so only frozen models use them (the calculator's and the MD
+potentials' copies, through :class:`~freecg_md.nn.layer.RunsInParallel` or a whole pass);
+training uses the torch operations.
 
-Both forms take the neighbours' features as ``rows`` with an index ``neighbors`` (E,) into
-them, or, with ``neighbors=None``, rows already gathered per edge (the training path).
+Each function takes the neighbours' features as rows with an index ``neighbors`` (E,) into
+them (the kernels; torch operations gather first where the kernels are not available), or,
+with ``neighbors=None``, rows already gathered per edge (torch operations, the training
+path).
 """
 
 from __future__ import annotations
