@@ -14,8 +14,9 @@ DCD per replica (mdtraj reads them), ``frames.csv`` to demultiplex them by tempe
 end the free-energy landscape and the exchange diagnostics are drawn into ``plots/``.
 
 Defaults: 8 replicas from 300 to 450 K, 400 steps of 1 fs, exchanges every 10 steps: about
-10 minutes on 2 CPU cores. Pass ``--resume`` to continue a run (or to extend it with a larger
-``--steps``); without a checkpoint it starts a new one.
+4 minutes on 2 CPU cores (247 s measured, with the fused CPU kernels). Pass ``--resume`` to
+continue a run (or to extend it with a larger ``--steps``); without a checkpoint it starts a
+new one.
 
 Launched by torchrun, the replicas are spread over the processes (gloo on CPUs, nccl and one
 GPU per process on GPUs) with the same results as one process for the same seed::
