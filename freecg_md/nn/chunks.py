@@ -133,6 +133,18 @@ def edge_chunks(centers: torch.Tensor, n_atoms: int, max_edges: int) -> list[Edg
     return chunks
 
 
+def group_chunks(chunks: list[EdgeChunk], max_groups: int) -> list[list[EdgeChunk]]:
+    """``chunks`` in at most ``max_groups`` groups of consecutive chunks, in order."""
+    per = max(1, -(-len(chunks) // max_groups))
+    return [chunks[start:start + per] for start in range(0, len(chunks), per)]
+
+
+def merge_chunks(chunks: list[EdgeChunk]) -> EdgeChunk:
+    """One chunk covering consecutive ``chunks``."""
+    return EdgeChunk(slice(chunks[0].atoms.start, chunks[-1].atoms.stop),
+                     slice(chunks[0].edges.start, chunks[-1].edges.stop))
+
+
 def run_chunk(function: Callable[..., Result], *args: object, alone: bool = False) -> Result:
     """``function(*args)``, checkpointed when autograd records it, unless ``alone`` (the
     only chunk: nothing to gain from recomputing it).

@@ -6,7 +6,7 @@ import torch
 
 from freecg_md.nn import chunks as chunks_module
 from freecg_md.nn import model as model_module
-from freecg_md.nn.chunks import edge_chunks, is_sorted
+from freecg_md.nn.chunks import edge_chunks, group_chunks, is_sorted, merge_chunks
 from tests.conftest import full_edges, random_molecule, small_model
 
 
@@ -157,3 +157,38 @@ def test_runs_shared_among_threads_equal_the_whole_pass(threads, keep_graphs, mo
     torch.testing.assert_close(energy2, energy, rtol=0, atol=1e-10)
     torch.testing.assert_close(forces2, forces, rtol=0, atol=1e-10)
     assert forces.abs().max() > 1e-3
+
+
+def test_embedding_blocks_of_several_runs_equal_the_whole_pass(monkeypatch):
+    """Above the kept-graph budget a frozen model computes its embedding in at most
+    MAX_EDGE_RUNS blocks of consecutive runs; blocks of several runs change nothing."""
+    monkeypatch.setattr(chunks_module, "KEEP_GRAPHS_MAX_EDGE_CHANNELS", 0)
+    monkeypatch.setattr(model_module, "MAX_EDGE_RUNS", 3)
+    blocks = []
+    original = model_module.group_chunks
+
+    def spy(*args, **kwargs):
+        blocks.append(original(*args, **kwargs))
+        return blocks[-1]
+
+    monkeypatch.setattr(model_module, "group_chunks", spy)
+    model = small_model(torch.float64).requires_grad_(False)
+    atoms = random_molecule(16, seed=13)
+    edges = full_edges(len(atoms))
+    model.edge_chunk_size = None
+    energy, forces = _energy_forces(model, atoms, edges)
+    model.edge_chunk_size = 7
+    energy2, forces2 = _energy_forces(model, atoms, edges)
+    assert len(blocks) == 1 and len(blocks[0]) == 3 and len(blocks[0][0]) > 1
+    torch.testing.assert_close(energy2, energy, rtol=0, atol=1e-10)
+    torch.testing.assert_close(forces2, forces, rtol=0, atol=1e-10)
+
+
+def test_group_chunks_keeps_order_and_bounds_the_count():
+    chunks = edge_chunks(torch.repeat_interleave(torch.arange(10), 3), 10, 3)
+    for limit in (1, 3, 4, 10, 20):
+        groups = group_chunks(chunks, limit)
+        assert len(groups) <= limit
+        assert [c for group in groups for c in group] == chunks
+        merged = [merge_chunks(group) for group in groups]
+        assert merged[0].atoms.start == 0 and merged[-1].edges.stop == 30
