@@ -62,7 +62,7 @@ def _build_name() -> str:
     digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode())
     try:
         flags = [line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith(("flags", "model name"))][:2]
+                 if line.startswith(("flags", "model name", "Features", "CPU part"))][:2]
         digest.update("\n".join(flags).encode())
     except OSError:
         pass
@@ -74,6 +74,8 @@ def load_kernels() -> ModuleType | None:
     (``FREECG_MD_KERNELS=0``) or cannot be built (a warning says why)."""
     if os.environ.get("FREECG_MD_KERNELS", "1") == "0":
         return None
+    if "module" in _LOADED:  # every kernel call asks: no lock once loaded
+        return _LOADED["module"]
     with _LOCK:
         if "module" not in _LOADED:
             _LOADED["module"] = _build()
@@ -115,7 +117,8 @@ def kernels_available() -> bool:
 
 
 def _fused(tensor: torch.Tensor) -> bool:
-    return tensor.device.type == "cpu" and kernels_available()
+    return (tensor.device.type == "cpu" and tensor.dtype in (torch.float32, torch.float64)
+            and kernels_available())
 
 
 class _Invariants(torch.autograd.Function):
@@ -226,8 +229,9 @@ def edge_messages(
     if neighbors is not None:
         message, summed = _Messages.apply(q.contiguous(), k_rows.contiguous(),
                                           s_rows.contiguous(), dkdv.contiguous(),
-                                          enhance.contiguous(), phi.contiguous(), centers,
-                                          neighbors, n_centers)
+                                          enhance.contiguous(), phi.contiguous(),
+                                          centers.contiguous(), neighbors.contiguous(),
+                                          n_centers)
         return message, summed
     heads, depth = q.shape[1], q.shape[2]
     dk, dv = dkdv.reshape(-1, 2, heads, depth).unbind(1)
@@ -271,8 +275,9 @@ def edge_invariants(
     if neighbors is not None:
         empty = v_rows.new_empty(0, 8, v_rows.shape[2])
         dot, rejected = _Invariants.apply(
-            v_rows, empty if w_center is None else w_center,
-            empty if w_rows is None else w_rows, sh, centers, neighbors)
+            v_rows.contiguous(), empty if w_center is None else w_center.contiguous(),
+            empty if w_rows is None else w_rows.contiguous(), sh.contiguous(),
+            centers.contiguous(), neighbors.contiguous())
         return dot, (None if w_center is None else rejected)
     dot = dot_components(v_rows, sh)
     if w_center is None:
@@ -291,8 +296,9 @@ def aggregate_vectors(v_rows: torch.Tensor, gates: torch.Tensor, sh: torch.Tenso
     if neighbors is not None and not _fused(v_rows):
         v_rows, neighbors = gather(v_rows, neighbors), None
     if neighbors is not None:
-        return _Aggregate.apply(v_rows, gates.contiguous(), sh, phi.contiguous(), centers,
-                                neighbors, n_centers)
+        return _Aggregate.apply(v_rows.contiguous(), gates.contiguous(), sh.contiguous(),
+                                phi.contiguous(), centers.contiguous(), neighbors.contiguous(),
+                                n_centers)
     gates = gates * phi.unsqueeze(-1)
     gate1, gate2 = gates.split(v_rows.shape[2], dim=-1)
     message = v_rows * gate1.unsqueeze(1) + gate2.unsqueeze(1) * sh.unsqueeze(-1)

@@ -61,8 +61,9 @@ class FreeCGLayer(nn.Module):
     zero_vectors_in:
         Whether the input vectors ``v`` are always zero (the first layer: vector features
         start at zero). Then the enhancer's invariants, the node term ``B``, the group
-        transform and the edge update are exactly zero, and the layer skips them; the
-        parameters stay (they get zero gradients either way).
+        transform and the edge update are exactly zero, and the layer skips them. The
+        parameters of those terms stay in the model (and its files) but get no gradient
+        in this layer (None, where they got zeros before).
 
     Notes
     -----
@@ -348,10 +349,10 @@ class RunsInParallel(torch.autograd.Function):
                 grads = [torch.zeros_like(t) if g is None else g
                          for g, t in zip(grads, graph.inputs, strict=True)]
                 own[index] = grads[:5]
-                leaves = [(total, index) for total, index
+                leaves = [(total, rows) for total, rows
                           in zip(sums, term_indices(run), strict=True) if total is not None]
-                for (total, index), grad in zip(leaves, grads[5:], strict=True):
-                    total.index_add_(0, index, grad)
+                for (total, rows), grad in zip(leaves, grads[5:], strict=True):
+                    total.index_add_(0, rows, grad)
                 # The run's own atoms' rows of v.
                 sums[2][run.first_atom:run.first_atom + run.n_centers] += grads[1]
             return sums, own

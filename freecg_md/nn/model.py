@@ -229,6 +229,7 @@ class FreeCG(nn.Module):
         positions: torch.Tensor,
         edge_index: torch.Tensor,
         shifts: torch.Tensor | None = None,
+        create_graph: bool = False,
     ) -> torch.Tensor:
         """Energy of each atom, (N,) eV, in float64.
 
@@ -243,6 +244,10 @@ class FreeCG(nn.Module):
             beyond the cutoff are allowed (a Verlet list built with a skin) and ignored.
         shifts:
             (E, 3) Å, Cartesian image shift added to ``r_j - r_i`` for periodic cells.
+        create_graph:
+            Whether the forces will be differentiated again (a force loss, Hessian
+            products): then the frozen-model paths, whose backward is differentiable only
+            once (the threaded runs and the fused kernels), are not used.
         """
         centers, neighbors = edge_index[0], edge_index[1]
         # index_select, not advanced indexing: its backward is an index_add_, where
@@ -261,7 +266,8 @@ class FreeCG(nn.Module):
         n_edges = centers.shape[0]
         # Where no parameter needs a gradient the runs go through RunsInParallel (threads
         # on a CPU; one after another on a GPU); otherwise they are checkpointed.
-        parallel = not any(parameter.requires_grad for parameter in self.parameters())
+        parallel = not create_graph and not any(parameter.requires_grad
+                                                for parameter in self.parameters())
         # Runs pay off from about four runs' worth of edges (one chignolin, 5,500 edges,
         # makes 5). A GPU wants whole passes: there runs only relieve memory.
         runs_above = 4 * (self.edge_chunk_size or 0)
@@ -437,7 +443,7 @@ class FreeCG(nn.Module):
         """
         if not positions.requires_grad:
             positions = positions.detach().requires_grad_(True)
-        atom_energy = self.atom_energies(numbers, positions, edge_index, shifts)
+        atom_energy = self.atom_energies(numbers, positions, edge_index, shifts, create_graph)
         if batch is None:
             energy = atom_energy.sum().reshape(1)
         else:

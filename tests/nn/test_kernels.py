@@ -214,3 +214,45 @@ def test_first_layer_skipping_zero_vectors_changes_nothing(frozen):
     skipped, reference = model.energy_and_forces(*args), full.energy_and_forces(*args)
     torch.testing.assert_close(skipped["energy"], reference["energy"], rtol=0, atol=1e-12)
     torch.testing.assert_close(skipped["forces"], reference["forces"], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [None, 20])
+def test_frozen_model_forces_can_be_differentiated_again(chunk):
+    """create_graph=True keeps a frozen model off its once-differentiable paths (threaded
+    runs, fused kernels), so second derivatives work and equal the trainable model's."""
+    model = small_model(torch.float64)
+    model.edge_chunk_size = chunk
+    frozen = copy.deepcopy(model).requires_grad_(False)
+    atoms = random_molecule(16, seed=6)
+    results = []
+    for net in (model, frozen):
+        positions = torch.as_tensor(atoms.positions).requires_grad_()
+        out = net.energy_and_forces(torch.as_tensor(atoms.numbers), positions,
+                                    full_edges(len(atoms)), create_graph=True)
+        (curvature,) = torch.autograd.grad(out["forces"].pow(2).sum(), positions)
+        results.append(curvature)
+    torch.testing.assert_close(results[1], results[0], rtol=0, atol=1e-10)
+    assert results[0].abs().max() > 0
+
+
+@needs_kernels
+def test_kernels_refuse_an_index_out_of_range():
+    inputs = _inputs(torch.float64)
+    bad = inputs["neighbors"].clone()
+    bad[3] = 9  # v has 9 rows
+    with pytest.raises(RuntimeError, match="neighbors: index 9 outside"):
+        edge_invariants(inputs["v"], None, None, inputs["sh"], inputs["centers"], bad)
+
+
+@needs_kernels
+def test_kernels_take_a_strided_edge_index():
+    """An edge index that is a strided view (a transposed (E, 2) array) gives the same
+    results: the wrappers make the inputs contiguous."""
+    inputs = _inputs(torch.float64)
+    pairs = torch.stack([inputs["centers"], inputs["neighbors"]], dim=1)  # (E, 2)
+    centers, neighbors = pairs.T[0], pairs.T[1]
+    assert not centers.is_contiguous()
+    fused = edge_invariants(inputs["v"], None, None, inputs["sh"], centers, neighbors)[0]
+    plain = edge_invariants(inputs["v"], None, None, inputs["sh"], inputs["centers"],
+                            inputs["neighbors"])[0]
+    torch.testing.assert_close(fused, plain, rtol=0, atol=0)

@@ -543,11 +543,22 @@ void dispatch_group_size(int64_t group_size, Body body) {
   }
 }
 
+// Every index of ``index`` (int64, contiguous) in [0, rows): a bad one would write outside
+// a buffer, where torch's own indexing raises.
+void check_index(const torch::Tensor& index, int64_t rows, const char* name) {
+  TORCH_CHECK(index.scalar_type() == torch::kLong && index.is_contiguous() &&
+                  index.device().is_cpu(),
+              name, ": expected a contiguous int64 CPU tensor");
+  const int64_t* data = index.data_ptr<int64_t>();
+  for (int64_t e = 0; e < index.numel(); ++e)
+    TORCH_CHECK(data[e] >= 0 && data[e] < rows, name, ": index ", data[e], " outside [0, ",
+                rows, ")");
+}
+
 void check_edges(const torch::Tensor& y, const torch::Tensor& centers,
                  const torch::Tensor& neighbors) {
-  TORCH_CHECK(y.dim() == 2 && y.size(1) == M, "y: expected (E, 8), got ", y.sizes());
-  TORCH_CHECK(centers.scalar_type() == torch::kLong && neighbors.scalar_type() == torch::kLong,
-              "centers and neighbors: expected int64");
+  TORCH_CHECK(y.dim() == 2 && y.size(1) == M && y.is_contiguous(),
+              "y: expected contiguous (E, 8), got ", y.sizes());
   TORCH_CHECK(centers.numel() == y.size(0) && neighbors.numel() == y.size(0),
               "centers and neighbors: expected one entry per edge");
 }
@@ -563,6 +574,8 @@ std::vector<torch::Tensor> invariants_forward(torch::Tensor v, torch::Tensor wc,
                                               torch::Tensor neighbors) {
   check_edges(y, centers, neighbors);
   check_rows(v, "v", y);
+  TORCH_CHECK(v.dim() == 3 && v.size(1) == M, "v: expected (U, 8, F), got ", v.sizes());
+  check_index(neighbors, v.size(0), "neighbors");
   const bool edge_update = wc.numel() > 0;
   const int64_t E = y.size(0), F = v.size(2);
   auto dot = torch::empty({E, F}, v.options());
@@ -570,6 +583,9 @@ std::vector<torch::Tensor> invariants_forward(torch::Tensor v, torch::Tensor wc,
   if (edge_update) {
     check_rows(wc, "wc", y);
     check_rows(wn, "wn", y);
+    TORCH_CHECK(wc.dim() == 3 && wc.size(1) == M && wc.size(2) == F && wn.sizes() == v.sizes(),
+                "wc, wn: expected (C, 8, F) and (U, 8, F)");
+    check_index(centers, wc.size(0), "centers");
   }
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "invariants_forward", [&] {
     invariants_forward_kernel<scalar_t>(
@@ -614,6 +630,9 @@ torch::Tensor aggregate_forward(torch::Tensor v, torch::Tensor gates, torch::Ten
   check_rows(v, "v", y);
   check_rows(gates, "gates", y);
   check_rows(phi, "phi", y);
+  TORCH_CHECK(v.dim() == 3 && v.size(1) == M, "v: expected (U, 8, F), got ", v.sizes());
+  check_index(neighbors, v.size(0), "neighbors");
+  check_index(centers, n_centers, "centers");
   const int64_t E = y.size(0), F = v.size(2);
   TORCH_CHECK(gates.dim() == 2 && gates.size(0) == E && gates.size(1) == 2 * F,
               "gates: expected (E, 2F), got ", gates.sizes());
@@ -656,8 +675,18 @@ std::vector<torch::Tensor> message_forward(torch::Tensor q, torch::Tensor k, tor
                                            torch::Tensor dkdv, torch::Tensor enhance,
                                            torch::Tensor phi, torch::Tensor centers,
                                            torch::Tensor neighbors, int64_t n_centers) {
-  for (const auto* t : {&q, &k, &s, &dkdv, &enhance, &phi}) check_rows(*t, "message input", q);
-  TORCH_CHECK(q.dim() == 3 && k.dim() == 3 && s.dim() == 3, "q, k, s: expected (rows, H, D)");
+  check_rows(q, "q", q);
+  check_rows(k, "k", q);
+  check_rows(s, "s", q);
+  check_rows(dkdv, "dkdv", q);
+  check_rows(enhance, "enhance", q);
+  check_rows(phi, "phi", q);
+  TORCH_CHECK(q.dim() == 3 && k.dim() == 3 && s.dim() == 3 && k.sizes() == s.sizes() &&
+                  k.size(1) == q.size(1) && k.size(2) == q.size(2),
+              "q, k, s: expected (rows, H, D) alike");
+  check_index(centers, q.size(0), "centers");
+  check_index(neighbors, k.size(0), "neighbors");
+  TORCH_CHECK(n_centers == q.size(0), "n_centers: expected q's rows");
   const int64_t E = centers.numel(), H = q.size(1), D = q.size(2);
   TORCH_CHECK(neighbors.numel() == E && dkdv.size(0) == E && dkdv.size(1) == 2 * H * D &&
                   enhance.size(0) == E && enhance.size(1) == H && phi.numel() == E,
