@@ -121,6 +121,16 @@ def _fused(tensor: torch.Tensor) -> bool:
             and kernels_available())
 
 
+def _rows_for_kernels(
+    like: torch.Tensor, neighbors: torch.Tensor | None, *rows: torch.Tensor | None
+) -> tuple[torch.Tensor | None, ...]:
+    """``(*rows, neighbors)`` unchanged where the kernels run on tensors like ``like``;
+    elsewhere the rows gathered per edge and None, for the torch operations."""
+    if neighbors is None or _fused(like):
+        return (*rows, neighbors)
+    return (*(None if r is None else gather(r, neighbors) for r in rows), None)
+
+
 class _Invariants(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, v: torch.Tensor, w_center: torch.Tensor, w_rows: torch.Tensor,
@@ -224,8 +234,7 @@ def edge_messages(
     message, summed:
         (E, F) and (C, F).
     """
-    if neighbors is not None and not _fused(q):
-        k_rows, s_rows, neighbors = gather(k_rows, neighbors), gather(s_rows, neighbors), None
+    k_rows, s_rows, neighbors = _rows_for_kernels(q, neighbors, k_rows, s_rows)
     if neighbors is not None:
         message, summed = _Messages.apply(q.contiguous(), k_rows.contiguous(),
                                           s_rows.contiguous(), dkdv.contiguous(),
@@ -268,10 +277,7 @@ def edge_invariants(
         (E, F) ``sum_m v_j[m] Y[m]``, and ``w1 . w2`` of the two projections made
         orthogonal to ``Y`` (None without edge update).
     """
-    if neighbors is not None and not _fused(v_rows):
-        v_rows = gather(v_rows, neighbors)
-        w_rows = None if w_rows is None else gather(w_rows, neighbors)
-        neighbors = None
+    v_rows, w_rows, neighbors = _rows_for_kernels(v_rows, neighbors, v_rows, w_rows)
     if neighbors is not None:
         empty = v_rows.new_empty(0, 8, v_rows.shape[2])
         dot, rejected = _Invariants.apply(
@@ -293,8 +299,7 @@ def aggregate_vectors(v_rows: torch.Tensor, gates: torch.Tensor, sh: torch.Tenso
     ``gates`` (E, 2F) is ``[g1, g2]``, ``phi`` (E,) the cosine cutoff; other arguments as in
     :func:`edge_invariants`.
     """
-    if neighbors is not None and not _fused(v_rows):
-        v_rows, neighbors = gather(v_rows, neighbors), None
+    v_rows, neighbors = _rows_for_kernels(v_rows, neighbors, v_rows)
     if neighbors is not None:
         return _Aggregate.apply(v_rows.contiguous(), gates.contiguous(), sh.contiguous(),
                                 phi.contiguous(), centers.contiguous(), neighbors.contiguous(),

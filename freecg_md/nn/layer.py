@@ -29,17 +29,16 @@ class NodeTerms(NamedTuple):
 
 
 def gather_terms(nodes: NodeTerms, run: EdgeRun) -> NodeTerms:
-    """A run's rows of ``nodes``: one per edge, (E_run, ...), or, where the run lists its
-    distinct neighbours (``run.unique_neighbors``, for the fused kernels), one per distinct
-    neighbour, (U, ...)."""
-    return NodeTerms(*(None if t is None else gather(t, index)
-                       for t, index in zip(nodes, term_indices(run), strict=True)))
+    """A run's rows of every field of ``nodes``, at :func:`neighbor_rows`."""
+    rows = neighbor_rows(run)
+    return NodeTerms(*(None if t is None else gather(t, rows) for t in nodes))
 
 
-def term_indices(run: EdgeRun) -> tuple[torch.Tensor, ...]:
-    """The atoms whose rows :func:`gather_terms` takes, one index per field of NodeTerms."""
-    rows = run.neighbors if run.unique_neighbors is None else run.unique_neighbors
-    return rows, rows, rows, rows
+def neighbor_rows(run: EdgeRun) -> torch.Tensor:
+    """The atoms whose rows :func:`gather_terms` takes: one per edge, (E_run,), or, where the
+    run lists its distinct neighbours (``run.unique_neighbors``, for the fused kernels), one
+    per distinct neighbour, (U,)."""
+    return run.neighbors if run.unique_neighbors is None else run.unique_neighbors
 
 
 class FreeCGLayer(nn.Module):
@@ -349,9 +348,9 @@ class RunsInParallel(torch.autograd.Function):
                 grads = [torch.zeros_like(t) if g is None else g
                          for g, t in zip(grads, graph.inputs, strict=True)]
                 own[index] = grads[:5]
-                leaves = [(total, rows) for total, rows
-                          in zip(sums, term_indices(run), strict=True) if total is not None]
-                for (total, rows), grad in zip(leaves, grads[5:], strict=True):
+                rows = neighbor_rows(run)
+                for total, grad in zip([t for t in sums if t is not None], grads[5:],
+                                       strict=True):
                     total.index_add_(0, rows, grad)
                 # The run's own atoms' rows of v.
                 sums[2][run.first_atom:run.first_atom + run.n_centers] += grads[1]

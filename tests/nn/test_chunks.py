@@ -71,20 +71,26 @@ def test_chunked_pass_equals_whole_pass_in_float64(chunk, whole_embedding, monke
     torch.testing.assert_close(forces3, forces, rtol=0, atol=1e-10)
 
 
+def _record_results(monkeypatch, name):
+    """The list of what ``freecg_md.nn.model.<name>`` returns, call by call."""
+    results = []
+    original = getattr(model_module, name)
+
+    def spy(*args, **kwargs):
+        results.append(original(*args, **kwargs))
+        return results[-1]
+
+    monkeypatch.setattr(model_module, name, spy)
+    return results
+
+
 @pytest.mark.parametrize("budget", ["default", 0])
 def test_trainable_model_takes_runs_only_above_the_kept_graph_budget(budget, monkeypatch):
     """Checkpointed runs only save memory (and cost a recomputation): a trainable model
     below the budget is evaluated whole, above it in runs; a frozen one always in runs."""
     if budget == 0:
         monkeypatch.setattr(chunks_module, "KEEP_GRAPHS_MAX_EDGE_CHANNELS", 0)
-    plans = []
-    original = model_module.edge_chunks
-
-    def spy(*args, **kwargs):
-        plans.append(original(*args, **kwargs))
-        return plans[-1]
-
-    monkeypatch.setattr(model_module, "edge_chunks", spy)
+    plans = _record_results(monkeypatch, "edge_chunks")
     atoms = random_molecule(12, seed=12)
     model = small_model(torch.float64)
     model.edge_chunk_size = 10
@@ -164,14 +170,7 @@ def test_embedding_blocks_of_several_runs_equal_the_whole_pass(monkeypatch):
     MAX_EDGE_RUNS blocks of consecutive runs; blocks of several runs change nothing."""
     monkeypatch.setattr(chunks_module, "KEEP_GRAPHS_MAX_EDGE_CHANNELS", 0)
     monkeypatch.setattr(model_module, "MAX_EDGE_RUNS", 3)
-    blocks = []
-    original = model_module.group_chunks
-
-    def spy(*args, **kwargs):
-        blocks.append(original(*args, **kwargs))
-        return blocks[-1]
-
-    monkeypatch.setattr(model_module, "group_chunks", spy)
+    blocks = _record_results(monkeypatch, "group_chunks")
     model = small_model(torch.float64).requires_grad_(False)
     atoms = random_molecule(16, seed=13)
     edges = full_edges(len(atoms))
