@@ -56,7 +56,9 @@ class NeighborEmbedding(nn.Module):
         """``sum_j Emb2(z_j) * (W_d rbf_ij) * phi(d_ij)`` on centres ``0 .. n_centers - 1``
         (``centers`` index into them), shape (n_centers, F)."""
         weights = self.distance_proj(rbf) * phi.unsqueeze(-1)
-        messages = self.neighbor_embedding(species)[neighbors] * weights
+        # index_select, not indexing: the backward of indexing (an accumulating index_put_)
+        # took 7 ms a call on a chignolin with two threads, index_add_ a fraction of that.
+        messages = self.neighbor_embedding(species).index_select(0, neighbors) * weights
         return messages.new_zeros((n_centers, messages.shape[1])).index_add_(0, centers, messages)
 
     def combine_sum(self, species: torch.Tensor, summed: torch.Tensor) -> torch.Tensor:
@@ -74,4 +76,4 @@ class EdgeEmbedding(nn.Module):
     def forward(
         self, x: torch.Tensor, centers: torch.Tensor, neighbors: torch.Tensor, rbf: torch.Tensor
     ) -> torch.Tensor:
-        return (x[centers] + x[neighbors]) * self.edge_proj(rbf)
+        return (x.index_select(0, centers) + x.index_select(0, neighbors)) * self.edge_proj(rbf)

@@ -11,6 +11,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from .chunks import EdgeRun, RunPool, run_chunk
+from .fused_run import layer_constants, run_backward, run_forward, runs_fusable
 from .group_cg import GroupCGTensorProduct
 from .kernels import aggregate_vectors, edge_invariants, edge_messages, group_cg_shuffled
 from .ops import gather
@@ -119,7 +120,7 @@ class FreeCGLayer(nn.Module):
 
     @property
     def returns_edge_update(self) -> bool:
-        """Whether :meth:`forward` returns an edge update ``df`` (not None)."""
+        """Whether :meth:`forward` returns updated edge features ``f_next`` (not None)."""
         return self.update_edges and not self.zero_vectors_in
 
     def run_update(
@@ -153,12 +154,14 @@ class FreeCGLayer(nn.Module):
         pool: RunPool | None = None,
         keep_graphs: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
-        """Return the residual updates ``(dx, dv, df)``; ``df`` is None in the last layer.
+        """Return the residual updates ``(dx, dv)`` and the next layer's edge features
+        ``f_next = f + df``, None in a layer without edge update (the last; the first, whose
+        ``df`` is zero).
 
         ``x`` (N, F) and ``v`` (N, 8, F) node features; ``runs`` the edges, cut into runs
         of consecutive centre atoms that together cover all atoms (one run: all edges; see
         :mod:`freecg_md.nn.chunks`), and ``f`` the edge features of each run, (E_run, F).
-        ``df`` comes back the same way. With several runs, each is recomputed in the
+        ``f_next`` comes back the same way. With several runs, each is recomputed in the
         backward pass instead of stored, so no (E, 8, F) tensor, nor the group transform's
         channel pairs, is ever made whole; the result is the same. With a ``pool`` (only
         when no parameter needs a gradient, see :class:`RunsInParallel`) the runs are
@@ -173,8 +176,8 @@ class FreeCGLayer(nn.Module):
         if pool is not None and len(runs) > 1:
             outputs = RunsInParallel.apply(self, runs, pool, keep_graphs, q, *nodes, *f,
                                            *(run.sh for run in runs), *(run.phi for run in runs))
-            dx, dvec, df = outputs[0], outputs[1], list(outputs[2:])
-            return dx, dvec, (df if self.returns_edge_update else None)
+            dx, dvec, f_next = outputs[0], outputs[1], list(outputs[2:])
+            return dx, dvec, (f_next if self.returns_edge_update else None)
         # The runs' own atoms, split once: a slice per run would give each run's backward a
         # zero gradient of all atoms to fill.
         atoms = [run.n_centers for run in runs]
@@ -183,12 +186,12 @@ class FreeCGLayer(nn.Module):
                  for run_q, run_v, run_f, run in zip(q.split(atoms), v.split(atoms), f, runs,
                                                      strict=True)]
         if len(parts) == 1:
-            dx, dvec, df = parts[0]
-            return dx, dvec, (None if df is None else [df])
+            dx, dvec, f_next = parts[0]
+            return dx, dvec, (None if f_next is None else [f_next])
         dx = torch.cat([part[0] for part in parts])
         dvec = torch.cat([part[1] for part in parts])
-        df = [part[2] for part in parts] if self.returns_edge_update else None
-        return dx, dvec, df
+        f_next = [part[2] for part in parts] if self.returns_edge_update else None
+        return dx, dvec, f_next
 
     def _update_gathering(self, nodes: NodeTerms, q: torch.Tensor, v: torch.Tensor,
                           f: torch.Tensor, run: EdgeRun) -> tuple[torch.Tensor, ...]:
@@ -198,12 +201,12 @@ class FreeCGLayer(nn.Module):
     def _update(
         self, q: torch.Tensor, v: torch.Tensor, nb: NodeTerms, f: torch.Tensor, run: EdgeRun
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``(dx, dv, df)`` of a run of centre atoms from their edges.
+        """``(dx, dv, f_next)`` of a run of centre atoms from their edges.
 
         Every edge of the run's centre atoms is in ``run`` and no other, so their messages
         are complete and their updates, (n_centers, F) and (n_centers, 8, F), need no other
         run. ``q`` (n_centers, H, F/H) and ``v`` (n_centers, 8, F) are the run's atoms' rows;
-        ``nb`` the neighbours' rows (:func:`gather_terms`); ``f`` (E_run, F). ``df`` is
+        ``nb`` the neighbours' rows (:func:`gather_terms`); ``f`` (E_run, F). ``f_next`` is
         (E_run, F), or None in a layer without edge update.
         """
         width = self.hidden
@@ -240,8 +243,11 @@ class FreeCGLayer(nn.Module):
                                         self.shuffle, fused=local is not None)
             dvec = coupled + abstract_edges
 
-        df = None if rejected is None else F.silu(self.f_proj(f)) * rejected
-        return dx, dvec, df
+        # The edge update df is added here, not by the caller: in the threaded runs the
+        # addition (and its gradient) then runs in the run's thread.
+        f_next = None if rejected is None else torch.addcmul(f, F.silu(self.f_proj(f)),
+                                                               rejected)
+        return dx, dvec, f_next
 
 
 class _RunGraph(NamedTuple):
@@ -259,9 +265,9 @@ def _run_graph(layer: FreeCGLayer, nodes: NodeTerms, q: torch.Tensor, v: torch.T
         own = [t.detach().requires_grad_() for t in (q, v, f, run.sh, run.phi)]
         nb = NodeTerms(*(None if t is None else t.detach().requires_grad_()
                          for t in gather_terms(nodes, run)))
-        dx, dvec, df = layer.run_update(run)(own[0], own[1], nb, own[2],
+        dx, dvec, f_next = layer.run_update(run)(own[0], own[1], nb, own[2],
                                              run._replace(sh=own[3], phi=own[4]))
-    outputs = [dx, dvec] + ([] if df is None else [df])
+    outputs = [dx, dvec] + ([] if f_next is None else [f_next])
     return _RunGraph(own + [t for t in nb if t is not None], outputs)
 
 
@@ -276,11 +282,14 @@ class RunsInParallel(torch.autograd.Function):
     every run would make and add a gradient of every atom, a cost of runs x atoms.)
     Parameters get no gradient, so :class:`~freecg_md.FreeCG` takes this path only when
     none needs one (inference with ``requires_grad_(False)``, as the calculator and the MD
-    potentials hold their models); the backward is not differentiable again.
+    potentials hold their models); the backward is not differentiable again. Runs for the
+    fused kernels (:func:`~freecg_md.nn.fused_run.runs_fusable`) skip autograd altogether:
+    :func:`~freecg_md.nn.fused_run.run_forward` keeps what the backward pass needs instead
+    of a graph, and :func:`~freecg_md.nn.fused_run.run_backward` applies the chain rule.
 
     ``apply(layer, runs, pool, keep_graphs, q, k, s, v, w_neighbor, *f_runs, *sh_runs,
-    *phi_runs)`` returns ``(dx, dv, *df_runs)``; ``df_runs`` is empty in a layer without
-    edge update.
+    *phi_runs)`` returns ``(dx, dv, *f_next_runs)``; ``f_next_runs`` is empty in a layer
+    without edge update.
     """
 
     @staticmethod
@@ -298,9 +307,15 @@ class RunsInParallel(torch.autograd.Function):
         # Function.forward runs without grad; whether a backward can follow is known from
         # the inputs (needs_input_grad), so graphs are only built when one can.
         keep = keep_graphs and any(ctx.needs_input_grad[4:])
+        # Runs for the fused kernels go through fused_run, backward pass written out.
+        fuse = runs_fusable(layer, runs)
+        constants = layer_constants(layer) if fuse else None
 
-        def evaluate(index: int) -> tuple[torch.Tensor, ...] | _RunGraph:
+        def evaluate(index: int) -> Any:
             run = runs[index]
+            if fuse:
+                return run_forward(layer, constants, q_runs[index], v_runs[index],
+                                   gather_terms(nodes, run), f[index], run, save=keep)
             if keep:
                 return _run_graph(layer, nodes, q_runs[index], v_runs[index], f[index], run)
             with torch.no_grad():  # grad mode is per thread: the pool's is on
@@ -308,20 +323,23 @@ class RunsInParallel(torch.autograd.Function):
                                              gather_terms(nodes, run), f[index], run)
 
         parts = list(pool.map(evaluate, range(n_runs)))
-        ctx.layer, ctx.runs, ctx.pool = layer, runs, pool
+        ctx.layer, ctx.runs, ctx.pool, ctx.fuse, ctx.constants = layer, runs, pool, fuse, constants
         ctx.graphs = parts if keep else None
         ctx.save_for_backward(q, k, s, v, w_neighbor, *f, *sh, *phi)
-        if keep:
+        if fuse:
+            ctx.graphs = [saved for _, saved in parts] if keep else None
+            parts = [outputs for outputs, _ in parts]
+        elif keep:
             parts = [[t.detach() for t in part.outputs] for part in parts]
         dx = torch.cat([part[0] for part in parts])
         dvec = torch.cat([part[1] for part in parts])
-        df = [part[2] for part in parts] if layer.returns_edge_update else []
-        return (dx, dvec, *df)
+        f_next = [part[2] for part in parts] if layer.returns_edge_update else []
+        return (dx, dvec, *f_next)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_dx: torch.Tensor, grad_dvec: torch.Tensor,
-                 *grad_df: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+                 *grad_f_next: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         layer, runs, pool, graphs = ctx.layer, ctx.runs, ctx.pool, ctx.graphs
         ctx.graphs = None
         q, k, s, v, w_neighbor, *edge_tensors = ctx.saved_tensors
@@ -334,26 +352,40 @@ class RunsInParallel(torch.autograd.Function):
         n_threads = pool._max_workers
         groups = [range(t, n_runs, n_threads) for t in range(min(n_threads, n_runs))]
 
-        def backward_group(group: range) -> tuple[list[torch.Tensor | None], dict]:
+        def fused_grads(index: int) -> list[torch.Tensor | None]:
+            run = runs[index]
+            saved = graphs[index] if graphs is not None else run_forward(
+                layer, ctx.constants, q_runs[index], v_runs[index], gather_terms(nodes, run),
+                f[index], run, save=True)[1]
+            return run_backward(layer, ctx.constants, saved, grad_dx_runs[index],
+                                grad_dvec_runs[index],
+                                grad_f_next[index] if layer.returns_edge_update else None)
+
+        def backward_group(indices: range) -> tuple[list[torch.Tensor | None], dict]:
             sums = [None if t is None else torch.zeros_like(t) for t in nodes]
             own = {}
-            for index in group:
+            for index in indices:
                 run = runs[index]
-                graph = graphs[index] if graphs is not None else _run_graph(
-                    layer, nodes, q_runs[index], v_runs[index], f[index], run)
-                grads_in = [grad_dx_runs[index], grad_dvec_runs[index]]
-                grads_in += grad_df[index:index + 1] if layer.returns_edge_update else []
-                grads = torch.autograd.grad(graph.outputs, graph.inputs, grads_in,
-                                            allow_unused=True)
-                grads = [torch.zeros_like(t) if g is None else g
-                         for g, t in zip(grads, graph.inputs, strict=True)]
+                if ctx.fuse:
+                    grads = fused_grads(index)
+                else:
+                    graph = graphs[index] if graphs is not None else _run_graph(
+                        layer, nodes, q_runs[index], v_runs[index], f[index], run)
+                    grads_in = [grad_dx_runs[index], grad_dvec_runs[index]]
+                    grads_in += (grad_f_next[index:index + 1] if layer.returns_edge_update
+                                 else [])
+                    grads = torch.autograd.grad(graph.outputs, graph.inputs, grads_in,
+                                                allow_unused=True)
+                    grads = [torch.zeros_like(t) if g is None else g
+                             for g, t in zip(grads, graph.inputs, strict=True)]
                 own[index] = grads[:5]
                 rows = neighbor_rows(run)
                 for total, grad in zip([t for t in sums if t is not None], grads[5:],
                                        strict=True):
                     total.index_add_(0, rows, grad)
-                # The run's own atoms' rows of v.
-                sums[2][run.first_atom:run.first_atom + run.n_centers] += grads[1]
+                # The run's own atoms' rows of v (no gradient where the layer ignores v).
+                if grads[1] is not None:
+                    sums[2][run.first_atom:run.first_atom + run.n_centers] += grads[1]
             return sums, own
 
         results = list(pool.map(backward_group, groups))

@@ -361,11 +361,11 @@ class FreeCG(nn.Module):
                      [chunk.edges.stop - chunk.edges.start for chunk in group])]
         v = x.new_zeros((x.shape[0], 8, x.shape[1]))
         for layer in self.layers:
-            dx, dv, df = layer(x, v, f, runs, pool, keep_graphs)
+            dx, dv, f_next = layer(x, v, f, runs, pool, keep_graphs)
             x = x + dx
             v = v + dv
-            if df is not None:
-                f = [run_f + run_df for run_f, run_df in zip(f, df, strict=True)]
+            if f_next is not None:
+                f = f_next
         return self.head(self.out_norm(x), v)
 
     def _neighbor_sum(self, species: torch.Tensor, run: EdgeRun) -> torch.Tensor:

@@ -1,0 +1,258 @@
+"""A layer's update of one run of edges through the fused kernels, backward pass written out.
+
+For frozen models on a CPU, :class:`~freecg_md.nn.layer.RunsInParallel` evaluates each run
+of edges with :func:`run_forward` and back-propagates it with :func:`run_backward`, instead
+of recording the run with autograd and calling ``torch.autograd.grad`` on it. The
+arithmetic is the same as :meth:`FreeCGLayer._update <freecg_md.nn.layer.FreeCGLayer>`
+through the kernels of :mod:`~freecg_md.nn.kernels`; what goes is autograd's bookkeeping
+per operation and per run (graph nodes, leaf tensors, zero gradients for unused inputs),
+which cost a frozen chignolin call more than the arithmetic it wrapped on the small models.
+The weights get no gradient, and the backward pass is not differentiable again.
+
+Notation of the derivatives (per run; C centre atoms, E edges, U distinct neighbours)::
+
+    P = f W_kv^T + b          dkdv = silu(P)                      (E, 2F)
+    dot, rej = INV(v_j, W_c v_i, W_n v_j, Y)                     (E, F) each
+    m, S = MSG(q, k_j, s_j, dkdv, dot W_e^T + b_e, phi)           (E, F), (C, F)
+    Q = m W_g^T + b_g         A = AGG(v_j, silu(Q), Y, phi)       (E, 2F), (C, 8, F)
+    [o1 o2 o3] = S W_o^T + b_o                [u1 u2 u3] = v W_v^T
+    dx = (u1 . u2) o2 + o3    dv = GCG(A, u3 o1) + A    f_next = f + silu(f W_f^T + b_f) rej
+
+and the backward pass applies the chain rule to these lines in reverse order: the linear
+maps' input gradients are ``grad @ W``, SiLU's is ``aten.silu_backward``, and the kernels
+supply their own.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+from torch.nn import functional as F
+
+from . import kernels
+from .group_cg import PATHS
+from .kernels import FUSED_GROUP_SIZES
+
+if TYPE_CHECKING:
+    from .chunks import EdgeRun
+    from .layer import FreeCGLayer, NodeTerms
+
+__all__ = ["GroupConstants", "LayerConstants", "RunSaved", "layer_constants", "run_backward",
+           "run_forward", "runs_fusable"]
+
+
+class GroupConstants(NamedTuple):
+    """A layer's group CG transform in the kernel's form, prepared once per layer call:
+    ``weight`` (G, 4, T, T, T), its permutations to ``[g, p, w, u, v]`` and ``[g, p, w, v,
+    u]`` for the backward pass, the Wigner 3j blocks of the four paths (float64) and the
+    two output norms."""
+
+    weight: torch.Tensor
+    weight_wuv: torch.Tensor
+    weight_wvu: torch.Tensor
+    cg: list[torch.Tensor]
+    norms: tuple[float, float]
+    shift: int
+
+
+class LayerConstants(NamedTuple):
+    """What every run of a layer call shares: the group transform's :class:`GroupConstants`
+    (None without one), and the weights (2F or 3F, F) and bias of the linear maps that read
+    the edge features ``f``: ``dkdv_proj``, stacked with ``f_proj`` where the layer makes an
+    edge update, so that one matrix product serves both, forward and backward."""
+
+    group: GroupConstants | None
+    edge_weight: torch.Tensor
+    edge_bias: torch.Tensor
+
+
+class RunSaved(NamedTuple):
+    """What :func:`run_backward` needs of a run's forward pass (None where the layer has no
+    such term)."""
+
+    q: torch.Tensor
+    nb: NodeTerms
+    run: EdgeRun
+    pre_dkdv: torch.Tensor
+    dkdv: torch.Tensor
+    w_center: torch.Tensor
+    enhance: torch.Tensor
+    pre_gates: torch.Tensor
+    gates: torch.Tensor
+    o: torch.Tensor
+    u: torch.Tensor | None
+    uu: torch.Tensor | None
+    abstract_edges: torch.Tensor | None
+    node_vectors: torch.Tensor | None
+    rejected: torch.Tensor | None
+    pre_f: torch.Tensor | None
+    act_f: torch.Tensor | None
+
+
+def runs_fusable(layer: FreeCGLayer, runs: list[EdgeRun]) -> bool:
+    """Whether :func:`run_forward` can evaluate ``runs`` of ``layer``: the runs list their
+    distinct neighbours (the kernels load) and the group transform, if any, has a group
+    size the kernel is compiled for."""
+    return (all(run.local_neighbors is not None for run in runs)
+            and (layer.group_cg is None or layer.group_cg.group_size in FUSED_GROUP_SIZES))
+
+
+def layer_constants(layer: FreeCGLayer) -> LayerConstants:
+    """``layer``'s :class:`LayerConstants`, made from its current weights."""
+    transform = layer.group_cg
+    group = None
+    if transform is not None:
+        weight = transform.weight.detach().contiguous()
+        group = GroupConstants(
+            weight,
+            weight.permute(0, 1, 4, 2, 3).contiguous(),
+            weight.permute(0, 1, 4, 3, 2).contiguous(),
+            [getattr(transform, f"w3j_{l1}{l2}{l3}").double().contiguous()
+             for l1, l2, l3 in PATHS],
+            (transform.norm[1], transform.norm[2]),
+            layer.shuffle,
+        )
+    maps = [layer.dkdv_proj] + ([layer.f_proj] if layer.returns_edge_update else [])
+    return LayerConstants(group, torch.cat([m.weight.detach() for m in maps]),
+                          torch.cat([m.bias.detach() for m in maps]))
+
+
+def run_forward(layer: FreeCGLayer, constants: LayerConstants, q: torch.Tensor,
+                v: torch.Tensor, nb: NodeTerms, f: torch.Tensor, run: EdgeRun, save: bool
+                ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+                           RunSaved | None]:
+    """``((dx, dv, f_next), saved)`` of a run, as :meth:`FreeCGLayer._update` returns them.
+
+    ``q`` (C, H, F/H) and ``v`` (C, 8, F) are the run's atoms' rows, ``nb`` the distinct
+    neighbours' rows (:func:`~freecg_md.nn.layer.gather_terms`), ``f`` (E, F). ``saved``
+    is what :func:`run_backward` needs, or None unless ``save``. Runs without autograd.
+    """
+    ops = kernels.load_kernels()
+    width = layer.hidden
+    centers, local, sh, phi, n_centers = (run.centers, run.local_neighbors, run.sh, run.phi,
+                                          run.n_centers)
+    with torch.no_grad():
+        q = q.contiguous()
+        group = constants.group
+        pre_edge = F.linear(f, constants.edge_weight, constants.edge_bias)
+        pre_dkdv = pre_edge[:, :2 * width]
+        dkdv = F.silu(pre_dkdv).contiguous()
+        empty = v.new_empty(0, 8, width)
+        rejected = None
+        if layer.zero_vectors_in:
+            w_center = empty
+            enhance = layer.enhancer.bias.expand(centers.shape[0], -1).contiguous()
+        else:
+            w_center = (F.linear(v, layer.w_center_proj.weight) if layer.update_edges
+                        else empty)
+            w_neighbor = empty if nb.w_neighbor is None else nb.w_neighbor
+            dot, rejected = ops.invariants_forward(nb.v, w_center, w_neighbor, sh, centers,
+                                                       local)
+            enhance = F.linear(dot, layer.enhancer.weight, layer.enhancer.bias)
+            if not layer.update_edges:
+                rejected = None
+        message, summed = ops.message_forward(q, nb.k, nb.s, dkdv, enhance, phi, centers,
+                                                  local, n_centers)
+        pre_gates = F.linear(message, layer.gate_proj.weight, layer.gate_proj.bias)
+        gates = F.silu(pre_gates)
+        abstract_edges = ops.aggregate_forward(nb.v, gates, sh, phi, centers, local,
+                                                   n_centers)
+        o = F.linear(summed, layer.o_proj.weight, layer.o_proj.bias)
+        o1, o2, o3 = o.split(width, dim=-1)
+        u = uu = node_vectors = pre_f = act_f = None
+        if layer.zero_vectors_in:  # u = 0: dx = o3, no node term, no group transform
+            outputs = (o3, abstract_edges, None)
+        else:
+            u = F.linear(v, layer.vec_proj.weight)
+            u1, u2, u3 = u.split(width, dim=-1)
+            uu = (u1 * u2).sum(dim=1)
+            dx = torch.addcmul(o3, uu, o2)
+            node_vectors = u3 * o1.unsqueeze(1)
+            if group is None:
+                dvec = abstract_edges + node_vectors
+            else:
+                dvec = ops.group_cg_forward(abstract_edges, node_vectors, group.weight,
+                                                group.cg, *group.norms, group.shift)
+                dvec += abstract_edges
+            f_next = None
+            if rejected is not None:
+                pre_f = pre_edge[:, 2 * width:]
+                act_f = F.silu(pre_f)
+                f_next = torch.addcmul(f, act_f, rejected)
+            outputs = (dx, dvec, f_next)
+    if not save:
+        return outputs, None
+    return outputs, RunSaved(q, nb, run, pre_dkdv, dkdv, w_center, enhance, pre_gates, gates, o,
+                             u, uu, abstract_edges, node_vectors, rejected, pre_f, act_f)
+
+
+def run_backward(layer: FreeCGLayer, constants: LayerConstants, saved: RunSaved,
+                 grad_dx: torch.Tensor, grad_dvec: torch.Tensor,
+                 grad_f_next: torch.Tensor | None) -> list[torch.Tensor | None]:
+    """Gradients of a run's inputs from those of its outputs ``(dx, dv, f_next)``.
+
+    Returns ``[q, v, f, sh, phi]`` (the run's own rows; ``v`` None in a layer whose input
+    vectors are zero, which does not read them) followed by the neighbours' rows of the
+    fields of ``nb`` that are not None (``k, s, v`` and ``w_neighbor``).
+    """
+    ops = kernels.load_kernels()
+    width = layer.hidden
+    s = saved
+    run, nb = s.run, s.nb
+    centers, local, sh, phi = run.centers, run.local_neighbors, run.sh, run.phi
+    silu_backward = torch.ops.aten.silu_backward
+    group = constants.group
+    with torch.no_grad():
+        grad_dx, grad_dvec = grad_dx.contiguous(), grad_dvec.contiguous()
+        if layer.zero_vectors_in:
+            grad_v = None
+            grad_summed = grad_dx.mm(layer.o_proj.weight[2 * width:])
+            grad_abstract = grad_dvec
+        else:
+            o1, o2, _ = s.o.split(width, dim=-1)
+            u1, u2, u3 = s.u.split(width, dim=-1)
+            if group is None:
+                grad_abstract, grad_node = grad_dvec, grad_dvec
+            else:
+                grad_abstract, grad_node = ops.group_cg_backward(
+                    s.abstract_edges, s.node_vectors, group.weight_wuv, group.weight_wvu,
+                    group.cg, *group.norms, group.shift, grad_dvec)
+                grad_abstract += grad_dvec
+            grad_uu = (grad_dx * o2).unsqueeze(1)
+            grad_u = torch.cat([u2 * grad_uu, u1 * grad_uu, grad_node * o1.unsqueeze(1)], -1)
+            grad_v = torch.matmul(grad_u, layer.vec_proj.weight)
+            grad_o = torch.cat([(grad_node * u3).sum(dim=1), grad_dx * s.uu, grad_dx], -1)
+            grad_summed = grad_o.mm(layer.o_proj.weight)
+        grad_nb_v, grad_gates, grad_sh, grad_phi = ops.aggregate_backward(
+            nb.v, s.gates, sh, phi, centers, local, grad_abstract)
+        grad_message = silu_backward(grad_gates, s.pre_gates).mm(layer.gate_proj.weight)
+        grad_q, grad_k, grad_s, grad_dkdv, grad_enhance, grad_phi_message = (
+            ops.message_backward(s.q, nb.k, nb.s, s.dkdv, s.enhance, phi, centers, local,
+                                     grad_message, grad_summed))
+        grad_phi += grad_phi_message
+        # The gradient of [dkdv_proj | f_proj](f), (E, 2F or 3F), for one product with W.
+        grad_pre_edge = grad_dkdv.new_empty(grad_dkdv.shape[0], constants.edge_weight.shape[0])
+        silu_backward.grad_input(grad_dkdv, s.pre_dkdv, grad_input=grad_pre_edge[:, :2 * width])
+        grad_nb_w = None
+        if not layer.zero_vectors_in:
+            grad_dot = grad_enhance.mm(layer.enhancer.weight)
+            grad_rejected = grad_dot.new_empty(0, width)
+            if s.rejected is not None:
+                grad_f_next = grad_f_next.contiguous()
+                grad_rejected = grad_f_next * s.act_f
+                silu_backward.grad_input(grad_f_next * s.rejected, s.pre_f,
+                                         grad_input=grad_pre_edge[:, 2 * width:])
+            empty = nb.v.new_empty(0, 8, width)
+            w_neighbor = empty if nb.w_neighbor is None else nb.w_neighbor
+            grad_nb_v_dot, grad_wc, grad_nb_w, grad_sh_dot = ops.invariants_backward(
+                nb.v, s.w_center, w_neighbor, sh, centers, local, grad_dot, grad_rejected)
+            grad_nb_v += grad_nb_v_dot
+            grad_sh += grad_sh_dot
+            if layer.update_edges:
+                grad_v += torch.matmul(grad_wc, layer.w_center_proj.weight)
+        grad_f = grad_pre_edge.mm(constants.edge_weight)
+        if s.rejected is not None:  # f_next = f + df
+            grad_f += grad_f_next
+    neighbor_grads = [grad_k, grad_s, grad_nb_v] + ([] if nb.w_neighbor is None else [grad_nb_w])
+    return [grad_q, grad_v, grad_f, grad_sh, grad_phi, *neighbor_grads]
