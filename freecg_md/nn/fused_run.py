@@ -44,13 +44,10 @@ __all__ = ["GroupConstants", "LayerConstants", "RunSaved", "layer_constants", "r
 
 class GroupConstants(NamedTuple):
     """A layer's group CG transform in the kernel's form, prepared once per layer call:
-    ``weight`` (G, 4, T, T, T), its permutations to ``[g, p, w, u, v]`` and ``[g, p, w, v,
-    u]`` for the backward pass, the Wigner 3j blocks of the four paths (float64) and the
-    two output norms."""
+    ``weight`` (G, 4, T, T, T), the Wigner 3j blocks of the four paths (float64), the two
+    output norms and the channel shuffle."""
 
     weight: torch.Tensor
-    weight_wuv: torch.Tensor
-    weight_wvu: torch.Tensor
     cg: list[torch.Tensor]
     norms: tuple[float, float]
     shift: int
@@ -103,11 +100,8 @@ def layer_constants(layer: FreeCGLayer) -> LayerConstants:
     transform = layer.group_cg
     group = None
     if transform is not None:
-        weight = transform.weight.detach().contiguous()
         group = GroupConstants(
-            weight,
-            weight.permute(0, 1, 4, 2, 3).contiguous(),
-            weight.permute(0, 1, 4, 3, 2).contiguous(),
+            transform.weight.detach().contiguous(),
             [getattr(transform, f"w3j_{l1}{l2}{l3}").double().contiguous()
              for l1, l2, l3 in PATHS],
             (transform.norm[1], transform.norm[2]),
@@ -216,7 +210,7 @@ def run_backward(layer: FreeCGLayer, constants: LayerConstants, saved: RunSaved,
                 grad_abstract, grad_node = grad_dvec, grad_dvec
             else:
                 grad_abstract, grad_node = ops.group_cg_backward(
-                    s.abstract_edges, s.node_vectors, group.weight_wuv, group.weight_wvu,
+                    s.abstract_edges, s.node_vectors, group.weight,
                     group.cg, *group.norms, group.shift, grad_dvec)
                 grad_abstract += grad_dvec
             grad_uu = (grad_dx * o2).unsqueeze(1)

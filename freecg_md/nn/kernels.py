@@ -335,12 +335,8 @@ class _GroupCG(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         a, b = ctx.saved_tensors
-        # [g, p, u, v, w] -> [g, p, w, u, v] and [g, p, w, v, u]
-        weight_wuv = ctx.weight.permute(0, 1, 4, 2, 3).contiguous()
-        weight_wvu = ctx.weight.permute(0, 1, 4, 3, 2).contiguous()
         grad_a, grad_b = load_kernels().group_cg_backward(
-            a, b, weight_wuv, weight_wvu, ctx.cg, *ctx.norms, ctx.shift,
-            grad_out.contiguous())
+            a, b, ctx.weight, ctx.cg, *ctx.norms, ctx.shift, grad_out.contiguous())
         return grad_a, grad_b, None, None, None, None
 
 
@@ -351,6 +347,7 @@ def group_cg_shuffled(transform: GroupCGTensorProduct, a: torch.Tensor, b: torch
     if fused and transform.group_size in FUSED_GROUP_SIZES and _fused(a):
         cg = [getattr(transform, f"w3j_{l1}{l2}{l3}").double().contiguous()
               for l1, l2, l3 in PATHS]
-        return _GroupCG.apply(a.contiguous(), b.contiguous(), transform.weight.detach(), cg,
+        return _GroupCG.apply(a.contiguous(), b.contiguous(),
+                              transform.weight.detach().contiguous(), cg,
                               (transform.norm[1], transform.norm[2]), shift)
     return shuffle_abstract_edges(transform(a, b), shift)

@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -337,15 +338,17 @@ void aggregate_backward_kernel(const T* __restrict v, const T* __restrict gates,
   }
 }
 
-// The group CG transform of the abstract edges (group_cg.py) with the channel shuffle,
-// atom by atom and group by group, so that a group's weights (4 paths x T^3) stay in L1
-// and no (G, N, d3, T^2) channel-pair tensor is made. For each atom, group g and path
-// p = (l1, l2, l3) with Wigner 3j symbols C (d1, d2, d3):
+// The group CG transform of the abstract edges (group_cg.py) with the channel shuffle.
+// For each atom, group g and path p = (l1, l2, l3) with Wigner 3j symbols C (d1, d2, d3):
 //   c[j, k, u] = sum_i C[i, j, k] a[l1_i, u]          (a, b: the atom's (8, T) block of g)
-//   P[k, u, v] = sum_j c[j, k, u] b[l2_j, v]
-//   out[l3_k, w] += norm[l3] sum_{u, v} P[k, u, v] W[g, p, u, v, w]
-// and output channel T g + w is written to channel (T g + w - shift) mod F. T is a template
-// parameter so that the loops over channels unroll into vector instructions.
+//   P[k, u, v] = norm[l3] sum_j c[j, k, u] b[l2_j, v]
+//   out[l3_k, w] += sum_{u, v} P[k, u, v] W[g, p, u, v, w]
+// and output channel T g + w is written to channel (T g + w - shift) mod F.
+// The kernels work group by group on blocks of L atoms, L the atoms that fill one 64-byte
+// vector (16 in float32, 8 in float64): every block is copied to (8, T, L) buffers with
+// the atom last, so each step above is a full-width vector operation over L atoms with a
+// weight broadcast from L1. (Vectors along the T = 8 channels of a group were half as
+// wide.) Lanes past the last atom hold zeros and are not written back.
 struct CGEntry {
   int64_t i, j, k;
   double value;
@@ -378,16 +381,66 @@ std::vector<Path> make_paths(const std::vector<torch::Tensor>& cg, double norm1,
   return paths;
 }
 
-// c[j, k, :] for all j, k of a path, from the atom's block a (rows of stride F).
+// One 64-byte vector of T: the L atoms of a block (GCC/Clang vector extension, so that the
+// sums below stay in registers).
+template <typename T>
+struct Lanes {
+  typedef T vec __attribute__((vector_size(64)));
+  static constexpr int n = 64 / sizeof(T);
+};
+
+template <typename T>
+inline typename Lanes<T>::vec load_vec(const T* p) {
+  typename Lanes<T>::vec v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T>
+inline void store_vec(T* p, typename Lanes<T>::vec v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// block[m][u][l] = x[n0 + l, m, col0 + u] for the atoms n0 .. n0 + count - 1, zero beyond.
 template <typename T, int TG>
-void couple(const Path& P, const T* a, int64_t F, T* c) {
-  std::fill(c, c + P.d2 * P.d3 * TG, T(0));
+void load_block(const T* x, int64_t n0, int count, int64_t F, int64_t col0, T* block) {
+  constexpr int L = Lanes<T>::n;
+  if (count < L) std::fill(block, block + M * TG * L, T(0));
+  for (int l = 0; l < count; ++l)
+    for (int64_t m = 0; m < M; ++m) {
+      const T* row = x + (n0 + l) * M * F + m * F + col0;
+      T* dst = block + m * TG * L + l;
+      for (int u = 0; u < TG; ++u) dst[u * L] = row[u];
+    }
+}
+
+// c[j d3 + k][u][:] for all j, k of a path, from the block a (8, T, L).
+template <typename T, int TG>
+void couple_block(const Path& P, const T* a, T* c) {
+  constexpr int L = Lanes<T>::n;
+  std::fill(c, c + P.d2 * P.d3 * TG * L, T(0));
   for (const CGEntry& e : P.entries) {
     const T value = T(e.value);
-    const T* ai = a + (P.o1 + e.i) * F;
-    T* cjk = c + (e.j * P.d3 + e.k) * TG;
+    const T* ai = a + (P.o1 + e.i) * TG * L;
+    T* cjk = c + (e.j * P.d3 + e.k) * TG * L;
 #pragma omp simd
-    for (int u = 0; u < TG; ++u) cjk[u] += value * ai[u];
+    for (int ul = 0; ul < TG * L; ++ul) cjk[ul] += value * ai[ul];
+  }
+}
+
+// pair[u T + v][:] = norm sum_j c[j d3 + k][u][:] b[l2_j][v][:] for one k of a path.
+template <typename T, int TG>
+void pair_block(const Path& P, int64_t k, const T* c, const T* b, T norm, T* pair) {
+  using V = typename Lanes<T>::vec;
+  constexpr int L = Lanes<T>::n;
+  for (int u = 0; u < TG; ++u) {
+    V sums[TG] = {};
+    for (int64_t j = 0; j < P.d2; ++j) {
+      const V cu = load_vec(c + ((j * P.d3 + k) * TG + u) * L);
+      const T* bj = b + (P.o2 + j) * TG * L;
+      for (int v = 0; v < TG; ++v) sums[v] += cu * load_vec(bj + v * L);
+    }
+    for (int v = 0; v < TG; ++v) store_vec(pair + (u * TG + v) * L, sums[v] * norm);
   }
 }
 
@@ -395,53 +448,49 @@ template <typename T, int TG>
 void group_cg_forward_kernel(const T* __restrict a, const T* __restrict b,
                              const T* __restrict weight, const std::vector<Path>& paths,
                              T* __restrict out, int64_t N, int64_t G, int64_t shift) {
-  const int64_t F = G * TG;
+  using V = typename Lanes<T>::vec;
+  constexpr int L = Lanes<T>::n;
   constexpr int TT = TG * TG;
+  const int64_t F = G * TG;
   at::parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
-    alignas(64) T coupled[25 * TG];
-    alignas(64) T pair[TT];
-    alignas(64) T acc[M * TG];
+    std::vector<T> buffer((3 * M * TG + 25 * TG + TT) * L);
+    T* ablock = buffer.data();
+    T* bblock = ablock + M * TG * L;
+    T* acc = bblock + M * TG * L;
+    T* coupled = acc + M * TG * L;
+    T* pair = coupled + 25 * TG * L;
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t dest = ((g * TG - shift) % F + F) % F;
-      for (int64_t n = 0; n < N; ++n) {
-        const T* an = a + n * M * F + g * TG;
-        const T* bn = b + n * M * F + g * TG;
-        std::fill(acc, acc + M * TG, T(0));
+      for (int64_t n0 = 0; n0 < N; n0 += L) {
+        const int count = static_cast<int>(std::min<int64_t>(L, N - n0));
+        load_block<T, TG>(a, n0, count, F, g * TG, ablock);
+        load_block<T, TG>(b, n0, count, F, g * TG, bblock);
+        std::fill(acc, acc + M * TG * L, T(0));
         for (size_t p = 0; p < paths.size(); ++p) {
           const Path& P = paths[p];
           const T* W = weight + (g * 4 + int64_t(p)) * TT * TG;
-          couple<T, TG>(P, an, F, coupled);
-          const T norm = T(P.norm);
+          couple_block<T, TG>(P, ablock, coupled);
           for (int64_t k = 0; k < P.d3; ++k) {
-            std::fill(pair, pair + TT, T(0));
-            for (int64_t j = 0; j < P.d2; ++j) {
-              const T* c = coupled + (j * P.d3 + k) * TG;
-              const T* bj = bn + (P.o2 + j) * F;
-              for (int u = 0; u < TG; ++u) {
-                const T cu = c[u] * norm;
-#pragma omp simd
-                for (int v = 0; v < TG; ++v) pair[u * TG + v] += cu * bj[v];
-              }
+            pair_block<T, TG>(P, k, coupled, bblock, T(P.norm), pair);
+            // out[w] += sum_uv pair[uv] W[uv, w]: TG sums in registers, each pair vector
+            // loaded once for TG FMAs with a broadcast weight.
+            T* o = acc + (P.o3 + k) * TG * L;
+            V sums[TG];
+            for (int w = 0; w < TG; ++w) sums[w] = load_vec(o + w * L);
+            for (int uv = 0; uv < TT; ++uv) {
+              const V puv = load_vec(pair + uv * L);
+              const T* Wuv = W + uv * TG;
+              for (int w = 0; w < TG; ++w) sums[w] += puv * Wuv[w];
             }
-            // Four independent sums: one chain of TT dependent FMAs would wait on latency.
-            alignas(64) T part[4][TG] = {};
-            for (int uv = 0; uv < TT; uv += 4) {
-              for (int r = 0; r < 4; ++r) {
-                const T puv = pair[uv + r];
-                const T* Wrow = W + (uv + r) * TG;
-#pragma omp simd
-                for (int w = 0; w < TG; ++w) part[r][w] += puv * Wrow[w];
-              }
-            }
-            T* o = acc + (P.o3 + k) * TG;
-#pragma omp simd
-            for (int w = 0; w < TG; ++w) o[w] += (part[0][w] + part[1][w]) + (part[2][w] + part[3][w]);
+            for (int w = 0; w < TG; ++w) store_vec(o + w * L, sums[w]);
           }
         }
-        for (int64_t m = 0; m < M; ++m) {
-          T* row = out + n * M * F + m * F;
-          for (int w = 0; w < TG; ++w) row[(dest + w) % F] = acc[m * TG + w];
-        }
+        for (int l = 0; l < count; ++l)
+          for (int64_t m = 0; m < M; ++m) {
+            T* row = out + (n0 + l) * M * F + m * F;
+            const T* src = acc + m * TG * L + l;
+            for (int w = 0; w < TG; ++w) row[(dest + w) % F] = src[w * L];
+          }
       }
     }
   });
@@ -451,81 +500,96 @@ void group_cg_forward_kernel(const T* __restrict a, const T* __restrict b,
 //   gP[k, u, v] = norm sum_w gout[l3_k, w] W[u, v, w]
 //   gb[l2_j, v] += sum_{k, u} gP[k, u, v] c[j, k, u]
 //   gc[j, k, u] = sum_v gP[k, u, v] b[l2_j, v];  ga[l1_i, u] += sum_{j, k} C[i, j, k] gc[j, k, u]
+// Every (atom, channel) of grad_a and grad_b is written once.
 template <typename T, int TG>
 void group_cg_backward_kernel(const T* __restrict a, const T* __restrict b,
-                              const T* __restrict weight_wuv, const T* __restrict weight_wvu,
-                              const std::vector<Path>& paths,
+                              const T* __restrict weight, const std::vector<Path>& paths,
                               const T* __restrict grad_out, T* __restrict grad_a,
                               T* __restrict grad_b, int64_t N, int64_t G, int64_t shift) {
-  const int64_t F = G * TG;
+  using V = typename Lanes<T>::vec;
+  constexpr int L = Lanes<T>::n;
   constexpr int TT = TG * TG;
+  const int64_t F = G * TG;
   at::parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
-    alignas(64) T coupled[25 * TG];
-    alignas(64) T gcoupled[25 * TG];
-    alignas(64) T gpair[TT];   // [u][v]
-    alignas(64) T gpairt[TT];  // [v][u]
-    alignas(64) T gout[M * TG];
+    std::vector<T> buffer((5 * M * TG + 2 * 25 * TG + TT) * L);
+    T* ablock = buffer.data();
+    T* bblock = ablock + M * TG * L;
+    T* gout = bblock + M * TG * L;
+    T* ga = gout + M * TG * L;
+    T* gb = ga + M * TG * L;
+    T* coupled = gb + M * TG * L;
+    T* gcoupled = coupled + 25 * TG * L;
+    T* gpair = gcoupled + 25 * TG * L;
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t src = ((g * TG - shift) % F + F) % F;
-      for (int64_t n = 0; n < N; ++n) {
-        const T* an = a + n * M * F + g * TG;
-        const T* bn = b + n * M * F + g * TG;
-        T* gan = grad_a + n * M * F + g * TG;
-        T* gbn = grad_b + n * M * F + g * TG;
-        for (int64_t m = 0; m < M; ++m) {
-          const T* row = grad_out + n * M * F + m * F;
-          for (int w = 0; w < TG; ++w) gout[m * TG + w] = row[(src + w) % F];
-        }
+      for (int64_t n0 = 0; n0 < N; n0 += L) {
+        const int count = static_cast<int>(std::min<int64_t>(L, N - n0));
+        load_block<T, TG>(a, n0, count, F, g * TG, ablock);
+        load_block<T, TG>(b, n0, count, F, g * TG, bblock);
+        if (count < L) std::fill(gout, gout + M * TG * L, T(0));
+        for (int l = 0; l < count; ++l)
+          for (int64_t m = 0; m < M; ++m) {
+            const T* row = grad_out + (n0 + l) * M * F + m * F;
+            T* dst = gout + m * TG * L + l;
+            for (int w = 0; w < TG; ++w) dst[w * L] = row[(src + w) % F];
+          }
+        std::fill(ga, ga + 2 * M * TG * L, T(0));  // ga and gb
         for (size_t p = 0; p < paths.size(); ++p) {
           const Path& P = paths[p];
-          // The weights as [w][u][v] and [w][v][u], so every product below runs along a
-          // contiguous channel axis instead of ending in a horizontal sum.
-          const T* Wuv = weight_wuv + (g * 4 + int64_t(p)) * TT * TG;
-          const T* Wvu = weight_wvu + (g * 4 + int64_t(p)) * TT * TG;
-          couple<T, TG>(P, an, F, coupled);
-          std::fill(gcoupled, gcoupled + P.d2 * P.d3 * TG, T(0));
+          const T* W = weight + (g * 4 + int64_t(p)) * TT * TG;
           const T norm = T(P.norm);
+          couple_block<T, TG>(P, ablock, coupled);
+          std::fill(gcoupled, gcoupled + P.d2 * P.d3 * TG * L, T(0));
           for (int64_t k = 0; k < P.d3; ++k) {
-            const T* go = gout + (P.o3 + k) * TG;
-            std::fill(gpair, gpair + TT, T(0));
-            std::fill(gpairt, gpairt + TT, T(0));
-            for (int w = 0; w < TG; ++w) {
-              const T gw = go[w] * norm;
-              const T* row = Wuv + w * TT;
-              const T* rowt = Wvu + w * TT;
-#pragma omp simd
-              for (int uv = 0; uv < TT; ++uv) {
-                gpair[uv] += gw * row[uv];
-                gpairt[uv] += gw * rowt[uv];
+            const T* go = gout + (P.o3 + k) * TG * L;
+            // gP[uv] = norm sum_w go[w] W[uv, w], TG values of uv at a time in registers.
+            for (int uv0 = 0; uv0 < TT; uv0 += TG) {
+              V sums[TG] = {};
+              for (int w = 0; w < TG; ++w) {
+                const V gw = load_vec(go + w * L);
+                for (int r = 0; r < TG; ++r) sums[r] += gw * W[(uv0 + r) * TG + w];
               }
+              for (int r = 0; r < TG; ++r) store_vec(gpair + (uv0 + r) * L, sums[r] * norm);
             }
             for (int64_t j = 0; j < P.d2; ++j) {
-              const T* c = coupled + (j * P.d3 + k) * TG;
-              const T* bj = bn + (P.o2 + j) * F;
-              T* gbj = gbn + (P.o2 + j) * F;
-              T* gc = gcoupled + (j * P.d3 + k) * TG;
+              const T* c = coupled + (j * P.d3 + k) * TG * L;
+              const T* bj = bblock + (P.o2 + j) * TG * L;
+              T* gbj = gb + (P.o2 + j) * TG * L;
+              T* gc = gcoupled + (j * P.d3 + k) * TG * L;
+              V gbsum[TG];
+              for (int v = 0; v < TG; ++v) gbsum[v] = load_vec(gbj + v * L);
               for (int u = 0; u < TG; ++u) {
-                const T cu = c[u];
-                const T* row = gpair + u * TG;
-#pragma omp simd
-                for (int v = 0; v < TG; ++v) gbj[v] += cu * row[v];
+                const V cu = load_vec(c + u * L);
+                V gcu = load_vec(gc + u * L);
+                for (int v = 0; v < TG; ++v) {
+                  const V gp = load_vec(gpair + (u * TG + v) * L);
+                  gbsum[v] += gp * cu;
+                  gcu += gp * load_vec(bj + v * L);
+                }
+                store_vec(gc + u * L, gcu);
               }
-              for (int v = 0; v < TG; ++v) {
-                const T bv = bj[v];
-                const T* row = gpairt + v * TG;
-#pragma omp simd
-                for (int u = 0; u < TG; ++u) gc[u] += bv * row[u];
-              }
+              for (int v = 0; v < TG; ++v) store_vec(gbj + v * L, gbsum[v]);
             }
           }
           for (const CGEntry& e : P.entries) {
             const T value = T(e.value);
-            T* gai = gan + (P.o1 + e.i) * F;
-            const T* gc = gcoupled + (e.j * P.d3 + e.k) * TG;
+            T* gai = ga + (P.o1 + e.i) * TG * L;
+            const T* gc = gcoupled + (e.j * P.d3 + e.k) * TG * L;
 #pragma omp simd
-            for (int u = 0; u < TG; ++u) gai[u] += value * gc[u];
+            for (int ul = 0; ul < TG * L; ++ul) gai[ul] += value * gc[ul];
           }
         }
+        for (int l = 0; l < count; ++l)
+          for (int64_t m = 0; m < M; ++m) {
+            T* row_a = grad_a + (n0 + l) * M * F + m * F + g * TG;
+            T* row_b = grad_b + (n0 + l) * M * F + m * F + g * TG;
+            const T* from_a = ga + m * TG * L + l;
+            const T* from_b = gb + m * TG * L + l;
+            for (int u = 0; u < TG; ++u) {
+              row_a[u] = from_a[u * L];
+              row_b[u] = from_b[u * L];
+            }
+          }
       }
     }
   });
@@ -752,27 +816,27 @@ torch::Tensor group_cg_forward(torch::Tensor a, torch::Tensor b, torch::Tensor w
   return out;
 }
 
-// weight_wuv and weight_wvu: the weights (G, 4, T, T, T) permuted to [g, p, w, u, v] and
-// [g, p, w, v, u].
 std::vector<torch::Tensor> group_cg_backward(torch::Tensor a, torch::Tensor b,
-                                             torch::Tensor weight_wuv, torch::Tensor weight_wvu,
-                                             std::vector<torch::Tensor> cg, double norm1,
-                                             double norm2, int64_t shift,
+                                             torch::Tensor weight, std::vector<torch::Tensor> cg,
+                                             double norm1, double norm2, int64_t shift,
                                              torch::Tensor grad_out) {
-  const auto& weight = weight_wuv;
+  check_rows(a, "a", weight);
+  check_rows(b, "b", weight);
+  check_rows(weight, "weight", weight);
   check_rows(grad_out, "grad_out", weight);
-  check_rows(weight_wuv, "weight_wuv", weight);
-  check_rows(weight_wvu, "weight_wvu", weight);
+  TORCH_CHECK(weight.dim() == 5 && weight.size(1) == 4, "weight: expected (G, 4, T, T, T)");
   const int64_t N = a.size(0), G = weight.size(0), Tg = weight.size(2);
+  TORCH_CHECK(a.dim() == 3 && a.size(1) == M && a.size(2) == G * Tg && b.sizes() == a.sizes() &&
+                  grad_out.sizes() == a.sizes(),
+              "a, b, grad_out: expected (N, 8, G T)");
   const auto paths = make_paths(cg, norm1, norm2);
-  auto grad_a = torch::zeros_like(a);
-  auto grad_b = torch::zeros_like(b);
+  auto grad_a = torch::empty_like(a);  // every element is written
+  auto grad_b = torch::empty_like(b);
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "group_cg_backward", [&] {
     dispatch_group_size(Tg, [&](auto tg) {
       group_cg_backward_kernel<scalar_t, decltype(tg)::value>(
-          a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), weight_wuv.data_ptr<scalar_t>(),
-          weight_wvu.data_ptr<scalar_t>(), paths, grad_out.data_ptr<scalar_t>(),
-          grad_a.data_ptr<scalar_t>(),
+          a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), paths,
+          grad_out.data_ptr<scalar_t>(), grad_a.data_ptr<scalar_t>(),
           grad_b.data_ptr<scalar_t>(), N, G, shift);
     });
   });
