@@ -71,7 +71,11 @@ def with_distinct_neighbors(run: EdgeRun) -> EdgeRun:
     of a gathered row per edge, (E_run, 8, F); a run of a chignolin has about a tenth as
     many distinct neighbours as edges."""
     unique, local = torch.unique(run.neighbors, return_inverse=True)
-    return run._replace(unique_neighbors=unique, local_neighbors=local)
+    # The kernels read the index and edge tensors as they lie: a whole pass's centres can
+    # be a strided row of the caller's edge index.
+    return run._replace(centers=run.centers.contiguous(), sh=run.sh.contiguous(),
+                        phi=run.phi.contiguous(), unique_neighbors=unique,
+                        local_neighbors=local)
 
 
 def split_runs(chunks: list[EdgeChunk], centers: torch.Tensor, neighbors: torch.Tensor,

@@ -8,9 +8,12 @@ Y_ij) phi_ij``. With torch operations every (E, 8, F) and (E, F) intermediate go
 memory, forward and backward, as dozens of small operations per run of edges, and that is
 most of a layer's time on a CPU. ``csrc/kernels.cpp`` computes each piece edge by edge from
 the neighbours' rows where they lie (one row per distinct neighbour of a run), without
-those intermediates. It also computes the group CG transform with the shuffle atom by atom,
-a group's weights held in cache, instead of through (G, N, d3, T^2) channel-pair tensors
-and batched products of T = 8 columns. The linear maps stay torch's (``mm``).
+those intermediates. It also computes the group CG transform with the shuffle on blocks of
+atoms, one atom per vector lane and a group's weights held in cache, instead of through
+(G, N, d3, T^2) channel-pair tensors and batched products of T = 8 columns. The linear
+maps stay torch's (``mm``). For the threaded runs of a frozen model,
+:mod:`~freecg_md.nn.fused_run` calls the kernels directly, with the backward pass of a
+whole run written out; the autograd functions here serve a whole pass and the tests.
 
 The kernels are compiled on first use with :func:`torch.utils.cpp_extension.load` (needs a
 C++ compiler and ninja; under a minute, once; cached under ``TORCH_EXTENSIONS_DIR``, by

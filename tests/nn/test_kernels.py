@@ -256,3 +256,21 @@ def test_kernels_take_a_strided_edge_index():
     plain = edge_invariants(inputs["v"], None, None, inputs["sh"], inputs["centers"],
                             inputs["neighbors"])[0]
     torch.testing.assert_close(fused, plain, rtol=0, atol=0)
+
+
+@needs_kernels
+@pytest.mark.parametrize("chunk", [None, 20])
+def test_frozen_model_takes_a_strided_edge_index(chunk):
+    """A frozen model given the rows of a transposed (E, 2) array, as a neighbour list
+    library may return them, equals the torch operations on a contiguous index."""
+    model, plain = _frozen_pair(chunk)
+    atoms = random_molecule(12, seed=5, box=2.8)  # every pair within the 5 Å cutoff
+    edges = full_edges(len(atoms))
+    assert atoms.get_all_distances().max() < model.cutoff
+    strided = edges.T.contiguous().T
+    assert not strided[0].is_contiguous()
+    numbers, positions = torch.as_tensor(atoms.numbers), torch.as_tensor(atoms.positions)
+    fused = model.energy_and_forces(numbers, positions, strided)
+    reference = plain.energy_and_forces(numbers, positions, edges)
+    torch.testing.assert_close(fused["forces"], reference["forces"], rtol=0, atol=1e-10)
+    torch.testing.assert_close(fused["energy"], reference["energy"], rtol=0, atol=1e-10)
