@@ -142,16 +142,16 @@ def run_forward(layer: FreeCGLayer, constants: LayerConstants, q: torch.Tensor,
                         else empty)
             w_neighbor = empty if nb.w_neighbor is None else nb.w_neighbor
             dot, rejected = ops.invariants_forward(nb.v, w_center, w_neighbor, sh, centers,
-                                                       local)
+                                                   local)
             enhance = F.linear(dot, layer.enhancer.weight, layer.enhancer.bias)
             if not layer.update_edges:
                 rejected = None
         message, summed = ops.message_forward(q, nb.k, nb.s, dkdv, enhance, phi, centers,
-                                                  local, n_centers)
+                                              local, n_centers)
         pre_gates = F.linear(message, layer.gate_proj.weight, layer.gate_proj.bias)
         gates = F.silu(pre_gates)
         abstract_edges = ops.aggregate_forward(nb.v, gates, sh, phi, centers, local,
-                                                   n_centers)
+                                               n_centers)
         o = F.linear(summed, layer.o_proj.weight, layer.o_proj.bias)
         o1, o2, o3 = o.split(width, dim=-1)
         u = uu = node_vectors = pre_f = act_f = None
@@ -167,7 +167,7 @@ def run_forward(layer: FreeCGLayer, constants: LayerConstants, q: torch.Tensor,
                 dvec = abstract_edges + node_vectors
             else:
                 dvec = ops.group_cg_forward(abstract_edges, node_vectors, group.weight,
-                                                group.cg, *group.norms, group.shift)
+                                            group.cg, *group.norms, group.shift)
                 dvec += abstract_edges
             f_next = None
             if rejected is not None:
@@ -210,8 +210,8 @@ def run_backward(layer: FreeCGLayer, constants: LayerConstants, saved: RunSaved,
                 grad_abstract, grad_node = grad_dvec, grad_dvec
             else:
                 grad_abstract, grad_node = ops.group_cg_backward(
-                    s.abstract_edges, s.node_vectors, group.weight,
-                    group.cg, *group.norms, group.shift, grad_dvec)
+                    s.abstract_edges, s.node_vectors, group.weight, group.cg, *group.norms,
+                    group.shift, grad_dvec)
                 grad_abstract += grad_dvec
             grad_uu = (grad_dx * o2).unsqueeze(1)
             grad_u = torch.cat([u2 * grad_uu, u1 * grad_uu, grad_node * o1.unsqueeze(1)], -1)
@@ -223,7 +223,7 @@ def run_backward(layer: FreeCGLayer, constants: LayerConstants, saved: RunSaved,
         grad_message = silu_backward(grad_gates, s.pre_gates).mm(layer.gate_proj.weight)
         grad_q, grad_k, grad_s, grad_dkdv, grad_enhance, grad_phi_message = (
             ops.message_backward(s.q, nb.k, nb.s, s.dkdv, s.enhance, phi, centers, local,
-                                     grad_message, grad_summed))
+                                 grad_message, grad_summed))
         grad_phi += grad_phi_message
         # The gradient of [dkdv_proj | f_proj](f), (E, 2F or 3F), for one product with W.
         grad_pre_edge = grad_dkdv.new_empty(grad_dkdv.shape[0], constants.edge_weight.shape[0])
