@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 # libgomp's default spin-waiting made calls 6-17x slower here when another job held a core;
@@ -28,6 +29,16 @@ def small_model(dtype: torch.dtype = torch.float32, seed: int = 0, **overrides) 
             if layer.group_cg is not None:
                 layer.group_cg.weight.mul_(3.0)
     return model.to(dtype)
+
+
+def frozen_pair(edge_chunk_size: int | None) -> tuple[FreeCG, FreeCG]:
+    """A frozen float64 ``small_model`` in runs of ``edge_chunk_size`` edges (None: whole
+    passes), and its copy with the fused kernels off (torch operations), for comparisons."""
+    model = small_model(torch.float64).requires_grad_(False)
+    model.edge_chunk_size = edge_chunk_size
+    plain = copy.deepcopy(model)
+    plain.fused_kernels = False
+    return model, plain
 
 
 def random_molecule(

@@ -31,8 +31,7 @@ import torch
 from torch.nn import functional as F
 
 from . import kernels
-from .group_cg import PATHS
-from .kernels import FUSED_GROUP_SIZES
+from .kernels import FUSED_GROUP_SIZES, group_cg_kernel_inputs
 
 if TYPE_CHECKING:
     from .chunks import EdgeRun
@@ -97,16 +96,9 @@ def runs_fusable(layer: FreeCGLayer, runs: list[EdgeRun]) -> bool:
 
 def layer_constants(layer: FreeCGLayer) -> LayerConstants:
     """``layer``'s :class:`LayerConstants`, made from its current weights."""
-    transform = layer.group_cg
     group = None
-    if transform is not None:
-        group = GroupConstants(
-            transform.weight.detach().contiguous(),
-            [getattr(transform, f"w3j_{l1}{l2}{l3}").double().contiguous()
-             for l1, l2, l3 in PATHS],
-            (transform.norm[1], transform.norm[2]),
-            layer.shuffle,
-        )
+    if layer.group_cg is not None:
+        group = GroupConstants(*group_cg_kernel_inputs(layer.group_cg), layer.shuffle)
     maps = [layer.dkdv_proj] + ([layer.f_proj] if layer.returns_edge_update else [])
     return LayerConstants(group, torch.cat([m.weight.detach() for m in maps]),
                           torch.cat([m.bias.detach() for m in maps]))

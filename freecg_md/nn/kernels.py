@@ -343,14 +343,21 @@ class _GroupCG(torch.autograd.Function):
         return grad_a, grad_b, None, None, None, None
 
 
+def group_cg_kernel_inputs(
+    transform: GroupCGTensorProduct,
+) -> tuple[torch.Tensor, list[torch.Tensor], tuple[float, float]]:
+    """``transform`` as the group CG kernel takes it: the weights (G, 4, T, T, T), detached
+    and contiguous, the Wigner 3j blocks of the four paths in float64, and the output norms
+    of l = 1 and l = 2."""
+    cg = [getattr(transform, f"w3j_{l1}{l2}{l3}").double().contiguous() for l1, l2, l3 in PATHS]
+    return transform.weight.detach().contiguous(), cg, (transform.norm[1], transform.norm[2])
+
+
 def group_cg_shuffled(transform: GroupCGTensorProduct, a: torch.Tensor, b: torch.Tensor,
                       shift: int, fused: bool) -> torch.Tensor:
     """``shuffle_abstract_edges(transform(a, b), shift)``, (N, 8, F), by the fused kernel if
     ``fused`` (on a CPU where the kernels load; frozen weights: no gradient reaches them)."""
     if fused and transform.group_size in FUSED_GROUP_SIZES and _fused(a):
-        cg = [getattr(transform, f"w3j_{l1}{l2}{l3}").double().contiguous()
-              for l1, l2, l3 in PATHS]
         return _GroupCG.apply(a.contiguous(), b.contiguous(),
-                              transform.weight.detach().contiguous(), cg,
-                              (transform.norm[1], transform.norm[2]), shift)
+                              *group_cg_kernel_inputs(transform), shift)
     return shuffle_abstract_edges(transform(a, b), shift)

@@ -324,13 +324,16 @@ class RunsInParallel(torch.autograd.Function):
 
         parts = list(pool.map(evaluate, range(n_runs)))
         ctx.layer, ctx.runs, ctx.pool, ctx.fuse, ctx.constants = layer, runs, pool, fuse, constants
-        ctx.graphs = parts if keep else None
         ctx.save_for_backward(q, k, s, v, w_neighbor, *f, *sh, *phi)
+        # What the backward pass reuses of each run: fused_run's saved tensors, or the
+        # run's graph; None where it recomputes them.
         if fuse:
             ctx.graphs = [saved for _, saved in parts] if keep else None
             parts = [outputs for outputs, _ in parts]
-        elif keep:
-            parts = [[t.detach() for t in part.outputs] for part in parts]
+        else:
+            ctx.graphs = parts if keep else None
+            if keep:
+                parts = [[t.detach() for t in part.outputs] for part in parts]
         dx = torch.cat([part[0] for part in parts])
         dvec = torch.cat([part[1] for part in parts])
         f_next = [part[2] for part in parts] if layer.returns_edge_update else []

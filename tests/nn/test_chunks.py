@@ -47,6 +47,18 @@ def _energy_forces(model, atoms, edges, positions=None):
     return out["energy"].detach().double(), out["forces"].detach().double()
 
 
+def _whole_pass_and_runs(model, atoms, edges, chunk):
+    """``(energy, forces)`` of ``model`` as a whole pass (``edge_chunk_size = None``), after
+    checking that in runs of ``chunk`` edges it gives the same to 1e-10 (eV, eV/Å)."""
+    model.edge_chunk_size = None
+    energy, forces = _energy_forces(model, atoms, edges)
+    model.edge_chunk_size = chunk
+    energy2, forces2 = _energy_forces(model, atoms, edges)
+    torch.testing.assert_close(energy2, energy, rtol=0, atol=1e-10)
+    torch.testing.assert_close(forces2, forces, rtol=0, atol=1e-10)
+    return energy, forces
+
+
 @pytest.mark.parametrize("whole_embedding", [True, False])
 @pytest.mark.parametrize("chunk", [7, 20, 50])
 def test_chunked_pass_equals_whole_pass_in_float64(chunk, whole_embedding, monkeypatch):
@@ -58,12 +70,7 @@ def test_chunked_pass_equals_whole_pass_in_float64(chunk, whole_embedding, monke
         model.requires_grad_(False)
     atoms = random_molecule(16, seed=11)
     edges = full_edges(len(atoms))  # 240 edges, all within the cutoff or not
-    model.edge_chunk_size = None
-    energy, forces = _energy_forces(model, atoms, edges)
-    model.edge_chunk_size = chunk
-    energy2, forces2 = _energy_forces(model, atoms, edges)
-    torch.testing.assert_close(energy2, energy, rtol=0, atol=1e-10)
-    torch.testing.assert_close(forces2, forces, rtol=0, atol=1e-10)
+    energy, forces = _whole_pass_and_runs(model, atoms, edges, chunk)
     # Edges in any order: the model sorts them by centre before chunking.
     shuffled = edges[:, torch.randperm(edges.shape[1], generator=torch.Generator().manual_seed(0))]
     energy3, forces3 = _energy_forces(model, atoms, shuffled)
@@ -151,17 +158,12 @@ def test_runs_shared_among_threads_equal_the_whole_pass(threads, keep_graphs, mo
     model = small_model(torch.float64).requires_grad_(False)
     atoms = random_molecule(16, seed=14)
     edges = full_edges(len(atoms))
-    model.edge_chunk_size = None
-    energy, forces = _energy_forces(model, atoms, edges)
-    model.edge_chunk_size = 9
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        energy2, forces2 = _energy_forces(model, atoms, edges)
+        _, forces = _whole_pass_and_runs(model, atoms, edges, 9)
     finally:
         torch.set_num_threads(previous)
-    torch.testing.assert_close(energy2, energy, rtol=0, atol=1e-10)
-    torch.testing.assert_close(forces2, forces, rtol=0, atol=1e-10)
     assert forces.abs().max() > 1e-3
 
 
@@ -173,14 +175,8 @@ def test_embedding_blocks_of_several_runs_equal_the_whole_pass(monkeypatch):
     blocks = _record_results(monkeypatch, "group_chunks")
     model = small_model(torch.float64).requires_grad_(False)
     atoms = random_molecule(16, seed=13)
-    edges = full_edges(len(atoms))
-    model.edge_chunk_size = None
-    energy, forces = _energy_forces(model, atoms, edges)
-    model.edge_chunk_size = 7
-    energy2, forces2 = _energy_forces(model, atoms, edges)
+    _whole_pass_and_runs(model, atoms, full_edges(len(atoms)), 7)
     assert len(blocks) == 1 and len(blocks[0]) == 3 and len(blocks[0][0]) > 1
-    torch.testing.assert_close(energy2, energy, rtol=0, atol=1e-10)
-    torch.testing.assert_close(forces2, forces, rtol=0, atol=1e-10)
 
 
 def test_group_chunks_keeps_order_and_bounds_the_count():

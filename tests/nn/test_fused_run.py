@@ -1,7 +1,5 @@
 """A run's hand-written forward and backward pass (fused_run) equal autograd's of the layer."""
 
-import copy
-
 import pytest
 import torch
 
@@ -10,7 +8,7 @@ from freecg_md.nn.chunks import EdgeRun
 from freecg_md.nn.fused_run import layer_constants, run_backward, run_forward, runs_fusable
 from freecg_md.nn.kernels import kernels_available
 from freecg_md.nn.layer import FreeCGLayer, NodeTerms
-from tests.conftest import full_edges, random_molecule, small_model
+from tests.conftest import frozen_pair, full_edges, random_molecule
 
 needs_kernels = pytest.mark.skipif(not kernels_available(),
                                    reason="the fused kernels could not be built here")
@@ -111,10 +109,7 @@ def test_frozen_model_in_fused_runs_equals_torch_operations(keep_graphs, monkeyp
         return real(*args, **kwargs)
 
     monkeypatch.setattr("freecg_md.nn.layer.run_backward", counting)
-    model = small_model(torch.float64).requires_grad_(False)
-    model.edge_chunk_size = 20
-    plain = copy.deepcopy(model)
-    plain.fused_kernels = False
+    model, plain = frozen_pair(20)
     atoms = random_molecule(16, seed=4)
     edges = full_edges(len(atoms))
     numbers, positions = torch.as_tensor(atoms.numbers), torch.as_tensor(atoms.positions)

@@ -15,7 +15,7 @@ from freecg_md.nn.kernels import (
     group_cg_shuffled,
     kernels_available,
 )
-from tests.conftest import full_edges, random_molecule, small_model
+from tests.conftest import frozen_pair, full_edges, random_molecule, small_model
 
 needs_kernels = pytest.mark.skipif(not kernels_available(),
                                    reason="the fused kernels could not be built here")
@@ -139,14 +139,6 @@ def test_group_cg_of_an_uncompiled_group_size_uses_torch():
                                group_cg_shuffled(transform, a, b, 2, fused=False))
 
 
-def _frozen_pair(chunk):
-    model = small_model(torch.float64).requires_grad_(False)
-    model.edge_chunk_size = chunk
-    plain = copy.deepcopy(model)
-    plain.fused_kernels = False
-    return model, plain
-
-
 @needs_kernels
 @pytest.mark.parametrize("chunk", [None, 20])  # one whole pass; runs in the thread pool
 def test_frozen_model_with_kernels_equals_torch_operations(chunk, monkeypatch):
@@ -158,7 +150,7 @@ def test_frozen_model_with_kernels_equals_torch_operations(chunk, monkeypatch):
         return real()
 
     monkeypatch.setattr(kernels, "load_kernels", counting)
-    model, plain = _frozen_pair(chunk)
+    model, plain = frozen_pair(chunk)
     atoms = random_molecule(16, seed=3)
     edges = full_edges(len(atoms))
     numbers = torch.as_tensor(atoms.numbers)
@@ -175,7 +167,7 @@ def test_frozen_model_with_kernels_equals_torch_operations(chunk, monkeypatch):
 def test_kernels_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("FREECG_MD_KERNELS", "0")
     assert kernels.load_kernels() is None
-    model, plain = _frozen_pair(20)
+    model, plain = frozen_pair(20)
     atoms = random_molecule(12, seed=4)
     args = (torch.as_tensor(atoms.numbers), torch.as_tensor(atoms.positions),
             full_edges(len(atoms)))
@@ -263,7 +255,7 @@ def test_kernels_take_a_strided_edge_index():
 def test_frozen_model_takes_a_strided_edge_index(chunk):
     """A frozen model given the rows of a transposed (E, 2) array, as a neighbour list
     library may return them, equals the torch operations on a contiguous index."""
-    model, plain = _frozen_pair(chunk)
+    model, plain = frozen_pair(chunk)
     atoms = random_molecule(12, seed=5, box=2.8)  # every pair within the 5 Å cutoff
     edges = full_edges(len(atoms))
     assert atoms.get_all_distances().max() < model.cutoff
