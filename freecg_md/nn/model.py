@@ -269,7 +269,7 @@ class FreeCG(nn.Module):
         parallel = not create_graph and not any(parameter.requires_grad
                                                 for parameter in self.parameters())
         # Runs pay off from about four runs' worth of edges (one chignolin, 5,500 edges,
-        # makes 5). A GPU wants whole passes: there runs only relieve memory.
+        # makes 6). A GPU wants whole passes: there runs only relieve memory.
         runs_above = 4 * (self.edge_chunk_size or 0)
         if positions.device.type != "cpu":
             runs_above = max(runs_above, GPU_RUNS_ABOVE_EDGES)

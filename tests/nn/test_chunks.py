@@ -29,6 +29,20 @@ def test_chunks_tile_atoms_and_edges_and_respect_the_limit():
     assert [c.edges.stop - c.edges.start for c in chunks if c.atoms == slice(3, 4)] == [9]
 
 
+def test_runs_are_even_without_a_short_tail():
+    # 166 atoms of 20-45 edges, as in chignolin: filling runs up to ~E/6 edges each left
+    # six full runs and a short seventh: four runs for one of two threads, three for the other.
+    counts = torch.from_numpy(np.random.default_rng(0).integers(20, 46, size=166))
+    centers = torch.repeat_interleave(torch.arange(166), counts)
+    n_edges, max_edges = len(centers), 1024
+    chunks = edge_chunks(centers, 166, max_edges)
+    sizes = [c.edges.stop - c.edges.start for c in chunks]
+    assert len(chunks) == -(-n_edges // max_edges)
+    assert max(sizes) <= max_edges
+    # Each run ends at the atom boundary nearest its share: within one atom's edges of it.
+    assert max(sizes) - min(sizes) <= 2 * int(counts.max())
+
+
 def test_chunk_limit_must_be_positive():
     with pytest.raises(ValueError, match="max_edges=0"):
         edge_chunks(torch.zeros(3, dtype=torch.long), 1, 0)
