@@ -140,6 +140,39 @@ def test_group_cg_of_an_uncompiled_group_size_uses_torch():
 
 
 @needs_kernels
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-13), (torch.float32, 2e-6)])
+def test_silu_kernels_equal_torch_on_column_blocks(dtype, tol):
+    # Column blocks of a wider tensor (strided rows, as the stacked linear maps give), with
+    # widths that leave a scalar tail after the vectors, and arguments far beyond e^x's
+    # range in both directions.
+    ops = kernels.load_kernels()
+    generator = torch.Generator().manual_seed(0)
+    wide = 4 * torch.randn(30, 51, dtype=dtype, generator=generator)
+    wide[0, :6] = torch.tensor([-1e4, -200.0, -88.5, 88.5, 200.0, 1e4])
+    pre, pre_f = wide[:, :34], wide[:, 34:]
+    grad = torch.randn(30, 34, dtype=dtype, generator=generator)
+    f, rejected, grad_f = (torch.randn(30, 17, dtype=dtype, generator=generator)
+                           for _ in range(3))
+    silu, silu_backward = torch.nn.functional.silu, torch.ops.aten.silu_backward
+
+    def close(actual, expected):  # relative to the tensor's scale: SiLU' crosses zero
+        assert torch.isfinite(actual).all()
+        torch.testing.assert_close(actual, expected, rtol=0, atol=tol * expected.abs().max())
+
+    close(ops.silu_forward(pre), silu(pre))
+    out = torch.full((30, 40), float("nan"), dtype=dtype)
+    ops.silu_backward(grad, pre, out[:, 3:37])
+    close(out[:, 3:37], silu_backward(grad, pre))
+    assert out[:, :3].isnan().all() and out[:, 37:].isnan().all()  # nothing outside
+    close(ops.edge_update_forward(f, pre_f, rejected), f + silu(pre_f) * rejected)
+    grad_pre = torch.empty(30, 17, dtype=dtype)
+    close(ops.edge_update_backward(grad_f, pre_f, rejected, grad_pre), grad_f * silu(pre_f))
+    close(grad_pre, silu_backward(grad_f * rejected, pre_f))
+    with pytest.raises(RuntimeError, match="contiguous rows"):
+        ops.silu_forward(wide.t())
+
+
+@needs_kernels
 @pytest.mark.parametrize("chunk", [None, 20])  # one whole pass; runs in the thread pool
 def test_frozen_model_with_kernels_equals_torch_operations(chunk, monkeypatch):
     calls = []
