@@ -191,11 +191,14 @@ def test_bad_model_argument():
 def test_ase_langevin_runs_with_the_calculator():
     from ase import units
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    try:  # ASE 3.29 deprecates MaxwellBoltzmannDistribution for thermalize_momenta
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
     atoms = random_molecule(8, seed=10)
     atoms.calc = FreeCGCalculator(small_model(torch.float64), dtype="float64")
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
     dyn = Langevin(
         atoms,
         0.5 * units.fs,

@@ -160,6 +160,7 @@ class FreeCGPotential:
             raise ValueError(f"workers={workers!r}: expected 'auto' or an integer >= 1")
         self.workers = int(workers) if self.device.type == "cpu" else 1
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_shape = (0, 0)  # (threads, intra-op threads of each)
         self._called = False
         if replicas_per_pass == "auto":
             replicas_per_pass = None if self.device.type == "cuda" else 1
@@ -231,14 +232,16 @@ class FreeCGPotential:
         return out["energy"].detach(), out["forces"].detach().reshape(n_replicas, n_atoms, 3)
 
     def _thread_pool(self, size: int) -> ThreadPoolExecutor:
-        if self._pool is None or self._pool._max_workers != size:
+        """A pool of ``size`` threads sharing this process's intra-op threads."""
+        # torch.set_num_threads in a thread sets that thread's OpenMP team size only.
+        shape = (size, max(1, torch.get_num_threads() // size))
+        if self._pool is None or self._pool_shape != shape:
             if self._pool is not None:
                 self._pool.shutdown()
-            # torch.set_num_threads in a thread sets that thread's OpenMP team size only.
-            threads = max(1, torch.get_num_threads() // size)
             self._pool = ThreadPoolExecutor(size, thread_name_prefix="freecg-pass",
                                             initializer=torch.set_num_threads,
-                                            initargs=(threads,))
+                                            initargs=(shape[1],))
+            self._pool_shape = shape
         return self._pool
 
     def __del__(self) -> None:

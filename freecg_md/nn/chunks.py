@@ -189,14 +189,24 @@ def run_chunk(function: Callable[..., Result], *args: object, alone: bool = Fals
 class SerialPool:
     """The runs one after another in the calling thread (the interface of a pool)."""
 
-    _max_workers = 1
+    threads = 1
 
     def map(self, function: Callable[..., Result], items: Iterable) -> Iterator[Result]:
         return map(function, items)
 
 
-RunPool = ThreadPoolExecutor | SerialPool
-_POOLS: dict[int, ThreadPoolExecutor] = {}
+class ThreadRunPool(ThreadPoolExecutor):
+    """A thread pool of ``threads`` threads of one intra-op thread each, its size public
+    (the backward pass groups runs by thread)."""
+
+    def __init__(self, threads: int) -> None:
+        super().__init__(threads, thread_name_prefix="freecg-runs",
+                         initializer=torch.set_num_threads, initargs=(1,))
+        self.threads = threads
+
+
+RunPool = ThreadRunPool | SerialPool
+_POOLS: dict[int, ThreadRunPool] = {}
 _POOLS_LOCK = threading.Lock()
 
 
@@ -212,7 +222,5 @@ def run_pool(threads: int) -> RunPool:
         return SerialPool()
     with _POOLS_LOCK:
         if threads not in _POOLS:
-            _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="freecg-runs",
-                                                 initializer=torch.set_num_threads,
-                                                 initargs=(1,))
+            _POOLS[threads] = ThreadRunPool(threads)
         return _POOLS[threads]

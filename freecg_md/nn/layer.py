@@ -352,7 +352,7 @@ class RunsInParallel(torch.autograd.Function):
         atoms = [run.n_centers for run in runs]
         q_runs, v_runs = q.split(atoms), v.split(atoms)
         grad_dx_runs, grad_dvec_runs = grad_dx.split(atoms), grad_dvec.split(atoms)
-        n_threads = pool._max_workers
+        n_threads = pool.threads
         groups = [range(t, n_runs, n_threads) for t in range(min(n_threads, n_runs))]
 
         def fused_grads(index: int) -> list[torch.Tensor | None]:
