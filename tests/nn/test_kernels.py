@@ -65,10 +65,11 @@ def _weighted_sum(tensors, weights):
 
 
 @needs_kernels
+@pytest.mark.parametrize("width", [16, 20])  # 20: vectors of channels and a scalar tail
 @pytest.mark.parametrize("edge_update", [True, False])
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
-def test_edge_kernels_equal_torch_operations_with_gradients(dtype, tol, edge_update):
-    inputs = _inputs(dtype)
+def test_edge_kernels_equal_torch_operations_with_gradients(dtype, tol, edge_update, width):
+    inputs = _inputs(dtype, width)
     fused = _all_outputs(inputs, True, edge_update)
     plain = _all_outputs(inputs, False, edge_update)
     assert fused[1][-1].abs().max() == 0  # the centre without edges gets nothing

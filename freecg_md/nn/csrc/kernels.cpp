@@ -31,56 +31,135 @@ namespace {
 
 constexpr int64_t M = 8;  // components of 1o + 2e
 
+// One 64-byte vector of T (GCC/Clang vector extension, so that sums stay in registers): L
+// channels of an edge in the edge kernels, the L atoms of a block in the group transform.
+template <typename T>
+struct Lanes {
+  typedef T vec __attribute__((vector_size(64)));
+  static constexpr int n = 64 / sizeof(T);
+};
+
+template <typename T>
+inline typename Lanes<T>::vec load_vec(const T* p) {
+  typename Lanes<T>::vec v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T>
+inline void store_vec(T* p, typename Lanes<T>::vec v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// The edge kernels' bodies are written once for a vector of channels (Lanes<T>::vec) and
+// for the scalar channels left over when F is not a multiple of the vector width.
+template <typename W, typename T>
+inline W load_as(const T* p) {
+  if constexpr (std::is_same_v<W, T>) {
+    return *p;
+  } else {
+    return load_vec(p);
+  }
+}
+
+template <typename T>
+inline void store_as(T* p, T x) {
+  *p = x;
+}
+
+template <typename T>
+inline void store_as(T* p, typename Lanes<T>::vec x) {
+  store_vec(p, x);
+}
+
+template <typename T>
+inline T lane_sum(T x) {
+  return x;
+}
+
+template <typename T, typename V>
+inline T lane_sum(V x) {
+  T total = 0;
+  for (int l = 0; l < Lanes<T>::n; ++l) total += x[l];
+  return total;
+}
+
 // Forward of the edge invariants:
 //   dot[e, f] = sum_m v[j, m, f] y[e, m]                                (attention enhancer)
 //   rej[e, f] = sum_m a_m b_m - (sum_m a_m y_m)(sum_m b_m y_m) / |y|^2   (edge update)
 // with a = wc[i, :, f], b = wn[j, :, f]: the dot product of a and b after removing from each
 // its component along y.
+// One vector (W = Lanes<T>::vec) or one scalar (W = T) of channels f of an edge, with
+// ym = y[e, m], inv = 1 / |y|^2: every sum over m stays in registers.
+template <typename T, typename W>
+inline void invariants_forward_channels(const T* vj, const T* a, const T* b, const T* ye,
+                                        T inv, int64_t F, int64_t f, T* dot, T* rej) {
+  W out{};
+  for (int64_t m = 0; m < M; ++m) out += ye[m] * load_as<W>(vj + m * F + f);
+  store_as(dot + f, out);
+  if (rej == nullptr) return;
+  W ab{}, ay{}, by{};
+  for (int64_t m = 0; m < M; ++m) {
+    const W am = load_as<W>(a + m * F + f), bm = load_as<W>(b + m * F + f);
+    ab += am * bm;
+    ay += ye[m] * am;
+    by += ye[m] * bm;
+  }
+  store_as(rej + f, ab - ay * by * inv);
+}
+
 template <typename T>
 void invariants_forward_kernel(const T* __restrict v, const T* __restrict wc,
                                const T* __restrict wn, const T* __restrict y,
                                const int64_t* __restrict centers,
                                const int64_t* __restrict neighbors, T* __restrict dot,
                                T* __restrict rej, int64_t n_edges, int64_t F, bool edge_update) {
-  std::vector<T> ay(F), by(F);
+  using V = typename Lanes<T>::vec;
+  constexpr int L = Lanes<T>::n;
   for (int64_t e = 0; e < n_edges; ++e) {
     const T* ye = y + e * M;
-    const T* vj = v + neighbors[e] * M * F;
-    T* out = dot + e * F;
-#pragma omp simd
-    for (int64_t f = 0; f < F; ++f) out[f] = 0;
-    for (int64_t m = 0; m < M; ++m) {
-      const T ym = ye[m];
-      const T* row = vj + m * F;
-#pragma omp simd
-      for (int64_t f = 0; f < F; ++f) out[f] += ym * row[f];
-    }
-    if (!edge_update) continue;
     T norm2 = 0;
     for (int64_t m = 0; m < M; ++m) norm2 += ye[m] * ye[m];
-    const T* a = wc + centers[e] * M * F;
-    const T* b = wn + neighbors[e] * M * F;
-    T* r = rej + e * F;
-#pragma omp simd
-    for (int64_t f = 0; f < F; ++f) {
-      r[f] = 0;
-      ay[f] = 0;
-      by[f] = 0;
-    }
-    for (int64_t m = 0; m < M; ++m) {
-      const T ym = ye[m];
-      const T* am = a + m * F;
-      const T* bm = b + m * F;
-#pragma omp simd
-      for (int64_t f = 0; f < F; ++f) {
-        r[f] += am[f] * bm[f];
-        ay[f] += ym * am[f];
-        by[f] += ym * bm[f];
-      }
-    }
     const T inv = T(1) / norm2;
-#pragma omp simd
-    for (int64_t f = 0; f < F; ++f) r[f] -= ay[f] * by[f] * inv;
+    const T* vj = v + neighbors[e] * M * F;
+    const T* a = edge_update ? wc + centers[e] * M * F : nullptr;
+    const T* b = edge_update ? wn + neighbors[e] * M * F : nullptr;
+    T* out = dot + e * F;
+    T* r = edge_update ? rej + e * F : nullptr;
+    int64_t f = 0;
+    for (; f + L <= F; f += L) invariants_forward_channels<T, V>(vj, a, b, ye, inv, F, f, out, r);
+    for (; f < F; ++f) invariants_forward_channels<T, T>(vj, a, b, ye, inv, F, f, out, r);
+  }
+}
+
+// Backward of invariants_forward_kernel for channels f of an edge, W as above. Adds into the
+// rows gvj (neighbour's v), ga, gb (centre's wc, neighbour's wn) and into acc[m] and both,
+// whose sums over channels give grad_y:
+//   d rej / d a_m = b_m - y_m (b.y) / |y|^2, alike for b;
+//   d rej / d y_m = -(a_m (b.y) + b_m (a.y)) / |y|^2 + 2 y_m (a.y)(b.y) / |y|^4.
+template <typename T, typename W>
+inline void invariants_backward_channels(const T* vj, const T* a, const T* b, const T* ye,
+                                         T inv, int64_t F, int64_t f, const T* gd,
+                                         const T* gr, T* gvj, T* ga, T* gb, W* acc, W& both) {
+  const W g = load_as<W>(gd + f);
+  for (int64_t m = 0; m < M; ++m) {
+    acc[m] += load_as<W>(vj + m * F + f) * g;
+    store_as(gvj + m * F + f, load_as<W>(gvj + m * F + f) + ye[m] * g);
+  }
+  if (gr == nullptr) return;
+  W ay{}, by{};
+  for (int64_t m = 0; m < M; ++m) {
+    ay += ye[m] * load_as<W>(a + m * F + f);
+    by += ye[m] * load_as<W>(b + m * F + f);
+  }
+  const W r = load_as<W>(gr + f);
+  const W p = r * by * inv, q = r * ay * inv;
+  both += p * ay;
+  for (int64_t m = 0; m < M; ++m) {
+    const W am = load_as<W>(a + m * F + f), bm = load_as<W>(b + m * F + f);
+    store_as(ga + m * F + f, load_as<W>(ga + m * F + f) + r * bm - ye[m] * p);
+    store_as(gb + m * F + f, load_as<W>(gb + m * F + f) + r * am - ye[m] * q);
+    acc[m] -= am * p + bm * q;
   }
 }
 
@@ -93,76 +172,37 @@ void invariants_backward_kernel(const T* __restrict v, const T* __restrict wc,
                                 const int64_t* __restrict neighbors,
                                 const T* __restrict grad_dot, const T* __restrict grad_rej,
                                 T* __restrict grad_v, T* __restrict grad_wc,
-                                T* __restrict grad_wn, T* __restrict grad_y, int64_t n_edges,
-                                int64_t F) {
-  std::vector<T> ay(F), by(F), p(F), q(F);
-  for (int64_t e = 0; e < n_edges; ++e) {
+                                T* __restrict grad_wn, T* __restrict grad_y,
+                                const int64_t* __restrict order, int64_t n_edges, int64_t F) {
+  using V = typename Lanes<T>::vec;
+  constexpr int L = Lanes<T>::n;
+  const bool edge_update = grad_rej != nullptr;
+  for (int64_t n = 0; n < n_edges; ++n) {
+    const int64_t e = order[n];
     const T* ye = y + e * M;
-    T* gy = grad_y + e * M;
-    const int64_t j = neighbors[e];
-    const T* vj = v + j * M * F;
-    T* gvj = grad_v + j * M * F;
-    const T* gd = grad_dot + e * F;
-    for (int64_t m = 0; m < M; ++m) {
-      const T ym = ye[m];
-      const T* row = vj + m * F;
-      T* grow = gvj + m * F;
-      T acc = 0;
-#pragma omp simd reduction(+ : acc)
-      for (int64_t f = 0; f < F; ++f) {
-        acc += row[f] * gd[f];
-        grow[f] += ym * gd[f];
-      }
-      gy[m] += acc;
-    }
-    if (grad_rej == nullptr) continue;
     T norm2 = 0;
     for (int64_t m = 0; m < M; ++m) norm2 += ye[m] * ye[m];
     const T inv = T(1) / norm2;
-    const int64_t i = centers[e];
-    const T* a = wc + i * M * F;
-    const T* b = wn + j * M * F;
-    T* ga = grad_wc + i * M * F;
-    T* gb = grad_wn + j * M * F;
-    const T* gr = grad_rej + e * F;
-#pragma omp simd
-    for (int64_t f = 0; f < F; ++f) {
-      ay[f] = 0;
-      by[f] = 0;
-    }
+    const int64_t i = centers[e], j = neighbors[e];
+    const T* a = edge_update ? wc + i * M * F : nullptr;
+    const T* b = edge_update ? wn + j * M * F : nullptr;
+    T* ga = edge_update ? grad_wc + i * M * F : nullptr;
+    T* gb = edge_update ? grad_wn + j * M * F : nullptr;
+    const T* gr = edge_update ? grad_rej + e * F : nullptr;
+    V acc[M] = {}, both{};
+    T acc_tail[M] = {}, both_tail = 0;
+    int64_t f = 0;
+    for (; f + L <= F; f += L)
+      invariants_backward_channels<T, V>(v + j * M * F, a, b, ye, inv, F, f, grad_dot + e * F,
+                                         gr, grad_v + j * M * F, ga, gb, acc, both);
+    for (; f < F; ++f)
+      invariants_backward_channels<T, T>(v + j * M * F, a, b, ye, inv, F, f, grad_dot + e * F,
+                                         gr, grad_v + j * M * F, ga, gb, acc_tail, both_tail);
+    const T both_sum = lane_sum<T>(both) + both_tail;
+    T* gy = grad_y + e * M;
     for (int64_t m = 0; m < M; ++m) {
-      const T ym = ye[m];
-      const T* am = a + m * F;
-      const T* bm = b + m * F;
-#pragma omp simd
-      for (int64_t f = 0; f < F; ++f) {
-        ay[f] += ym * am[f];
-        by[f] += ym * bm[f];
-      }
-    }
-    // d rej / d a_m = b_m - y_m (b.y) / |y|^2, alike for b; d rej / d y_m =
-    // -(a_m (b.y) + b_m (a.y)) / |y|^2 + 2 y_m (a.y)(b.y) / |y|^4.
-    T both = 0;
-#pragma omp simd reduction(+ : both)
-    for (int64_t f = 0; f < F; ++f) {
-      p[f] = gr[f] * by[f] * inv;
-      q[f] = gr[f] * ay[f] * inv;
-      both += p[f] * ay[f];
-    }
-    for (int64_t m = 0; m < M; ++m) {
-      const T ym = ye[m];
-      const T* am = a + m * F;
-      const T* bm = b + m * F;
-      T* gam = ga + m * F;
-      T* gbm = gb + m * F;
-      T acc = 0;
-#pragma omp simd reduction(+ : acc)
-      for (int64_t f = 0; f < F; ++f) {
-        gam[f] += gr[f] * bm[f] - ym * p[f];
-        gbm[f] += gr[f] * am[f] - ym * q[f];
-        acc -= am[f] * p[f] + bm[f] * q[f];
-      }
-      gy[m] += acc + T(2) * ym * both * inv;
+      gy[m] += lane_sum<T>(acc[m]) + acc_tail[m];
+      if (edge_update) gy[m] += T(2) * ye[m] * both_sum * inv;
     }
   }
 }
@@ -382,25 +422,6 @@ std::vector<Path> make_paths(const std::vector<torch::Tensor>& cg, double norm1,
   return paths;
 }
 
-// One 64-byte vector of T: the L atoms of a block (GCC/Clang vector extension, so that the
-// sums below stay in registers).
-template <typename T>
-struct Lanes {
-  typedef T vec __attribute__((vector_size(64)));
-  static constexpr int n = 64 / sizeof(T);
-};
-
-template <typename T>
-inline typename Lanes<T>::vec load_vec(const T* p) {
-  typename Lanes<T>::vec v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-template <typename T>
-inline void store_vec(T* p, typename Lanes<T>::vec v) {
-  std::memcpy(p, &v, sizeof(v));
-}
 
 // e^x on a vector. torch's SiLU spends most of its time in SLEEF's exp (to 1 ulp) and a
 // division; this exp is range reduction x = n ln2 + r, |r| <= ln2 / 2, a polynomial for
@@ -776,6 +797,19 @@ void check_rows(const torch::Tensor& t, const char* name, const torch::Tensor& l
               like.scalar_type(), ", got ", t.scalar_type());
 }
 
+// The edges in order of their neighbour (a counting sort; stable). A backward kernel that
+// adds into neighbours' rows visits a neighbour's edges one after another, so its rows stay
+// in L1 instead of coming from L2 or L3 once per edge (centre order, as the edges come).
+std::vector<int64_t> neighbor_order(const torch::Tensor& neighbors, int64_t rows) {
+  const int64_t* index = neighbors.data_ptr<int64_t>();
+  const int64_t n = neighbors.numel();
+  std::vector<int64_t> start(rows + 1, 0), order(n);
+  for (int64_t e = 0; e < n; ++e) ++start[index[e] + 1];
+  for (int64_t r = 0; r < rows; ++r) start[r + 1] += start[r];
+  for (int64_t e = 0; e < n; ++e) order[start[index[e]]++] = e;
+  return order;
+}
+
 std::vector<torch::Tensor> invariants_forward(torch::Tensor v, torch::Tensor wc, torch::Tensor wn,
                                               torch::Tensor y, torch::Tensor centers,
                                               torch::Tensor neighbors) {
@@ -816,7 +850,12 @@ std::vector<torch::Tensor> invariants_backward(torch::Tensor v, torch::Tensor wc
   auto grad_wc = torch::zeros_like(wc);
   auto grad_wn = torch::zeros_like(wn);
   auto grad_y = torch::zeros_like(y);
-  if (edge_update) check_rows(grad_rej, "grad_rej", y);
+  if (edge_update) {
+    check_rows(grad_rej, "grad_rej", y);
+    check_index(centers, wc.size(0), "centers");
+  }
+  check_index(neighbors, v.size(0), "neighbors");  // the order below counts by it
+  const auto order = neighbor_order(neighbors, v.size(0));
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "invariants_backward", [&] {
     invariants_backward_kernel<scalar_t>(
         v.data_ptr<scalar_t>(), edge_update ? wc.data_ptr<scalar_t>() : nullptr,
@@ -824,8 +863,8 @@ std::vector<torch::Tensor> invariants_backward(torch::Tensor v, torch::Tensor wc
         centers.data_ptr<int64_t>(), neighbors.data_ptr<int64_t>(),
         grad_dot.data_ptr<scalar_t>(), edge_update ? grad_rej.data_ptr<scalar_t>() : nullptr,
         grad_v.data_ptr<scalar_t>(), edge_update ? grad_wc.data_ptr<scalar_t>() : nullptr,
-        edge_update ? grad_wn.data_ptr<scalar_t>() : nullptr, grad_y.data_ptr<scalar_t>(), E,
-        F);
+        edge_update ? grad_wn.data_ptr<scalar_t>() : nullptr, grad_y.data_ptr<scalar_t>(),
+        order.data(), E, F);
   });
   return {grad_v, grad_wc, grad_wn, grad_y};
 }
