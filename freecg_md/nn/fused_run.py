@@ -19,11 +19,13 @@ Notation of the derivatives (per run; C centre atoms, E edges, U distinct neighb
     dx = (u1 . u2) o2 + o3    dv = GCG(A, u3 o1) + A    f_next = f + silu(f W_f^T + b_f) rej
 
 and the backward pass applies the chain rule to these lines in reverse order: the linear
-maps' input gradients are ``grad @ W``, and the kernels supply their own. SiLU and its
-derivative are the kernels' too (``silu_forward``, ``silu_backward``; the edge update with
-its SiLU in one pass each way): their exponential is a polynomial, where torch's SiLU spends
-most of its time in a libm-accurate one. At the paper's size torch's SiLU forward and
-backward took 9% of a call on one thread.
+maps' input gradients are ``grad @ W``, and the kernels supply their own. The SiLUs are
+the kernels' too: the message and aggregation kernels take ``P`` and ``Q`` and apply SiLU
+to an edge's row as they read it (and give the gradients of ``P`` and ``Q``), so neither
+``dkdv`` nor the gates, nor their gradients, go through memory; the edge update runs with
+its SiLU in one pass each way (``edge_update_forward``/``_backward``). Their exponential is
+a polynomial, where torch's SiLU spends most of its time in a libm-accurate one. At the
+paper's size torch's SiLU forward and backward took 9% of a call on one thread.
 """
 
 from __future__ import annotations
@@ -74,11 +76,9 @@ class RunSaved(NamedTuple):
     nb: NodeTerms
     run: EdgeRun
     pre_dkdv: torch.Tensor
-    dkdv: torch.Tensor
     w_center: torch.Tensor
     enhance: torch.Tensor
     pre_gates: torch.Tensor
-    gates: torch.Tensor
     o: torch.Tensor
     u: torch.Tensor | None
     uu: torch.Tensor | None
@@ -125,7 +125,6 @@ def run_forward(layer: FreeCGLayer, constants: LayerConstants, q: torch.Tensor,
         group = constants.group
         pre_edge = F.linear(f, constants.edge_weight, constants.edge_bias)
         pre_dkdv = pre_edge[:, :2 * width]
-        dkdv = ops.silu_forward(pre_dkdv)
         empty = v.new_empty(0, 8, width)
         rejected = None
         if layer.zero_vectors_in:
@@ -140,12 +139,12 @@ def run_forward(layer: FreeCGLayer, constants: LayerConstants, q: torch.Tensor,
             enhance = F.linear(dot, layer.enhancer.weight, layer.enhancer.bias)
             if not layer.update_edges:
                 rejected = None
-        message, summed = ops.message_forward(q, nb.k, nb.s, dkdv, enhance, phi, centers,
-                                              local, n_centers)
+        # The message and aggregation kernels apply the SiLU of dkdv and of the gates.
+        message, summed = ops.message_forward(q, nb.k, nb.s, pre_dkdv, enhance, phi, centers,
+                                              local, n_centers, False)
         pre_gates = F.linear(message, layer.gate_proj.weight, layer.gate_proj.bias)
-        gates = ops.silu_forward(pre_gates)
-        abstract_edges = ops.aggregate_forward(nb.v, gates, sh, phi, centers, local,
-                                               n_centers)
+        abstract_edges = ops.aggregate_forward(nb.v, pre_gates, sh, phi, centers, local,
+                                               n_centers, False)
         o = F.linear(summed, layer.o_proj.weight, layer.o_proj.bias)
         o1, o2, o3 = o.split(width, dim=-1)
         u = uu = node_vectors = pre_f = None
@@ -170,8 +169,8 @@ def run_forward(layer: FreeCGLayer, constants: LayerConstants, q: torch.Tensor,
             outputs = (dx, dvec, f_next)
     if not save:
         return outputs, None
-    return outputs, RunSaved(q, nb, run, pre_dkdv, dkdv, w_center, enhance, pre_gates, gates, o,
-                             u, uu, abstract_edges, node_vectors, rejected, pre_f)
+    return outputs, RunSaved(q, nb, run, pre_dkdv, w_center, enhance, pre_gates, o, u, uu,
+                             abstract_edges, node_vectors, rejected, pre_f)
 
 
 def run_backward(layer: FreeCGLayer, constants: LayerConstants, saved: RunSaved,
@@ -210,18 +209,17 @@ def run_backward(layer: FreeCGLayer, constants: LayerConstants, saved: RunSaved,
             grad_v = torch.matmul(grad_u, layer.vec_proj.weight)
             grad_o = torch.cat([(grad_node * u3).sum(dim=1), grad_dx * s.uu, grad_dx], -1)
             grad_summed = grad_o.mm(layer.o_proj.weight)
-        grad_nb_v, grad_gates, grad_sh, grad_phi = ops.aggregate_backward(
-            nb.v, s.gates, sh, phi, centers, local, grad_abstract)
-        grad_pre_gates = torch.empty_like(grad_gates)
-        ops.silu_backward(grad_gates, s.pre_gates, grad_pre_gates)
+        # The kernels give the gradients of the SiLUs' inputs (pre_gates, pre_dkdv).
+        grad_nb_v, grad_pre_gates, grad_sh, grad_phi = ops.aggregate_backward(
+            nb.v, s.pre_gates, sh, phi, centers, local, grad_abstract, False)
         grad_message = grad_pre_gates.mm(layer.gate_proj.weight)
-        grad_q, grad_k, grad_s, grad_dkdv, grad_enhance, grad_phi_message = (
-            ops.message_backward(s.q, nb.k, nb.s, s.dkdv, s.enhance, phi, centers, local,
-                                 grad_message, grad_summed))
-        grad_phi += grad_phi_message
         # The gradient of [dkdv_proj | f_proj](f), (E, 2F or 3F), for one product with W.
-        grad_pre_edge = grad_dkdv.new_empty(grad_dkdv.shape[0], constants.edge_weight.shape[0])
-        ops.silu_backward(grad_dkdv, s.pre_dkdv, grad_pre_edge[:, :2 * width])
+        grad_pre_edge = grad_pre_gates.new_empty(grad_pre_gates.shape[0],
+                                                 constants.edge_weight.shape[0])
+        grad_q, grad_k, grad_s, _, grad_enhance, grad_phi_message = ops.message_backward(
+            s.q, nb.k, nb.s, s.pre_dkdv, s.enhance, phi, centers, local, grad_message,
+            grad_summed, False, grad_pre_edge[:, :2 * width])
+        grad_phi += grad_phi_message
         grad_nb_w = None
         if not layer.zero_vectors_in:
             grad_dot = grad_enhance.mm(layer.enhancer.weight)

@@ -171,14 +171,14 @@ class _Aggregate(torch.autograd.Function):
                 n_centers: int) -> torch.Tensor:
         ctx.save_for_backward(v, gates, sh, phi, centers, neighbors)
         return load_kernels().aggregate_forward(v, gates, sh, phi, centers, neighbors,
-                                                n_centers)
+                                                n_centers, True)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         v, gates, sh, phi, centers, neighbors = ctx.saved_tensors
         grad_v, grad_gates, grad_sh, grad_phi = load_kernels().aggregate_backward(
-            v, gates, sh, phi, centers, neighbors, grad_out.contiguous())
+            v, gates, sh, phi, centers, neighbors, grad_out.contiguous(), True)
         return grad_v, grad_gates, grad_sh, grad_phi, None, None, None
 
 
@@ -190,7 +190,7 @@ class _Messages(torch.autograd.Function):
                 n_centers: int) -> tuple[torch.Tensor, torch.Tensor]:
         ctx.save_for_backward(q, k, s, dkdv, enhance, phi, centers, neighbors)
         return tuple(load_kernels().message_forward(q, k, s, dkdv, enhance, phi, centers,
-                                                    neighbors, n_centers))
+                                                    neighbors, n_centers, True))
 
     @staticmethod
     @once_differentiable
@@ -204,7 +204,8 @@ class _Messages(torch.autograd.Function):
             grad_summed = q.new_zeros(q.shape[0], width)
         grads = load_kernels().message_backward(q, k, s, dkdv, enhance, phi, centers,
                                                 neighbors, grad_message.contiguous(),
-                                                grad_summed.contiguous())
+                                                grad_summed.contiguous(), True,
+                                                torch.empty_like(dkdv))
         return (*grads, None, None, None)
 
 

@@ -141,36 +141,67 @@ def test_group_cg_of_an_uncompiled_group_size_uses_torch():
 
 
 @needs_kernels
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-13), (torch.float32, 2e-6)])
-def test_silu_kernels_equal_torch_on_column_blocks(dtype, tol):
-    # Column blocks of a wider tensor (strided rows, as the stacked linear maps give), with
-    # widths that leave a scalar tail after the vectors, and arguments far beyond e^x's
-    # range in both directions.
+@pytest.mark.parametrize("width", [16, 20])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-13), (torch.float32, 3e-6)])
+def test_kernels_applying_silu_equal_torch_silu_first(dtype, tol, width):
+    # The message and aggregation kernels given pre-activations (activated=False) as column
+    # blocks of a wider tensor (strided rows, as the stacked linear maps give) against the
+    # same kernels given torch's SiLU of them; the edge update with its SiLU against torch.
+    # Arguments far beyond e^x's range in both directions.
     ops = kernels.load_kernels()
-    generator = torch.Generator().manual_seed(0)
-    wide = 4 * torch.randn(30, 51, dtype=dtype, generator=generator)
+    inputs = {k: t.detach() if isinstance(t, torch.Tensor) else t
+              for k, t in _inputs(dtype, width).items()}
+    centers, neighbors, sh, phi = (inputs[k] for k in ("centers", "neighbors", "sh", "phi"))
+    q, k, s, v, enhance = (inputs[name] for name in ("q", "k", "s", "v", "enhance"))
+    generator = torch.Generator().manual_seed(1)
+    n_edges = centers.shape[0]
+    wide = 4 * torch.randn(n_edges, 5 * width + 3, dtype=dtype, generator=generator)
     wide[0, :6] = torch.tensor([-1e4, -200.0, -88.5, 88.5, 200.0, 1e4])
-    pre, pre_f = wide[:, :34], wide[:, 34:]
-    grad = torch.randn(30, 34, dtype=dtype, generator=generator)
-    f, rejected, grad_f = (torch.randn(30, 17, dtype=dtype, generator=generator)
-                           for _ in range(3))
+    pre_dkdv, pre_gates = wide[:, :2 * width], wide[:, 2 * width:4 * width]
+    grad_message = torch.randn(n_edges, width, dtype=dtype, generator=generator)
+    grad_summed = torch.randn(6, width, dtype=dtype, generator=generator)
+    grad_out = torch.randn(6, 8, width, dtype=dtype, generator=generator)
     silu, silu_backward = torch.nn.functional.silu, torch.ops.aten.silu_backward
 
-    def close(actual, expected):  # relative to the tensor's scale: SiLU' crosses zero
+    def close(actual, expected):  # relative to each tensor's scale: SiLU' crosses zero
         assert torch.isfinite(actual).all()
-        torch.testing.assert_close(actual, expected, rtol=0, atol=tol * expected.abs().max())
+        torch.testing.assert_close(actual, expected, rtol=0,
+                                   atol=tol * max(expected.abs().max().item(), 1.0))
 
-    close(ops.silu_forward(pre), silu(pre))
-    out = torch.full((30, 40), float("nan"), dtype=dtype)
-    ops.silu_backward(grad, pre, out[:, 3:37])
-    close(out[:, 3:37], silu_backward(grad, pre))
-    assert out[:, :3].isnan().all() and out[:, 37:].isnan().all()  # nothing outside
+    args = (centers, neighbors, 6)
+    for a, b in zip(ops.message_forward(q, k, s, pre_dkdv, enhance, phi, *args, False),
+                    ops.message_forward(q, k, s, silu(pre_dkdv), enhance, phi, *args, True),
+                    strict=True):
+        close(a, b)
+    close(ops.aggregate_forward(v, pre_gates, sh, phi, *args, False),
+          ops.aggregate_forward(v, silu(pre_gates), sh, phi, *args, True))
+
+    out = torch.full((n_edges, 2 * width + 6), float("nan"), dtype=dtype)
+    fused = ops.message_backward(q, k, s, pre_dkdv, enhance, phi, centers, neighbors,
+                                 grad_message, grad_summed, False, out[:, 3:-3])
+    plain = ops.message_backward(q, k, s, silu(pre_dkdv), enhance, phi, centers, neighbors,
+                                 grad_message, grad_summed, True, torch.empty_like(pre_dkdv))
+    plain[3] = silu_backward(plain[3], pre_dkdv)
+    for a, b in zip(fused, plain, strict=True):
+        close(a, b)
+    assert out[:, :3].isnan().all() and out[:, -3:].isnan().all()  # nothing outside
+    fused = ops.aggregate_backward(v, pre_gates, sh, phi, centers, neighbors, grad_out, False)
+    plain = list(ops.aggregate_backward(v, silu(pre_gates), sh, phi, centers, neighbors,
+                                        grad_out, True))
+    plain[1] = silu_backward(plain[1], pre_gates)
+    for a, b in zip(fused, plain, strict=True):
+        close(a, b)
+
+    pre_f = wide[:, 4 * width:5 * width]
+    f, rejected, grad_f = (torch.randn(n_edges, width, dtype=dtype, generator=generator)
+                           for _ in range(3))
     close(ops.edge_update_forward(f, pre_f, rejected), f + silu(pre_f) * rejected)
-    grad_pre = torch.empty(30, 17, dtype=dtype)
+    grad_pre = torch.empty(n_edges, width, dtype=dtype)
     close(ops.edge_update_backward(grad_f, pre_f, rejected, grad_pre), grad_f * silu(pre_f))
     close(grad_pre, silu_backward(grad_f * rejected, pre_f))
     with pytest.raises(RuntimeError, match="contiguous rows"):
-        ops.silu_forward(wide.t())
+        column_major = wide.t().contiguous().t()  # (E, 5F + 3), strides (1, E)
+        ops.aggregate_forward(v, column_major[:, :2 * width], sh, phi, *args, False)
 
 
 @needs_kernels

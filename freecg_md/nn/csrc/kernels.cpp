@@ -84,6 +84,17 @@ inline T lane_sum(V x) {
   return total;
 }
 
+// SiLU of the row x (n,) into act, and sigma(x) into sig unless it is null; and the
+// backward from those two: grad *= silu'(x) = sigma(x) (1 + x (1 - sigma(x))), in place.
+// The message and aggregation kernels can take their SiLUs' inputs (pre-activations) and
+// apply them to an edge's row in L1, so neither the activations nor their gradients go
+// through memory, and one pass each way replaces torch's separate ones.
+template <typename T>
+void silu_row(const T* x, T* act, T* sig, int64_t n);
+
+template <typename T>
+void silu_row_backward(const T* act, const T* sig, T* grad, int64_t n);
+
 // Forward of the edge invariants:
 //   dot[e, f] = sum_m v[j, m, f] y[e, m]                                (attention enhancer)
 //   rej[e, f] = sum_m a_m b_m - (sum_m a_m y_m)(sum_m b_m y_m) / |y|^2   (edge update)
@@ -211,18 +222,24 @@ void invariants_backward_kernel(const T* __restrict v, const T* __restrict wc,
 // dk = dkdv[e, :F], dv = dkdv[e, F:] (already through SiLU), heads of D = F / H channels:
 //   z[e, h] = enhance[e, h] + sum_d q[i, h, d] k[j, h, d] dk[e, h, d]
 //   message[e, h, d] = s[j, h, d] dv[e, h, d] silu(z[e, h]) phi[e];  summed[i] += message[e]
-template <typename T>
+template <typename T, bool Activated>
 void message_forward_kernel(const T* __restrict q, const T* __restrict k, const T* __restrict s,
-                            const T* __restrict dkdv, const T* __restrict enhance,
-                            const T* __restrict phi, const int64_t* __restrict centers,
+                            const T* __restrict dkdv, int64_t dkdv_stride,
+                            const T* __restrict enhance, const T* __restrict phi,
+                            const int64_t* __restrict centers,
                             const int64_t* __restrict neighbors, T* __restrict message,
                             T* __restrict summed, int64_t n_edges, int64_t H, int64_t D) {
   const int64_t F = H * D;
+  std::vector<T> act(Activated ? 0 : 2 * F);
   for (int64_t e = 0; e < n_edges; ++e) {
     const T* qi = q + centers[e] * F;
     const T* kj = k + neighbors[e] * F;
     const T* sj = s + neighbors[e] * F;
-    const T* dk = dkdv + e * 2 * F;
+    const T* dk = dkdv + e * dkdv_stride;
+    if constexpr (!Activated) {
+      silu_row(dk, act.data(), static_cast<T*>(nullptr), 2 * F);
+      dk = act.data();
+    }
     const T* dv = dk + F;
     T* out = message + e * F;
     T* sum_i = summed + centers[e] * F;
@@ -244,30 +261,37 @@ void message_forward_kernel(const T* __restrict q, const T* __restrict k, const 
 
 // Backward of message_forward_kernel. The message's gradient is grad_message[e] plus
 // grad_summed[i]; grad_q, grad_k, grad_s are accumulated into, the rest written.
-template <typename T>
+template <typename T, bool Activated>
 void message_backward_kernel(const T* __restrict q, const T* __restrict k,
                              const T* __restrict s, const T* __restrict dkdv,
-                             const T* __restrict enhance, const T* __restrict phi,
-                             const int64_t* __restrict centers,
+                             int64_t dkdv_stride, const T* __restrict enhance,
+                             const T* __restrict phi, const int64_t* __restrict centers,
                              const int64_t* __restrict neighbors,
                              const T* __restrict grad_message, const T* __restrict grad_summed,
                              T* __restrict grad_q, T* __restrict grad_k, T* __restrict grad_s,
-                             T* __restrict grad_dkdv, T* __restrict grad_enhance,
-                             T* __restrict grad_phi, int64_t n_edges, int64_t H, int64_t D) {
+                             T* __restrict grad_dkdv, int64_t grad_dkdv_stride,
+                             T* __restrict grad_enhance, T* __restrict grad_phi,
+                             int64_t n_edges, int64_t H, int64_t D) {
   const int64_t F = H * D;
+  std::vector<T> act(Activated ? 0 : 2 * F), sig(Activated ? 0 : 2 * F);
   for (int64_t e = 0; e < n_edges; ++e) {
     const int64_t i = centers[e], j = neighbors[e];
     const T* qi = q + i * F;
     const T* kj = k + j * F;
     const T* sj = s + j * F;
-    const T* dk = dkdv + e * 2 * F;
+    const T* pre = dkdv + e * dkdv_stride;
+    const T* dk = pre;
+    if constexpr (!Activated) {
+      silu_row(pre, act.data(), sig.data(), 2 * F);
+      dk = act.data();
+    }
     const T* dv = dk + F;
     const T* gm_edge = grad_message + e * F;
     const T* gm_center = grad_summed + i * F;
     T* gq = grad_q + i * F;
     T* gk = grad_k + j * F;
     T* gs = grad_s + j * F;
-    T* gdk = grad_dkdv + e * 2 * F;
+    T* gdk = grad_dkdv + e * grad_dkdv_stride;
     T* gdv = gdk + F;
     T gphi = 0;
     for (int64_t h = 0; h < H; ++h) {
@@ -297,21 +321,27 @@ void message_backward_kernel(const T* __restrict q, const T* __restrict k,
       }
     }
     grad_phi[e] = gphi;
+    if constexpr (!Activated) silu_row_backward(act.data(), sig.data(), gdk, 2 * F);
   }
 }
 
 // Forward of the vector aggregation onto centres (the abstract edges), with the gates
 // (E, 2F) = [g1, g2] cut off by phi (E,):
 //   out[i, m, f] = sum over edges e of centre i of (v[j, m, f] g1[e, f] + g2[e, f] y[e, m]) phi[e]
-template <typename T>
+template <typename T, bool Activated>
 void aggregate_forward_kernel(const T* __restrict v, const T* __restrict gates,
-                              const T* __restrict y, const T* __restrict phi,
-                              const int64_t* __restrict centers,
+                              int64_t gates_stride, const T* __restrict y,
+                              const T* __restrict phi, const int64_t* __restrict centers,
                               const int64_t* __restrict neighbors, T* __restrict out,
                               int64_t n_edges, int64_t F) {
+  std::vector<T> act(Activated ? 0 : 2 * F);
   for (int64_t e = 0; e < n_edges; ++e) {
     const T* vj = v + neighbors[e] * M * F;
-    const T* a = gates + e * 2 * F;
+    const T* a = gates + e * gates_stride;
+    if constexpr (!Activated) {
+      silu_row(a, act.data(), static_cast<T*>(nullptr), 2 * F);
+      a = act.data();
+    }
     const T* b = a + F;
     const T cut = phi[e];
     T* oi = out + centers[e] * M * F;
@@ -327,20 +357,26 @@ void aggregate_forward_kernel(const T* __restrict v, const T* __restrict gates,
 
 // Backward of aggregate_forward_kernel; grad_v is accumulated into, the per-edge gradients
 // are written.
-template <typename T>
+template <typename T, bool Activated>
 void aggregate_backward_kernel(const T* __restrict v, const T* __restrict gates,
-                               const T* __restrict y, const T* __restrict phi,
-                               const int64_t* __restrict centers,
+                               int64_t gates_stride, const T* __restrict y,
+                               const T* __restrict phi, const int64_t* __restrict centers,
                                const int64_t* __restrict neighbors,
                                const T* __restrict grad_out, T* __restrict grad_v,
                                T* __restrict grad_gates, T* __restrict grad_y,
                                T* __restrict grad_phi, int64_t n_edges, int64_t F) {
+  std::vector<T> act(Activated ? 0 : 2 * F), sig(Activated ? 0 : 2 * F);
   for (int64_t e = 0; e < n_edges; ++e) {
     const T* ye = y + e * M;
     const int64_t j = neighbors[e];
     const T* vj = v + j * M * F;
     T* gvj = grad_v + j * M * F;
-    const T* a = gates + e * 2 * F;
+    const T* pre = gates + e * gates_stride;
+    const T* a = pre;
+    if constexpr (!Activated) {
+      silu_row(pre, act.data(), sig.data(), 2 * F);
+      a = act.data();
+    }
     const T* b = a + F;
     const T cut = phi[e];
     const T* go = grad_out + centers[e] * M * F;
@@ -376,6 +412,7 @@ void aggregate_backward_kernel(const T* __restrict v, const T* __restrict gates,
       gb[f] *= cut;
     }
     grad_phi[e] = gphi;
+    if constexpr (!Activated) silu_row_backward(act.data(), sig.data(), ga, 2 * F);
   }
 }
 
@@ -482,6 +519,35 @@ inline T sigmoid_scalar(T x) {
   return T(1) / (T(1) + std::exp(-x));
 }
 
+template <typename T>
+void silu_row(const T* x, T* act, T* sig, int64_t n) {
+  constexpr int L = Lanes<T>::n;
+  int64_t c = 0;
+  for (; c + L <= n; c += L) {
+    const auto v = load_vec(x + c);
+    const auto s = sigmoid_vec<T>(v);
+    store_vec(act + c, v * s);
+    if (sig != nullptr) store_vec(sig + c, s);
+  }
+  for (; c < n; ++c) {
+    const T s = sigmoid_scalar(x[c]);
+    act[c] = x[c] * s;
+    if (sig != nullptr) sig[c] = s;
+  }
+}
+
+// silu'(x) = sigma (1 + x (1 - sigma)) = sigma + silu (1 - sigma)
+template <typename T>
+void silu_row_backward(const T* act, const T* sig, T* grad, int64_t n) {
+  constexpr int L = Lanes<T>::n;
+  int64_t c = 0;
+  for (; c + L <= n; c += L) {
+    const auto s = load_vec(sig + c);
+    store_vec(grad + c, load_vec(grad + c) * (s + load_vec(act + c) * (T(1) - s)));
+  }
+  for (; c < n; ++c) grad[c] *= sig[c] + act[c] * (T(1) - sig[c]);
+}
+
 // Element-wise kernels over (rows, cols) with strided rows (a block of columns of a wider
 // tensor, as the stacked linear maps give), a vector at a time, the tail scalar. Every
 // argument of ``body`` is a vector (or a scalar at the tail) of the inputs' elements.
@@ -493,35 +559,6 @@ void rows_elementwise(int64_t rows, int64_t cols, Body body, Tail tail) {
     for (; c + L <= cols; c += L) body(i, c);
     for (; c < cols; ++c) tail(i, c);
   }
-}
-
-// y = x sigma(x)
-template <typename T>
-void silu_forward_kernel(const T* x, int64_t sx, T* y, int64_t sy, int64_t rows, int64_t cols) {
-  rows_elementwise<T>(
-      rows, cols,
-      [&](int64_t i, int64_t c) {
-        const auto v = load_vec(x + i * sx + c);
-        store_vec(y + i * sy + c, v * sigmoid_vec<T>(v));
-      },
-      [&](int64_t i, int64_t c) { y[i * sy + c] = x[i * sx + c] * sigmoid_scalar(x[i * sx + c]); });
-}
-
-// out = g silu'(x), silu'(x) = sigma(x) (1 + x (1 - sigma(x)))
-template <typename T>
-void silu_backward_kernel(const T* g, int64_t sg, const T* x, int64_t sx, T* out, int64_t so,
-                          int64_t rows, int64_t cols) {
-  rows_elementwise<T>(
-      rows, cols,
-      [&](int64_t i, int64_t c) {
-        const auto v = load_vec(x + i * sx + c);
-        const auto s = sigmoid_vec<T>(v);
-        store_vec(out + i * so + c, load_vec(g + i * sg + c) * s * (T(1) + v * (T(1) - s)));
-      },
-      [&](int64_t i, int64_t c) {
-        const T v = x[i * sx + c], s = sigmoid_scalar(v);
-        out[i * so + c] = g[i * sg + c] * s * (T(1) + v * (T(1) - s));
-      });
 }
 
 // The edge update f_next = f + silu(p) rej, and its backward:
@@ -760,6 +797,17 @@ void group_cg_backward_kernel(const T* __restrict a, const T* __restrict b,
 }
 
 // Calls body<TG>() for the supported group sizes.
+// Body(std::true_type) where the kernel's input is already through SiLU, else
+// Body(std::false_type): the kernel applies SiLU itself.
+template <typename Body>
+void dispatch_activated(bool activated, Body body) {
+  if (activated) {
+    body(std::true_type{});
+  } else {
+    body(std::false_type{});
+  }
+}
+
 template <typename Body>
 void dispatch_group_size(int64_t group_size, Body body) {
   switch (group_size) {
@@ -795,6 +843,21 @@ void check_rows(const torch::Tensor& t, const char* name, const torch::Tensor& l
   TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(), name, ": expected a contiguous CPU tensor");
   TORCH_CHECK(t.scalar_type() == like.scalar_type(), name, ": expected dtype ",
               like.scalar_type(), ", got ", t.scalar_type());
+}
+
+// A 2-D CPU tensor of rows whose elements are contiguous (its rows may be strided: a block
+// of columns of a wider tensor), of like's dtype.
+void check_row_block(const torch::Tensor& t, const char* name, const torch::Tensor& like) {
+  TORCH_CHECK(t.device().is_cpu() && t.dim() == 2 && (t.stride(1) == 1 || t.size(1) <= 1),
+              name, ": expected a 2-D CPU tensor with contiguous rows, got sizes ", t.sizes(),
+              " and strides ", t.strides());
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), name, ": expected dtype ",
+              like.scalar_type(), ", got ", t.scalar_type());
+}
+
+void check_same_sizes(const torch::Tensor& t, const char* name, const torch::Tensor& like) {
+  TORCH_CHECK(t.sizes() == like.sizes(), name, ": expected sizes ", like.sizes(), ", got ",
+              t.sizes());
 }
 
 // The edges in order of their neighbour (a counting sort; stable). A backward kernel that
@@ -871,10 +934,10 @@ std::vector<torch::Tensor> invariants_backward(torch::Tensor v, torch::Tensor wc
 
 torch::Tensor aggregate_forward(torch::Tensor v, torch::Tensor gates, torch::Tensor y,
                                 torch::Tensor phi, torch::Tensor centers,
-                                torch::Tensor neighbors, int64_t n_centers) {
+                                torch::Tensor neighbors, int64_t n_centers, bool activated) {
   check_edges(y, centers, neighbors);
   check_rows(v, "v", y);
-  check_rows(gates, "gates", y);
+  check_row_block(gates, "gates", y);
   check_rows(phi, "phi", y);
   TORCH_CHECK(v.dim() == 3 && v.size(1) == M, "v: expected (U, 8, F), got ", v.sizes());
   check_index(neighbors, v.size(0), "neighbors");
@@ -885,11 +948,12 @@ torch::Tensor aggregate_forward(torch::Tensor v, torch::Tensor gates, torch::Ten
   TORCH_CHECK(phi.numel() == E, "phi: expected (E,)");
   auto out = torch::zeros({n_centers, M, F}, v.options());
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "aggregate_forward", [&] {
-    aggregate_forward_kernel<scalar_t>(v.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(),
-                                       y.data_ptr<scalar_t>(), phi.data_ptr<scalar_t>(),
-                                       centers.data_ptr<int64_t>(),
-                                       neighbors.data_ptr<int64_t>(), out.data_ptr<scalar_t>(),
-                                       E, F);
+    dispatch_activated(activated, [&](auto act) {
+      aggregate_forward_kernel<scalar_t, decltype(act)::value>(
+          v.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(), gates.stride(0),
+          y.data_ptr<scalar_t>(), phi.data_ptr<scalar_t>(), centers.data_ptr<int64_t>(),
+          neighbors.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), E, F);
+    });
   });
   return out;
 }
@@ -897,21 +961,26 @@ torch::Tensor aggregate_forward(torch::Tensor v, torch::Tensor gates, torch::Ten
 std::vector<torch::Tensor> aggregate_backward(torch::Tensor v, torch::Tensor gates,
                                               torch::Tensor y, torch::Tensor phi,
                                               torch::Tensor centers, torch::Tensor neighbors,
-                                              torch::Tensor grad_out) {
+                                              torch::Tensor grad_out, bool activated) {
   check_edges(y, centers, neighbors);
   check_rows(grad_out, "grad_out", y);
+  check_row_block(gates, "gates", y);
   const int64_t E = y.size(0), F = v.size(2);
+  TORCH_CHECK(gates.size(0) == E && gates.size(1) == 2 * F, "gates: expected (E, 2F), got ",
+              gates.sizes());
   auto grad_v = torch::zeros_like(v);
-  auto grad_gates = torch::empty_like(gates);
+  auto grad_gates = torch::empty(gates.sizes(), gates.options());
   auto grad_y = torch::empty_like(y);
   auto grad_phi = torch::empty_like(phi);
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "aggregate_backward", [&] {
-    aggregate_backward_kernel<scalar_t>(
-        v.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
-        phi.data_ptr<scalar_t>(), centers.data_ptr<int64_t>(), neighbors.data_ptr<int64_t>(),
-        grad_out.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(),
-        grad_gates.data_ptr<scalar_t>(), grad_y.data_ptr<scalar_t>(),
-        grad_phi.data_ptr<scalar_t>(), E, F);
+    dispatch_activated(activated, [&](auto act) {
+      aggregate_backward_kernel<scalar_t, decltype(act)::value>(
+          v.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(), gates.stride(0),
+          y.data_ptr<scalar_t>(), phi.data_ptr<scalar_t>(), centers.data_ptr<int64_t>(),
+          neighbors.data_ptr<int64_t>(), grad_out.data_ptr<scalar_t>(),
+          grad_v.data_ptr<scalar_t>(), grad_gates.data_ptr<scalar_t>(),
+          grad_y.data_ptr<scalar_t>(), grad_phi.data_ptr<scalar_t>(), E, F);
+    });
   });
   return {grad_v, grad_gates, grad_y, grad_phi};
 }
@@ -920,11 +989,12 @@ std::vector<torch::Tensor> aggregate_backward(torch::Tensor v, torch::Tensor gat
 std::vector<torch::Tensor> message_forward(torch::Tensor q, torch::Tensor k, torch::Tensor s,
                                            torch::Tensor dkdv, torch::Tensor enhance,
                                            torch::Tensor phi, torch::Tensor centers,
-                                           torch::Tensor neighbors, int64_t n_centers) {
+                                           torch::Tensor neighbors, int64_t n_centers,
+                                           bool activated) {
   check_rows(q, "q", q);
   check_rows(k, "k", q);
   check_rows(s, "s", q);
-  check_rows(dkdv, "dkdv", q);
+  check_row_block(dkdv, "dkdv", q);
   check_rows(enhance, "enhance", q);
   check_rows(phi, "phi", q);
   TORCH_CHECK(q.dim() == 3 && k.dim() == 3 && s.dim() == 3 && k.sizes() == s.sizes() &&
@@ -940,38 +1010,52 @@ std::vector<torch::Tensor> message_forward(torch::Tensor q, torch::Tensor k, tor
   auto message = torch::empty({E, H * D}, q.options());
   auto summed = torch::zeros({n_centers, H * D}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "message_forward", [&] {
-    message_forward_kernel<scalar_t>(
-        q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
-        dkdv.data_ptr<scalar_t>(), enhance.data_ptr<scalar_t>(), phi.data_ptr<scalar_t>(),
-        centers.data_ptr<int64_t>(), neighbors.data_ptr<int64_t>(),
-        message.data_ptr<scalar_t>(), summed.data_ptr<scalar_t>(), E, H, D);
+    dispatch_activated(activated, [&](auto act) {
+      message_forward_kernel<scalar_t, decltype(act)::value>(
+          q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
+          dkdv.data_ptr<scalar_t>(), dkdv.stride(0), enhance.data_ptr<scalar_t>(),
+          phi.data_ptr<scalar_t>(), centers.data_ptr<int64_t>(),
+          neighbors.data_ptr<int64_t>(), message.data_ptr<scalar_t>(),
+          summed.data_ptr<scalar_t>(), E, H, D);
+    });
   });
   return {message, summed};
 }
 
+// grad_dkdv: where the gradient of dkdv goes (returned), e.g. a block of columns of the
+// stacked linear maps' gradient; of the pre-activations unless ``activated``.
 std::vector<torch::Tensor> message_backward(torch::Tensor q, torch::Tensor k, torch::Tensor s,
                                             torch::Tensor dkdv, torch::Tensor enhance,
                                             torch::Tensor phi, torch::Tensor centers,
                                             torch::Tensor neighbors, torch::Tensor grad_message,
-                                            torch::Tensor grad_summed) {
+                                            torch::Tensor grad_summed, bool activated,
+                                            torch::Tensor grad_dkdv) {
   check_rows(grad_message, "grad_message", q);
   check_rows(grad_summed, "grad_summed", q);
+  check_row_block(dkdv, "dkdv", q);
+  check_row_block(grad_dkdv, "grad_dkdv", q);
+  check_same_sizes(grad_dkdv, "grad_dkdv", dkdv);
+  check_index(centers, q.size(0), "centers");
+  check_index(neighbors, k.size(0), "neighbors");
   const int64_t E = centers.numel(), H = q.size(1), D = q.size(2);
+  TORCH_CHECK(dkdv.size(0) == E && dkdv.size(1) == 2 * H * D, "dkdv: expected (E, 2F)");
   auto grad_q = torch::zeros_like(q);
   auto grad_k = torch::zeros_like(k);
   auto grad_s = torch::zeros_like(s);
-  auto grad_dkdv = torch::empty_like(dkdv);
   auto grad_enhance = torch::empty_like(enhance);
   auto grad_phi = torch::empty_like(phi);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "message_backward", [&] {
-    message_backward_kernel<scalar_t>(
-        q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
-        dkdv.data_ptr<scalar_t>(), enhance.data_ptr<scalar_t>(), phi.data_ptr<scalar_t>(),
-        centers.data_ptr<int64_t>(), neighbors.data_ptr<int64_t>(),
-        grad_message.data_ptr<scalar_t>(), grad_summed.data_ptr<scalar_t>(),
-        grad_q.data_ptr<scalar_t>(), grad_k.data_ptr<scalar_t>(), grad_s.data_ptr<scalar_t>(),
-        grad_dkdv.data_ptr<scalar_t>(), grad_enhance.data_ptr<scalar_t>(),
-        grad_phi.data_ptr<scalar_t>(), E, H, D);
+    dispatch_activated(activated, [&](auto act) {
+      message_backward_kernel<scalar_t, decltype(act)::value>(
+          q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
+          dkdv.data_ptr<scalar_t>(), dkdv.stride(0), enhance.data_ptr<scalar_t>(),
+          phi.data_ptr<scalar_t>(), centers.data_ptr<int64_t>(),
+          neighbors.data_ptr<int64_t>(), grad_message.data_ptr<scalar_t>(),
+          grad_summed.data_ptr<scalar_t>(), grad_q.data_ptr<scalar_t>(),
+          grad_k.data_ptr<scalar_t>(), grad_s.data_ptr<scalar_t>(),
+          grad_dkdv.data_ptr<scalar_t>(), grad_dkdv.stride(0),
+          grad_enhance.data_ptr<scalar_t>(), grad_phi.data_ptr<scalar_t>(), E, H, D);
+    });
   });
   return {grad_q, grad_k, grad_s, grad_dkdv, grad_enhance, grad_phi};
 }
@@ -1025,44 +1109,11 @@ std::vector<torch::Tensor> group_cg_backward(torch::Tensor a, torch::Tensor b,
   return {grad_a, grad_b};
 }
 
-// A 2-D CPU tensor of rows whose elements are contiguous (its rows may be strided).
-void check_row_block(const torch::Tensor& t, const char* name, const torch::Tensor& like) {
-  TORCH_CHECK(t.device().is_cpu() && t.dim() == 2 && (t.stride(1) == 1 || t.size(1) <= 1),
-              name, ": expected a 2-D CPU tensor with contiguous rows, got sizes ", t.sizes(),
-              " and strides ", t.strides());
-  TORCH_CHECK(t.scalar_type() == like.scalar_type(), name, ": expected dtype ",
-              like.scalar_type(), ", got ", t.scalar_type());
-  TORCH_CHECK(t.sizes() == like.sizes(), name, ": expected sizes ", like.sizes(), ", got ",
-              t.sizes());
-}
-
-torch::Tensor silu_forward(torch::Tensor x) {
-  check_row_block(x, "x", x);
-  auto y = torch::empty(x.sizes(), x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "silu_forward", [&] {
-    silu_forward_kernel<scalar_t>(x.data_ptr<scalar_t>(), x.stride(0), y.data_ptr<scalar_t>(),
-                                  y.stride(0), x.size(0), x.size(1));
-  });
-  return y;
-}
-
-// Writes grad silu'(x) into ``out`` (which may be a block of columns of a wider tensor).
-void silu_backward(torch::Tensor grad, torch::Tensor x, torch::Tensor out) {
-  check_row_block(x, "x", x);
-  check_row_block(grad, "grad", x);
-  check_row_block(out, "out", x);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "silu_backward", [&] {
-    silu_backward_kernel<scalar_t>(grad.data_ptr<scalar_t>(), grad.stride(0),
-                                   x.data_ptr<scalar_t>(), x.stride(0),
-                                   out.data_ptr<scalar_t>(), out.stride(0), x.size(0),
-                                   x.size(1));
-  });
-}
-
 torch::Tensor edge_update_forward(torch::Tensor f, torch::Tensor pre, torch::Tensor rejected) {
   check_rows(f, "f", f);
   check_rows(rejected, "rejected", f);
   check_row_block(pre, "pre", f);
+  check_same_sizes(pre, "pre", f);
   TORCH_CHECK(f.dim() == 2 && rejected.sizes() == f.sizes(),
               "f, rejected: expected (E, F) alike, got ", f.sizes(), " and ", rejected.sizes());
   auto out = torch::empty_like(f);
@@ -1081,6 +1132,8 @@ torch::Tensor edge_update_backward(torch::Tensor grad, torch::Tensor pre, torch:
   check_rows(rejected, "rejected", grad);
   check_row_block(pre, "pre", grad);
   check_row_block(grad_pre, "grad_pre", grad);
+  check_same_sizes(pre, "pre", grad);
+  check_same_sizes(grad_pre, "grad_pre", grad);
   TORCH_CHECK(grad.dim() == 2 && rejected.sizes() == grad.sizes(),
               "grad, rejected: expected (E, F) alike");
   auto grad_rejected = torch::empty_like(grad);
@@ -1105,8 +1158,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("message_backward", &message_backward, release);
   m.def("group_cg_forward", &group_cg_forward, release);
   m.def("group_cg_backward", &group_cg_backward, release);
-  m.def("silu_forward", &silu_forward, release);
-  m.def("silu_backward", &silu_backward, release);
   m.def("edge_update_forward", &edge_update_forward, release);
   m.def("edge_update_backward", &edge_update_backward, release);
 }
