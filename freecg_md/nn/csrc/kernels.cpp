@@ -8,7 +8,10 @@
 // neighbours' rows where they lie, (U, 8, F) for the U distinct neighbours of a run of
 // edges, and keep each edge's 8 x F values in registers and L1, so no (E, 8, F) tensor exists.
 //
-// Layout and conventions (all tensors contiguous, one dtype: float32 or float64):
+// Layout and conventions (one dtype: float32 or float64; all tensors contiguous, except
+// that the (E, 2F) inputs dkdv and gates, and the edge update's (E, F) pre-activations
+// and their gradients, may be blocks of columns of a wider tensor: rows strided, each
+// row contiguous):
 //   y         (E, 8)     spherical harmonics of each edge (1o + 2e), not necessarily unit
 //   centers   (E,)       int64, the edge's centre as a row of the run's centre tensors
 //   neighbors (E,)       int64, the edge's neighbour as a row of the neighbour tensors
