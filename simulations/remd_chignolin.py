@@ -14,7 +14,7 @@ DCD per replica (mdtraj reads them), ``frames.csv`` to demultiplex them by tempe
 end the free-energy landscape and the exchange diagnostics are drawn into ``plots/``.
 
 Defaults: 8 replicas from 300 to 450 K, 400 steps of 1 fs, exchanges every 10 steps: about
-3 minutes on 2 CPU cores (195 s measured, with the fused CPU kernels). Pass ``--resume`` to
+3 minutes on 2 CPU cores (173 s measured, with the fused CPU kernels). Pass ``--resume`` to
 continue a run (or to extend it with a larger ``--steps``); without a checkpoint it starts a
 new one.
 
