@@ -222,7 +222,8 @@ void invariants_backward_kernel(const T* __restrict v, const T* __restrict wc,
 }
 
 // Forward of the attention messages of a run's edges (no softmax), with
-// dk = dkdv[e, :F], dv = dkdv[e, F:] (already through SiLU), heads of D = F / H channels:
+// dk = dkdv[e, :F], dv = dkdv[e, F:] (through SiLU: here unless Activated), heads of
+// D = F / H channels:
 //   z[e, h] = enhance[e, h] + sum_d q[i, h, d] k[j, h, d] dk[e, h, d]
 //   message[e, h, d] = s[j, h, d] dv[e, h, d] silu(z[e, h]) phi[e];  summed[i] += message[e]
 template <typename T, bool Activated>
@@ -512,97 +513,77 @@ inline Lanes<double>::vec exp_vec(Lanes<double>::vec x) {
   return p * scale;
 }
 
-template <typename T>
-inline typename Lanes<T>::vec sigmoid_vec(typename Lanes<T>::vec x) {
-  return T(1) / (T(1) + exp_vec(-x));
+// 1 / (1 + e^-x) of a vector (W = Lanes<T>::vec, the polynomial e^x) or a scalar (W = T).
+template <typename T, typename W>
+inline W sigmoid_as(W x) {
+  if constexpr (std::is_same_v<W, T>) {
+    return T(1) / (T(1) + std::exp(-x));
+  } else {
+    return T(1) / (T(1) + exp_vec(-x));
+  }
 }
 
-template <typename T>
-inline T sigmoid_scalar(T x) {
-  return T(1) / (T(1) + std::exp(-x));
+// body(W{}, c) for the channels c .. c + width of W - 1 of a row of n: W = Lanes<T>::vec
+// while whole vectors fit, then W = T for the channels left over.
+template <typename T, typename Body>
+inline void over_channels(int64_t n, Body body) {
+  constexpr int L = Lanes<T>::n;
+  int64_t c = 0;
+  for (; c + L <= n; c += L) body(typename Lanes<T>::vec{}, c);
+  for (; c < n; ++c) body(T{}, c);
 }
 
 template <typename T>
 void silu_row(const T* x, T* act, T* sig, int64_t n) {
-  constexpr int L = Lanes<T>::n;
-  int64_t c = 0;
-  for (; c + L <= n; c += L) {
-    const auto v = load_vec(x + c);
-    const auto s = sigmoid_vec<T>(v);
-    store_vec(act + c, v * s);
-    if (sig != nullptr) store_vec(sig + c, s);
-  }
-  for (; c < n; ++c) {
-    const T s = sigmoid_scalar(x[c]);
-    act[c] = x[c] * s;
-    if (sig != nullptr) sig[c] = s;
-  }
+  over_channels<T>(n, [&](auto lanes, int64_t c) {
+    using W = decltype(lanes);
+    const W v = load_as<W>(x + c), s = sigmoid_as<T>(v);
+    store_as(act + c, v * s);
+    if (sig != nullptr) store_as(sig + c, s);
+  });
 }
 
 // silu'(x) = sigma (1 + x (1 - sigma)) = sigma + silu (1 - sigma)
 template <typename T>
 void silu_row_backward(const T* act, const T* sig, T* grad, int64_t n) {
-  constexpr int L = Lanes<T>::n;
-  int64_t c = 0;
-  for (; c + L <= n; c += L) {
-    const auto s = load_vec(sig + c);
-    store_vec(grad + c, load_vec(grad + c) * (s + load_vec(act + c) * (T(1) - s)));
-  }
-  for (; c < n; ++c) grad[c] *= sig[c] + act[c] * (T(1) - sig[c]);
-}
-
-// Element-wise kernels over (rows, cols) with strided rows (a block of columns of a wider
-// tensor, as the stacked linear maps give), a vector at a time, the tail scalar. Every
-// argument of ``body`` is a vector (or a scalar at the tail) of the inputs' elements.
-template <typename T, typename Body, typename Tail>
-void rows_elementwise(int64_t rows, int64_t cols, Body body, Tail tail) {
-  constexpr int L = Lanes<T>::n;
-  for (int64_t i = 0; i < rows; ++i) {
-    int64_t c = 0;
-    for (; c + L <= cols; c += L) body(i, c);
-    for (; c < cols; ++c) tail(i, c);
-  }
+  over_channels<T>(n, [&](auto lanes, int64_t c) {
+    using W = decltype(lanes);
+    const W s = load_as<W>(sig + c);
+    store_as(grad + c, load_as<W>(grad + c) * (s + load_as<W>(act + c) * (T(1) - s)));
+  });
 }
 
 // The edge update f_next = f + silu(p) rej, and its backward:
 //   grad_rej = grad silu(p),  grad_p = grad rej silu'(p)   (grad_f = grad: the caller's)
+// p and grad_p may have strided rows (sp, sgp: a block of columns of the stacked maps).
 template <typename T>
 void edge_update_forward_kernel(const T* f, const T* p, int64_t sp, const T* rej, T* out,
                                 int64_t rows, int64_t cols) {
-  rows_elementwise<T>(
-      rows, cols,
-      [&](int64_t i, int64_t c) {
-        const int64_t e = i * cols + c;
-        const auto v = load_vec(p + i * sp + c);
-        store_vec(out + e, load_vec(f + e) + v * sigmoid_vec<T>(v) * load_vec(rej + e));
-      },
-      [&](int64_t i, int64_t c) {
-        const int64_t e = i * cols + c;
-        const T v = p[i * sp + c];
-        out[e] = f[e] + v * sigmoid_scalar(v) * rej[e];
-      });
+  for (int64_t i = 0; i < rows; ++i) {
+    const T *fi = f + i * cols, *pi = p + i * sp, *ri = rej + i * cols;
+    T* oi = out + i * cols;
+    over_channels<T>(cols, [&](auto lanes, int64_t c) {
+      using W = decltype(lanes);
+      const W v = load_as<W>(pi + c);
+      store_as(oi + c, load_as<W>(fi + c) + v * sigmoid_as<T>(v) * load_as<W>(ri + c));
+    });
+  }
 }
 
 template <typename T>
 void edge_update_backward_kernel(const T* grad, const T* p, int64_t sp, const T* rej,
                                  T* grad_rej, T* grad_p, int64_t sgp, int64_t rows,
                                  int64_t cols) {
-  rows_elementwise<T>(
-      rows, cols,
-      [&](int64_t i, int64_t c) {
-        const int64_t e = i * cols + c;
-        const auto v = load_vec(p + i * sp + c);
-        const auto s = sigmoid_vec<T>(v);
-        const auto g = load_vec(grad + e);
-        store_vec(grad_rej + e, g * v * s);
-        store_vec(grad_p + i * sgp + c, g * load_vec(rej + e) * s * (T(1) + v * (T(1) - s)));
-      },
-      [&](int64_t i, int64_t c) {
-        const int64_t e = i * cols + c;
-        const T v = p[i * sp + c], s = sigmoid_scalar(v);
-        grad_rej[e] = grad[e] * v * s;
-        grad_p[i * sgp + c] = grad[e] * rej[e] * s * (T(1) + v * (T(1) - s));
-      });
+  for (int64_t i = 0; i < rows; ++i) {
+    const T *gi = grad + i * cols, *pi = p + i * sp, *ri = rej + i * cols;
+    T *gri = grad_rej + i * cols, *gpi = grad_p + i * sgp;
+    over_channels<T>(cols, [&](auto lanes, int64_t c) {
+      using W = decltype(lanes);
+      const W v = load_as<W>(pi + c), s = sigmoid_as<T>(v), g = load_as<W>(gi + c);
+      store_as(gri + c, g * v * s);
+      store_as(gpi + c, g * load_as<W>(ri + c) * s * (T(1) + v * (T(1) - s)));
+    });
+  }
 }
 
 // block[m][u][l] = x[n0 + l, m, col0 + u] for the atoms n0 .. n0 + count - 1, zero beyond.
@@ -799,7 +780,6 @@ void group_cg_backward_kernel(const T* __restrict a, const T* __restrict b,
   });
 }
 
-// Calls body<TG>() for the supported group sizes.
 // Body(std::true_type) where the kernel's input is already through SiLU, else
 // Body(std::false_type): the kernel applies SiLU itself.
 template <typename Body>
@@ -811,6 +791,7 @@ void dispatch_activated(bool activated, Body body) {
   }
 }
 
+// Calls body<TG>() for the supported group sizes.
 template <typename Body>
 void dispatch_group_size(int64_t group_size, Body body) {
   switch (group_size) {
