@@ -49,9 +49,9 @@ class EdgeRun(NamedTuple):
 
     ``centers`` (E_run,) count from ``first_atom``; ``neighbors`` (E_run,) are atom indices
     of the whole system; ``distances`` (E_run,) Å, ``sh`` (E_run, 8), ``phi`` (E_run,).
-    For the fused kernels (:func:`with_distinct_neighbors`), ``unique_neighbors`` (U,) the
-    distinct neighbours and ``local_neighbors`` (E_run,) each edge's position among them;
-    None otherwise.
+    For the kernels (:func:`with_distinct_neighbors`), ``unique_neighbors`` (U,) the
+    distinct neighbours, ``local_neighbors`` (E_run,) each edge's position among them, and
+    ``neighbor_order`` (E_run,) the edges sorted by neighbour; None otherwise.
     """
 
     first_atom: int
@@ -63,19 +63,24 @@ class EdgeRun(NamedTuple):
     phi: torch.Tensor
     unique_neighbors: torch.Tensor | None = None
     local_neighbors: torch.Tensor | None = None
+    neighbor_order: torch.Tensor | None = None
 
 
 def with_distinct_neighbors(run: EdgeRun) -> EdgeRun:
-    """``run`` with its distinct neighbours listed, so that the fused kernels
-    (:mod:`freecg_md.nn.kernels`) read one row per neighbour atom, (U, 8, F), instead
-    of a gathered row per edge, (E_run, 8, F); a run of a chignolin has about a tenth as
-    many distinct neighbours as edges."""
+    """``run`` prepared for the kernels (:mod:`freecg_md.nn.kernels`): its distinct
+    neighbours listed, so that the kernels' autograd functions read one gathered row per
+    neighbour atom, (U, 8, F), instead of one per edge, (E_run, 8, F) (a run of a
+    chignolin has about a tenth as many distinct neighbours as edges), and its edges in
+    order of their neighbour, the order in which a backward kernel adds into the
+    neighbours' rows (:func:`~freecg_md.nn.fused_run.run_backward` reads the per-atom
+    tensors at the atom indices, and needs only the order)."""
     unique, local = torch.unique(run.neighbors, return_inverse=True)
     # The kernels read the index and edge tensors as they lie: a whole pass's centres can
     # be a strided row of the caller's edge index.
-    return run._replace(centers=run.centers.contiguous(), sh=run.sh.contiguous(),
-                        phi=run.phi.contiguous(), unique_neighbors=unique,
-                        local_neighbors=local)
+    return run._replace(centers=run.centers.contiguous(), neighbors=run.neighbors.contiguous(),
+                        sh=run.sh.contiguous(), phi=run.phi.contiguous(),
+                        unique_neighbors=unique, local_neighbors=local,
+                        neighbor_order=torch.argsort(local, stable=True))
 
 
 def split_runs(chunks: list[EdgeChunk], centers: torch.Tensor, neighbors: torch.Tensor,
@@ -197,7 +202,7 @@ class SerialPool:
 
 class ThreadRunPool(ThreadPoolExecutor):
     """A thread pool of ``threads`` threads of one intra-op thread each, its size public
-    (the backward pass groups runs by thread)."""
+    (the backward pass starts one task per thread, each summing its runs' gradients)."""
 
     def __init__(self, threads: int) -> None:
         super().__init__(threads, thread_name_prefix="freecg-runs",

@@ -11,10 +11,10 @@ The weights get no gradient, and the backward pass is not differentiable again.
 
 Notation of the derivatives (per run; C centre atoms, E edges, U distinct neighbours)::
 
-    P = f W_kv^T + b          dkdv = silu(P)                      (E, 2F)
+    P = f W_kv^T              dkdv = silu(P + b)                  (E, 2F)
     dot, rej = INV(v_j, W_c v_i, W_n v_j, Y)                     (E, F) each
     m, S = MSG(q, k_j, s_j, dkdv, dot W_e^T + b_e, phi)           (E, F), (C, F)
-    Q = m W_g^T + b_g         A = AGG(v_j, silu(Q), Y, phi)       (E, 2F), (C, 8, F)
+    Q = m W_g^T               A = AGG(v_j, silu(Q + b_g), Y, phi) (E, 2F), (C, 8, F)
     [o1 o2 o3] = S W_o^T + b_o                [u1 u2 u3] = v W_v^T
     dx = (u1 . u2) o2 + o3    dv = GCG(A, u3 o1) + A    f_next = f + silu(f W_f^T + b_f) rej
 
@@ -25,7 +25,14 @@ to an edge's row as they read it (and give the gradients of ``P`` and ``Q``), so
 ``dkdv`` nor the gates, nor their gradients, go through memory; the edge update runs with
 its SiLU in one pass each way (``edge_update_forward``/``_backward``). Their exponential is
 a polynomial, where torch's SiLU spends most of its time in a libm-accurate one. At the
-paper's size torch's SiLU forward and backward took 9% of a call on one thread.
+paper's size torch's SiLU forward and backward took 9% of a call on one thread. The biases
+before those SiLUs are added by the kernels too: torch's ``addmm`` first copies the bias
+into every row of its output, an extra pass over (E, 3F) and (E, 2F) per run.
+
+The kernels read the neighbours' rows straight from the layer's per-atom tensors (``k, s,
+v, w_neighbor``, N rows) at the edges' atom indices, and add the neighbours' gradients
+into the calling thread's per-atom sums: no run gathers its neighbours' rows, nor
+scatters their gradients back.
 """
 
 from __future__ import annotations
@@ -59,13 +66,15 @@ class GroupConstants(NamedTuple):
 
 class LayerConstants(NamedTuple):
     """What every run of a layer call shares: the group transform's :class:`GroupConstants`
-    (None without one), and the weights (2F or 3F, F) and bias of the linear maps that read
+    (None without one), and the weights (2F or 3F, F) and biases of the linear maps that read
     the edge features ``f``: ``dkdv_proj``, stacked with ``f_proj`` where the layer makes an
-    edge update, so that one matrix product serves both, forward and backward."""
+    edge update, so that one matrix product serves both, forward and backward. The biases
+    are apart (``dkdv_bias`` (2F,), ``f_bias`` (F,) or None): the kernels add them."""
 
     group: GroupConstants | None
     edge_weight: torch.Tensor
-    edge_bias: torch.Tensor
+    dkdv_bias: torch.Tensor
+    f_bias: torch.Tensor | None
 
 
 class RunSaved(NamedTuple):
@@ -73,7 +82,7 @@ class RunSaved(NamedTuple):
     such term)."""
 
     q: torch.Tensor
-    nb: NodeTerms
+    nodes: NodeTerms
     run: EdgeRun
     pre_dkdv: torch.Tensor
     w_center: torch.Tensor
@@ -89,10 +98,10 @@ class RunSaved(NamedTuple):
 
 
 def runs_fusable(layer: FreeCGLayer, runs: list[EdgeRun]) -> bool:
-    """Whether :func:`run_forward` can evaluate ``runs`` of ``layer``: the runs list their
-    distinct neighbours (the kernels load) and the group transform, if any, has a group
-    size the kernel is compiled for."""
-    return (all(run.local_neighbors is not None for run in runs)
+    """Whether :func:`run_forward` can evaluate ``runs`` of ``layer``: the runs are prepared
+    for the kernels (:func:`~freecg_md.nn.chunks.with_distinct_neighbors`) and the group
+    transform, if any, has a group size the kernel is compiled for."""
+    return (all(run.neighbor_order is not None for run in runs)
             and (layer.group_cg is None or layer.group_cg.group_size in FUSED_GROUP_SIZES))
 
 
@@ -102,28 +111,31 @@ def layer_constants(layer: FreeCGLayer) -> LayerConstants:
     if layer.group_cg is not None:
         group = GroupConstants(*group_cg_kernel_inputs(layer.group_cg), layer.shuffle)
     maps = [layer.dkdv_proj] + ([layer.f_proj] if layer.returns_edge_update else [])
+    f_bias = layer.f_proj.bias.detach() if layer.returns_edge_update else None
     return LayerConstants(group, torch.cat([m.weight.detach() for m in maps]),
-                          torch.cat([m.bias.detach() for m in maps]))
+                          layer.dkdv_proj.bias.detach(), f_bias)
 
 
 def run_forward(layer: FreeCGLayer, constants: LayerConstants, q: torch.Tensor,
-                v: torch.Tensor, nb: NodeTerms, f: torch.Tensor, run: EdgeRun, save: bool
+                v: torch.Tensor, nodes: NodeTerms, f: torch.Tensor, run: EdgeRun, save: bool
                 ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
                            RunSaved | None]:
     """``((dx, dv, f_next), saved)`` of a run, as :meth:`FreeCGLayer._update` returns them.
 
-    ``q`` (C, H, F/H) and ``v`` (C, 8, F) are the run's atoms' rows, ``nb`` the distinct
-    neighbours' rows (:func:`~freecg_md.nn.layer.gather_terms`), ``f`` (E, F). ``saved``
-    is what :func:`run_backward` needs, or None unless ``save``. Runs without autograd.
+    ``q`` (C, H, F/H) and ``v`` (C, 8, F) are the run's atoms' rows, ``nodes`` the layer's
+    per-atom terms of all atoms (contiguous; the kernels read the rows of ``run.neighbors``),
+    ``f`` (E, F). ``saved`` is what :func:`run_backward` needs, or None unless ``save``.
+    Runs without autograd.
     """
     ops = kernels.load_kernels()
     width = layer.hidden
-    centers, local, sh, phi, n_centers = (run.centers, run.local_neighbors, run.sh, run.phi,
-                                          run.n_centers)
+    centers, neighbors, sh, phi, n_centers = (run.centers, run.neighbors, run.sh, run.phi,
+                                              run.n_centers)
+    nb = nodes
     with torch.no_grad():
         q = q.contiguous()
         group = constants.group
-        pre_edge = F.linear(f, constants.edge_weight, constants.edge_bias)
+        pre_edge = f.mm(constants.edge_weight.t())  # the kernels add the biases
         pre_dkdv = pre_edge[:, :2 * width]
         empty = v.new_empty(0, 8, width)
         rejected = None
@@ -135,16 +147,17 @@ def run_forward(layer: FreeCGLayer, constants: LayerConstants, q: torch.Tensor,
                         else empty)
             w_neighbor = empty if nb.w_neighbor is None else nb.w_neighbor
             dot, rejected = ops.invariants_forward(nb.v, w_center, w_neighbor, sh, centers,
-                                                   local)
+                                                   neighbors)
             enhance = F.linear(dot, layer.enhancer.weight, layer.enhancer.bias)
             if not layer.update_edges:
                 rejected = None
         # The message and aggregation kernels apply the SiLU of dkdv and of the gates.
-        message, summed = ops.message_forward(q, nb.k, nb.s, pre_dkdv, enhance, phi, centers,
-                                              local, n_centers, False)
-        pre_gates = F.linear(message, layer.gate_proj.weight, layer.gate_proj.bias)
-        abstract_edges = ops.aggregate_forward(nb.v, pre_gates, sh, phi, centers, local,
-                                               n_centers, False)
+        message, summed = ops.message_forward(q, nb.k, nb.s, pre_dkdv, constants.dkdv_bias,
+                                              enhance, phi, centers, neighbors, n_centers,
+                                              False)
+        pre_gates = message.mm(layer.gate_proj.weight.t())
+        abstract_edges = ops.aggregate_forward(nb.v, pre_gates, layer.gate_proj.bias, sh, phi,
+                                               centers, neighbors, n_centers, False)
         o = F.linear(summed, layer.o_proj.weight, layer.o_proj.bias)
         o1, o2, o3 = o.split(width, dim=-1)
         u = uu = node_vectors = pre_f = None
@@ -165,7 +178,7 @@ def run_forward(layer: FreeCGLayer, constants: LayerConstants, q: torch.Tensor,
             f_next = None
             if rejected is not None:
                 pre_f = pre_edge[:, 2 * width:]
-                f_next = ops.edge_update_forward(f, pre_f, rejected)
+                f_next = ops.edge_update_forward(f, pre_f, constants.f_bias, rejected)
             outputs = (dx, dvec, f_next)
     if not save:
         return outputs, None
@@ -175,18 +188,20 @@ def run_forward(layer: FreeCGLayer, constants: LayerConstants, q: torch.Tensor,
 
 def run_backward(layer: FreeCGLayer, constants: LayerConstants, saved: RunSaved,
                  grad_dx: torch.Tensor, grad_dvec: torch.Tensor,
-                 grad_f_next: torch.Tensor | None) -> list[torch.Tensor | None]:
+                 grad_f_next: torch.Tensor | None, sums: NodeTerms
+                 ) -> list[torch.Tensor | None]:
     """Gradients of a run's inputs from those of its outputs ``(dx, dv, f_next)``.
 
-    Returns ``[q, v, f, sh, phi]`` (the run's own rows; ``v`` None in a layer whose input
-    vectors are zero, which does not read them) followed by the neighbours' rows of the
-    fields of ``nb`` that are not None (``k, s, v`` and ``w_neighbor``).
+    Returns ``[q, v, f, sh, phi]``, the run's own rows (``v`` None in a layer whose input
+    vectors are zero, which does not read them). The gradients of the per-atom terms that
+    the run reads of its neighbours are added into ``sums`` (tensors like the fields of
+    ``saved.nodes``; the caller zeroes them, once for all its runs).
     """
     ops = kernels.load_kernels()
     width = layer.hidden
     s = saved
-    run, nb = s.run, s.nb
-    centers, local, sh, phi = run.centers, run.local_neighbors, run.sh, run.phi
+    run, nb = s.run, s.nodes
+    centers, neighbors, sh, phi = run.centers, run.neighbors, run.sh, run.phi
     group = constants.group
     with torch.no_grad():
         grad_dx, grad_dvec = grad_dx.contiguous(), grad_dvec.contiguous()
@@ -210,34 +225,35 @@ def run_backward(layer: FreeCGLayer, constants: LayerConstants, saved: RunSaved,
             grad_o = torch.cat([(grad_node * u3).sum(dim=1), grad_dx * s.uu, grad_dx], -1)
             grad_summed = grad_o.mm(layer.o_proj.weight)
         # The kernels give the gradients of the SiLUs' inputs (pre_gates, pre_dkdv).
-        grad_nb_v, grad_pre_gates, grad_sh, grad_phi = ops.aggregate_backward(
-            nb.v, s.pre_gates, sh, phi, centers, local, grad_abstract, False)
+        _, grad_pre_gates, grad_sh, grad_phi = ops.aggregate_backward(
+            nb.v, s.pre_gates, layer.gate_proj.bias, sh, phi, centers, neighbors,
+            grad_abstract, False, sums.v)
         grad_message = grad_pre_gates.mm(layer.gate_proj.weight)
         # The gradient of [dkdv_proj | f_proj](f), (E, 2F or 3F), for one product with W.
         grad_pre_edge = grad_pre_gates.new_empty(grad_pre_gates.shape[0],
                                                  constants.edge_weight.shape[0])
-        grad_q, grad_k, grad_s, _, grad_enhance, grad_phi_message = ops.message_backward(
-            s.q, nb.k, nb.s, s.pre_dkdv, s.enhance, phi, centers, local, grad_message,
-            grad_summed, False, grad_pre_edge[:, :2 * width])
+        grad_q, _, _, _, grad_enhance, grad_phi_message = ops.message_backward(
+            s.q, nb.k, nb.s, s.pre_dkdv, constants.dkdv_bias, s.enhance, phi, centers,
+            neighbors, grad_message, grad_summed, False, grad_pre_edge[:, :2 * width],
+            sums.k, sums.s)
         grad_phi += grad_phi_message
-        grad_nb_w = None
         if not layer.zero_vectors_in:
             grad_dot = grad_enhance.mm(layer.enhancer.weight)
             grad_rejected = grad_dot.new_empty(0, width)
             if s.rejected is not None:
                 grad_f_next = grad_f_next.contiguous()
-                grad_rejected = ops.edge_update_backward(grad_f_next, s.pre_f, s.rejected,
-                                                         grad_pre_edge[:, 2 * width:])
+                grad_rejected = ops.edge_update_backward(grad_f_next, s.pre_f, constants.f_bias,
+                                                         s.rejected, grad_pre_edge[:, 2 * width:])
             empty = nb.v.new_empty(0, 8, width)
-            w_neighbor = empty if nb.w_neighbor is None else nb.w_neighbor
-            grad_nb_v_dot, grad_wc, grad_nb_w, grad_sh_dot = ops.invariants_backward(
-                nb.v, s.w_center, w_neighbor, sh, centers, local, grad_dot, grad_rejected)
-            grad_nb_v += grad_nb_v_dot
+            w_neighbor, w_sums = ((empty, empty) if nb.w_neighbor is None
+                                  else (nb.w_neighbor, sums.w_neighbor))
+            _, grad_wc, _, grad_sh_dot = ops.invariants_backward(
+                nb.v, s.w_center, w_neighbor, sh, centers, neighbors, run.neighbor_order,
+                grad_dot, grad_rejected, sums.v, w_sums)
             grad_sh += grad_sh_dot
             if layer.update_edges:
                 grad_v += torch.matmul(grad_wc, layer.w_center_proj.weight)
         grad_f = grad_pre_edge.mm(constants.edge_weight)
         if s.rejected is not None:  # f_next = f + df
             grad_f += grad_f_next
-    neighbor_grads = [grad_k, grad_s, grad_nb_v] + ([] if nb.w_neighbor is None else [grad_nb_w])
-    return [grad_q, grad_v, grad_f, grad_sh, grad_phi, *neighbor_grads]
+    return [grad_q, grad_v, grad_f, grad_sh, grad_phi]

@@ -134,6 +134,10 @@ def _rows_for_kernels(
     return (*(None if r is None else gather(r, neighbors) for r in rows), None)
 
 
+# The kernels' bias argument where there is none (their inputs are already through SiLU).
+_NO_BIAS = torch.empty(0)
+
+
 class _Invariants(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, v: torch.Tensor, w_center: torch.Tensor, w_rows: torch.Tensor,
@@ -157,8 +161,9 @@ class _Invariants(torch.autograd.Function):
         elif grad_rejected is None:
             grad_rejected = torch.zeros_like(grad_dot)
         grad_v, grad_wc, grad_wn, grad_sh = load_kernels().invariants_backward(
-            v, w_center, w_rows, sh, centers, neighbors, grad_dot.contiguous(),
-            grad_rejected.contiguous())
+            v, w_center, w_rows, sh, centers, neighbors, torch.argsort(neighbors, stable=True),
+            grad_dot.contiguous(), grad_rejected.contiguous(), torch.zeros_like(v),
+            torch.zeros_like(w_rows))
         if not edge_update:
             grad_wc = grad_wn = None
         return grad_v, grad_wc, grad_wn, grad_sh, None, None
@@ -170,15 +175,16 @@ class _Aggregate(torch.autograd.Function):
                 phi: torch.Tensor, centers: torch.Tensor, neighbors: torch.Tensor,
                 n_centers: int) -> torch.Tensor:
         ctx.save_for_backward(v, gates, sh, phi, centers, neighbors)
-        return load_kernels().aggregate_forward(v, gates, sh, phi, centers, neighbors,
-                                                n_centers, True)
+        return load_kernels().aggregate_forward(v, gates, _NO_BIAS, sh, phi, centers,
+                                                neighbors, n_centers, True)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         v, gates, sh, phi, centers, neighbors = ctx.saved_tensors
         grad_v, grad_gates, grad_sh, grad_phi = load_kernels().aggregate_backward(
-            v, gates, sh, phi, centers, neighbors, grad_out.contiguous(), True)
+            v, gates, _NO_BIAS, sh, phi, centers, neighbors, grad_out.contiguous(), True,
+            torch.zeros_like(v))
         return grad_v, grad_gates, grad_sh, grad_phi, None, None, None
 
 
@@ -189,8 +195,8 @@ class _Messages(torch.autograd.Function):
                 centers: torch.Tensor, neighbors: torch.Tensor,
                 n_centers: int) -> tuple[torch.Tensor, torch.Tensor]:
         ctx.save_for_backward(q, k, s, dkdv, enhance, phi, centers, neighbors)
-        return tuple(load_kernels().message_forward(q, k, s, dkdv, enhance, phi, centers,
-                                                    neighbors, n_centers, True))
+        return tuple(load_kernels().message_forward(q, k, s, dkdv, _NO_BIAS, enhance, phi,
+                                                    centers, neighbors, n_centers, True))
 
     @staticmethod
     @once_differentiable
@@ -202,10 +208,11 @@ class _Messages(torch.autograd.Function):
             grad_message = q.new_zeros(centers.shape[0], width)
         if grad_summed is None:
             grad_summed = q.new_zeros(q.shape[0], width)
-        grads = load_kernels().message_backward(q, k, s, dkdv, enhance, phi, centers,
-                                                neighbors, grad_message.contiguous(),
+        grads = load_kernels().message_backward(q, k, s, dkdv, _NO_BIAS, enhance, phi,
+                                                centers, neighbors, grad_message.contiguous(),
                                                 grad_summed.contiguous(), True,
-                                                torch.empty_like(dkdv))
+                                                torch.empty_like(dkdv), torch.zeros_like(k),
+                                                torch.zeros_like(s))
         return (*grads, None, None, None)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -301,21 +302,25 @@ class RunsInParallel(torch.autograd.Function):
         f, sh, phi = (edge_tensors[i * n_runs:(i + 1) * n_runs] for i in range(3))
         runs = [run._replace(sh=run_sh, phi=run_phi)
                 for run, run_sh, run_phi in zip(runs, sh, phi, strict=True)]
-        nodes = NodeTerms(k, s, v, w_neighbor)
-        atoms = [run.n_centers for run in runs]
-        q_runs, v_runs = q.split(atoms), v.split(atoms)
         # Function.forward runs without grad; whether a backward can follow is known from
         # the inputs (needs_input_grad), so graphs are only built when one can.
         keep = keep_graphs and any(ctx.needs_input_grad[4:])
-        # Runs for the fused kernels go through fused_run, backward pass written out.
+        # Runs for the fused kernels go through fused_run, backward pass written out. Its
+        # kernels read the neighbours' rows of the per-atom terms where they lie.
         fuse = runs_fusable(layer, runs)
         constants = layer_constants(layer) if fuse else None
+        if fuse:
+            k, s, v = k.contiguous(), s.contiguous(), v.contiguous()
+            w_neighbor = None if w_neighbor is None else w_neighbor.contiguous()
+        nodes = NodeTerms(k, s, v, w_neighbor)
+        atoms = [run.n_centers for run in runs]
+        q_runs, v_runs = q.split(atoms), v.split(atoms)
 
         def evaluate(index: int) -> Any:
             run = runs[index]
             if fuse:
-                return run_forward(layer, constants, q_runs[index], v_runs[index],
-                                   gather_terms(nodes, run), f[index], run, save=keep)
+                return run_forward(layer, constants, q_runs[index], v_runs[index], nodes,
+                                   f[index], run, save=keep)
             if keep:
                 return _run_graph(layer, nodes, q_runs[index], v_runs[index], f[index], run)
             with torch.no_grad():  # grad mode is per thread: the pool's is on
@@ -352,25 +357,33 @@ class RunsInParallel(torch.autograd.Function):
         atoms = [run.n_centers for run in runs]
         q_runs, v_runs = q.split(atoms), v.split(atoms)
         grad_dx_runs, grad_dvec_runs = grad_dx.split(atoms), grad_dvec.split(atoms)
-        n_threads = pool.threads
-        groups = [range(t, n_runs, n_threads) for t in range(min(n_threads, n_runs))]
+        # Each thread takes the next run as it finishes one (as pool.map does in the
+        # forward pass), so a thread slowed by another process does not hold up the layer.
+        next_run = iter(range(n_runs))
+        take_lock = threading.Lock()
 
-        def fused_grads(index: int) -> list[torch.Tensor | None]:
+        def take() -> int | None:
+            with take_lock:
+                return next(next_run, None)
+
+        def fused_grads(index: int, sums: list[torch.Tensor | None]
+                        ) -> list[torch.Tensor | None]:
             run = runs[index]
             saved = graphs[index] if graphs is not None else run_forward(
-                layer, ctx.constants, q_runs[index], v_runs[index], gather_terms(nodes, run),
-                f[index], run, save=True)[1]
+                layer, ctx.constants, q_runs[index], v_runs[index], nodes, f[index], run,
+                save=True)[1]
             return run_backward(layer, ctx.constants, saved, grad_dx_runs[index],
                                 grad_dvec_runs[index],
-                                grad_f_next[index] if layer.returns_edge_update else None)
+                                grad_f_next[index] if layer.returns_edge_update else None,
+                                NodeTerms(*sums))
 
-        def backward_group(indices: range) -> tuple[list[torch.Tensor | None], dict]:
+        def backward_runs(_: int) -> tuple[list[torch.Tensor | None], dict]:
             sums = [None if t is None else torch.zeros_like(t) for t in nodes]
             own = {}
-            for index in indices:
+            while (index := take()) is not None:
                 run = runs[index]
                 if ctx.fuse:
-                    grads = fused_grads(index)
+                    grads = fused_grads(index, sums)
                 else:
                     graph = graphs[index] if graphs is not None else _run_graph(
                         layer, nodes, q_runs[index], v_runs[index], f[index], run)
@@ -382,16 +395,16 @@ class RunsInParallel(torch.autograd.Function):
                     grads = [torch.zeros_like(t) if g is None else g
                              for g, t in zip(grads, graph.inputs, strict=True)]
                 own[index] = grads[:5]
-                rows = neighbor_rows(run)
-                for total, grad in zip([t for t in sums if t is not None], grads[5:],
-                                       strict=True):
-                    total.index_add_(0, rows, grad)
+                if not ctx.fuse:  # fused runs' kernels add into sums themselves
+                    for total, grad in zip([t for t in sums if t is not None], grads[5:],
+                                           strict=True):
+                        total.index_add_(0, neighbor_rows(run), grad)
                 # The run's own atoms' rows of v (no gradient where the layer ignores v).
                 if grads[1] is not None:
                     sums[2][run.first_atom:run.first_atom + run.n_centers] += grads[1]
             return sums, own
 
-        results = list(pool.map(backward_group, groups))
+        results = list(pool.map(backward_runs, range(min(pool.threads, n_runs))))
         sums, own = results[0][0], {}
         for other, part in results:
             own.update(part)

@@ -7,7 +7,7 @@ from freecg_md.nn import chunks
 from freecg_md.nn.chunks import EdgeRun
 from freecg_md.nn.fused_run import layer_constants, run_backward, run_forward, runs_fusable
 from freecg_md.nn.kernels import kernels_available
-from freecg_md.nn.layer import FreeCGLayer, NodeTerms
+from freecg_md.nn.layer import FreeCGLayer, NodeTerms, gather_terms
 from tests.conftest import frozen_pair, full_edges, random_molecule
 
 needs_kernels = pytest.mark.skipif(not kernels_available(),
@@ -28,8 +28,8 @@ def _layer(zero_vectors_in: bool, update_edges: bool, use_group_cg: bool,
 
 
 def _run_inputs(layer: FreeCGLayer, seed: int = 0):
-    """Leaves ``(q, v, f, sh, phi)`` of a run of 6 centres, the neighbours' rows ``nb`` (9
-    distinct neighbours; a centre without edges, a row that no edge reads), and the run."""
+    """Leaves ``(q, v, f, sh, phi)`` of a run of 6 centres, the per-atom terms ``nb`` of 9
+    atoms (a centre without edges, an atom that no edge reads), and the run."""
     generator = torch.Generator().manual_seed(seed)
     centers = torch.sort(torch.randint(0, CENTERS - 1, (EDGES,), generator=generator)).values
     neighbors = torch.randint(0, ROWS - 1, (EDGES,), generator=generator)
@@ -43,8 +43,9 @@ def _run_inputs(layer: FreeCGLayer, seed: int = 0):
            torch.rand(EDGES, dtype=torch.float64, generator=generator).requires_grad_()]
     nb = NodeTerms(leaf(ROWS, HEADS, depth), leaf(ROWS, HEADS, depth), leaf(ROWS, 8, WIDTH),
                    leaf(ROWS, 8, WIDTH) if layer.returns_edge_update else None)
-    run = EdgeRun(0, CENTERS, centers, neighbors, torch.empty(EDGES, dtype=torch.float64),
-                  own[3], own[4], torch.arange(ROWS), neighbors)
+    run = chunks.with_distinct_neighbors(EdgeRun(
+        0, CENTERS, centers, neighbors, torch.empty(EDGES, dtype=torch.float64), own[3],
+        own[4]))
     return own, nb, run
 
 
@@ -61,8 +62,9 @@ def test_run_forward_and_backward_equal_autograd(zero_vectors_in, update_edges, 
     q, v, f, _, _ = own
     assert runs_fusable(layer, [run])
 
-    # Reference: the layer's update through the kernels' autograd functions.
-    expected = layer._update(q, v, nb, f, run)
+    # Reference: the layer's update through the kernels' autograd functions, on the rows
+    # of the neighbours gathered as the layer gathers them.
+    expected = layer._update(q, v, gather_terms(nb, run), f, run)
     constants = layer_constants(layer)
     outputs, saved = run_forward(layer, constants, q, v, nb, f, run, save=True)
     assert (outputs[2] is None) == (expected[2] is None) == (not layer.returns_edge_update)
@@ -76,8 +78,14 @@ def test_run_forward_and_backward_equal_autograd(zero_vectors_in, update_edges, 
     inputs = own + [t for t in nb if t is not None]
     reference = torch.autograd.grad([t for t in expected if t is not None], inputs,
                                     [w for w in weights if w is not None], allow_unused=True)
-    grads = run_backward(layer, constants, saved, *weights)
-    assert len(grads) == len(inputs)
+    # The neighbours' gradients are added into sums that already hold other runs' ones.
+    before = [None if t is None else torch.randn(t.shape, dtype=t.dtype, generator=generator)
+              for t in nb]
+    sums = NodeTerms(*(None if t is None else t.clone() for t in before))
+    grads = run_backward(layer, constants, saved, *weights, sums)
+    assert len(grads) == len(own)
+    grads += [total - earlier for total, earlier in zip(sums, before, strict=True)
+              if total is not None]
     for index, (got, want) in enumerate(zip(grads, reference, strict=True)):
         if want is None:  # the first layer does not read its own atoms' v
             assert got is None or not got.any(), index
@@ -91,7 +99,7 @@ def test_a_group_size_without_kernel_is_not_fused():
     layer = _layer(False, True, True, num_groups=8)  # T = 2: no compiled kernel
     _, _, run = _run_inputs(layer)
     assert not runs_fusable(layer, [run])
-    assert not runs_fusable(_layer(False, True, True), [run._replace(local_neighbors=None)])
+    assert not runs_fusable(_layer(False, True, True), [run._replace(neighbor_order=None)])
 
 
 @needs_kernels

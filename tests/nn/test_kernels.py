@@ -144,10 +144,11 @@ def test_group_cg_of_an_uncompiled_group_size_uses_torch():
 @pytest.mark.parametrize("width", [16, 20])
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-13), (torch.float32, 3e-6)])
 def test_kernels_applying_silu_equal_torch_silu_first(dtype, tol, width):
-    # The message and aggregation kernels given pre-activations (activated=False) as column
-    # blocks of a wider tensor (strided rows, as the stacked linear maps give) against the
-    # same kernels given torch's SiLU of them; the edge update with its SiLU against torch.
-    # Arguments far beyond e^x's range in both directions.
+    # The message and aggregation kernels given pre-activations and a bias (activated=False)
+    # as column blocks of a wider tensor (strided rows, as the stacked linear maps give)
+    # against the same kernels given torch's SiLU of their sum; the edge update with its
+    # SiLU against torch. Arguments far beyond e^x's range in both directions. The
+    # neighbours' gradients are added into the tensors given for them.
     ops = kernels.load_kernels()
     inputs = {k: t.detach() if isinstance(t, torch.Tensor) else t
               for k, t in _inputs(dtype, width).items()}
@@ -157,51 +158,77 @@ def test_kernels_applying_silu_equal_torch_silu_first(dtype, tol, width):
     n_edges = centers.shape[0]
     wide = 4 * torch.randn(n_edges, 5 * width + 3, dtype=dtype, generator=generator)
     wide[0, :6] = torch.tensor([-1e4, -200.0, -88.5, 88.5, 200.0, 1e4])
+    bias = torch.randn(5 * width, dtype=dtype, generator=generator)
+    bias_dkdv, bias_gates, bias_f = bias.split([2 * width, 2 * width, width])
     pre_dkdv, pre_gates = wide[:, :2 * width], wide[:, 2 * width:4 * width]
     grad_message = torch.randn(n_edges, width, dtype=dtype, generator=generator)
     grad_summed = torch.randn(6, width, dtype=dtype, generator=generator)
     grad_out = torch.randn(6, 8, width, dtype=dtype, generator=generator)
     silu, silu_backward = torch.nn.functional.silu, torch.ops.aten.silu_backward
+    none = torch.empty(0, dtype=dtype)
 
     def close(actual, expected):  # relative to each tensor's scale: SiLU' crosses zero
         assert torch.isfinite(actual).all()
         torch.testing.assert_close(actual, expected, rtol=0,
                                    atol=tol * max(expected.abs().max().item(), 1.0))
 
+    def some_like(t):  # a gradient already summed from other runs
+        return torch.randn(t.shape, dtype=dtype, generator=generator)
+
     args = (centers, neighbors, 6)
-    for a, b in zip(ops.message_forward(q, k, s, pre_dkdv, enhance, phi, *args, False),
-                    ops.message_forward(q, k, s, silu(pre_dkdv), enhance, phi, *args, True),
+    for a, b in zip(ops.message_forward(q, k, s, pre_dkdv, bias_dkdv, enhance, phi, *args,
+                                        False),
+                    ops.message_forward(q, k, s, silu(pre_dkdv + bias_dkdv), none, enhance,
+                                        phi, *args, True),
                     strict=True):
         close(a, b)
-    close(ops.aggregate_forward(v, pre_gates, sh, phi, *args, False),
-          ops.aggregate_forward(v, silu(pre_gates), sh, phi, *args, True))
+    close(ops.aggregate_forward(v, pre_gates, bias_gates, sh, phi, *args, False),
+          ops.aggregate_forward(v, silu(pre_gates + bias_gates), none, sh, phi, *args, True))
 
     out = torch.full((n_edges, 2 * width + 6), float("nan"), dtype=dtype)
-    fused = ops.message_backward(q, k, s, pre_dkdv, enhance, phi, centers, neighbors,
-                                 grad_message, grad_summed, False, out[:, 3:-3])
-    plain = ops.message_backward(q, k, s, silu(pre_dkdv), enhance, phi, centers, neighbors,
-                                 grad_message, grad_summed, True, torch.empty_like(pre_dkdv))
-    plain[3] = silu_backward(plain[3], pre_dkdv)
+    before_k, before_s = some_like(k), some_like(s)
+    sums_k, sums_s = before_k.clone(), before_s.clone()
+    fused = ops.message_backward(q, k, s, pre_dkdv, bias_dkdv, enhance, phi, centers,
+                                 neighbors, grad_message, grad_summed, False, out[:, 3:-3],
+                                 sums_k, sums_s)
+    plain = ops.message_backward(q, k, s, silu(pre_dkdv + bias_dkdv), none, enhance, phi,
+                                 centers, neighbors, grad_message, grad_summed, True,
+                                 torch.empty_like(pre_dkdv), torch.zeros_like(k),
+                                 torch.zeros_like(s))
+    plain[1], plain[2] = plain[1] + before_k, plain[2] + before_s
+    plain[3] = silu_backward(plain[3], pre_dkdv + bias_dkdv)
+    assert fused[1] is sums_k and fused[2] is sums_s
     for a, b in zip(fused, plain, strict=True):
         close(a, b)
     assert out[:, :3].isnan().all() and out[:, -3:].isnan().all()  # nothing outside
-    fused = ops.aggregate_backward(v, pre_gates, sh, phi, centers, neighbors, grad_out, False)
-    plain = list(ops.aggregate_backward(v, silu(pre_gates), sh, phi, centers, neighbors,
-                                        grad_out, True))
-    plain[1] = silu_backward(plain[1], pre_gates)
+    before_v = some_like(v)
+    fused = ops.aggregate_backward(v, pre_gates, bias_gates, sh, phi, centers, neighbors,
+                                   grad_out, False, before_v.clone())
+    plain = list(ops.aggregate_backward(v, silu(pre_gates + bias_gates), none, sh, phi,
+                                        centers, neighbors, grad_out, True,
+                                        torch.zeros_like(v)))
+    plain[0] = plain[0] + before_v
+    plain[1] = silu_backward(plain[1], pre_gates + bias_gates)
     for a, b in zip(fused, plain, strict=True):
         close(a, b)
 
     pre_f = wide[:, 4 * width:5 * width]
     f, rejected, grad_f = (torch.randn(n_edges, width, dtype=dtype, generator=generator)
                            for _ in range(3))
-    close(ops.edge_update_forward(f, pre_f, rejected), f + silu(pre_f) * rejected)
+    close(ops.edge_update_forward(f, pre_f, bias_f, rejected),
+          f + silu(pre_f + bias_f) * rejected)
     grad_pre = torch.empty(n_edges, width, dtype=dtype)
-    close(ops.edge_update_backward(grad_f, pre_f, rejected, grad_pre), grad_f * silu(pre_f))
-    close(grad_pre, silu_backward(grad_f * rejected, pre_f))
+    close(ops.edge_update_backward(grad_f, pre_f, bias_f, rejected, grad_pre),
+          grad_f * silu(pre_f + bias_f))
+    close(grad_pre, silu_backward(grad_f * rejected, pre_f + bias_f))
     with pytest.raises(RuntimeError, match="contiguous rows"):
         column_major = wide.t().contiguous().t()  # (E, 5F + 3), strides (1, E)
-        ops.aggregate_forward(v, column_major[:, :2 * width], sh, phi, *args, False)
+        ops.aggregate_forward(v, column_major[:, :2 * width], none, sh, phi, *args, False)
+    with pytest.raises(RuntimeError, match="bias: expected"):
+        ops.aggregate_forward(v, pre_gates, bias_dkdv[:-1], sh, phi, *args, False)
+    with pytest.raises(RuntimeError, match="grad_v: expected sizes"):
+        ops.aggregate_backward(v, pre_gates, bias_gates, sh, phi, centers, neighbors, grad_out,
+                               False, torch.zeros(3, 8, width, dtype=dtype))
 
 
 @needs_kernels

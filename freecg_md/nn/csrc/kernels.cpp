@@ -87,13 +87,13 @@ inline T lane_sum(V x) {
   return total;
 }
 
-// SiLU of the row x (n,) into act, and sigma(x) into sig unless it is null; and the
-// backward from those two: grad *= silu'(x) = sigma(x) (1 + x (1 - sigma(x))), in place.
-// The message and aggregation kernels can take their SiLUs' inputs (pre-activations) and
-// apply them to an edge's row in L1, so neither the activations nor their gradients go
-// through memory, and one pass each way replaces torch's separate ones.
+// SiLU of the row x + bias (n,; bias null: none) into act, and its sigma into sig unless
+// that is null; and the backward from those two: grad *= silu'(x) = sigma (1 + x (1 -
+// sigma)), in place. The message and aggregation kernels can take their SiLUs' inputs
+// (pre-activations) and apply them to an edge's row in L1, so neither the activations nor
+// their gradients go through memory, and one pass each way replaces torch's separate ones.
 template <typename T>
-void silu_row(const T* x, T* act, T* sig, int64_t n);
+void silu_row(const T* x, const T* bias, T* act, T* sig, int64_t n);
 
 template <typename T>
 void silu_row_backward(const T* act, const T* sig, T* grad, int64_t n);
@@ -222,13 +222,15 @@ void invariants_backward_kernel(const T* __restrict v, const T* __restrict wc,
 }
 
 // Forward of the attention messages of a run's edges (no softmax), with
-// dk = dkdv[e, :F], dv = dkdv[e, F:] (through SiLU: here unless Activated), heads of
+// dk = dkdv[e, :F], dv = dkdv[e, F:] (through SiLU, after adding bias: here unless
+// Activated, when bias is null), heads of
 // D = F / H channels:
 //   z[e, h] = enhance[e, h] + sum_d q[i, h, d] k[j, h, d] dk[e, h, d]
 //   message[e, h, d] = s[j, h, d] dv[e, h, d] silu(z[e, h]) phi[e];  summed[i] += message[e]
 template <typename T, bool Activated>
 void message_forward_kernel(const T* __restrict q, const T* __restrict k, const T* __restrict s,
                             const T* __restrict dkdv, int64_t dkdv_stride,
+                            const T* __restrict bias,
                             const T* __restrict enhance, const T* __restrict phi,
                             const int64_t* __restrict centers,
                             const int64_t* __restrict neighbors, T* __restrict message,
@@ -241,7 +243,7 @@ void message_forward_kernel(const T* __restrict q, const T* __restrict k, const 
     const T* sj = s + neighbors[e] * F;
     const T* dk = dkdv + e * dkdv_stride;
     if constexpr (!Activated) {
-      silu_row(dk, act.data(), static_cast<T*>(nullptr), 2 * F);
+      silu_row(dk, bias, act.data(), static_cast<T*>(nullptr), 2 * F);
       dk = act.data();
     }
     const T* dv = dk + F;
@@ -268,7 +270,8 @@ void message_forward_kernel(const T* __restrict q, const T* __restrict k, const 
 template <typename T, bool Activated>
 void message_backward_kernel(const T* __restrict q, const T* __restrict k,
                              const T* __restrict s, const T* __restrict dkdv,
-                             int64_t dkdv_stride, const T* __restrict enhance,
+                             int64_t dkdv_stride, const T* __restrict bias,
+                             const T* __restrict enhance,
                              const T* __restrict phi, const int64_t* __restrict centers,
                              const int64_t* __restrict neighbors,
                              const T* __restrict grad_message, const T* __restrict grad_summed,
@@ -286,7 +289,7 @@ void message_backward_kernel(const T* __restrict q, const T* __restrict k,
     const T* pre = dkdv + e * dkdv_stride;
     const T* dk = pre;
     if constexpr (!Activated) {
-      silu_row(pre, act.data(), sig.data(), 2 * F);
+      silu_row(pre, bias, act.data(), sig.data(), 2 * F);
       dk = act.data();
     }
     const T* dv = dk + F;
@@ -330,11 +333,12 @@ void message_backward_kernel(const T* __restrict q, const T* __restrict k,
 }
 
 // Forward of the vector aggregation onto centres (the abstract edges), with the gates
-// (E, 2F) = [g1, g2] cut off by phi (E,):
+// (E, 2F) = [g1, g2] (through SiLU, after adding bias, unless Activated) cut off by phi:
 //   out[i, m, f] = sum over edges e of centre i of (v[j, m, f] g1[e, f] + g2[e, f] y[e, m]) phi[e]
 template <typename T, bool Activated>
 void aggregate_forward_kernel(const T* __restrict v, const T* __restrict gates,
-                              int64_t gates_stride, const T* __restrict y,
+                              int64_t gates_stride, const T* __restrict bias,
+                              const T* __restrict y,
                               const T* __restrict phi, const int64_t* __restrict centers,
                               const int64_t* __restrict neighbors, T* __restrict out,
                               int64_t n_edges, int64_t F) {
@@ -343,7 +347,7 @@ void aggregate_forward_kernel(const T* __restrict v, const T* __restrict gates,
     const T* vj = v + neighbors[e] * M * F;
     const T* a = gates + e * gates_stride;
     if constexpr (!Activated) {
-      silu_row(a, act.data(), static_cast<T*>(nullptr), 2 * F);
+      silu_row(a, bias, act.data(), static_cast<T*>(nullptr), 2 * F);
       a = act.data();
     }
     const T* b = a + F;
@@ -363,7 +367,8 @@ void aggregate_forward_kernel(const T* __restrict v, const T* __restrict gates,
 // are written.
 template <typename T, bool Activated>
 void aggregate_backward_kernel(const T* __restrict v, const T* __restrict gates,
-                               int64_t gates_stride, const T* __restrict y,
+                               int64_t gates_stride, const T* __restrict bias,
+                               const T* __restrict y,
                                const T* __restrict phi, const int64_t* __restrict centers,
                                const int64_t* __restrict neighbors,
                                const T* __restrict grad_out, T* __restrict grad_v,
@@ -378,7 +383,7 @@ void aggregate_backward_kernel(const T* __restrict v, const T* __restrict gates,
     const T* pre = gates + e * gates_stride;
     const T* a = pre;
     if constexpr (!Activated) {
-      silu_row(pre, act.data(), sig.data(), 2 * F);
+      silu_row(pre, bias, act.data(), sig.data(), 2 * F);
       a = act.data();
     }
     const T* b = a + F;
@@ -533,11 +538,15 @@ inline void over_channels(int64_t n, Body body) {
   for (; c < n; ++c) body(T{}, c);
 }
 
+// The linear maps before these SiLUs leave their biases to here: torch's addmm copies the
+// bias into every row of its output before the product, a pass over (E, 2F) per call.
 template <typename T>
-void silu_row(const T* x, T* act, T* sig, int64_t n) {
+void silu_row(const T* x, const T* bias, T* act, T* sig, int64_t n) {
   over_channels<T>(n, [&](auto lanes, int64_t c) {
     using W = decltype(lanes);
-    const W v = load_as<W>(x + c), s = sigmoid_as<T>(v);
+    W v = load_as<W>(x + c);
+    if (bias != nullptr) v += load_as<W>(bias + c);
+    const W s = sigmoid_as<T>(v);
     store_as(act + c, v * s);
     if (sig != nullptr) store_as(sig + c, s);
   });
@@ -553,33 +562,34 @@ void silu_row_backward(const T* act, const T* sig, T* grad, int64_t n) {
   });
 }
 
-// The edge update f_next = f + silu(p) rej, and its backward:
-//   grad_rej = grad silu(p),  grad_p = grad rej silu'(p)   (grad_f = grad: the caller's)
+// The edge update f_next = f + silu(p + bias) rej, and its backward:
+//   grad_rej = grad silu(p + bias),  grad_p = grad rej silu'(p + bias)   (grad_f = grad)
 // p and grad_p may have strided rows (sp, sgp: a block of columns of the stacked maps).
 template <typename T>
-void edge_update_forward_kernel(const T* f, const T* p, int64_t sp, const T* rej, T* out,
-                                int64_t rows, int64_t cols) {
+void edge_update_forward_kernel(const T* f, const T* p, int64_t sp, const T* bias,
+                                const T* rej, T* out, int64_t rows, int64_t cols) {
   for (int64_t i = 0; i < rows; ++i) {
     const T *fi = f + i * cols, *pi = p + i * sp, *ri = rej + i * cols;
     T* oi = out + i * cols;
     over_channels<T>(cols, [&](auto lanes, int64_t c) {
       using W = decltype(lanes);
-      const W v = load_as<W>(pi + c);
+      const W v = load_as<W>(pi + c) + load_as<W>(bias + c);
       store_as(oi + c, load_as<W>(fi + c) + v * sigmoid_as<T>(v) * load_as<W>(ri + c));
     });
   }
 }
 
 template <typename T>
-void edge_update_backward_kernel(const T* grad, const T* p, int64_t sp, const T* rej,
-                                 T* grad_rej, T* grad_p, int64_t sgp, int64_t rows,
-                                 int64_t cols) {
+void edge_update_backward_kernel(const T* grad, const T* p, int64_t sp, const T* bias,
+                                 const T* rej, T* grad_rej, T* grad_p, int64_t sgp,
+                                 int64_t rows, int64_t cols) {
   for (int64_t i = 0; i < rows; ++i) {
     const T *gi = grad + i * cols, *pi = p + i * sp, *ri = rej + i * cols;
     T *gri = grad_rej + i * cols, *gpi = grad_p + i * sgp;
     over_channels<T>(cols, [&](auto lanes, int64_t c) {
       using W = decltype(lanes);
-      const W v = load_as<W>(pi + c), s = sigmoid_as<T>(v), g = load_as<W>(gi + c);
+      const W v = load_as<W>(pi + c) + load_as<W>(bias + c);
+      const W s = sigmoid_as<T>(v), g = load_as<W>(gi + c);
       store_as(gri + c, g * v * s);
       store_as(gpi + c, g * load_as<W>(ri + c) * s * (T(1) + v * (T(1) - s)));
     });
@@ -844,17 +854,25 @@ void check_same_sizes(const torch::Tensor& t, const char* name, const torch::Ten
               t.sizes());
 }
 
-// The edges in order of their neighbour (a counting sort; stable). A backward kernel that
-// adds into neighbours' rows visits a neighbour's edges one after another, so its rows stay
-// in L1 instead of coming from L2 or L3 once per edge (centre order, as the edges come).
-std::vector<int64_t> neighbor_order(const torch::Tensor& neighbors, int64_t rows) {
-  const int64_t* index = neighbors.data_ptr<int64_t>();
-  const int64_t n = neighbors.numel();
-  std::vector<int64_t> start(rows + 1, 0), order(n);
-  for (int64_t e = 0; e < n; ++e) ++start[index[e] + 1];
-  for (int64_t r = 0; r < rows; ++r) start[r + 1] += start[r];
-  for (int64_t e = 0; e < n; ++e) order[start[index[e]]++] = e;
-  return order;
+// A bias added before a kernel's SiLU: (n,) contiguous, or empty for none (and empty where
+// the input is already activated).
+void check_bias(const torch::Tensor& bias, int64_t n, bool activated, const torch::Tensor& like) {
+  if (bias.numel() == 0) return;
+  check_rows(bias, "bias", like);
+  TORCH_CHECK(!activated, "bias: expected none for activated inputs");
+  TORCH_CHECK(bias.dim() == 1 && bias.size(0) == n, "bias: expected (", n, "), got ",
+              bias.sizes());
+}
+
+template <typename T>
+const T* bias_ptr(const torch::Tensor& bias) {
+  return bias.numel() == 0 ? nullptr : bias.data_ptr<T>();
+}
+
+// A gradient the kernel adds into: contiguous, of like's sizes and dtype.
+void check_accumulator(const torch::Tensor& t, const char* name, const torch::Tensor& like) {
+  check_rows(t, name, like);
+  check_same_sizes(t, name, like);
 }
 
 std::vector<torch::Tensor> invariants_forward(torch::Tensor v, torch::Tensor wc, torch::Tensor wn,
@@ -885,24 +903,30 @@ std::vector<torch::Tensor> invariants_forward(torch::Tensor v, torch::Tensor wc,
   return {dot, rej};
 }
 
+// grad_v and grad_wn (like v and wn) are added into. order: the edges in the order to
+// visit them, a permutation of 0 .. E - 1 (int64; ordered by neighbour, the neighbours' rows
+// stay in L1 across their edges, instead of coming from L2 or L3 once per edge).
 std::vector<torch::Tensor> invariants_backward(torch::Tensor v, torch::Tensor wc,
                                                torch::Tensor wn, torch::Tensor y,
                                                torch::Tensor centers, torch::Tensor neighbors,
-                                               torch::Tensor grad_dot, torch::Tensor grad_rej) {
+                                               torch::Tensor order, torch::Tensor grad_dot,
+                                               torch::Tensor grad_rej, torch::Tensor grad_v,
+                                               torch::Tensor grad_wn) {
   check_edges(y, centers, neighbors);
   check_rows(grad_dot, "grad_dot", y);
+  check_accumulator(grad_v, "grad_v", v);
+  check_accumulator(grad_wn, "grad_wn", wn);
   const bool edge_update = grad_rej.numel() > 0;
   const int64_t E = y.size(0), F = v.size(2);
-  auto grad_v = torch::zeros_like(v);
   auto grad_wc = torch::zeros_like(wc);
-  auto grad_wn = torch::zeros_like(wn);
   auto grad_y = torch::zeros_like(y);
   if (edge_update) {
     check_rows(grad_rej, "grad_rej", y);
     check_index(centers, wc.size(0), "centers");
   }
-  check_index(neighbors, v.size(0), "neighbors");  // the order below counts by it
-  const auto order = neighbor_order(neighbors, v.size(0));
+  check_index(neighbors, v.size(0), "neighbors");
+  TORCH_CHECK(order.numel() == E, "order: expected one entry per edge");
+  check_index(order, E, "order");
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "invariants_backward", [&] {
     invariants_backward_kernel<scalar_t>(
         v.data_ptr<scalar_t>(), edge_update ? wc.data_ptr<scalar_t>() : nullptr,
@@ -911,13 +935,13 @@ std::vector<torch::Tensor> invariants_backward(torch::Tensor v, torch::Tensor wc
         grad_dot.data_ptr<scalar_t>(), edge_update ? grad_rej.data_ptr<scalar_t>() : nullptr,
         grad_v.data_ptr<scalar_t>(), edge_update ? grad_wc.data_ptr<scalar_t>() : nullptr,
         edge_update ? grad_wn.data_ptr<scalar_t>() : nullptr, grad_y.data_ptr<scalar_t>(),
-        order.data(), E, F);
+        order.data_ptr<int64_t>(), E, F);
   });
   return {grad_v, grad_wc, grad_wn, grad_y};
 }
 
-torch::Tensor aggregate_forward(torch::Tensor v, torch::Tensor gates, torch::Tensor y,
-                                torch::Tensor phi, torch::Tensor centers,
+torch::Tensor aggregate_forward(torch::Tensor v, torch::Tensor gates, torch::Tensor bias,
+                                torch::Tensor y, torch::Tensor phi, torch::Tensor centers,
                                 torch::Tensor neighbors, int64_t n_centers, bool activated) {
   check_edges(y, centers, neighbors);
   check_rows(v, "v", y);
@@ -930,29 +954,34 @@ torch::Tensor aggregate_forward(torch::Tensor v, torch::Tensor gates, torch::Ten
   TORCH_CHECK(gates.dim() == 2 && gates.size(0) == E && gates.size(1) == 2 * F,
               "gates: expected (E, 2F), got ", gates.sizes());
   TORCH_CHECK(phi.numel() == E, "phi: expected (E,)");
+  check_bias(bias, 2 * F, activated, y);
   auto out = torch::zeros({n_centers, M, F}, v.options());
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "aggregate_forward", [&] {
     dispatch_activated(activated, [&](auto act) {
       aggregate_forward_kernel<scalar_t, decltype(act)::value>(
           v.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(), gates.stride(0),
-          y.data_ptr<scalar_t>(), phi.data_ptr<scalar_t>(), centers.data_ptr<int64_t>(),
-          neighbors.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), E, F);
+          bias_ptr<scalar_t>(bias), y.data_ptr<scalar_t>(), phi.data_ptr<scalar_t>(),
+          centers.data_ptr<int64_t>(), neighbors.data_ptr<int64_t>(),
+          out.data_ptr<scalar_t>(), E, F);
     });
   });
   return out;
 }
 
+// grad_v (like v) is added into.
 std::vector<torch::Tensor> aggregate_backward(torch::Tensor v, torch::Tensor gates,
-                                              torch::Tensor y, torch::Tensor phi,
-                                              torch::Tensor centers, torch::Tensor neighbors,
-                                              torch::Tensor grad_out, bool activated) {
+                                              torch::Tensor bias, torch::Tensor y,
+                                              torch::Tensor phi, torch::Tensor centers,
+                                              torch::Tensor neighbors, torch::Tensor grad_out,
+                                              bool activated, torch::Tensor grad_v) {
   check_edges(y, centers, neighbors);
   check_rows(grad_out, "grad_out", y);
   check_row_block(gates, "gates", y);
+  check_accumulator(grad_v, "grad_v", v);
   const int64_t E = y.size(0), F = v.size(2);
   TORCH_CHECK(gates.size(0) == E && gates.size(1) == 2 * F, "gates: expected (E, 2F), got ",
               gates.sizes());
-  auto grad_v = torch::zeros_like(v);
+  check_bias(bias, 2 * F, activated, y);
   auto grad_gates = torch::empty(gates.sizes(), gates.options());
   auto grad_y = torch::empty_like(y);
   auto grad_phi = torch::empty_like(phi);
@@ -960,8 +989,9 @@ std::vector<torch::Tensor> aggregate_backward(torch::Tensor v, torch::Tensor gat
     dispatch_activated(activated, [&](auto act) {
       aggregate_backward_kernel<scalar_t, decltype(act)::value>(
           v.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(), gates.stride(0),
-          y.data_ptr<scalar_t>(), phi.data_ptr<scalar_t>(), centers.data_ptr<int64_t>(),
-          neighbors.data_ptr<int64_t>(), grad_out.data_ptr<scalar_t>(),
+          bias_ptr<scalar_t>(bias), y.data_ptr<scalar_t>(), phi.data_ptr<scalar_t>(),
+          centers.data_ptr<int64_t>(), neighbors.data_ptr<int64_t>(),
+          grad_out.data_ptr<scalar_t>(),
           grad_v.data_ptr<scalar_t>(), grad_gates.data_ptr<scalar_t>(),
           grad_y.data_ptr<scalar_t>(), grad_phi.data_ptr<scalar_t>(), E, F);
     });
@@ -971,7 +1001,8 @@ std::vector<torch::Tensor> aggregate_backward(torch::Tensor v, torch::Tensor gat
 
 // q (C, H, D), k and s (U, H, D), dkdv (E, 2 H D), enhance (E, H), phi (E,).
 std::vector<torch::Tensor> message_forward(torch::Tensor q, torch::Tensor k, torch::Tensor s,
-                                           torch::Tensor dkdv, torch::Tensor enhance,
+                                           torch::Tensor dkdv, torch::Tensor bias,
+                                           torch::Tensor enhance,
                                            torch::Tensor phi, torch::Tensor centers,
                                            torch::Tensor neighbors, int64_t n_centers,
                                            bool activated) {
@@ -991,15 +1022,17 @@ std::vector<torch::Tensor> message_forward(torch::Tensor q, torch::Tensor k, tor
   TORCH_CHECK(neighbors.numel() == E && dkdv.size(0) == E && dkdv.size(1) == 2 * H * D &&
                   enhance.size(0) == E && enhance.size(1) == H && phi.numel() == E,
               "message inputs: inconsistent shapes");
+  check_bias(bias, 2 * H * D, activated, q);
   auto message = torch::empty({E, H * D}, q.options());
   auto summed = torch::zeros({n_centers, H * D}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "message_forward", [&] {
     dispatch_activated(activated, [&](auto act) {
       message_forward_kernel<scalar_t, decltype(act)::value>(
           q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
-          dkdv.data_ptr<scalar_t>(), dkdv.stride(0), enhance.data_ptr<scalar_t>(),
-          phi.data_ptr<scalar_t>(), centers.data_ptr<int64_t>(),
-          neighbors.data_ptr<int64_t>(), message.data_ptr<scalar_t>(),
+          dkdv.data_ptr<scalar_t>(), dkdv.stride(0), bias_ptr<scalar_t>(bias),
+          enhance.data_ptr<scalar_t>(), phi.data_ptr<scalar_t>(),
+          centers.data_ptr<int64_t>(), neighbors.data_ptr<int64_t>(),
+          message.data_ptr<scalar_t>(),
           summed.data_ptr<scalar_t>(), E, H, D);
     });
   });
@@ -1007,13 +1040,16 @@ std::vector<torch::Tensor> message_forward(torch::Tensor q, torch::Tensor k, tor
 }
 
 // grad_dkdv: where the gradient of dkdv goes (returned), e.g. a block of columns of the
-// stacked linear maps' gradient; of the pre-activations unless ``activated``.
+// stacked linear maps' gradient; of the pre-activations unless ``activated``. grad_k and
+// grad_s (like k and s) are added into.
 std::vector<torch::Tensor> message_backward(torch::Tensor q, torch::Tensor k, torch::Tensor s,
-                                            torch::Tensor dkdv, torch::Tensor enhance,
-                                            torch::Tensor phi, torch::Tensor centers,
-                                            torch::Tensor neighbors, torch::Tensor grad_message,
+                                            torch::Tensor dkdv, torch::Tensor bias,
+                                            torch::Tensor enhance, torch::Tensor phi,
+                                            torch::Tensor centers, torch::Tensor neighbors,
+                                            torch::Tensor grad_message,
                                             torch::Tensor grad_summed, bool activated,
-                                            torch::Tensor grad_dkdv) {
+                                            torch::Tensor grad_dkdv, torch::Tensor grad_k,
+                                            torch::Tensor grad_s) {
   check_rows(grad_message, "grad_message", q);
   check_rows(grad_summed, "grad_summed", q);
   check_row_block(dkdv, "dkdv", q);
@@ -1023,18 +1059,20 @@ std::vector<torch::Tensor> message_backward(torch::Tensor q, torch::Tensor k, to
   check_index(neighbors, k.size(0), "neighbors");
   const int64_t E = centers.numel(), H = q.size(1), D = q.size(2);
   TORCH_CHECK(dkdv.size(0) == E && dkdv.size(1) == 2 * H * D, "dkdv: expected (E, 2F)");
+  check_bias(bias, 2 * H * D, activated, q);
+  check_accumulator(grad_k, "grad_k", k);
+  check_accumulator(grad_s, "grad_s", s);
   auto grad_q = torch::zeros_like(q);
-  auto grad_k = torch::zeros_like(k);
-  auto grad_s = torch::zeros_like(s);
   auto grad_enhance = torch::empty_like(enhance);
   auto grad_phi = torch::empty_like(phi);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "message_backward", [&] {
     dispatch_activated(activated, [&](auto act) {
       message_backward_kernel<scalar_t, decltype(act)::value>(
           q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(),
-          dkdv.data_ptr<scalar_t>(), dkdv.stride(0), enhance.data_ptr<scalar_t>(),
-          phi.data_ptr<scalar_t>(), centers.data_ptr<int64_t>(),
-          neighbors.data_ptr<int64_t>(), grad_message.data_ptr<scalar_t>(),
+          dkdv.data_ptr<scalar_t>(), dkdv.stride(0), bias_ptr<scalar_t>(bias),
+          enhance.data_ptr<scalar_t>(), phi.data_ptr<scalar_t>(),
+          centers.data_ptr<int64_t>(), neighbors.data_ptr<int64_t>(),
+          grad_message.data_ptr<scalar_t>(),
           grad_summed.data_ptr<scalar_t>(), grad_q.data_ptr<scalar_t>(),
           grad_k.data_ptr<scalar_t>(), grad_s.data_ptr<scalar_t>(),
           grad_dkdv.data_ptr<scalar_t>(), grad_dkdv.stride(0),
@@ -1093,25 +1131,29 @@ std::vector<torch::Tensor> group_cg_backward(torch::Tensor a, torch::Tensor b,
   return {grad_a, grad_b};
 }
 
-torch::Tensor edge_update_forward(torch::Tensor f, torch::Tensor pre, torch::Tensor rejected) {
+torch::Tensor edge_update_forward(torch::Tensor f, torch::Tensor pre, torch::Tensor bias,
+                                  torch::Tensor rejected) {
   check_rows(f, "f", f);
   check_rows(rejected, "rejected", f);
   check_row_block(pre, "pre", f);
   check_same_sizes(pre, "pre", f);
   TORCH_CHECK(f.dim() == 2 && rejected.sizes() == f.sizes(),
               "f, rejected: expected (E, F) alike, got ", f.sizes(), " and ", rejected.sizes());
+  check_rows(bias, "bias", f);
+  TORCH_CHECK(bias.dim() == 1 && bias.size(0) == f.size(1), "bias: expected (F,)");
   auto out = torch::empty_like(f);
   AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "edge_update_forward", [&] {
     edge_update_forward_kernel<scalar_t>(f.data_ptr<scalar_t>(), pre.data_ptr<scalar_t>(),
-                                         pre.stride(0), rejected.data_ptr<scalar_t>(),
+                                         pre.stride(0), bias.data_ptr<scalar_t>(),
+                                         rejected.data_ptr<scalar_t>(),
                                          out.data_ptr<scalar_t>(), f.size(0), f.size(1));
   });
   return out;
 }
 
 // Returns grad_rejected; writes grad_pre into ``grad_pre`` (a block of columns, may be).
-torch::Tensor edge_update_backward(torch::Tensor grad, torch::Tensor pre, torch::Tensor rejected,
-                                   torch::Tensor grad_pre) {
+torch::Tensor edge_update_backward(torch::Tensor grad, torch::Tensor pre, torch::Tensor bias,
+                                   torch::Tensor rejected, torch::Tensor grad_pre) {
   check_rows(grad, "grad", grad);
   check_rows(rejected, "rejected", grad);
   check_row_block(pre, "pre", grad);
@@ -1120,11 +1162,14 @@ torch::Tensor edge_update_backward(torch::Tensor grad, torch::Tensor pre, torch:
   check_same_sizes(grad_pre, "grad_pre", grad);
   TORCH_CHECK(grad.dim() == 2 && rejected.sizes() == grad.sizes(),
               "grad, rejected: expected (E, F) alike");
+  check_rows(bias, "bias", grad);
+  TORCH_CHECK(bias.dim() == 1 && bias.size(0) == grad.size(1), "bias: expected (F,)");
   auto grad_rejected = torch::empty_like(grad);
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "edge_update_backward", [&] {
     edge_update_backward_kernel<scalar_t>(
         grad.data_ptr<scalar_t>(), pre.data_ptr<scalar_t>(), pre.stride(0),
-        rejected.data_ptr<scalar_t>(), grad_rejected.data_ptr<scalar_t>(),
+        bias.data_ptr<scalar_t>(), rejected.data_ptr<scalar_t>(),
+        grad_rejected.data_ptr<scalar_t>(),
         grad_pre.data_ptr<scalar_t>(), grad_pre.stride(0), grad.size(0), grad.size(1));
   });
   return grad_rejected;
