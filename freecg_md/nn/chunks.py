@@ -211,6 +211,36 @@ class ThreadRunPool(ThreadPoolExecutor):
 
 
 RunPool = ThreadRunPool | SerialPool
+Sums = TypeVar("Sums")
+
+
+def runs_into_sums(pool: RunPool, n_runs: int, make_sums: Callable[[], Sums],
+                   work: Callable[[int, Sums], None]) -> list[Sums]:
+    """Call ``work(index, sums)`` for the runs ``0 .. n_runs - 1``, shared among the pool's
+    threads, and return the ``sums`` of each thread that took a run.
+
+    Each thread adds into ``sums`` of its own (made by ``make_sums``, e.g. per-atom
+    gradients), so no two threads write one tensor. It takes the next run as it finishes
+    one, as ``pool.map`` hands out items: a thread slowed by another process does not hold
+    up the pass, where a fixed share per thread would.
+    """
+    pending = iter(range(n_runs))
+    lock = threading.Lock()
+
+    def take() -> int | None:
+        with lock:
+            return next(pending, None)
+
+    def thread_runs(_: int) -> Sums | None:
+        sums = None
+        while (index := take()) is not None:
+            if sums is None:
+                sums = make_sums()
+            work(index, sums)
+        return sums
+
+    threads = min(pool.threads, n_runs)
+    return [sums for sums in pool.map(thread_runs, range(threads)) if sums is not None]
 _POOLS: dict[int, ThreadRunPool] = {}
 _POOLS_LOCK = threading.Lock()
 

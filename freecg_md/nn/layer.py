@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -11,7 +10,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-from .chunks import EdgeRun, RunPool, run_chunk
+from .chunks import EdgeRun, RunPool, run_chunk, runs_into_sums
 from .fused_run import layer_constants, run_backward, run_forward, runs_fusable
 from .group_cg import GroupCGTensorProduct
 from .kernels import aggregate_vectors, edge_invariants, edge_messages, group_cg_shuffled
@@ -357,15 +356,6 @@ class RunsInParallel(torch.autograd.Function):
         atoms = [run.n_centers for run in runs]
         q_runs, v_runs = q.split(atoms), v.split(atoms)
         grad_dx_runs, grad_dvec_runs = grad_dx.split(atoms), grad_dvec.split(atoms)
-        # Each thread takes the next run as it finishes one (as pool.map does in the
-        # forward pass), so a thread slowed by another process does not hold up the layer.
-        next_run = iter(range(n_runs))
-        take_lock = threading.Lock()
-
-        def take() -> int | None:
-            with take_lock:
-                return next(next_run, None)
-
         def fused_grads(index: int, sums: list[torch.Tensor | None]
                         ) -> list[torch.Tensor | None]:
             run = runs[index]
@@ -377,41 +367,38 @@ class RunsInParallel(torch.autograd.Function):
                                 grad_f_next[index] if layer.returns_edge_update else None,
                                 NodeTerms(*sums))
 
-        def backward_runs(_: int) -> tuple[list[torch.Tensor | None], dict]:
-            sums = [None if t is None else torch.zeros_like(t) for t in nodes]
-            own = {}
-            while (index := take()) is not None:
-                run = runs[index]
-                if ctx.fuse:
-                    grads = fused_grads(index, sums)
-                else:
-                    graph = graphs[index] if graphs is not None else _run_graph(
-                        layer, nodes, q_runs[index], v_runs[index], f[index], run)
-                    grads_in = [grad_dx_runs[index], grad_dvec_runs[index]]
-                    grads_in += (grad_f_next[index:index + 1] if layer.returns_edge_update
-                                 else [])
-                    grads = torch.autograd.grad(graph.outputs, graph.inputs, grads_in,
-                                                allow_unused=True)
-                    grads = [torch.zeros_like(t) if g is None else g
-                             for g, t in zip(grads, graph.inputs, strict=True)]
-                own[index] = grads[:5]
-                if not ctx.fuse:  # fused runs' kernels add into sums themselves
-                    for total, grad in zip([t for t in sums if t is not None], grads[5:],
-                                           strict=True):
-                        total.index_add_(0, neighbor_rows(run), grad)
-                # The run's own atoms' rows of v (no gradient where the layer ignores v).
-                if grads[1] is not None:
-                    sums[2][run.first_atom:run.first_atom + run.n_centers] += grads[1]
-            return sums, own
+        own = {}
 
-        results = list(pool.map(backward_runs, range(min(pool.threads, n_runs))))
-        sums, own = results[0][0], {}
-        for other, part in results:
-            own.update(part)
-            if other is not sums:
-                for total, extra in zip(sums, other, strict=True):
-                    if total is not None:
-                        total += extra
+        def backward_run(index: int, sums: list[torch.Tensor | None]) -> None:
+            run = runs[index]
+            if ctx.fuse:
+                grads = fused_grads(index, sums)
+            else:
+                graph = graphs[index] if graphs is not None else _run_graph(
+                    layer, nodes, q_runs[index], v_runs[index], f[index], run)
+                grads_in = [grad_dx_runs[index], grad_dvec_runs[index]]
+                grads_in += (grad_f_next[index:index + 1] if layer.returns_edge_update
+                             else [])
+                grads = torch.autograd.grad(graph.outputs, graph.inputs, grads_in,
+                                            allow_unused=True)
+                grads = [torch.zeros_like(t) if g is None else g
+                         for g, t in zip(grads, graph.inputs, strict=True)]
+                for total, grad in zip([t for t in sums if t is not None], grads[5:],
+                                       strict=True):
+                    total.index_add_(0, neighbor_rows(run), grad)
+            own[index] = grads[:5]
+            # The run's own atoms' rows of v (no gradient where the layer ignores v).
+            if grads[1] is not None:
+                sums[2][run.first_atom:run.first_atom + run.n_centers] += grads[1]
+
+        thread_sums = runs_into_sums(
+            pool, n_runs, lambda: [None if t is None else torch.zeros_like(t) for t in nodes],
+            backward_run)
+        sums = thread_sums[0]
+        for other in thread_sums[1:]:
+            for total, extra in zip(sums, other, strict=True):
+                if total is not None:
+                    total += extra
         grad_q = torch.cat([own[i][0] for i in range(n_runs)])
         edge_grads = [own[i][j] for j in (2, 3, 4) for i in range(n_runs)]
         return (None, None, None, None, grad_q, *sums, *edge_grads)

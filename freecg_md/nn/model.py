@@ -26,6 +26,7 @@ from .chunks import (
     with_distinct_neighbors,
 )
 from .embedding import EdgeEmbedding, NeighborEmbedding
+from .embedding_runs import embed_in_runs
 from .head import EnergyHead
 from .kernels import kernels_available
 from .layer import FreeCGLayer
@@ -339,7 +340,11 @@ class FreeCG(nn.Module):
             runs = split_runs(chunks, centers, neighbors, distances, sh, phi)
         if fused:
             runs = [with_distinct_neighbors(run) for run in runs]
-        if len(runs) == 1 or keep_graphs:
+        if len(runs) > 1 and keep_graphs and pool is not None:
+            # A frozen model: the embedding's runs go to the pool's threads too.
+            x, f = embed_in_runs(self.neighbor_embedding, self.edge_embedding, species, runs,
+                                 self.rbf(distances), pool)
+        elif len(runs) == 1 or keep_graphs:
             # The embedding's (E, F) tensors are small next to a layer's (E, 8, F) ones: at
             # this size they are computed whole, without a recomputation.
             rbf = self.rbf(distances)

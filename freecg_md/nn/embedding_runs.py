@@ -1,0 +1,137 @@
+"""A frozen model's embeddings evaluated run by run in the thread pool, backward written out.
+
+:func:`~freecg_md.nn.embedding.NeighborEmbedding` and
+:class:`~freecg_md.nn.embedding.EdgeEmbedding` on a whole pass are a handful of (E, F)
+element-wise operations, gathers and scatters in the calling thread: 25 ms of a 700 ms
+call at the paper's size on chignolin (float32, 2 threads), while the run threads wait.
+:class:`EmbeddingInRuns` evaluates them on the runs of edges
+(:mod:`~freecg_md.nn.chunks`), the runs shared among the pool's threads, forward and
+backward, as :class:`~freecg_md.nn.layer.RunsInParallel` does for the layers. Only the
+gradients of the radial basis and the cutoff (which depend on the positions) are given:
+the weights get none, so it is for models whose parameters need no gradient.
+
+Notation, per run (C centre atoms, E edges; ``T1``, ``T2`` the element tables)::
+
+    w = (rbf W_d^T + b_d) phi              S_i = sum_j T2[z_j] w_ij          (E, F), (C, F)
+    x = [T1[z] S] W_c^T + b_c              (N, F), all runs' S at once
+    p = rbf W_e^T + b_e                    f_ij = (x_i + x_j) p_ij           (E, F)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .chunks import RunPool, runs_into_sums
+
+if TYPE_CHECKING:
+    from .chunks import EdgeRun
+    from .embedding import EdgeEmbedding, NeighborEmbedding
+
+__all__ = ["EmbeddingInRuns", "embed_in_runs"]
+
+
+def embed_in_runs(neighbor: NeighborEmbedding, edge: EdgeEmbedding, species: torch.Tensor,
+                  runs: list[EdgeRun], rbf: torch.Tensor, pool: RunPool
+                  ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``(x, f)``: node features (N, F) and each run's edge features (E_run, F), as
+    ``edge(x, centers, neighbors, rbf)`` with ``x = neighbor(species, ...)`` on the whole
+    pass gives them (cut at the runs' edges).
+
+    ``species`` (N,) species indices; ``runs`` cover all atoms and edges, in order, with
+    their cutoff ``phi``; ``rbf`` (E, K) the radial basis of all edges.
+    """
+    parts = rbf.split([run.centers.shape[0] for run in runs])
+    x, *f = EmbeddingInRuns.apply(neighbor, edge, species, runs, pool, *parts,
+                                  *(run.phi for run in runs))
+    return x, f
+
+
+def _weights(layer: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    return layer.weight.detach(), layer.bias.detach()
+
+
+class EmbeddingInRuns(torch.autograd.Function):
+    """``apply(neighbor, edge, species, runs, pool, *rbf_runs, *phi_runs)`` returns
+    ``(x, *f_runs)``; see the module's notation. Gradients for ``rbf_runs`` and
+    ``phi_runs`` only; the backward pass is not differentiable again."""
+
+    @staticmethod
+    def forward(ctx: Any, neighbor: NeighborEmbedding, edge: EdgeEmbedding,
+                species: torch.Tensor, runs: list[EdgeRun], pool: RunPool,
+                *rbf_phi: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n_runs = len(runs)
+        rbf, phi = rbf_phi[:n_runs], rbf_phi[n_runs:]
+        table = neighbor.neighbor_embedding.weight.detach()
+        w_d, b_d = _weights(neighbor.distance_proj)
+        w_e, b_e = _weights(edge.edge_proj)
+        centers = [run.centers + run.first_atom for run in runs]
+
+        def neighbor_sums(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+            run = runs[index]
+            pre_w = torch.addmm(b_d, rbf[index], w_d.t())
+            elements = table.index_select(0, species.index_select(0, run.neighbors))
+            messages = elements * pre_w * phi[index].unsqueeze(-1)
+            summed = messages.new_zeros(run.n_centers, messages.shape[1])
+            return pre_w, summed.index_add_(0, run.centers, messages)
+
+        def edge_features(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+            p = torch.addmm(b_e, rbf[index], w_e.t())
+            pair = x.index_select(0, centers[index]) + x.index_select(0, runs[index].neighbors)
+            return p, pair * p
+
+        with torch.no_grad():
+            first = list(pool.map(neighbor_sums, range(n_runs)))
+            x = neighbor.combine_sum(species, torch.cat([summed for _, summed in first]))
+            second = list(pool.map(edge_features, range(n_runs)))
+        ctx.neighbor, ctx.edge, ctx.runs, ctx.pool, ctx.centers = (neighbor, edge, runs, pool,
+                                                                   centers)
+        ctx.save_for_backward(species, x, *rbf, *phi, *(pre_w for pre_w, _ in first),
+                              *(p for p, _ in second))
+        return (x, *(f for _, f in second))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_x: torch.Tensor | None,
+                 *grad_f: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        runs, pool, centers = ctx.runs, ctx.pool, ctx.centers
+        n_runs = len(runs)
+        species, x, *saved = ctx.saved_tensors
+        rbf, phi, pre_w, p = (saved[i * n_runs:(i + 1) * n_runs] for i in range(4))
+        table = ctx.neighbor.neighbor_embedding.weight.detach()
+        w_d = ctx.neighbor.distance_proj.weight.detach()
+        w_e = ctx.edge.edge_proj.weight.detach()
+        width = x.shape[1]
+        grad_rbf: list[torch.Tensor | None] = [None] * n_runs
+
+        def edge_backward(index: int, sums: list[torch.Tensor]) -> None:
+            grad = grad_f[index]
+            if grad is None:
+                grad_rbf[index] = torch.zeros_like(rbf[index])
+                return
+            run = runs[index]
+            grad_pair = grad * p[index]
+            sums[0].index_add_(0, centers[index], grad_pair)
+            sums[0].index_add_(0, run.neighbors, grad_pair)
+            pair = x.index_select(0, centers[index]) + x.index_select(0, run.neighbors)
+            grad_rbf[index] = (grad * pair).mm(w_e)
+
+        def neighbor_backward(index: int) -> torch.Tensor:
+            run = runs[index]
+            elements = table.index_select(0, species.index_select(0, run.neighbors))
+            grad_w = grad_summed.index_select(0, centers[index]) * elements
+            grad_rbf[index] += (grad_w * phi[index].unsqueeze(-1)).mm(w_d)
+            return (grad_w * pre_w[index]).sum(dim=-1)
+
+        with torch.no_grad():
+            thread_sums = runs_into_sums(pool, n_runs, lambda: [torch.zeros_like(x)],
+                                         edge_backward)
+            grad_x_total = grad_x.clone() if grad_x is not None else torch.zeros_like(x)
+            for (sums,) in thread_sums:
+                grad_x_total += sums
+            # x = [T1[z] S] W_c^T + b_c: S's gradient is grad_x times W_c's second half.
+            grad_summed = grad_x_total.mm(ctx.neighbor.combine.weight.detach()[:, width:])
+            grad_phi = list(pool.map(neighbor_backward, range(n_runs)))
+        return (None, None, None, None, None, *grad_rbf, *grad_phi)
