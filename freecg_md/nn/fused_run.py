@@ -29,6 +29,10 @@ paper's size torch's SiLU forward and backward took 9% of a call on one thread. 
 before those SiLUs are added by the kernels too: torch's ``addmm`` first copies the bias
 into every row of its output, an extra pass over (E, 3F) and (E, 2F) per run.
 
+In the first layer the input vectors are zero, so the gates' first half ``g1`` (which
+multiplies ``v_j``) is not computed: ``Q`` is ``m`` times the second half of ``W_g`` only,
+and the aggregation kernel reads no ``v``.
+
 The kernels read the neighbours' rows straight from the layer's per-atom tensors (``k, s,
 v, w_neighbor``, N rows) at the edges' atom indices, and add the neighbours' gradients
 into the calling thread's per-atom sums: no run gathers its neighbours' rows, nor
@@ -155,9 +159,10 @@ def run_forward(layer: FreeCGLayer, constants: LayerConstants, q: torch.Tensor,
         message, summed = ops.message_forward(q, nb.k, nb.s, pre_dkdv, constants.dkdv_bias,
                                               enhance, phi, centers, neighbors, n_centers,
                                               False)
-        pre_gates = message.mm(layer.gate_proj.weight.t())
-        abstract_edges = ops.aggregate_forward(nb.v, pre_gates, layer.gate_proj.bias, sh, phi,
-                                               centers, neighbors, n_centers, False)
+        gate_weight, gate_bias, gated_v = _gates(layer, nb.v)
+        pre_gates = message.mm(gate_weight.t())
+        abstract_edges = ops.aggregate_forward(gated_v, pre_gates, gate_bias, sh, phi, centers,
+                                               neighbors, n_centers, False)
         o = F.linear(summed, layer.o_proj.weight, layer.o_proj.bias)
         o1, o2, o3 = o.split(width, dim=-1)
         u = uu = node_vectors = pre_f = None
@@ -184,6 +189,19 @@ def run_forward(layer: FreeCGLayer, constants: LayerConstants, q: torch.Tensor,
         return outputs, None
     return outputs, RunSaved(q, nb, run, pre_dkdv, w_center, enhance, pre_gates, o, u, uu,
                              abstract_edges, node_vectors, rejected, pre_f)
+
+
+def _gates(layer: FreeCGLayer, v: torch.Tensor
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gate map's weight and bias, and the v the aggregation kernels read: all of them,
+    or where the layer's input vectors are zero, the rows and bias of the second half
+    ``g2`` only, and no rows of v (the kernels' mode for ``v = 0``: ``g1`` multiplies
+    zeros)."""
+    if layer.zero_vectors_in:
+        width = layer.hidden
+        return (layer.gate_proj.weight[width:], layer.gate_proj.bias[width:],
+                v.new_empty(0, 8, width))
+    return layer.gate_proj.weight, layer.gate_proj.bias, v
 
 
 def run_backward(layer: FreeCGLayer, constants: LayerConstants, saved: RunSaved,
@@ -225,10 +243,11 @@ def run_backward(layer: FreeCGLayer, constants: LayerConstants, saved: RunSaved,
             grad_o = torch.cat([(grad_node * u3).sum(dim=1), grad_dx * s.uu, grad_dx], -1)
             grad_summed = grad_o.mm(layer.o_proj.weight)
         # The kernels give the gradients of the SiLUs' inputs (pre_gates, pre_dkdv).
+        gate_weight, gate_bias, gated_v = _gates(layer, nb.v)
         _, grad_pre_gates, grad_sh, grad_phi = ops.aggregate_backward(
-            nb.v, s.pre_gates, layer.gate_proj.bias, sh, phi, centers, neighbors,
-            grad_abstract, False, sums.v)
-        grad_message = grad_pre_gates.mm(layer.gate_proj.weight)
+            gated_v, s.pre_gates, gate_bias, sh, phi, centers, neighbors, grad_abstract, False,
+            gated_v if layer.zero_vectors_in else sums.v)
+        grad_message = grad_pre_gates.mm(gate_weight)
         # The gradient of [dkdv_proj | f_proj](f), (E, 2F or 3F), for one product with W.
         grad_pre_edge = grad_pre_gates.new_empty(grad_pre_gates.shape[0],
                                                  constants.edge_weight.shape[0])

@@ -212,6 +212,19 @@ def test_kernels_applying_silu_equal_torch_silu_first(dtype, tol, width):
     for a, b in zip(fused, plain, strict=True):
         close(a, b)
 
+    # No rows of v: every v is zero and only the gates' second half enters.
+    no_v, zeros = v.new_empty(0, 8, width), torch.zeros_like(v)
+    second = pre_gates[:, width:]
+    close(ops.aggregate_forward(no_v, second, bias_gates[width:], sh, phi, *args, False),
+          ops.aggregate_forward(zeros, pre_gates, bias_gates, sh, phi, *args, False))
+    half = ops.aggregate_backward(no_v, second, bias_gates[width:], sh, phi, centers,
+                                  neighbors, grad_out, False, no_v)
+    full = ops.aggregate_backward(zeros, pre_gates, bias_gates, sh, phi, centers, neighbors,
+                                  grad_out, False, torch.zeros_like(v))
+    close(half[1], full[1][:, width:])
+    for a, b in zip(half[2:], full[2:], strict=True):
+        close(a, b)
+
     pre_f = wide[:, 4 * width:5 * width]
     f, rejected, grad_f = (torch.randn(n_edges, width, dtype=dtype, generator=generator)
                            for _ in range(3))

@@ -363,6 +363,73 @@ void aggregate_forward_kernel(const T* __restrict v, const T* __restrict gates,
   }
 }
 
+// The aggregation where every v is zero (a first layer's input vectors): only the gates'
+// second half g2 (E, F) enters, out[i, m, f] = sum over e of g2[e, f] y[e, m] phi[e]. Its
+// linear map and SiLU then cost half, and no neighbour row is read.
+template <typename T, bool Activated>
+void aggregate_y_forward_kernel(const T* __restrict gates, int64_t gates_stride,
+                                const T* __restrict bias, const T* __restrict y,
+                                const T* __restrict phi, const int64_t* __restrict centers,
+                                T* __restrict out, int64_t n_edges, int64_t F) {
+  std::vector<T> act(Activated ? 0 : F);
+  for (int64_t e = 0; e < n_edges; ++e) {
+    const T* b = gates + e * gates_stride;
+    if constexpr (!Activated) {
+      silu_row(b, bias, act.data(), static_cast<T*>(nullptr), F);
+      b = act.data();
+    }
+    T* oi = out + centers[e] * M * F;
+    for (int64_t m = 0; m < M; ++m) {
+      const T ym = y[e * M + m] * phi[e];
+      T* orow = oi + m * F;
+#pragma omp simd
+      for (int64_t f = 0; f < F; ++f) orow[f] += b[f] * ym;
+    }
+  }
+}
+
+template <typename T, bool Activated>
+void aggregate_y_backward_kernel(const T* __restrict gates, int64_t gates_stride,
+                                 const T* __restrict bias, const T* __restrict y,
+                                 const T* __restrict phi, const int64_t* __restrict centers,
+                                 const T* __restrict grad_out, T* __restrict grad_gates,
+                                 T* __restrict grad_y, T* __restrict grad_phi,
+                                 int64_t n_edges, int64_t F) {
+  std::vector<T> act(Activated ? 0 : F), sig(Activated ? 0 : F);
+  for (int64_t e = 0; e < n_edges; ++e) {
+    const T* ye = y + e * M;
+    const T* b = gates + e * gates_stride;
+    if constexpr (!Activated) {
+      silu_row(b, bias, act.data(), sig.data(), F);
+      b = act.data();
+    }
+    const T cut = phi[e];
+    const T* go = grad_out + centers[e] * M * F;
+    T* gb = grad_gates + e * F;
+#pragma omp simd
+    for (int64_t f = 0; f < F; ++f) gb[f] = 0;
+    for (int64_t m = 0; m < M; ++m) {
+      const T ym = ye[m];
+      const T* grow = go + m * F;
+      T acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t f = 0; f < F; ++f) {
+        gb[f] += ym * grow[f];
+        acc += b[f] * grow[f];
+      }
+      grad_y[e * M + m] = acc * cut;
+    }
+    T gphi = 0;
+#pragma omp simd reduction(+ : gphi)
+    for (int64_t f = 0; f < F; ++f) {
+      gphi += b[f] * gb[f];
+      gb[f] *= cut;
+    }
+    grad_phi[e] = gphi;
+    if constexpr (!Activated) silu_row_backward(act.data(), sig.data(), gb, F);
+  }
+}
+
 // Backward of aggregate_forward_kernel; grad_v is accumulated into, the per-edge gradients
 // are written.
 template <typename T, bool Activated>
@@ -948,16 +1015,27 @@ torch::Tensor aggregate_forward(torch::Tensor v, torch::Tensor gates, torch::Ten
   check_row_block(gates, "gates", y);
   check_rows(phi, "phi", y);
   TORCH_CHECK(v.dim() == 3 && v.size(1) == M, "v: expected (U, 8, F), got ", v.sizes());
-  check_index(neighbors, v.size(0), "neighbors");
-  check_index(centers, n_centers, "centers");
+  // Gates of width F: the second half g2 only, and every v is zero (v then has no rows).
   const int64_t E = y.size(0), F = v.size(2);
-  TORCH_CHECK(gates.dim() == 2 && gates.size(0) == E && gates.size(1) == 2 * F,
-              "gates: expected (E, 2F), got ", gates.sizes());
+  const bool with_v = gates.size(1) != F;
+  const int64_t G = with_v ? 2 * F : F;
+  TORCH_CHECK(gates.dim() == 2 && gates.size(0) == E && gates.size(1) == G,
+              "gates: expected (E, 2F) or, with v of no rows, (E, F); got ", gates.sizes());
+  TORCH_CHECK(with_v || v.size(0) == 0, "v: expected no rows with gates of width F");
+  if (with_v) check_index(neighbors, v.size(0), "neighbors");
+  check_index(centers, n_centers, "centers");
   TORCH_CHECK(phi.numel() == E, "phi: expected (E,)");
-  check_bias(bias, 2 * F, activated, y);
+  check_bias(bias, G, activated, y);
   auto out = torch::zeros({n_centers, M, F}, v.options());
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "aggregate_forward", [&] {
     dispatch_activated(activated, [&](auto act) {
+      if (!with_v) {
+        aggregate_y_forward_kernel<scalar_t, decltype(act)::value>(
+            gates.data_ptr<scalar_t>(), gates.stride(0), bias_ptr<scalar_t>(bias),
+            y.data_ptr<scalar_t>(), phi.data_ptr<scalar_t>(), centers.data_ptr<int64_t>(),
+            out.data_ptr<scalar_t>(), E, F);
+        return;
+      }
       aggregate_forward_kernel<scalar_t, decltype(act)::value>(
           v.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(), gates.stride(0),
           bias_ptr<scalar_t>(bias), y.data_ptr<scalar_t>(), phi.data_ptr<scalar_t>(),
@@ -979,14 +1057,29 @@ std::vector<torch::Tensor> aggregate_backward(torch::Tensor v, torch::Tensor gat
   check_row_block(gates, "gates", y);
   check_accumulator(grad_v, "grad_v", v);
   const int64_t E = y.size(0), F = v.size(2);
-  TORCH_CHECK(gates.size(0) == E && gates.size(1) == 2 * F, "gates: expected (E, 2F), got ",
+  const bool with_v = gates.size(1) != F;  // as in aggregate_forward
+  const int64_t G = with_v ? 2 * F : F;
+  TORCH_CHECK(with_v || v.size(0) == 0, "v: expected no rows with gates of width F");
+  if (with_v) check_index(neighbors, v.size(0), "neighbors");
+  TORCH_CHECK(grad_out.dim() == 3 && grad_out.size(1) == M && grad_out.size(2) == v.size(2),
+              "grad_out: expected (C, 8, F), got ", grad_out.sizes());
+  check_index(centers, grad_out.size(0), "centers");
+  TORCH_CHECK(gates.size(0) == E && gates.size(1) == G, "gates: expected (E, ", G, "), got ",
               gates.sizes());
-  check_bias(bias, 2 * F, activated, y);
+  check_bias(bias, G, activated, y);
   auto grad_gates = torch::empty(gates.sizes(), gates.options());
   auto grad_y = torch::empty_like(y);
   auto grad_phi = torch::empty_like(phi);
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "aggregate_backward", [&] {
     dispatch_activated(activated, [&](auto act) {
+      if (!with_v) {
+        aggregate_y_backward_kernel<scalar_t, decltype(act)::value>(
+            gates.data_ptr<scalar_t>(), gates.stride(0), bias_ptr<scalar_t>(bias),
+            y.data_ptr<scalar_t>(), phi.data_ptr<scalar_t>(), centers.data_ptr<int64_t>(),
+            grad_out.data_ptr<scalar_t>(), grad_gates.data_ptr<scalar_t>(),
+            grad_y.data_ptr<scalar_t>(), grad_phi.data_ptr<scalar_t>(), E, F);
+        return;
+      }
       aggregate_backward_kernel<scalar_t, decltype(act)::value>(
           v.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(), gates.stride(0),
           bias_ptr<scalar_t>(bias), y.data_ptr<scalar_t>(), phi.data_ptr<scalar_t>(),
