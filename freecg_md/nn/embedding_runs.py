@@ -6,9 +6,12 @@ element-wise operations, gathers and scatters in the calling thread: 25 ms of a 
 call at the paper's size on chignolin (float32, 2 threads), while the run threads wait.
 :class:`EmbeddingInRuns` evaluates them on the runs of edges
 (:mod:`~freecg_md.nn.chunks`), the runs shared among the pool's threads, forward and
-backward, as :class:`~freecg_md.nn.layer.RunsInParallel` does for the layers. Only the
-gradients of the radial basis and the cutoff (which depend on the positions) are given:
-the weights get none, so it is for models whose parameters need no gradient.
+backward, as :class:`~freecg_md.nn.layer.RunsInParallel` does for the layers. Each run
+evaluates its own radial basis. Only the gradients of the distances and the cutoff (which
+depend on the positions) are given: the weights get none, so it is for models whose
+parameters need no gradient. Where a pass is too large to keep its runs' graphs
+(:func:`~freecg_md.nn.chunks.keeps_graphs`), the backward pass recomputes the runs' (E, F)
+linear maps instead of keeping them, so that what stays between the passes is per atom.
 
 Notation, per run (C centre atoms, E edges; ``T1``, ``T2`` the element tables)::
 
@@ -19,7 +22,8 @@ Notation, per run (C centre atoms, E edges; ``T1``, ``T2`` the element tables)::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -29,23 +33,26 @@ from .chunks import RunPool, runs_into_sums
 if TYPE_CHECKING:
     from .chunks import EdgeRun
     from .embedding import EdgeEmbedding, NeighborEmbedding
+    from .radial import ExpNormalBasis
 
 __all__ = ["EmbeddingInRuns", "embed_in_runs"]
 
+Result = TypeVar("Result")
 
-def embed_in_runs(neighbor: NeighborEmbedding, edge: EdgeEmbedding, species: torch.Tensor,
-                  runs: list[EdgeRun], rbf: torch.Tensor, pool: RunPool
+
+def embed_in_runs(neighbor: NeighborEmbedding, edge: EdgeEmbedding, basis: ExpNormalBasis,
+                  species: torch.Tensor, runs: list[EdgeRun], pool: RunPool, keep: bool
                   ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``(x, f)``: node features (N, F) and each run's edge features (E_run, F), as
-    ``edge(x, centers, neighbors, rbf)`` with ``x = neighbor(species, ...)`` on the whole
-    pass gives them (cut at the runs' edges).
+    ``edge(x, centers, neighbors, rbf)`` with ``x = neighbor(species, ...)`` and ``rbf =
+    basis(distances)`` on the whole pass give them (cut at the runs' edges).
 
     ``species`` (N,) species indices; ``runs`` cover all atoms and edges, in order, with
-    their cutoff ``phi``; ``rbf`` (E, K) the radial basis of all edges.
+    their distances and cutoff ``phi``; ``keep`` whether the runs' (E, F) maps are kept for
+    the backward pass (else recomputed there).
     """
-    parts = rbf.split([run.centers.shape[0] for run in runs])
-    x, *f = EmbeddingInRuns.apply(neighbor, edge, species, runs, pool, *parts,
-                                  *(run.phi for run in runs))
+    x, *f = EmbeddingInRuns.apply(neighbor, edge, basis, species, runs, pool, keep,
+                                  *(run.distances for run in runs), *(run.phi for run in runs))
     return x, f
 
 
@@ -53,17 +60,28 @@ def _weights(layer: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
     return layer.weight.detach(), layer.bias.detach()
 
 
+def _no_grad(function: Callable[..., Result]) -> Callable[..., Result]:
+    """``function`` run without autograd: grad mode is per thread, and the pool's threads
+    have it on."""
+    def run(*args: Any) -> Result:
+        with torch.no_grad():
+            return function(*args)
+    return run
+
+
 class EmbeddingInRuns(torch.autograd.Function):
-    """``apply(neighbor, edge, species, runs, pool, *rbf_runs, *phi_runs)`` returns
-    ``(x, *f_runs)``; see the module's notation. Gradients for ``rbf_runs`` and
-    ``phi_runs`` only; the backward pass is not differentiable again."""
+    """``apply(neighbor, edge, basis, species, runs, pool, keep, *distance_runs,
+    *phi_runs)`` returns ``(x, *f_runs)``; see the module's notation. Gradients for
+    ``distance_runs`` (through the radial basis) and ``phi_runs`` only; the backward pass
+    is not differentiable again."""
 
     @staticmethod
     def forward(ctx: Any, neighbor: NeighborEmbedding, edge: EdgeEmbedding,
-                species: torch.Tensor, runs: list[EdgeRun], pool: RunPool,
-                *rbf_phi: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                basis: ExpNormalBasis, species: torch.Tensor, runs: list[EdgeRun],
+                pool: RunPool, keep: bool, *distances_phi: torch.Tensor
+                ) -> tuple[torch.Tensor, ...]:
         n_runs = len(runs)
-        rbf, phi = rbf_phi[:n_runs], rbf_phi[n_runs:]
+        distances, phi = distances_phi[:n_runs], distances_phi[n_runs:]
         table = neighbor.neighbor_embedding.weight.detach()
         w_d, b_d = _weights(neighbor.distance_proj)
         w_e, b_e = _weights(edge.edge_proj)
@@ -71,25 +89,25 @@ class EmbeddingInRuns(torch.autograd.Function):
 
         def neighbor_sums(index: int) -> tuple[torch.Tensor, torch.Tensor]:
             run = runs[index]
-            pre_w = torch.addmm(b_d, rbf[index], w_d.t())
+            pre_w = torch.addmm(b_d, basis(distances[index]), w_d.t())
             elements = table.index_select(0, species.index_select(0, run.neighbors))
             messages = elements * pre_w * phi[index].unsqueeze(-1)
             summed = messages.new_zeros(run.n_centers, messages.shape[1])
             return pre_w, summed.index_add_(0, run.centers, messages)
 
         def edge_features(index: int) -> tuple[torch.Tensor, torch.Tensor]:
-            p = torch.addmm(b_e, rbf[index], w_e.t())
+            p = torch.addmm(b_e, basis(distances[index]), w_e.t())
             pair = x.index_select(0, centers[index]) + x.index_select(0, runs[index].neighbors)
             return p, pair * p
 
         with torch.no_grad():
-            first = list(pool.map(neighbor_sums, range(n_runs)))
+            first = list(pool.map(_no_grad(neighbor_sums), range(n_runs)))
             x = neighbor.combine_sum(species, torch.cat([summed for _, summed in first]))
-            second = list(pool.map(edge_features, range(n_runs)))
-        ctx.neighbor, ctx.edge, ctx.runs, ctx.pool, ctx.centers = (neighbor, edge, runs, pool,
-                                                                   centers)
-        ctx.save_for_backward(species, x, *rbf, *phi, *(pre_w for pre_w, _ in first),
-                              *(p for p, _ in second))
+            second = list(pool.map(_no_grad(edge_features), range(n_runs)))
+        ctx.neighbor, ctx.edge, ctx.basis = neighbor, edge, basis
+        ctx.runs, ctx.pool, ctx.centers, ctx.keep = runs, pool, centers, keep
+        kept = [t for pair in zip(first, second, strict=True) for t in (pair[0][0], pair[1][0])]
+        ctx.save_for_backward(species, x, *distances, *phi, *(kept if keep else []))
         return (x, *(f for _, f in second))
 
     @staticmethod
@@ -99,39 +117,48 @@ class EmbeddingInRuns(torch.autograd.Function):
         runs, pool, centers = ctx.runs, ctx.pool, ctx.centers
         n_runs = len(runs)
         species, x, *saved = ctx.saved_tensors
-        rbf, phi, pre_w, p = (saved[i * n_runs:(i + 1) * n_runs] for i in range(4))
+        distances, phi = saved[:n_runs], saved[n_runs:2 * n_runs]
+        kept = saved[2 * n_runs:]
         table = ctx.neighbor.neighbor_embedding.weight.detach()
-        w_d = ctx.neighbor.distance_proj.weight.detach()
-        w_e = ctx.edge.edge_proj.weight.detach()
+        w_d, b_d = _weights(ctx.neighbor.distance_proj)
+        w_e, b_e = _weights(ctx.edge.edge_proj)
         width = x.shape[1]
+        # Per run: the basis, its derivative, and the gradient of the basis so far.
+        rbf: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_runs
         grad_rbf: list[torch.Tensor | None] = [None] * n_runs
 
         def edge_backward(index: int, sums: list[torch.Tensor]) -> None:
+            rbf[index] = ctx.basis.with_derivative(distances[index])
             grad = grad_f[index]
             if grad is None:
-                grad_rbf[index] = torch.zeros_like(rbf[index])
+                grad_rbf[index] = torch.zeros_like(rbf[index][0])
                 return
             run = runs[index]
-            grad_pair = grad * p[index]
+            p = (kept[2 * index + 1] if ctx.keep
+                 else torch.addmm(b_e, rbf[index][0], w_e.t()))
+            grad_pair = grad * p
             sums[0].index_add_(0, centers[index], grad_pair)
             sums[0].index_add_(0, run.neighbors, grad_pair)
             pair = x.index_select(0, centers[index]) + x.index_select(0, run.neighbors)
             grad_rbf[index] = (grad * pair).mm(w_e)
 
-        def neighbor_backward(index: int) -> torch.Tensor:
+        def neighbor_backward(index: int) -> tuple[torch.Tensor, torch.Tensor]:
             run = runs[index]
+            values, slope = rbf[index]
+            pre_w = kept[2 * index] if ctx.keep else torch.addmm(b_d, values, w_d.t())
             elements = table.index_select(0, species.index_select(0, run.neighbors))
             grad_w = grad_summed.index_select(0, centers[index]) * elements
-            grad_rbf[index] += (grad_w * phi[index].unsqueeze(-1)).mm(w_d)
-            return (grad_w * pre_w[index]).sum(dim=-1)
+            grad_basis = grad_rbf[index] + (grad_w * phi[index].unsqueeze(-1)).mm(w_d)
+            rbf[index] = None
+            return (grad_basis * slope).sum(dim=-1), (grad_w * pre_w).sum(dim=-1)
 
         with torch.no_grad():
             thread_sums = runs_into_sums(pool, n_runs, lambda: [torch.zeros_like(x)],
-                                         edge_backward)
+                                         _no_grad(edge_backward))
             grad_x_total = grad_x.clone() if grad_x is not None else torch.zeros_like(x)
             for (sums,) in thread_sums:
                 grad_x_total += sums
             # x = [T1[z] S] W_c^T + b_c: S's gradient is grad_x times W_c's second half.
             grad_summed = grad_x_total.mm(ctx.neighbor.combine.weight.detach()[:, width:])
-            grad_phi = list(pool.map(neighbor_backward, range(n_runs)))
-        return (None, None, None, None, None, *grad_rbf, *grad_phi)
+            grads = list(pool.map(_no_grad(neighbor_backward), range(n_runs)))
+        return (None,) * 7 + tuple(d for d, _ in grads) + tuple(g for _, g in grads)

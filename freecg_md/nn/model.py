@@ -340,10 +340,10 @@ class FreeCG(nn.Module):
             runs = split_runs(chunks, centers, neighbors, distances, sh, phi)
         if fused:
             runs = [with_distinct_neighbors(run) for run in runs]
-        if len(runs) > 1 and keep_graphs and pool is not None:
+        if len(runs) > 1 and pool is not None:
             # A frozen model: the embedding's runs go to the pool's threads too.
-            x, f = embed_in_runs(self.neighbor_embedding, self.edge_embedding, species, runs,
-                                 self.rbf(distances), pool)
+            x, f = embed_in_runs(self.neighbor_embedding, self.edge_embedding, self.rbf,
+                                 species, runs, pool, keep_graphs)
         elif len(runs) == 1 or keep_graphs:
             # The embedding's (E, F) tensors are small next to a layer's (E, 8, F) ones: at
             # this size they are computed whole, without a recomputation.

@@ -29,6 +29,12 @@ class CosineCutoff(nn.Module):
         phi = 0.5 * (torch.cos(distances * (math.pi / self.cutoff)) + 1.0)
         return phi * (distances < self.cutoff).to(distances.dtype)
 
+    def derivative(self, distances: torch.Tensor) -> torch.Tensor:
+        """``d phi / d d`` (E,) 1/Å, for backward passes written out."""
+        scale = math.pi / self.cutoff
+        slope = -0.5 * scale * torch.sin(distances * scale)
+        return slope * (distances < self.cutoff).to(distances.dtype)
+
 
 class ExpNormalBasis(nn.Module):
     """ExpNormal radial basis of PhysNet/TorchMD-NET, times the cosine cutoff.
@@ -64,3 +70,18 @@ class ExpNormalBasis(nn.Module):
         # less than 1.2e-38 (float32).
         values = expanded * self.cutoff_fn(d)
         return values.masked_fill(values < torch.finfo(values.dtype).tiny, 0.0)
+
+    def with_derivative(self, distances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The basis values (E, K) and their derivatives by the distance (E, K) 1/Å, without
+        autograd (for backward passes written out); zero where the values are flushed."""
+        d = distances.unsqueeze(-1)
+        decay = torch.exp(-self.alpha * d)
+        offset = decay - self.means
+        expanded = torch.exp(-self.betas * offset * offset)
+        cut = self.cutoff_fn(d)
+        values = expanded * cut
+        # d/dd exp(-beta (e^(-alpha d) - mu)^2) = expanded * 2 beta alpha e^(-alpha d) offset
+        slope = expanded * (2 * self.alpha) * self.betas * offset * decay * cut
+        slope = slope + expanded * self.cutoff_fn.derivative(d)
+        flushed = values < torch.finfo(values.dtype).tiny
+        return values.masked_fill(flushed, 0.0), slope.masked_fill(flushed, 0.0)

@@ -182,15 +182,18 @@ def test_runs_shared_among_threads_equal_the_whole_pass(threads, keep_graphs, mo
 
 
 def test_embedding_blocks_of_several_runs_equal_the_whole_pass(monkeypatch):
-    """Above the kept-graph budget a frozen model computes its embedding in at most
-    MAX_EDGE_RUNS blocks of consecutive runs; blocks of several runs change nothing."""
+    """Above the kept-graph budget a model being trained computes its embedding in at
+    most MAX_EDGE_RUNS checkpointed blocks of consecutive runs (a frozen one in runs in the
+    pool, tests/nn/test_embedding_runs.py); blocks of several runs change nothing."""
     monkeypatch.setattr(chunks_module, "KEEP_GRAPHS_MAX_EDGE_CHANNELS", 0)
     monkeypatch.setattr(model_module, "MAX_EDGE_RUNS", 3)
     blocks = _record_results(monkeypatch, "group_chunks")
-    model = small_model(torch.float64).requires_grad_(False)
+    model = small_model(torch.float64)
     atoms = random_molecule(16, seed=13)
     _whole_pass_and_runs(model, atoms, full_edges(len(atoms)), 7)
-    assert len(blocks) == 1 and len(blocks[0]) == 3 and len(blocks[0][0]) > 1
+    # (A trainable model's runs are already at most MAX_EDGE_RUNS: here 4 runs, 2 blocks.)
+    assert len(blocks) == 1 and len(blocks[0]) <= 3
+    assert max(len(group) for group in blocks[0]) > 1
 
 
 def test_group_chunks_keeps_order_and_bounds_the_count():

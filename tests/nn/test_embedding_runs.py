@@ -19,8 +19,9 @@ def _runs(n_atoms: int = 9, max_edges: int = 12, seed: int = 0):
                                                                          max_edges)
 
 
+@pytest.mark.parametrize("keep", [True, False], ids=["kept", "recomputed"])
 @pytest.mark.parametrize("pool", [SerialPool(), ThreadRunPool(2)], ids=["serial", "threads"])
-def test_embedding_in_runs_equals_the_whole_pass(pool):
+def test_embedding_in_runs_equals_the_whole_pass(pool, keep):
     model = small_model(torch.float64).requires_grad_(False)
     with torch.no_grad():  # biases start at zero: make them count
         for module in (model.neighbor_embedding, model.edge_embedding):
@@ -35,12 +36,12 @@ def test_embedding_in_runs_equals_the_whole_pass(pool):
     f_whole = model.edge_embedding(x_whole, centers, neighbors, rbf)
 
     runs = split_runs(chunks, centers, neighbors, distances, torch.zeros(40, 8), phi)
-    x, f = embed_in_runs(model.neighbor_embedding, model.edge_embedding, species, runs, rbf,
-                         pool)
+    x, f = embed_in_runs(model.neighbor_embedding, model.edge_embedding, model.rbf, species,
+                         runs, pool, keep)
     torch.testing.assert_close(x, x_whole, rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(torch.cat(f), f_whole, rtol=1e-13, atol=1e-13)
 
-    # Gradients reach the distances through both rbf and phi, from x and from f.
+    # Gradients reach the distances through both the basis and phi, from x and from f.
     generator = torch.Generator().manual_seed(3)
     weight_x = torch.randn(x.shape, dtype=x.dtype, generator=generator)
     weight_f = torch.randn(f_whole.shape, dtype=x.dtype, generator=generator)
