@@ -285,7 +285,10 @@ class RunsInParallel(torch.autograd.Function):
     potentials hold their models); the backward is not differentiable again. Runs for the
     fused kernels (:func:`~freecg_md.nn.fused_run.runs_fusable`) skip autograd altogether:
     :func:`~freecg_md.nn.fused_run.run_forward` keeps what the backward pass needs instead
-    of a graph, and :func:`~freecg_md.nn.fused_run.run_backward` applies the chain rule.
+    of a graph, and :func:`~freecg_md.nn.fused_run.run_backward` applies the chain rule;
+    their kernels read the neighbours' rows of ``k, s, v, w_neighbor`` where they lie and
+    add the neighbours' gradients straight into the thread's sums. Each thread takes the
+    next run when it finishes one (:func:`~freecg_md.nn.chunks.runs_into_sums`).
 
     ``apply(layer, runs, pool, keep_graphs, q, k, s, v, w_neighbor, *f_runs, *sh_runs,
     *phi_runs)`` returns ``(dx, dv, *f_next_runs)``; ``f_next_runs`` is empty in a layer
