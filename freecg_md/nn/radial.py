@@ -63,7 +63,7 @@ class ExpNormalBasis(nn.Module):
     def forward(self, distances: torch.Tensor) -> torch.Tensor:
         """``distances``: (E,) Å -> (E, K) basis values."""
         d = distances.unsqueeze(-1)
-        expanded = torch.exp(-self.betas * (torch.exp(-self.alpha * d) - self.means) ** 2)
+        expanded = _gaussian(-self.betas * (torch.exp(-self.alpha * d) - self.means) ** 2)
         # The narrow Gaussians' far tails fall below the smallest normal number (about 5% of
         # a chignolin's values in float32), and denormal operands made the next linear map
         # 5x slower on a CPU (8.0 against 1.6 ms). Flushing them to zero changes values by
@@ -77,7 +77,7 @@ class ExpNormalBasis(nn.Module):
         d = distances.unsqueeze(-1)
         decay = torch.exp(-self.alpha * d)
         offset = decay - self.means
-        expanded = torch.exp(-self.betas * offset * offset)
+        expanded = _gaussian(-self.betas * offset * offset)
         cut = self.cutoff_fn(d)
         values = expanded * cut
         # d/dd exp(-beta (e^(-alpha d) - mu)^2) = expanded * 2 beta alpha e^(-alpha d) offset
@@ -85,3 +85,17 @@ class ExpNormalBasis(nn.Module):
         slope = slope + expanded * self.cutoff_fn.derivative(d)
         flushed = values < torch.finfo(values.dtype).tiny
         return values.masked_fill(flushed, 0.0), slope.masked_fill(flushed, 0.0)
+
+
+def _gaussian(exponent: torch.Tensor) -> torch.Tensor:
+    """``exp(exponent)``, zero where that is below ``e^8`` times the dtype's smallest normal
+    number (3.5e-35 in float32, 6.6e-305 in float64).
+
+    The basis's narrow Gaussians reach exponents of -260, and exp whose result falls
+    below the normal range is about 100x slower on a CPU (a (905, 32) float32 tensor of
+    such exponents: 630 against 6.6 µs); the radial basis was 10% of a shipped-model call
+    on chignolin. The values changed are far below float32's resolution of the basis's
+    values (order 1), as were those that the basis already flushed.
+    """
+    floor = math.log(torch.finfo(exponent.dtype).tiny) + 8.0
+    return torch.exp(exponent.clamp_min(floor)).masked_fill(exponent < floor, 0.0)
