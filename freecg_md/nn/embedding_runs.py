@@ -87,26 +87,27 @@ class EmbeddingInRuns(torch.autograd.Function):
         w_e, b_e = _weights(edge.edge_proj)
         centers = [run.centers + run.first_atom for run in runs]
 
-        def neighbor_sums(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        def neighbor_sums(index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             run = runs[index]
-            pre_w = torch.addmm(b_d, basis(distances[index]), w_d.t())
+            rbf = basis(distances[index])
+            pre_w = torch.addmm(b_d, rbf, w_d.t())
             elements = table.index_select(0, species.index_select(0, run.neighbors))
             messages = elements * pre_w * phi[index].unsqueeze(-1)
             summed = messages.new_zeros(run.n_centers, messages.shape[1])
-            return pre_w, summed.index_add_(0, run.centers, messages)
+            return rbf, pre_w, summed.index_add_(0, run.centers, messages)
 
         def edge_features(index: int) -> tuple[torch.Tensor, torch.Tensor]:
-            p = torch.addmm(b_e, basis(distances[index]), w_e.t())
+            p = torch.addmm(b_e, first[index][0], w_e.t())
             pair = x.index_select(0, centers[index]) + x.index_select(0, runs[index].neighbors)
             return p, pair * p
 
         with torch.no_grad():
             first = list(pool.map(_no_grad(neighbor_sums), range(n_runs)))
-            x = neighbor.combine_sum(species, torch.cat([summed for _, summed in first]))
+            x = neighbor.combine_sum(species, torch.cat([summed for _, _, summed in first]))
             second = list(pool.map(_no_grad(edge_features), range(n_runs)))
         ctx.neighbor, ctx.edge, ctx.basis = neighbor, edge, basis
         ctx.runs, ctx.pool, ctx.centers, ctx.keep = runs, pool, centers, keep
-        kept = [t for pair in zip(first, second, strict=True) for t in (pair[0][0], pair[1][0])]
+        kept = [t for pair in zip(first, second, strict=True) for t in (pair[0][1], pair[1][0])]
         ctx.save_for_backward(species, x, *distances, *phi, *(kept if keep else []))
         return (x, *(f for _, f in second))
 

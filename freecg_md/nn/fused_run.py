@@ -135,7 +135,6 @@ def run_forward(layer: FreeCGLayer, constants: LayerConstants, q: torch.Tensor,
     width = layer.hidden
     centers, neighbors, sh, phi, n_centers = (run.centers, run.neighbors, run.sh, run.phi,
                                               run.n_centers)
-    nb = nodes
     with torch.no_grad():
         q = q.contiguous()
         group = constants.group
@@ -149,17 +148,17 @@ def run_forward(layer: FreeCGLayer, constants: LayerConstants, q: torch.Tensor,
         else:
             w_center = (F.linear(v, layer.w_center_proj.weight) if layer.update_edges
                         else empty)
-            w_neighbor = empty if nb.w_neighbor is None else nb.w_neighbor
-            dot, rejected = ops.invariants_forward(nb.v, w_center, w_neighbor, sh, centers,
+            w_neighbor = empty if nodes.w_neighbor is None else nodes.w_neighbor
+            dot, rejected = ops.invariants_forward(nodes.v, w_center, w_neighbor, sh, centers,
                                                    neighbors)
             enhance = F.linear(dot, layer.enhancer.weight, layer.enhancer.bias)
             if not layer.update_edges:
                 rejected = None
         # The message and aggregation kernels apply the SiLU of dkdv and of the gates.
-        message, summed = ops.message_forward(q, nb.k, nb.s, pre_dkdv, constants.dkdv_bias,
+        message, summed = ops.message_forward(q, nodes.k, nodes.s, pre_dkdv, constants.dkdv_bias,
                                               enhance, phi, centers, neighbors, n_centers,
                                               False)
-        gate_weight, gate_bias, gated_v = _gates(layer, nb.v)
+        gate_weight, gate_bias, gated_v = _gates(layer, nodes.v)
         pre_gates = message.mm(gate_weight.t())
         abstract_edges = ops.aggregate_forward(gated_v, pre_gates, gate_bias, sh, phi, centers,
                                                neighbors, n_centers, False)
@@ -187,7 +186,7 @@ def run_forward(layer: FreeCGLayer, constants: LayerConstants, q: torch.Tensor,
             outputs = (dx, dvec, f_next)
     if not save:
         return outputs, None
-    return outputs, RunSaved(q, nb, run, pre_dkdv, w_center, enhance, pre_gates, o, u, uu,
+    return outputs, RunSaved(q, nodes, run, pre_dkdv, w_center, enhance, pre_gates, o, u, uu,
                              abstract_edges, node_vectors, rejected, pre_f)
 
 
