@@ -4,8 +4,9 @@ engine's overhead.
 Prints, from one interleaved run:
 
 * ms per force evaluation of all 8 replicas: FreeCGPotential with all replicas in one pass,
-  with one replica per pass in one thread after another (``workers=1``), and with its
-  defaults (on a CPU one replica per pass, as many passes at once as intra-op threads),
+  with one replica per pass one after another in this process (``workers=1``), and with its
+  defaults (on a CPU one replica per pass, in as many worker processes as intra-op threads,
+  each with a contiguous block of the replicas and one thread),
   against 8 sequential FreeCGCalculator calls (one calculator per replica), with the
   speed-ups;
 * the engine overhead: the wall time of a BAOAB step, and of a step of the full run loop
@@ -130,6 +131,7 @@ def time_evaluations(model: FreeCG, atoms: Atoms, args: argparse.Namespace) -> d
         if repeat >= args.warmup:
             for name, value in seconds.items():
                 samples[name].append(value)
+    default.close()
     return {key: statistics.median(values) * 1e3 for key, values in samples.items()}
 
 
@@ -148,15 +150,18 @@ def time_engine(model: FreeCG, atoms: Atoms, args: argparse.Namespace) -> dict:
     potential = TimedPotential(FreeCGPotential(model, atoms.numbers, device=args.device))
     state = ReplicaState.from_atoms(atoms, args.replicas)
     generators = replica_generators(args.seed, range(args.replicas))
-    _, forces = potential.evaluate(state.positions)
+    # Two calls before timing: the second starts the worker processes (seconds).
+    for _ in range(2):
+        _, forces = potential.evaluate(state.positions)
+    potential.calls.clear()
     start = time.perf_counter()
     for _ in range(args.engine_steps):
         _, forces = baoab_step(state, forces, potential, torch.tensor(temperatures), 1.0, 1.0,
                                generators, remove_com=True)
     bare = (time.perf_counter() - start) / args.engine_steps
-    bare_eval = sum(potential.calls[1:]) / args.engine_steps
+    bare_eval = sum(potential.calls) / args.engine_steps
 
-    potential = TimedPotential(FreeCGPotential(model, atoms.numbers, device=args.device))
+    potential.calls.clear()
     with tempfile.TemporaryDirectory() as directory:
         config = RunConfig(temperatures=temperatures.tolist(), n_steps=args.engine_steps,
                            output_dir=directory, exchange_interval=5, report_interval=5,
@@ -164,6 +169,7 @@ def time_engine(model: FreeCG, atoms: Atoms, args: argparse.Namespace) -> dict:
                            device=args.device)
         result = run_replicas(potential, ReplicaState.from_atoms(atoms, args.replicas),
                               config, progress=False)
+    potential.inner.close()
     loop = result.wall_seconds / args.engine_steps  # the loop only: set-up excluded
     loop_eval = sum(potential.calls[1:]) / args.engine_steps  # calls[0] is the set-up's
     return {"bare_ms": bare * 1e3, "bare_overhead_ms": (bare - bare_eval) * 1e3,

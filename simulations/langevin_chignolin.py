@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the run stopped: {error}\nEverything up to the last checkpoint is in "
               f"{output}.", file=sys.stderr)
         return 1
+    finally:
+        potential.close()  # the worker processes, before the plots
     print(f"ran {result.steps_run} steps in {result.wall_seconds:.0f} s: "
           f"{result.ns_per_day:.3g} ns/day per trajectory")
     print(f"outputs: {output}/ (topology.pdb, replica_*.dcd, log.csv, config.json, "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -24,6 +23,8 @@ from ase.data import chemical_symbols
 from ..calculator import MIN_DISTANCE, prepare_model, resolve_device, resolve_dtype
 from ..neighbors import NeighborListCache
 from ..nn import FreeCG
+from .distributed import replica_block
+from .worker_processes import WorkerProcesses
 
 __all__ = ["ASECalculatorPotential", "FreeCGPotential", "Potential", "check_potential",
            "check_results"]
@@ -120,21 +121,23 @@ class FreeCGPotential:
         At most this many replicas per forward pass; None puts all in one pass, ``"auto"``
         (the default) does that on a GPU and one replica per pass on a CPU. One pass is
         what a GPU wants. On a CPU the work of a pass grows with the edges whatever the
-        batch, so batching saves only per-call overhead; the model cuts a batch's edges into
-        runs that stay in the caches and shares them among threads (see
-        :class:`~freecg_md.FreeCG`), which made 8 chignolins in one pass as fast as one
-        replica per pass with 2 workers, within the machine's noise, on 2 cores
-        (``benchmarks/bench_replicas.py``; before runs, one pass was 3.5x slower).
+        batch, so batching saves only per-call overhead, and one replica per pass keeps a
+        pass's tensors small.
     workers:
-        CPU only: how many passes run at once, each in its own thread with
-        ``torch.get_num_threads() // workers`` intra-op threads. ``"auto"`` (the default)
-        takes one worker per intra-op thread of this process (up to the number of passes);
-        1 runs the passes one after another. A chignolin pass keeps two intra-op threads
-        busy only part of the time (element-wise ops on (E, 8, F) tensors are bound by
-        memory bandwidth and split poorly), so two single-threaded passes side by side on
-        2 cores beat two passes one after another with two threads each. Each replica is
-        still computed by one thread in a fixed order, so results do not depend on
-        ``workers``.
+        CPU only: how many processes evaluate the passes side by side, each with its own
+        copy of the model, a contiguous block of the replicas and
+        ``torch.get_num_threads() // workers`` intra-op threads
+        (:mod:`~freecg_md.md.worker_processes`). ``"auto"`` (the default) takes one
+        process per intra-op thread of this process, up to the number of passes; 1
+        evaluates everything in this process. The workers start at the second call (the
+        first runs here, which builds the kernels once) and stop with :meth:`close`, at
+        the end of a ``with`` block, or when the potential is collected. A chignolin pass
+        keeps two intra-op threads busy only part of the time (element-wise ops on
+        (E, 8, F) tensors are bound by memory bandwidth and split poorly), so single-thread
+        passes side by side beat passes one after another with all threads; processes
+        beat threads because each pass's few thousand torch calls re-take the GIL. Each
+        replica is computed by one worker's threads in a fixed order, so with one thread
+        each the results do not depend on ``workers``.
     compile:
         Run the network through ``torch.compile`` (:meth:`FreeCG.compile_network`): the
         first step compiles (minutes on a CPU), later steps are faster.
@@ -159,8 +162,7 @@ class FreeCGPotential:
         if isinstance(workers, str) or workers < 1:
             raise ValueError(f"workers={workers!r}: expected 'auto' or an integer >= 1")
         self.workers = int(workers) if self.device.type == "cpu" else 1
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_shape = (0, 0)  # (threads, intra-op threads of each)
+        self._worker_processes: WorkerProcesses | None = None
         self._called = False
         if replicas_per_pass == "auto":
             replicas_per_pass = None if self.device.type == "cuda" else 1
@@ -179,6 +181,7 @@ class FreeCGPotential:
         if skin < 0:
             raise ValueError(f"skin={skin!r}: expected a distance >= 0 Å")
         self.skin = float(skin)
+        self.compile = bool(compile)
         self.caches: list[NeighborListCache] = []
 
     @property
@@ -187,11 +190,16 @@ class FreeCGPotential:
 
     @property
     def neighbor_stats(self) -> dict[str, int]:
-        """Builds and reuses summed over the replicas' neighbour lists."""
-        return {
+        """Builds and reuses summed over the replicas' neighbour lists (in this process and
+        in the workers)."""
+        stats = {
             "builds": sum(cache.n_builds for cache in self.caches),
             "reuses": sum(cache.n_reuses for cache in self.caches),
         }
+        if self._worker_processes is not None:
+            for key, value in self._worker_processes.neighbor_stats.items():
+                stats[key] += value
+        return stats
 
     def _edges(self, positions: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Edges of replicas ``first, first + 1, ...`` (rows of ``positions``) concatenated
@@ -231,42 +239,67 @@ class FreeCGPotential:
             )
         return out["energy"].detach(), out["forces"].detach().reshape(n_replicas, n_atoms, 3)
 
-    def _thread_pool(self, size: int) -> ThreadPoolExecutor:
-        """A pool of ``size`` threads sharing this process's intra-op threads."""
-        # torch.set_num_threads in a thread sets that thread's OpenMP team size only.
-        shape = (size, max(1, torch.get_num_threads() // size))
-        if self._pool is None or self._pool_shape != shape:
-            if self._pool is not None:
-                self._pool.shutdown()
-            self._pool = ThreadPoolExecutor(size, thread_name_prefix="freecg-pass",
-                                            initializer=torch.set_num_threads,
-                                            initargs=(shape[1],))
-            self._pool_shape = shape
-        return self._pool
+    def _workers(self, n_passes: int) -> WorkerProcesses:
+        """The worker processes, started on first use (and after a worker failed):
+        ``min(workers, n_passes)`` of them."""
+        if self._worker_processes is None or not self._worker_processes.alive:
+            n_workers = min(self.workers, n_passes)
+            self._worker_processes = WorkerProcesses(
+                self.model, n_workers, numbers=self.numbers.tolist(),
+                cell=None if self.cell is None else self.cell.tolist(),
+                pbc=None if self.pbc is None else self.pbc.tolist(),
+                dtype=str(self.dtype).removeprefix("torch."), skin=self.skin,
+                replicas_per_pass=self.replicas_per_pass, compile=self.compile,
+                edge_chunk_size=self.model.edge_chunk_size,
+                fused_kernels=self.model.fused_kernels,
+                threads=max(1, torch.get_num_threads() // n_workers))
+        return self._worker_processes
 
-    def __del__(self) -> None:
-        if getattr(self, "_pool", None) is not None:
-            self._pool.shutdown(wait=False)
+    def close(self) -> None:
+        """Stop the worker processes, if any were started (the potential can still be used:
+        it starts new ones)."""
+        if self._worker_processes is not None:
+            self._worker_processes.close()
+            self._worker_processes = None
+
+    def __enter__(self) -> FreeCGPotential:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def evaluate_block(self, positions: np.ndarray, first: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energies (r,) eV and forces (r, N, 3) eV/Å, float64 on this potential's device,
+        of the checked ``positions`` (r, N, 3) Å of replicas ``first .. first + r - 1``,
+        evaluated in this process."""
+        step = self.replicas_per_pass or positions.shape[0]
+        parts = [self._forward(positions[start:start + step], first + start)
+                 for start in range(0, positions.shape[0], step)]
+        return (torch.cat([energy for energy, _ in parts]).to(torch.float64),
+                torch.cat([force for _, force in parts]).to(torch.float64))
 
     def evaluate(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Energies (R,) eV and forces (R, N, 3) eV/Å of ``positions`` (R, N, 3) Å, float64."""
         array = _check_positions(positions, self.n_atoms)
-        step = self.replicas_per_pass or array.shape[0]
-        firsts = range(0, array.shape[0], step)
-        # Neighbour caches are made here, not in the threads, so none is made twice.
-        while len(self.caches) < array.shape[0]:
-            self.caches.append(NeighborListCache(self.model.cutoff, self.skin))
-        # The first call runs serially: with compile=True it compiles, once, in this thread.
-        if self.workers > 1 and len(firsts) > 1 and self._called:
-            pool = self._thread_pool(min(self.workers, len(firsts)))
-            parts = list(pool.map(lambda first: self._forward(array[first:first + step], first),
-                                  firsts))
-        else:
-            parts = [self._forward(array[first:first + step], first) for first in firsts]
-        self._called = True
-        energies = torch.cat([energy for energy, _ in parts])
-        forces = torch.cat([force for _, force in parts])
+        n_replicas = array.shape[0]
+        step = self.replicas_per_pass or n_replicas
+        n_passes = -(-n_replicas // step)
         as_output = dict(device=positions.device, dtype=torch.float64)
+        # The first call runs here: it builds (or loads) the kernels and, with compile=True,
+        # compiles, once, before any worker starts.
+        if self.workers > 1 and n_passes > 1 and self._called:
+            workers = self._workers(n_passes)
+            n_workers = min(workers.n_workers, n_passes)
+            blocks = []
+            for rank in range(n_workers):
+                passes = replica_block(n_passes, n_workers, rank)
+                blocks.append(slice(passes.start * step, min(passes.stop * step, n_replicas)))
+            energies, forces = workers.evaluate(array, blocks)
+            return (torch.from_numpy(energies).to(**as_output),
+                    torch.from_numpy(forces).to(**as_output))
+        self._called = True
+        energies, forces = self.evaluate_block(array, 0)
         return energies.to(**as_output), forces.to(**as_output)
 
 

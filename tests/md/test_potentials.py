@@ -62,14 +62,48 @@ def test_batched_freecg_equals_separate_calculator_calls(periodic):
     assert len(chunked.caches) == 4
     # On a CPU, "auto" evaluates one replica per pass (faster there; see the docstring).
     assert FreeCGPotential(model, atoms.numbers, dtype="float64").replicas_per_pass == 1
-    # Passes run side by side in threads give the same numbers.
-    threaded = FreeCGPotential(model, atoms.numbers, atoms.cell.array, atoms.pbc,
-                               dtype="float64", replicas_per_pass=1, workers=3)
-    for _ in range(2):
-        threaded_e, threaded_f = threaded.evaluate(positions)
-        np.testing.assert_allclose(threaded_e.numpy(), expected_e, rtol=0, atol=1e-9)
-        np.testing.assert_allclose(threaded_f.numpy(), expected_f, rtol=0, atol=1e-9)
-    assert threaded.neighbor_stats == {"builds": 4, "reuses": 4}
+    # Passes in worker processes (started at the second call) give the same numbers.
+    with FreeCGPotential(model, atoms.numbers, atoms.cell.array, atoms.pbc, dtype="float64",
+                         replicas_per_pass=1, workers=3) as in_workers:
+        for _ in range(3):
+            workers_e, workers_f = in_workers.evaluate(positions)
+            np.testing.assert_allclose(workers_e.numpy(), expected_e, rtol=0, atol=1e-9)
+            np.testing.assert_allclose(workers_f.numpy(), expected_f, rtol=0, atol=1e-9)
+        assert in_workers._worker_processes.n_workers == 3
+        # The first call's lists (here), the workers' own lists, then their reuses.
+        assert in_workers.neighbor_stats == {"builds": 8, "reuses": 4}
+
+
+def test_worker_processes_report_errors_stay_in_step_and_stop():
+    model = small_model(torch.float64)
+    atoms = random_molecule(8, seed=6)
+    positions = replica_positions(atoms, 4, scale=0.05)
+    potential = FreeCGPotential(model, atoms.numbers, dtype="float64", workers=2)
+    expected_e, expected_f = potential.evaluate(positions)  # in this process
+    bad = positions.clone()
+    bad[3, 5] = bad[3, 2] + 0.01  # in the second worker's block (replicas 2-3)
+    with pytest.raises(ValueError, match="replica 3: atoms 2 and 5 overlap"):
+        potential.evaluate(bad)
+    workers = potential._worker_processes
+    assert workers.n_workers == 2
+    # Both workers answered, so the next call gets this call's results, not stale ones.
+    energies, forces = potential.evaluate(positions)
+    np.testing.assert_allclose(energies.numpy(), expected_e.numpy(), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(forces.numpy(), expected_f.numpy(), rtol=0, atol=1e-9)
+    # A worker that dies is reported by number and pid, and the others are stopped.
+    victim = workers.processes[1]
+    victim.kill()
+    victim.wait()
+    with pytest.raises(RuntimeError, match=rf"worker process 1 \(pid {victim.pid}\) exited "
+                                           r"with code -9 while evaluating replicas 2-3"):
+        potential.evaluate(positions)
+    assert all(process.poll() is not None for process in workers.processes)
+    # The next call starts new workers.
+    energies, _ = potential.evaluate(positions)
+    np.testing.assert_allclose(energies.numpy(), expected_e.numpy(), rtol=0, atol=1e-9)
+    processes = potential._worker_processes.processes
+    potential.close()
+    assert all(process.poll() is not None for process in processes)
 
 
 def test_ase_calculator_potential_matches_and_keeps_one_calculator_per_replica():
