@@ -138,7 +138,7 @@ def time_evaluations(model: FreeCG, atoms: Atoms, args: argparse.Namespace) -> d
 def default_label(args: argparse.Namespace) -> str:
     potential = FreeCGPotential(FreeCG(hidden=8, num_layers=1, num_heads=1, num_groups=1),
                                 [1], device=args.device)
-    return f"{potential.replicas_per_pass} per pass, {potential.workers} workers"
+    return f"{potential.replicas_per_pass} per pass, {potential.workers} worker processes"
 
 
 def time_engine(model: FreeCG, atoms: Atoms, args: argparse.Namespace) -> dict:

@@ -123,10 +123,13 @@ class WorkerProcesses:
         package_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(
             [package_root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        # A session of its own: Ctrl-C in a terminal interrupts the parent only, which then
+        # stops the workers, instead of every worker printing a KeyboardInterrupt too.
         with child:
             process = subprocess.Popen(
                 [sys.executable, "-c", _WORKER_MAIN, str(child.fileno())],
-                pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL)
+                pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL,
+                start_new_session=True)
         connection = Connection(parent.detach())
         self.processes.append(process)
         self.connections.append(connection)
