@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -163,3 +168,44 @@ def test_freecg_potential_leaves_the_callers_model_alone():
     model = small_model(torch.float32)
     FreeCGPotential(model, [1, 6], dtype="float64")
     assert next(model.parameters()).dtype == torch.float32
+
+
+WORKERS_SCRIPT = """
+import os, signal, sys
+import numpy as np, torch
+sys.path.insert(0, {root!r})
+from freecg_md.md import FreeCGPotential
+from tests.conftest import random_molecule, small_model
+atoms = random_molecule(6, seed=1)
+potential = FreeCGPotential(small_model(), atoms.numbers, workers=2)
+positions = torch.tensor(np.stack([atoms.positions] * 2))
+potential.evaluate(positions)
+potential.evaluate(positions)
+print(*[process.pid for process in potential._worker_processes.processes], flush=True)
+if sys.argv[1] == "killed":
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _exited(pid: int) -> bool:
+    """No process ``pid``, or one that has exited and waits to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("ending", ["exits", "killed"])
+def test_worker_processes_end_with_their_parent(ending):
+    """The workers stop when the parent exits without close(), and when it is killed (they
+    see their socket close)."""
+    root = str(Path(__file__).resolve().parents[2])
+    result = subprocess.run([sys.executable, "-c", WORKERS_SCRIPT.format(root=root), ending],
+                            capture_output=True, text=True, timeout=300)
+    pids = [int(pid) for pid in result.stdout.split()]
+    assert len(pids) == 2, result.stderr
+    deadline = time.monotonic() + 30
+    while not all(_exited(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(_exited(pid) for pid in pids)
