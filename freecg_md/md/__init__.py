@@ -2,7 +2,8 @@
 
 The pieces, in the order data flows through them: :class:`ReplicaState` (R replicas of one
 system), a :class:`Potential` (:class:`FreeCGPotential` batches all replicas through one
-forward pass; :class:`ASECalculatorPotential` wraps any ASE calculator), the integrators
+forward pass, or on a CPU spreads them over worker processes; :class:`ASECalculatorPotential`
+wraps any ASE calculator), the integrators
 (:func:`baoab_step`, :func:`velocity_verlet_step`), :class:`ReplicaExchange`, the run
 directory (:class:`RunWriter`), checkpoints, and :func:`run_replicas`, which drives them all,
 on one process or spread over several (:func:`init_distributed`).
@@ -40,6 +41,7 @@ from .state import (
     replica_generators,
     replica_seed,
 )
+from .worker_processes import WorkerError
 
 __all__ = [
     "ASECalculatorPotential",
@@ -56,6 +58,7 @@ __all__ = [
     "SerialComm",
     "SimulationError",
     "TorchDistributedComm",
+    "WorkerError",
     "baoab_step",
     "check_ladder",
     "degrees_of_freedom",

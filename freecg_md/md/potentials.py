@@ -97,7 +97,9 @@ def _geometry(cell: np.ndarray | None, pbc: np.ndarray | bool | None
 
 
 class FreeCGPotential:
-    """R replicas of one system through a FreeCG model in one batched forward pass.
+    """R replicas of one system through a FreeCG model: in one batched forward pass on a
+    GPU, one replica per pass in worker processes on a CPU (``replicas_per_pass``,
+    ``workers``).
 
     Each replica keeps its own Verlet neighbour list (a
     :class:`~freecg_md.neighbors.NeighborListCache`, the r-th serving row r of

@@ -43,13 +43,14 @@ import numpy as np
 if TYPE_CHECKING:
     from ..nn import FreeCG
 
-__all__ = ["WorkerProcesses", "WorkerSpec"]
+__all__ = ["WorkerError", "WorkerProcesses", "WorkerSpec"]
 
 # The worker loads torch, the model and the compiled kernels before it says it is ready;
 # a first build of the kernels takes about a minute on a small CPU.
 READY_TIMEOUT_S = 600.0
-# Exceptions a worker sends back as they are: they describe the caller's input.
-_USER_ERRORS = (ValueError, TypeError, FloatingPointError)
+# Exceptions a worker sends back as they are: they describe the caller's input (an overlap
+# in a replica, say). Others come back as a WorkerError with the worker's traceback.
+_USER_ERRORS = (ValueError, FloatingPointError)
 # The worker's command (``-c``, not ``-m``: running a module of an imported package as
 # __main__ would load it twice).
 _WORKER_MAIN = ("import sys; from multiprocessing.connection import Connection; "
@@ -242,12 +243,11 @@ def serve(connection: Connection) -> None:
     try:
         import torch
 
+        from ..io import load_model
         from .potentials import FreeCGPotential
 
         spec = WorkerSpec(**connection.recv())
         torch.set_num_threads(spec.threads)
-        from ..io import load_model
-
         model = load_model(spec.model_path)
         model.edge_chunk_size = spec.edge_chunk_size
         model.fused_kernels = spec.fused_kernels

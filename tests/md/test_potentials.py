@@ -13,7 +13,7 @@ import torch
 from ase import Atoms
 
 from freecg_md import FreeCGCalculator
-from freecg_md.md import ASECalculatorPotential, FreeCGPotential, Potential
+from freecg_md.md import ASECalculatorPotential, FreeCGPotential, Potential, WorkerError
 from tests.conftest import random_molecule, small_model
 
 
@@ -99,7 +99,7 @@ def test_worker_processes_report_errors_stay_in_step_and_stop():
     victim = workers.processes[1]
     victim.kill()
     victim.wait()
-    with pytest.raises(RuntimeError, match=rf"worker process 1 \(pid {victim.pid}\) exited "
+    with pytest.raises(WorkerError, match=rf"worker process 1 \(pid {victim.pid}\) exited "
                                            r"with code -9 while evaluating replicas 2-3"):
         potential.evaluate(positions)
     assert all(process.poll() is not None for process in workers.processes)
