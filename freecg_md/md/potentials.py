@@ -129,17 +129,17 @@ class FreeCGPotential:
         CPU only: how many processes evaluate the passes side by side, each with its own
         copy of the model, a contiguous block of the replicas and
         ``torch.get_num_threads() // workers`` intra-op threads
-        (:mod:`~freecg_md.md.worker_processes`). ``"auto"`` (the default) takes one
-        process per intra-op thread of this process, up to the number of passes; 1
-        evaluates everything in this process. The workers start at the second call (the
-        first runs here, which builds the kernels once) and stop with :meth:`close`, at
-        the end of a ``with`` block, or when the potential is collected. A chignolin pass
-        keeps two intra-op threads busy only part of the time (element-wise ops on
-        (E, 8, F) tensors are bound by memory bandwidth and split poorly), so single-thread
-        passes side by side beat passes one after another with all threads; processes
-        beat threads because each pass's few thousand torch calls re-take the GIL. Each
-        replica is computed by one worker's threads in a fixed order, so with one thread
-        each the results do not depend on ``workers``.
+        (:mod:`~freecg_md.md.worker_processes`; POSIX systems). ``"auto"`` (the default)
+        takes one process per intra-op thread of this process, up to the number of passes
+        (1 on other systems); 1 evaluates everything in this process. The workers start
+        at the second call (the first runs here, which builds the kernels once) and stop
+        with :meth:`close`, at the end of a ``with`` block, or when the potential is
+        collected. A chignolin pass keeps two intra-op threads busy only part of the time
+        (element-wise ops on (E, 8, F) tensors are bound by memory bandwidth and split
+        poorly), so single-thread passes side by side beat passes one after another with
+        all threads; processes beat threads because each pass's few thousand torch calls
+        re-take the GIL. Each replica is computed by one worker's threads in a fixed
+        order, so with one thread each the results do not depend on ``workers``.
     compile:
         Run the network through ``torch.compile`` (:meth:`FreeCG.compile_network`): the
         first step compiles (minutes on a CPU), later steps are faster.
@@ -160,9 +160,14 @@ class FreeCGPotential:
     ) -> None:
         self.device = resolve_device(device)
         if workers == "auto":
-            workers = torch.get_num_threads() if self.device.type == "cpu" else 1
+            # The workers get their socket as an inherited file descriptor: POSIX only.
+            workers = (torch.get_num_threads()
+                       if self.device.type == "cpu" and os.name == "posix" else 1)
         if isinstance(workers, str) or workers < 1:
             raise ValueError(f"workers={workers!r}: expected 'auto' or an integer >= 1")
+        if workers > 1 and os.name != "posix":
+            raise ValueError(f"workers={workers!r}: worker processes need a POSIX system "
+                             "(Linux, macOS); expected 1 or 'auto' here")
         self.workers = int(workers) if self.device.type == "cpu" else 1
         self._worker_processes: WorkerProcesses | None = None
         self._called = False

@@ -164,6 +164,18 @@ def test_freecg_potential_input_errors():
         FreeCGPotential(torch.nn.Linear(2, 2), atoms.numbers)
 
 
+def test_worker_processes_only_on_posix(monkeypatch):
+    import types
+
+    from freecg_md.md import potentials
+
+    model = small_model()
+    monkeypatch.setattr(potentials, "os", types.SimpleNamespace(name="nt"))
+    assert FreeCGPotential(model, [1, 6]).workers == 1
+    with pytest.raises(ValueError, match="workers=2: worker processes need a POSIX system"):
+        FreeCGPotential(model, [1, 6], workers=2)
+
+
 def test_freecg_potential_leaves_the_callers_model_alone():
     model = small_model(torch.float32)
     FreeCGPotential(model, [1, 6], dtype="float64")
