@@ -278,6 +278,12 @@ def build_nequip(geometry: dict, dtype) -> tuple[Callable[[], float], int]:  # n
     return call, _count(model)
 
 
+def load_geometry(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a geometry file written by ``peers.write_geometry``, by name."""
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
 def build(name: str, geometry: dict, dtype) -> tuple[Callable[[], float], int]:  # noqa: ANN001
     """The timed call and parameter count of model ``name`` (one of :data:`MODELS`)."""
     if name == "freecg":
@@ -336,8 +342,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     baseline, _ = rss_mib()
-    with np.load(args.geometry) as data:
-        geometry = {key: data[key] for key in data.files}
+    geometry = load_geometry(args.geometry)
     dtype = getattr(torch, args.dtype)
     start = time.perf_counter()
     call, n_params = build(args.model, geometry, dtype)

@@ -26,12 +26,10 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads libgomp
 
-import numpy as np  # noqa: E402
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from peers import hardware, write_geometry  # noqa: E402
-from peers_models import build  # noqa: E402
+from peers_models import build, load_geometry  # noqa: E402
 from scaling import water_box  # noqa: E402
 
 
@@ -69,8 +67,7 @@ def main() -> None:
             numbers, positions, cell = water_box(size, seed=args.seed)
             path = Path(tmp) / f"water_{size}.npz"
             write_geometry(path, numbers, positions, cell, pbc=True)
-            with np.load(path) as data:
-                geometries[size] = {key: data[key] for key in data.files}
+            geometries[size] = load_geometry(path)
     print(f"{hardware()}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"float32, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; "
           f"{args.rounds} rounds, every size once per round")
