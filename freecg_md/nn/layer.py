@@ -10,7 +10,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-from .chunks import EdgeRun, RunPool, run_chunk, runs_into_sums
+from .chunks import EdgeRun, RunPool, atom_blocks, for_each, run_chunk, runs_into_sums
 from .fused_run import layer_constants, run_backward, run_forward, runs_fusable
 from .group_cg import GroupCGTensorProduct
 from .kernels import aggregate_vectors, edge_invariants, edge_messages, group_cg_shuffled
@@ -154,9 +154,9 @@ class FreeCGLayer(nn.Module):
         pool: RunPool | None = None,
         keep_graphs: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
-        """Return the residual updates ``(dx, dv)`` and the next layer's edge features
-        ``f_next = f + df``, None in a layer without edge update (the last; the first, whose
-        ``df`` is zero).
+        """Return the updated node features ``(x + dx, v + dv)`` and the next layer's edge
+        features ``f_next = f + df``, None in a layer without edge update (the last; the
+        first, whose ``df`` is zero).
 
         ``x`` (N, F) and ``v`` (N, 8, F) node features; ``runs`` the edges, cut into runs
         of consecutive centre atoms that together cover all atoms (one run: all edges; see
@@ -164,20 +164,17 @@ class FreeCGLayer(nn.Module):
         ``f_next`` comes back the same way. With several runs, each is recomputed in the
         backward pass instead of stored, so no (E, 8, F) tensor, nor the group transform's
         channel pairs, is ever made whole; the result is the same. With a ``pool`` (only
-        when no parameter needs a gradient, see :class:`RunsInParallel`) the runs are
-        shared among its threads, forward and backward, without recomputation if
-        ``keep_graphs`` (:func:`freecg_md.nn.chunks.keeps_graphs`).
+        when no parameter needs a gradient, see :class:`RunsInParallel`) the runs, and the
+        per-atom work before and after them, are shared among its threads, forward and
+        backward, without recomputation if ``keep_graphs``
+        (:func:`freecg_md.nn.chunks.keeps_graphs`).
         """
-        n_atoms, heads, width = x.shape[0], self.num_heads, self.hidden
-        q, k, s = self.qks_proj(self.layernorm(x)).reshape(
-            n_atoms, 3, heads, width // heads).unbind(1)
-        w_neighbor = self.w_neighbor_proj(v) if self.returns_edge_update else None
-        nodes = NodeTerms(k, s, v, w_neighbor)
         if pool is not None and len(runs) > 1:
-            outputs = RunsInParallel.apply(self, runs, pool, keep_graphs, q, *nodes, *f,
-                                           *(run.sh for run in runs), *(run.phi for run in runs))
-            dx, dvec, f_next = outputs[0], outputs[1], list(outputs[2:])
-            return dx, dvec, (f_next if self.returns_edge_update else None)
+            x_next, v_next, *f_next = RunsInParallel.apply(
+                self, runs, pool, keep_graphs, x, v, *f, *(run.sh for run in runs),
+                *(run.phi for run in runs))
+            return x_next, v_next, (f_next if self.returns_edge_update else None)
+        q, nodes = self.node_terms(x, v)
         # The runs' own atoms, split once: a slice per run would give each run's backward a
         # zero gradient of all atoms to fill.
         atoms = [run.n_centers for run in runs]
@@ -187,11 +184,21 @@ class FreeCGLayer(nn.Module):
                                                      strict=True)]
         if len(parts) == 1:
             dx, dvec, f_next = parts[0]
-            return dx, dvec, (None if f_next is None else [f_next])
+            return x + dx, v + dvec, (None if f_next is None else [f_next])
         dx = torch.cat([part[0] for part in parts])
         dvec = torch.cat([part[1] for part in parts])
         f_next = [part[2] for part in parts] if self.returns_edge_update else None
-        return dx, dvec, f_next
+        return x + dx, v + dvec, f_next
+
+    def node_terms(self, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, NodeTerms]:
+        """``(q, nodes)``: the per-atom terms of atoms with features ``x`` (n, F) and ``v``
+        (n, 8, F), the queries ``q`` (n, H, F/H) and what the runs read of their
+        neighbours (:class:`NodeTerms`)."""
+        n_atoms, heads, width = x.shape[0], self.num_heads, self.hidden
+        q, k, s = self.qks_proj(self.layernorm(x)).reshape(
+            n_atoms, 3, heads, width // heads).unbind(1)
+        w_neighbor = self.w_neighbor_proj(v) if self.returns_edge_update else None
+        return q, NodeTerms(k, s, v, w_neighbor)
 
     def _update_gathering(self, nodes: NodeTerms, q: torch.Tensor, v: torch.Tensor,
                           f: torch.Tensor, run: EdgeRun) -> tuple[torch.Tensor, ...]:
@@ -272,14 +279,22 @@ def _run_graph(layer: FreeCGLayer, nodes: NodeTerms, q: torch.Tensor, v: torch.T
 
 
 class RunsInParallel(torch.autograd.Function):
-    """A layer's runs shared among threads, with gradients for the inputs only.
+    """A layer shared among threads, with gradients for the inputs only.
 
-    Forward: each thread evaluates whole runs (:meth:`FreeCGLayer._update`), each on leaves
-    of a small graph of its own. Backward: each thread back-propagates its runs through
-    those graphs (kept from the forward pass if ``keep_graphs``, else recomputed) and adds
-    the neighbours' gradients into per-thread (N, ...) sums with ``index_add_``, so a run
-    costs what its edges cost. (Through autograd's own gathers
-    every run would make and add a gradient of every atom, a cost of runs x atoms.)
+    Forward, in three steps that each share their work among the pool's threads: the
+    per-atom terms (:meth:`FreeCGLayer.node_terms`) in blocks of atoms
+    (:func:`~freecg_md.nn.chunks.atom_blocks`); then whole runs
+    (:meth:`FreeCGLayer._update`), each on leaves of a small graph of its own, which add
+    their atoms' updates to the features (``x + dx``, ``v + dv``) where they lie. Backward:
+    each thread back-propagates its runs through those graphs (kept from the forward pass
+    if ``keep_graphs``, else recomputed) and adds the neighbours' gradients into
+    per-thread (N, ...) sums with ``index_add_``, so a run costs what its edges cost. (Through
+    autograd's own gathers every run would make and add a gradient of every atom, a cost of
+    runs x atoms.) Then, block by block, the threads' sums are added up and taken back
+    through the per-atom terms to ``x`` and ``v``. Done whole in the calling thread, that
+    per-atom work waited on memory once the system's tensors outgrew the caches; in blocks
+    each block's terms stay in a core's caches.
+
     Parameters get no gradient, so :class:`~freecg_md.FreeCG` takes this path only when
     none needs one (inference with ``requires_grad_(False)``, as the calculator and the MD
     potentials hold their models); the backward is not differentiable again. Runs for the
@@ -290,15 +305,14 @@ class RunsInParallel(torch.autograd.Function):
     add the neighbours' gradients straight into the thread's sums. Each thread takes the
     next run when it finishes one (:func:`~freecg_md.nn.chunks.runs_into_sums`).
 
-    ``apply(layer, runs, pool, keep_graphs, q, k, s, v, w_neighbor, *f_runs, *sh_runs,
-    *phi_runs)`` returns ``(dx, dv, *f_next_runs)``; ``f_next_runs`` is empty in a layer
-    without edge update.
+    ``apply(layer, runs, pool, keep_graphs, x, v, *f_runs, *sh_runs, *phi_runs)`` returns
+    ``(x + dx, v + dv, *f_next_runs)``; ``f_next_runs`` is empty in a layer without edge
+    update.
     """
 
     @staticmethod
     def forward(ctx: Any, layer: FreeCGLayer, runs: list[EdgeRun], pool: RunPool,
-                keep_graphs: bool, q: torch.Tensor, k: torch.Tensor, s: torch.Tensor,
-                v: torch.Tensor, w_neighbor: torch.Tensor | None,
+                keep_graphs: bool, x: torch.Tensor, v: torch.Tensor,
                 *edge_tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         n_runs = len(runs)
         f, sh, phi = (edge_tensors[i * n_runs:(i + 1) * n_runs] for i in range(3))
@@ -307,58 +321,62 @@ class RunsInParallel(torch.autograd.Function):
         # Function.forward runs without grad; whether a backward can follow is known from
         # the inputs (needs_input_grad), so graphs are only built when one can.
         keep = keep_graphs and any(ctx.needs_input_grad[4:])
-        # Runs for the fused kernels go through fused_run, backward pass written out. Its
-        # kernels read the neighbours' rows of the per-atom terms where they lie.
         fuse = runs_fusable(layer, runs)
         constants = layer_constants(layer) if fuse else None
-        if fuse:
-            k, s, v = k.contiguous(), s.contiguous(), v.contiguous()
-            w_neighbor = None if w_neighbor is None else w_neighbor.contiguous()
-        nodes = NodeTerms(k, s, v, w_neighbor)
+        blocks = atom_blocks(x.shape[0], pool.threads)
+        q, nodes = _node_terms_in_blocks(layer, x, v, blocks, pool)
         atoms = [run.n_centers for run in runs]
         q_runs, v_runs = q.split(atoms), v.split(atoms)
+        x_next, v_next = torch.empty_like(x), torch.empty_like(v)
 
         def evaluate(index: int) -> Any:
             run = runs[index]
             if fuse:
-                return run_forward(layer, constants, q_runs[index], v_runs[index], nodes,
-                                   f[index], run, save=keep)
-            if keep:
-                return _run_graph(layer, nodes, q_runs[index], v_runs[index], f[index], run)
-            with torch.no_grad():  # grad mode is per thread: the pool's is on
-                return layer.run_update(run)(q_runs[index], v_runs[index],
-                                             gather_terms(nodes, run), f[index], run)
+                outputs, kept = run_forward(layer, constants, q_runs[index], v_runs[index],
+                                            nodes, f[index], run, save=keep)
+            elif keep:
+                kept = _run_graph(layer, nodes, q_runs[index], v_runs[index], f[index], run)
+                outputs = [t.detach() for t in kept.outputs]
+            else:
+                kept = None
+                with torch.no_grad():  # grad mode is per thread: the pool's is on
+                    outputs = layer.run_update(run)(q_runs[index], v_runs[index],
+                                                    gather_terms(nodes, run), f[index], run)
+            rows = slice(run.first_atom, run.first_atom + run.n_centers)
+            with torch.no_grad():
+                torch.add(x[rows], outputs[0], out=x_next[rows])
+                if layer.zero_vectors_in:  # v = 0
+                    v_next[rows] = outputs[1]
+                else:
+                    torch.add(v[rows], outputs[1], out=v_next[rows])
+            return kept, (outputs[2] if layer.returns_edge_update else None)
 
         parts = list(pool.map(evaluate, range(n_runs)))
         ctx.layer, ctx.runs, ctx.pool, ctx.fuse, ctx.constants = layer, runs, pool, fuse, constants
-        ctx.save_for_backward(q, k, s, v, w_neighbor, *f, *sh, *phi)
+        ctx.blocks = blocks
+        ctx.save_for_backward(x, q, *nodes[:3], nodes.w_neighbor, *f, *sh, *phi)
         # What the backward pass reuses of each run: fused_run's saved tensors, or the
         # run's graph; None where it recomputes them.
-        if fuse:
-            ctx.graphs = [saved for _, saved in parts] if keep else None
-            parts = [outputs for outputs, _ in parts]
-        else:
-            ctx.graphs = parts if keep else None
-            if keep:
-                parts = [[t.detach() for t in part.outputs] for part in parts]
-        dx = torch.cat([part[0] for part in parts])
-        dvec = torch.cat([part[1] for part in parts])
-        f_next = [part[2] for part in parts] if layer.returns_edge_update else []
-        return (dx, dvec, *f_next)
+        ctx.graphs = [kept for kept, _ in parts] if keep else None
+        f_next = [part[1] for part in parts] if layer.returns_edge_update else []
+        return (x_next, v_next, *f_next)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_dx: torch.Tensor, grad_dvec: torch.Tensor,
+    def backward(ctx: Any, grad_x_next: torch.Tensor, grad_v_next: torch.Tensor,
                  *grad_f_next: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         layer, runs, pool, graphs = ctx.layer, ctx.runs, ctx.pool, ctx.graphs
         ctx.graphs = None
-        q, k, s, v, w_neighbor, *edge_tensors = ctx.saved_tensors
+        x, q, k, s, v, w_neighbor, *edge_tensors = ctx.saved_tensors
         n_runs = len(runs)
         f, _, _ = (edge_tensors[i * n_runs:(i + 1) * n_runs] for i in range(3))
         nodes = NodeTerms(k, s, v, w_neighbor)
         atoms = [run.n_centers for run in runs]
         q_runs, v_runs = q.split(atoms), v.split(atoms)
-        grad_dx_runs, grad_dvec_runs = grad_dx.split(atoms), grad_dvec.split(atoms)
+        # x_next = x + dx and v_next = v + dv: dx and dv get the features' gradients.
+        grad_dx_runs, grad_dvec_runs = grad_x_next.split(atoms), grad_v_next.split(atoms)
+        grad_q = torch.empty_like(q)
+
         def fused_grads(index: int, sums: list[torch.Tensor | None]
                         ) -> list[torch.Tensor | None]:
             run = runs[index]
@@ -389,19 +407,88 @@ class RunsInParallel(torch.autograd.Function):
                 for total, grad in zip([t for t in sums if t is not None], grads[5:],
                                        strict=True):
                     total.index_add_(0, neighbor_rows(run), grad)
-            own[index] = grads[:5]
+            own[index] = grads[2:5]
+            rows = slice(run.first_atom, run.first_atom + run.n_centers)
+            grad_q[rows] = grads[0]
             # The run's own atoms' rows of v (no gradient where the layer ignores v).
             if grads[1] is not None:
-                sums[2][run.first_atom:run.first_atom + run.n_centers] += grads[1]
+                sums[2][rows] += grads[1]
 
         thread_sums = runs_into_sums(
             pool, n_runs, lambda: [None if t is None else torch.zeros_like(t) for t in nodes],
             backward_run)
-        sums = thread_sums[0]
-        for other in thread_sums[1:]:
-            for total, extra in zip(sums, other, strict=True):
-                if total is not None:
-                    total += extra
-        grad_q = torch.cat([own[i][0] for i in range(n_runs)])
-        edge_grads = [own[i][j] for j in (2, 3, 4) for i in range(n_runs)]
-        return (None, None, None, None, grad_q, *sums, *edge_grads)
+        needs_x, needs_v = ctx.needs_input_grad[4:6]
+        grad_x = torch.empty_like(x) if needs_x else None
+        grad_v = torch.empty_like(v) if needs_v else None
+        for_each(pool, _no_grad(lambda block: _node_terms_backward(
+            layer, x, block, grad_q, thread_sums, grad_x_next, grad_v_next, grad_x,
+            grad_v)), ctx.blocks)
+        edge_grads = [own[i][j] for j in range(3) for i in range(n_runs)]
+        return (None, None, None, None, grad_x, grad_v, *edge_grads)
+
+
+def _no_grad(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` run without autograd: grad mode is per thread, and the pool's threads
+    have it on."""
+    def run(*args: Any) -> Any:
+        with torch.no_grad():
+            return function(*args)
+    return run
+
+
+def _node_terms_in_blocks(layer: FreeCGLayer, x: torch.Tensor, v: torch.Tensor,
+                          blocks: list[slice], pool: RunPool
+                          ) -> tuple[torch.Tensor, NodeTerms]:
+    """:meth:`FreeCGLayer.node_terms` of all atoms, block by block among the pool's
+    threads, each term contiguous (the kernels read them as they lie)."""
+    heads, width = layer.num_heads, layer.hidden
+    q, k, s = (x.new_empty(x.shape[0], heads, width // heads) for _ in range(3))
+    w_neighbor = torch.empty_like(v) if layer.returns_edge_update else None
+
+    def terms(block: slice) -> None:
+        block_q, block_nodes = layer.node_terms(x[block], v[block])
+        for whole, part in zip((q, k, s, w_neighbor), (block_q, *block_nodes[:2],
+                                                        block_nodes.w_neighbor), strict=True):
+            if whole is not None:
+                whole[block] = part
+
+    for_each(pool, _no_grad(terms), blocks)
+    return q, NodeTerms(k, s, v, w_neighbor)
+
+
+def _node_terms_backward(layer: FreeCGLayer, x: torch.Tensor, block: slice, grad_q: torch.Tensor,
+                         thread_sums: list[list[torch.Tensor | None]],
+                         grad_x_next: torch.Tensor, grad_v_next: torch.Tensor,
+                         grad_x: torch.Tensor | None, grad_v: torch.Tensor | None) -> None:
+    """Write a block's rows of ``grad_x`` and ``grad_v`` (either None where not needed):
+    the threads' sums of the neighbours' gradients of ``k, s, v, w_neighbor`` added up and
+    taken back through :meth:`FreeCGLayer.node_terms`, plus ``x_next``'s and ``v_next``'s
+    gradients (the residual connections)."""
+    def summed(field: int) -> torch.Tensor | None:
+        if thread_sums[0][field] is None:
+            return None
+        total = thread_sums[0][field][block]
+        for thread in thread_sums[1:]:
+            total = total + thread[field][block]
+        return total
+
+    grad_k, grad_s, grad_v_read, grad_w_neighbor = (summed(field) for field in range(4))
+    if grad_x is not None:
+        n_atoms = grad_k.shape[0]
+        # node_terms: [q | k | s] = layernorm(x) W^T + b, viewed as (n, 3, H, F/H).
+        grad_qks = torch.cat([grad_q[block].reshape(n_atoms, -1),
+                              grad_k.reshape(n_atoms, -1), grad_s.reshape(n_atoms, -1)], 1)
+        grad_normed = grad_qks.mm(layer.qks_proj.weight)
+        norm = layer.layernorm
+        rows = x[block]
+        _, mean, rstd = torch.native_layer_norm(rows, norm.normalized_shape, norm.weight,
+                                                norm.bias, norm.eps)
+        grad_rows = torch.ops.aten.native_layer_norm_backward(
+            grad_normed, rows, norm.normalized_shape, mean, rstd, norm.weight, norm.bias,
+            [True, False, False])[0]
+        torch.add(grad_rows, grad_x_next[block], out=grad_x[block])
+    if grad_v is not None:
+        total = grad_v_next[block] + grad_v_read
+        if grad_w_neighbor is not None:
+            total += torch.matmul(grad_w_neighbor, layer.w_neighbor_proj.weight)
+        grad_v[block] = total

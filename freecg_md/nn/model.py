@@ -13,9 +13,11 @@ from torch import nn
 
 from . import chunks as chunks_module
 from .chunks import (
+    AtomsInBlocks,
     EdgeChunk,
     EdgeRun,
     RunPool,
+    atom_blocks,
     edge_chunks,
     group_chunks,
     is_sorted,
@@ -151,6 +153,8 @@ class FreeCG(nn.Module):
     parameter needs a gradient (the calculator and the MD potentials hold frozen copies),
     the runs are shared among ``torch.get_num_threads()`` threads (on a CPU) and their
     neighbour gradients summed per thread (:class:`~freecg_md.nn.layer.RunsInParallel`),
+    as is the per-atom work between them (layer norms, projections, read-out) in blocks
+    of about 512 atoms (:func:`~freecg_md.nn.chunks.atom_blocks`),
     their graphs kept from the forward pass up to 65,536 edges x 128 channels x 4 layers
     (:func:`~freecg_md.nn.chunks.keeps_graphs`); otherwise (training) each
     run is checkpointed, at most 64 runs per pass. See benchmarks/README.md for the
@@ -366,11 +370,16 @@ class FreeCG(nn.Module):
                      [chunk.edges.stop - chunk.edges.start for chunk in group])]
         v = x.new_zeros((x.shape[0], 8, x.shape[1]))
         for layer in self.layers:
-            dx, dv, f_next = layer(x, v, f, runs, pool, keep_graphs)
-            x = x + dx
-            v = v + dv
+            x, v, f_next = layer(x, v, f, runs, pool, keep_graphs)
             if f_next is not None:
                 f = f_next
+        if len(runs) > 1 and pool is not None:
+            return AtomsInBlocks.apply(self._read_out, atom_blocks(n_atoms, pool.threads),
+                                       pool, x, v)
+        return self._read_out(x, v)
+
+    def _read_out(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Standardised atom energies (n,) from node features ``x`` (n, F), ``v`` (n, 8, F)."""
         return self.head(self.out_norm(x), v)
 
     def _neighbor_sum(self, species: torch.Tensor, run: EdgeRun) -> torch.Tensor:

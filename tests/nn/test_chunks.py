@@ -6,7 +6,15 @@ import torch
 
 from freecg_md.nn import chunks as chunks_module
 from freecg_md.nn import model as model_module
-from freecg_md.nn.chunks import edge_chunks, group_chunks, is_sorted, merge_chunks
+from freecg_md.nn.chunks import (
+    AtomsInBlocks,
+    atom_blocks,
+    edge_chunks,
+    group_chunks,
+    is_sorted,
+    merge_chunks,
+    run_pool,
+)
 from tests.conftest import full_edges, random_molecule, small_model
 
 
@@ -162,13 +170,20 @@ def test_chunked_pass_in_a_batch_without_grad_and_with_lonely_atoms(monkeypatch)
     assert np.isfinite(chunked.numpy()).all()
 
 
+@pytest.mark.parametrize("atom_block", [None, 5], ids=["one-block", "blocks-of-5"])
 @pytest.mark.parametrize("keep_graphs", [True, False], ids=["graphs-kept", "recomputed"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_runs_shared_among_threads_equal_the_whole_pass(threads, keep_graphs, monkeypatch):
+def test_runs_shared_among_threads_equal_the_whole_pass(threads, keep_graphs, atom_block,
+                                                        monkeypatch):
     """Inference (no parameter needs a gradient): the runs go to a thread pool, forward and
-    backward, with the neighbours' gradients summed per thread; forces are unchanged."""
+    backward, with the neighbours' gradients summed per thread, and the per-atom work
+    before and after them in blocks of atoms (16 atoms: one block, or four of at most 5);
+    forces are unchanged."""
     if not keep_graphs:
         monkeypatch.setattr(chunks_module, "KEEP_GRAPHS_MAX_EDGE_CHANNELS", 0)
+    if atom_block is not None:
+        monkeypatch.setattr(chunks_module, "ATOM_BLOCK", atom_block)
+        calls = _record_results(monkeypatch, "atom_blocks")
     model = small_model(torch.float64).requires_grad_(False)
     atoms = random_molecule(16, seed=14)
     edges = full_edges(len(atoms))
@@ -179,6 +194,43 @@ def test_runs_shared_among_threads_equal_the_whole_pass(threads, keep_graphs, mo
     finally:
         torch.set_num_threads(previous)
     assert forces.abs().max() > 1e-3
+    if atom_block is not None:  # the read-out's blocks (the layers' come from layer.py)
+        assert calls and all(len(blocks) == 4 for blocks in calls)
+
+
+def test_atom_blocks_tile_the_atoms():
+    assert atom_blocks(166, 2) == [slice(0, 166)]  # one block: the calling thread's
+    assert atom_blocks(0, 2) == [slice(0, 0)]
+    blocks = atom_blocks(1100, 2, size=512)
+    assert [(b.start, b.stop) for b in blocks] == [(0, 366), (366, 733), (733, 1100)]
+    assert len(atom_blocks(600, 4, size=512)) == 4  # several blocks: one per thread at least
+    assert atom_blocks(3, 8, size=1) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_atoms_in_blocks_equal_the_whole_function_with_gradients(threads):
+    """AtomsInBlocks gives the function of all rows and its gradients, blocks in the pool;
+    an input that the function does not read gets a zero gradient."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(11, 4, dtype=torch.float64, generator=generator).requires_grad_()
+    v = torch.randn(11, 3, 4, dtype=torch.float64, generator=generator).requires_grad_()
+    unused = torch.randn(11, 2, dtype=torch.float64, generator=generator).requires_grad_()
+
+    def function(x, v, unused):
+        return torch.tanh(x).sum(-1) * (v ** 2).sum((1, 2)).sqrt()
+
+    pool = run_pool(threads)
+    blocks = atom_blocks(11, threads, size=3)
+    assert len(blocks) == 4
+    got = AtomsInBlocks.apply(function, blocks, pool, x, v, unused)
+    want = function(x, v, unused)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-14)
+    weights = torch.randn(11, dtype=torch.float64, generator=generator)
+    grads = torch.autograd.grad(got, (x, v, unused), weights)
+    expected = torch.autograd.grad(want, (x, v), weights)
+    for g, e in zip(grads, expected, strict=False):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-14)
+    assert not grads[2].any()
 
 
 def test_embedding_blocks_of_several_runs_equal_the_whole_pass(monkeypatch):

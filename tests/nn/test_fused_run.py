@@ -108,12 +108,17 @@ def test_a_group_size_without_kernel_is_not_fused():
 
 
 @needs_kernels
+@pytest.mark.parametrize("atom_block", [None, 5])
 @pytest.mark.parametrize("keep_graphs", [True, False])
-def test_frozen_model_in_fused_runs_equals_torch_operations(keep_graphs, monkeypatch):
+def test_frozen_model_in_fused_runs_equals_torch_operations(keep_graphs, atom_block,
+                                                            monkeypatch):
     """The whole model with its runs in the pool, the runs' forward passes kept for the
-    backward pass or recomputed there, against the torch operations."""
+    backward pass or recomputed there, the per-atom work in one block or in four, against
+    the torch operations."""
     if not keep_graphs:
         monkeypatch.setattr(chunks, "KEEP_GRAPHS_MAX_EDGE_CHANNELS", 0)
+    if atom_block is not None:
+        monkeypatch.setattr(chunks, "ATOM_BLOCK", atom_block)
     calls = []
     real = run_backward
 
