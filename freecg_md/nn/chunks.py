@@ -8,9 +8,9 @@ tensor is made whole, and a run's tensors stay in the CPU caches. Where autograd
 run (training), the run is checkpointed (:func:`run_chunk`); for frozen models the layer
 shares the runs among threads (:class:`~freecg_md.nn.layer.RunsInParallel`, with a pool
 from :func:`run_pool`), and the per-atom work between them in blocks of atoms
-(:func:`atom_blocks`, :class:`AtomsInBlocks`). Up to a size (:func:`keeps_graphs`: edges x channels x layers)
-nothing is recomputed in the backward pass: the embedding is computed whole and the
-threads keep their runs' graphs.
+(:func:`atom_blocks`, :class:`AtomsInBlocks`). Up to a size (:func:`keeps_graphs`: edges
+x channels x layers) nothing is recomputed in the backward pass: the embedding is computed
+whole and the threads keep their runs' graphs.
 """
 
 from __future__ import annotations
