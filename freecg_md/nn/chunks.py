@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -33,10 +33,11 @@ Result = TypeVar("Result")
 KEEP_GRAPHS_MAX_EDGE_CHANNELS = 65536 * 128 * 4
 
 # Atoms per block of a layer's per-atom work in the pool (:func:`atom_blocks`): a block's
-# (512, 8, 128) float32 vectors are 2 MiB, so a block's terms stay in a core's caches from
-# one operation to the next. Done whole in the calling thread, that work on a 52,728-atom
-# box took 3.7x as long per atom as on 5,184 atoms, its tensors being far larger than the
-# caches.
+# (512, 8, 128) float32 vectors are 2 MiB, so the few such tensors a block's operations
+# pass along (v, w_neighbor, the threads' sums) stay in the caches (a core's 2 MiB L2, the
+# shared L3) from one operation to the next. Done whole in the calling thread, that work
+# on a 52,728-atom box took 3.7x as long per atom as on 5,184 atoms, its tensors being far
+# larger than the caches.
 ATOM_BLOCK = 512
 
 
@@ -175,12 +176,22 @@ def _even_runs(ends: np.ndarray, n_runs: int, max_edges: int) -> list[EdgeChunk]
     return chunks
 
 
-def atom_blocks(n_atoms: int, threads: int, size: int | None = None) -> list[slice]:
+def atom_blocks(n_atoms: int, threads: int, size: int | None = None,
+                device: torch.device | str = "cpu") -> list[slice]:
     """Consecutive atoms ``0 .. n_atoms - 1`` in blocks of about ``size`` atoms (default
     ``ATOM_BLOCK``), and where there is more than one, at least one per thread: the blocks
     in which a layer's per-atom work is shared among the pool's threads (:func:`for_each`;
-    a system of one block does it in the calling thread)."""
-    size = size or ATOM_BLOCK
+    a system of one block does it in the calling thread).
+
+    On a ``device`` other than the CPU all atoms are one block: the blocks are for a CPU
+    core's caches, and on a GPU each would launch every kernel again.
+    """
+    if size is None:
+        size = ATOM_BLOCK
+    if size < 1:
+        raise ValueError(f"atom_blocks: size must be a positive number of atoms, got {size}")
+    if torch.device(device).type != "cpu":
+        return [slice(0, n_atoms)]
     n_blocks = -(-n_atoms // size)
     if n_blocks > 1:
         n_blocks = min(n_atoms, max(threads, n_blocks))
@@ -231,6 +242,31 @@ class ThreadRunPool(ThreadPoolExecutor):
         super().__init__(threads, thread_name_prefix="freecg-runs",
                          initializer=torch.set_num_threads, initargs=(1,))
         self.threads = threads
+
+    def map(self, function: Callable[..., Result], *iterables: Iterable,
+            **kwargs: object) -> Iterator[Result]:
+        """``ThreadPoolExecutor.map``, the tasks in inference mode where the caller is:
+        the mode is per thread, and outside it a task could not write into the inference
+        tensors the caller made for it."""
+        if torch.is_inference_mode_enabled():
+            function = _in_inference_mode(function)
+        return super().map(function, *iterables, **kwargs)
+
+
+def _in_inference_mode(function: Callable[..., Result]) -> Callable[..., Result]:
+    def run(*args: object) -> Result:
+        with torch.inference_mode():
+            return function(*args)
+    return run
+
+
+def without_grad(function: Callable[..., Result]) -> Callable[..., Result]:
+    """``function`` run without autograd, for a pool's tasks: grad mode is per thread, and
+    the pool's threads have it on."""
+    def run(*args: object) -> Result:
+        with torch.no_grad():
+            return function(*args)
+    return run
 
 
 RunPool = ThreadRunPool | SerialPool
@@ -287,33 +323,45 @@ class AtomsInBlocks(torch.autograd.Function):
     which each thread back-propagates for its blocks, so a block's tensors stay in a core's
     caches instead of the whole system's going through memory in the calling thread.
     ``blocks`` (:func:`atom_blocks`) tile the atoms. For frozen models: the function's
-    parameters get no gradient, and the backward pass is not differentiable again.
+    parameters get no gradient, and the backward pass is not differentiable again. The
+    blocks' graphs are freed by the first backward pass; a second one (``retain_graph``)
+    evaluates the blocks again from the saved inputs.
     """
 
     @staticmethod
-    def forward(ctx: object, function: Callable[..., torch.Tensor], blocks: list[slice],
+    def forward(ctx: Any, function: Callable[..., torch.Tensor], blocks: list[slice],
                 pool: RunPool, *inputs: torch.Tensor) -> torch.Tensor:
         needs = ctx.needs_input_grad[3:]
+        graphs = AtomsInBlocks._graphs(function, blocks, pool, inputs, needs)
+        ctx.graphs, ctx.function, ctx.blocks, ctx.pool = graphs, function, blocks, pool
+        ctx.save_for_backward(*inputs)
+        return torch.cat([output.detach() for _, output in graphs])
 
+    @staticmethod
+    def _graphs(function: Callable[..., torch.Tensor], blocks: list[slice], pool: RunPool,
+                inputs: tuple[torch.Tensor, ...], needs: tuple[bool, ...]
+                ) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
+        """Each block's ``(leaves, output)``: ``function`` of the inputs' rows, recorded
+        by autograd where an input needs a gradient."""
         def evaluate(block: slice) -> tuple[list[torch.Tensor], torch.Tensor]:
             with torch.enable_grad() if any(needs) else torch.no_grad():
                 leaves = [t[block].detach().requires_grad_(need)
                           for t, need in zip(inputs, needs, strict=True)]
                 return leaves, function(*leaves)
 
-        graphs = for_each(pool, evaluate, blocks)
-        ctx.graphs, ctx.blocks, ctx.pool = graphs, blocks, pool
-        ctx.inputs = [(t.shape, t.dtype, t.device) for t in inputs]
-        return torch.cat([output.detach() for _, output in graphs])
+        return for_each(pool, evaluate, blocks)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: object, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        graphs, blocks = ctx.graphs, ctx.blocks
-        ctx.graphs = None
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        blocks, inputs = ctx.blocks, ctx.saved_tensors
         needs = ctx.needs_input_grad[3:]
-        grads = [torch.empty(shape, dtype=dtype, device=device) if need else None
-                 for (shape, dtype, device), need in zip(ctx.inputs, needs, strict=True)]
+        graphs = ctx.graphs
+        if graphs is None:
+            graphs = AtomsInBlocks._graphs(ctx.function, blocks, ctx.pool, inputs, needs)
+        ctx.graphs = None  # free the blocks' graphs as soon as this pass is done with them
+        grads = [torch.empty_like(t) if need else None
+                 for t, need in zip(inputs, needs, strict=True)]
 
         def back_propagate(index: int) -> None:
             leaves, output = graphs[index]

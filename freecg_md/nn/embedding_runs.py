@@ -22,13 +22,12 @@ Notation, per run (C centre atoms, E edges; ``T1``, ``T2`` the element tables)::
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from .chunks import RunPool, runs_into_sums
+from .chunks import RunPool, runs_into_sums, without_grad
 
 if TYPE_CHECKING:
     from .chunks import EdgeRun
@@ -36,8 +35,6 @@ if TYPE_CHECKING:
     from .radial import ExpNormalBasis
 
 __all__ = ["EmbeddingInRuns", "embed_in_runs"]
-
-Result = TypeVar("Result")
 
 
 def embed_in_runs(neighbor: NeighborEmbedding, edge: EdgeEmbedding, basis: ExpNormalBasis,
@@ -58,15 +55,6 @@ def embed_in_runs(neighbor: NeighborEmbedding, edge: EdgeEmbedding, basis: ExpNo
 
 def _weights(layer: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
     return layer.weight.detach(), layer.bias.detach()
-
-
-def _no_grad(function: Callable[..., Result]) -> Callable[..., Result]:
-    """``function`` run without autograd: grad mode is per thread, and the pool's threads
-    have it on."""
-    def run(*args: Any) -> Result:
-        with torch.no_grad():
-            return function(*args)
-    return run
 
 
 class EmbeddingInRuns(torch.autograd.Function):
@@ -102,9 +90,9 @@ class EmbeddingInRuns(torch.autograd.Function):
             return p, pair * p
 
         with torch.no_grad():
-            first = list(pool.map(_no_grad(neighbor_sums), range(n_runs)))
+            first = list(pool.map(without_grad(neighbor_sums), range(n_runs)))
             x = neighbor.combine_sum(species, torch.cat([summed for _, _, summed in first]))
-            second = list(pool.map(_no_grad(edge_features), range(n_runs)))
+            second = list(pool.map(without_grad(edge_features), range(n_runs)))
         ctx.neighbor, ctx.edge, ctx.basis = neighbor, edge, basis
         ctx.runs, ctx.pool, ctx.centers, ctx.keep = runs, pool, centers, keep
         kept = [t for pair in zip(first, second, strict=True) for t in (pair[0][1], pair[1][0])]
@@ -155,11 +143,11 @@ class EmbeddingInRuns(torch.autograd.Function):
 
         with torch.no_grad():
             thread_sums = runs_into_sums(pool, n_runs, lambda: [torch.zeros_like(x)],
-                                         _no_grad(edge_backward))
+                                         without_grad(edge_backward))
             grad_x_total = grad_x.clone() if grad_x is not None else torch.zeros_like(x)
             for (sums,) in thread_sums:
                 grad_x_total += sums
             # x = [T1[z] S] W_c^T + b_c: S's gradient is grad_x times W_c's second half.
             grad_summed = grad_x_total.mm(ctx.neighbor.combine.weight.detach()[:, width:])
-            grads = list(pool.map(_no_grad(neighbor_backward), range(n_runs)))
+            grads = list(pool.map(without_grad(neighbor_backward), range(n_runs)))
         return (None,) * 7 + tuple(d for d, _ in grads) + tuple(g for _, g in grads)

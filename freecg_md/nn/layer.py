@@ -10,7 +10,15 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-from .chunks import EdgeRun, RunPool, atom_blocks, for_each, run_chunk, runs_into_sums
+from .chunks import (
+    EdgeRun,
+    RunPool,
+    atom_blocks,
+    for_each,
+    run_chunk,
+    runs_into_sums,
+    without_grad,
+)
 from .fused_run import layer_constants, run_backward, run_forward, runs_fusable
 from .group_cg import GroupCGTensorProduct
 from .kernels import aggregate_vectors, edge_invariants, edge_messages, group_cg_shuffled
@@ -323,7 +331,7 @@ class RunsInParallel(torch.autograd.Function):
         keep = keep_graphs and any(ctx.needs_input_grad[4:])
         fuse = runs_fusable(layer, runs)
         constants = layer_constants(layer) if fuse else None
-        blocks = atom_blocks(x.shape[0], pool.threads)
+        blocks = atom_blocks(x.shape[0], pool.threads, device=x.device)
         q, nodes = _node_terms_in_blocks(layer, x, v, blocks, pool)
         atoms = [run.n_centers for run in runs]
         q_runs, v_runs = q.split(atoms), v.split(atoms)
@@ -420,20 +428,11 @@ class RunsInParallel(torch.autograd.Function):
         needs_x, needs_v = ctx.needs_input_grad[4:6]
         grad_x = torch.empty_like(x) if needs_x else None
         grad_v = torch.empty_like(v) if needs_v else None
-        for_each(pool, _no_grad(lambda block: _node_terms_backward(
+        for_each(pool, without_grad(lambda block: _node_terms_backward(
             layer, x, block, grad_q, thread_sums, grad_x_next, grad_v_next, grad_x,
             grad_v)), ctx.blocks)
         edge_grads = [own[i][j] for j in range(3) for i in range(n_runs)]
         return (None, None, None, None, grad_x, grad_v, *edge_grads)
-
-
-def _no_grad(function: Callable[..., Any]) -> Callable[..., Any]:
-    """``function`` run without autograd: grad mode is per thread, and the pool's threads
-    have it on."""
-    def run(*args: Any) -> Any:
-        with torch.no_grad():
-            return function(*args)
-    return run
 
 
 def _node_terms_in_blocks(layer: FreeCGLayer, x: torch.Tensor, v: torch.Tensor,
@@ -452,7 +451,7 @@ def _node_terms_in_blocks(layer: FreeCGLayer, x: torch.Tensor, v: torch.Tensor,
             if whole is not None:
                 whole[block] = part
 
-    for_each(pool, _no_grad(terms), blocks)
+    for_each(pool, without_grad(terms), blocks)
     return q, NodeTerms(k, s, v, w_neighbor)
 
 

@@ -374,8 +374,8 @@ class FreeCG(nn.Module):
             if f_next is not None:
                 f = f_next
         if len(runs) > 1 and pool is not None:
-            return AtomsInBlocks.apply(self._read_out, atom_blocks(n_atoms, pool.threads),
-                                       pool, x, v)
+            blocks = atom_blocks(n_atoms, pool.threads, device=x.device)
+            return AtomsInBlocks.apply(self._read_out, blocks, pool, x, v)
         return self._read_out(x, v)
 
     def _read_out(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

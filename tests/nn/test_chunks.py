@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from freecg_md.nn import chunks as chunks_module
+from freecg_md.nn import layer as layer_module
 from freecg_md.nn import model as model_module
 from freecg_md.nn.chunks import (
     AtomsInBlocks,
@@ -198,6 +199,72 @@ def test_runs_shared_among_threads_equal_the_whole_pass(threads, keep_graphs, at
         assert calls and all(len(blocks) == 4 for blocks in calls)
 
 
+def _frozen_in_blocks(monkeypatch, threads):
+    """A frozen float64 model in runs of 9 edges and blocks of 5 atoms on a 16-atom
+    molecule, with ``threads`` torch threads until the test ends, and its inputs."""
+    monkeypatch.setattr(chunks_module, "ATOM_BLOCK", 5)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    model = small_model(torch.float64).requires_grad_(False)
+    model.edge_chunk_size = 9
+    atoms = random_molecule(16, seed=14)
+    return model, torch.as_tensor(atoms.numbers), torch.as_tensor(atoms.positions), \
+        full_edges(len(atoms))
+
+
+def test_threads_sums_of_neighbour_gradients_are_added_up(monkeypatch):
+    """However the runs fall to the threads, the threads' sums are added up: each sum
+    split at random between two threads gives the forces of the whole pass."""
+    original = layer_module.runs_into_sums
+    generator = torch.Generator().manual_seed(5)
+    splits = []
+
+    def two_threads(*args, **kwargs):
+        threads = []
+        for sums in original(*args, **kwargs):
+            share = [None if t is None else torch.rand(t.shape, dtype=t.dtype,
+                                                       generator=generator) * t
+                     for t in sums]
+            threads += [share, [None if t is None else t - part
+                                for t, part in zip(sums, share, strict=True)]]
+        splits.append(len(threads))
+        return threads
+
+    monkeypatch.setattr(layer_module, "runs_into_sums", two_threads)
+    monkeypatch.setattr(chunks_module, "ATOM_BLOCK", 5)
+    model = small_model(torch.float64).requires_grad_(False)
+    atoms = random_molecule(16, seed=14)
+    _whole_pass_and_runs(model, atoms, full_edges(len(atoms)), 9)
+    assert splits and min(splits) >= 2
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_inference_mode_in_the_pool(threads, monkeypatch):
+    """Under ``torch.inference_mode`` the pool's threads write into the caller's inference
+    tensors (the mode is per thread): the energies equal those under ``no_grad``."""
+    model, numbers, positions, edges = _frozen_in_blocks(monkeypatch, threads)
+    with torch.no_grad():
+        want = model(numbers, positions, edges)
+    with torch.inference_mode():
+        got = model(numbers, positions, edges)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("keep_graphs", [True, False], ids=["graphs-kept", "recomputed"])
+def test_second_backward_pass_with_retained_graph(keep_graphs, monkeypatch):
+    """``retain_graph=True`` and a second ``autograd.grad`` (stress after forces, say)
+    give the same gradients again: the blocks' and runs' graphs freed by the first pass are
+    evaluated again."""
+    if not keep_graphs:
+        monkeypatch.setattr(chunks_module, "KEEP_GRAPHS_MAX_EDGE_CHANNELS", 0)
+    model, numbers, positions, edges = _frozen_in_blocks(monkeypatch, 2)
+    positions.requires_grad_()
+    energy = model(numbers, positions, edges).sum()
+    first = torch.autograd.grad(energy, positions, retain_graph=True)[0]
+    second = torch.autograd.grad(energy, positions)[0]
+    assert first.abs().max() > 1e-3
+    torch.testing.assert_close(second, first, rtol=0, atol=1e-12)
+
+
 def test_atom_blocks_tile_the_atoms():
     assert atom_blocks(166, 2) == [slice(0, 166)]  # one block: the calling thread's
     assert atom_blocks(0, 2) == [slice(0, 0)]
@@ -205,6 +272,10 @@ def test_atom_blocks_tile_the_atoms():
     assert [(b.start, b.stop) for b in blocks] == [(0, 366), (366, 733), (733, 1100)]
     assert len(atom_blocks(600, 4, size=512)) == 4  # several blocks: one per thread at least
     assert atom_blocks(3, 8, size=1) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    # A GPU has no per-core caches to fit: one block, one launch of each kernel.
+    assert atom_blocks(5000, 2, device="meta") == [slice(0, 5000)]
+    with pytest.raises(ValueError, match="size must be a positive"):
+        atom_blocks(10, 2, size=0)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -226,11 +297,13 @@ def test_atoms_in_blocks_equal_the_whole_function_with_gradients(threads):
     want = function(x, v, unused)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-14)
     weights = torch.randn(11, dtype=torch.float64, generator=generator)
-    grads = torch.autograd.grad(got, (x, v, unused), weights)
     expected = torch.autograd.grad(want, (x, v), weights)
-    for g, e in zip(grads, expected, strict=False):
-        torch.testing.assert_close(g, e, rtol=0, atol=1e-14)
-    assert not grads[2].any()
+    # The second pass, with the blocks' graphs freed by the first, evaluates them again.
+    for retain in (True, False):
+        grads = torch.autograd.grad(got, (x, v, unused), weights, retain_graph=retain)
+        for g, e in zip(grads, expected, strict=False):
+            torch.testing.assert_close(g, e, rtol=0, atol=1e-14)
+        assert not grads[2].any()
 
 
 def test_embedding_blocks_of_several_runs_equal_the_whole_pass(monkeypatch):
