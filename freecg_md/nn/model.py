@@ -33,6 +33,7 @@ from .head import EnergyHead
 from .kernels import kernels_available
 from .layer import FreeCGLayer
 from .radial import CosineCutoff, ExpNormalBasis
+from .spatial_order import spatial_order
 
 # Elements of proteins and most organic molecules: H, C, N, O, S.
 DEFAULT_SPECIES = (1, 6, 7, 8, 16)
@@ -43,6 +44,10 @@ DEFAULT_EDGE_CHUNK = 1024
 MAX_EDGE_RUNS = 64
 # On a GPU, passes with fewer edges than this are not cut into runs.
 GPU_RUNS_ABOVE_EDGES = 1_000_000
+# From this many atoms a CPU pass in runs relabels the atoms in a space-filling-curve order
+# (spatial_order.py): a shuffled 5,184-atom water box took 1.25x as long as one in lattice
+# order. Below it a system's per-atom rows fit the caches in any order.
+SPATIAL_ORDER_MIN_ATOMS = 2048
 
 
 @dataclass(frozen=True)
@@ -154,11 +159,14 @@ class FreeCG(nn.Module):
     the runs are shared among ``torch.get_num_threads()`` threads (on a CPU) and their
     neighbour gradients summed per thread (:class:`~freecg_md.nn.layer.RunsInParallel`),
     as is the per-atom work between them (layer norms, projections, read-out) in blocks
-    of about 512 atoms (:func:`~freecg_md.nn.chunks.atom_blocks`),
-    their graphs kept from the forward pass up to 65,536 edges x 128 channels x 4 layers
-    (:func:`~freecg_md.nn.chunks.keeps_graphs`); otherwise (training) each
-    run is checkpointed, at most 64 runs per pass. See benchmarks/README.md for the
-    measured effect: 8 chignolins in one pass, and periodic water up to 52,728 atoms.
+    of about 512 atoms (:func:`~freecg_md.nn.chunks.atom_blocks`), their graphs kept
+    from the forward pass up to 65,536 edges x 128 channels x 4 layers
+    (:func:`~freecg_md.nn.chunks.keeps_graphs`); otherwise (training) each run is
+    checkpointed, at most 64 runs per pass. On a CPU, from ``SPATIAL_ORDER_MIN_ATOMS``
+    (2,048) atoms, the network takes the atoms in a space-filling-curve order
+    (:mod:`~freecg_md.nn.spatial_order`), so that a run's neighbours lie near each other
+    in memory whatever the input's order. See benchmarks/README.md for the measured
+    effect: 8 chignolins in one pass, and periodic water up to 52,728 atoms.
     """
 
     def __init__(self, config: FreeCGConfig | None = None, **overrides: Any) -> None:
@@ -235,6 +243,7 @@ class FreeCG(nn.Module):
         edge_index: torch.Tensor,
         shifts: torch.Tensor | None = None,
         create_graph: bool = False,
+        batch: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Energy of each atom, (N,) eV, in float64.
 
@@ -253,6 +262,10 @@ class FreeCG(nn.Module):
             Whether the forces will be differentiated again (a force loss, Hessian
             products): then the frozen-model paths, whose backward is differentiable only
             once (the threaded runs and the fused kernels), are not used.
+        batch:
+            (N,) long, each atom's molecule, or None for one system. Only the order of the
+            work depends on it: from ``SPATIAL_ORDER_MIN_ATOMS`` atoms a CPU pass in runs
+            takes the atoms in a space-filling-curve order, each molecule's atoms together.
         """
         centers, neighbors = edge_index[0], edge_index[1]
         # index_select, not advanced indexing: its backward is an index_add_, where
@@ -268,6 +281,7 @@ class FreeCG(nn.Module):
             vectors, distances = vectors.index_select(0, keep), distances.index_select(0, keep)
 
         chunks = None
+        rank = None  # atom i is atom rank[i] of the network's order, where that differs
         n_edges = centers.shape[0]
         # Where no parameter needs a gradient the runs go through RunsInParallel (threads
         # on a CPU; one after another on a GPU); otherwise they are checkpointed.
@@ -291,6 +305,13 @@ class FreeCG(nn.Module):
                 # atom's gathered features, a cost of runs x atoms; capping the number of
                 # runs keeps it linear in the system size, at the price of larger runs.
                 max_edges = max(max_edges, -(-n_edges // MAX_EDGE_RUNS))
+            if positions.device.type == "cpu" and numbers.shape[0] >= SPATIAL_ORDER_MIN_ATOMS:
+                # The network sees the atoms in Morton order; the gradients reach the
+                # positions through the edge vectors, which do not depend on the labels.
+                atom_order = spatial_order(positions.detach(), self.cutoff, batch)
+                rank = torch.empty_like(atom_order)
+                rank[atom_order] = torch.arange(atom_order.shape[0], device=rank.device)
+                centers, neighbors = rank[centers], rank[neighbors]
             if not is_sorted(centers):
                 order = torch.argsort(centers, stable=True)
                 centers, neighbors = centers[order], neighbors[order]
@@ -312,8 +333,11 @@ class FreeCG(nn.Module):
             # The chunk loop depends on the data, which torch.compile would recompile for.
             threads = torch.get_num_threads() if positions.device.type == "cpu" else 1
             pool = run_pool(threads) if parallel else None
-            out = self._network(species, centers, neighbors, distances, sh, chunks, pool,
-                                keep_graphs, fused)
+            network_species = species if rank is None else species[atom_order]
+            out = self._network(network_species, centers, neighbors, distances, sh, chunks,
+                                pool, keep_graphs, fused)
+            if rank is not None:
+                out = out.index_select(0, rank)
         return (
             self.atomic_energies[species]
             + self.energy_shift
@@ -435,7 +459,7 @@ class FreeCG(nn.Module):
         ``batch`` (N,) gives each atom's molecule index in ``[0, num_graphs)``; None means
         one molecule. Other arguments as in :meth:`atom_energies`.
         """
-        energies = self.atom_energies(numbers, positions, edge_index, shifts)
+        energies = self.atom_energies(numbers, positions, edge_index, shifts, batch=batch)
         if batch is None:
             return energies.sum().reshape(1)
         return energies.new_zeros(num_graphs).index_add_(0, batch, energies)
@@ -457,7 +481,8 @@ class FreeCG(nn.Module):
         """
         if not positions.requires_grad:
             positions = positions.detach().requires_grad_(True)
-        atom_energy = self.atom_energies(numbers, positions, edge_index, shifts, create_graph)
+        atom_energy = self.atom_energies(numbers, positions, edge_index, shifts, create_graph,
+                                         batch)
         if batch is None:
             energy = atom_energy.sum().reshape(1)
         else:
