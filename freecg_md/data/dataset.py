@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import PropertyNotImplementedError
 from ase.data import chemical_symbols
 from ase.io import read, write
 
@@ -44,12 +43,13 @@ def _files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
 def _label(getter: Callable[[], Any], missing: str) -> Any:
     """``getter()``, or :class:`DatasetError` ``missing`` when the structure lacks the label.
 
-    ASE signals a missing label with RuntimeError (no calculator) or its
-    PropertyNotImplementedError (a single-point calculator without the property).
+    ASE signals a missing label with a RuntimeError: without a calculator, and from a
+    single-point calculator that lacks the property (its error class derives from
+    RuntimeError).
     """
     try:
         return getter()
-    except (RuntimeError, PropertyNotImplementedError, AttributeError):
+    except (RuntimeError, AttributeError):
         raise DatasetError(missing) from None
 
 
