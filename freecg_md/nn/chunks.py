@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -249,13 +250,15 @@ class ThreadRunPool(ThreadPoolExecutor):
         the mode is per thread, and outside it a task could not write into the inference
         tensors the caller made for it."""
         if torch.is_inference_mode_enabled():
-            function = _in_inference_mode(function)
+            function = _within(torch.inference_mode, function)
         return super().map(function, *iterables, **kwargs)
 
 
-def _in_inference_mode(function: Callable[..., Result]) -> Callable[..., Result]:
+def _within(context: Callable[[], AbstractContextManager], function: Callable[..., Result]
+            ) -> Callable[..., Result]:
+    """``function`` run inside a fresh ``context()`` each call."""
     def run(*args: object) -> Result:
-        with torch.inference_mode():
+        with context():
             return function(*args)
     return run
 
@@ -263,10 +266,7 @@ def _in_inference_mode(function: Callable[..., Result]) -> Callable[..., Result]
 def without_grad(function: Callable[..., Result]) -> Callable[..., Result]:
     """``function`` run without autograd, for a pool's tasks: grad mode is per thread, and
     the pool's threads have it on."""
-    def run(*args: object) -> Result:
-        with torch.no_grad():
-            return function(*args)
-    return run
+    return _within(torch.no_grad, function)
 
 
 RunPool = ThreadRunPool | SerialPool
