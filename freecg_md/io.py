@@ -7,6 +7,7 @@ that wrote it. Loading never unpickles arbitrary objects, so a file cannot run c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -21,6 +22,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "ModelFileError",
+    "file_sha256",
     "load_model",
     "read_model_file",
     "save_model",
@@ -40,6 +42,15 @@ def _versions() -> dict[str, str]:
     from . import __version__
 
     return {"freecg_md": __version__, "torch": torch.__version__, "e3nn": e3nn.__version__}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, as hex: ties a result to the model file that made it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def save_model(

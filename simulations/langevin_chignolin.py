@@ -28,9 +28,10 @@ import torch  # noqa: E402
 from freecg_md.analysis.reports import rmsd_report  # noqa: E402
 from freecg_md.analysis.rundir import read_run  # noqa: E402
 from freecg_md.data.molecules import load_chignolin  # noqa: E402
+from freecg_md.data.starts import initial_replicas  # noqa: E402
 from freecg_md.md import (  # noqa: E402
+    EQUILIBRATION_DIR,
     FreeCGPotential,
-    ReplicaState,
     RunConfig,
     SimulationError,
     run_replicas,
@@ -47,7 +48,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=str(REPO / "models" / "chignolin.pt"))
     parser.add_argument("--trajectories", type=int, default=10)
     parser.add_argument("--temperature", type=float, default=300.0, help="K")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=300, help="production steps")
+    parser.add_argument("--equilibration-steps", type=int, default=0,
+                        help="steps of equilibration before production (frames in "
+                             "OUTPUT/equilibration/)")
+    parser.add_argument("--equilibration-friction", type=float, default=5.0,
+                        help="Langevin gamma of the equilibration stage, 1/ps")
+    parser.add_argument("--initial", default="native",
+                        help="'native': the crystal structure for all (the RMSD study); "
+                             "'shipped': the shipped start states (trajectory r from state "
+                             "r mod 8); a start-state .npz; or any file ASE reads")
     parser.add_argument("--timestep", type=float, default=1.0, help="fs")
     parser.add_argument("--friction", type=float, default=1.0, help="Langevin gamma, 1/ps")
     parser.add_argument("--report-interval", type=int, default=5, help="steps")
@@ -59,6 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch.compile the model: minutes to compile, then faster steps")
     parser.add_argument("--output", default=str(REPO / "runs" / "langevin_chignolin"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-bond-guard", action="store_true",
+                        help="do not stop when a bond of the starting structure is pulled "
+                             "apart or pushed together (for models that do not hold the "
+                             "molecule together, e.g. untrained ones)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--no-plots", action="store_true")
     return parser.parse_args(argv)
@@ -75,23 +89,34 @@ def main(argv: list[str] | None = None) -> int:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     output = Path(args.output)
-    resume = args.resume and (output / CHECKPOINT_NAME).is_file()
-    config = RunConfig(temperatures=[args.temperature] * args.trajectories,
+    resume = args.resume and any((output / stage / CHECKPOINT_NAME).is_file()
+                                 for stage in ("", EQUILIBRATION_DIR))
+    chignolin = load_chignolin()
+    temperatures = [args.temperature] * args.trajectories
+    try:
+        state, draw, start = initial_replicas(args.initial, chignolin.atoms, temperatures)
+    except (OSError, ValueError) as error:
+        print(f"error: --initial {args.initial}: {error}", file=sys.stderr)
+        return 2
+    config = RunConfig(temperatures=temperatures,
                        n_steps=args.steps, output_dir=str(output),
                        friction_per_ps=args.friction, timestep_fs=args.timestep,
                        report_interval=args.report_interval,
                        checkpoint_interval=args.checkpoint_interval, seed=args.seed,
-                       device=device, dtype=args.dtype)
-    chignolin = load_chignolin()
+                       device=device, dtype=args.dtype, draw_velocities=draw,
+                       equilibration_steps=args.equilibration_steps,
+                       equilibration_friction_per_ps=args.equilibration_friction,
+                       **({"max_bond_stretch": None, "min_bond_compression": None}
+                          if args.no_bond_guard else {}))
     potential = FreeCGPotential(args.model, chignolin.atoms.numbers, device=device,
                                 dtype=args.dtype, compile=args.compile)
     print(f"Langevin MD of chignolin: {args.trajectories} trajectories at "
-          f"{args.temperature:.0f} K, {args.steps} steps of {args.timestep} fs on {device}; "
+          f"{args.temperature:.0f} K from {start}, {args.equilibration_steps} steps of "
+          f"equilibration, then {args.steps} of {args.timestep} fs on {device}; "
           f"{'resuming' if resume else 'writing'} {output}")
     try:
-        result = run_replicas(potential, ReplicaState.from_atoms(chignolin.atoms,
-                                                                 args.trajectories),
-                              config, topology=chignolin.topology, resume=resume)
+        result = run_replicas(potential, state, config, topology=chignolin.topology,
+                              resume=resume)
     except FileExistsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -34,17 +34,15 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # libgomp spin-waiting stalls shared CPUs
 
-import ase.io  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from ase import Atoms  # noqa: E402
 
-from freecg_md.analysis.reports import landscape_report, remd_report  # noqa: E402
+from freecg_md.analysis.reports import basin_summary, landscape_report, remd_report  # noqa: E402
 from freecg_md.analysis.rundir import read_run  # noqa: E402
 from freecg_md.data.molecules import load_chignolin  # noqa: E402
+from freecg_md.data.starts import initial_replicas  # noqa: E402
 from freecg_md.md import (  # noqa: E402
+    EQUILIBRATION_DIR,
     FreeCGPotential,
-    ReplicaState,
     RunConfig,
     SerialComm,
     SimulationError,
@@ -69,7 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--t-max", type=float, default=450.0, help="highest temperature, K")
     parser.add_argument("--temperatures", type=float, nargs="+",
                         help="explicit ladder in K (overrides --replicas/--t-min/--t-max)")
-    parser.add_argument("--steps", type=int, default=400, help="total MD steps")
+    parser.add_argument("--steps", type=int, default=1000, help="production MD steps")
+    parser.add_argument("--equilibration-steps", type=int, default=200,
+                        help="steps of equilibration before production: each replica at its "
+                             "own temperature, no exchanges, frames in OUTPUT/equilibration/")
+    parser.add_argument("--equilibration-friction", type=float, default=5.0,
+                        help="Langevin gamma of the equilibration stage, 1/ps")
     parser.add_argument("--timestep", type=float, default=1.0, help="fs")
     parser.add_argument("--friction", type=float, default=1.0, help="Langevin gamma, 1/ps")
     parser.add_argument("--exchange-interval", type=int, default=10, help="steps")
@@ -83,15 +86,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch.compile the model: minutes to compile, then faster steps")
     parser.add_argument("--output", default=str(REPO / "runs" / "remd_chignolin"),
                         help="run directory")
-    parser.add_argument("--initial", type=Path,
-                        help="starting conformations, any file ASE reads (extxyz, pdb, traj "
-                             "...): replica r starts from frame r mod n_frames; default: "
-                             "the native structure for all")
+    parser.add_argument("--initial", default="shipped",
+                        help="'shipped': the shipped start states, equilibrated with the "
+                             "shipped model at each temperature of the default ladder, half "
+                             "folded, half unfolded (velocities used when the ladder "
+                             "matches); 'native': the crystal structure for all; a start-state "
+                             ".npz; or any file ASE reads (extxyz, pdb, traj...): replica r "
+                             "starts from frame r mod n_frames")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-bond-guard", action="store_true",
+                        help="do not stop when a bond of the starting structure is pulled "
+                             "apart or pushed together (for models that do not hold the "
+                             "molecule together, e.g. untrained ones)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output from its checkpoint")
-    parser.add_argument("--discard", type=float, default=0.2,
-                        help="fraction of frames dropped as equilibration in the plots")
     parser.add_argument("--no-plots", action="store_true", help="skip the analysis at the end")
     return parser.parse_args(argv)
 
@@ -100,17 +108,6 @@ def pick_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
-
-
-def initial_state(path: Path | None, native: Atoms, n_replicas: int) -> ReplicaState:
-    """All replicas at ``native``, or replica r at frame r mod n of the file ``path``."""
-    if path is None:
-        return ReplicaState.from_atoms(native, n_replicas)
-    frames = ase.io.read(path, ":")
-    if not np.array_equal(frames[0].numbers, native.numbers):
-        raise ValueError(f"its atoms are not chignolin's {len(native)} atoms in the order of "
-                         "freecg_md.data.load_chignolin()")
-    return ReplicaState.from_frames(frames, n_replicas)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,26 +125,32 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cuda" and comm.world_size > 1:
         device = local_device(comm)
     say = print if comm.is_writer else (lambda *_, **__: None)
+    chignolin = load_chignolin()
     ladder = (args.temperatures if args.temperatures
               else temperature_ladder(args.t_min, args.t_max, args.replicas).tolist())
     output = Path(args.output)
-    resume = args.resume and (output / CHECKPOINT_NAME).is_file()
+    resume = args.resume and any((output / stage / CHECKPOINT_NAME).is_file()
+                                 for stage in ("", EQUILIBRATION_DIR))
+    try:
+        state, draw, start = initial_replicas(args.initial, chignolin.atoms, ladder)
+    except (OSError, ValueError) as error:
+        print(f"error: --initial {args.initial}: {error}", file=sys.stderr)
+        return 2
     config = RunConfig(temperatures=ladder, n_steps=args.steps, output_dir=str(output),
                        friction_per_ps=args.friction, timestep_fs=args.timestep,
                        exchange_interval=args.exchange_interval,
                        report_interval=args.report_interval,
                        checkpoint_interval=args.checkpoint_interval, seed=args.seed,
-                       device=device, dtype=args.dtype)
-    chignolin = load_chignolin()
+                       device=device, dtype=args.dtype, draw_velocities=draw,
+                       equilibration_steps=args.equilibration_steps,
+                       equilibration_friction_per_ps=args.equilibration_friction,
+                       **({"max_bond_stretch": None, "min_bond_compression": None}
+                          if args.no_bond_guard else {}))
     potential = FreeCGPotential(model, chignolin.atoms.numbers, device=device,
                                 dtype=args.dtype, compile=args.compile)
-    try:
-        state = initial_state(args.initial, chignolin.atoms, config.n_replicas)
-    except (OSError, ValueError) as error:
-        print(f"error: --initial {args.initial}: {error}", file=sys.stderr)
-        return 2
     say(f"REMD of chignolin: {config.n_replicas} replicas at "
-        f"{', '.join(f'{t:.0f}' for t in ladder)} K; {args.steps} steps of "
+        f"{', '.join(f'{t:.0f}' for t in ladder)} K from {start}; "
+        f"{args.equilibration_steps} steps of equilibration, then {args.steps} steps of "
         f"{args.timestep} fs on {device} ({args.dtype}); model {model}; "
         f"{'resuming' if resume else 'writing'} {output}"
         + (f"; {comm.world_size} processes" if comm.world_size > 1 else ""))
@@ -180,13 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_plots and comm.is_writer:
         run = read_run(output)
         plots = output / "plots"
-        landscape = landscape_report(run, plots, discard=args.discard)
+        landscape = landscape_report(run, plots)
         remd = remd_report(run, plots)
+        (output / "convergence.json").write_text((plots / "convergence.json").read_text())
+        say(f"landscape at {ladder[0]:.0f} K: {landscape['verdict']}")
         for method, basins in landscape["basins"].items():
-            text = "; ".join(
-                f"{b['name']} {b['free_energy']:.2f} kcal/mol at ({b['x']:.2f}, {b['y']:.2f}) Å"
-                for b in basins)
-            say(f"landscape ({method}): {text}")
+            say(f"landscape ({method}): {basin_summary(basins)}")
         say(f"plots: {landscape['png']}, {remd['png']} (numbers beside them as CSV)")
     say(f"total {time.perf_counter() - started:.0f} s")
     return 0

@@ -45,6 +45,8 @@ class RunData:
         (F, R) int64, the ladder index replica r was simulated at when frame f was taken.
     topology:
         mdtraj topology of the N atoms (from ``topology.pdb``).
+    kinetic_temperature:
+        (F, R) float64 K, replica r's instantaneous kinetic temperature at frame f.
     """
 
     directory: Path
@@ -56,6 +58,7 @@ class RunData:
     energies: np.ndarray
     temperature_index: np.ndarray
     topology: mdtraj.Topology
+    kinetic_temperature: np.ndarray
 
     @property
     def n_replicas(self) -> int:
@@ -146,6 +149,7 @@ def read_run(directory: str | os.PathLike) -> RunData:
     rows = log[[row_of_step[int(s)] for s in steps]]
     energies = rows[:, [log_header.index(f"epot_r{r}_eV") for r in range(n_replicas)]]
     tindex = rows[:, [log_header.index(f"tindex_r{r}") for r in range(n_replicas)]]
+    kinetic_temperature = rows[:, [log_header.index(f"T_r{r}_K") for r in range(n_replicas)]]
 
     topology = mdtraj.load_topology(str(directory / "topology.pdb"))
     positions = np.empty((n_replicas, len(steps), topology.n_atoms, 3), np.float32)
@@ -159,4 +163,4 @@ def read_run(directory: str | os.PathLike) -> RunData:
         positions[r] = trajectory.xyz[: len(steps)] * ANGSTROM_PER_NM
     return RunData(directory, config, temperatures, steps,
                    frames[:, frame_header.index("time_fs")] * 1e-3, positions, energies,
-                   tindex.astype(np.int64), topology)
+                   tindex.astype(np.int64), topology, kinetic_temperature)

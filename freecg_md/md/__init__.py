@@ -30,7 +30,7 @@ from .reporters import (
     topology_from_numbers,
     trajectory_path,
 )
-from .simulation import RunConfig, RunResult, SimulationError, run_replicas
+from .simulation import EQUILIBRATION_DIR, RunConfig, RunResult, SimulationError, run_replicas
 from .state import (
     ReplicaState,
     degrees_of_freedom,
@@ -44,6 +44,7 @@ from .state import (
 from .worker_processes import WorkerError
 
 __all__ = [
+    "EQUILIBRATION_DIR",
     "ASECalculatorPotential",
     "Checkpoint",
     "CheckpointError",

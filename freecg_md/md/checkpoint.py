@@ -23,8 +23,11 @@ __all__ = ["CHECKPOINT_NAME", "Checkpoint", "CheckpointError", "load_checkpoint"
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
-# Fields a resumed run may change: only how long it runs.
-RESUMABLE_CHANGES = ("n_steps",)
+# Fields a resumed run may change: how long it runs, and the guards' thresholds (they stop a
+# run but never change its trajectory).
+RESUMABLE_CHANGES = ("n_steps", "max_force", "max_energy_jump_per_atom",
+                     "max_temperature_ratio", "temperature_window", "max_bond_stretch",
+                     "min_bond_compression", "max_displacement")
 
 
 class CheckpointError(ValueError):

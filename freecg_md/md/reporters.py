@@ -196,6 +196,9 @@ class RunWriter:
         # mdtraj cannot append to a DCD: copy the frames to keep into a new file, move it
         # over the old one (atomic) and keep its handle open for the frames to come (the
         # open descriptor follows the renamed file).
+        if n_frames == 0:  # nothing to keep (a run stopped before its first frame)
+            path.unlink(missing_ok=True)
+            return DCDTrajectoryFile(str(path), "w")
         with DCDTrajectoryFile(str(path), "r") as handle:
             available = len(handle)
             if available < n_frames:
@@ -294,7 +297,9 @@ class FrameIndex:
 def read_frame_index(directory: str | os.PathLike) -> FrameIndex:
     """Read ``frames.csv`` of a run directory."""
     path = Path(directory) / "frames.csv"
-    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    with open(path) as handle:
+        columns = len(handle.readline().split(","))
+    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2).reshape(-1, columns)
     holders = data[:, 3:].astype(np.int64)
     return FrameIndex(data[:, 1].astype(np.int64), data[:, 2], holders,
                       np.argsort(holders, axis=1).astype(np.int64))

@@ -32,19 +32,25 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .distributed import SerialComm
+from .guards import GuardLimits, Guards, check_timestep
 from .integrators import baoab_step
 from .potentials import Potential, check_potential, check_results
 from .remd import ReplicaExchange, check_ladder
 from .reporters import RunWriter, topology_from_numbers
 from .state import (
+    EQUILIBRATION_STREAM,
     ReplicaState,
+    degrees_of_freedom,
     instantaneous_temperature,
     kinetic_energy,
     maxwell_boltzmann_velocities,
     replica_seed,
 )
 
-__all__ = ["RunConfig", "RunResult", "SimulationError", "run_replicas"]
+__all__ = ["EQUILIBRATION_DIR", "RunConfig", "RunResult", "SimulationError", "run_replicas"]
+
+# The equilibration stage's run directory, inside the production's.
+EQUILIBRATION_DIR = "equilibration"
 
 
 class SimulationError(RuntimeError):
@@ -89,8 +95,29 @@ class RunConfig:
         eV/Å; a larger force component stops the run.
     max_energy_jump_per_atom:
         eV per atom; a larger change of a replica's potential energy in one step stops it.
+    max_temperature_ratio, temperature_window:
+        A replica whose kinetic temperature, averaged over ``temperature_window`` steps,
+        exceeds ``max_temperature_ratio`` times its bath temperature stops the run (raised
+        for small systems; :mod:`freecg_md.md.guards`). None turns it off.
+    max_bond_stretch, min_bond_compression:
+        A bond of the starting structure (replica 0's) longer or shorter than these
+        multiples of its starting length stops the run. None turns either off.
+    max_displacement:
+        Å; an atom moving farther in one step stops the run. None turns it off.
+    allow_long_timestep:
+        Accept a time step above :func:`~freecg_md.md.guards.max_stable_timestep` (2 fs
+        with hydrogens of natural mass); refused otherwise.
     flush_every:
         Frames buffered before they are written to the trajectories.
+    equilibration_steps:
+        Steps of an equilibration stage run before the ``n_steps`` of production: every
+        replica at its own starting temperature, no exchanges, friction
+        ``equilibration_friction_per_ps``. Its frames and logs go to
+        ``output_dir/equilibration/`` (a run directory of its own); production starts from
+        its final positions and velocities, at step 0 and time 0 of ``output_dir``.
+    equilibration_friction_per_ps:
+        Langevin ``gamma`` (1/ps) of the equilibration stage; None takes
+        ``friction_per_ps``. A larger friction thermalises faster.
     """
 
     temperatures: list[float]
@@ -109,7 +136,15 @@ class RunConfig:
     draw_velocities: bool = True
     max_force: float = 1e3
     max_energy_jump_per_atom: float = 1.0
+    max_temperature_ratio: float | None = 1.5
+    temperature_window: int = 100
+    max_bond_stretch: float | None = 1.5
+    min_bond_compression: float | None = 0.6
+    max_displacement: float | None = 0.5
+    allow_long_timestep: bool = False
     flush_every: int = 10
+    equilibration_steps: int = 0
+    equilibration_friction_per_ps: float | None = None
 
     def __post_init__(self) -> None:
         self.temperatures = [float(t) for t in np.asarray(self.temperatures).reshape(-1)]
@@ -122,11 +157,25 @@ class RunConfig:
             "checkpoint_interval": (self.checkpoint_interval >= 1, "a positive integer"),
             "flush_every": (self.flush_every >= 1, "a positive integer"),
             "n_steps": (self.n_steps >= 0, "an integer >= 0"),
+            "equilibration_steps": (self.equilibration_steps >= 0, "an integer >= 0"),
+            "equilibration_friction_per_ps": (
+                self.equilibration_friction_per_ps is None
+                or self.equilibration_friction_per_ps >= 0, "None or a friction >= 0 1/ps"),
             "seed": (self.seed >= 0, "an integer >= 0"),
             "friction_per_ps": (self.friction_per_ps >= 0, "a friction >= 0 1/ps"),
             "timestep_fs": (self.timestep_fs > 0, "a time step > 0 fs"),
             "max_force": (self.max_force > 0, "a limit > 0 eV/Å"),
             "max_energy_jump_per_atom": (self.max_energy_jump_per_atom > 0, "a limit > 0 eV"),
+            "max_temperature_ratio": (self.max_temperature_ratio is None
+                                      or self.max_temperature_ratio > 1, "None or a ratio > 1"),
+            "temperature_window": (self.temperature_window >= 1, "a positive integer"),
+            "max_bond_stretch": (self.max_bond_stretch is None or self.max_bond_stretch > 1,
+                                 "None or a ratio > 1"),
+            "min_bond_compression": (self.min_bond_compression is None
+                                     or 0 < self.min_bond_compression < 1,
+                                     "None or a ratio between 0 and 1"),
+            "max_displacement": (self.max_displacement is None or self.max_displacement > 0,
+                                 "None or a distance > 0 Å"),
             "replica_seeds": (self.replica_seeds is None
                               or len(self.replica_seeds) == self.n_replicas,
                               f"one seed per replica ({self.n_replicas})"),
@@ -150,6 +199,12 @@ class RunConfig:
     def n_replicas(self) -> int:
         return len(self.temperatures)
 
+    def guard_limits(self) -> GuardLimits:
+        """The thresholds of the dynamics' guards (:class:`~freecg_md.md.guards.Guards`)."""
+        return GuardLimits(self.max_temperature_ratio, self.temperature_window,
+                           self.max_bond_stretch, self.min_bond_compression,
+                           self.max_displacement)
+
     def seeds(self) -> list[int]:
         """The seed of every replica's generator."""
         if self.replica_seeds is not None:
@@ -158,6 +213,21 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def equilibration(self) -> RunConfig:
+        """The equilibration stage as a run of its own (see ``equilibration_steps``).
+
+        Each replica stays at its own temperature (no exchanges); its generators are seeded
+        from a stream of their own, so production does not replay the stage's noise.
+        """
+        friction = self.equilibration_friction_per_ps
+        return dataclasses.replace(
+            self, n_steps=self.equilibration_steps, exchange_interval=0,
+            output_dir=str(Path(self.output_dir) / EQUILIBRATION_DIR),
+            friction_per_ps=self.friction_per_ps if friction is None else friction,
+            replica_seeds=[replica_seed(self.seed, r, EQUILIBRATION_STREAM)
+                           for r in range(self.n_replicas)],
+            equilibration_steps=0, equilibration_friction_per_ps=None)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
@@ -177,7 +247,8 @@ class RunResult:
 
     ``state`` the final state, ``energies`` (R,) eV, ``exchange`` the exchange (None
     without), ``steps_run`` steps taken by this call, ``wall_seconds`` and ``ns_per_day``
-    its speed, ``neighbor_stats`` of this process's potential when it has them.
+    its speed, ``neighbor_stats`` of this process's potential when it has them, and
+    ``equilibration`` the equilibration stage's result when this call ran one.
     """
 
     state: ReplicaState
@@ -187,21 +258,24 @@ class RunResult:
     wall_seconds: float
     ns_per_day: float
     neighbor_stats: dict[str, int] | None
+    equilibration: RunResult | None = None
 
 
 class _Run:
     """The loop's state; one method per phase, each short."""
 
     def __init__(self, potential: Potential, state: ReplicaState, config: RunConfig,
-                 comm: SerialComm) -> None:
+                 comm: SerialComm, draw_velocities: bool, reference: np.ndarray) -> None:
         if state.n_replicas != config.n_replicas:
             raise ValueError(f"state has {state.n_replicas} replicas but config.temperatures "
                              f"has {config.n_replicas}")
+        check_timestep(config.timestep_fs, state.masses, config.allow_long_timestep)
         if config.remove_com_motion and state.n_atoms < 2:
             raise ValueError(f"remove_com_motion=True leaves {state.n_atoms} atom(s) no "
                              "degrees of freedom; expected at least 2 atoms")
         check_potential(potential, config.dtype, config.device)
         self.potential, self.config, self.comm = potential, config, comm
+        self.draw_velocities = draw_velocities
         self.block = comm.block(state.n_replicas)
         self.state = state.select(self.block)
         self.global_state = state
@@ -212,6 +286,10 @@ class _Run:
         self.directory = Path(config.output_dir)
         self.writer: RunWriter | None = None
         self.energies = self.forces = torch.empty(0)
+        self.guards = Guards(config.guard_limits(), reference, state.numbers.numpy(),
+                             state.cell.numpy(), state.pbc.numpy(),
+                             degrees_of_freedom(state.n_atoms, config.remove_com_motion),
+                             self.state.n_replicas)
 
     # -- set-up ------------------------------------------------------------------------
     def tindex(self) -> np.ndarray:
@@ -231,7 +309,7 @@ class _Run:
                 raise FileExistsError(f"{self.directory / name} exists; pass resume=True to "
                                       "continue that run or choose a new output_dir")
         self.comm.barrier()  # every rank has looked before rank 0 creates the files
-        if self.config.draw_velocities:
+        if self.draw_velocities:
             self.state.velocities = maxwell_boltzmann_velocities(
                 self.state.masses, self.temperatures(), self.generators,
                 self.config.remove_com_motion)
@@ -285,14 +363,21 @@ class _Run:
                 f"{self.block.start})")
 
     def step(self) -> None:
+        before, targets = self.state.positions, self.temperatures()
         try:
             energies, forces = baoab_step(
-                self.state, self.forces, self.potential, self.temperatures(),
+                self.state, self.forces, self.potential, targets,
                 self.config.friction_per_ps, self.config.timestep_fs, self.generators,
                 self.config.remove_com_motion)
             message = self.guard(energies, forces, previous=self.energies)
         except ValueError as error:  # the potential rejected the positions (NaN, overlap)
             message = f"step {self.state.step + 1}: {error}{self.local_note()}"
+        if message is None:
+            temperature = instantaneous_temperature(self.state.velocities, self.state.masses,
+                                                    self.config.remove_com_motion)
+            message = self.guards.check(
+                before, self.state.positions, temperature, targets,
+                lambda r: f"replica {self.block.start + r} at step {self.state.step}")
         self.stop_if_failed(message)
         self.energies, self.forces = energies, forces
 
@@ -404,6 +489,10 @@ def run_replicas(
 ) -> RunResult:
     """Run Langevin dynamics of R replicas, with replica exchange if configured.
 
+    With ``config.equilibration_steps`` the run has two stages: equilibration (each replica
+    at its own temperature, no exchanges, into ``output_dir/equilibration/``), then
+    production from the equilibrated positions and velocities.
+
     Parameters
     ----------
     potential:
@@ -415,21 +504,56 @@ def run_replicas(
     topology:
         For ``topology.pdb``; a minimal one is made from the atomic numbers when None.
     resume:
-        Continue from ``output_dir/checkpoint.pt`` (files are cut back to it) up to
-        ``config.n_steps``; otherwise the directory must not hold a run.
+        Continue from the checkpoint of the latest stage that has one (files are cut back
+        to it) up to ``config.n_steps``; otherwise the directory must not hold a run.
     progress:
         Show a tqdm bar with simulated time and ns/day.
     comm:
         :func:`~freecg_md.md.distributed.init_distributed`'s communicator to spread the
         replicas over processes; None runs them all here.
 
+    Returns
+    -------
+    The production stage's result; ``result.equilibration`` is the equilibration stage's
+    (None without one, or when production was resumed).
+
     Raises
     ------
     SimulationError
-        NaN/infinite energy or force, a force above ``max_force`` or an energy jump above
-        ``max_energy_jump_per_atom * N``: names the replica and the step.
+        NaN/infinite energy or force, a force above ``max_force``, an energy jump above
+        ``max_energy_jump_per_atom * N``, a kinetic temperature far above the bath, a bond
+        pulled apart or pushed together, or an atom moving too far in one step: names the
+        replica, the step and the reason.
+    ValueError
+        A time step too long for the lightest atom (see ``allow_long_timestep``).
+    FileNotFoundError
+        ``resume=True`` but no stage has a checkpoint.
     """
-    run = _Run(potential, state, config, comm or SerialComm())
+    comm = comm or SerialComm()
+    reference = state.positions[0].cpu().numpy()  # the guards' bonds and their lengths
+    has_checkpoint = (Path(config.output_dir) / CHECKPOINT_NAME).is_file()
+    if not config.equilibration_steps or (resume and has_checkpoint):
+        return _run_stage(potential, state, config, topology, resume, progress, comm,
+                          config.draw_velocities, reference)
+    stage = config.equilibration()
+    stage_resume = resume and (Path(stage.output_dir) / CHECKPOINT_NAME).is_file()
+    if resume and not stage_resume:
+        raise FileNotFoundError(f"no checkpoint in {config.output_dir} or {stage.output_dir}; "
+                                "pass resume=False to start the run")
+    equilibration = _run_stage(potential, state, stage, topology, stage_resume, progress, comm,
+                               config.draw_velocities, reference)
+    equilibrated = dataclasses.replace(equilibration.state, step=0)
+    result = _run_stage(potential, equilibrated, config, topology, False, progress, comm,
+                        False, reference)
+    result.equilibration = equilibration
+    return result
+
+
+def _run_stage(potential: Potential, state: ReplicaState, config: RunConfig,
+               topology: mdtraj.Topology | None, resume: bool, progress: bool,
+               comm: SerialComm, draw_velocities: bool, reference: np.ndarray) -> RunResult:
+    """One stage of :func:`run_replicas`: start or resume, loop, and gather."""
+    run = _Run(potential, state, config, comm, draw_velocities, reference)
     try:
         if resume:
             run.resume()

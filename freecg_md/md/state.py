@@ -38,9 +38,11 @@ KINETIC_UNIT = 1.0 / units.fs**2
 # (eV/Å)/amu in Å/fs²: the inverse of the above.
 ACCELERATION_UNIT = units.fs**2
 
-# Streams of the seed tree (:func:`replica_seed`): dynamics of replica r, and exchanges.
+# Streams of the seed tree (:func:`replica_seed`): dynamics of replica r, exchanges, and
+# the dynamics of an equilibration stage before production.
 DYNAMICS_STREAM = 0
 EXCHANGE_STREAM = 1
+EQUILIBRATION_STREAM = 2
 
 
 def replica_seed(seed: int, replica: int, stream: int = DYNAMICS_STREAM) -> int:

@@ -47,7 +47,9 @@ def remd_run(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("remd")
     config = RunConfig(temperatures=[300.0, 340.0, 390.0, 450.0], n_steps=80,
                        output_dir=str(directory), exchange_interval=4, report_interval=2,
-                       timestep_fs=0.5, seed=3)
+                       timestep_fs=0.5, seed=3,
+                       # Atoms on independent springs: no chemical bonds to guard.
+                       max_bond_stretch=None, min_bond_compression=None)
     run_replicas(Harmonic(chignolin.native_positions, k=2.0),
                  ReplicaState.from_atoms(chignolin.atoms, 4), config,
                  topology=chignolin.topology, progress=False)
@@ -80,18 +82,24 @@ def test_read_run_matches_the_logs(remd_run):
 def test_landscape_remd_and_rmsd_scripts_write_pictures(remd_run, tmp_path):
     out = tmp_path / "plots"
     assert run_script(REPO / "analysis" / "plot_landscape.py", remd_run, "--out", out,
-                      "--discard", "0.1", "--bins", "12") == 0
+                      "--bins", "12") == 0
     assert_png(out / "landscape.png")
+    assert_png(out / "melting.png")
     with open(out / "basins.csv") as handle:
         basins = list(csv.DictReader(handle))
     assert {(b["method"], b["basin"]) for b in basins} == {
         ("histogram", "folded"), ("histogram", "unfolded"),
         ("MBAR over all temperatures", "folded"), ("MBAR over all temperatures", "unfolded")}
-    # On springs to the native structure the run never unfolds: the folded basin is the
-    # global minimum (0) and close to the native point; no unfolded basin is invented.
+    # On springs to the native structure the run never unfolds and makes no round trip:
+    # not converged, so no depth is written; the folded basin is where the run went, near
+    # the native point, and no unfolded basin is invented.
+    verdict = json.loads((out / "convergence.json").read_text())
+    assert not verdict["converged"] and verdict["n_unfolded"] == 0
+    assert any("round trips" in reason for reason in verdict["reasons"])
     folded = next(b for b in basins if b["method"] == "histogram" and b["basin"] == "folded")
-    assert float(folded["free_energy_kcal_mol"]) == 0.0
-    assert next(b for b in basins if b["basin"] == "unfolded")["free_energy_kcal_mol"] == "nan"
+    assert folded["free_energy_kcal_mol"] == "" and abs(float(folded["x_A"]) - 2.9) < 1.0
+    assert next(b for b in basins if b["basin"] == "unfolded")["x_A"] == "nan"
+    assert not (out / "landscape_histogram.csv").exists()
 
     assert run_script(REPO / "analysis" / "plot_remd.py", remd_run, "--out", out) == 0
     assert_png(out / "remd.png")
@@ -127,11 +135,16 @@ def test_flagship_and_langevin_scripts_run_and_resume(tiny_model, tmp_path):
     remd = tmp_path / "remd"
     args = ["--model", tiny_model, "--replicas", "3", "--steps", "6", "--report-interval", "2",
             "--exchange-interval", "2", "--checkpoint-interval", "2", "--output", remd,
-            "--discard", "0", "--threads", "1"]
+            "--equilibration-steps", "4", "--threads", "1", "--initial", "native",
+            "--no-bond-guard"]  # an untrained model does not hold the molecule together
     assert run_script(REPO / "simulations" / "remd_chignolin.py", *args) == 0
     for name in ("topology.pdb", "replica_000.dcd", "frames.csv", "exchange.csv",
-                 "checkpoint.pt", "plots/landscape.png", "plots/remd.png"):
+                 "checkpoint.pt", "plots/landscape.png", "plots/remd.png", "convergence.json",
+                 "equilibration/log.csv", "equilibration/replica_000.dcd"):
         assert (remd / name).is_file(), name
+    assert read_run(remd / "equilibration").steps.tolist() == [2, 4]
+    saved = json.loads((remd / "config.json").read_text())["run"]
+    assert saved["equilibration_steps"] == 4 and saved["equilibration_friction_per_ps"] == 5.0
     # A second start without --resume refuses to overwrite; with it, the run is extended.
     assert run_script(REPO / "simulations" / "remd_chignolin.py", *args) == 2
     extended = [*args, "--resume"]
@@ -142,7 +155,8 @@ def test_flagship_and_langevin_scripts_run_and_resume(tiny_model, tmp_path):
     langevin = tmp_path / "langevin"
     assert run_script(REPO / "simulations" / "langevin_chignolin.py", "--model", tiny_model,
                       "--trajectories", "2", "--steps", "4", "--report-interval", "2",
-                      "--output", langevin, "--threads", "1") == 0
+                      "--output", langevin, "--threads", "1", "--initial", "native",
+                      "--no-bond-guard") == 0
     assert_png(langevin / "plots" / "rmsd.png")
     assert run_script(REPO / "simulations" / "remd_chignolin.py", "--model",
                       tmp_path / "missing.pt", "--output", tmp_path / "x") == 2
@@ -158,8 +172,10 @@ def test_flagship_starts_replicas_from_given_conformations(tiny_model, tmp_path)
     starts = tmp_path / "starts.extxyz"
     ase.io.write(starts, [native, shifted])
     remd = tmp_path / "remd"
+    # No equilibration stage: this test is about where the replicas start.
     args = ["--model", tiny_model, "--replicas", "3", "--steps", "2", "--report-interval", "2",
-            "--exchange-interval", "2", "--no-plots", "--threads", "1"]
+            "--exchange-interval", "2", "--no-plots", "--threads", "1",
+            "--equilibration-steps", "0", "--no-bond-guard"]
     assert run_script(REPO / "simulations" / "remd_chignolin.py", *args, "--output", remd,
                       "--initial", starts) == 0
     for replica, offset in ((0, 0.0), (1, 10.0), (2, 0.0)):

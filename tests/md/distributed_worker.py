@@ -37,7 +37,9 @@ def build_runs(out_root: Path) -> dict[str, tuple]:
     toy = RunConfig(temperatures=LADDER, n_steps=60, output_dir=str(out_root / "toy"),
                     timestep_fs=2.0, friction_per_ps=20.0, exchange_interval=5,
                     report_interval=10, checkpoint_interval=20, seed=5,
-                    remove_com_motion=False)
+                    remove_com_motion=False,
+                    # Free particles in a double well: no chemical bonds to guard.
+                    max_bond_stretch=None, min_bond_compression=None)
     atoms = random_molecule(8, seed=6)
     model = small_model(torch.float64)
     freecg = RunConfig(temperatures=LADDER, n_steps=12, output_dir=str(out_root / "freecg"),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 import mdtraj
@@ -25,7 +27,7 @@ from freecg_md.md import (
     trajectory_path,
 )
 from tests.conftest import random_molecule, small_model
-from tests.md.toys import Faulty, Harmonic
+from tests.md.toys import BondedChain, Faulty, Harmonic
 
 TEMPERATURES = [300.0, 340.0, 390.0]
 
@@ -218,3 +220,135 @@ def test_bad_configs_and_inputs(tmp_path):
     changed = RunConfig(**{**config.to_dict(), "friction_per_ps": 2.0})
     with pytest.raises(CheckpointError, match="friction_per_ps: saved 10.0, now 2.0"):
         run_replicas(potential, state, changed, resume=True, progress=False)
+
+
+def chain_run(tmp: Path, **overrides):
+    """2 replicas of a 6-atom hydrogen chain on stiff springs (see toys.BondedChain)."""
+    positions = torch.zeros((2, 6, 3), dtype=torch.float64)
+    positions[:, :, 0] = 0.7 * torch.arange(6, dtype=torch.float64)  # H-H bonds by radii
+    state = ReplicaState(positions, torch.zeros_like(positions), torch.full((6,), 1.008),
+                         torch.ones(6, dtype=torch.long), torch.zeros(3, 3), False)
+    settings = dict(temperatures=[300.0, 300.0], n_steps=400, output_dir=str(tmp),
+                    timestep_fs=1.0, friction_per_ps=1.0, report_interval=10,
+                    checkpoint_interval=50, seed=5)
+    settings.update(overrides)
+    return BondedChain(k=30.0, r0=0.7), state, RunConfig(**settings)
+
+
+def test_equilibration_stage_runs_first_into_its_own_directory(tmp_path):
+    potential, state, config = molecule_run(tmp_path / "run", 8, equilibration_steps=6,
+                                            equilibration_friction_per_ps=20.0)
+    result = run_replicas(potential, state, config, progress=False)
+    stage = tmp_path / "run" / "equilibration"
+    assert result.equilibration is not None and result.equilibration.state.step == 6
+    assert read_frame_index(stage).steps.tolist() == [2, 4, 6]
+    assert read_frame_index(tmp_path / "run").steps.tolist() == [2, 4, 6, 8]
+    saved = json.loads((stage / "config.json").read_text())["run"]
+    assert saved["exchange_interval"] == 0 and saved["friction_per_ps"] == 20.0
+    assert saved["n_steps"] == 6
+    production = json.loads((tmp_path / "run" / "config.json").read_text())["run"]
+    assert production["equilibration_steps"] == 6
+    assert production["equilibration_friction_per_ps"] == 20.0
+    # The stage's noise is its own stream: not the production's seeds.
+    assert saved["replica_seeds"] != config.seeds()
+
+    # Production continues from the equilibrated state: a plain run from that state with
+    # its velocities, started at step 0, is the same trajectory.
+    potential, _, plain = molecule_run(tmp_path / "plain", 8, draw_velocities=False)
+    start = result.equilibration.state
+    start.step = 0
+    alone = run_replicas(potential, start, plain, progress=False)
+    assert torch.equal(alone.state.positions, result.state.positions)
+
+    # Interrupted in either stage, a resumed run equals the uninterrupted one.
+    for crash_after in (4, 10):
+        directory = tmp_path / f"crash{crash_after}"
+        potential, state, config = molecule_run(directory, 8, equilibration_steps=6,
+                                                equilibration_friction_per_ps=20.0)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            run_replicas(Faulty(potential, after=crash_after, mode="raise"), state, config,
+                         progress=False)
+        potential, state, config = molecule_run(directory, 8, equilibration_steps=6,
+                                                equilibration_friction_per_ps=20.0)
+        resumed = run_replicas(potential, state, config, resume=True, progress=False)
+        assert torch.equal(resumed.state.positions, result.state.positions)
+        assert run_files(directory) == run_files(tmp_path / "run")
+
+
+def test_a_time_step_too_long_for_hydrogens_is_refused(tmp_path):
+    potential, state, config = chain_run(tmp_path / "a", timestep_fs=4.0)
+    with pytest.raises(ValueError, match=r"timestep_fs=4: too long for the lightest atom "
+                                         r"\(1.008 amu\); at most 2.00 fs"):
+        run_replicas(potential, state, config, progress=False)
+    heavy = dataclasses.replace(state, masses=torch.full((6,), 4.032))  # 4 fs allowed
+    run_replicas(potential, heavy, dataclasses.replace(config, n_steps=5), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("only", "timestep", "match"),
+    [
+        ("max_displacement", 4.0, r"replica \d at step \d+: atom \d moved .* in one step"),
+        ("max_bond_stretch", 4.0, r"replica \d at step \d+: the bond between atoms \d and \d "
+                                  r"was pulled apart"),
+        ("min_bond_compression", 4.0, r"replica \d at step \d+: the bond between atoms \d and "
+                                      r"\d was pushed together"),
+        # Just past the chain's stability limit (about 1.9 fs) the heating is slow enough
+        # for the temperature's window to fill before the energy explodes.
+        ("max_temperature_ratio", 2.0, r"replica \d at step \d+: kinetic temperature \d+ K on "
+                                       r"average over the last 20 steps, against a bath at "
+                                       r"300 K"),
+    ],
+)
+def test_guards_stop_a_run_that_flies_apart(tmp_path, only, timestep, match):
+    """Past its stability limit the chain's stiff bonds gain energy every step while the
+    energy stays finite. Each guard alone stops it, naming the replica, step and why; the
+    frames and the checkpoint before it stay intact."""
+    guards = dict(max_displacement=None, max_bond_stretch=None, min_bond_compression=None,
+                  max_temperature_ratio=None)
+    guards[only] = {"max_displacement": 0.5, "max_bond_stretch": 1.5,
+                    "min_bond_compression": 0.6, "max_temperature_ratio": 1.5}[only]
+    potential, state, config = chain_run(tmp_path, timestep_fs=timestep,
+                                         allow_long_timestep=True,
+                                         temperature_window=20, max_force=1e9,
+                                         max_energy_jump_per_atom=1e9, **guards)
+    with pytest.raises(SimulationError, match=match) as stopped:
+        run_replicas(potential, state, config, progress=False)
+    failed_at = int(re.search(r"at step (\d+)", str(stopped.value)).group(1))
+    checkpoint = load_checkpoint(tmp_path / "checkpoint.pt")
+    steps = read_frame_index(tmp_path).steps
+    assert checkpoint.step < failed_at and checkpoint.frames_written[0] <= len(steps)
+    assert np.all(steps < failed_at)  # nothing from the bad step on was written
+
+
+def test_guards_stay_quiet_on_a_stable_run(tmp_path):
+    potential, state, config = chain_run(tmp_path, timestep_fs=0.5, n_steps=2000,
+                                         temperature_window=20)
+    result = run_replicas(potential, state, config, progress=False)
+    assert result.state.step == 2000
+
+
+def test_shipped_start_states_are_thermalised_and_used_when_the_ladder_matches():
+    from freecg_md.analysis.structure import chignolin_cvs
+    from freecg_md.data import initial_replicas, load_chignolin, load_chignolin_starts
+    from freecg_md.io import file_sha256
+    from freecg_md.md import instantaneous_temperature, temperature_ladder
+
+    starts = load_chignolin_starts()
+    chignolin = load_chignolin()
+    ladder = temperature_ladder(300, 450, 8)
+    np.testing.assert_allclose(starts.temperatures, ladder)
+    model = Path(__file__).resolve().parents[2] / "models" / "chignolin.pt"
+    assert starts.model_sha256 == file_sha256(model)  # made by the shipped model
+    # Half folded, half unfolded by the two distances, alternating along the ladder.
+    native = chignolin_cvs(chignolin.native_positions[None], chignolin.topology)[0]
+    assert starts.started_unfolded.tolist() == [False, True] * 4
+    far = np.linalg.norm(starts.cvs - native, axis=1) > 1.5
+    assert far.sum() >= 3 and (~far).sum() >= 3
+    state, draw, _ = initial_replicas("shipped", chignolin.atoms, ladder)
+    assert not draw and torch.equal(state.velocities, torch.tensor(starts.velocities))
+    temperature = instantaneous_temperature(state.velocities, state.masses, True).numpy()
+    # One snapshot of 495 degrees of freedom: within 5 standard deviations (6.4 % each).
+    assert np.all(np.abs(temperature / ladder - 1) < 5 * np.sqrt(2 / 495))
+    state, draw, text = initial_replicas("shipped", chignolin.atoms, [300.0] * 3)
+    assert draw and "velocities drawn afresh" in text
+    assert torch.equal(state.positions[2], torch.tensor(starts.positions[2]))

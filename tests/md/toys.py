@@ -63,3 +63,21 @@ class Faulty:
             else:
                 forces[self.replica, 0, 0] = 5e3
         return energies, forces
+
+
+class BondedChain:
+    """``E = sum_b k (|x_{b+1} - x_b| - r0)^2 / 2``: atoms bonded in a chain by springs.
+
+    Stiff springs between light atoms vibrate fast enough that a long time step makes the
+    dynamics unstable while the energy stays finite, as a molecule's X-H bonds do.
+    """
+
+    def __init__(self, k: float = 30.0, r0: float = 1.0) -> None:
+        self.k, self.r0 = k, r0
+
+    def evaluate(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = positions.detach().clone().requires_grad_(True)
+        bonds = torch.linalg.vector_norm(x[:, 1:] - x[:, :-1], dim=-1)
+        energies = 0.5 * self.k * ((bonds - self.r0) ** 2).sum(dim=1)
+        (gradient,) = torch.autograd.grad(energies.sum(), x)
+        return energies.detach(), -gradient

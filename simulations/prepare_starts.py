@@ -1,0 +1,126 @@
+"""Thermalised start states for REMD of chignolin: half folded, half unfolded, one per rung.
+
+    python simulations/prepare_starts.py                      # the shipped start states
+    python simulations/prepare_starts.py --resume             # continue an interrupted run
+
+Picks folded and unfolded conformations (by the Asp3 O - Gly7 N and Glu5 O - Thr8 N
+distances, :mod:`simulations.pick_starts`) from the classical sampling in
+``data/chignolin/frames_flexible.npz`` (unconstrained amber14/GBn2 frames), puts them on the
+rungs of the default ladder alternately (rung 0 folded, rung 1 unfolded, ...), and runs
+Langevin dynamics of every replica at its own rung's temperature with the model, without
+exchanges, for ``--steps`` steps. The final positions and velocities, with the model file's
+SHA-256, the temperatures and the diagnostics of the last half of the run (mean kinetic
+temperature, potential-energy drift) go to ``--out`` (an ``.npz``; see
+:func:`freecg_md.data.load_chignolin_starts`). The run directory keeps the frames and logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # libgomp spin-waiting stalls shared CPUs
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from freecg_md.analysis.rundir import read_run  # noqa: E402
+from freecg_md.analysis.structure import chignolin_cvs  # noqa: E402
+from freecg_md.data.molecules import load_chignolin  # noqa: E402
+from freecg_md.data.starts import save_start_states  # noqa: E402
+from freecg_md.io import file_sha256  # noqa: E402
+from freecg_md.md import (  # noqa: E402
+    FreeCGPotential,
+    ReplicaState,
+    RunConfig,
+    SimulationError,
+    run_replicas,
+    temperature_ladder,
+)
+from freecg_md.md.checkpoint import CHECKPOINT_NAME, load_checkpoint  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pick_starts import pick, read_positions  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Equilibrate folded and unfolded chignolin start states, one per rung.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", default=str(REPO / "models" / "chignolin.pt"))
+    parser.add_argument("--frames", type=Path,
+                        default=REPO / "data" / "chignolin" / "frames_flexible.npz")
+    parser.add_argument("--replicas", type=int, default=8)
+    parser.add_argument("--t-min", type=float, default=300.0, help="K")
+    parser.add_argument("--t-max", type=float, default=450.0, help="K")
+    parser.add_argument("--steps", type=int, default=6000, help="equilibration steps")
+    parser.add_argument("--timestep", type=float, default=1.0, help="fs")
+    parser.add_argument("--friction", type=float, default=1.0, help="Langevin gamma, 1/ps")
+    parser.add_argument("--report-interval", type=int, default=50, help="steps")
+    parser.add_argument("--checkpoint-interval", type=int, default=500, help="steps")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--output", type=Path, default=REPO / "runs" / "starts_equilibration")
+    parser.add_argument("--out", type=Path,
+                        default=REPO / "freecg_md" / "data" / "chignolin_starts.npz")
+    parser.add_argument("--resume", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    chignolin = load_chignolin()
+    ladder = temperature_ladder(args.t_min, args.t_max, args.replicas).tolist()
+    positions = read_positions(args.frames)
+    native = chignolin_cvs(chignolin.atoms.positions[None], chignolin.topology)[0]
+    cvs = chignolin_cvs(positions, chignolin.topology)
+    n_unfolded = args.replicas // 2
+    chosen = pick(cvs, native, args.replicas - n_unfolded, n_unfolded, 1.0, 4.0, args.seed)
+    folded, unfolded = chosen[: args.replicas - n_unfolded], chosen[args.replicas - n_unfolded:]
+    # Alternate along the ladder, so that both basins start at low and at high temperature.
+    order = [folded[k // 2] if k % 2 == 0 else unfolded[k // 2] for k in range(args.replicas)]
+    state = ReplicaState.from_atoms(chignolin.atoms, args.replicas)
+    state.positions = torch.tensor(positions[order], dtype=torch.float64)
+
+    config = RunConfig(temperatures=ladder, n_steps=args.steps, output_dir=str(args.output),
+                       friction_per_ps=args.friction, timestep_fs=args.timestep,
+                       report_interval=args.report_interval,
+                       checkpoint_interval=args.checkpoint_interval, seed=args.seed)
+    resume = args.resume and (args.output / CHECKPOINT_NAME).is_file()
+    potential = FreeCGPotential(args.model, chignolin.atoms.numbers)
+    print(f"equilibrating {args.replicas} start states at {', '.join(f'{t:.1f}' for t in ladder)}"
+          f" K for {args.steps} steps of {args.timestep} fs; frames {order} of {args.frames}")
+    try:
+        run_replicas(potential, state, config, topology=chignolin.topology, resume=resume)
+    except SimulationError as error:
+        print(f"error: the run stopped: {error}", file=sys.stderr)
+        return 1
+    finally:
+        potential.close()
+
+    checkpoint = load_checkpoint(args.output / CHECKPOINT_NAME)
+    run = read_run(args.output)
+    half = run.steps > run.steps.max() / 2
+    final_cvs = chignolin_cvs(checkpoint.positions.numpy(), chignolin.topology)
+    save_start_states(
+        args.out, positions=checkpoint.positions.numpy(),
+        velocities=checkpoint.velocities.numpy(), temperatures=np.asarray(ladder),
+        cvs=final_cvs, started_unfolded=np.arange(args.replicas) % 2 == 1,
+        source_frames=np.asarray(order), model_sha256=file_sha256(args.model),
+        equilibration={"steps": checkpoint.step, "timestep_fs": args.timestep,
+                       "friction_per_ps": args.friction, "seed": args.seed,
+                       "frames": str(args.frames.relative_to(REPO)
+                                     if args.frames.is_relative_to(REPO) else args.frames)},
+        mean_temperature_last_half=run.temperature[half].mean(axis=0))
+    for k, kelvin in enumerate(ladder):
+        print(f"rung {k} ({kelvin:.1f} K): started {'unfolded' if k % 2 else 'folded'} "
+              f"(frame {order[k]}), now at ({final_cvs[k, 0]:.2f}, {final_cvs[k, 1]:.2f}) Å; "
+              f"mean T over the last half {run.temperature[half, k].mean():.1f} K")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
