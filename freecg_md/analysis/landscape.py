@@ -10,10 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 from ase import units
 
+from .statistics import KB_KCAL, check_finite, check_temperatures
+
 __all__ = ["KB_KCAL", "Basin", "Landscape", "folded_unfolded_basins", "free_energy_2d",
            "mbar_free_energy_2d"]
 
-KB_KCAL = units.kB / (units.kcal / units.mol)  # kcal/mol/K
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,16 @@ def free_energy_2d(x: np.ndarray, y: np.ndarray, temperature: float, bins: int =
     weights:
         Optional (n,) sample weights (e.g. from reweighting).
     """
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if x.shape != y.shape or x.ndim != 1:
+    x, y = check_finite("x", x, ndim=1), check_finite("y", y, ndim=1)
+    if x.shape != y.shape:
         raise ValueError(f"x and y must be 1-D of equal length; got {x.shape} and {y.shape}")
-    if not temperature > 0:
-        raise ValueError(f"temperature={temperature!r}: expected kelvins > 0")
+    temperature = float(check_temperatures("temperature", temperature)[0])
+    if weights is not None:
+        weights = check_finite("weights", weights, ndim=1)
+        if weights.shape != x.shape:
+            raise ValueError(f"weights has {weights.size} values; x has {x.size}")
+        if np.any(weights < 0) or weights.sum() <= 0:
+            raise ValueError("weights must be >= 0 with a positive sum")
     counts, x_edges, y_edges = np.histogram2d(x, y, bins=bins, range=ranges, weights=weights)
     return _landscape(counts, x_edges, y_edges, temperature)
 
@@ -107,8 +113,9 @@ def mbar_weights(energies: np.ndarray, sampled_temperature: np.ndarray,
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         from pymbar import MBAR
 
-    energies = np.asarray(energies, float)
-    sampled = np.asarray(sampled_temperature, float)
+    energies = check_finite("energies", energies, ndim=1)
+    sampled = check_temperatures("sampled_temperature", sampled_temperature)
+    target_temperature = float(check_temperatures("target_temperature", target_temperature)[0])
     if energies.shape != sampled.shape:
         raise ValueError(f"energies {energies.shape} and sampled_temperature "
                          f"{sampled.shape} must have the same shape")
@@ -137,6 +144,8 @@ def mbar_free_energy_2d(x: np.ndarray, y: np.ndarray, energies: np.ndarray,
     """The landscape at ``target_temperature`` from the samples of every temperature,
     reweighted with MBAR (see :func:`mbar_weights`)."""
     weights = mbar_weights(energies, sampled_temperature, target_temperature)
+    if np.size(x) != weights.size:
+        raise ValueError(f"x has {np.size(x)} samples; energies has {weights.size}")
     return free_energy_2d(x, y, target_temperature, bins, ranges, weights)
 
 

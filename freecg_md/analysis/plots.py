@@ -19,7 +19,8 @@ import numpy as np  # noqa: E402
 
 from .landscape import Basin, Landscape  # noqa: E402
 
-__all__ = ["plot_conformation_errors", "plot_landscapes", "plot_remd", "plot_rmsd_band"]
+__all__ = ["plot_conformation_errors", "plot_landscapes", "plot_melting_curve", "plot_remd",
+           "plot_rmsd_band"]
 
 BASIN_STYLE = {"folded": ("*", "white"), "unfolded": ("X", "tab:red")}
 
@@ -35,7 +36,7 @@ def _save(figure: plt.Figure, path: str | os.PathLike) -> Path:
 def plot_landscapes(panels: Sequence[tuple[str, Landscape]],
                     basins: Sequence[Sequence[Basin]], native: tuple[float, float],
                     labels: tuple[str, str], title: str, path: str | os.PathLike,
-                    max_free_energy: float | None = None) -> Path:
+                    max_free_energy: float | None = None, depths: bool = True) -> Path:
     """Filled contours of one or more landscapes side by side, one colour bar each.
 
     Parameters
@@ -50,10 +51,16 @@ def plot_landscapes(panels: Sequence[tuple[str, Landscape]],
         Axis labels, with units.
     max_free_energy:
         Upper end of the colour scale, kcal/mol (default: each panel's maximum).
+    depths:
+        False for a run that is not converged: each panel shows only which bins were
+        sampled, in one colour, and the basins' positions without free energies.
     """
     figure, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.8),
                                 squeeze=False, layout="constrained")
     for ax, (subtitle, landscape), marks in zip(axes[0], panels, basins, strict=True):
+        if not depths:
+            _draw_sampled_region(ax, landscape, marks, native, labels, subtitle)
+            continue
         free = np.ma.masked_invalid(landscape.free_energy.T)
         top = max_free_energy or (float(free.max()) if free.count() else 1.0)
         levels = np.linspace(0.0, max(top, 1e-6), 13)
@@ -77,7 +84,43 @@ def plot_landscapes(panels: Sequence[tuple[str, Landscape]],
         ax.set_ylabel(labels[1])
         ax.set_title(f"{subtitle}, {landscape.temperature:.0f} K")
         ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
-    figure.suptitle(title)
+    figure.suptitle(title, fontsize=10)
+    return _save(figure, path)
+
+
+def _draw_sampled_region(ax: plt.Axes, landscape: Landscape, marks: Sequence[Basin],
+                         native: tuple[float, float], labels: tuple[str, str],
+                         subtitle: str) -> None:
+    """The bins a run visited, in one colour: where it went, with no depth claimed."""
+    visited = np.isfinite(landscape.free_energy.T).astype(float)
+    ax.pcolormesh(landscape.x_edges, landscape.y_edges, np.ma.masked_equal(visited, 0),
+                  cmap="Greys", vmin=0, vmax=1.5)
+    ax.plot(*native, "o", mfc="none", mec="black", ms=10, label="native (5AWL)")
+    for basin in marks:
+        if np.isfinite(basin.x):
+            marker, colour = BASIN_STYLE.get(basin.name, ("D", "black"))
+            ax.plot(basin.x, basin.y, marker, color=colour, mec="black", ms=13,
+                    label=f"most visited {basin.name} bin")
+    ax.set_xlim(landscape.x_edges[0], landscape.x_edges[-1])
+    ax.set_ylim(landscape.y_edges[0], landscape.y_edges[-1])
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(f"{subtitle}, {landscape.temperature:.0f} K: sampled bins")
+    ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
+
+
+def plot_melting_curve(temperatures: np.ndarray, fraction: np.ndarray, error: np.ndarray,
+                       title: str, path: str | os.PathLike) -> Path:
+    """Folded fraction against temperature with ±1 standard-error bars.
+
+    ``temperatures`` (K,) K, ``fraction`` and ``error`` (K,) (NaN where nothing was sampled).
+    """
+    figure, ax = plt.subplots(figsize=(6.0, 4.0))
+    ax.errorbar(temperatures, fraction, yerr=error, fmt="o-", capsize=3, color="tab:blue")
+    ax.set_xlabel("temperature (K)")
+    ax.set_ylabel("folded fraction")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title, fontsize=9)
     return _save(figure, path)
 
 

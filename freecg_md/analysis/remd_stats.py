@@ -4,7 +4,25 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["acceptance_per_pair", "frames_at_temperature", "round_trips"]
+__all__ = ["acceptance_per_pair", "check_permutations", "frames_at_temperature", "round_trips"]
+
+
+def check_permutations(name: str, history: np.ndarray) -> np.ndarray:
+    """``history`` (A, R) as int64, or a ValueError unless every row is a permutation of
+    ``0..R-1`` (each temperature held by exactly one replica)."""
+    array = np.asarray(history)
+    if array.ndim != 2 or array.size == 0:
+        raise ValueError(f"{name} has shape {array.shape}; expected a non-empty (A, R) array")
+    if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
+        raise ValueError(f"{name} holds non-integer, NaN or infinite values; expected "
+                         "temperature indices")
+    array = array.astype(np.int64)
+    valid = np.all(np.sort(array, axis=1) == np.arange(array.shape[1]), axis=1)
+    if not valid.all():
+        row = int(np.argmin(valid))
+        raise ValueError(f"{name} row {row} is {array[row].tolist()}, not a permutation of "
+                         f"0..{array.shape[1] - 1}")
+    return array
 
 
 def frames_at_temperature(state_of_replica: np.ndarray, temperature_index: int) -> np.ndarray:
@@ -14,12 +32,11 @@ def frames_at_temperature(state_of_replica: np.ndarray, temperature_index: int) 
     Returns (F,) replica indices: frame ``f`` of the constant-temperature trajectory is frame
     ``f`` of replica ``result[f]``'s trajectory (demultiplexing).
     """
-    states = np.asarray(state_of_replica)
-    hits = states == temperature_index
-    if not np.all(hits.sum(axis=1) == 1):
-        raise ValueError(f"every frame must have exactly one replica at temperature "
-                         f"{temperature_index}; state_of_replica is not a permutation per row")
-    return np.argmax(hits, axis=1)
+    states = check_permutations("state_of_replica", state_of_replica)
+    if not 0 <= temperature_index < states.shape[1]:
+        raise ValueError(f"temperature_index={temperature_index}: expected 0 to "
+                         f"{states.shape[1] - 1}")
+    return np.argmax(states == temperature_index, axis=1)
 
 
 def acceptance_per_pair(state_history: np.ndarray, pair_attempts: np.ndarray | None = None
@@ -31,7 +48,10 @@ def acceptance_per_pair(state_history: np.ndarray, pair_attempts: np.ndarray | N
     odd pairs, starting with even; a pair's attempt is accepted when the replicas at ``k``
     and ``k+1`` changed places.
     """
-    history = np.asarray(state_history)
+    history = check_permutations("state_history", state_history)
+    if len(history) < 2:
+        raise ValueError("state_history has one row; expected the permutation before the "
+                         "first attempt and after at least one")
     n_temps = history.shape[1]
     accepted = np.zeros(n_temps - 1)
     attempted = np.zeros(n_temps - 1)
@@ -48,7 +68,7 @@ def acceptance_per_pair(state_history: np.ndarray, pair_attempts: np.ndarray | N
 def round_trips(state_history: np.ndarray) -> np.ndarray:
     """Completed round trips per replica, (R,): from the lowest temperature to the highest
     and back to the lowest. ``state_history`` (A, R) temperature indices over time."""
-    history = np.asarray(state_history)
+    history = check_permutations("state_history", state_history)
     top = history.shape[1] - 1
     counts = np.zeros(history.shape[1], dtype=int)
     for r in range(history.shape[1]):

@@ -19,18 +19,27 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 
+from .convergence import ConvergenceCriteria, assess_run
 from .landscape import (
     Landscape,
     folded_unfolded_basins,
     free_energy_2d,
     mbar_free_energy_2d,
 )
-from .plots import plot_conformation_errors, plot_landscapes, plot_remd, plot_rmsd_band
+from .plots import (
+    plot_conformation_errors,
+    plot_landscapes,
+    plot_melting_curve,
+    plot_remd,
+    plot_rmsd_band,
+)
 from .remd_stats import round_trips
 from .rundir import RunData
+from .statistics import decorrelated_indices, folded_mask, folding_free_energy
 from .structure import chignolin_cvs, rmsd
 
-__all__ = ["conformation_errors_report", "landscape_report", "remd_report", "rmsd_report"]
+__all__ = ["basin_summary", "conformation_errors_report", "landscape_report", "remd_report",
+           "rmsd_report"]
 
 CV_LABELS = ("Asp3 O – Gly7 N distance (Å)", "Glu5 O – Thr8 N distance (Å)")
 KCAL_PER_EV = 1.0 / (units.kcal / units.mol)
@@ -73,51 +82,110 @@ def _cv_ranges(values: np.ndarray, native: np.ndarray) -> tuple[tuple[float, flo
     return tuple((float(a), float(b)) for a, b in zip(low, high, strict=True))
 
 
+def _decorrelated_frames_at(run: RunData, temperature_index: int, start: int,
+                            inefficiency: float) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (F', N, 3) Å and energies (F',) eV of the decorrelated frames simulated at
+    ladder index ``temperature_index``, from frame ``start`` on."""
+    positions, energies = run.frames_at(temperature_index)
+    frames = decorrelated_indices(run.n_frames, inefficiency, start)
+    return positions[frames], energies[frames]
+
+
 def landscape_report(run: RunData, out_dir: str | os.PathLike, temperature_index: int = 0,
-                     discard: float = 0.2, bins: int = 30, folded_radius: float = 1.5,
-                     unfolded_radius: float = 3.0) -> dict[str, object]:
-    """The chignolin landscape over the paper's two distances, from the histogram of the
-    frames at ladder index ``temperature_index`` and, when the run has several
-    temperatures, reweighted with MBAR from all frames.
+                     bins: int = 30, folded_radius: float = 1.5, unfolded_radius: float = 3.0,
+                     criteria: ConvergenceCriteria | None = None) -> dict[str, object]:
+    """The chignolin landscape over the paper's two distances at ladder index
+    ``temperature_index``, with its convergence verdict.
+
+    The run is assessed first (:func:`~.convergence.assess_run`: equilibration detection,
+    decorrelation, round trips, kinetic temperatures, samples per basin, the folding free
+    energy's error). The histogram uses the decorrelated frames at the target temperature;
+    with several temperatures, MBAR reweights the decorrelated frames of all of them, and
+    the folded fraction per temperature (a melting curve) is estimated with bootstrap errors.
+    Basin depths are drawn and returned only for a converged run; otherwise the figure's
+    title says why not and the panels show the sampled bins.
 
     Writes ``landscape.png``, ``landscape_histogram.csv``, ``landscape_mbar.csv`` (with
-    several temperatures) and ``basins.csv``; returns the basins per method and the paths.
+    several temperatures), ``basins.csv``, ``melting.csv`` and ``melting.png`` (with several
+    temperatures) and ``convergence.json``; returns the verdict, basins and paths.
     """
     out = Path(out_dir)
     native = chignolin_cvs(_native(run.topology), run.topology)[0]
-    positions, _ = run.frames_at(temperature_index, discard)
-    target_cvs = chignolin_cvs(positions, run.topology)
-    first = int(np.floor(discard * run.n_frames))
-    all_positions = run.positions[:, first:].reshape(-1, run.topology.n_atoms, 3)
-    all_cvs = chignolin_cvs(all_positions, run.topology)
-    ranges = _cv_ranges(all_cvs, native)
+    criteria = criteria or ConvergenceCriteria(folded_radius=folded_radius)
+    assessment = assess_run(run, native, temperature_index, criteria)
+    assessment.write(out / "convergence.json")
+    start, g = assessment.start_frame, assessment.inefficiency
+    per_temperature = [_decorrelated_frames_at(run, k, start, g)
+                       for k in range(len(run.temperatures))]
+    all_cvs = [chignolin_cvs(p, run.topology) for p, _ in per_temperature]
+    target_cvs = all_cvs[temperature_index]
+    ranges = _cv_ranges(np.concatenate(all_cvs), native)
     temperature = float(run.temperatures[temperature_index])
 
     panels = [("histogram", free_energy_2d(target_cvs[:, 0], target_cvs[:, 1], temperature,
                                            bins, ranges))]
-    _landscape_csv(out / "landscape_histogram.csv", panels[0][1])
+    result: dict[str, object] = {}
     if np.unique(run.temperatures).size > 1:
-        # (R, F') -> flat in the same replica-major order as all_positions.
-        energies = run.energies[first:].T.reshape(-1)
-        sampled = run.sampled_temperatures()[first:].T.reshape(-1)
-        mbar = mbar_free_energy_2d(all_cvs[:, 0], all_cvs[:, 1], energies, sampled,
-                                   temperature, bins, ranges)
+        cvs = np.concatenate(all_cvs)
+        energies = np.concatenate([e for _, e in per_temperature])
+        sampled = np.concatenate([np.full(len(e), t) for (_, e), t
+                                  in zip(per_temperature, run.temperatures, strict=True)])
+        mbar = mbar_free_energy_2d(cvs[:, 0], cvs[:, 1], energies, sampled, temperature,
+                                   bins, ranges)
         panels.append(("MBAR over all temperatures", mbar))
-        _landscape_csv(out / "landscape_mbar.csv", mbar)
+        melting = [folding_free_energy(folded_mask(c, native, criteria.folded_radius), t)
+                   if len(c) >= 2 else None
+                   for c, t in zip(all_cvs, run.temperatures, strict=True)]
+        fraction = np.array([np.nan if m is None else m.fraction for m in melting])
+        error = np.array([np.nan if m is None else m.fraction_error for m in melting])
+        _write_csv(out / "melting.csv", ["temperature_K", "decorrelated_samples",
+                                         "folded_fraction", "folded_fraction_error"],
+                   [[f"{t:.2f}", len(c), f"{f:.4f}", f"{e:.4f}"] for t, c, f, e
+                    in zip(run.temperatures, all_cvs, fraction, error, strict=True)])
+        result["melting_png"] = plot_melting_curve(
+            run.temperatures, fraction, error,
+            f"folded fraction (within {criteria.folded_radius} Å of native), {run.label}; "
+            f"{assessment.verdict()}", out / "melting.png")
+    for name, landscape in panels:
+        if assessment.converged:
+            _landscape_csv(out / f"landscape_{name.split()[0].lower()}.csv", landscape)
 
     basins = {name: folded_unfolded_basins(landscape, tuple(native), folded_radius,
                                            unfolded_radius)
               for name, landscape in panels}
-    rows = [[method, b.name, *(f"{v:.4f}" for v in (b.free_energy, b.x, b.y))]
+    depth = assessment.converged
+    rows = [[method, b.name, f"{b.free_energy:.4f}" if depth and np.isfinite(b.free_energy)
+             else "", *(f"{v:.4f}" for v in (b.x, b.y))]
             for method, pair in basins.items() for b in pair]
     _write_csv(out / "basins.csv", ["method", "basin", "free_energy_kcal_mol", "x_A", "y_A"],
                rows)
-    title = (f"chignolin free-energy landscape, {run.label}; first {discard:.0%} of frames "
-             "discarded")
+    title = (f"chignolin, {run.label}: {len(target_cvs)} decorrelated frames at "
+             f"{temperature:.0f} K (from frame {start}, every {g:.1f}); "
+             + ("converged by the run's criteria" if depth else
+                "NOT CONVERGED, no depths shown:\n" + "; ".join(assessment.reasons)))
     png = plot_landscapes(panels, list(basins.values()), tuple(native), CV_LABELS, title,
-                          out / "landscape.png")
+                          out / "landscape.png", depths=depth)
+    summary = {method: [{**asdict(b), "free_energy": b.free_energy if depth else None,
+                         "visited": bool(np.isfinite(b.x))} for b in pair]
+               for method, pair in basins.items()}
     return {"png": png, "native_cvs": native.tolist(), "n_target_frames": len(target_cvs),
-            "basins": {method: [asdict(b) for b in pair] for method, pair in basins.items()}}
+            "converged": depth, "verdict": assessment.verdict(),
+            "assessment": asdict(assessment), "basins": summary, **result}
+
+
+def basin_summary(basins: list[dict[str, object]]) -> str:
+    """One line per landscape for a printed summary: a depth only where one was computed
+    (a converged run), "not visited" where the run never went."""
+    parts = []
+    for b in basins:
+        if not b["visited"]:
+            parts.append(f"{b['name']} not visited")
+        elif b["free_energy"] is None:
+            parts.append(f"{b['name']} visited around ({b['x']:.2f}, {b['y']:.2f}) Å")
+        else:
+            parts.append(f"{b['name']} {b['free_energy']:.2f} kcal/mol at ({b['x']:.2f}, "
+                         f"{b['y']:.2f}) Å")
+    return "; ".join(parts)
 
 
 def rmsd_report(run: RunData, out_dir: str | os.PathLike, selection: str = "ca",

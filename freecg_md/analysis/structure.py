@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import mdtraj
 import numpy as np
 
+from .statistics import check_finite
+
 __all__ = [
     "CHIGNOLIN_CV_ATOMS",
     "atom_index",
@@ -31,7 +33,11 @@ _SELECTIONS = {"backbone": "backbone", "ca": "name CA", "heavy": "not element H"
 
 
 def _trajectory(positions: np.ndarray, topology: mdtraj.Topology) -> mdtraj.Trajectory:
-    xyz = np.asarray(positions, dtype=np.float64).reshape(-1, topology.n_atoms, 3)
+    xyz = check_finite("positions", positions)
+    if xyz.shape[-2:] != (topology.n_atoms, 3):
+        raise ValueError(f"positions has shape {xyz.shape}; expected (F, {topology.n_atoms}, 3) "
+                         f"or ({topology.n_atoms}, 3) for the topology's atoms")
+    xyz = xyz.reshape(-1, topology.n_atoms, 3)
     return mdtraj.Trajectory(xyz * NM_PER_ANGSTROM, topology)
 
 

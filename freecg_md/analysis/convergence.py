@@ -1,0 +1,215 @@
+"""Is a chignolin run converged enough to quote a free energy? Explicit criteria, computed.
+
+:func:`assess_run` reads what a verdict needs from a run directory's arrays and checks:
+
+- **round trips**: every replica went from the lowest temperature to the highest and back
+  at least ``min_round_trips`` times (replica exchange only);
+- **kinetic temperature**: at every ladder temperature, the mean kinetic temperature of
+  the equilibrated frames simulated there is within ``max_temperature_deviation`` of it;
+- **samples per basin**: at the target temperature, at least ``min_samples_per_basin``
+  decorrelated frames in the folded basin and as many outside it;
+- **uncertainty**: the folding free energy's bootstrap standard error at most
+  ``max_folding_error`` kcal/mol.
+
+The equilibrated region starts where pymbar's equilibration detection says, taking the
+latest start over the target temperature's potential energy and both distances, and the
+samples are decorrelated with the largest statistical inefficiency of those series. A run
+that misses any criterion gets ``converged: False`` with the reasons in words; figures and
+summaries then show where the run went, without basin depths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .remd_stats import round_trips
+from .rundir import RunData
+from .statistics import (
+    check_finite,
+    decorrelated_indices,
+    detect_equilibration,
+    folded_mask,
+    folding_free_energy,
+)
+from .structure import chignolin_cvs
+
+__all__ = ["ConvergenceCriteria", "RunAssessment", "assess_run", "exchange_history"]
+
+
+@dataclass(frozen=True)
+class ConvergenceCriteria:
+    """Thresholds of :func:`assess_run` (see the module docstring)."""
+
+    min_round_trips: int = 2
+    max_temperature_deviation: float = 0.03
+    min_samples_per_basin: int = 20
+    max_folding_error: float = 0.5
+    folded_radius: float = 1.5
+
+
+@dataclass
+class RunAssessment:
+    """The numbers behind a verdict, as written to ``convergence.json``.
+
+    Attributes
+    ----------
+    temperature:
+        K, the target temperature.
+    start_frame, inefficiency:
+        First equilibrated frame and the statistical inefficiency (frames) used.
+    decorrelated_frames:
+        Indices of the target temperature's decorrelated frames.
+    n_folded, n_unfolded:
+        Decorrelated frames in and outside the folded basin at the target temperature.
+    folded_fraction, folded_fraction_error:
+        At the target temperature.
+    folding_free_energy, folding_free_energy_error:
+        kcal/mol, or None when a basin is empty.
+    round_trips:
+        Per replica (empty without exchanges).
+    kinetic_temperature_ratio:
+        Per ladder temperature, mean kinetic temperature / target.
+    converged:
+        Every criterion holds.
+    reasons:
+        The criteria missed, in words.
+    """
+
+    temperature: float
+    start_frame: int
+    inefficiency: float
+    decorrelated_frames: list[int]
+    n_folded: int
+    n_unfolded: int
+    folded_fraction: float
+    folded_fraction_error: float
+    folding_free_energy: float | None
+    folding_free_energy_error: float | None
+    round_trips: list[int]
+    kinetic_temperature_ratio: list[float]
+    converged: bool
+    reasons: list[str] = field(default_factory=list)
+    criteria: dict = field(default_factory=dict)
+
+    def write(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = asdict(self)
+        payload["decorrelated_frames"] = [int(f) for f in self.decorrelated_frames]
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+        return path
+
+    def verdict(self) -> str:
+        """One line: converged, or not and why."""
+        if self.converged:
+            return "converged by the run's criteria"
+        return "not converged: " + "; ".join(self.reasons)
+
+
+def exchange_history(directory: str | os.PathLike, n_replicas: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(A, R) temperature index of each replica after each exchange attempt and (A, K-1)
+    outcomes (1 accepted, 0 rejected, -1 not attempted), from ``exchange.csv``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The run had no exchanges.
+    ValueError
+        A row is not a permutation of the temperature indices, or columns are missing.
+    """
+    path = Path(directory) / "exchange.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the run had no exchanges")
+    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    if data.size and data.shape[1] != 2 + n_replicas + n_replicas - 1:
+        raise ValueError(f"{path} has {data.shape[1]} columns; expected "
+                         f"{2 + 2 * n_replicas - 1} for {n_replicas} replicas")
+    data = data.astype(np.int64).reshape(-1, 2 + 2 * n_replicas - 1)
+    history = data[:, 2:2 + n_replicas]
+    if not np.all(np.sort(history, axis=1) == np.arange(n_replicas)):
+        bad = int(np.argmax(~np.all(np.sort(history, axis=1) == np.arange(n_replicas), axis=1)))
+        raise ValueError(f"{path}: row {bad + 1} is not a permutation of 0..{n_replicas - 1}")
+    return history, data[:, 2 + n_replicas:]
+
+
+def assess_run(run: RunData, native_cvs: np.ndarray, temperature_index: int = 0,
+               criteria: ConvergenceCriteria | None = None) -> RunAssessment:
+    """Check a chignolin run against ``criteria`` at ladder index ``temperature_index``.
+
+    Parameters
+    ----------
+    run:
+        The run (:func:`~freecg_md.analysis.rundir.read_run`).
+    native_cvs:
+        (2,) Å, the native structure's two distances (the folded basin's centre).
+    temperature_index:
+        The target temperature's ladder index.
+    criteria:
+        Thresholds; the defaults of :class:`ConvergenceCriteria` when None.
+    """
+    criteria = criteria or ConvergenceCriteria()
+    native_cvs = check_finite("native_cvs", native_cvs, ndim=1)
+    if not 0 <= temperature_index < len(run.temperatures):
+        raise ValueError(f"temperature_index={temperature_index}: the ladder has "
+                         f"{len(run.temperatures)} temperatures")
+    if run.n_frames < 3:
+        raise ValueError(f"{run.directory} has {run.n_frames} frames; expected at least 3")
+    positions, energies = run.frames_at(temperature_index)
+    cvs = chignolin_cvs(positions, run.topology)
+    series = [energies, cvs[:, 0], cvs[:, 1]]
+    found = [detect_equilibration(s) for s in series]
+    start = max(e.start for e in found)
+    inefficiency = max(e.inefficiency for e in found)
+    if start >= run.n_frames - 1:
+        start = run.n_frames - 2
+    frames = decorrelated_indices(run.n_frames, inefficiency, start)
+    folded = folded_mask(cvs[frames], native_cvs, criteria.folded_radius)
+    temperature = float(run.temperatures[temperature_index])
+    # The decorrelated frames are independent samples: blocks of one.
+    estimate = (folding_free_energy(folded, temperature) if len(frames) >= 2 else None)
+
+    reasons = []
+    trips: list[int] = []
+    if (run.directory / "exchange.csv").is_file() and len(run.temperatures) > 1:
+        history, _ = exchange_history(run.directory, run.n_replicas)
+        start_row = np.arange(run.n_replicas)[None]
+        trips = round_trips(np.concatenate([start_row, history])).tolist()
+        if min(trips) < criteria.min_round_trips:
+            reasons.append(f"round trips per replica {trips}, fewer than "
+                           f"{criteria.min_round_trips} for some")
+    ratios = []
+    kept = np.arange(run.n_frames) >= start
+    for k, target in enumerate(run.temperatures):
+        at_k = (run.temperature_index == k) & kept[:, None]
+        ratios.append(float(run.kinetic_temperature[at_k].mean() / target)
+                      if at_k.any() else float("nan"))
+    off = [f"{t:.0f} K: {r:.3f}" for t, r in zip(run.temperatures, ratios, strict=True)
+           if not abs(r - 1) <= criteria.max_temperature_deviation]
+    if off:
+        reasons.append("mean kinetic temperature off its target by more than "
+                       f"{criteria.max_temperature_deviation:.0%} ({', '.join(off)})")
+    n_folded, n_unfolded = int(folded.sum()), int((~folded).sum())
+    if min(n_folded, n_unfolded) < criteria.min_samples_per_basin:
+        reasons.append(f"{n_folded} folded and {n_unfolded} unfolded decorrelated samples at "
+                       f"{temperature:.0f} K (fewer than {criteria.min_samples_per_basin} in a "
+                       "basin)")
+    error = None if estimate is None else estimate.free_energy_error
+    if error is None or not error <= criteria.max_folding_error:
+        reasons.append("folding free energy " + ("undefined (a basin is empty)" if error is None
+                                                 else f"uncertain by {error:.2f} kcal/mol")
+                       + f" (limit {criteria.max_folding_error} kcal/mol)")
+    return RunAssessment(
+        temperature=temperature, start_frame=int(start), inefficiency=float(inefficiency),
+        decorrelated_frames=frames.tolist(), n_folded=n_folded, n_unfolded=n_unfolded,
+        folded_fraction=float("nan") if estimate is None else estimate.fraction,
+        folded_fraction_error=float("nan") if estimate is None else estimate.fraction_error,
+        folding_free_energy=None if estimate is None else estimate.free_energy,
+        folding_free_energy_error=error, round_trips=trips,
+        kinetic_temperature_ratio=ratios, converged=not reasons, reasons=reasons,
+        criteria=asdict(criteria))

@@ -1,0 +1,209 @@
+"""Statistics of correlated MD samples: equilibration, decorrelation, error bars, folding.
+
+pymbar's conventions: a time series is cut at the start of its equilibrated region
+(Chodera, JCTC 2016: the start that maximises the number of effectively uncorrelated
+samples), its statistical inefficiency ``g`` (``1 + 2 sum of its normalised
+autocorrelation``) says how many frames make one independent sample, and estimates use
+every ``g``-th frame. Uncertainties come from a bootstrap over blocks of ``g`` frames, which
+keeps the correlation inside each block.
+
+Every function checks its inputs and raises a ValueError that names the problem (empty,
+NaN or infinite samples, mismatched lengths, non-positive temperatures); none returns a
+silent NaN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from ase import units
+
+KB_KCAL = units.kB / (units.kcal / units.mol)  # kcal/mol/K
+
+__all__ = [
+    "Equilibration",
+    "FoldingEstimate",
+    "block_bootstrap",
+    "check_finite",
+    "check_temperatures",
+    "decorrelated_indices",
+    "detect_equilibration",
+    "folded_mask",
+    "folding_free_energy",
+    "statistical_inefficiency",
+]
+
+
+def check_finite(name: str, values: np.ndarray | list, ndim: int | None = None,
+                 min_length: int = 1) -> np.ndarray:
+    """``values`` as a float array, or a ValueError naming ``name`` and what is wrong."""
+    array = np.asarray(values, dtype=np.float64)
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{name} has shape {array.shape}; expected {ndim} dimension(s)")
+    if array.size == 0 or (array.ndim and len(array) < min_length):
+        raise ValueError(f"{name} is empty or too short ({len(array) if array.ndim else 0} "
+                         f"values); expected at least {min_length}")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        first = np.unravel_index(np.argmax(bad), array.shape)
+        raise ValueError(f"{name} holds {int(bad.sum())} NaN or infinite value(s) (first at "
+                         f"index {tuple(int(i) for i in first)}); expected finite numbers")
+    return array
+
+
+def check_temperatures(name: str, temperatures: np.ndarray | list | float) -> np.ndarray:
+    """Temperatures (K) as a float array, or a ValueError if any is not finite and > 0."""
+    array = check_finite(name, np.atleast_1d(temperatures))
+    if np.any(array <= 0):
+        raise ValueError(f"{name}={array.tolist()[:8]}: expected temperatures > 0 K")
+    return array
+
+
+def _timeseries():  # noqa: ANN202 - the pymbar module
+    # pymbar prints a banner about JAX on import.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        from pymbar import timeseries
+    return timeseries
+
+
+def statistical_inefficiency(series: np.ndarray) -> float:
+    """``g >= 1`` of a time series (frames per independent sample); 1 for a constant one."""
+    series = check_finite("series", series, ndim=1, min_length=2)
+    if np.ptp(series) == 0:
+        return 1.0
+    return float(max(_timeseries().statistical_inefficiency(series, fast=False), 1.0))
+
+
+@dataclass(frozen=True)
+class Equilibration:
+    """Where a time series becomes stationary.
+
+    Attributes
+    ----------
+    start:
+        Index of the first equilibrated frame.
+    inefficiency:
+        Statistical inefficiency ``g`` of the series from ``start`` on.
+    n_effective:
+        ``(n - start) / g``, the number of effectively independent samples.
+    """
+
+    start: int
+    inefficiency: float
+    n_effective: float
+
+
+def detect_equilibration(series: np.ndarray) -> Equilibration:
+    """The start of the equilibrated region of ``series`` (F,), by pymbar's
+    ``detect_equilibration`` (the start maximising the effective sample count)."""
+    series = check_finite("series", series, ndim=1, min_length=3)
+    if np.ptp(series) == 0:
+        return Equilibration(0, 1.0, float(len(series)))
+    start, g, _ = _timeseries().detect_equilibration(series, fast=False)
+    g = float(max(g, 1.0))
+    return Equilibration(int(start), g, (len(series) - int(start)) / g)
+
+
+def decorrelated_indices(n_frames: int, inefficiency: float, start: int = 0) -> np.ndarray:
+    """Indices of frames ``start, start + g, start + 2g, ...`` (rounded), below ``n_frames``."""
+    if not (np.isfinite(inefficiency) and inefficiency >= 1):
+        raise ValueError(f"inefficiency={inefficiency!r}: expected a number >= 1")
+    if not 0 <= start < n_frames:
+        raise ValueError(f"start={start} is outside the {n_frames} frames")
+    taken = np.unique(np.round(np.arange(start, n_frames, inefficiency)).astype(np.int64))
+    return taken[taken < n_frames]
+
+
+def block_bootstrap(samples: np.ndarray, statistic, block: int = 1,  # noqa: ANN001
+                    n_bootstrap: int = 500, seed: int = 0) -> tuple[float, float]:
+    """``statistic(samples)`` and its standard error by a bootstrap over blocks.
+
+    ``samples`` (n, ...) in time order; blocks of ``block`` consecutive samples are drawn
+    with replacement (``n // block`` of them) so that correlation within a block is kept.
+    Returns the estimate on all samples and the standard deviation over the resamples.
+    """
+    samples = np.asarray(samples)
+    if len(samples) == 0:
+        raise ValueError("samples is empty; expected at least one sample")
+    block = max(int(block), 1)
+    n_blocks = len(samples) // block
+    if n_blocks < 2:
+        raise ValueError(f"{len(samples)} samples make {n_blocks} block(s) of {block}; expected "
+                         "at least 2 blocks for a bootstrap")
+    rng = np.random.default_rng(seed)
+    usable = samples[: n_blocks * block].reshape(n_blocks, block, *samples.shape[1:])
+    values = []
+    for _ in range(n_bootstrap):
+        chosen = usable[rng.integers(0, n_blocks, n_blocks)]
+        values.append(statistic(chosen.reshape(-1, *samples.shape[1:])))
+    values = np.asarray(values, dtype=np.float64)
+    return float(statistic(samples)), float(np.nanstd(values, ddof=1))
+
+
+def folded_mask(cvs: np.ndarray, native: np.ndarray | tuple[float, float],
+                radius: float = 1.5) -> np.ndarray:
+    """(F,) True where the two distances lie within ``radius`` Å of the native point."""
+    cvs = check_finite("cvs", cvs, ndim=2)
+    native = check_finite("native", native, ndim=1)
+    if cvs.shape[1] != native.size:
+        raise ValueError(f"cvs has {cvs.shape[1]} columns but native has {native.size} values")
+    if not radius > 0:
+        raise ValueError(f"radius={radius!r}: expected a distance > 0 Å")
+    return np.linalg.norm(cvs - native, axis=1) <= radius
+
+
+@dataclass(frozen=True)
+class FoldingEstimate:
+    """The folded fraction and folding free energy at one temperature, with errors.
+
+    ``free_energy`` is ``-kT ln(p_folded / p_unfolded)`` in kcal/mol (negative: folded
+    favoured); it is None when one of the two states has no sample (then only a bound is
+    known). ``n_folded`` and ``n_unfolded`` count the samples used.
+    """
+
+    temperature: float
+    fraction: float
+    fraction_error: float
+    free_energy: float | None
+    free_energy_error: float | None
+    n_folded: int
+    n_unfolded: int
+
+
+def folding_free_energy(folded: np.ndarray, temperature: float, block: int = 1,
+                        weights: np.ndarray | None = None, n_bootstrap: int = 500,
+                        seed: int = 0) -> FoldingEstimate:
+    """Folded fraction and ``dG = -kT ln(p_f / (1 - p_f))`` from (n,) folded flags in time
+    order, optionally weighted (MBAR), with block-bootstrap errors (``block`` frames a
+    block: the statistical inefficiency)."""
+    folded = np.asarray(folded, dtype=bool)
+    if folded.ndim != 1 or folded.size == 0:
+        raise ValueError(f"folded has shape {folded.shape}; expected a non-empty 1-D array")
+    temperature = float(check_temperatures("temperature", temperature)[0])
+    if weights is None:
+        weights = np.ones(folded.size)
+    weights = check_finite("weights", weights, ndim=1)
+    if weights.size != folded.size:
+        raise ValueError(f"weights has {weights.size} values; folded has {folded.size}")
+    if np.any(weights < 0) or weights.sum() <= 0:
+        raise ValueError("weights must be >= 0 with a positive sum")
+    data = np.stack([folded.astype(np.float64), weights], axis=1)
+
+    def fraction(sample: np.ndarray) -> float:
+        return float((sample[:, 0] * sample[:, 1]).sum() / sample[:, 1].sum())
+
+    def free_energy(sample: np.ndarray) -> float:
+        p = fraction(sample)
+        if p <= 0 or p >= 1:
+            return np.nan
+        return float(-KB_KCAL * temperature * np.log(p / (1 - p)))
+
+    p, p_error = block_bootstrap(data, fraction, block, n_bootstrap, seed)
+    n_folded, n_unfolded = int(folded.sum()), int((~folded).sum())
+    if n_folded == 0 or n_unfolded == 0:
+        return FoldingEstimate(temperature, p, p_error, None, None, n_folded, n_unfolded)
+    dg, dg_error = block_bootstrap(data, free_energy, block, n_bootstrap, seed)
+    return FoldingEstimate(temperature, p, p_error, dg, dg_error, n_folded, n_unfolded)

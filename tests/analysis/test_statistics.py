@@ -1,0 +1,219 @@
+"""Equilibration detection, decorrelation, error bars, the convergence verdict and its gating,
+and the analysis functions' refusal of bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from freecg_md.analysis import (
+    KB_KCAL,
+    acceptance_per_pair,
+    chignolin_cvs,
+    folded_unfolded_basins,
+    frames_at_temperature,
+    free_energy_2d,
+    mbar_weights,
+    rmsd,
+    round_trips,
+)
+from freecg_md.analysis.convergence import ConvergenceCriteria, assess_run
+from freecg_md.analysis.reports import basin_summary, landscape_report
+from freecg_md.analysis.rundir import RunData
+from freecg_md.analysis.statistics import (
+    block_bootstrap,
+    decorrelated_indices,
+    detect_equilibration,
+    folded_mask,
+    folding_free_energy,
+    statistical_inefficiency,
+)
+from freecg_md.data import load_chignolin
+
+
+def ar1(n: int, phi: float, rng: np.random.Generator) -> np.ndarray:
+    """A stationary AR(1) series of unit variance: statistical inefficiency (1+phi)/(1-phi)."""
+    noise = rng.normal(size=n) * np.sqrt(1 - phi**2)
+    x = np.empty(n)
+    x[0] = rng.normal()
+    for t in range(1, n):
+        x[t] = phi * x[t - 1] + noise[t]
+    return x
+
+
+def test_inefficiency_of_an_ar1_series_and_the_start_of_equilibrium():
+    rng = np.random.default_rng(0)
+    series = ar1(20_000, 0.8, rng)
+    assert statistical_inefficiency(series) == pytest.approx(9.0, rel=0.25)
+    # A decaying transient of 20 standard deviations before the stationary part.
+    transient = 20.0 * np.exp(-np.arange(20_000) / 300.0)
+    found = detect_equilibration(series + transient)
+    assert 600 < found.start < 3_000
+    assert found.inefficiency == pytest.approx(9.0, rel=0.3)
+    assert found.n_effective == pytest.approx((20_000 - found.start) / found.inefficiency)
+    frames = decorrelated_indices(100, 9.5, start=10)
+    assert frames[0] == 10 and np.all(np.diff(frames) >= 9) and frames[-1] < 100
+
+
+def test_folding_free_energy_and_its_error_on_independent_samples():
+    rng = np.random.default_rng(1)
+    folded = rng.random(4_000) < 0.3
+    estimate = folding_free_energy(folded, 300.0, n_bootstrap=400)
+    assert estimate.fraction == pytest.approx(0.3, abs=0.03)
+    assert estimate.fraction_error == pytest.approx(np.sqrt(0.3 * 0.7 / 4_000), rel=0.3)
+    expected = -KB_KCAL * 300.0 * np.log(0.3 / 0.7)
+    assert estimate.free_energy == pytest.approx(expected, abs=0.1)
+    # d(dG)/dp = -kT / (p (1 - p)): the error propagates accordingly.
+    assert estimate.free_energy_error == pytest.approx(
+        KB_KCAL * 300.0 * estimate.fraction_error / 0.21, rel=0.3)
+    one_sided = folding_free_energy(np.ones(50, bool), 300.0)
+    assert one_sided.free_energy is None and one_sided.fraction == 1.0
+
+
+def test_block_bootstrap_sees_correlation_that_single_samples_hide():
+    rng = np.random.default_rng(2)
+    series = ar1(10_000, 0.95, rng)  # g = 39
+    _, naive = block_bootstrap(series, np.mean, block=1, n_bootstrap=300)
+    _, blocked = block_bootstrap(series, np.mean, block=200, n_bootstrap=300)
+    assert blocked > 3 * naive
+    assert blocked == pytest.approx(np.sqrt(39 / 10_000), rel=0.4)
+
+
+# -- the verdict and its gating, on synthetic chignolin runs --------------------------
+
+@pytest.fixture(scope="module")
+def chignolin():
+    return load_chignolin()
+
+
+@pytest.fixture(scope="module")
+def unfolded_positions(chignolin):
+    """An unfolded conformation of the shipped classical sampling (far from native)."""
+    from pathlib import Path
+
+    frames = np.load(Path(__file__).resolve().parents[2] / "data" / "chignolin" /
+                     "frames_flexible.npz")["positions"].astype(np.float64)
+    native = chignolin_cvs(chignolin.native_positions[None], chignolin.topology)[0]
+    cvs = chignolin_cvs(frames, chignolin.topology)
+    return frames[int(np.argmax(np.linalg.norm(cvs - native, axis=1)))]
+
+
+def synthetic_run(tmp_path, chignolin, unfolded, p_folded: float, n_frames: int = 400,
+                  kinetic_ratio: float = 1.0) -> RunData:
+    """One replica at 300 K whose independent frames are native or unfolded at random."""
+    rng = np.random.default_rng(3)
+    folded = rng.random(n_frames) < p_folded
+    base = np.where(folded[:, None, None], chignolin.native_positions[None], unfolded[None])
+    positions = base + rng.normal(scale=0.02, size=base.shape)
+    energies = rng.normal(size=(n_frames, 1))
+    (tmp_path / "config.json").write_text(json.dumps({"run": {"temperatures": [300.0]}}))
+    return RunData(tmp_path, {"run": {"temperatures": [300.0]}}, np.array([300.0]),
+                   np.arange(1, n_frames + 1) * 50, np.arange(1, n_frames + 1) * 0.05,
+                   positions[None].astype(np.float32), energies,
+                   np.zeros((n_frames, 1), np.int64), chignolin.topology,
+                   np.full((n_frames, 1), 300.0 * kinetic_ratio))
+
+
+def test_a_converged_run_shows_depths(tmp_path, chignolin, unfolded_positions):
+    run = synthetic_run(tmp_path, chignolin, unfolded_positions, p_folded=0.6)
+    report = landscape_report(run, tmp_path / "plots")
+    assert report["converged"], report["verdict"]
+    depths = {b["name"]: b["free_energy"] for b in report["basins"]["histogram"]}
+    # Two populated basins: folded at 0, unfolded kT ln(0.6/0.4) above it (binned).
+    assert depths["folded"] == 0.0 and depths["unfolded"] > 0
+    assert "kcal/mol" in basin_summary(report["basins"]["histogram"])
+    assert (tmp_path / "plots" / "landscape_histogram.csv").is_file()
+    saved = json.loads((tmp_path / "plots" / "convergence.json").read_text())
+    assert saved["converged"] and saved["folding_free_energy"] is not None
+    assert saved["folding_free_energy"] == pytest.approx(
+        -KB_KCAL * 300 * np.log(saved["folded_fraction"] / (1 - saved["folded_fraction"])))
+
+
+@pytest.mark.parametrize(
+    ("p_folded", "kinetic_ratio", "reason"),
+    [(1.0, 1.0, "0 unfolded decorrelated samples"),
+     (0.6, 0.9, "mean kinetic temperature off its target"),
+     (1.0, 1.0, "folding free energy undefined")],
+)
+def test_a_run_that_is_not_converged_shows_no_depths(tmp_path, chignolin, unfolded_positions,
+                                                       p_folded, kinetic_ratio, reason):
+    run = synthetic_run(tmp_path, chignolin, unfolded_positions, p_folded,
+                        kinetic_ratio=kinetic_ratio)
+    report = landscape_report(run, tmp_path / "plots")
+    assert not report["converged"] and reason in report["verdict"]
+    assert all(b["free_energy"] is None for b in report["basins"]["histogram"])
+    assert "kcal/mol" not in basin_summary(report["basins"]["histogram"])
+    assert not (tmp_path / "plots" / "landscape_histogram.csv").exists()
+    rows = (tmp_path / "plots" / "basins.csv").read_text().splitlines()[1:]
+    assert all(row.split(",")[2] == "" for row in rows)  # no depth written
+    if p_folded == 1.0:
+        assert "unfolded not visited" in basin_summary(report["basins"]["histogram"])
+
+
+def test_criteria_are_explicit_and_configurable(tmp_path, chignolin, unfolded_positions):
+    run = synthetic_run(tmp_path, chignolin, unfolded_positions, p_folded=0.6)
+    strict = assess_run(run, chignolin_cvs(chignolin.native_positions[None],
+                                           chignolin.topology)[0],
+                        criteria=ConvergenceCriteria(min_samples_per_basin=10_000))
+    assert not strict.converged and "fewer than 10000 in a basin" in strict.verdict()
+
+
+# -- bad input: a clear ValueError, never a silent NaN ---------------------------------
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: free_energy_2d([1.0, NAN], [1.0, 2.0], 300), "x holds 1 NaN"),
+        (lambda: free_energy_2d([1.0, 2.0], [1.0, np.inf], 300), "y holds 1 NaN or infinite"),
+        (lambda: free_energy_2d([1.0, 2.0], [1.0, 2.0], 0.0), "expected temperatures > 0"),
+        (lambda: free_energy_2d([1.0, 2.0], [1.0, 2.0], -5.0), "expected temperatures > 0"),
+        (lambda: free_energy_2d([1.0, 2.0], [1.0, 2.0], NAN), "temperature holds 1 NaN"),
+        (lambda: free_energy_2d([], [], 300), "x is empty"),
+        (lambda: free_energy_2d([1.0, 2.0], [1.0], 300), "equal length"),
+        (lambda: free_energy_2d([1.0, 2.0], [1.0, 2.0], 300, weights=[1.0, NAN]),
+         "weights holds 1 NaN"),
+        (lambda: free_energy_2d([1.0, 2.0], [1.0, 2.0], 300, weights=[1.0]), "weights has 1"),
+        (lambda: mbar_weights([1.0, NAN], [300.0, 350.0], 300.0), "energies holds 1 NaN"),
+        (lambda: mbar_weights([1.0, 2.0], [300.0, 0.0], 300.0), "sampled_temperature"),
+        (lambda: mbar_weights([1.0, 2.0], [300.0, 350.0], -1.0), "target_temperature"),
+        (lambda: mbar_weights([1.0, 2.0, 3.0], [300.0, 350.0], 300.0), "same shape"),
+        (lambda: frames_at_temperature([[0, 0], [1, 0]], 0), "row 0 is \\[0, 0\\], not a "
+                                                             "permutation"),
+        (lambda: round_trips([[0, 1], [1, 1]]), "row 1 is \\[1, 1\\]"),
+        (lambda: acceptance_per_pair([[0, 1], [0, 2]]), "not a permutation"),
+        (lambda: acceptance_per_pair(np.zeros((0, 2))), "expected a non-empty"),
+        (lambda: round_trips([[0.0, NAN]]), "NaN or infinite"),
+        (lambda: statistical_inefficiency([1.0, NAN, 2.0]), "series holds 1 NaN"),
+        (lambda: detect_equilibration([1.0]), "series is empty or too short"),
+        (lambda: folding_free_energy(np.array([True, False]), 0.0), "expected temperatures > 0"),
+        (lambda: folding_free_energy(np.array([], bool), 300.0), "non-empty"),
+        (lambda: folding_free_energy(np.array([True, False]), 300.0, weights=[1.0]),
+         "weights has 1 values"),
+        (lambda: folded_mask(np.array([[1.0, NAN]]), (1.0, 2.0)), "cvs holds 1 NaN"),
+        (lambda: block_bootstrap(np.arange(3.0), np.mean, block=2), "at least 2 blocks"),
+    ],
+)
+def test_analysis_functions_refuse_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_structure_functions_refuse_nan_and_wrong_shapes(chignolin):
+    bad = chignolin.native_positions.copy()
+    bad[3, 1] = NAN
+    with pytest.raises(ValueError, match="positions holds 1 NaN"):
+        rmsd(bad, chignolin.native_positions, chignolin.topology)
+    with pytest.raises(ValueError, match="expected \\(F, 166, 3\\)"):
+        chignolin_cvs(np.zeros((2, 10, 3)), chignolin.topology)
+
+
+def test_basins_of_an_empty_region_are_reported_not_visited(chignolin):
+    landscape = free_energy_2d(np.full(50, 3.0), np.full(50, 6.5), 300.0, bins=10,
+                               ranges=((0, 12), (0, 12)))
+    folded, unfolded = folded_unfolded_basins(landscape, (2.9, 6.55))
+    assert np.isfinite(folded.free_energy) and np.isnan(unfolded.x)
