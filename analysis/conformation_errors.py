@@ -1,10 +1,11 @@
 """Energy and force errors of FreeCG and its ablation on six conformations of a run.
 
     python analysis/conformation_errors.py runs/remd_chignolin [--out DIR]
-        [--model FreeCG=models/chignolin.pt --model ViSNet-style=models/chignolin_visnet.pt]
+        [--model FreeCG=models/chignolin.pt --model ablation=models/chignolin_visnet.pt]
 
 Three conformations are picked near the folded basin's minimum of the run's landscape and
-three near the unfolded basin's (the FreeCG paper's figure 5b); each model's energy error
+three near the unfolded basin's (the FreeCG paper's figure 5b), at least ``--spacing`` ps
+apart in simulated time so that they are not copies of one another; each model's energy error
 and force MAE against the reference method are written to ``conformation_errors.csv`` and
 drawn in ``conformation_errors.png`` (kcal/mol). The reference is GFN2-xTB/ALPB(water),
 charge -2 (tblite), the method that labelled the training data; ``--reference emt`` swaps in
@@ -22,7 +23,7 @@ from freecg_md.analysis.rundir import read_run
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = {"FreeCG": REPO / "models" / "chignolin.pt",
-                  "ViSNet-style (no group CG)": REPO / "models" / "chignolin_visnet.pt"}
+                  "ablation without group CG": REPO / "models" / "chignolin_visnet.pt"}
 
 
 def parse_model(text: str) -> tuple[str, Path]:
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reference", choices=["xtb", "emt"], default="xtb")
     parser.add_argument("--temperature-index", type=int, default=0)
     parser.add_argument("--discard", type=float, default=0.2)
+    parser.add_argument("--spacing", type=float, default=1.0,
+                        help="least simulated time between two picks, ps")
     args = parser.parse_args(argv)
 
     models = dict(args.model) if args.model else {
@@ -57,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     calculators = {name: FreeCGCalculator(str(path)) for name, path in models.items()}
     report = conformation_errors_report(read_run(args.run), calculators, reference,
                                         args.out or args.run / "plots",
-                                        args.temperature_index, args.discard)
+                                        args.temperature_index, args.discard,
+                                        min_spacing_ps=args.spacing)
     for name in calculators:
         energy = report["energy_error_kcal_mol"][name]
         forces = report["force_mae_kcal_mol_A"][name]

@@ -248,14 +248,15 @@ def remd_report(run: RunData, out_dir: str | os.PathLike) -> dict[str, object]:
     return {"png": png, **summary}
 
 
-def _pick(cvs: np.ndarray, point: tuple[float, float], count: int, taken: set[int]
-          ) -> list[int]:
-    """``count`` frames nearest to ``point`` in CV space, skipping ``taken``, spaced so no
-    two are consecutive frames (which would be near copies)."""
+def _pick(cvs: np.ndarray, time_ps: np.ndarray, point: tuple[float, float], count: int,
+          taken: list[int], min_spacing_ps: float) -> list[int]:
+    """``count`` frames nearest to ``point`` in CV space, each at least ``min_spacing_ps``
+    of simulated time from every frame already chosen (and from ``taken``), so that no two
+    picks are near copies of one another."""
     order = np.argsort(np.hypot(cvs[:, 0] - point[0], cvs[:, 1] - point[1]))
     chosen: list[int] = []
     for frame in order.tolist():
-        if frame in taken or any(abs(frame - c) < 2 for c in chosen):
+        if any(abs(time_ps[frame] - time_ps[c]) < min_spacing_ps for c in [*taken, *chosen]):
             continue
         chosen.append(frame)
         if len(chosen) == count:
@@ -266,33 +267,38 @@ def _pick(cvs: np.ndarray, point: tuple[float, float], count: int, taken: set[in
 def conformation_errors_report(run: RunData, models: Mapping[str, Calculator],
                                reference: Calculator, out_dir: str | os.PathLike,
                                temperature_index: int = 0, discard: float = 0.2,
-                               per_basin: int = 3, charge: int | None = -2
-                               ) -> dict[str, object]:
+                               per_basin: int = 3, charge: int | None = -2,
+                               min_spacing_ps: float = 1.0) -> dict[str, object]:
     """Energy and force errors of each model against ``reference`` on conformations picked
     from the landscape: ``per_basin`` frames nearest the folded basin's minimum and
     ``per_basin`` nearest the unfolded basin's (figure 5b of the FreeCG paper).
 
-    When the run never left the folded basin (a short run), the "unfolded" picks are the
-    frames farthest from the native point and are labelled ``far`` instead.
+    Picks lie at least ``min_spacing_ps`` apart in simulated time (fewer are taken when the
+    run is too short for that). When the run never left the folded basin, the "unfolded"
+    picks are the frames farthest from the native point and are labelled ``far`` instead.
     Writes ``conformation_errors.csv`` and ``conformation_errors.png`` (kcal/mol).
     """
     out = Path(out_dir)
     native = chignolin_cvs(_native(run.topology), run.topology)[0]
     positions, _ = run.frames_at(temperature_index, discard)
+    time_ps = run.time_ps[run.n_frames - len(positions):]
     cvs = chignolin_cvs(positions, run.topology)
     temperature = float(run.temperatures[temperature_index])
     landscape = free_energy_2d(cvs[:, 0], cvs[:, 1], temperature, 30,
                                _cv_ranges(cvs, native))
     folded, unfolded = folded_unfolded_basins(landscape, tuple(native))
     folded_point = (folded.x, folded.y) if np.isfinite(folded.free_energy) else tuple(native)
-    picks = [("folded", f) for f in _pick(cvs, folded_point, per_basin, set())]
+    picks = [("folded", f) for f in _pick(cvs, time_ps, folded_point, per_basin, [],
+                                          min_spacing_ps)]
+    taken = [f for _, f in picks]
     if np.isfinite(unfolded.free_energy):
-        second = _pick(cvs, (unfolded.x, unfolded.y), per_basin, {f for _, f in picks})
+        second = _pick(cvs, time_ps, (unfolded.x, unfolded.y), per_basin, taken,
+                       min_spacing_ps)
         picks += [("unfolded", f) for f in second]
     else:
-        far = np.argsort(-np.hypot(cvs[:, 0] - native[0], cvs[:, 1] - native[1]))
-        taken = {f for _, f in picks}
-        picks += [("far", int(f)) for f in far if int(f) not in taken][:per_basin]
+        farthest = np.argmax(np.hypot(cvs[:, 0] - native[0], cvs[:, 1] - native[1]))
+        second = _pick(cvs, time_ps, tuple(cvs[farthest]), per_basin, taken, min_spacing_ps)
+        picks += [("far", f) for f in second]
 
     numbers = np.array([a.element.atomic_number for a in run.topology.atoms])
     rows, names = [], []
@@ -304,7 +310,7 @@ def conformation_errors_report(run: RunData, models: Mapping[str, Calculator],
             atoms.info["charge"] = charge
         atoms.calc = reference
         ref_energy, ref_forces = atoms.get_potential_energy(), atoms.get_forces()
-        label = f"{basin} {len(names) % per_basin + 1}"
+        label = f"{basin} {sum(name.split()[0] == basin for name in names) + 1}"
         names.append(label)
         row = [label, frame, f"{cvs[frame, 0]:.3f}", f"{cvs[frame, 1]:.3f}"]
         for name, calculator in models.items():

@@ -17,6 +17,7 @@ from .distributed import (
     local_device,
     replica_block,
 )
+from .guards import DynamicsGuard, GuardLimits, check_timestep, max_stable_timestep
 from .integrators import baoab_step, langevin_coefficients, velocity_verlet_step
 from .potentials import ASECalculatorPotential, FreeCGPotential, Potential
 from .remd import ReplicaExchange, check_ladder, temperature_ladder
@@ -47,9 +48,11 @@ __all__ = [
     "EQUILIBRATION_DIR",
     "ASECalculatorPotential",
     "Checkpoint",
+    "DynamicsGuard",
     "CheckpointError",
     "FrameIndex",
     "FreeCGPotential",
+    "GuardLimits",
     "Potential",
     "ReplicaExchange",
     "ReplicaState",
@@ -62,6 +65,7 @@ __all__ = [
     "WorkerError",
     "baoab_step",
     "check_ladder",
+    "check_timestep",
     "degrees_of_freedom",
     "init_distributed",
     "instantaneous_temperature",
@@ -71,6 +75,7 @@ __all__ = [
     "load_replica_trajectory",
     "load_temperature_trajectory",
     "local_device",
+    "max_stable_timestep",
     "maxwell_boltzmann_velocities",
     "package_versions",
     "read_frame_index",

@@ -28,9 +28,15 @@ from ase.data import covalent_radii
 
 from ..neighbors import build_neighbor_list
 
-__all__ = ["GuardLimits", "Guards", "check_timestep", "find_bonds", "max_stable_timestep"]
+__all__ = ["DynamicsGuard", "GuardLimits", "Guards", "SimulationError", "check_timestep",
+           "find_bonds", "max_stable_timestep"]
 
 HYDROGEN_MASS = 1.008  # amu
+
+
+class SimulationError(RuntimeError):
+    """The dynamics met a state it cannot continue from (NaN, infinity, explosion)."""
+
 HYDROGEN_TIMESTEP_FS = 2.0
 LONGEST_TIMESTEP_FS = 4.0
 
@@ -213,3 +219,46 @@ class Guards:
                             f"{float(targets[r]):.0f} K (limit {self.temperature_ratio:.2f}x): "
                             "the dynamics are heating up; shorten the time step")
         return None
+
+
+class DynamicsGuard:
+    """The same guards for ASE's own dynamics (Langevin, VelocityVerlet, ...)::
+
+        dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=300, friction=0.01 / units.fs)
+        dyn.attach(DynamicsGuard(atoms, temperature_K=300), interval=1)
+        dyn.run(1000)   # raises SimulationError if the run goes wrong
+
+    The reference structure is ``atoms`` as it is when the guard is made. Attach it with
+    ``interval=1``: the displacement limit is per call. The kinetic temperature is ASE's
+    (``atoms.get_temperature()``).
+
+    Parameters
+    ----------
+    atoms:
+        The system being integrated.
+    temperature_K:
+        The bath temperature (for an NVE run, the starting temperature).
+    limits:
+        The thresholds (:class:`GuardLimits`).
+    """
+
+    def __init__(self, atoms, temperature_K: float,  # noqa: ANN001 - an ase.Atoms
+                 limits: GuardLimits | None = None) -> None:
+        if not temperature_K > 0:
+            raise ValueError(f"temperature_K={temperature_K!r}: expected a temperature > 0 K")
+        self.atoms = atoms
+        self.target = torch.tensor([float(temperature_K)], dtype=torch.float64)
+        self.guards = Guards(limits or GuardLimits(), atoms.positions, atoms.numbers,
+                             atoms.cell.array, atoms.pbc, 3 * len(atoms), 1)
+        self.previous = torch.as_tensor(atoms.positions, dtype=torch.float64)[None].clone()
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+        now = torch.as_tensor(self.atoms.positions, dtype=torch.float64)[None].clone()
+        temperature = torch.tensor([self.atoms.get_temperature()], dtype=torch.float64)
+        message = self.guards.check(self.previous, now, temperature, self.target,
+                                    lambda _: f"call {self.calls} of the guard")
+        self.previous = now
+        if message is not None:
+            raise SimulationError(message)

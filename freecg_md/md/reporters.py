@@ -53,6 +53,32 @@ __all__ = [
 
 ANGSTROM_PER_NM = 10.0
 
+RUN_DIRECTORY_README = """\
+A run directory of freecg_md (units: Angstrom, fs, eV, K; mdtraj converts to nm and ps).
+
+Times. A DCD file carries no times: mdtraj.load("replica_000.dcd", top="topology.pdb")
+numbers its frames 0, 1, 2, ... The frames' steps and times are in frames.csv (columns
+step and time_fs); frame f of every replica_*.dcd was taken at frames.csv row f. The
+first frame is taken one report interval after the start, not at the start; the start
+structure of replica 0 is topology.pdb. To get the times in ps:
+
+    from freecg_md.md import load_replica_trajectory
+    trajectory = load_replica_trajectory("THIS_DIRECTORY", 0)   # trajectory.time in ps
+
+or, with mdtraj alone:
+
+    import mdtraj, numpy
+    trajectory = mdtraj.load("replica_000.dcd", top="topology.pdb")
+    trajectory.time = numpy.loadtxt("frames.csv", delimiter=",", skiprows=1,
+                                    usecols=2, ndmin=1) / 1000.0
+
+Files: config.json (the run's settings and package versions), log.csv (per report: step,
+time_fs, and per replica the potential and kinetic energy in eV, kinetic temperature in K
+and temperature index), frames.csv (per saved frame: which replica held each
+temperature), exchange.csv and remd_stats.json (replica exchange), checkpoint.pt (to
+resume), equilibration/ (the equilibration stage, a run directory of its own).
+"""
+
 
 def trajectory_path(directory: str | os.PathLike, replica: int) -> Path:
     """``directory/replica_{replica:03d}.dcd``."""
@@ -152,6 +178,7 @@ class RunWriter:
         frame.save_pdb(str(directory / "topology.pdb"))
         writer._dcds = [DCDTrajectoryFile(str(trajectory_path(directory, r)), "w")
                         for r in range(n_replicas)]
+        (directory / "README.txt").write_text(RUN_DIRECTORY_README)
         replicas = range(n_replicas)
         log_header = ["step", "time_fs"] + [f"{name}_r{r}{unit}" for r in replicas for name, unit
                                            in (("epot", "_eV"), ("ekin", "_eV"), ("T", "_K"),
@@ -306,10 +333,16 @@ def read_frame_index(directory: str | os.PathLike) -> FrameIndex:
 
 
 def load_replica_trajectory(directory: str | os.PathLike, replica: int) -> mdtraj.Trajectory:
-    """Replica ``replica``'s trajectory (positions in nm, as mdtraj has them)."""
+    """Replica ``replica``'s trajectory (positions in nm, as mdtraj has them), with
+    ``trajectory.time`` the frames' simulated times in ps (from ``frames.csv``; a plain
+    ``mdtraj.load`` of a DCD numbers the frames 0, 1, 2... instead)."""
     directory = Path(directory)
-    return mdtraj.load(str(trajectory_path(directory, replica)),
-                       top=str(directory / "topology.pdb"))
+    trajectory = mdtraj.load(str(trajectory_path(directory, replica)),
+                             top=str(directory / "topology.pdb"))
+    index = read_frame_index(directory)
+    trajectory = trajectory[: len(index.steps)]
+    trajectory.time = index.time_fs * 1e-3
+    return trajectory
 
 
 def load_temperature_trajectory(directory: str | os.PathLike, temperature_index: int

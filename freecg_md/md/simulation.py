@@ -32,7 +32,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .distributed import SerialComm
-from .guards import GuardLimits, Guards, check_timestep
+from .guards import GuardLimits, Guards, SimulationError, check_timestep
 from .integrators import baoab_step
 from .potentials import Potential, check_potential, check_results
 from .remd import ReplicaExchange, check_ladder
@@ -51,10 +51,6 @@ __all__ = ["EQUILIBRATION_DIR", "RunConfig", "RunResult", "SimulationError", "ru
 
 # The equilibration stage's run directory, inside the production's.
 EQUILIBRATION_DIR = "equilibration"
-
-
-class SimulationError(RuntimeError):
-    """The dynamics met a state it cannot continue from (NaN, infinity, explosion)."""
 
 
 @dataclass

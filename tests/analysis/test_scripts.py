@@ -119,13 +119,15 @@ def test_conformation_errors_script(remd_run, tiny_model, tmp_path):
     out = tmp_path / "errors"
     code = run_script(REPO / "analysis" / "conformation_errors.py", remd_run, "--out", out,
                       "--model", f"tiny={tiny_model}", "--model", f"again={tiny_model}",
-                      "--reference", "emt", "--discard", "0")
+                      "--reference", "emt", "--discard", "0", "--spacing", "0.004")
     assert code == 0
     assert_png(out / "conformation_errors.png")
     with open(out / "conformation_errors.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 6 and len({row["frame"] for row in rows}) == 6
     assert [row["conformation"].split()[0] for row in rows] == ["folded"] * 3 + ["far"] * 3
+    times = np.sort(read_run(remd_run).time_ps[[int(row["frame"]) for row in rows]])
+    assert np.all(np.diff(times) >= 0.004 - 1e-9)  # picks apart in simulated time
     # The same model twice gives the same errors.
     for row in rows:
         assert row["tiny_force_mae_kcal_mol_A"] == row["again_force_mae_kcal_mol_A"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import textwrap
 from pathlib import Path
 
 import mdtraj
@@ -21,6 +22,8 @@ from freecg_md.md import (
     RunConfig,
     SimulationError,
     load_checkpoint,
+    load_replica_trajectory,
+    load_temperature_trajectory,
     read_frame_index,
     replica_seed,
     run_replicas,
@@ -182,6 +185,19 @@ def test_run_directory_units_and_demultiplexing(tmp_path):
     assert np.array_equal(index.temperature_of_replica, tindex)
     for k in range(2):
         assert np.array_equal(frames_at_temperature(tindex, k), index.replica_of_temperature[:, k])
+    # Times in ps come with the trajectories read through the package, and the run
+    # directory says how to get them with mdtraj alone (a DCD numbers its frames).
+    replica = load_replica_trajectory(tmp_path, 1)
+    np.testing.assert_allclose(replica.time, [0.005, 0.010, 0.015, 0.020])
+    np.testing.assert_allclose(load_temperature_trajectory(tmp_path, 0).time, replica.time)
+    readme = (tmp_path / "README.txt").read_text()
+    assert "time_fs" in readme and "frames.csv" in readme
+    namespace = {}
+    recipe = textwrap.dedent(readme.split("or, with mdtraj alone:")[1].split("Files:")[0])
+    exec(recipe.strip().replace("replica_000.dcd", str(trajectory_path(tmp_path, 1)))  # noqa: S102
+         .replace('"topology.pdb"', repr(str(tmp_path / "topology.pdb")))
+         .replace('"frames.csv"', repr(str(tmp_path / "frames.csv"))), namespace)
+    np.testing.assert_allclose(namespace["trajectory"].time, replica.time)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert RunConfig.from_dict(saved["run"]) == config
     assert {"torch", "mdtraj", "ase", "numpy", "freecg_md"} <= set(saved["versions"])
@@ -352,3 +368,35 @@ def test_shipped_start_states_are_thermalised_and_used_when_the_ladder_matches()
     state, draw, text = initial_replicas("shipped", chignolin.atoms, [300.0] * 3)
     assert draw and "velocities drawn afresh" in text
     assert torch.equal(state.positions[2], torch.tensor(starts.positions[2]))
+
+
+def test_the_guards_stop_ase_dynamics_too():
+    from ase import Atoms, units
+    from ase.calculators.calculator import Calculator, all_changes
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.verlet import VelocityVerlet
+
+    from freecg_md.md import DynamicsGuard
+
+    class Chain(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            positions = torch.tensor(self.atoms.positions)[None]
+            energy, forces = BondedChain(k=30.0, r0=0.7).evaluate(positions)
+            self.results = {"energy": float(energy[0]), "forces": forces[0].numpy()}
+
+    def run(timestep_fs: float) -> None:
+        atoms = Atoms("H6", positions=[[0.7 * i, 0.0, 0.0] for i in range(6)])
+        atoms.calc = Chain()
+        MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+        dynamics = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
+        dynamics.attach(DynamicsGuard(atoms, temperature_K=300), interval=1)
+        dynamics.run(300)
+
+    run(0.5)
+    with pytest.raises(SimulationError, match="call \\d+ of the guard: "):
+        run(4.0)
+    with pytest.raises(ValueError, match="temperature_K=0"):
+        DynamicsGuard(Atoms("H2", positions=[[0, 0, 0], [0.7, 0, 0]]), temperature_K=0)
