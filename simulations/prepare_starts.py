@@ -113,11 +113,11 @@ def main(argv: list[str] | None = None) -> int:
                        "friction_per_ps": args.friction, "seed": args.seed,
                        "frames": str(args.frames.relative_to(REPO)
                                      if args.frames.is_relative_to(REPO) else args.frames)},
-        mean_temperature_last_half=run.temperature[half].mean(axis=0))
+        mean_temperature_last_half=run.kinetic_temperature[half].mean(axis=0))
     for k, kelvin in enumerate(ladder):
         print(f"rung {k} ({kelvin:.1f} K): started {'unfolded' if k % 2 else 'folded'} "
               f"(frame {order[k]}), now at ({final_cvs[k, 0]:.2f}, {final_cvs[k, 1]:.2f}) Å; "
-              f"mean T over the last half {run.temperature[half, k].mean():.1f} K")
+              f"mean T over the last half {run.kinetic_temperature[half, k].mean():.1f} K")
     print(f"wrote {args.out}")
     return 0
 

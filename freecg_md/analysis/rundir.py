@@ -47,6 +47,9 @@ class RunData:
         mdtraj topology of the N atoms (from ``topology.pdb``).
     kinetic_temperature:
         (F, R) float64 K, replica r's instantaneous kinetic temperature at frame f.
+    largest_force:
+        (F, R) float64 eV/Å, the largest force on any atom of replica r at frame f (NaN
+        for runs written before it was logged).
     """
 
     directory: Path
@@ -59,6 +62,7 @@ class RunData:
     temperature_index: np.ndarray
     topology: mdtraj.Topology
     kinetic_temperature: np.ndarray
+    largest_force: np.ndarray
 
     @property
     def n_replicas(self) -> int:
@@ -150,6 +154,8 @@ def read_run(directory: str | os.PathLike) -> RunData:
     energies = rows[:, [log_header.index(f"epot_r{r}_eV") for r in range(n_replicas)]]
     tindex = rows[:, [log_header.index(f"tindex_r{r}") for r in range(n_replicas)]]
     kinetic_temperature = rows[:, [log_header.index(f"T_r{r}_K") for r in range(n_replicas)]]
+    largest_force = (rows[:, [log_header.index(f"fmax_r{r}_eV_A") for r in range(n_replicas)]]
+                     if "fmax_r0_eV_A" in log_header else np.full_like(energies, np.nan))
 
     topology = mdtraj.load_topology(str(directory / "topology.pdb"))
     positions = np.empty((n_replicas, len(steps), topology.n_atoms, 3), np.float32)
@@ -163,4 +169,4 @@ def read_run(directory: str | os.PathLike) -> RunData:
         positions[r] = trajectory.xyz[: len(steps)] * ANGSTROM_PER_NM
     return RunData(directory, config, temperatures, steps,
                    frames[:, frame_header.index("time_fs")] * 1e-3, positions, energies,
-                   tindex.astype(np.int64), topology, kinetic_temperature)
+                   tindex.astype(np.int64), topology, kinetic_temperature, largest_force)

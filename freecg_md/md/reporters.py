@@ -11,7 +11,8 @@ Layout of a run directory (all written by :class:`RunWriter`)::
                          (``replica_at_t{k}``); frame f of temperature k's trajectory is
                          frame f of ``replica_{replica_at_t{k}}.dcd``
     log.csv              per report: step, time, and per replica the potential and kinetic
-                         energy (eV), instantaneous temperature (K) and temperature index
+                         energy (eV), instantaneous temperature (K) and temperature index,
+                         then per replica the largest force on any atom (eV/Å)
     exchange.csv         per exchange attempt: step, attempt number, the temperature index of
                          every replica after it, and per neighbouring pair 1 (accepted),
                          0 (rejected) or -1 (not attempted in this round)
@@ -74,7 +75,7 @@ or, with mdtraj alone:
 
 Files: config.json (the run's settings and package versions), log.csv (per report: step,
 time_fs, and per replica the potential and kinetic energy in eV, kinetic temperature in K
-and temperature index), frames.csv (per saved frame: which replica held each
+and temperature index, then per replica the largest force on an atom in eV/A), frames.csv (per saved frame: which replica held each
 temperature), exchange.csv and remd_stats.json (replica exchange), checkpoint.pt (to
 resume), equilibration/ (the equilibration stage, a run directory of its own).
 """
@@ -183,6 +184,9 @@ class RunWriter:
         log_header = ["step", "time_fs"] + [f"{name}_r{r}{unit}" for r in replicas for name, unit
                                            in (("epot", "_eV"), ("ekin", "_eV"), ("T", "_K"),
                                                ("tindex", ""))]
+        # The largest force on any atom, per replica: last, so that the columns above keep
+        # their places.
+        log_header += [f"fmax_r{r}_eV_A" for r in replicas]
         writer._log = writer._open_csv("log.csv", log_header)
         writer._frames = writer._open_csv(
             "frames.csv", ["frame", "step", "time_fs"] + [f"replica_at_t{k}" for k in replicas])
@@ -245,13 +249,16 @@ class RunWriter:
         _write_atomic(self.directory / "config.json", json.dumps(payload, indent=2) + "\n")
 
     def report(self, step: int, time_fs: float, positions: np.ndarray, potential: np.ndarray,
-               kinetic: np.ndarray, temperature: np.ndarray, tindex: np.ndarray) -> None:
-        """One report: positions (R, N, 3) Å, energies (R,) eV, temperature (R,) K, and the
-        temperature index (R,) each replica was simulated at."""
+               kinetic: np.ndarray, temperature: np.ndarray, tindex: np.ndarray,
+               largest_force: np.ndarray) -> None:
+        """One report: positions (R, N, 3) Å, energies (R,) eV, temperature (R,) K, the
+        temperature index (R,) each replica was simulated at, and the largest force on any
+        atom (R,) eV/Å."""
         values = [str(step), _number(time_fs)]
         for r in range(self.n_replicas):
             values += [_number(potential[r]), _number(kinetic[r]), _number(temperature[r]),
                        str(int(tindex[r]))]
+        values += [_number(f) for f in largest_force]
         self._log.write(",".join(values) + "\n")
         self._log.flush()
         replica_at = np.argsort(np.asarray(tindex))

@@ -401,12 +401,16 @@ class _Run:
         kinetic = kinetic_energy(self.state.velocities, self.state.masses)
         temperature = instantaneous_temperature(self.state.velocities, self.state.masses,
                                                 self.config.remove_com_motion)
+        largest_force = torch.linalg.vector_norm(self.forces, dim=-1).amax(dim=-1)
         parts = [self.state.positions.cpu().numpy(), self.energies.cpu().numpy(),
-                 kinetic.cpu().numpy(), temperature.cpu().numpy()]
+                 kinetic.cpu().numpy(), temperature.cpu().numpy(),
+                 largest_force.cpu().numpy()]
         gathered = [self.comm.all_gather(part) for part in parts]
         if self.writer is not None:
             step = self.state.step
-            self.writer.report(step, step * self.config.timestep_fs, *gathered, self.tindex())
+            *values, largest = gathered
+            self.writer.report(step, step * self.config.timestep_fs, *values, self.tindex(),
+                               largest)
 
     def swap(self) -> None:
         energies = self.comm.all_gather(self.energies.cpu().numpy())

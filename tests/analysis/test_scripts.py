@@ -74,6 +74,11 @@ def test_read_run_matches_the_logs(remd_run):
     with open(remd_run / "log.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert float(rows[-1]["epot_r2_eV"]) == run.energies[-1, 2]
+    # The largest force on an atom is logged per replica: on springs k |x - x0|.
+    chignolin = load_chignolin()
+    expected = 2.0 * np.linalg.norm(run.positions[2, -1] - chignolin.native_positions,
+                                    axis=1).max()
+    assert run.largest_force[-1, 2] == pytest.approx(expected, rel=1e-4)
     # Positions are in Å: springs keep every atom within an Å or so of the native structure.
     native = load_chignolin().native_positions
     assert np.abs(run.positions - native).max() < 2.0
