@@ -159,7 +159,7 @@ def read_run(directory: str | os.PathLike) -> RunData:
 
     topology = mdtraj.load_topology(str(directory / "topology.pdb"))
     positions = np.empty((n_replicas, len(steps), topology.n_atoms, 3), np.float32)
-    for r in range(n_replicas):
+    for r in range(n_replicas if len(steps) else 0):  # no frames: no DCD was written
         path = directory / f"replica_{r:03d}.dcd"
         with _quiet_c_stdout():
             trajectory = mdtraj.load_dcd(str(path), top=topology)

@@ -75,9 +75,10 @@ or, with mdtraj alone:
 
 Files: config.json (the run's settings and package versions), log.csv (per report: step,
 time_fs, and per replica the potential and kinetic energy in eV, kinetic temperature in K
-and temperature index, then per replica the largest force on an atom in eV/A), frames.csv (per saved frame: which replica held each
-temperature), exchange.csv and remd_stats.json (replica exchange), checkpoint.pt (to
-resume), equilibration/ (the equilibration stage, a run directory of its own).
+and temperature index, then per replica the largest force on an atom in eV/A), frames.csv
+(per saved frame: which replica held each temperature), exchange.csv and remd_stats.json
+(replica exchange), checkpoint.pt (to resume), equilibration/ (the equilibration stage, a
+run directory of its own).
 """
 
 

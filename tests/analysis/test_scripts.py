@@ -213,3 +213,29 @@ def test_pick_starts_writes_folded_then_unfolded_frames(tmp_path):
     # Folded starts first (frames 1 and 2 in order), then the stretched ones (0 and 3).
     assert np.allclose(written, positions[[1, 2, 0, 3]], atol=1e-6)
     assert run_script(script, frames, "--folded", "3", "--out", out) == 2
+
+
+def test_stability_script_counts_failures_per_trajectory(tiny_model, tmp_path):
+    out = tmp_path / "stability"
+    args = ["--model", tiny_model, "--temperatures", "450", "2000", "--trajectories", "2",
+            "--steps", "40", "--report-interval", "5", "--checkpoint-interval", "10",
+            "--jobs", "1", "--initial", "native", "--output", out]
+    assert run_script(REPO / "simulations" / "stability_chignolin.py", *args) == 0
+    with open(out / "stability.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["temperature_K"], r["trajectory"]) for r in rows] == [
+        ("450", "0"), ("450", "1"), ("2000", "0"), ("2000", "1")]
+    # An untrained model does not hold chignolin together: at 2000 K its hydrogens fly off
+    # within steps, and the engine's guards stop those trajectories, each on its own.
+    hot = [r for r in rows if r["temperature_K"] == "2000"]
+    assert all(r["failed"] == "1" and "engine guard" in r["reason"] for r in hot)
+    for row in rows:
+        failure = out / f"T{row['temperature_K']}" / f"traj_{row['trajectory']}" / "failure.json"
+        assert failure.is_file() == (row["failed"] == "1" and "engine" in row["reason"])
+    summary = json.loads((out / "stability_summary.json").read_text())
+    assert summary["2000"]["failed"] == 2 and summary["450"]["trajectories"] == 2
+    assert_png(out / "stability.png")
+    # A second call resumes: finished and failed trajectories are kept as they are.
+    before = (out / "stability.csv").read_text()
+    assert run_script(REPO / "simulations" / "stability_chignolin.py", *args, "--resume") == 0
+    assert (out / "stability.csv").read_text() == before
