@@ -112,15 +112,28 @@ def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
         data, is not a FreeCG-MD model, or has a newer format version than this package.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"model file {str(path)!r} is a directory; expected a file "
+                             "written by freecg_md.save_model (a training run's model.pt, "
+                             "or an exported file)")
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    # torch.save writes a zip archive; anything else (JSON, text, a legacy pickle) is not
+    # a model file, and torch's own error would suggest an unsafe load.
+    if head != b"PK\x03\x04":
+        raise ModelFileError(f"model file {str(path)!r} is not a torch file (it does not "
+                             "start as a zip archive does); expected a file written by "
+                             "freecg_md.save_model")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
+    except pickle.UnpicklingError:
+        # torch's message advises weights_only=False, which would run the file's code.
         raise ModelFileError(
             f"model file {str(path)!r} holds Python objects that a safe load refuses "
             f"(a pickled model or a foreign file?); expected a file written by "
-            f"freecg_md.save_model. Detail: {str(error).splitlines()[0]}"
+            f"freecg_md.save_model. It is not loaded: unpickling objects can run code."
         ) from None
     except Exception as error:  # torch raises many types for damaged or foreign bytes
         detail = str(error).splitlines()[0] if str(error) else "no detail"

@@ -59,6 +59,20 @@ def test_text_file(tmp_path):
         load_model(path)
 
 
+@pytest.mark.parametrize("content", ['{"model": "chignolin"}', "", "\x80\x04 a legacy pickle"])
+def test_json_empty_and_legacy_files_get_our_message_not_torchs(tmp_path, content):
+    path = tmp_path / "model.json"
+    path.write_text(content)
+    with pytest.raises(ModelFileError, match="is not a torch file") as refused:
+        load_model(path)
+    assert "weights_only" not in str(refused.value)
+
+
+def test_a_directory_is_named_as_one(tmp_path):
+    with pytest.raises(ModelFileError, match="is a directory"):
+        load_model(tmp_path)
+
+
 def test_foreign_torch_file(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, path)
@@ -74,9 +88,10 @@ class _Exploit:
 def test_pickled_objects_are_refused_without_running_code(tmp_path, capsys):
     path = tmp_path / "evil.pt"
     torch.save({"format": "freecg-md-model", "payload": _Exploit()}, path)
-    with pytest.raises(ModelFileError, match="safe load refuses"):
+    with pytest.raises(ModelFileError, match="safe load refuses") as refused:
         load_model(path)
     assert "code ran on load" not in capsys.readouterr().out
+    assert "weights_only" not in str(refused.value)  # no advice to load it unsafely
     whole = tmp_path / "whole.pt"
     torch.save(small_model(), whole, pickle_protocol=pickle.DEFAULT_PROTOCOL)
     with pytest.raises(ModelFileError, match="safe load refuses"):

@@ -384,11 +384,26 @@ class ASECalculatorPotential:
         return torch.as_tensor(energies, **as_tensor), torch.as_tensor(forces, **as_tensor)
 
 
-def check_potential(potential: Potential, dtype: str, device: str) -> None:
+def check_potential(potential: Potential, dtype: str, device: str,
+                    numbers: np.ndarray | torch.Tensor | None = None) -> None:
     """TypeError unless ``potential`` has ``evaluate``; ValueError if it exposes a ``dtype``
-    or ``device`` other than the run config's ``dtype``/``device``."""
+    or ``device`` other than the run config's ``dtype``/``device``, or ``numbers`` (atomic
+    numbers) other than the state's ``numbers``."""
     if not callable(getattr(potential, "evaluate", None)):
         raise TypeError(f"potential is a {type(potential).__name__} without evaluate(positions)")
+    own_numbers = getattr(potential, "numbers", None)
+    if own_numbers is not None and numbers is not None:
+        own = np.asarray(own_numbers).reshape(-1)
+        state = np.asarray(numbers).reshape(-1)
+        if own.shape != state.shape:
+            raise ValueError(f"the potential was built for {own.size} atoms but the state has "
+                             f"{state.size}; build it with the state's atomic numbers")
+        if not np.array_equal(own, state):
+            first = int(np.argmax(own != state))
+            raise ValueError(f"the potential was built for other atoms than the state's: atom "
+                             f"{first} is Z={int(own[first])} in the potential and "
+                             f"Z={int(state[first])} in the state (same atoms, same order "
+                             "expected)")
     own_dtype, own_device = getattr(potential, "dtype", None), getattr(potential, "device", None)
     if isinstance(own_dtype, torch.dtype) and own_dtype != resolve_dtype(dtype):
         raise ValueError(f"config.dtype={dtype!r} but the potential runs in {own_dtype}")

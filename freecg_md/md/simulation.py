@@ -269,7 +269,7 @@ class _Run:
         if config.remove_com_motion and state.n_atoms < 2:
             raise ValueError(f"remove_com_motion=True leaves {state.n_atoms} atom(s) no "
                              "degrees of freedom; expected at least 2 atoms")
-        check_potential(potential, config.dtype, config.device)
+        check_potential(potential, config.dtype, config.device, state.numbers.numpy())
         self.potential, self.config, self.comm = potential, config, comm
         self.draw_velocities = draw_velocities
         self.block = comm.block(state.n_replicas)

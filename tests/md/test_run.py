@@ -228,6 +228,14 @@ def test_bad_configs_and_inputs(tmp_path):
     with pytest.raises(ValueError, match="config.dtype='float64' but the potential runs in"):
         run_replicas(freecg, ReplicaState.from_atoms(atoms, 2),
                      RunConfig(**base, dtype="float64"), progress=False)
+    swapped = ReplicaState.from_atoms(atoms, 2)
+    swapped.numbers = swapped.numbers.flip(0)  # C O N H -> H N O C
+    with pytest.raises(ValueError, match="built for other atoms than the state's: atom 0 is "
+                                         "Z=6 in the potential and Z=1 in the state"):
+        run_replicas(freecg, swapped, RunConfig(**base, dtype="float32"), progress=False)
+    with pytest.raises(ValueError, match="built for 4 atoms but the state has 5"):
+        run_replicas(freecg, ReplicaState.from_atoms(random_molecule(5), 2),
+                     RunConfig(**base, dtype="float32"), progress=False)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         run_replicas(potential, state, config, resume=True, progress=False)
     run_replicas(potential, state, config, progress=False)
