@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
 from ase.io import read, write
 
@@ -53,13 +54,34 @@ def _label(getter: Callable[[], Any], missing: str) -> Any:
         raise DatasetError(missing) from None
 
 
+def _relabel(atoms: Atoms, energy_key: str, forces_key: str, where: str) -> None:
+    """Attach ``atoms.info[energy_key]`` and ``atoms.arrays[forces_key]`` as the labels."""
+    info_keys = sorted(atoms.info)
+    array_keys = sorted(set(atoms.arrays) - {"numbers", "positions"})
+    if energy_key not in atoms.info:
+        raise DatasetError(f"{where}: no energy under info[{energy_key!r}] (energy_key); "
+                           f"its info has {info_keys}")
+    if forces_key not in atoms.arrays:
+        raise DatasetError(f"{where}: no forces under arrays[{forces_key!r}] (forces_key); "
+                           f"its per-atom arrays are {array_keys}")
+    atoms.calc = SinglePointCalculator(atoms, energy=float(atoms.info[energy_key]),
+                                       forces=np.asarray(atoms.arrays[forces_key], float))
+
+
 def _validate(atoms: Atoms, where: str) -> None:
     # Positions first: ASE compares them with the calculator's copy, and NaN != NaN would
     # make a NaN-position frame look unlabelled.
     if not np.all(np.isfinite(atoms.positions)):
         raise DatasetError(f"{where}: non-finite positions")
-    energy = _label(atoms.get_potential_energy, f"{where}: no energy label")
-    forces = _label(atoms.get_forces, f"{where}: no forces label")
+    energy = _label(atoms.get_potential_energy,
+                    f"{where}: no energy label (read ASE's calculator results, as extxyz "
+                    "stores them under 'energy'; pass energy_key=... for another name, e.g. "
+                    f"'REF_energy'; its info has {sorted(atoms.info)})")
+    forces = _label(atoms.get_forces,
+                    f"{where}: no forces label (read ASE's calculator results, as extxyz "
+                    "stores them under 'forces'; pass forces_key=... for another name, e.g. "
+                    "'REF_forces'; its per-atom arrays are "
+                    f"{sorted(set(atoms.arrays) - {'numbers', 'positions'})})")
     if np.shape(forces) != (len(atoms), 3):
         raise DatasetError(f"{where}: forces have shape {np.shape(forces)}, expected "
                            f"({len(atoms)}, 3)")
@@ -70,6 +92,8 @@ def _validate(atoms: Atoms, where: str) -> None:
 def read_dataset(
     paths: str | Path | Iterable[str | Path],
     allowed_numbers: Iterable[int] | None = None,
+    energy_key: str | None = None,
+    forces_key: str | None = None,
 ) -> list[Atoms]:
     """Read and validate labelled structures from extxyz files or directories of
     ``*.extxyz`` / ``*.extxyz.gz`` chunks (sorted by name; hidden temporary files skipped).
@@ -81,6 +105,11 @@ def read_dataset(
     allowed_numbers:
         If given, atomic numbers the structures may contain; checking here lets the error
         name the file and the frame of an unknown element.
+    energy_key, forces_key:
+        Read the labels from ``atoms.info[energy_key]`` (eV) and
+        ``atoms.arrays[forces_key]`` (eV/Å), as other tools write them (e.g.
+        ``"REF_energy"``, ``"REF_forces"``); None reads ASE's calculator results. Give
+        both or neither.
 
     Returns
     -------
@@ -94,6 +123,9 @@ def read_dataset(
         values or an element outside ``allowed_numbers``; the message names the file and
         the frame.
     """
+    if (energy_key is None) != (forces_key is None):
+        raise ValueError(f"energy_key={energy_key!r}, forces_key={forces_key!r}: give both "
+                         "label names or neither")
     allowed = None if allowed_numbers is None else {int(z) for z in allowed_numbers}
     structures: list[Atoms] = []
     for path in _files(paths):
@@ -102,6 +134,8 @@ def read_dataset(
         except Exception as error:  # noqa: BLE001 - ASE raises many types for bad files
             raise DatasetError(f"{path}: not a readable extxyz file ({error})") from None
         for index, atoms in enumerate(frames):
+            if energy_key is not None:
+                _relabel(atoms, energy_key, forces_key, f"{path}, frame {index}")
             _validate(atoms, f"{path}, frame {index}")
             if allowed is not None:
                 _check_one(atoms, allowed, f"{path}, frame {index}")

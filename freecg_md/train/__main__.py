@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .config import TrainConfig
 from .loop import train
@@ -31,8 +32,30 @@ def main(argv: list[str] | None = None) -> int:
     if not metrics:
         print(f"stopped at the time limit; continue with --resume ({config.output_dir})")
         return 0
-    print(json.dumps(metrics, indent=2))
+    print(training_summary(config.output_dir, metrics))
     return 0
+
+
+def training_summary(output_dir: str, metrics: dict) -> str:
+    """What a finished run printed: where its models are and its test metrics, labelled."""
+    out = Path(output_dir)
+    lines = [f"finished: {out}",
+             f"  model to use:  {out / 'model.pt'} (the best weights by validation loss, "
+             "with the test metrics in its metadata)",
+             f"  best weights:  {out / 'best_model.pt'} (the same weights, without the test "
+             "metrics)",
+             f"  to ship:       python -m freecg_md.train.export CONFIG OUT.pt",
+             f"  test set ({metrics.get('n_test', '?')} structures):"]
+    labels = {"energy_mae_eV": ("energy MAE", "eV"),
+              "energy_mae_per_atom_eV": ("energy MAE per atom", "eV"),
+              "force_mae_eV_per_A": ("force MAE", "eV/Å"),
+              "force_rmse_eV_per_A": ("force RMSE", "eV/Å"),
+              "force_mae_kcal_mol_per_A": ("force MAE", "kcal/mol/Å")}
+    for key, (name, unit) in labels.items():
+        if key in metrics:
+            lines.append(f"    {name:<20} {metrics[key]:.5g} {unit}")
+    lines.append(f"  all metrics:   {json.dumps(metrics, sort_keys=True)}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

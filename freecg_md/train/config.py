@@ -20,6 +20,9 @@ class TrainConfig:
         eV, forces in eV/Å, as ASE writes them).
     output_dir:
         Run directory: checkpoints, logs, split, models, metrics.
+    energy_key, forces_key:
+        Names of the labels in the extxyz files when they are not ASE's calculator results
+        (e.g. ``"REF_energy"`` in ``info`` and ``"REF_forces"`` in the per-atom arrays).
     model:
         :class:`freecg_md.FreeCGConfig` fields (``species`` defaults to the data's elements).
     energy_weight, force_weight:
@@ -27,7 +30,9 @@ class TrainConfig:
     lr, weight_decay:
         AdamW learning rate and weight decay.
     warmup_steps:
-        Linear learning-rate warm-up from 0, in optimiser steps.
+        Linear learning-rate warm-up from 0, in optimiser steps; None (the default) takes
+        two epochs' steps, at most 1,000, so that a small data set is not still warming up
+        when training ends.
     plateau_factor, plateau_patience, min_lr:
         ReduceLROnPlateau on the validation loss (patience in epochs).
     ema_decay:
@@ -54,13 +59,15 @@ class TrainConfig:
 
     data: list[str]
     output_dir: str
+    energy_key: str | None = None
+    forces_key: str | None = None
     model: dict[str, Any] = field(default_factory=dict)
     energy_weight: float = 0.05
     force_weight: float = 0.95
     lr: float = 5e-4
     weight_decay: float = 0.0
     batch_size: int = 4
-    warmup_steps: int = 1000
+    warmup_steps: int | None = None
     plateau_factor: float = 0.8
     plateau_patience: int = 30
     min_lr: float = 1e-7

@@ -51,10 +51,12 @@ def structures_from_atoms(atoms_list: list[Atoms], cutoff: float) -> list[Struct
     return out
 
 
-def dataset_fingerprint(paths: list[Path], cutoff: float) -> str:
-    """Hash of the data files' names, sizes and modification times plus the cutoff: the key
-    of the tensor cache."""
-    digest = hashlib.sha256(f"cutoff={cutoff}".encode())
+def dataset_fingerprint(paths: list[Path], cutoff: float, energy_key: str | None = None,
+                        forces_key: str | None = None) -> str:
+    """Hash of the data files' names, sizes and modification times plus the cutoff and the
+    label names: the key of the tensor cache."""
+    labels = "" if energy_key is None else f";labels={energy_key},{forces_key}"
+    digest = hashlib.sha256(f"cutoff={cutoff}{labels}".encode())
     for path in paths:
         stat = path.stat()
         digest.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())

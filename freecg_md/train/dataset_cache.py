@@ -39,12 +39,13 @@ def load_training_structures(config: TrainConfig) -> tuple[list[Structure], tupl
     """
     model_config = FreeCGConfig.from_dict(config.model) if config.model else FreeCGConfig()
     files = _data_files(config.data)
-    key = dataset_fingerprint(files, model_config.cutoff)
+    key = dataset_fingerprint(files, model_config.cutoff, config.energy_key, config.forces_key)
     cache = Path(config.output_dir) / f"data_cache_{key}.pt"
     if cache.exists():
         structures = load_structures(cache)
     else:
-        atoms_list = read_dataset(files)
+        atoms_list = read_dataset(files, energy_key=config.energy_key,
+                                  forces_key=config.forces_key)
         if "species" in config.model:
             check_elements(atoms_list, config.model["species"])
         structures = structures_from_atoms(atoms_list, model_config.cutoff)

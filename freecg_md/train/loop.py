@@ -25,6 +25,7 @@ from .loss import ErrorMetrics, fit_energy_standardisation, loss_fn
 LOG_FIELDS = ("epoch", "step", "lr", "train_loss", "val_loss", "val_energy_mae_per_atom_eV",
               "val_force_mae_eV_per_A", "best", "elapsed_s")
 CHECKPOINT = "checkpoint.pt"
+MAX_AUTO_WARMUP = 1000  # optimiser steps
 
 
 @dataclass
@@ -129,9 +130,17 @@ class Trainer:
         _truncate_log(self.out / "log.csv", self.progress.log_rows)
 
     # -- one optimiser step ------------------------------------------------------------
+    @property
+    def warmup_steps(self) -> int:
+        """The configured warm-up, or two epochs' optimiser steps (at most 1,000)."""
+        if self.config.warmup_steps is not None:
+            return self.config.warmup_steps
+        per_epoch = -(-len(self.train_set) // self.config.batch_size)
+        return min(MAX_AUTO_WARMUP, 2 * per_epoch)
+
     def _set_warmup_lr(self) -> None:
-        if self.progress.step < self.config.warmup_steps:
-            scale = (self.progress.step + 1) / self.config.warmup_steps
+        if self.progress.step < self.warmup_steps:
+            scale = (self.progress.step + 1) / self.warmup_steps
             for group in self.optimizer.param_groups:
                 group["lr"] = self.config.lr * scale
 
@@ -202,7 +211,7 @@ class Trainer:
     def _end_epoch(self, train_loss: float, elapsed: float) -> None:
         config, progress = self.config, self.progress
         val = _evaluate(self.eval_model, self.val_set, config, self.device, self.dtype)
-        if progress.step >= config.warmup_steps:
+        if progress.step >= self.warmup_steps:
             self.plateau.step(val["loss"])
         improved = val["loss"] < progress.best_val
         if improved:

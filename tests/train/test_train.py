@@ -145,7 +145,11 @@ def test_command_line_max_epochs_overrides_the_config(data_file, tmp_path, capsy
                                                  max_epochs=50).to_dict()))
     assert main([str(config_path), "--max-epochs", "1", "--no-progress"]) == 0
     assert len((tmp_path / "cli" / "log.csv").read_text().splitlines()) == 2  # header + 1
-    assert "force_mae_eV_per_A" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "force_mae_eV_per_A" in printed
+    # It ends by saying which file to load and what its metrics are, labelled.
+    assert f"model to use:  {tmp_path / 'cli' / 'model.pt'}" in printed
+    assert "force MAE" in printed and "eV/Å" in printed
     with pytest.raises(SystemExit):
         main([str(config_path), "--max-epochs", "0"])
 
@@ -238,3 +242,36 @@ def test_fine_tuning_refuses_other_data_or_architecture(data_file, tmp_path):
     with pytest.raises(FileNotFoundError, match="not a training run"):
         train(config_for(data_file, tmp_path / "c", model={},
                          init_from=str(tmp_path / "nothing")), progress=False)
+
+
+def test_labels_under_other_names_train_when_the_keys_are_given(tmp_path):
+    structures = labelled_set(12)
+    for atoms in structures:
+        atoms.info["REF_energy"] = atoms.get_potential_energy()
+        atoms.arrays["REF_forces"] = atoms.get_forces().copy()
+        atoms.calc = None
+    path = tmp_path / "ref.extxyz"
+    write(path, structures)
+    with pytest.raises(ValueError, match=r"no energy label .*energy_key=.*'REF_energy'"):
+        train(config_for(path, tmp_path / "plain"), progress=False)
+    with pytest.raises(ValueError, match=r"no energy under info\['DFT_energy'\] \(energy_key\)"
+                                         r"; its info has \[.*'REF_energy'"):
+        train(config_for(path, tmp_path / "wrong", energy_key="DFT_energy",
+                         forces_key="REF_forces"), progress=False)
+    metrics = train(config_for(path, tmp_path / "run", energy_key="REF_energy",
+                               forces_key="REF_forces", max_epochs=1), progress=False)
+    assert np.isfinite(metrics["force_mae_eV_per_A"])
+
+
+def test_the_default_warm_up_scales_with_a_small_data_set(data_file, tmp_path):
+    from freecg_md.train.__main__ import main
+
+    config = config_for(data_file, tmp_path / "run", warmup_steps=None, max_epochs=3)
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    assert main([str(tmp_path / "config.json"), "--no-progress"]) == 0
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    header = log[0].split(",")
+    lr = [float(row.split(",")[header.index("lr")]) for row in log[1:]]
+    # 32 training structures in batches of 4: 8 steps an epoch, so the warm-up takes 16
+    # steps and the third epoch runs at the full rate (the 1,000-step default never did).
+    assert lr[2] == pytest.approx(3e-3)
