@@ -44,7 +44,7 @@ def training_summary(output_dir: str, metrics: dict) -> str:
              "with the test metrics in its metadata)",
              f"  best weights:  {out / 'best_model.pt'} (the same weights, without the test "
              "metrics)",
-             f"  to ship:       python -m freecg_md.train.export CONFIG OUT.pt",
+             "  to ship:       python -m freecg_md.train.export CONFIG OUT.pt",
              f"  test set ({metrics.get('n_test', '?')} structures):"]
     labels = {"energy_mae_eV": ("energy MAE", "eV"),
               "energy_mae_per_atom_eV": ("energy MAE per atom", "eV"),
