@@ -1,20 +1,48 @@
-"""The ``freecg-md`` command: ``freecg-md train CONFIG.json [--resume]``."""
+"""The ``freecg-md`` command: ``freecg-md SUBCOMMAND [ARGS]``; ``freecg-md --help`` lists them.
+
+Each subcommand is a thin wrapper over a module's ``main``: ``freecg-md train CONFIG`` is
+``python -m freecg_md.train CONFIG``, and so on.
+"""
 
 from __future__ import annotations
 
 import sys
+from importlib import import_module
+
+# name -> (module with main(argv), one line of help)
+SUBCOMMANDS = {
+    "train": ("freecg_md.train.__main__", "train a model from a JSON config (resumable)"),
+    "export": ("freecg_md.train.export", "write a training run's best model, with its test "
+                                         "metrics, as a model file"),
+    "sample": ("freecg_md.data.sample", "classical MD (OpenMM) of chignolin for reference "
+                                        "conformations"),
+    "label": ("freecg_md.data.label", "label conformations with GFN2-xTB/ALPB(water) "
+                                      "(resumable chunks)"),
+}
+
+USAGE = "usage: freecg-md {" + ",".join(SUBCOMMANDS) + "} ... | freecg-md --help"
+
+
+def help_text() -> str:
+    lines = [USAGE, "", "FreeCG molecular dynamics (units: Å, eV, fs, K).", "", "subcommands:"]
+    lines += [f"  {name:<8} {text}" for name, (_, text) in SUBCOMMANDS.items()]
+    lines += ["", "freecg-md SUBCOMMAND --help for a subcommand's options. The simulations "
+              "(REMD, Langevin,", "stability) and figures are scripts in the repository's "
+              "simulations/ and analysis/."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": "freecg_md.train.__main__"}
-    if not argv or argv[0] not in commands:
-        print("usage: freecg-md {train} ...   (freecg-md train --help for details)",
-              file=sys.stderr)
+    if argv and argv[0] in ("-h", "--help", "help"):
+        print(help_text())
+        return 0
+    if not argv or argv[0] not in SUBCOMMANDS:
+        given = f"unknown subcommand {argv[0]!r}; " if argv else ""
+        print(f"{given}{USAGE}", file=sys.stderr)
         return 2
-    from importlib import import_module
-
-    return import_module(commands[argv[0]]).main(argv[1:])
+    module, _ = SUBCOMMANDS[argv[0]]
+    return int(import_module(module).main(argv[1:]) or 0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,35 @@
+"""The freecg-md command line."""
+
+import subprocess
+import sys
+
+import pytest
+
+from freecg_md.cli import SUBCOMMANDS, main
+
+
+def test_help_lists_every_subcommand_and_exits_0(capsys):
+    assert main(["--help"]) == 0
+    printed = capsys.readouterr().out
+    for name in SUBCOMMANDS:
+        assert f"  {name} " in printed
+
+
+def test_the_installed_command_answers_help():
+    done = subprocess.run([sys.executable, "-m", "freecg_md.cli", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "train" in done.stdout
+
+
+@pytest.mark.parametrize("argv", [[], ["frobnicate"]])
+def test_no_or_an_unknown_subcommand_is_refused(argv, capsys):
+    assert main(argv) == 2
+    assert "usage: freecg-md" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_every_subcommand_has_its_own_help(name, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([name, "--help"])
+    assert stop.value.code == 0
+    assert "usage" in capsys.readouterr().out.lower()
