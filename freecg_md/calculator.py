@@ -12,6 +12,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.data import chemical_symbols
 
+from .domain import DomainWatcher, domain_of_model
 from .io import load_model
 from .neighbors import NeighborListCache
 from .nn import FreeCG
@@ -124,6 +125,7 @@ class FreeCGCalculator(Calculator):
         self.dtype = resolve_dtype(dtype)
         self.model = prepare_model(model, self.device, self.dtype, compile)
         self.neighbors = NeighborListCache(self.model.cutoff, skin)
+        self.domain = DomainWatcher(domain_of_model(getattr(self.model, "metadata", {})), [])
         self._known = np.zeros(max(max(self.model.species) + 1, 119), dtype=bool)
         self._known[list(self.model.species)] = True
 
@@ -161,6 +163,8 @@ class FreeCGCalculator(Calculator):
         Calculator.calculate(self, atoms, properties or ["energy"], system_changes)
         atoms = self.atoms
         self._check_atoms(atoms)
+        if not np.array_equal(self.domain.numbers, atoms.numbers):
+            self.domain.set_numbers(atoms.numbers)
         positions = atoms.positions
         neighbors = self.neighbors.get(positions, atoms.numbers, atoms.cell.array, atoms.pbc)
         shifts = neighbors.shift_vectors(atoms.cell.array)
@@ -191,6 +195,7 @@ class FreeCGCalculator(Calculator):
             return
         vectors = positions[edge_index[1]] - positions[edge_index[0]] + shifts
         squared = np.einsum("ij,ij->i", vectors, vectors)
+        self.domain.check_distances(edge_index, np.sqrt(squared))
         closest = int(np.argmin(squared))
         if squared[closest] < MIN_DISTANCE**2:
             i, j = edge_index[:, closest]

@@ -18,6 +18,8 @@ SUBCOMMANDS = {
                                         "conformations"),
     "label": ("freecg_md.data.label", "label conformations with GFN2-xTB/ALPB(water) "
                                       "(resumable chunks)"),
+    "domain": ("freecg_md.domain", "record a model's training domain (elements, compositions, "
+                                   "shortest distances) in its file"),
 }
 
 USAGE = "usage: freecg-md {" + ",".join(SUBCOMMANDS) + "} ... | freecg-md --help"

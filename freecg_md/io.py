@@ -23,6 +23,7 @@ __all__ = [
     "FORMAT_VERSION",
     "ModelFileError",
     "file_sha256",
+    "model_fingerprint",
     "load_model",
     "read_model_file",
     "save_model",
@@ -50,6 +51,18 @@ def file_sha256(path: str | os.PathLike) -> str:
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def model_fingerprint(path: str | os.PathLike) -> str:
+    """SHA-256 of a model file's config and weights only (not its metadata): the same for
+    two files that compute the same function, whatever else they record."""
+    content = read_model_file(path)
+    digest = hashlib.sha256(json.dumps(content["config"], sort_keys=True).encode())
+    for name in sorted(content["state_dict"]):
+        tensor = content["state_dict"][name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

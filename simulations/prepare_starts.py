@@ -30,7 +30,7 @@ from freecg_md.analysis.rundir import read_run  # noqa: E402
 from freecg_md.analysis.structure import chignolin_cvs  # noqa: E402
 from freecg_md.data.molecules import load_chignolin  # noqa: E402
 from freecg_md.data.starts import save_start_states  # noqa: E402
-from freecg_md.io import file_sha256  # noqa: E402
+from freecg_md.io import model_fingerprint  # noqa: E402
 from freecg_md.md import (  # noqa: E402
     FreeCGPotential,
     ReplicaState,
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out, positions=checkpoint.positions.numpy(),
         velocities=checkpoint.velocities.numpy(), temperatures=np.asarray(ladder),
         cvs=final_cvs, started_unfolded=np.arange(args.replicas) % 2 == 1,
-        source_frames=np.asarray(order), model_sha256=file_sha256(args.model),
+        source_frames=np.asarray(order), model_fingerprint=model_fingerprint(args.model),
         equilibration={"steps": checkpoint.step, "timestep_fs": args.timestep,
                        "friction_per_ps": args.friction, "seed": args.seed,
                        "frames": str(args.frames.relative_to(REPO)

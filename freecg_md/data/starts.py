@@ -44,8 +44,9 @@ class StartStates:
         (R, 2) float64, Å: Asp3 O - Gly7 N and Glu5 O - Thr8 N of each final state.
     started_unfolded:
         (R,) bool: the state's equilibration started from an unfolded conformation.
-    model_sha256:
-        SHA-256 of the model file that equilibrated them.
+    model_fingerprint:
+        :func:`~freecg_md.io.model_fingerprint` of the model that equilibrated them (its
+        config and weights; a file whose metadata changed keeps it).
     info:
         Everything else recorded (equilibration length, friction, seed, diagnostics).
     path:
@@ -57,7 +58,7 @@ class StartStates:
     temperatures: np.ndarray
     cvs: np.ndarray
     started_unfolded: np.ndarray
-    model_sha256: str
+    model_fingerprint: str
     info: dict[str, Any]
     path: Path
 
@@ -90,7 +91,7 @@ class StartStates:
 
 def save_start_states(path: str | os.PathLike, *, positions: np.ndarray,
                       velocities: np.ndarray, temperatures: np.ndarray, cvs: np.ndarray,
-                      started_unfolded: np.ndarray, model_sha256: str,
+                      started_unfolded: np.ndarray, model_fingerprint: str,
                       **info: Any) -> Path:
     """Write start states (see :class:`StartStates`); ``info`` must be JSON-serialisable
     (numpy arrays are stored as lists)."""
@@ -108,7 +109,7 @@ def save_start_states(path: str | os.PathLike, *, positions: np.ndarray,
         path, positions=positions, velocities=velocities,
         temperatures=np.asarray(temperatures, np.float64), cvs=np.asarray(cvs, np.float64),
         started_unfolded=np.asarray(started_unfolded, bool),
-        model_sha256=np.asarray(model_sha256), info=np.asarray(json.dumps(plain)))
+        model_fingerprint=np.asarray(model_fingerprint), info=np.asarray(json.dumps(plain)))
     return path
 
 
@@ -126,7 +127,7 @@ def load_start_states(path: str | os.PathLike) -> StartStates:
     if not path.is_file():
         raise FileNotFoundError(f"start-state file {str(path)!r} does not exist")
     fields = ("positions", "velocities", "temperatures", "cvs", "started_unfolded",
-              "model_sha256", "info")
+              "model_fingerprint", "info")
     with np.load(path, allow_pickle=False) as data:
         missing = [name for name in fields if name not in data.files]
         if missing:
@@ -139,7 +140,7 @@ def load_start_states(path: str | os.PathLike) -> StartStates:
             raise ValueError(f"{path}: {name} has {arrays[name].shape[0]} rows; positions "
                              f"has {n_states}")
     return StartStates(arrays["positions"], arrays["velocities"], arrays["temperatures"],
-                       arrays["cvs"], arrays["started_unfolded"], str(arrays["model_sha256"]),
+                       arrays["cvs"], arrays["started_unfolded"], str(arrays["model_fingerprint"]),
                        json.loads(str(arrays["info"])), path)
 
 
@@ -192,7 +193,7 @@ def initial_replicas(initial: str | os.PathLike | None, atoms: Atoms,
                                  "temperatures; velocities drawn afresh)")
         state.velocities = torch.tensor(velocities)
         return state, False, (f"the equilibrated states of {starts.path.name} (positions and "
-                              f"velocities; model sha256 {starts.model_sha256[:12]})")
+                              f"velocities; model fingerprint {starts.model_fingerprint[:12]})")
     frames = ase.io.read(initial, ":")
     if not np.array_equal(frames[0].numbers, atoms.numbers):
         raise ValueError(f"{initial}: its atoms are not the system's {len(atoms)} atoms in "

@@ -21,6 +21,7 @@ from ase.calculators.calculator import Calculator
 from ase.data import chemical_symbols
 
 from ..calculator import MIN_DISTANCE, prepare_model, resolve_device, resolve_dtype
+from ..domain import DomainWatcher, domain_of_model
 from ..neighbors import NeighborListCache
 from ..nn import FreeCG
 from .distributed import replica_block
@@ -58,10 +59,10 @@ def _check_positions(positions: torch.Tensor, n_atoms: int) -> np.ndarray:
 
 
 def _check_overlaps(replica: int, positions: np.ndarray, edge_index: np.ndarray,
-                    shifts: np.ndarray | None) -> None:
-    """The calculator's overlap check, naming the replica."""
+                    shifts: np.ndarray | None) -> np.ndarray:
+    """The calculator's overlap check, naming the replica; returns the edges' lengths (Å)."""
     if edge_index.shape[1] == 0:
-        return
+        return np.zeros(0)
     vectors = positions[edge_index[1]] - positions[edge_index[0]]
     if shifts is not None:
         vectors = vectors + shifts
@@ -73,6 +74,7 @@ def _check_overlaps(replica: int, positions: np.ndarray, edge_index: np.ndarray,
             f"replica {replica}: atoms {i} and {j} overlap ({np.sqrt(squared[closest]):.3g} Å "
             f"apart, less than {MIN_DISTANCE} Å); the structure is broken"
         )
+    return np.sqrt(squared)
 
 
 def _check_species(model: FreeCG, numbers: np.ndarray) -> None:
@@ -184,6 +186,8 @@ class FreeCGPotential:
         if self.numbers.size == 0:
             raise ValueError("numbers is empty; expected at least one atom")
         _check_species(self.model, self.numbers)
+        self.domain = DomainWatcher(domain_of_model(getattr(self.model, "metadata", {})),
+                                    self.numbers)
         self.cell, self.pbc = _geometry(cell, pbc)
         if skin < 0:
             raise ValueError(f"skin={skin!r}: expected a distance >= 0 Å")
@@ -220,7 +224,8 @@ class FreeCGPotential:
             cache = self.caches[first + r]
             neighbors = cache.get(positions[r], self.numbers, self.cell, self.pbc)
             shift = neighbors.shift_vectors(self.cell) if periodic else None
-            _check_overlaps(first + r, positions[r], neighbors.edge_index, shift)
+            lengths = _check_overlaps(first + r, positions[r], neighbors.edge_index, shift)
+            self.domain.check_distances(neighbors.edge_index, lengths)
             edges.append(neighbors.edge_index + r * n_atoms)
             shifts.append(shift)
         edge_index = np.concatenate(edges, axis=1)

@@ -354,7 +354,7 @@ def test_guards_stay_quiet_on_a_stable_run(tmp_path):
 def test_shipped_start_states_are_thermalised_and_used_when_the_ladder_matches():
     from freecg_md.analysis.structure import chignolin_cvs
     from freecg_md.data import initial_replicas, load_chignolin, load_chignolin_starts
-    from freecg_md.io import file_sha256
+    from freecg_md.io import model_fingerprint
     from freecg_md.md import instantaneous_temperature, temperature_ladder
 
     starts = load_chignolin_starts()
@@ -362,7 +362,7 @@ def test_shipped_start_states_are_thermalised_and_used_when_the_ladder_matches()
     ladder = temperature_ladder(300, 450, 8)
     np.testing.assert_allclose(starts.temperatures, ladder)
     model = Path(__file__).resolve().parents[2] / "models" / "chignolin.pt"
-    assert starts.model_sha256 == file_sha256(model)  # made by the shipped model
+    assert starts.model_fingerprint == model_fingerprint(model)  # made by the shipped weights
     # Half folded, half unfolded by the two distances, alternating along the ladder.
     native = chignolin_cvs(chignolin.native_positions[None], chignolin.topology)[0]
     assert starts.started_unfolded.tolist() == [False, True] * 4

@@ -1,0 +1,214 @@
+"""What a model was trained on, and warnings when a system lies outside it.
+
+A model file's metadata holds its :class:`TrainingDomain` (``metadata["training_domain"]``):
+the elements and compositions of the training structures, the shortest distance seen
+between each pair of elements, and, where known, the temperatures the structures were
+sampled at and the reference method. A machine-learned potential has no physics to fall
+back on outside that domain: for a composition it never saw its numbers are guesses, and
+closer than the shortest distance it saw there is no repulsive wall (the forces may pull
+atoms together). :class:`DomainWatcher` warns, once per problem, with an
+:class:`OutOfDomainWarning`; the calculator and the MD potentials use it.
+
+    freecg-md domain models/chignolin.pt data/chignolin/labelled ...   # record it
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ase.data import chemical_symbols
+from ase.formula import Formula
+
+__all__ = ["DomainWatcher", "OutOfDomainWarning", "TrainingDomain", "composition",
+           "domain_from_structures", "pair_name"]
+
+DOMAIN_KEY = "training_domain"
+
+
+class OutOfDomainWarning(UserWarning):
+    """A system, or a distance in it, lies outside what the model was trained on."""
+
+
+def composition(numbers: Iterable[int]) -> str:
+    """The Hill formula of a set of atoms, e.g. ``C62H73N11O20``."""
+    symbols = "".join(chemical_symbols[int(z)] for z in numbers)
+    return Formula(symbols).format("hill")
+
+
+def pair_name(z1: int, z2: int) -> str:
+    """``"C-H"``: the two element symbols of a pair, in increasing atomic number reversed
+    to the usual heavier-first order."""
+    a, b = sorted((int(z1), int(z2)), reverse=True)
+    return f"{chemical_symbols[a]}-{chemical_symbols[b]}"
+
+
+@dataclass(frozen=True)
+class TrainingDomain:
+    """The region a model was trained on (JSON-serialisable through :meth:`to_dict`).
+
+    Attributes
+    ----------
+    elements:
+        Atomic numbers in the training data.
+    compositions:
+        Hill formulas of the training structures.
+    min_distances:
+        Å, the shortest distance seen between each pair of elements (``"C-H"``), over all
+        training structures, up to ``distance_cutoff``.
+    distance_cutoff:
+        Å, pairs farther apart were not looked at.
+    temperatures_K:
+        Temperatures the training structures were sampled at, if known.
+    reference:
+        The reference method of the labels, if known.
+    description:
+        Free text: what the systems are.
+    n_structures:
+        How many structures the numbers come from.
+    """
+
+    elements: list[int]
+    compositions: list[str]
+    min_distances: dict[str, float]
+    distance_cutoff: float
+    temperatures_K: list[float] = field(default_factory=list)
+    reference: str = ""
+    description: str = ""
+    n_structures: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainingDomain:
+        return cls(**data)
+
+
+def domain_from_structures(structures: Iterable[tuple[np.ndarray, np.ndarray]],
+                           distance_cutoff: float = 3.0, **info: object) -> TrainingDomain:
+    """The domain of ``(numbers (N,), positions (N, 3) Å)`` pairs (molecules, no cell).
+
+    ``info`` fills the other fields (``temperatures_K``, ``reference``, ``description``).
+    """
+    elements: set[int] = set()
+    compositions: set[str] = set()
+    shortest: dict[str, float] = {}
+    count = 0
+    for numbers, positions in structures:
+        numbers = np.asarray(numbers, np.int64)
+        positions = np.asarray(positions, np.float64)
+        count += 1
+        elements.update(numbers.tolist())
+        compositions.add(composition(numbers))
+        i, j = np.triu_indices(len(numbers), k=1)
+        distance = np.linalg.norm(positions[i] - positions[j], axis=1)
+        near = distance < distance_cutoff
+        pairs = np.sort(np.stack([numbers[i[near]], numbers[j[near]]], axis=1), axis=1)
+        for (z1, z2) in {tuple(p) for p in pairs.tolist()}:
+            mask = (pairs[:, 0] == z1) & (pairs[:, 1] == z2)
+            name = pair_name(z1, z2)
+            shortest[name] = min(shortest.get(name, np.inf), float(distance[near][mask].min()))
+    if count == 0:
+        raise ValueError("structures is empty; expected at least one (numbers, positions)")
+    return TrainingDomain(sorted(elements), sorted(compositions),
+                          {k: round(v, 4) for k, v in sorted(shortest.items())},
+                          float(distance_cutoff), n_structures=count, **info)
+
+
+class DomainWatcher:
+    """Warns (once per problem) when a system leaves a model's training domain.
+
+    Parameters
+    ----------
+    domain:
+        The model's domain; None (a model file without one) turns the checks off.
+    numbers:
+        The system's atomic numbers; a composition the model never saw warns at once.
+    """
+
+    def __init__(self, domain: TrainingDomain | None, numbers: Sequence[int] | np.ndarray
+                 ) -> None:
+        self.domain = domain
+        self.warned: set[str] = set()
+        self.set_numbers(numbers)
+
+    def set_numbers(self, numbers: Sequence[int] | np.ndarray) -> None:
+        """Check a (new) system's composition."""
+        self.numbers = np.asarray(numbers, np.int64)
+        if self.domain is None or self.numbers.size == 0:  # no system yet
+            return
+        formula = composition(self.numbers)
+        if formula not in self.domain.compositions:
+            known = ", ".join(self.domain.compositions[:5])
+            self._warn(f"composition:{formula}",
+                       f"the model was trained on {known}"
+                       + (f" ({self.domain.description})" if self.domain.description else "")
+                       + f", not on {formula}: its energies and forces for this system are "
+                       "extrapolations")
+
+    def check_distances(self, edge_index: np.ndarray, lengths: np.ndarray) -> None:
+        """Warn for element pairs closer than any the model saw in training.
+
+        ``edge_index`` (2, E) atom pairs, ``lengths`` (E,) Å their distances.
+        """
+        if self.domain is None or len(lengths) == 0:
+            return
+        z = self.numbers[np.asarray(edge_index)]
+        heavy, light = np.maximum(z[0], z[1]), np.minimum(z[0], z[1])
+        for a, b in {(int(x), int(y)) for x, y in zip(heavy, light, strict=True)}:
+            name = pair_name(a, b)
+            if name in self.warned:
+                continue
+            limit = self.domain.min_distances.get(name, self.domain.distance_cutoff)
+            mask = (heavy == a) & (light == b)
+            closest = float(np.min(lengths[mask]))
+            if closest < limit:
+                self._warn(name, f"two atoms ({name}) are {closest:.3f} Å apart, closer than "
+                                 f"any {name} pair in the model's training data ({limit:.3f} "
+                                 "Å): the model has no repulsive wall there and its forces "
+                                 "may pull them together")
+
+    def _warn(self, key: str, message: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            warnings.warn(message, OutOfDomainWarning, stacklevel=4)
+
+
+def domain_of_model(metadata: dict) -> TrainingDomain | None:
+    """The domain recorded in a model's metadata, or None."""
+    data = (metadata or {}).get(DOMAIN_KEY)
+    return None if data is None else TrainingDomain.from_dict(data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Record the training domain of labelled data in a model file's metadata."""
+    from .data.dataset import read_dataset
+    from .io import load_model, save_model
+
+    parser = argparse.ArgumentParser(prog="freecg-md domain",
+                                     description=main.__doc__)
+    parser.add_argument("model", type=Path, help="model file to update (rewritten in place)")
+    parser.add_argument("data", nargs="+", help="the labelled data it was trained on")
+    parser.add_argument("--temperatures", type=float, nargs="*", default=[])
+    parser.add_argument("--reference", default="")
+    parser.add_argument("--description", default="")
+    args = parser.parse_args(argv)
+    structures = read_dataset(args.data)
+    domain = domain_from_structures(((a.numbers, a.positions) for a in structures),
+                                    temperatures_K=args.temperatures, reference=args.reference,
+                                    description=args.description)
+    model = load_model(args.model)
+    save_model(model, args.model, metadata={**model.metadata, DOMAIN_KEY: domain.to_dict()})
+    print(f"{args.model}: training domain of {domain.n_structures} structures: "
+          f"{', '.join(domain.compositions)}; shortest distances {domain.min_distances}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The training domain in a model file, and the warnings when a system leaves it."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import molecule
+
+from freecg_md import FreeCGCalculator, load_model, save_model
+from freecg_md.data import load_chignolin
+from freecg_md.domain import (
+    DomainWatcher,
+    OutOfDomainWarning,
+    TrainingDomain,
+    composition,
+    domain_from_structures,
+    domain_of_model,
+)
+from freecg_md.io import model_fingerprint
+from freecg_md.md import FreeCGPotential
+from tests.conftest import small_model
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "chignolin.pt"
+
+
+def test_the_shipped_model_records_what_it_was_trained_on():
+    domain = domain_of_model(load_model(SHIPPED).metadata)
+    assert domain.compositions == ["C62H73N11O20"] and domain.elements == [1, 6, 7, 8]
+    assert domain.n_structures == 4620 and domain.temperatures_K[-1] == 600
+    assert "GFN2-xTB" in domain.reference
+    assert 0.85 < domain.min_distances["C-H"] < 1.05 and domain.min_distances["H-H"] > 1.0
+
+
+def test_domain_from_structures_finds_the_shortest_distance_per_pair():
+    water = molecule("H2O")
+    stretched = water.copy()
+    stretched.positions[1] *= 1.2
+    domain = domain_from_structures([(w.numbers, w.positions) for w in (water, stretched)])
+    o_h = np.linalg.norm(water.positions[1] - water.positions[0])
+    assert domain.min_distances["O-H"] == pytest.approx(o_h, abs=1e-4)
+    assert domain.compositions == ["H2O"] and composition([8, 1, 1]) == "H2O"
+    assert TrainingDomain.from_dict(domain.to_dict()) == domain
+    with pytest.raises(ValueError, match="structures is empty"):
+        domain_from_structures([])
+
+
+def test_the_calculator_warns_for_another_composition_and_for_a_close_contact():
+    calc = FreeCGCalculator(SHIPPED)
+    chignolin = load_chignolin().atoms
+    chignolin.calc = calc
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutOfDomainWarning)
+        chignolin.get_potential_energy()  # its own system: quiet
+    water = Atoms("OH2", positions=[[0, 0, 0], [0.3, 0, 0], [-0.25, 0.9, 0]])
+    water.calc = calc
+    with pytest.warns(OutOfDomainWarning) as caught:
+        water.get_potential_energy()
+    text = " ".join(str(w.message) for w in caught)
+    assert "trained on C62H73N11O20" in text and "not on H2O" in text
+    assert "(O-H) are 0.300 Å apart, closer than any O-H pair" in text
+    # Once per problem, not at every call.
+    water.positions[1, 0] = 0.31
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutOfDomainWarning)
+        water.get_potential_energy()
+
+
+def test_the_md_potential_warns_and_a_model_without_a_domain_is_quiet(tmp_path):
+    ethanol = molecule("CH3CH2OH")
+    with pytest.warns(OutOfDomainWarning, match="not on C2H6O"):
+        FreeCGPotential(SHIPPED, ethanol.numbers)
+    plain = save_model(small_model(), tmp_path / "plain.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutOfDomainWarning)
+        DomainWatcher(domain_of_model(load_model(plain).metadata), ethanol.numbers)
+        FreeCGCalculator(plain).get_potential_energy(
+            Atoms(ethanol.numbers[:4], ethanol.positions[:4]))
+
+
+def test_recording_a_domain_keeps_the_weights_fingerprint(tmp_path):
+    from freecg_md.domain import main
+
+    path = save_model(small_model(), tmp_path / "m.pt", metadata={"note": "kept"})
+    before = model_fingerprint(path)
+    data = tmp_path / "data.extxyz"
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    water = molecule("H2O")
+    water.calc = SinglePointCalculator(water, energy=-1.0, forces=np.zeros((3, 3)))
+    write(data, [water])
+    assert main([str(path), str(data), "--reference", "test"]) == 0
+    model = load_model(path)
+    assert model.metadata["note"] == "kept"
+    assert domain_of_model(model.metadata).compositions == ["H2O"]
+    assert model_fingerprint(path) == before
