@@ -15,6 +15,7 @@ ASE's EMT, a cheap stand-in for checking the plumbing only.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from freecg_md import FreeCGCalculator
@@ -33,7 +34,7 @@ def parse_model(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="run directory")
     parser.add_argument("--out", type=Path, help="output directory (default RUN/plots)")
@@ -58,7 +59,12 @@ def main(argv: list[str] | None = None) -> None:
         from ase.calculators.emt import EMT
         reference = EMT()
     calculators = {name: FreeCGCalculator(str(path)) for name, path in models.items()}
-    report = conformation_errors_report(read_run(args.run), calculators, reference,
+    try:
+        run = read_run(args.run)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    report = conformation_errors_report(run, calculators, reference,
                                         args.out or args.run / "plots",
                                         args.temperature_index, args.discard,
                                         min_spacing_ps=args.spacing)
@@ -69,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
               f"kcal/mol, force MAE {sum(forces) / len(forces):.3f} kcal/mol/Å (mean of "
               f"{len(energy)} conformations)")
     print(f"wrote {report['png']}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,22 +9,32 @@ trips per replica) into ``RUN/plots`` by default.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from freecg_md.analysis.reduced import default_plot_dir, load_run
 from freecg_md.analysis.reports import remd_report
-from freecg_md.analysis.rundir import read_run
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="run directory (with exchanges)")
-    parser.add_argument("--out", type=Path, help="output directory (default RUN/plots)")
+    parser.add_argument("run", type=Path,
+                        help="run directory (with exchanges) or reduced run (.npz)")
+    parser.add_argument("--out", type=Path,
+                        help="output directory (default RUN/plots, or plots/ beside a .npz)")
     args = parser.parse_args(argv)
-    report = remd_report(read_run(args.run), args.out or args.run / "plots")
+    try:
+        run = load_run(args.run)
+        out = args.out or default_plot_dir(args.run)
+        report = remd_report(run, out)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     rates = ", ".join("n/a" if a is None else f"{a:.2f}" for a in report["acceptance"])
     print(f"{report['attempts']} exchange rounds; acceptance per pair {rates}; round trips "
           f"{report['round_trips']}; wrote {report['png']}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

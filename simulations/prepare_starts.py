@@ -8,9 +8,11 @@ distances, :mod:`simulations.pick_starts`) from the classical sampling in
 ``data/chignolin/frames_flexible.npz`` (unconstrained amber14/GBn2 frames), puts them on the
 rungs of the default ladder alternately (rung 0 folded, rung 1 unfolded, ...), and runs
 Langevin dynamics of every replica at its own rung's temperature with the model, without
-exchanges, for ``--steps`` steps. The final positions and velocities, with the model file's
-SHA-256, the temperatures and the diagnostics of the last half of the run (mean kinetic
-temperature, potential-energy drift) go to ``--out`` (an ``.npz``; see
+exchanges, for ``--steps`` steps. The final positions and velocities, with the model's
+fingerprint (:func:`freecg_md.io.model_fingerprint`), the temperatures and the diagnostics of
+each replica (mean kinetic temperature over the last half of the run, the drift of its
+potential energy over the last half, and where pymbar's equilibration detection puts the
+start of its stationary part) go to ``--out`` (an ``.npz``; see
 :func:`freecg_md.data.load_chignolin_starts`). The run directory keeps the frames and logs.
 """
 
@@ -27,6 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from freecg_md.analysis.rundir import read_run  # noqa: E402
+from freecg_md.analysis.statistics import detect_equilibration  # noqa: E402
 from freecg_md.analysis.structure import chignolin_cvs  # noqa: E402
 from freecg_md.data.molecules import load_chignolin  # noqa: E402
 from freecg_md.data.starts import save_start_states  # noqa: E402
@@ -56,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--replicas", type=int, default=8)
     parser.add_argument("--t-min", type=float, default=300.0, help="K")
     parser.add_argument("--t-max", type=float, default=450.0, help="K")
-    parser.add_argument("--steps", type=int, default=6000, help="equilibration steps")
+    parser.add_argument("--steps", type=int, default=12000, help="equilibration steps")
     parser.add_argument("--timestep", type=float, default=1.0, help="fs")
     parser.add_argument("--friction", type=float, default=1.0, help="Langevin gamma, 1/ps")
     parser.add_argument("--report-interval", type=int, default=50, help="steps")
@@ -103,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = load_checkpoint(args.output / CHECKPOINT_NAME)
     run = read_run(args.output)
     half = run.steps > run.steps.max() / 2
+    # eV/ps: a replica still relaxing in the model's landscape drifts downhill.
+    drift = np.array([np.polyfit(run.time_ps[half], run.energies[half, k], 1)[0]
+                      for k in range(args.replicas)])
+    stationary_from = np.array([run.time_ps[detect_equilibration(run.energies[:, k]).start]
+                                for k in range(args.replicas)])
     final_cvs = chignolin_cvs(checkpoint.positions.numpy(), chignolin.topology)
     save_start_states(
         args.out, positions=checkpoint.positions.numpy(),
@@ -113,11 +121,14 @@ def main(argv: list[str] | None = None) -> int:
                        "friction_per_ps": args.friction, "seed": args.seed,
                        "frames": str(args.frames.relative_to(REPO)
                                      if args.frames.is_relative_to(REPO) else args.frames)},
-        mean_temperature_last_half=run.kinetic_temperature[half].mean(axis=0))
+        mean_temperature_last_half=run.kinetic_temperature[half].mean(axis=0),
+        energy_drift_last_half_eV_per_ps=drift, energy_stationary_from_ps=stationary_from)
     for k, kelvin in enumerate(ladder):
         print(f"rung {k} ({kelvin:.1f} K): started {'unfolded' if k % 2 else 'folded'} "
               f"(frame {order[k]}), now at ({final_cvs[k, 0]:.2f}, {final_cvs[k, 1]:.2f}) Å; "
-              f"mean T over the last half {run.kinetic_temperature[half, k].mean():.1f} K")
+              f"mean T over the last half {run.kinetic_temperature[half, k].mean():.1f} K, "
+              f"energy drift {drift[k]:+.3f} eV/ps, stationary from {stationary_from[k]:.1f} "
+              "ps")
     print(f"wrote {args.out}")
     return 0
 

@@ -24,11 +24,15 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .remd_stats import round_trips
 from .rundir import RunData
+
+if TYPE_CHECKING:
+    from .reduced import ReducedRun
 from .statistics import (
     check_finite,
     decorrelated_indices,
@@ -36,7 +40,6 @@ from .statistics import (
     folded_mask,
     folding_free_energy,
 )
-from .structure import chignolin_cvs
 
 __all__ = ["ConvergenceCriteria", "RunAssessment", "assess_run", "exchange_history"]
 
@@ -138,14 +141,15 @@ def exchange_history(directory: str | os.PathLike, n_replicas: int
     return history, data[:, 2 + n_replicas:]
 
 
-def assess_run(run: RunData, native_cvs: np.ndarray, temperature_index: int = 0,
+def assess_run(run: RunData | ReducedRun, native_cvs: np.ndarray, temperature_index: int = 0,
                criteria: ConvergenceCriteria | None = None) -> RunAssessment:
     """Check a chignolin run against ``criteria`` at ladder index ``temperature_index``.
 
     Parameters
     ----------
     run:
-        The run (:func:`~freecg_md.analysis.rundir.read_run`).
+        The run (:func:`~freecg_md.analysis.rundir.read_run`) or its reduced numbers
+        (:class:`~freecg_md.analysis.reduced.ReducedRun`).
     native_cvs:
         (2,) Å, the native structure's two distances (the folded basin's centre).
     temperature_index:
@@ -159,9 +163,8 @@ def assess_run(run: RunData, native_cvs: np.ndarray, temperature_index: int = 0,
         raise ValueError(f"temperature_index={temperature_index}: the ladder has "
                          f"{len(run.temperatures)} temperatures")
     if run.n_frames < 3:
-        raise ValueError(f"{run.directory} has {run.n_frames} frames; expected at least 3")
-    positions, energies = run.frames_at(temperature_index)
-    cvs = chignolin_cvs(positions, run.topology)
+        raise ValueError(f"{run.label} has {run.n_frames} frames; expected at least 3")
+    cvs, energies = run.cvs_at(temperature_index)
     series = [energies, cvs[:, 0], cvs[:, 1]]
     found = [detect_equilibration(s) for s in series]
     start = max(e.start for e in found)
@@ -176,8 +179,8 @@ def assess_run(run: RunData, native_cvs: np.ndarray, temperature_index: int = 0,
 
     reasons = []
     trips: list[int] = []
-    if (run.directory / "exchange.csv").is_file() and len(run.temperatures) > 1:
-        history, _ = exchange_history(run.directory, run.n_replicas)
+    history = run.exchange_states()
+    if history is not None and len(run.temperatures) > 1:
         start_row = np.arange(run.n_replicas)[None]
         trips = round_trips(np.concatenate([start_row, history])).tolist()
         if min(trips) < criteria.min_round_trips:

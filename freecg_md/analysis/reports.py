@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
-import mdtraj
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
@@ -33,10 +32,11 @@ from .plots import (
     plot_remd,
     plot_rmsd_band,
 )
-from .remd_stats import round_trips
+from .reduced import ReducedRun
+from .remd_stats import acceptance_per_pair, round_trips
 from .rundir import RunData
 from .statistics import decorrelated_indices, folded_mask, folding_free_energy
-from .structure import chignolin_cvs, rmsd
+from .structure import chignolin_cvs
 
 __all__ = ["basin_summary", "conformation_errors_report", "landscape_report", "remd_report",
            "rmsd_report"]
@@ -45,17 +45,9 @@ CV_LABELS = ("Asp3 O – Gly7 N distance (Å)", "Glu5 O – Thr8 N distance (Å)
 KCAL_PER_EV = 1.0 / (units.kcal / units.mol)
 
 
-def _native(topology: mdtraj.Topology) -> np.ndarray:
-    """The shipped native chignolin, (N, 3) Å; ValueError if ``topology`` is another system."""
-    from ..data.molecules import load_chignolin
-
-    native = load_chignolin()
-    if topology.n_atoms != native.topology.n_atoms or [r.name for r in topology.residues] != [
-            r.name for r in native.topology.residues]:
-        raise ValueError(f"the run's topology ({topology.n_atoms} atoms, "
-                         f"{topology.n_residues} residues) is not the shipped chignolin; "
-                         "pass the native structure explicitly")
-    return native.native_positions
+def _native(run: RunData) -> np.ndarray:
+    """The shipped native chignolin, (N, 3) Å; ValueError if the run is another system."""
+    return run.native_positions()
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
@@ -82,17 +74,18 @@ def _cv_ranges(values: np.ndarray, native: np.ndarray) -> tuple[tuple[float, flo
     return tuple((float(a), float(b)) for a, b in zip(low, high, strict=True))
 
 
-def _decorrelated_frames_at(run: RunData, temperature_index: int, start: int,
-                            inefficiency: float) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (F', N, 3) Å and energies (F',) eV of the decorrelated frames simulated at
+def _decorrelated_cvs_at(run: RunData | ReducedRun, temperature_index: int, start: int,
+                         inefficiency: float) -> tuple[np.ndarray, np.ndarray]:
+    """Distances (F', 2) Å and energies (F',) eV of the decorrelated frames simulated at
     ladder index ``temperature_index``, from frame ``start`` on."""
-    positions, energies = run.frames_at(temperature_index)
+    cvs, energies = run.cvs_at(temperature_index)
     frames = decorrelated_indices(run.n_frames, inefficiency, start)
-    return positions[frames], energies[frames]
+    return cvs[frames], energies[frames]
 
 
-def landscape_report(run: RunData, out_dir: str | os.PathLike, temperature_index: int = 0,
-                     bins: int = 30, folded_radius: float = 1.5, unfolded_radius: float = 3.0,
+def landscape_report(run: RunData | ReducedRun, out_dir: str | os.PathLike,
+                     temperature_index: int = 0, bins: int = 30,
+                     folded_radius: float = 1.5, unfolded_radius: float = 3.0,
                      criteria: ConvergenceCriteria | None = None) -> dict[str, object]:
     """The chignolin landscape over the paper's two distances at ladder index
     ``temperature_index``, with its convergence verdict.
@@ -110,14 +103,14 @@ def landscape_report(run: RunData, out_dir: str | os.PathLike, temperature_index
     temperatures) and ``convergence.json``; returns the verdict, basins and paths.
     """
     out = Path(out_dir)
-    native = chignolin_cvs(_native(run.topology), run.topology)[0]
+    native = run.native_cvs()
     criteria = criteria or ConvergenceCriteria(folded_radius=folded_radius)
     assessment = assess_run(run, native, temperature_index, criteria)
     assessment.write(out / "convergence.json")
     start, g = assessment.start_frame, assessment.inefficiency
-    per_temperature = [_decorrelated_frames_at(run, k, start, g)
+    per_temperature = [_decorrelated_cvs_at(run, k, start, g)
                        for k in range(len(run.temperatures))]
-    all_cvs = [chignolin_cvs(p, run.topology) for p, _ in per_temperature]
+    all_cvs = [cvs for cvs, _ in per_temperature]
     target_cvs = all_cvs[temperature_index]
     ranges = _cv_ranges(np.concatenate(all_cvs), native)
     temperature = float(run.temperatures[temperature_index])
@@ -188,15 +181,19 @@ def basin_summary(basins: list[dict[str, object]]) -> str:
     return "; ".join(parts)
 
 
-def rmsd_report(run: RunData, out_dir: str | os.PathLike, selection: str = "ca",
+def rmsd_report(run: RunData | ReducedRun, out_dir: str | os.PathLike, selection: str = "ca",
                 reference: np.ndarray | None = None) -> dict[str, object]:
     """RMSD to the native structure of every replica's trajectory: ``rmsd.png`` (mean with
     a ±1 standard deviation band) and ``rmsd.csv`` (time, mean, std, one column per
-    replica)."""
+    replica). A reduced run has the Cα RMSD only."""
     out = Path(out_dir)
-    reference = _native(run.topology) if reference is None else np.asarray(reference)
-    values = np.stack([rmsd(run.positions[r], reference, run.topology, selection)
-                       for r in range(run.n_replicas)])
+    if isinstance(run, RunData):
+        values = run.rmsd(selection, reference)
+    elif selection != "ca" or reference is not None:
+        raise ValueError("a reduced run has the Cα RMSD to the native structure only; "
+                         "expected selection='ca' and no reference")
+    else:
+        values = run.rmsd()
     mean, std = values.mean(axis=0), values.std(axis=0)
     rows = [[f"{t:.4f}", f"{m:.4f}", f"{s:.4f}", *(f"{v:.4f}" for v in values[:, f])]
             for f, (t, m, s) in enumerate(zip(run.time_ps, mean, std, strict=True))]
@@ -211,26 +208,18 @@ def rmsd_report(run: RunData, out_dir: str | os.PathLike, selection: str = "ca",
             "overall_mean_A": float(values.mean())}
 
 
-def _exchange_history(directory: Path, n_replicas: int) -> tuple[np.ndarray, np.ndarray]:
-    """(A, R) temperature index after each attempt and (A, K-1) outcomes from
-    ``exchange.csv``."""
-    path = directory / "exchange.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the run had no exchanges")
-    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2).astype(np.int64)
-    return data[:, 2:2 + n_replicas], data[:, 2 + n_replicas:]
-
-
-def remd_report(run: RunData, out_dir: str | os.PathLike) -> dict[str, object]:
+def remd_report(run: RunData | ReducedRun, out_dir: str | os.PathLike) -> dict[str, object]:
     """Acceptance per neighbouring pair and the replicas' walks: ``remd.png``,
     ``acceptance.csv`` and ``remd_summary.json`` (acceptance, round trips per replica)."""
     out = Path(out_dir)
-    history, outcomes = _exchange_history(run.directory, run.n_replicas)
-    attempted = (outcomes >= 0).sum(axis=0)
-    accepted = (outcomes == 1).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        acceptance = accepted / attempted
+    history = run.exchange_states()
+    if history is None:
+        raise FileNotFoundError(f"{run.label} has no exchanges")
     start = np.arange(run.n_replicas)[None]
+    acceptance = acceptance_per_pair(np.concatenate([start, history]))
+    attempted = np.array([len(range(k % 2, len(history), 2))
+                          for k in range(run.n_replicas - 1)])
+    accepted = np.round(np.nan_to_num(acceptance) * attempted).astype(int)
     trips = round_trips(np.concatenate([start, history])) if len(history) else np.zeros(
         run.n_replicas, dtype=int)
     t = run.temperatures
@@ -279,7 +268,7 @@ def conformation_errors_report(run: RunData, models: Mapping[str, Calculator],
     Writes ``conformation_errors.csv`` and ``conformation_errors.png`` (kcal/mol).
     """
     out = Path(out_dir)
-    native = chignolin_cvs(_native(run.topology), run.topology)[0]
+    native = run.native_cvs()
     positions, _ = run.frames_at(temperature_index, discard)
     time_ps = run.time_ps[run.n_frames - len(positions):]
     cvs = chignolin_cvs(positions, run.topology)

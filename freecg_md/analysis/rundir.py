@@ -93,6 +93,59 @@ class RunData:
         return self.positions[holders, frames], self.energies[frames, holders]
 
 
+    # -- the interface the reports share with a ReducedRun (chignolin runs) -----------
+    def cvs_of_replica(self, replica: int) -> np.ndarray:
+        """(F, 2) Å, Asp3 O - Gly7 N and Glu5 O - Thr8 N of one replica's frames."""
+        from .structure import chignolin_cvs
+
+        return chignolin_cvs(self.positions[replica], self.topology)
+
+    def cvs_at(self, temperature_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(F, 2) Å distances and (F,) eV energies of the frames simulated at ladder index
+        ``temperature_index`` (demultiplexed)."""
+        from .structure import chignolin_cvs
+
+        positions, energies = self.frames_at(temperature_index)
+        return chignolin_cvs(positions, self.topology), energies
+
+    def native_positions(self) -> np.ndarray:
+        """The shipped native chignolin, (N, 3) Å; ValueError if the run is another system."""
+        from ..data.molecules import load_chignolin
+
+        native = load_chignolin()
+        if self.topology.n_atoms != native.topology.n_atoms or [
+                r.name for r in self.topology.residues] != [
+                r.name for r in native.topology.residues]:
+            raise ValueError(f"the run's topology ({self.topology.n_atoms} atoms, "
+                             f"{self.topology.n_residues} residues) is not the shipped "
+                             "chignolin; pass the native structure explicitly")
+        return native.native_positions
+
+    def native_cvs(self) -> np.ndarray:
+        """(2,) Å, the native structure's two distances."""
+        from .structure import chignolin_cvs
+
+        return chignolin_cvs(self.native_positions()[None], self.topology)[0]
+
+    def exchange_states(self) -> np.ndarray | None:
+        """(A, R) temperature indices after each exchange attempt (``exchange.csv``), or
+        None for a run without exchanges."""
+        from .convergence import exchange_history
+
+        if not (self.directory / "exchange.csv").is_file():
+            return None
+        history, _ = exchange_history(self.directory, self.n_replicas)
+        return history if len(history) else None
+
+    def rmsd(self, selection: str = "ca", reference: np.ndarray | None = None) -> np.ndarray:
+        """(R, F) Å, RMSD to the native structure (or ``reference``) after superposition."""
+        from .structure import rmsd
+
+        reference = self.native_positions() if reference is None else np.asarray(reference)
+        return np.stack([rmsd(self.positions[r], reference, self.topology, selection)
+                         for r in range(self.n_replicas)]).reshape(self.n_replicas, -1)
+
+
 def _first_kept(n_frames: int, discard: float) -> int:
     if not 0.0 <= discard < 1.0:
         raise ValueError(f"discard={discard!r}: expected a fraction in [0, 1)")
@@ -125,8 +178,28 @@ def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
         rows = list(csv.reader(handle))
     if not rows:
         raise ValueError(f"{path} is empty; expected a header row")
-    data = np.array(rows[1:], dtype=np.float64).reshape(len(rows) - 1, len(rows[0]))
-    return rows[0], data
+    header = rows[0]
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise ValueError(f"{path}, line {number}: {len(row)} values for the "
+                             f"{len(header)} columns of the header")
+        for name, value in zip(header, row, strict=True):
+            try:
+                float(value)
+            except ValueError:
+                raise ValueError(f"{path}, line {number}, column {name!r}: {value!r} is not "
+                                 "a number") from None
+    data = np.array(rows[1:], dtype=np.float64).reshape(len(rows) - 1, len(header))
+    return header, data
+
+
+def _columns(header: list[str], names: list[str], path: Path) -> list[int]:
+    """Indices of ``names`` in ``header``; a ValueError names the file and the column."""
+    missing = [name for name in names if name not in header]
+    if missing:
+        raise ValueError(f"{path} has no column {missing[0]!r} (expected one per replica: "
+                         f"{', '.join(names[:3])}...); is it from another version or run?")
+    return [header.index(name) for name in names]
 
 
 def read_run(directory: str | os.PathLike) -> RunData:
@@ -139,23 +212,35 @@ def read_run(directory: str | os.PathLike) -> RunData:
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} is missing; is {directory} a run directory?")
-    config = json.loads(config_path.read_text())
-    temperatures = np.asarray(config["run"]["temperatures"], dtype=np.float64)
+    try:
+        config = json.loads(config_path.read_text())
+        temperatures = np.asarray(config["run"]["temperatures"], dtype=np.float64)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{config_path} is not a run's config (no run.temperatures: "
+                         f"{error})") from None
     n_replicas = temperatures.size
 
     frame_header, frames = _read_csv(directory / "frames.csv")
     log_header, log = _read_csv(directory / "log.csv")
-    steps = frames[:, frame_header.index("step")].astype(np.int64)
+    step_column, time_column = _columns(frame_header, ["step", "time_fs"],
+                                        directory / "frames.csv")
+    steps = frames[:, step_column].astype(np.int64)
     row_of_step = {int(step): row for row, step in enumerate(log[:, 0].astype(np.int64))}
     missing = [int(s) for s in steps if int(s) not in row_of_step]
     if missing:
         raise ValueError(f"{directory}/log.csv has no line for frame steps {missing[:5]}")
     rows = log[[row_of_step[int(s)] for s in steps]]
-    energies = rows[:, [log_header.index(f"epot_r{r}_eV") for r in range(n_replicas)]]
-    tindex = rows[:, [log_header.index(f"tindex_r{r}") for r in range(n_replicas)]]
-    kinetic_temperature = rows[:, [log_header.index(f"T_r{r}_K") for r in range(n_replicas)]]
-    largest_force = (rows[:, [log_header.index(f"fmax_r{r}_eV_A") for r in range(n_replicas)]]
-                     if "fmax_r0_eV_A" in log_header else np.full_like(energies, np.nan))
+    log_path = directory / "log.csv"
+
+    def columns(name: str) -> np.ndarray:
+        names = [name.format(r=r) for r in range(n_replicas)]
+        return rows[:, _columns(log_header, names, log_path)]
+
+    energies = columns("epot_r{r}_eV")
+    tindex = columns("tindex_r{r}")
+    kinetic_temperature = columns("T_r{r}_K")
+    largest_force = (columns("fmax_r{r}_eV_A") if "fmax_r0_eV_A" in log_header
+                     else np.full_like(energies, np.nan))
 
     topology = mdtraj.load_topology(str(directory / "topology.pdb"))
     positions = np.empty((n_replicas, len(steps), topology.n_atoms, 3), np.float32)
@@ -168,5 +253,5 @@ def read_run(directory: str | os.PathLike) -> RunData:
                              f"{len(steps)}")
         positions[r] = trajectory.xyz[: len(steps)] * ANGSTROM_PER_NM
     return RunData(directory, config, temperatures, steps,
-                   frames[:, frame_header.index("time_fs")] * 1e-3, positions, energies,
+                   frames[:, time_column] * 1e-3, positions, energies,
                    tindex.astype(np.int64), topology, kinetic_temperature, largest_force)

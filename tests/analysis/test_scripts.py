@@ -239,3 +239,52 @@ def test_stability_script_counts_failures_per_trajectory(tiny_model, tmp_path):
     before = (out / "stability.csv").read_text()
     assert run_script(REPO / "simulations" / "stability_chignolin.py", *args, "--resume") == 0
     assert (out / "stability.csv").read_text() == before
+
+
+def test_a_reduced_run_redraws_the_same_numbers(remd_run, tiny_model, tmp_path):
+    from freecg_md.analysis.reduced import load_reduced
+
+    reduced_file = tmp_path / "shipped" / "remd.npz"
+    assert run_script(REPO / "analysis" / "reduce_run.py", remd_run, reduced_file,
+                      "--model", tiny_model) == 0
+    assert reduced_file.stat().st_size < 200_000
+    reduced = load_reduced(reduced_file)
+    assert reduced.cvs.shape == (4, 40, 2) and reduced.ca_rmsd.shape == (4, 40)
+    from freecg_md.io import model_fingerprint
+
+    assert reduced.model_fingerprint == model_fingerprint(tiny_model)
+    for script in ("plot_landscape.py", "plot_remd.py", "plot_rmsd.py"):
+        assert run_script(REPO / "analysis" / script, remd_run, "--out",
+                          tmp_path / "from_run") == 0
+        assert run_script(REPO / "analysis" / script, reduced_file, "--out",
+                          tmp_path / "from_npz") == 0
+    for name in ("basins.csv", "melting.csv", "acceptance.csv", "remd_summary.json",
+                 "rmsd.csv", "convergence.json"):
+        assert (tmp_path / "from_run" / name).read_text() == (
+            tmp_path / "from_npz" / name).read_text(), name
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / "log.csv").write_text(
+            (d / "log.csv").read_text().replace("epot_r1_eV", "energy_r1")),
+         "log.csv has no column 'epot_r1_eV'"),
+        (lambda d: (d / "frames.csv").write_text(
+            (d / "frames.csv").read_text().replace("\n4,", "\nfour,", 1)),
+         "frames.csv, line 6, column 'frame': 'four' is not a number"),
+        (lambda d: (d / "log.csv").unlink(), "log.csv is missing"),
+        (lambda d: (d / "config.json").write_text("{}"), "is not a run's config"),
+    ],
+)
+def test_analysis_scripts_name_a_damaged_file_and_column_without_a_traceback(
+        remd_run, tmp_path, capsys, damage, message):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(remd_run, broken)
+    damage(broken)
+    for script in ("plot_landscape.py", "plot_remd.py", "plot_rmsd.py"):
+        assert run_script(REPO / "analysis" / script, broken, "--out", tmp_path / "p") == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (script, err)
