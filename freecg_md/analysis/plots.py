@@ -19,8 +19,8 @@ import numpy as np  # noqa: E402
 
 from .landscape import Basin, Landscape  # noqa: E402
 
-__all__ = ["plot_conformation_errors", "plot_landscapes", "plot_melting_curve", "plot_remd",
-           "plot_rmsd_band"]
+__all__ = ["plot_basin_errors", "plot_conformation_errors", "plot_landscapes",
+           "plot_melting_curve", "plot_remd", "plot_rmsd_band"]
 
 BASIN_STYLE = {"folded": ("*", "white"), "unfolded": ("X", "tab:red")}
 
@@ -198,4 +198,51 @@ def plot_conformation_errors(names: Sequence[str], energy_error: dict[str, np.nd
     axes[0].set_title("energy")
     axes[1].set_title("forces")
     figure.suptitle(title)
+    return _save(figure, path)
+
+
+def plot_basin_errors(examples: Sequence[str], energy_error: dict[str, np.ndarray],
+                      force_mae: dict[str, np.ndarray], summary: Sequence, title: str,
+                      path: str | os.PathLike) -> Path:
+    """Six example conformations and the per-basin means, model by model.
+
+    ``examples`` (C,) names of the example conformations; ``energy_error`` and
+    ``force_mae`` map a model to its (C,) signed energy errors (kcal/mol) and force MAEs
+    (kcal/mol/Å) on them; ``summary`` the :class:`~.conformations.BasinErrors` of every
+    model and basin (means over all picked conformations, with standard errors).
+    """
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.4),
+                                gridspec_kw={"width_ratios": [1.3, 1.3, 1]})
+    positions = np.arange(len(examples))
+    width = 0.8 / max(len(energy_error), 1)
+    for panel, values, ylabel in ((axes[0], energy_error, "energy error, model - reference "
+                                   "(kcal/mol)"),
+                                  (axes[1], force_mae, "force MAE (kcal/mol/Å)")):
+        for m, (model, errors) in enumerate(values.items()):
+            panel.bar(positions + (m - (len(values) - 1) / 2) * width, errors, width,
+                      label=model)
+        panel.axhline(0, color="black", lw=0.6)
+        panel.set_xticks(positions, examples, rotation=30, ha="right", fontsize=8)
+        panel.set_ylabel(ylabel)
+        panel.legend(fontsize=8)
+    axes[0].set_title("examples: energy")
+    axes[1].set_title("examples: forces")
+    models = list(dict.fromkeys(s.model for s in summary))
+    basins = list(dict.fromkeys(s.basin for s in summary))
+    for m, model in enumerate(models):
+        rows = [next(s for s in summary if s.model == model and s.basin == b) for b in basins]
+        x = np.arange(len(basins)) + (m - (len(models) - 1) / 2) * 0.35
+        axes[2].errorbar(x - 0.04, [r.bias for r in rows], yerr=[r.bias_error for r in rows],
+                         fmt="o", capsize=3, color=f"C{m}",
+                         label=f"{model}: energy bias (kcal/mol)")
+        axes[2].errorbar(x + 0.04, [r.force_mae for r in rows],
+                         yerr=[r.force_mae_error for r in rows], fmt="s", capsize=3,
+                         color=f"C{m}", mfc="none",
+                         label=f"{model}: force MAE (kcal/mol/Å)")
+    axes[2].axhline(0, color="black", lw=0.6)
+    counts = {b: next(s.n for s in summary if s.basin == b) for b in basins}
+    axes[2].set_xticks(range(len(basins)), [f"{b} ({counts[b]})" for b in basins])
+    axes[2].set_title("per basin: mean ± standard error")
+    axes[2].legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
     return _save(figure, path)

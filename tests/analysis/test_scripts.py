@@ -288,3 +288,55 @@ def test_analysis_scripts_name_a_damaged_file_and_column_without_a_traceback(
         assert run_script(REPO / "analysis" / script, broken, "--out", tmp_path / "p") == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (script, err)
+
+
+def test_basin_errors_picks_labels_once_and_redraws(remd_run, tiny_model, tmp_path, capsys):
+    labelled = tmp_path / "conformations.extxyz"
+    args = ["--labelled", labelled, "--out", tmp_path / "figures", "--model",
+            f"tiny={tiny_model}", "--reference", "emt", "--per-basin", "3", "--spacing",
+            "0.005"]
+    assert run_script(REPO / "analysis" / "basin_errors.py", remd_run, *args) == 0
+    import ase.io
+
+    frames = ase.io.read(labelled, ":")
+    # On springs to the native structure every frame is folded; picks lie 5 fs apart.
+    assert [a.info["basin"] for a in frames] == ["folded"] * 3
+    times = sorted(a.info["time_ps"] for a in frames)
+    assert np.all(np.diff(times) >= 0.005 - 1e-9)
+    with open(tmp_path / "figures" / "basin_errors_summary.csv") as handle:
+        summary = list(csv.DictReader(handle))
+    assert [(row["model"], row["basin"], row["n"]) for row in summary] == [
+        ("tiny", "folded", "3")]
+    assert_png(tmp_path / "figures" / "basin_errors.png")
+    first = (tmp_path / "figures" / "basin_errors.csv").read_text()
+    # From the labelled file alone (no run, no labelling) the numbers are the same.
+    capsys.readouterr()
+    assert run_script(REPO / "analysis" / "basin_errors.py", *args) == 0
+    assert "labelled" not in capsys.readouterr().out
+    assert (tmp_path / "figures" / "basin_errors.csv").read_text() == first
+
+
+def test_conformation_picks_spread_over_trajectories_and_basins():
+    from freecg_md.analysis.conformations import basin_statistics, pick_conformations
+
+    native = np.array([3.0, 6.5])
+    time = np.arange(0, 10, 0.1)
+    folded = np.tile(native, (100, 1))
+    unfolded = np.tile([9.0, 2.0], (100, 1))
+    mixed = np.where((np.arange(100) < 50)[:, None], folded, unfolded)
+    picks = pick_conformations([folded, unfolded, mixed], [time] * 3, native, per_basin=6,
+                               spacing_ps=1.0)
+    by_basin = {b: [p for p in picks if p.basin == b] for b in ("folded", "unfolded")}
+    assert len(by_basin["folded"]) == 6 and len(by_basin["unfolded"]) == 6
+    assert {p.trajectory for p in by_basin["folded"]} == {0, 2}  # from both runs in turn
+    for basin in by_basin.values():
+        for t in {p.trajectory for p in basin}:
+            mine = sorted(p.time_ps for p in basin if p.trajectory == t)
+            assert np.all(np.diff(mine) >= 1.0 - 1e-9)
+    stats = basin_statistics("m", ["folded", "folded", "unfolded", "unfolded"],
+                             np.array([-1.0, -3.0, 2.0, 2.0]), np.array([1.0, 1.0, 0.5, 1.5]))
+    assert (stats[0].bias, stats[0].energy_mae) == (-2.0, 2.0)
+    assert stats[0].bias_error == pytest.approx(1.0)  # std 1.414 / sqrt(2)
+    assert (stats[1].bias, stats[1].bias_error, stats[1].force_mae) == (2.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="one of each per conformation"):
+        basin_statistics("m", ["folded"], np.array([1.0, 2.0]), np.array([1.0, 2.0]))
