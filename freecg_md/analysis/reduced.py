@@ -76,6 +76,9 @@ class ReducedRun:
     native: np.ndarray
     model_fingerprint: str = ""
 
+    def __repr__(self) -> str:  # the arrays would print thousands of numbers
+        return f"ReducedRun({self.label}, model {self.model_fingerprint[:12] or 'unknown'})"
+
     @property
     def n_replicas(self) -> int:
         return int(self.cvs.shape[0])

@@ -64,6 +64,9 @@ class RunData:
     kinetic_temperature: np.ndarray
     largest_force: np.ndarray
 
+    def __repr__(self) -> str:  # the arrays would print thousands of numbers
+        return f"RunData({self.label}, {self.directory})"
+
     @property
     def n_replicas(self) -> int:
         return int(self.positions.shape[0])

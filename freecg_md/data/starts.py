@@ -62,6 +62,11 @@ class StartStates:
     info: dict[str, Any]
     path: Path
 
+    def __repr__(self) -> str:  # the arrays would print thousands of numbers
+        kelvin = ", ".join(f"{t:.0f}" for t in self.temperatures)
+        return (f"StartStates({self.n_states} states of {self.positions.shape[1]} atoms at "
+                f"{kelvin} K, {self.path.name})")
+
     @property
     def n_states(self) -> int:
         return int(self.positions.shape[0])

@@ -170,6 +170,10 @@ class ReplicaState:
         )
         return state
 
+    def __repr__(self) -> str:  # the tensors would print thousands of numbers
+        return (f"ReplicaState({self.n_replicas} replicas of {self.n_atoms} atoms, step "
+                f"{self.step}, periodic {self.pbc.tolist()})")
+
     @property
     def n_replicas(self) -> int:
         return int(self.positions.shape[0])

@@ -177,6 +177,10 @@ class Trainer:
         if config.max_minutes is not None:
             deadline = time.monotonic() + 60 * config.max_minutes
         started = time.monotonic() - progress.elapsed_s
+        # One bar over the epochs that stays, with the validation error; one per epoch over
+        # its batches that goes when the epoch ends.
+        epochs = tqdm(total=config.max_epochs, initial=progress.epoch, unit="epoch",
+                      desc="training", disable=not show_progress, dynamic_ncols=True)
         while not progress.stopped_early and progress.epoch < config.max_epochs:
             order = _epoch_order(len(self.train_set), config.seed, progress.epoch)
             starts = list(range(0, len(order), config.batch_size))
@@ -194,8 +198,13 @@ class Trainer:
                 if deadline is not None and time.monotonic() > deadline:
                     progress.elapsed_s = time.monotonic() - started
                     self.save_checkpoint()
+                    epochs.close()
                     return False
             self._end_epoch(progress.epoch_loss_sum / len(starts), time.monotonic() - started)
+            epochs.update(1)
+            epochs.set_postfix_str(f"val force MAE {self.last_val_force_mae:.4g} eV/Å, best "
+                                   f"epoch {progress.best_epoch}")
+        epochs.close()
         return True
 
     def score_starting_point(self, run_dir: Path) -> dict[str, float]:
@@ -211,6 +220,7 @@ class Trainer:
     def _end_epoch(self, train_loss: float, elapsed: float) -> None:
         config, progress = self.config, self.progress
         val = _evaluate(self.eval_model, self.val_set, config, self.device, self.dtype)
+        self.last_val_force_mae = val["force_mae_eV_per_A"]
         if progress.step >= self.warmup_steps:
             self.plateau.step(val["loss"])
         improved = val["loss"] < progress.best_val

@@ -164,3 +164,18 @@ def test_state_from_frames_cycles_conformations_and_refuses_other_systems():
         ReplicaState.from_frames([frames[0], Atoms("H2S", positions=frames[1].positions)], 2)
     with pytest.raises(ValueError, match="frames is empty"):
         ReplicaState.from_frames([], 2)
+
+
+def test_reprs_of_large_objects_stay_short(tmp_path):
+    from freecg_md.analysis.reduced import ReducedRun
+    from freecg_md.data import load_chignolin
+    from freecg_md.md import ReplicaState
+
+    state = ReplicaState.from_atoms(load_chignolin().atoms, 8)
+    assert repr(state) == "ReplicaState(8 replicas of 166 atoms, step 0, periodic " \
+                          "[False, False, False])"
+    reduced = ReducedRun("run", {}, np.array([300.0]), np.arange(1000), np.arange(1000.0),
+                         np.zeros((1, 1000, 2)), np.zeros((1, 1000)), np.zeros((1000, 1)),
+                         np.zeros((1000, 1)), np.zeros((1000, 1)),
+                         np.zeros((1000, 1), np.int64), np.zeros((0, 1)), np.zeros(2))
+    assert len(repr(reduced)) < 100

@@ -275,3 +275,9 @@ def test_the_default_warm_up_scales_with_a_small_data_set(data_file, tmp_path):
     # 32 training structures in batches of 4: 8 steps an epoch, so the warm-up takes 16
     # steps and the third epoch runs at the full rate (the 1,000-step default never did).
     assert lr[2] == pytest.approx(3e-3)
+
+
+def test_the_progress_bar_counts_epochs(data_file, tmp_path, capsys):
+    train(config_for(data_file, tmp_path / "run", max_epochs=2), progress=True)
+    shown = capsys.readouterr().err
+    assert "2/2" in shown and "val force MAE" in shown
