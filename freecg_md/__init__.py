@@ -6,7 +6,14 @@ Units follow ASE: Å, eV, eV/Å, fs, K.
 __version__ = "0.1.0"
 
 from .calculator import FreeCGCalculator  # noqa: E402
-from .io import FORMAT_VERSION, ModelFileError, load_model, read_model_file, save_model  # noqa: E402
+from .io import (  # noqa: E402
+    FORMAT_VERSION,
+    ModelFileError,
+    load_model,
+    read_model_file,
+    save_model,
+    shipped_model,
+)
 from .neighbors import NeighborList, NeighborListCache, build_neighbor_list  # noqa: E402
 from .nn import FreeCG, FreeCGConfig  # noqa: E402
 
@@ -23,4 +30,5 @@ __all__ = [
     "load_model",
     "read_model_file",
     "save_model",
+    "shipped_model",
 ]

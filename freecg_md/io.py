@@ -24,6 +24,7 @@ __all__ = [
     "ModelFileError",
     "file_sha256",
     "model_fingerprint",
+    "shipped_model",
     "load_model",
     "read_model_file",
     "save_model",
@@ -52,6 +53,29 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+SHIPPED_MODELS = {
+    "chignolin": "FreeCG for CLN025 chignolin in GFN2-xTB/ALPB(water) (models/README.md)",
+    "chignolin_visnet": "its ablation without the group-CG branch, same data and budget",
+}
+
+
+def shipped_model(name: str = "chignolin") -> Path:
+    """The path of a model file shipped inside the package (works from an installed
+    package, not only from the repository).
+
+    Raises
+    ------
+    ValueError
+        No shipped model of that name; the message lists them.
+    """
+    from importlib import resources
+
+    if name not in SHIPPED_MODELS:
+        names = ", ".join(f"{k!r} ({v})" for k, v in SHIPPED_MODELS.items())
+        raise ValueError(f"no shipped model {name!r}; the package ships {names}")
+    return Path(str(resources.files("freecg_md").joinpath("models", f"{name}.pt")))
 
 
 def model_fingerprint(path: str | os.PathLike) -> str:

@@ -122,3 +122,15 @@ def test_metadata_must_be_json(tmp_path):
     with pytest.raises(TypeError, match="JSON"):
         save_model(small_model(), tmp_path / "m.pt", metadata={"x": object()})
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_shipped_models_are_found_from_the_package():
+    from freecg_md import shipped_model
+
+    path = shipped_model("chignolin")
+    assert path.is_file() and path.parent.name == "models" and "freecg_md" in path.parts
+    assert load_model(path).config.hidden > 0
+    assert shipped_model("chignolin_visnet").is_file()
+    with pytest.raises(ValueError, match="no shipped model 'water'; the package ships "
+                                         "'chignolin'"):
+        shipped_model("water")
