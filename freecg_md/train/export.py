@@ -7,7 +7,9 @@ best validation loss so far; a run still training may be exported at any time), 
 it on the run's test split (``split.json``), and writes a float32 model file whose metadata
 holds the test metrics, the epochs and training time behind it, the training config and the
 split. A fine-tuned run (``init_from``) is also scored on the test structures of the earlier
-and of the added data separately. Prints the metrics as JSON. The run itself is not touched.
+and of the added data separately. The training domain (elements, compositions, shortest
+distances; :mod:`freecg_md.domain`) of the run's data goes into the metadata too. Prints the
+metrics as JSON. The run itself is not touched.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..domain import DOMAIN_KEY, domain_from_structures
 from ..io import load_model, save_model
 from .config import TrainConfig
 from .dataset_cache import load_training_structures
@@ -87,9 +90,14 @@ def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Pa
     metrics.update(n_train=len(split["train"]), n_val=len(split["val"]), n_test=len(test))
     report = {"test_metrics": metrics, **report}
     report["training"] = {**_training_progress(run / "log.csv"), **training}
+    # Periodic structures' shortest distances would need their images: recorded for
+    # molecules only.
+    molecules = [(s.numbers.numpy(), s.positions.numpy()) for s in structures
+                 if s.shifts is None]
+    domain = {DOMAIN_KEY: domain_from_structures(molecules).to_dict()} if molecules else {}
     save_model(model, out_path, metadata={
         **report, "train_config": config.to_dict(), "split": split,
-        "exported_from": str(model_path)})
+        "exported_from": str(model_path), **domain})
     return report
 
 

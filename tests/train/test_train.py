@@ -65,6 +65,8 @@ def test_training_drives_the_force_error_down(data_file, tmp_path):
                                metrics["force_mae_eV_per_A"], rtol=1e-5)
     shipped = load_model(tmp_path / "shipped.pt")
     assert next(shipped.parameters()).dtype == torch.float32
+    domain = shipped.metadata["training_domain"]  # what it knows, for the warnings
+    assert domain["elements"] == [1, 6] and domain["n_structures"] == 40
     assert shipped.metadata["training"]["epochs_finished"] == len(log) - 1
     assert shipped.metadata["split"]["test"] == json.loads(
         (tmp_path / "run" / "split.json").read_text())["test"]
