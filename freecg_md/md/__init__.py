@@ -19,7 +19,8 @@ from .distributed import (
 )
 from .guards import DynamicsGuard, GuardLimits, check_timestep, max_stable_timestep
 from .integrators import baoab_step, langevin_coefficients, velocity_verlet_step
-from .potentials import ASECalculatorPotential, FreeCGPotential, Potential
+from .potentials import ASECalculatorPotential, FreeCGPotential
+from .protocol import Potential
 from .remd import ReplicaExchange, check_ladder, temperature_ladder
 from .reporters import (
     FrameIndex,

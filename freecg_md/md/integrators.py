@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from ase import units
 
-from .potentials import Potential
+from .protocol import Potential
 from .state import ACCELERATION_UNIT, ReplicaState, remove_com_velocity
 
 __all__ = ["baoab_step", "langevin_coefficients", "velocity_verlet_step"]

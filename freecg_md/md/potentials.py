@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -25,20 +24,11 @@ from ..domain import DomainWatcher, domain_of_model
 from ..neighbors import NeighborListCache
 from ..nn import FreeCG
 from .distributed import replica_block
+from .protocol import Potential
 from .worker_processes import WorkerProcesses
 
 __all__ = ["ASECalculatorPotential", "FreeCGPotential", "Potential", "check_potential",
            "check_results"]
-
-
-@runtime_checkable
-class Potential(Protocol):
-    """Energies and forces of R replicas of one N-atom system."""
-
-    def evaluate(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``positions`` (R, N, 3) float64 Å -> ``(energies (R,) eV, forces (R, N, 3) eV/Å)``,
-        both float64 on the device of ``positions``."""
-        ...
 
 
 def _check_positions(positions: torch.Tensor, n_atoms: int) -> np.ndarray:

@@ -34,7 +34,8 @@ from .checkpoint import (
 from .distributed import SerialComm
 from .guards import GuardLimits, Guards, SimulationError, check_timestep
 from .integrators import baoab_step
-from .potentials import Potential, check_potential, check_results
+from .potentials import check_potential, check_results
+from .protocol import Potential
 from .remd import ReplicaExchange, check_ladder
 from .reporters import RunWriter, topology_from_numbers
 from .state import (

@@ -8,7 +8,9 @@ C++ parts, so two passes in threads of one process wait on each other. Two proce
 thread with 4 replicas each evaluated 8 chignolins (the shipped model) 1.31-1.37x faster
 than the same passes in two threads of one process, in three side-by-side runs.
 
-A worker is started as a fresh ``python -c`` running :func:`serve` on one end of a socket
+A worker is started as a fresh ``python -c`` running :func:`~freecg_md.md.worker_serve.serve`
+(a module of its own, so that this one does not import the potential that uses it) on one
+end of a socket
 pair, so nothing of the caller's ``__main__`` is imported again
 (``multiprocessing``'s spawn would re-run an unguarded script). The protocol is a sequence of
 pickled tuples on that socket, one request and one reply at a time:
@@ -26,12 +28,10 @@ others' replies unread.
 from __future__ import annotations
 
 import os
-import pickle
 import socket
 import subprocess
 import sys
 import tempfile
-import traceback
 import weakref
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
@@ -54,7 +54,7 @@ _USER_ERRORS = (ValueError, FloatingPointError)
 # The worker's command (``-c``, not ``-m``: running a module of an imported package as
 # __main__ would load it twice).
 _WORKER_MAIN = ("import sys; from multiprocessing.connection import Connection; "
-                "from freecg_md.md.worker_processes import serve; "
+                "from freecg_md.md.worker_serve import serve; "
                 "serve(Connection(int(sys.argv[1])))")
 
 
@@ -226,51 +226,3 @@ def _raise(reply: tuple, context: str) -> None:
     if isinstance(error, _USER_ERRORS):
         raise error
     raise WorkerError(f"{context}:\n{error}")
-
-
-def _error_reply(error: BaseException) -> tuple:
-    if isinstance(error, _USER_ERRORS):
-        try:
-            pickle.dumps(error)
-            return ("error", error)
-        except Exception:  # an exception holding something unpicklable
-            pass
-    return ("error", "".join(traceback.format_exception(error)).rstrip())
-
-
-def serve(connection: Connection) -> None:
-    """The worker's loop: build the potential from the spec, then answer requests."""
-    try:
-        import torch
-
-        from ..io import load_model
-        from .potentials import FreeCGPotential
-
-        spec = WorkerSpec(**connection.recv())
-        torch.set_num_threads(spec.threads)
-        model = load_model(spec.model_path)
-        model.edge_chunk_size = spec.edge_chunk_size
-        model.fused_kernels = spec.fused_kernels
-        potential = FreeCGPotential(
-            model, spec.numbers, None if spec.cell is None else np.array(spec.cell),
-            None if spec.pbc is None else np.array(spec.pbc), dtype=spec.dtype,
-            skin=spec.skin, replicas_per_pass=spec.replicas_per_pass, workers=1,
-            compile=spec.compile)
-    except Exception as error:  # reported to the parent, which raises it
-        connection.send(_error_reply(error))
-        return
-    connection.send(("ready",))
-    while True:
-        try:
-            request = connection.recv()
-        except (EOFError, OSError):
-            return  # the parent has gone
-        if request[0] != "evaluate":
-            return
-        _, first, positions = request
-        try:
-            energies, forces = potential.evaluate_block(positions, first)
-            reply = ("result", energies.numpy(), forces.numpy(), potential.neighbor_stats)
-        except Exception as error:
-            reply = _error_reply(error)
-        connection.send(reply)
