@@ -29,6 +29,7 @@ from freecg_md.analysis.reports import rmsd_report  # noqa: E402
 from freecg_md.analysis.rundir import read_run  # noqa: E402
 from freecg_md.data.molecules import load_chignolin  # noqa: E402
 from freecg_md.data.starts import initial_replicas  # noqa: E402
+from freecg_md.io import model_fingerprint  # noqa: E402
 from freecg_md.md import (  # noqa: E402
     EQUILIBRATION_DIR,
     FreeCGPotential,
@@ -116,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{'resuming' if resume else 'writing'} {output}")
     try:
         result = run_replicas(potential, state, config, topology=chignolin.topology,
-                              resume=resume)
+                              resume=resume,
+                              metadata={"model": str(args.model), "initial": start,
+                                        "model_fingerprint": model_fingerprint(args.model)})
     except FileExistsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

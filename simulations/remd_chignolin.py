@@ -40,6 +40,7 @@ from freecg_md.analysis.reports import basin_summary, landscape_report, remd_rep
 from freecg_md.analysis.rundir import read_run  # noqa: E402
 from freecg_md.data.molecules import load_chignolin  # noqa: E402
 from freecg_md.data.starts import initial_replicas  # noqa: E402
+from freecg_md.io import model_fingerprint  # noqa: E402
 from freecg_md.md import (  # noqa: E402
     EQUILIBRATION_DIR,
     FreeCGPotential,
@@ -157,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         result = run_replicas(potential, state, config, topology=chignolin.topology,
-                              resume=resume, comm=comm)
+                              resume=resume, comm=comm,
+                              metadata={"model": str(model), "initial": start,
+                                        "model_fingerprint": model_fingerprint(model)})
     except FileExistsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

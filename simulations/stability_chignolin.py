@@ -68,6 +68,7 @@ def run_one(args: argparse.Namespace, temperature: float, index: int) -> str:
     import torch
 
     from freecg_md.data import initial_replicas, load_chignolin
+    from freecg_md.io import model_fingerprint
     from freecg_md.md import FreeCGPotential, RunConfig, SimulationError, run_replicas
     from freecg_md.md.checkpoint import CHECKPOINT_NAME
 
@@ -87,7 +88,8 @@ def run_one(args: argparse.Namespace, temperature: float, index: int) -> str:
     resume = args.resume and (directory / CHECKPOINT_NAME).is_file()
     try:
         run_replicas(potential, state, config, topology=chignolin.topology, resume=resume,
-                     progress=False)
+                     progress=False, metadata={"model": str(args.model),
+                                               "model_fingerprint": model_fingerprint(args.model)})
     except SimulationError as error:
         step = int(str(error).split("at step ")[1].split(":")[0]) if "at step " in str(
             error) else -1

@@ -273,6 +273,7 @@ class _Run:
         check_potential(potential, config.dtype, config.device, state.numbers.numpy())
         self.potential, self.config, self.comm = potential, config, comm
         self.draw_velocities = draw_velocities
+        self.extra: dict[str, Any] = {}
         self.block = comm.block(state.n_replicas)
         self.state = state.select(self.block)
         self.global_state = state
@@ -347,7 +348,7 @@ class _Run:
         self.comm.barrier()  # no rank runs ahead while rank 0 truncates the files
 
     def metadata(self) -> dict[str, Any]:
-        return {"run": self.config.to_dict(), "n_atoms": self.state.n_atoms,
+        return {**self.extra, "run": self.config.to_dict(), "n_atoms": self.state.n_atoms,
                 "n_replicas": self.config.n_replicas, "world_size": self.comm.world_size,
                 "potential": type(self.potential).__name__,
                 "replica_seeds": self.config.seeds()}
@@ -487,6 +488,7 @@ def run_replicas(
     resume: bool = False,
     progress: bool = True,
     comm: SerialComm | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> RunResult:
     """Run Langevin dynamics of R replicas, with replica exchange if configured.
 
@@ -512,6 +514,9 @@ def run_replicas(
     comm:
         :func:`~freecg_md.md.distributed.init_distributed`'s communicator to spread the
         replicas over processes; None runs them all here.
+    metadata:
+        JSON-serialisable facts written into each stage's ``config.json`` beside the run
+        config (the model file and its fingerprint, where the replicas started...).
 
     Returns
     -------
@@ -535,26 +540,28 @@ def run_replicas(
     has_checkpoint = (Path(config.output_dir) / CHECKPOINT_NAME).is_file()
     if not config.equilibration_steps or (resume and has_checkpoint):
         return _run_stage(potential, state, config, topology, resume, progress, comm,
-                          config.draw_velocities, reference)
+                          config.draw_velocities, reference, metadata)
     stage = config.equilibration()
     stage_resume = resume and (Path(stage.output_dir) / CHECKPOINT_NAME).is_file()
     if resume and not stage_resume:
         raise FileNotFoundError(f"no checkpoint in {config.output_dir} or {stage.output_dir}; "
                                 "pass resume=False to start the run")
     equilibration = _run_stage(potential, state, stage, topology, stage_resume, progress, comm,
-                               config.draw_velocities, reference)
+                               config.draw_velocities, reference, metadata)
     equilibrated = dataclasses.replace(equilibration.state, step=0)
     result = _run_stage(potential, equilibrated, config, topology, False, progress, comm,
-                        False, reference)
+                        False, reference, metadata)
     result.equilibration = equilibration
     return result
 
 
 def _run_stage(potential: Potential, state: ReplicaState, config: RunConfig,
                topology: mdtraj.Topology | None, resume: bool, progress: bool,
-               comm: SerialComm, draw_velocities: bool, reference: np.ndarray) -> RunResult:
+               comm: SerialComm, draw_velocities: bool, reference: np.ndarray,
+               metadata: dict[str, Any] | None) -> RunResult:
     """One stage of :func:`run_replicas`: start or resume, loop, and gather."""
     run = _Run(potential, state, config, comm, draw_velocities, reference)
+    run.extra = dict(metadata or {})
     try:
         if resume:
             run.resume()

@@ -150,8 +150,16 @@ def test_flagship_and_langevin_scripts_run_and_resume(tiny_model, tmp_path):
                  "equilibration/log.csv", "equilibration/replica_000.dcd"):
         assert (remd / name).is_file(), name
     assert read_run(remd / "equilibration").steps.tolist() == [2, 4]
-    saved = json.loads((remd / "config.json").read_text())["run"]
-    assert saved["equilibration_steps"] == 4 and saved["equilibration_friction_per_ps"] == 5.0
+    saved = json.loads((remd / "config.json").read_text())
+    assert saved["run"]["equilibration_steps"] == 4
+    assert saved["run"]["equilibration_friction_per_ps"] == 5.0
+    # The result is tied to the model that made it, in both stages.
+    from freecg_md.io import model_fingerprint
+
+    for stage in (remd, remd / "equilibration"):
+        recorded = json.loads((stage / "config.json").read_text())
+        assert recorded["model_fingerprint"] == model_fingerprint(tiny_model)
+        assert recorded["initial"] == "the native structure"
     # A second start without --resume refuses to overwrite; with it, the run is extended.
     assert run_script(REPO / "simulations" / "remd_chignolin.py", *args) == 2
     extended = [*args, "--resume"]
