@@ -11,7 +11,8 @@ Layout of a run directory (all written by :class:`RunWriter`)::
                          (``replica_at_t{k}``); frame f of temperature k's trajectory is
                          frame f of ``replica_{replica_at_t{k}}.dcd``
     log.csv              per report: step, time, and per replica the potential and kinetic
-                         energy (eV), instantaneous temperature (K) and temperature index,
+                         energy (eV), instantaneous temperature (K; both from the BAOAB
+                         mid-step velocities, see ReplicaState) and temperature index,
                          then per replica the largest force on any atom (eV/Å)
     exchange.csv         per exchange attempt: step, attempt number, the temperature index of
                          every replica after it, and per neighbouring pair 1 (accepted),
@@ -75,7 +76,8 @@ or, with mdtraj alone:
 
 Files: config.json (the run's settings and package versions), log.csv (per report: step,
 time_fs, and per replica the potential and kinetic energy in eV, kinetic temperature in K
-and temperature index, then per replica the largest force on an atom in eV/A), frames.csv
+(both from the velocities in the middle of the Langevin step) and temperature index, then
+per replica the largest force on an atom in eV/A), frames.csv
 (per saved frame: which replica held each temperature), exchange.csv and remd_stats.json
 (replica exchange), checkpoint.pt (to resume), equilibration/ (the equilibration stage, a
 run directory of its own).
@@ -162,6 +164,7 @@ class RunWriter:
         self._pending: list[tuple[list[str], np.ndarray]] = []
         self._dcds: list[DCDTrajectoryFile] = []
         self._log = self._exchange = self._frames = None
+        self._log_forces = True
 
     @classmethod
     def create(cls, directory: str | os.PathLike, topology: mdtraj.Topology,
@@ -213,6 +216,9 @@ class RunWriter:
         writer._dcds = [writer._truncated_dcd(trajectory_path(directory, r), n_frames)
                         for r in range(n_replicas)]
         writer.frames_written = n_frames
+        with open(directory / "log.csv") as handle:
+            # A run begun before the largest forces were logged goes on without them.
+            writer._log_forces = "fmax_r0_eV_A" in handle.readline()
         writer._log = open(directory / "log.csv", "a", newline="")  # noqa: SIM115
         writer._frames = open(directory / "frames.csv", "a", newline="")  # noqa: SIM115
         writer._exchange = open(directory / "exchange.csv", "a", newline="")  # noqa: SIM115
@@ -259,7 +265,8 @@ class RunWriter:
         for r in range(self.n_replicas):
             values += [_number(potential[r]), _number(kinetic[r]), _number(temperature[r]),
                        str(int(tindex[r]))]
-        values += [_number(f) for f in largest_force]
+        if self._log_forces:
+            values += [_number(f) for f in largest_force]
         self._log.write(",".join(values) + "\n")
         self._log.flush()
         replica_at = np.argsort(np.asarray(tindex))

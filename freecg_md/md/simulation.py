@@ -371,7 +371,8 @@ class _Run:
         except ValueError as error:  # the potential rejected the positions (NaN, overlap)
             message = f"step {self.state.step + 1}: {error}{self.local_note()}"
         if message is None:
-            temperature = instantaneous_temperature(self.state.velocities, self.state.masses,
+            temperature = instantaneous_temperature(self.state.kinetic_velocities(),
+                                                    self.state.masses,
                                                     self.config.remove_com_motion)
             message = self.guards.check(
                 before, self.state.positions, temperature, targets,
@@ -400,8 +401,9 @@ class _Run:
 
     # -- reports, exchanges, checkpoints -----------------------------------------------
     def report(self) -> None:
-        kinetic = kinetic_energy(self.state.velocities, self.state.masses)
-        temperature = instantaneous_temperature(self.state.velocities, self.state.masses,
+        velocities = self.state.kinetic_velocities()  # mid-step: see ReplicaState
+        kinetic = kinetic_energy(velocities, self.state.masses)
+        temperature = instantaneous_temperature(velocities, self.state.masses,
                                                 self.config.remove_com_motion)
         largest_force = torch.linalg.vector_norm(self.forces, dim=-1).amax(dim=-1)
         parts = [self.state.positions.cpu().numpy(), self.energies.cpu().numpy(),

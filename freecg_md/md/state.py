@@ -92,6 +92,12 @@ class ReplicaState:
         (3,) bool, periodic directions.
     step:
         MD steps taken so far.
+    midstep_velocities:
+        (R, N, 3) float64 Å/fs, the velocities in the middle of the last BAOAB step (after
+        its O part), or None. The kinetic temperature is measured from these: their
+        distribution is exact for harmonic motion, where the end-of-step velocities are
+        too slow by a factor ``1 - (omega dt)^2 / 4`` (about 8 % in energy for X-H
+        stretches at 1 fs). See :meth:`kinetic_velocities`.
     """
 
     positions: torch.Tensor
@@ -101,6 +107,7 @@ class ReplicaState:
     cell: torch.Tensor
     pbc: torch.Tensor
     step: int = 0
+    midstep_velocities: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         f64 = torch.float64
@@ -128,6 +135,17 @@ class ReplicaState:
             raise ValueError(f"masses={self.masses.tolist()[:10]}...: expected positive amu")
         if self.step < 0:
             raise ValueError(f"step={self.step}: expected a non-negative integer")
+        if self.midstep_velocities is not None:
+            self.midstep_velocities = torch.as_tensor(self.midstep_velocities, dtype=f64).clone()
+            if self.midstep_velocities.shape != self.positions.shape:
+                raise ValueError(f"midstep_velocities has shape "
+                                 f"{tuple(self.midstep_velocities.shape)}; expected "
+                                 f"{tuple(self.positions.shape)}")
+
+    def kinetic_velocities(self) -> torch.Tensor:
+        """The velocities to measure kinetic energy and temperature from: the last BAOAB
+        step's mid-step velocities when there are some, else :attr:`velocities`."""
+        return self.velocities if self.midstep_velocities is None else self.midstep_velocities
 
     @classmethod
     def from_atoms(cls, atoms: Atoms, n_replicas: int) -> ReplicaState:
@@ -184,9 +202,10 @@ class ReplicaState:
 
     def select(self, replicas: slice) -> ReplicaState:
         """A copy holding the replicas ``replicas`` (a slice of the replica axis)."""
+        midstep = None if self.midstep_velocities is None else self.midstep_velocities[replicas]
         return ReplicaState(
             self.positions[replicas], self.velocities[replicas], self.masses, self.numbers,
-            self.cell, self.pbc, self.step,
+            self.cell, self.pbc, self.step, midstep,
         )
 
 

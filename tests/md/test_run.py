@@ -363,11 +363,15 @@ def test_shipped_start_states_are_thermalised_and_used_when_the_ladder_matches()
     np.testing.assert_allclose(starts.temperatures, ladder)
     model = Path(__file__).resolve().parents[2] / "models" / "chignolin.pt"
     assert starts.model_fingerprint == model_fingerprint(model)  # made by the shipped weights
-    # Half folded, half unfolded by the two distances, alternating along the ladder.
+    # Started half folded, half unfolded by the two distances, alternating along the
+    # ladder; after equilibration at their rungs both basins are still there (the hot
+    # rungs move, so some states now lie between them).
     native = chignolin_cvs(chignolin.native_positions[None], chignolin.topology)[0]
     assert starts.started_unfolded.tolist() == [False, True] * 4
-    far = np.linalg.norm(starts.cvs - native, axis=1) > 1.5
-    assert far.sum() >= 3 and (~far).sum() >= 3
+    distance = np.linalg.norm(starts.cvs - native, axis=1)
+    np.testing.assert_allclose(chignolin_cvs(starts.positions, chignolin.topology), starts.cvs,
+                               atol=1e-3)
+    assert (distance <= 1.5).sum() >= 2 and (distance > 3.0).sum() >= 3
     state, draw, _ = initial_replicas("shipped", chignolin.atoms, ladder)
     assert not draw and torch.equal(state.velocities, torch.tensor(starts.velocities))
     temperature = instantaneous_temperature(state.velocities, state.masses, True).numpy()
