@@ -7,6 +7,7 @@ come from the pure functions of this package, so the figures can be redrawn from
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -84,7 +85,8 @@ def plot_landscapes(panels: Sequence[tuple[str, Landscape]],
         ax.set_ylabel(labels[1])
         ax.set_title(f"{subtitle}, {landscape.temperature:.0f} K")
         ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
-    figure.suptitle(title, fontsize=10)
+    figure.suptitle("\n".join(textwrap.fill(line, 70 * len(panels))
+                               for line in title.split("\n")), fontsize=10)
     return _save(figure, path)
 
 
@@ -120,7 +122,7 @@ def plot_melting_curve(temperatures: np.ndarray, fraction: np.ndarray, error: np
     ax.set_xlabel("temperature (K)")
     ax.set_ylabel("folded fraction")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 80), fontsize=8)
     return _save(figure, path)
 
 

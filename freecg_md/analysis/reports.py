@@ -138,7 +138,10 @@ def landscape_report(run: RunData | ReducedRun, out_dir: str | os.PathLike,
         result["melting_png"] = plot_melting_curve(
             run.temperatures, fraction, error,
             f"folded fraction (within {criteria.folded_radius} Å of native), {run.label}; "
-            f"{assessment.verdict()}", out / "melting.png")
+            + ("converged by the run's criteria" if assessment.converged else
+               "NOT CONVERGED, the fractions say where the replicas were, not an "
+               f"equilibrium: {assessment.verdict().removeprefix('not converged: ')}"),
+            out / "melting.png")
     for name, landscape in panels:
         if assessment.converged:
             _landscape_csv(out / f"landscape_{name.split()[0].lower()}.csv", landscape)
