@@ -38,6 +38,7 @@ from freecg_md.md import (  # noqa: E402
     run_replicas,
 )
 from freecg_md.md.checkpoint import CHECKPOINT_NAME  # noqa: E402
+from freecg_md.md.options import add_start_options, start_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,15 +51,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trajectories", type=int, default=10)
     parser.add_argument("--temperature", type=float, default=300.0, help="K")
     parser.add_argument("--steps", type=int, default=300, help="production steps")
-    parser.add_argument("--equilibration-steps", type=int, default=0,
-                        help="steps of equilibration before production (frames in "
-                             "OUTPUT/equilibration/)")
-    parser.add_argument("--equilibration-friction", type=float, default=5.0,
-                        help="Langevin gamma of the equilibration stage, 1/ps")
-    parser.add_argument("--initial", default="native",
-                        help="'native': the crystal structure for all (the RMSD study); "
-                             "'shipped': the shipped start states (trajectory r from state "
-                             "r mod 8); a start-state .npz; or any file ASE reads")
     parser.add_argument("--timestep", type=float, default=1.0, help="fs")
     parser.add_argument("--friction", type=float, default=1.0, help="Langevin gamma, 1/ps")
     parser.add_argument("--report-interval", type=int, default=5, help="steps")
@@ -70,12 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch.compile the model: minutes to compile, then faster steps")
     parser.add_argument("--output", default=str(REPO / "runs" / "langevin_chignolin"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-bond-guard", action="store_true",
-                        help="do not stop when a bond of the starting structure is pulled "
-                             "apart or pushed together (for models that do not hold the "
-                             "molecule together, e.g. untrained ones)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--no-plots", action="store_true")
+    add_start_options(parser, initial="native", equilibration_steps=0, initial_help=(
+        "'native': the crystal structure for all (the RMSD study); 'shipped': the shipped "
+        "start states (trajectory r from state r mod 8); a start-state .npz; or any file "
+        "ASE reads"))
     return parser.parse_args(argv)
 
 
@@ -105,10 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                        report_interval=args.report_interval,
                        checkpoint_interval=args.checkpoint_interval, seed=args.seed,
                        device=device, dtype=args.dtype, draw_velocities=draw,
-                       equilibration_steps=args.equilibration_steps,
-                       equilibration_friction_per_ps=args.equilibration_friction,
-                       **({"max_bond_stretch": None, "min_bond_compression": None}
-                          if args.no_bond_guard else {}))
+                       **start_config(args))
     potential = FreeCGPotential(args.model, chignolin.atoms.numbers, device=device,
                                 dtype=args.dtype, compile=args.compile)
     print(f"Langevin MD of chignolin: {args.trajectories} trajectories at "

@@ -53,6 +53,7 @@ from freecg_md.md import (  # noqa: E402
     temperature_ladder,
 )
 from freecg_md.md.checkpoint import CHECKPOINT_NAME  # noqa: E402
+from freecg_md.md.options import add_start_options, start_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -69,11 +70,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--temperatures", type=float, nargs="+",
                         help="explicit ladder in K (overrides --replicas/--t-min/--t-max)")
     parser.add_argument("--steps", type=int, default=1000, help="production MD steps")
-    parser.add_argument("--equilibration-steps", type=int, default=200,
-                        help="steps of equilibration before production: each replica at its "
-                             "own temperature, no exchanges, frames in OUTPUT/equilibration/")
-    parser.add_argument("--equilibration-friction", type=float, default=5.0,
-                        help="Langevin gamma of the equilibration stage, 1/ps")
     parser.add_argument("--timestep", type=float, default=1.0, help="fs")
     parser.add_argument("--friction", type=float, default=1.0, help="Langevin gamma, 1/ps")
     parser.add_argument("--exchange-interval", type=int, default=10, help="steps")
@@ -87,21 +83,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch.compile the model: minutes to compile, then faster steps")
     parser.add_argument("--output", default=str(REPO / "runs" / "remd_chignolin"),
                         help="run directory")
-    parser.add_argument("--initial", default="shipped",
-                        help="'shipped': the shipped start states, equilibrated with the "
-                             "shipped model at each temperature of the default ladder, half "
-                             "folded, half unfolded (velocities used when the ladder "
-                             "matches); 'native': the crystal structure for all; a start-state "
-                             ".npz; or any file ASE reads (extxyz, pdb, traj...): replica r "
-                             "starts from frame r mod n_frames")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-bond-guard", action="store_true",
-                        help="do not stop when a bond of the starting structure is pulled "
-                             "apart or pushed together (for models that do not hold the "
-                             "molecule together, e.g. untrained ones)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output from its checkpoint")
     parser.add_argument("--no-plots", action="store_true", help="skip the analysis at the end")
+    add_start_options(parser, initial="shipped", equilibration_steps=200, initial_help=(
+        "'shipped': the shipped start states, equilibrated with the shipped model at each "
+        "temperature of the default ladder, half folded, half unfolded (velocities used "
+        "when the ladder matches); 'native': the crystal structure for all; a start-state "
+        ".npz; or any file ASE reads (extxyz, pdb, traj...): replica r starts from frame "
+        "r mod n_frames"))
     return parser.parse_args(argv)
 
 
@@ -143,10 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                        report_interval=args.report_interval,
                        checkpoint_interval=args.checkpoint_interval, seed=args.seed,
                        device=device, dtype=args.dtype, draw_velocities=draw,
-                       equilibration_steps=args.equilibration_steps,
-                       equilibration_friction_per_ps=args.equilibration_friction,
-                       **({"max_bond_stretch": None, "min_bond_compression": None}
-                          if args.no_bond_guard else {}))
+                       **start_config(args))
     potential = FreeCGPotential(model, chignolin.atoms.numbers, device=device,
                                 dtype=args.dtype, compile=args.compile)
     say(f"REMD of chignolin: {config.n_replicas} replicas at "

@@ -73,18 +73,10 @@ def plot_landscapes(panels: Sequence[tuple[str, Landscape]],
         filled = ax.contourf(landscape.x_centers, landscape.y_centers,
                              np.ma.masked_greater(free, top), levels=levels, cmap="viridis")
         figure.colorbar(filled, ax=ax, label="free energy (kcal/mol)")
-        ax.plot(*native, "o", mfc="none", mec="black", ms=10, label="native (5AWL)")
-        for basin in marks:
-            if np.isfinite(basin.free_energy):
-                marker, colour = BASIN_STYLE.get(basin.name, ("D", "black"))
-                ax.plot(basin.x, basin.y, marker, color=colour, mec="black", ms=13,
-                        label=f"{basin.name} basin ({basin.free_energy:.2f} kcal/mol)")
-        ax.set_xlim(landscape.x_edges[0], landscape.x_edges[-1])
-        ax.set_ylim(landscape.y_edges[0], landscape.y_edges[-1])
-        ax.set_xlabel(labels[0])
-        ax.set_ylabel(labels[1])
-        ax.set_title(f"{subtitle}, {landscape.temperature:.0f} K")
-        ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
+        _mark_and_label(ax, landscape, native, labels, f"{subtitle}, "
+                        f"{landscape.temperature:.0f} K",
+                        [(b, f"{b.name} basin ({b.free_energy:.2f} kcal/mol)") for b in marks
+                         if np.isfinite(b.free_energy)])
     figure.suptitle("\n".join(textwrap.fill(line, 70 * len(panels))
                                for line in title.split("\n")), fontsize=10)
     return _save(figure, path)
@@ -97,17 +89,24 @@ def _draw_sampled_region(ax: plt.Axes, landscape: Landscape, marks: Sequence[Bas
     visited = np.isfinite(landscape.free_energy.T).astype(float)
     ax.pcolormesh(landscape.x_edges, landscape.y_edges, np.ma.masked_equal(visited, 0),
                   cmap="Greys", vmin=0, vmax=1.5)
+    _mark_and_label(ax, landscape, native, labels,
+                    f"{subtitle}, {landscape.temperature:.0f} K: sampled bins",
+                    [(b, f"most visited {b.name} bin") for b in marks if np.isfinite(b.x)])
+
+
+def _mark_and_label(ax: plt.Axes, landscape: Landscape, native: tuple[float, float],
+                    labels: tuple[str, str], title: str,
+                    marks: Sequence[tuple[Basin, str]]) -> None:
+    """The native point, the basins with their legend texts, limits, labels and title."""
     ax.plot(*native, "o", mfc="none", mec="black", ms=10, label="native (5AWL)")
-    for basin in marks:
-        if np.isfinite(basin.x):
-            marker, colour = BASIN_STYLE.get(basin.name, ("D", "black"))
-            ax.plot(basin.x, basin.y, marker, color=colour, mec="black", ms=13,
-                    label=f"most visited {basin.name} bin")
+    for basin, text in marks:
+        marker, colour = BASIN_STYLE.get(basin.name, ("D", "black"))
+        ax.plot(basin.x, basin.y, marker, color=colour, mec="black", ms=13, label=text)
     ax.set_xlim(landscape.x_edges[0], landscape.x_edges[-1])
     ax.set_ylim(landscape.y_edges[0], landscape.y_edges[-1])
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
-    ax.set_title(f"{subtitle}, {landscape.temperature:.0f} K: sampled bins")
+    ax.set_title(title)
     ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
 
 
