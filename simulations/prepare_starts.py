@@ -69,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path,
                         default=REPO / "freecg_md" / "data" / "chignolin_starts.npz")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--no-bond-guard", action="store_true",
+                        help="do not stop when a bond is pulled apart or pushed together (for "
+                             "models that do not hold the molecule together)")
     return parser.parse_args(argv)
 
 
@@ -90,13 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     config = RunConfig(temperatures=ladder, n_steps=args.steps, output_dir=str(args.output),
                        friction_per_ps=args.friction, timestep_fs=args.timestep,
                        report_interval=args.report_interval,
-                       checkpoint_interval=args.checkpoint_interval, seed=args.seed)
+                       checkpoint_interval=args.checkpoint_interval, seed=args.seed,
+                       **({"max_bond_stretch": None, "min_bond_compression": None}
+                          if args.no_bond_guard else {}))
     resume = args.resume and (args.output / CHECKPOINT_NAME).is_file()
     potential = FreeCGPotential(args.model, chignolin.atoms.numbers)
+    metadata = {"model": str(args.model), "model_fingerprint": model_fingerprint(args.model),
+                "initial": f"frames {order} of {args.frames}"}
     print(f"equilibrating {args.replicas} start states at {', '.join(f'{t:.1f}' for t in ladder)}"
           f" K for {args.steps} steps of {args.timestep} fs; frames {order} of {args.frames}")
     try:
-        run_replicas(potential, state, config, topology=chignolin.topology, resume=resume)
+        run_replicas(potential, state, config, topology=chignolin.topology, resume=resume,
+                     metadata=metadata)
     except SimulationError as error:
         print(f"error: the run stopped: {error}", file=sys.stderr)
         return 1

@@ -348,3 +348,30 @@ def test_conformation_picks_spread_over_trajectories_and_basins():
     assert (stats[1].bias, stats[1].bias_error, stats[1].force_mae) == (2.0, 0.0, 1.0)
     with pytest.raises(ValueError, match="one of each per conformation"):
         basin_statistics("m", ["folded"], np.array([1.0, 2.0]), np.array([1.0, 2.0]))
+
+
+def test_prepare_starts_writes_thermalised_start_states(tiny_model, tmp_path):
+    from freecg_md.data import load_start_states
+    from freecg_md.io import model_fingerprint
+
+    out = tmp_path / "starts.npz"
+    args = ["--model", tiny_model, "--replicas", "4", "--steps", "6", "--report-interval",
+            "2", "--checkpoint-interval", "2", "--output", tmp_path / "run", "--out", out,
+            "--no-bond-guard"]
+    assert run_script(REPO / "simulations" / "prepare_starts.py", *args) == 0
+    starts = load_start_states(out)
+    from freecg_md.md import temperature_ladder
+
+    np.testing.assert_allclose(starts.temperatures, temperature_ladder(300, 450, 4))
+    assert starts.started_unfolded.tolist() == [False, True, False, True]
+    assert starts.model_fingerprint == model_fingerprint(tiny_model)
+    assert starts.info["equilibration"]["steps"] == 6
+    for key in ("mean_temperature_last_half", "energy_drift_last_half_eV_per_ps",
+                "energy_stationary_from_ps"):
+        assert len(starts.info[key]) == 4
+    # The states are the run's last positions and velocities.
+    from freecg_md.md import load_checkpoint
+
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    np.testing.assert_array_equal(starts.positions, checkpoint.positions.numpy())
+    np.testing.assert_array_equal(starts.velocities, checkpoint.velocities.numpy())
