@@ -53,7 +53,11 @@ from freecg_md.md import (  # noqa: E402
     temperature_ladder,
 )
 from freecg_md.md.checkpoint import CHECKPOINT_NAME  # noqa: E402
-from freecg_md.md.options import add_start_options, start_config  # noqa: E402
+from freecg_md.md.options import (  # noqa: E402
+    add_start_options,
+    apply_hydrogen_mass,
+    start_config,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -125,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                                  for stage in ("", EQUILIBRATION_DIR))
     try:
         state, draw, start = initial_replicas(args.initial, chignolin.atoms, ladder)
+        state = apply_hydrogen_mass(state, args)
     except (OSError, ValueError) as error:
         print(f"error: --initial {args.initial}: {error}", file=sys.stderr)
         return 2
@@ -148,8 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         result = run_replicas(potential, state, config, topology=chignolin.topology,
                               resume=resume, comm=comm,
                               metadata={"model": str(model), "initial": start,
-                                        "model_fingerprint": model_fingerprint(model)})
-    except FileExistsError as error:
+                                        "model_fingerprint": model_fingerprint(model),
+                                        "hydrogen_mass": args.hydrogen_mass})
+    except (FileExistsError, FileNotFoundError, ValueError) as error:
+        # An existing run, a missing checkpoint, a refused configuration (a time step too
+        # long for the masses, atoms the potential was not built for...).
         print(f"error: {error}", file=sys.stderr)
         return 2
     except SimulationError as error:

@@ -40,6 +40,7 @@ from .state import (
     kinetic_energy,
     maxwell_boltzmann_velocities,
     remove_com_velocity,
+    repartition_hydrogen_masses,
     replica_generators,
     replica_seed,
 )
@@ -84,6 +85,7 @@ __all__ = [
     "replica_block",
     "replica_generators",
     "replica_seed",
+    "repartition_hydrogen_masses",
     "run_replicas",
     "save_checkpoint",
     "temperature_ladder",

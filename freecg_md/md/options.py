@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["add_start_options", "start_config"]
+from .guards import find_bonds
+from .state import ReplicaState, repartition_hydrogen_masses
+
+__all__ = ["add_start_options", "apply_hydrogen_mass", "start_config"]
 
 
 def add_start_options(parser: argparse.ArgumentParser, initial: str,
@@ -19,6 +22,10 @@ def add_start_options(parser: argparse.ArgumentParser, initial: str,
                              "own temperature, no exchanges, frames in OUTPUT/equilibration/")
     parser.add_argument("--equilibration-friction", type=float, default=5.0,
                         help="Langevin gamma of the equilibration stage, 1/ps")
+    parser.add_argument("--hydrogen-mass", type=float, default=None,
+                        help="amu: hydrogen mass repartitioning (e.g. 3.024), the mass taken "
+                             "from each hydrogen's heavy atom; allows a longer --timestep "
+                             "(samples the same configurations, changes the dynamics)")
     parser.add_argument("--no-bond-guard", action="store_true",
                         help="do not stop when a bond of the starting structure is pulled "
                              "apart or pushed together (for models that do not hold the "
@@ -31,3 +38,15 @@ def start_config(args: argparse.Namespace) -> dict[str, Any]:
              if args.no_bond_guard else {})
     return {"equilibration_steps": args.equilibration_steps,
             "equilibration_friction_per_ps": args.equilibration_friction, **guard}
+
+
+def apply_hydrogen_mass(state: ReplicaState, args: argparse.Namespace) -> ReplicaState:
+    """``state`` with ``--hydrogen-mass`` repartitioned (bonds from replica 0's start), its
+    velocities scaled to keep each atom's kinetic energy; unchanged without the option."""
+    if args.hydrogen_mass is None:
+        return state
+    bonds, _, _ = find_bonds(state.positions[0].numpy(), state.numbers.numpy(),
+                             state.cell.numpy(), state.pbc.numpy())
+    masses = repartition_hydrogen_masses(state.masses, state.numbers.numpy(), bonds,
+                                         args.hydrogen_mass)
+    return state.with_masses(masses)

@@ -30,6 +30,7 @@ __all__ = [
     "remove_com_velocity",
     "replica_generators",
     "replica_seed",
+    "repartition_hydrogen_masses",
 ]
 
 # 1 amu Å²/fs² in eV. ASE's time unit is Å sqrt(amu/eV) and ``units.fs`` is one femtosecond
@@ -141,6 +142,14 @@ class ReplicaState:
                 raise ValueError(f"midstep_velocities has shape "
                                  f"{tuple(self.midstep_velocities.shape)}; expected "
                                  f"{tuple(self.positions.shape)}")
+
+    def with_masses(self, masses: np.ndarray | torch.Tensor) -> ReplicaState:
+        """A copy with new masses (amu), each atom's velocity scaled by
+        ``sqrt(m_old / m_new)`` so that its kinetic energy, and the temperature, stay."""
+        masses = torch.as_tensor(masses, dtype=torch.float64)
+        scale = torch.sqrt(self.masses / masses).reshape(1, -1, 1)
+        return ReplicaState(self.positions, self.velocities * scale, masses, self.numbers,
+                            self.cell, self.pbc, self.step)
 
     def kinetic_velocities(self) -> torch.Tensor:
         """The velocities to measure kinetic energy and temperature from: the last BAOAB
@@ -278,3 +287,55 @@ def maxwell_boltzmann_velocities(
     sigma = torch.sqrt(units.kB * temperatures[:, None] / masses[None, :]) * units.fs
     velocities = noise * sigma.unsqueeze(-1)
     return remove_com_velocity(velocities, masses) if remove_com else velocities
+
+
+def repartition_hydrogen_masses(masses: np.ndarray | torch.Tensor, numbers: np.ndarray,
+                                bonds: np.ndarray, hydrogen_mass: float = 3.024
+                                ) -> torch.Tensor:
+    """Hydrogen mass repartitioning: each hydrogen gets ``hydrogen_mass`` amu, taken from the
+    heavy atom it is bonded to, so the total mass (and the molecule's inertia, nearly) stays.
+
+    Masses do not enter the Boltzmann distribution of positions, so the configurations a
+    thermostatted run samples are the same; the fastest vibrations (X-H stretches) slow by
+    about ``sqrt(hydrogen_mass / 1.008)``, which allows a longer time step
+    (:func:`~freecg_md.md.guards.max_stable_timestep`). Dynamical quantities (diffusion,
+    rates, RMSD against time) change with the masses.
+
+    Parameters
+    ----------
+    masses:
+        (N,) amu.
+    numbers:
+        (N,) atomic numbers.
+    bonds:
+        (B, 2) bonded atom pairs (:func:`~freecg_md.md.guards.find_bonds`).
+    hydrogen_mass:
+        amu, at least the natural 1.008 (OpenMM's default for 4 fs with constraints is 4).
+
+    Raises
+    ------
+    ValueError
+        A hydrogen without exactly one heavy bonded partner, or a heavy atom that would be
+        left lighter than a hydrogen.
+    """
+    masses = torch.as_tensor(masses, dtype=torch.float64).clone()
+    numbers = np.asarray(numbers)
+    bonds = np.asarray(bonds, dtype=np.int64).reshape(-1, 2)
+    if not hydrogen_mass >= 1.0:
+        raise ValueError(f"hydrogen_mass={hydrogen_mass!r}: expected at least 1 amu")
+    for h in np.flatnonzero(numbers == 1):
+        partners = [int(b) for a, b in bonds if a == h] + [int(a) for a, b in bonds if b == h]
+        heavy = [p for p in partners if numbers[p] != 1]
+        if len(heavy) != 1:
+            raise ValueError(f"hydrogen {h} is bonded to {len(heavy)} heavy atoms "
+                             f"({heavy}); expected exactly one to take its mass from")
+        moved = hydrogen_mass - float(masses[h])
+        masses[h] += moved
+        masses[heavy[0]] -= moved
+    light = torch.nonzero((torch.as_tensor(numbers) != 1) & (masses < hydrogen_mass))
+    if len(light):
+        atom = int(light[0, 0])
+        raise ValueError(f"atom {atom} (Z={int(numbers[atom])}) would keep "
+                         f"{float(masses[atom]):.3f} amu, less than a hydrogen's "
+                         f"{hydrogen_mass} amu; use a lighter hydrogen_mass")
+    return masses

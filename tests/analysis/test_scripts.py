@@ -375,3 +375,18 @@ def test_prepare_starts_writes_thermalised_start_states(tiny_model, tmp_path):
     checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     np.testing.assert_array_equal(starts.positions, checkpoint.positions.numpy())
     np.testing.assert_array_equal(starts.velocities, checkpoint.velocities.numpy())
+
+
+def test_a_long_step_needs_heavier_hydrogens_and_is_refused_without(tiny_model, tmp_path,
+                                                                     capsys):
+    args = ["--model", tiny_model, "--replicas", "2", "--steps", "4", "--report-interval", "2",
+            "--exchange-interval", "2", "--no-plots", "--threads", "1", "--initial", "native",
+            "--equilibration-steps", "0", "--no-bond-guard", "--timestep", "3"]
+    script = REPO / "simulations" / "remd_chignolin.py"
+    assert run_script(script, *args, "--output", tmp_path / "natural") == 2
+    err = capsys.readouterr().err
+    assert "timestep_fs=3: too long for the lightest atom" in err and "Traceback" not in err
+    assert run_script(script, *args, "--hydrogen-mass", "3.024", "--output",
+                      tmp_path / "hmr") == 0
+    saved = json.loads((tmp_path / "hmr" / "config.json").read_text())
+    assert saved["hydrogen_mass"] == 3.024 and saved["run"]["timestep_fs"] == 3.0

@@ -219,3 +219,73 @@ def test_the_kinetic_temperature_is_measured_from_the_midstep_velocities(tmp_pat
                                                  False))
     assert abs(torch.stack(mid).mean() / 300.0 - 1) < 0.03
     assert abs(torch.stack(end).mean() / 300.0 - 0.84) < 0.03
+
+
+def test_hydrogen_mass_repartitioning_on_chignolin():
+    from freecg_md.data import load_chignolin
+    from freecg_md.md import check_timestep, max_stable_timestep, repartition_hydrogen_masses
+    from freecg_md.md.guards import find_bonds
+
+    atoms = load_chignolin().atoms
+    bonds, _, _ = find_bonds(atoms.positions, atoms.numbers)
+    masses = repartition_hydrogen_masses(atoms.get_masses(), atoms.numbers, bonds, 3.024)
+    hydrogen = atoms.numbers == 1
+    assert float(masses.sum()) == pytest.approx(atoms.get_masses().sum())
+    np.testing.assert_allclose(masses[hydrogen].numpy(), 3.024)
+    # A methyl carbon gives 3 x 2.016 amu: the lightest heavy atom stays above 5 amu.
+    assert float(masses[~hydrogen].min()) > 5.0
+    assert max_stable_timestep(masses) == pytest.approx(2.0 * np.sqrt(3.0))
+    check_timestep(3.0, masses)  # refused with natural masses, accepted here
+    with pytest.raises(ValueError, match="too long"):
+        check_timestep(3.0, atoms.get_masses())
+    with pytest.raises(ValueError, match="hydrogen 0 is bonded to 0 heavy atoms"):
+        repartition_hydrogen_masses([1.008, 12.0], [1, 6], np.zeros((0, 2)))
+    with pytest.raises(ValueError, match="would keep .* less than a hydrogen's"):
+        repartition_hydrogen_masses([1.008, 1.008, 1.008, 1.008, 4.0], [1, 1, 1, 1, 3],
+                                    [[0, 4], [1, 4], [2, 4], [3, 4]], 2.0)
+
+
+class _Dimers:
+    """C-H pairs (atoms 2i, 2i+1) on radial springs of 30 eV/Å² around 1.09 Å."""
+
+    def evaluate(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = positions.detach().clone().requires_grad_(True)
+        bond = torch.linalg.vector_norm(x[:, 1::2] - x[:, 0::2], dim=-1)
+        energies = 15.0 * ((bond - 1.09) ** 2).sum(dim=1)
+        (gradient,) = torch.autograd.grad(energies.sum(), x)
+        return energies.detach(), -gradient
+
+
+def test_repartitioned_masses_sample_the_same_thermodynamics_with_a_longer_step(tmp_path):
+    """Stiff C-H dimers: natural masses at 1 fs and repartitioned ones (3.024 amu hydrogens)
+    at 3 fs give the same mean potential energy and the bath's kinetic temperature."""
+    from freecg_md.analysis.rundir import read_run
+    from freecg_md.md import RunConfig, repartition_hydrogen_masses, run_replicas
+    from freecg_md.md.guards import find_bonds
+
+    n_pairs = 12
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(0, 20, size=(n_pairs, 3))
+    positions = np.concatenate([centres, centres + [1.09, 0, 0]], axis=1).reshape(-1, 3)
+    numbers = np.tile([6, 1], n_pairs)
+    natural = np.tile([12.011, 1.008], n_pairs)
+    bonds, _, _ = find_bonds(positions, numbers)
+    heavy_h = repartition_hydrogen_masses(natural, numbers, bonds, 3.024)
+    means = {}
+    for name, masses, dt, steps in (("natural", natural, 1.0, 18_000),
+                                    ("hmr", heavy_h, 3.0, 6_000)):
+        start = torch.tensor(np.broadcast_to(positions, (2,) + positions.shape).copy())
+        state = ReplicaState(start, torch.zeros_like(start), torch.as_tensor(masses),
+                             torch.as_tensor(numbers), torch.zeros(3, 3), False)
+        config = RunConfig(temperatures=[300.0, 300.0], n_steps=steps,
+                           output_dir=str(tmp_path / name), timestep_fs=dt,
+                           friction_per_ps=5.0, report_interval=10,
+                           checkpoint_interval=steps, seed=2, remove_com_motion=False)
+        run_replicas(_Dimers(), state, config, progress=False)
+        run = read_run(tmp_path / name)
+        keep = run.time_ps > 2.0
+        means[name] = (run.energies[keep].mean(), run.kinetic_temperature[keep].mean())
+    # <PE> of a radial spring in 3D is about kT/2 per pair (7.6 meV at 300 K, 12 pairs).
+    assert means["hmr"][0] == pytest.approx(means["natural"][0], rel=0.05)
+    assert means["hmr"][1] == pytest.approx(300.0, rel=0.02)
+    assert means["natural"][1] == pytest.approx(300.0, rel=0.02)
