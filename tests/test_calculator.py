@@ -282,3 +282,24 @@ def test_compiled_runs_equal_eager_runs():
     assert calls, "the compiled run update was not used"
     assert abs(results[0][0] - results[1][0]) < 1e-10
     np.testing.assert_allclose(results[1][1], results[0][1], rtol=0, atol=1e-10)
+
+
+def test_the_readme_ase_example_runs_without_warnings(monkeypatch):
+    """The README's snippets of the calculator and of ASE's Langevin dynamics, as written
+    but for a few steps: no FutureWarning, no domain warning, no guard stops them."""
+    import re
+    import warnings
+    from pathlib import Path
+
+    repository = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repository)  # the snippets name models/chignolin.pt
+    readme = (repository / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    quick_start = next(b for b in blocks if "shipped_model(\"chignolin\")" in b)
+    dynamics = next(b for b in blocks if "DynamicsGuard" in b)
+    code = (quick_start + dynamics).replace("dynamics.run(1000)", "dynamics.run(3)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        namespace: dict = {}
+        exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    assert namespace["atoms"].calc.results["forces"].shape == (166, 3)
