@@ -412,3 +412,27 @@ def test_the_guards_stop_ase_dynamics_too():
         run(4.0)
     with pytest.raises(ValueError, match="temperature_K=0"):
         DynamicsGuard(Atoms("H2", positions=[[0, 0, 0], [0.7, 0, 0]]), temperature_K=0)
+
+
+@pytest.mark.parametrize("timestep", [4.0, 20.0])
+def test_chignolin_at_a_long_step_stops_instead_of_finishing(tmp_path, timestep):
+    """The case that used to end 'finished' with the molecule 9.5 nm wide: the shipped model
+    at 4 or 20 fs with natural hydrogens. Refused at configuration; allowed, the guards
+    stop it within steps and the frames before stay readable."""
+    import warnings
+
+    from freecg_md.data import load_chignolin
+
+    chignolin = load_chignolin()
+    model = Path(__file__).resolve().parents[2] / "models" / "chignolin.pt"
+    potential = FreeCGPotential(model, chignolin.atoms.numbers)
+    state = ReplicaState.from_atoms(chignolin.atoms, 1)
+    config = RunConfig(temperatures=[300.0], timestep_fs=timestep, n_steps=150,
+                       output_dir=str(tmp_path), report_interval=1, checkpoint_interval=50)
+    with pytest.raises(ValueError, match="too long for the lightest atom"):
+        run_replicas(potential, state, config, progress=False)
+    allowed = dataclasses.replace(config, allow_long_timestep=True)
+    with warnings.catch_warnings(), pytest.raises(SimulationError, match="replica 0 at step"):
+        warnings.simplefilter("ignore")  # the domain warnings of the close contacts
+        run_replicas(potential, state, allowed, progress=False)
+    assert len(read_frame_index(tmp_path).steps) < 10
