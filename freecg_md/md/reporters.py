@@ -341,7 +341,9 @@ def read_frame_index(directory: str | os.PathLike) -> FrameIndex:
     path = Path(directory) / "frames.csv"
     with open(path) as handle:
         columns = len(handle.readline().split(","))
-    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2).reshape(-1, columns)
+        empty = not handle.readline().strip()  # a run stopped before its first frame
+    data = (np.zeros((0, columns)) if empty
+            else np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2).reshape(-1, columns))
     holders = data[:, 3:].astype(np.int64)
     return FrameIndex(data[:, 1].astype(np.int64), data[:, 2], holders,
                       np.argsort(holders, axis=1).astype(np.int64))
