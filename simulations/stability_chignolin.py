@@ -10,10 +10,12 @@ temperature) and integrated with the engine's guards on, so that one failure doe
 the others. ``--jobs`` runs that many trajectories side by side (one CPU thread each). A
 trajectory that the engine stops (its SimulationError) is recorded in ``failure.json``
 with its step, time and reason, and counted as failed. After the runs every saved frame is
-checked too: an X-H distance above 1.6 Å or below 0.8 Å, or a bond between heavy atoms
-stretched beyond 1.5 times its length in the native structure, is a failure at that
-frame's time. ``OUTPUT/stability.csv`` lists every trajectory (length, failed or not, when
-and why, the largest force over the run), ``OUTPUT/stability_frames.csv.gz`` the per-frame
+checked too: an X-H distance above 1.6 Å or below 0.8 Å, a bond between heavy atoms
+stretched beyond 1.5 times its length in the native structure, or two atoms that are not
+bonded there closer than 1.2 times their covalent radii (a new bond: a hydrogen pulled onto
+an oxygen, say) is a failure at that frame's time. ``OUTPUT/stability.csv`` lists every
+trajectory (length, failed or not, when and why, the largest force over the run),
+``OUTPUT/stability_frames.csv.gz`` the per-frame
 numbers, and ``OUTPUT/stability.png`` the largest force and the worst X-H distance over
 time.
 """
@@ -34,7 +36,10 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 # The failure criteria checked on the saved frames (the engine's guards act every step).
-XH_MAX, XH_MIN, HEAVY_STRETCH = 1.6, 0.8, 1.5
+# NEW_CONTACT: two atoms not bonded in the native structure closer than 1.2 times the sum
+# of their covalent radii (the bonding criterion of find_bonds): a bond that should not be.
+# The classical frames the model was trained on never come below 1.41.
+XH_MAX, XH_MIN, HEAVY_STRETCH, NEW_CONTACT = 1.6, 0.8, 1.5, 1.2
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -107,6 +112,8 @@ def analyse(args: argparse.Namespace) -> dict[str, object]:
     import csv
     import gzip
 
+    from ase.data import covalent_radii
+
     from freecg_md.analysis.rundir import read_run
     from freecg_md.analysis.structure import rmsd
     from freecg_md.data import load_chignolin
@@ -114,6 +121,14 @@ def analyse(args: argparse.Namespace) -> dict[str, object]:
 
     chignolin = load_chignolin()
     pairs, _, lengths = find_bonds(chignolin.native_positions, chignolin.atoms.numbers)
+    n_atoms = len(chignolin.atoms)
+    i_all, j_all = np.triu_indices(n_atoms, k=1)
+    bonded = np.zeros((n_atoms, n_atoms), bool)
+    bonded[pairs[:, 0], pairs[:, 1]] = bonded[pairs[:, 1], pairs[:, 0]] = True
+    free = ~bonded[i_all, j_all]
+    i_free, j_free = i_all[free], j_all[free]
+    radii = covalent_radii[chignolin.atoms.numbers]
+    contact_scale = radii[i_free] + radii[j_free]
     hydrogen = chignolin.atoms.numbers[pairs] == 1
     xh = hydrogen.any(axis=1)
     heavy = ~xh
@@ -130,7 +145,10 @@ def analyse(args: argparse.Namespace) -> dict[str, object]:
             xh_max = distance[:, xh].max(axis=1, initial=0.0)
             xh_min = distance[:, xh].min(axis=1, initial=np.inf)
             stretch = (distance[:, heavy] / lengths[heavy]).max(axis=1, initial=0.0)
-            bad = (xh_max > XH_MAX) | (xh_min < XH_MIN) | (stretch > HEAVY_STRETCH)
+            contact = (np.linalg.norm(positions[:, j_free] - positions[:, i_free], axis=-1)
+                       / contact_scale).min(axis=1, initial=np.inf)
+            bad = ((xh_max > XH_MAX) | (xh_min < XH_MIN) | (stretch > HEAVY_STRETCH)
+                   | (contact < NEW_CONTACT))
             failure = (json.loads((directory / "failure.json").read_text())
                        if (directory / "failure.json").is_file() else None)
             times = [failure["time_ps"]] if failure else []
@@ -140,7 +158,8 @@ def analyse(args: argparse.Namespace) -> dict[str, object]:
                 times.append(float(run.time_ps[first]))
                 reasons.append(f"frame check at {run.time_ps[first]:.3f} ps: X-H "
                                f"{xh_min[first]:.2f}-{xh_max[first]:.2f} Å, heavy-atom "
-                               f"stretch {stretch[first]:.2f}x")
+                               f"stretch {stretch[first]:.2f}x, closest non-bonded pair "
+                               f"{contact[first]:.2f}x the covalent radii")
             ca = (rmsd(positions, chignolin.native_positions, chignolin.topology, "ca")
                   if run.n_frames else np.zeros(0))
             length = float(run.time_ps[-1]) if run.n_frames else 0.0
@@ -149,22 +168,26 @@ def analyse(args: argparse.Namespace) -> dict[str, object]:
                          f"{np.nanmax(run.largest_force):.3f}" if run.n_frames else "",
                          f"{xh_min.min(initial=np.inf):.3f}",
                          f"{xh_max.max(initial=0.0):.3f}",
-                         f"{stretch.max(initial=0.0):.3f}", " | ".join(reasons)])
+                         f"{stretch.max(initial=0.0):.3f}",
+                         f"{contact.min(initial=np.inf):.3f}", " | ".join(reasons)])
             for f in range(run.n_frames):
                 frame_rows.append([f"{temperature:g}", index, f"{run.time_ps[f]:.3f}",
                                    f"{run.energies[f, 0]:.5f}",
                                    f"{run.kinetic_temperature[f, 0]:.1f}",
                                    f"{run.largest_force[f, 0]:.4f}", f"{xh_min[f]:.4f}",
-                                   f"{xh_max[f]:.4f}", f"{stretch[f]:.4f}", f"{ca[f]:.4f}"])
+                                   f"{xh_max[f]:.4f}", f"{stretch[f]:.4f}",
+                                   f"{contact[f]:.4f}", f"{ca[f]:.4f}"])
             curves[(temperature, index)] = (run.time_ps, run.largest_force[:, 0], xh_max)
     header = ["temperature_K", "trajectory", "length_ps", "failed", "failure_time_ps",
-              "max_force_eV_A", "min_xh_A", "max_xh_A", "max_heavy_stretch", "reason"]
+              "max_force_eV_A", "min_xh_A", "max_xh_A", "max_heavy_stretch",
+              "min_nonbonded_ratio", "reason"]
     with open(args.output / "stability.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([header, *rows])
     with gzip.open(args.output / "stability_frames.csv.gz", "wt", newline="") as handle:
         csv.writer(handle).writerows([["temperature_K", "trajectory", "time_ps", "epot_eV",
                                        "kinetic_T_K", "max_force_eV_A", "min_xh_A",
-                                       "max_xh_A", "max_heavy_stretch", "ca_rmsd_A"],
+                                       "max_xh_A", "max_heavy_stretch",
+                                       "min_nonbonded_ratio", "ca_rmsd_A"],
                                       *frame_rows])
     summary = {}
     for temperature in args.temperatures:

@@ -242,6 +242,8 @@ def test_stability_script_counts_failures_per_trajectory(tiny_model, tmp_path):
         assert failure.is_file() == (row["failed"] == "1" and "engine" in row["reason"])
     summary = json.loads((out / "stability_summary.json").read_text())
     assert summary["2000"]["failed"] == 2 and summary["450"]["trajectories"] == 2
+    # The native structure's closest non-bonded pair is well clear of a new bond (1.2x).
+    assert all(float(r["min_nonbonded_ratio"]) > 1.2 for r in rows if r["failed"] == "0")
     assert_png(out / "stability.png")
     # A second call resumes: finished and failed trajectories are kept as they are.
     before = (out / "stability.csv").read_text()
