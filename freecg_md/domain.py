@@ -22,13 +22,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from ase.data import chemical_symbols
+from ase.data import chemical_symbols, covalent_radii
 from ase.formula import Formula
 
 __all__ = ["DomainWatcher", "OutOfDomainWarning", "TrainingDomain", "composition",
            "domain_from_structures", "pair_name"]
 
 DOMAIN_KEY = "training_domain"
+BOND_SCALE = 1.2  # bonded: closer than this times the sum of covalent radii (find_bonds)
 
 
 class OutOfDomainWarning(UserWarning):
@@ -71,6 +72,11 @@ class TrainingDomain:
         Free text: what the systems are.
     n_structures:
         How many structures the numbers come from.
+    min_nonbonded_ratio:
+        The closest approach of two atoms not bonded to each other, as a multiple of the
+        sum of their covalent radii (bonds: the first structure of each composition's pairs
+        within 1.2 times that sum); None if not recorded. Below it, something the data never
+        showed is happening (a hydrogen pulled onto an oxygen it is not bonded to).
     """
 
     elements: list[int]
@@ -81,6 +87,7 @@ class TrainingDomain:
     reference: str = ""
     description: str = ""
     n_structures: int = 0
+    min_nonbonded_ratio: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,15 +106,22 @@ def domain_from_structures(structures: Iterable[tuple[np.ndarray, np.ndarray]],
     elements: set[int] = set()
     compositions: set[str] = set()
     shortest: dict[str, float] = {}
+    bonded_of: dict[str, np.ndarray] = {}  # per composition, over np.triu_indices pairs
+    nonbonded = np.inf
     count = 0
     for numbers, positions in structures:
         numbers = np.asarray(numbers, np.int64)
         positions = np.asarray(positions, np.float64)
         count += 1
         elements.update(numbers.tolist())
-        compositions.add(composition(numbers))
+        formula = composition(numbers)
+        compositions.add(formula)
         i, j = np.triu_indices(len(numbers), k=1)
         distance = np.linalg.norm(positions[i] - positions[j], axis=1)
+        ratio = distance / (covalent_radii[numbers[i]] + covalent_radii[numbers[j]])
+        bonded = bonded_of.setdefault(formula, ratio < BOND_SCALE)
+        if (~bonded).any():
+            nonbonded = min(nonbonded, float(ratio[~bonded].min()))
         near = distance < distance_cutoff
         pairs = np.sort(np.stack([numbers[i[near]], numbers[j[near]]], axis=1), axis=1)
         for (z1, z2) in {tuple(p) for p in pairs.tolist()}:
@@ -118,7 +132,9 @@ def domain_from_structures(structures: Iterable[tuple[np.ndarray, np.ndarray]],
         raise ValueError("structures is empty; expected at least one (numbers, positions)")
     return TrainingDomain(sorted(elements), sorted(compositions),
                           {k: round(v, 4) for k, v in sorted(shortest.items())},
-                          float(distance_cutoff), n_structures=count, **info)
+                          float(distance_cutoff), n_structures=count,
+                          min_nonbonded_ratio=(round(nonbonded, 4) if np.isfinite(nonbonded)
+                                               else None), **info)
 
 
 class DomainWatcher:
@@ -136,11 +152,13 @@ class DomainWatcher:
                  ) -> None:
         self.domain = domain
         self.warned: set[str] = set()
+        self.bonds: np.ndarray | None = None  # i * N + j of the first structure's bonds
         self.set_numbers(numbers)
 
     def set_numbers(self, numbers: Sequence[int] | np.ndarray) -> None:
         """Check a (new) system's composition."""
         self.numbers = np.asarray(numbers, np.int64)
+        self.bonds = None  # a new system: its bonds come from its first structure
         if self.domain is None or self.numbers.size == 0:  # no system yet
             return
         formula = composition(self.numbers)
@@ -159,6 +177,7 @@ class DomainWatcher:
         """
         if self.domain is None or len(lengths) == 0:
             return
+        self._check_contacts(np.asarray(edge_index), np.asarray(lengths))
         z = self.numbers[np.asarray(edge_index)]
         heavy, light = np.maximum(z[0], z[1]), np.minimum(z[0], z[1])
         for a, b in {(int(x), int(y)) for x, y in zip(heavy, light, strict=True)}:
@@ -173,6 +192,28 @@ class DomainWatcher:
                                  f"any {name} pair in the model's training data ({limit:.3f} "
                                  "Å): the model has no repulsive wall there and its forces "
                                  "may pull them together")
+
+    def _check_contacts(self, edge_index: np.ndarray, lengths: np.ndarray) -> None:
+        """Warn for two atoms, not bonded in the first structure seen, closer (relative to
+        their covalent radii) than any non-bonded pair of the training data."""
+        limit = self.domain.min_nonbonded_ratio
+        if limit is None or "contact" in self.warned:
+            return
+        i, j = edge_index
+        ratio = lengths / (covalent_radii[self.numbers[i]] + covalent_radii[self.numbers[j]])
+        code = np.minimum(i, j) * len(self.numbers) + np.maximum(i, j)
+        if self.bonds is None:
+            self.bonds = np.unique(code[ratio < BOND_SCALE])
+        close = (ratio < limit) & ~np.isin(code, self.bonds)
+        if close.any():
+            k = int(np.argmin(np.where(close, ratio, np.inf)))
+            a, b = int(i[k]), int(j[k])
+            name = pair_name(self.numbers[a], self.numbers[b])
+            self._warn("contact", f"atoms {a} and {b} ({name}), not bonded in the first "
+                                  f"structure, are {lengths[k]:.3f} Å apart, {ratio[k]:.2f} "
+                                  "times their covalent radii: no two non-bonded atoms of the "
+                                  f"training data came closer than {limit:.2f} times (a new "
+                                  "bond the model was never shown)")
 
     def _warn(self, key: str, message: str) -> None:
         if key not in self.warned:

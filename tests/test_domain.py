@@ -98,3 +98,24 @@ def test_recording_a_domain_keeps_the_weights_fingerprint(tmp_path):
     assert model.metadata["note"] == "kept"
     assert domain_of_model(model.metadata).compositions == ["H2O"]
     assert model_fingerprint(path) == before
+
+
+def test_a_new_bond_in_a_running_system_warns():
+    """A hydrogen pulled onto an oxygen it is not bonded to (a conformation of the shipped
+    model's own MD at 300 K): a calculator that started from the native structure warns."""
+    import ase.io
+
+    domain = domain_of_model(load_model(SHIPPED).metadata)
+    assert 1.2 < domain.min_nonbonded_ratio < 1.5
+    conformations = Path(__file__).resolve().parents[1] / "docs" / "results" / \
+        "conformations_300K.extxyz.gz"
+    unfolded = next(a for a in ase.io.read(conformations, ":")
+                    if a.info["run"] == "run r3" and a.info["basin"] == "unfolded")
+    chignolin = load_chignolin().atoms
+    chignolin.calc = FreeCGCalculator(SHIPPED)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutOfDomainWarning)
+        chignolin.get_potential_energy()
+    chignolin.positions = unfolded.positions
+    with pytest.warns(OutOfDomainWarning, match=r"\(O-H\), not bonded in the first structure"):
+        chignolin.get_potential_energy()
