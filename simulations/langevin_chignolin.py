@@ -28,19 +28,17 @@ import torch  # noqa: E402
 from freecg_md.analysis.reports import rmsd_report  # noqa: E402
 from freecg_md.analysis.rundir import read_run  # noqa: E402
 from freecg_md.data.molecules import load_chignolin  # noqa: E402
-from freecg_md.data.starts import initial_replicas  # noqa: E402
 from freecg_md.io import model_fingerprint  # noqa: E402
 from freecg_md.md import (  # noqa: E402
-    EQUILIBRATION_DIR,
     FreeCGPotential,
     RunConfig,
     SimulationError,
     run_replicas,
 )
-from freecg_md.md.checkpoint import CHECKPOINT_NAME  # noqa: E402
 from freecg_md.md.options import (  # noqa: E402
     add_start_options,
-    apply_hydrogen_mass,
+    initial_state,
+    resuming,
     start_config,
 )
 
@@ -86,13 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     output = Path(args.output)
-    resume = args.resume and any((output / stage / CHECKPOINT_NAME).is_file()
-                                 for stage in ("", EQUILIBRATION_DIR))
+    resume = resuming(args, output)
     chignolin = load_chignolin()
     temperatures = [args.temperature] * args.trajectories
     try:
-        state, draw, start = initial_replicas(args.initial, chignolin.atoms, temperatures)
-        state = apply_hydrogen_mass(state, args)
+        state, draw, start = initial_state(args, chignolin.atoms, temperatures)
     except (OSError, ValueError) as error:
         print(f"error: --initial {args.initial}: {error}", file=sys.stderr)
         return 2

@@ -39,10 +39,8 @@ import torch  # noqa: E402
 from freecg_md.analysis.reports import basin_summary, landscape_report, remd_report  # noqa: E402
 from freecg_md.analysis.rundir import read_run  # noqa: E402
 from freecg_md.data.molecules import load_chignolin  # noqa: E402
-from freecg_md.data.starts import initial_replicas  # noqa: E402
 from freecg_md.io import model_fingerprint  # noqa: E402
 from freecg_md.md import (  # noqa: E402
-    EQUILIBRATION_DIR,
     FreeCGPotential,
     RunConfig,
     SerialComm,
@@ -52,10 +50,10 @@ from freecg_md.md import (  # noqa: E402
     run_replicas,
     temperature_ladder,
 )
-from freecg_md.md.checkpoint import CHECKPOINT_NAME  # noqa: E402
 from freecg_md.md.options import (  # noqa: E402
     add_start_options,
-    apply_hydrogen_mass,
+    initial_state,
+    resuming,
     start_config,
 )
 
@@ -125,11 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     ladder = (args.temperatures if args.temperatures
               else temperature_ladder(args.t_min, args.t_max, args.replicas).tolist())
     output = Path(args.output)
-    resume = args.resume and any((output / stage / CHECKPOINT_NAME).is_file()
-                                 for stage in ("", EQUILIBRATION_DIR))
+    resume = resuming(args, output)
     try:
-        state, draw, start = initial_replicas(args.initial, chignolin.atoms, ladder)
-        state = apply_hydrogen_mass(state, args)
+        state, draw, start = initial_state(args, chignolin.atoms, ladder)
     except (OSError, ValueError) as error:
         print(f"error: --initial {args.initial}: {error}", file=sys.stderr)
         return 2

@@ -4,12 +4,16 @@ equilibration stage and the bond guard, and what they set in a :class:`RunConfig
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
+
+from ase import Atoms
 
 from .guards import find_bonds
 from .state import ReplicaState, repartition_hydrogen_masses
 
-__all__ = ["add_start_options", "apply_hydrogen_mass", "start_config"]
+__all__ = ["add_start_options", "apply_hydrogen_mass", "initial_state", "resuming",
+           "start_config"]
 
 
 def add_start_options(parser: argparse.ArgumentParser, initial: str,
@@ -50,3 +54,23 @@ def apply_hydrogen_mass(state: ReplicaState, args: argparse.Namespace) -> Replic
     masses = repartition_hydrogen_masses(state.masses, state.numbers.numpy(), bonds,
                                          args.hydrogen_mass)
     return state.with_masses(masses)
+
+
+def resuming(args: argparse.Namespace, output: Path) -> bool:
+    """``--resume`` was given and either stage of the run in ``output`` has a checkpoint."""
+    from .checkpoint import CHECKPOINT_NAME
+    from .simulation import EQUILIBRATION_DIR
+
+    return args.resume and any((Path(output) / stage / CHECKPOINT_NAME).is_file()
+                               for stage in ("", EQUILIBRATION_DIR))
+
+
+def initial_state(args: argparse.Namespace, atoms: Atoms, temperatures: list[float]
+                  ) -> tuple[ReplicaState, bool, str]:
+    """The replicas ``--initial`` names, with ``--hydrogen-mass`` applied: the state,
+    whether velocities must be drawn, and where they start (see
+    :func:`freecg_md.data.initial_replicas`)."""
+    from ..data.starts import initial_replicas
+
+    state, draw, start = initial_replicas(args.initial, atoms, temperatures)
+    return apply_hydrogen_mass(state, args), draw, start
