@@ -103,7 +103,8 @@ class WorkerProcesses:
         self._finalizer = weakref.finalize(self, _stop, self.connections, self.processes)
         with tempfile.TemporaryDirectory(prefix="freecg-workers-") as directory:
             model_path = Path(directory) / "model.pt"
-            save_model(model, model_path)
+            # With its metadata: the training domain lets the workers warn as well.
+            save_model(model, model_path, metadata=getattr(model, "metadata", None))
             worker_spec = WorkerSpec(model_path=str(model_path), **spec)
             for _ in range(n_workers):
                 self._start(worker_spec)
