@@ -9,9 +9,10 @@ and its own Maxwell-Boltzmann velocities, and are advanced together by one FreeC
 The run directory has one DCD per trajectory; at the end ``plots/rmsd.png`` shows the mean
 Cα RMSD to the native structure with a ±1 standard deviation band (numbers in rmsd.csv).
 
-Defaults: 10 trajectories, 300 steps of 1 fs: under 3 minutes on 2 CPU cores (159 s
-measured with the fused CPU kernels, 0.163 ns/day per trajectory). ``--resume`` continues
-(or extends) a run from its checkpoint.
+Defaults: 10 trajectories, 300 steps of 1 fs, no equilibration stage: a few minutes on 2
+CPU cores. ``--initial`` and the equilibration options start them elsewhere (the shipped
+start states, a file of conformations). ``--resume`` continues (or extends) a run from its
+checkpoint.
 """
 
 from __future__ import annotations

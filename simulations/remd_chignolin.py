@@ -11,12 +11,14 @@ neighbouring temperatures of the geometric ladder try to swap (Metropolis on the
 energies; temperatures move, coordinates stay). The run directory holds the topology, one
 DCD per replica (mdtraj reads them), ``frames.csv`` to demultiplex them by temperature,
 ``log.csv``, ``exchange.csv``, ``remd_stats.json``, ``config.json`` and a checkpoint; at the
-end the free-energy landscape and the exchange diagnostics are drawn into ``plots/``.
+end the run is assessed (``convergence.json``) and the landscape, melting curve and exchange
+diagnostics are drawn into ``plots/``, with basin depths only for a converged run.
 
-Defaults: 8 replicas from 300 to 450 K, 400 steps of 1 fs, exchanges every 10 steps: about
-3 minutes on 2 CPU cores (173 s measured, with the fused CPU kernels). Pass ``--resume`` to
-continue a run (or to extend it with a larger ``--steps``); without a checkpoint it starts a
-new one.
+Defaults: 8 replicas from 300 to 450 K starting from the shipped start states (equilibrated
+with the shipped model at those temperatures), 200 steps of equilibration without exchanges,
+then 1,000 steps of 1 fs with exchanges every 10 steps: about 5 minutes on 2 CPU cores. Pass
+``--resume`` to continue a run from whichever stage it was in (or to extend it with a larger
+``--steps``); without a checkpoint it starts a new one.
 
 Launched by torchrun, the replicas are spread over the processes (gloo on CPUs, nccl and one
 GPU per process on GPUs) with the same results as one process for the same seed::
