@@ -41,7 +41,7 @@ from .statistics import (
     folding_free_energy,
 )
 
-__all__ = ["ConvergenceCriteria", "RunAssessment", "assess_run", "exchange_history"]
+__all__ = ["ConvergenceCriteria", "RunAssessment", "assess_run"]
 
 
 @dataclass(frozen=True)
@@ -112,33 +112,6 @@ class RunAssessment:
         if self.converged:
             return "converged by the run's criteria"
         return "not converged: " + "; ".join(self.reasons)
-
-
-def exchange_history(directory: str | os.PathLike, n_replicas: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """(A, R) temperature index of each replica after each exchange attempt and (A, K-1)
-    outcomes (1 accepted, 0 rejected, -1 not attempted), from ``exchange.csv``.
-
-    Raises
-    ------
-    FileNotFoundError
-        The run had no exchanges.
-    ValueError
-        A row is not a permutation of the temperature indices, or columns are missing.
-    """
-    path = Path(directory) / "exchange.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the run had no exchanges")
-    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    if data.size and data.shape[1] != 2 + n_replicas + n_replicas - 1:
-        raise ValueError(f"{path} has {data.shape[1]} columns; expected "
-                         f"{2 + 2 * n_replicas - 1} for {n_replicas} replicas")
-    data = data.astype(np.int64).reshape(-1, 2 + 2 * n_replicas - 1)
-    history = data[:, 2:2 + n_replicas]
-    if not np.all(np.sort(history, axis=1) == np.arange(n_replicas)):
-        bad = int(np.argmax(~np.all(np.sort(history, axis=1) == np.arange(n_replicas), axis=1)))
-        raise ValueError(f"{path}: row {bad + 1} is not a permutation of 0..{n_replicas - 1}")
-    return history, data[:, 2 + n_replicas:]
 
 
 def assess_run(run: RunData | ReducedRun, native_cvs: np.ndarray, temperature_index: int = 0,

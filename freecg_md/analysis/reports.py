@@ -45,11 +45,6 @@ CV_LABELS = ("Asp3 O – Gly7 N distance (Å)", "Glu5 O – Thr8 N distance (Å)
 KCAL_PER_EV = 1.0 / (units.kcal / units.mol)
 
 
-def _native(run: RunData) -> np.ndarray:
-    """The shipped native chignolin, (N, 3) Å; ValueError if the run is another system."""
-    return run.native_positions()
-
-
 def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as handle:

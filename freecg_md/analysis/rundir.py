@@ -18,7 +18,11 @@ from pathlib import Path
 import mdtraj
 import numpy as np
 
-__all__ = ["RunData", "read_run"]
+from .remd_stats import check_permutations
+from .structure import chignolin_cvs
+from .structure import rmsd as superposed_rmsd
+
+__all__ = ["RunData", "exchange_history", "read_run"]
 
 ANGSTROM_PER_NM = 10.0
 
@@ -99,15 +103,11 @@ class RunData:
     # -- the interface the reports share with a ReducedRun (chignolin runs) -----------
     def cvs_of_replica(self, replica: int) -> np.ndarray:
         """(F, 2) Å, Asp3 O - Gly7 N and Glu5 O - Thr8 N of one replica's frames."""
-        from .structure import chignolin_cvs
-
         return chignolin_cvs(self.positions[replica], self.topology)
 
     def cvs_at(self, temperature_index: int) -> tuple[np.ndarray, np.ndarray]:
         """(F, 2) Å distances and (F,) eV energies of the frames simulated at ladder index
         ``temperature_index`` (demultiplexed)."""
-        from .structure import chignolin_cvs
-
         positions, energies = self.frames_at(temperature_index)
         return chignolin_cvs(positions, self.topology), energies
 
@@ -126,15 +126,11 @@ class RunData:
 
     def native_cvs(self) -> np.ndarray:
         """(2,) Å, the native structure's two distances."""
-        from .structure import chignolin_cvs
-
         return chignolin_cvs(self.native_positions()[None], self.topology)[0]
 
     def exchange_states(self) -> np.ndarray | None:
         """(A, R) temperature indices after each exchange attempt (``exchange.csv``), or
         None for a run without exchanges."""
-        from .convergence import exchange_history
-
         if not (self.directory / "exchange.csv").is_file():
             return None
         history, _ = exchange_history(self.directory, self.n_replicas)
@@ -142,10 +138,8 @@ class RunData:
 
     def rmsd(self, selection: str = "ca", reference: np.ndarray | None = None) -> np.ndarray:
         """(R, F) Å, RMSD to the native structure (or ``reference``) after superposition."""
-        from .structure import rmsd
-
         reference = self.native_positions() if reference is None else np.asarray(reference)
-        return np.stack([rmsd(self.positions[r], reference, self.topology, selection)
+        return np.stack([superposed_rmsd(self.positions[r], reference, self.topology, selection)
                          for r in range(self.n_replicas)]).reshape(self.n_replicas, -1)
 
 
@@ -258,3 +252,33 @@ def read_run(directory: str | os.PathLike) -> RunData:
     return RunData(directory, config, temperatures, steps,
                    frames[:, time_column] * 1e-3, positions, energies,
                    tindex.astype(np.int64), topology, kinetic_temperature, largest_force)
+
+
+def exchange_history(directory: str | os.PathLike, n_replicas: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(A, R) temperature index of each replica after each exchange attempt and (A, K-1)
+    outcomes (1 accepted, 0 rejected, -1 not attempted), from ``exchange.csv``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The run had no exchanges.
+    ValueError
+        A row is not a permutation of the temperature indices, or columns are missing.
+    """
+    path = Path(directory) / "exchange.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the run had no exchanges")
+    columns = 2 + 2 * n_replicas - 1
+    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    if data.size and data.shape[1] != columns:
+        raise ValueError(f"{path} has {data.shape[1]} columns; expected {columns} for "
+                         f"{n_replicas} replicas")
+    data = data.astype(np.int64).reshape(-1, columns)
+    history = data[:, 2:2 + n_replicas]
+    if len(history):
+        try:
+            check_permutations("tindex columns", history)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
+    return history, data[:, 2 + n_replicas:]
