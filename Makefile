@@ -31,7 +31,7 @@ $(STAMPS)/torch-cluster: $(STAMPS)/torch
 # The fused CPU kernels (freecg_md/nn/csrc) compile on first use; building them here keeps
 # that minute out of the first MD run. A failed build only warns: torch operations are used.
 $(STAMPS)/package: $(STAMPS)/torch-cluster pyproject.toml
-	$(PIP) install -e ".[data,analysis,dev]"
+	$(PIP) install -e ".[data,analysis,openmm,dev]"
 	$(PY) -c "from freecg_md.nn.kernels import load_kernels; load_kernels()"
 	touch $@
 

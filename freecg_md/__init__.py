@@ -6,6 +6,7 @@ Units follow ASE: Å, eV, eV/Å, fs, K.
 __version__ = "0.1.0"
 
 from .calculator import FreeCGCalculator  # noqa: E402
+from .committee import Committee, load_committee  # noqa: E402
 from .io import (  # noqa: E402
     FORMAT_VERSION,
     ModelFileError,
@@ -19,6 +20,7 @@ from .nn import FreeCG, FreeCGConfig  # noqa: E402
 
 __all__ = [
     "FORMAT_VERSION",
+    "Committee",
     "FreeCG",
     "FreeCGCalculator",
     "FreeCGConfig",
@@ -27,6 +29,7 @@ __all__ = [
     "NeighborListCache",
     "__version__",
     "build_neighbor_list",
+    "load_committee",
     "load_model",
     "read_model_file",
     "save_model",

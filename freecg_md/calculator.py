@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.data import chemical_symbols
 
+from .committee import Committee
 from .domain import DomainWatcher, domain_of_model
 from .io import load_model
 from .neighbors import NeighborListCache
@@ -55,28 +57,38 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-def prepare_model(model: FreeCG | str | os.PathLike, device: torch.device,
-                  dtype: torch.dtype, compile: bool = False) -> FreeCG:  # noqa: A002
-    """``model`` (a FreeCG or a model file path) in eval mode on ``device`` in ``dtype``,
-    compiled if asked, with no parameter needing a gradient.
+ModelLike = FreeCG | Committee | str | os.PathLike
+"""A model, a committee, or a model file path."""
+
+
+def prepare_model(model: ModelLike | Sequence[FreeCG | str | os.PathLike],
+                  device: torch.device, dtype: torch.dtype,
+                  compile: bool = False) -> FreeCG | Committee:  # noqa: A002
+    """``model`` (a FreeCG, a :class:`~freecg_md.committee.Committee`, a model file path,
+    or a list of models or paths, which makes a committee) in eval mode on ``device`` in
+    ``dtype``, compiled if asked, with no parameter needing a gradient.
 
     Conversions and compilation happen on a copy: the caller's model (perhaps shared with
     another calculator in another dtype, or being trained) must not change under it.
     Frozen parameters let large inputs share their edge runs among threads (see
     :class:`~freecg_md.nn.layer.RunsInParallel`).
     """
+    if isinstance(model, (list, tuple)):
+        model = Committee(model) if len(model) != 1 else model[0]
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
-    elif not isinstance(model, FreeCG):
+    elif not isinstance(model, (FreeCG, Committee)):
         raise TypeError(
-            f"model is a {type(model).__name__}; expected a FreeCG or a model file path"
+            f"model is a {type(model).__name__}; expected a FreeCG, a Committee, a model "
+            "file path or a list of them"
         )
     parameter = next(model.parameters())
     trainable = any(p.requires_grad for p in model.parameters())
     if parameter.dtype != dtype or parameter.device != device or compile or trainable:
         model = copy.deepcopy(model).to(device=device, dtype=dtype).requires_grad_(False)
     if compile:
-        model.compile_network()
+        for network in (model.members if isinstance(model, Committee) else [model]):
+            network.compile_network()
     return model.eval()
 
 
@@ -89,7 +101,9 @@ class FreeCGCalculator(Calculator):
     Parameters
     ----------
     model:
-        A :class:`freecg_md.FreeCG` or the path of a model file.
+        A :class:`freecg_md.FreeCG` or the path of a model file; or several (a list of
+        models or paths, or a :class:`~freecg_md.committee.Committee`), whose mean is the
+        potential and whose spread is reported (see Notes).
     device:
         Torch device to evaluate on, e.g. ``"cpu"`` or ``"cuda"``.
     dtype:
@@ -107,13 +121,21 @@ class FreeCGCalculator(Calculator):
     eV/Å, all float64. ``reset()`` clears results as usual but keeps the neighbour list,
     which checks its own validity (atoms moved more than skin/2, or numbers, cell or pbc
     changed); ``neighbor_stats`` reports its builds and reuses.
+
+    A committee of K models adds, under the names MACE's calculator uses where it has one:
+    ``energy_comm`` (K,) eV and ``forces_comm`` (K, N, 3) eV/Å, the members' predictions;
+    ``energy_var`` eV² and ``energy_std`` eV, their spread; ``forces_std`` (N,) eV/Å, each
+    atom's force spread, and ``max_force_std`` eV/Å, its largest value (the definitions are
+    in :mod:`freecg_md.committee`). ``energy``, ``energies`` and ``forces`` are the means.
     """
 
     implemented_properties = ("energy", "free_energy", "energies", "forces")
+    committee_properties = ("energy_comm", "forces_comm", "energy_var", "energy_std",
+                            "forces_std", "max_force_std")
 
     def __init__(
         self,
-        model: FreeCG | str | os.PathLike,
+        model: ModelLike | Sequence[FreeCG | str | os.PathLike],
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype = "float32",
         skin: float = 1.0,
@@ -124,6 +146,10 @@ class FreeCGCalculator(Calculator):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         self.model = prepare_model(model, self.device, self.dtype, compile)
+        if isinstance(self.model, Committee):
+            # An instance attribute: a single model's calculator keeps ASE's usual list.
+            self.implemented_properties = (*type(self).implemented_properties,
+                                           *self.committee_properties)
         self.neighbors = NeighborListCache(self.model.cutoff, skin)
         self.domain = DomainWatcher(domain_of_model(getattr(self.model, "metadata", {})), [])
         self._known = np.zeros(max(max(self.model.species) + 1, 119), dtype=bool)
@@ -180,13 +206,23 @@ class FreeCGCalculator(Calculator):
                 tensor(neighbors.edge_index, torch.long),
                 tensor(shifts, self.dtype) if atoms.pbc.any() else None,
             )
+        def array(name: str) -> np.ndarray:
+            return out[name].detach().cpu().numpy().astype(np.float64)
+
         energy = float(out["energy"].detach().sum().cpu())
         self.results = {
             "energy": energy,
             "free_energy": energy,
-            "energies": out["energies"].detach().cpu().numpy().astype(np.float64),
-            "forces": out["forces"].detach().cpu().numpy().astype(np.float64),
+            "energies": array("energies"),
+            "forces": array("forces"),
         }
+        if "member_energy" in out:
+            energy_std = float(array("energy_std")[0])
+            forces_std = array("forces_std")
+            self.results.update(
+                energy_comm=array("member_energy")[:, 0], forces_comm=array("member_forces"),
+                energy_std=energy_std, energy_var=energy_std**2, forces_std=forces_std,
+                max_force_std=float(forces_std.max()))
 
     def _check_overlaps(
         self, positions: np.ndarray, edge_index: np.ndarray, shifts: np.ndarray

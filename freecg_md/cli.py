@@ -16,6 +16,8 @@ SUBCOMMANDS = {
                                          "metrics, as a model file"),
     "sample": ("freecg_md.data.sample", "classical MD (OpenMM) of chignolin for reference "
                                         "conformations"),
+    "harvest": ("freecg_md.data.harvest", "gather frames of MD runs for labelling, ranked by "
+                                          "a committee's disagreement"),
     "label": ("freecg_md.data.label", "label conformations with GFN2-xTB/ALPB(water) "
                                       "(resumable chunks)"),
     "domain": ("freecg_md.domain", "record a model's training domain (elements, compositions, "

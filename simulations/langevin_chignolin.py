@@ -29,7 +29,6 @@ import torch  # noqa: E402
 from freecg_md.analysis.reports import rmsd_report  # noqa: E402
 from freecg_md.analysis.rundir import read_run  # noqa: E402
 from freecg_md.data.molecules import load_chignolin  # noqa: E402
-from freecg_md.io import model_fingerprint  # noqa: E402
 from freecg_md.md import (  # noqa: E402
     FreeCGPotential,
     RunConfig,
@@ -37,8 +36,12 @@ from freecg_md.md import (  # noqa: E402
     run_replicas,
 )
 from freecg_md.md.options import (  # noqa: E402
+    add_model_options,
     add_start_options,
     initial_state,
+    model_argument,
+    model_error,
+    model_metadata,
     resuming,
     start_config,
 )
@@ -50,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Independent Langevin trajectories of chignolin with a FreeCG model.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", default=str(REPO / "models" / "chignolin.pt"))
+    add_model_options(parser, str(REPO / "models" / "chignolin.pt"))
     parser.add_argument("--trajectories", type=int, default=10)
     parser.add_argument("--temperature", type=float, default=300.0, help="K")
     parser.add_argument("--steps", type=int, default=300, help="production steps")
@@ -78,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not Path(args.model).is_file():
-        print(f"error: no model file at {args.model}; pass --model", file=sys.stderr)
+    problem = model_error(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     device = args.device
     if device == "auto":
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                        checkpoint_interval=args.checkpoint_interval, seed=args.seed,
                        device=device, dtype=args.dtype, draw_velocities=draw,
                        **start_config(args))
-    potential = FreeCGPotential(args.model, chignolin.atoms.numbers, device=device,
+    potential = FreeCGPotential(model_argument(args), chignolin.atoms.numbers, device=device,
                                 dtype=args.dtype, compile=args.compile)
     print(f"Langevin MD of chignolin: {args.trajectories} trajectories at "
           f"{args.temperature:.0f} K from {start}, {args.equilibration_steps} steps of "
@@ -109,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_replicas(potential, state, config, topology=chignolin.topology,
                               resume=resume,
-                              metadata={"model": str(args.model), "initial": start,
-                                        "model_fingerprint": model_fingerprint(args.model),
+                              metadata={**model_metadata(args), "initial": start,
                                         "hydrogen_mass": args.hydrogen_mass})
     except (FileExistsError, FileNotFoundError, ValueError) as error:
         # An existing run, a missing checkpoint, a refused configuration (a time step too

@@ -41,7 +41,6 @@ import torch  # noqa: E402
 from freecg_md.analysis.reports import basin_summary, landscape_report, remd_report  # noqa: E402
 from freecg_md.analysis.rundir import read_run  # noqa: E402
 from freecg_md.data.molecules import load_chignolin  # noqa: E402
-from freecg_md.io import model_fingerprint  # noqa: E402
 from freecg_md.md import (  # noqa: E402
     FreeCGPotential,
     RunConfig,
@@ -53,8 +52,12 @@ from freecg_md.md import (  # noqa: E402
     temperature_ladder,
 )
 from freecg_md.md.options import (  # noqa: E402
+    add_model_options,
     add_start_options,
     initial_state,
+    model_argument,
+    model_error,
+    model_metadata,
     resuming,
     start_config,
 )
@@ -66,8 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Replica-exchange MD of chignolin with a FreeCG model (ASE units).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", default=str(REPO / "models" / "chignolin.pt"),
-                        help="FreeCG model file")
+    add_model_options(parser, str(REPO / "models" / "chignolin.pt"))
     parser.add_argument("--replicas", type=int, default=8, help="replicas = temperatures")
     parser.add_argument("--t-min", type=float, default=300.0, help="lowest temperature, K")
     parser.add_argument("--t-max", type=float, default=450.0, help="highest temperature, K")
@@ -110,11 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = Path(args.model)
-    if not model.is_file():
-        print(f"error: no model file at {model}; train one (see models/README.md) or pass "
-              "--model", file=sys.stderr)
+    problem = model_error(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
+    model = model_argument(args)
     # Under torchrun each process takes a block of the replicas.
     comm = init_distributed() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else SerialComm()
     device = pick_device(args.device)
@@ -150,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_replicas(potential, state, config, topology=chignolin.topology,
                               resume=resume, comm=comm,
-                              metadata={"model": str(model), "initial": start,
-                                        "model_fingerprint": model_fingerprint(model),
+                              metadata={**model_metadata(args), "initial": start,
                                         "hydrogen_mass": args.hydrogen_mass})
     except (FileExistsError, FileNotFoundError, ValueError) as error:
         # An existing run, a missing checkpoint, a refused configuration (a time step too

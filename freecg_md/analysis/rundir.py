@@ -54,6 +54,9 @@ class RunData:
     largest_force:
         (F, R) float64 eV/Å, the largest force on any atom of replica r at frame f (NaN
         for runs written before it was logged).
+    force_disagreement:
+        (F, R) float64 eV/Å, a committee potential's largest per-atom force disagreement
+        (NaN for a single model).
     """
 
     directory: Path
@@ -67,6 +70,7 @@ class RunData:
     topology: mdtraj.Topology
     kinetic_temperature: np.ndarray
     largest_force: np.ndarray
+    force_disagreement: np.ndarray
 
     def __repr__(self) -> str:  # the arrays would print thousands of numbers
         return f"RunData({self.label}, {self.directory})"
@@ -238,6 +242,8 @@ def read_run(directory: str | os.PathLike) -> RunData:
     kinetic_temperature = columns("T_r{r}_K")
     largest_force = (columns("fmax_r{r}_eV_A") if "fmax_r0_eV_A" in log_header
                      else np.full_like(energies, np.nan))
+    force_disagreement = (columns("fstd_r{r}_eV_A") if "fstd_r0_eV_A" in log_header
+                          else np.full_like(energies, np.nan))
 
     topology = mdtraj.load_topology(str(directory / "topology.pdb"))
     positions = np.empty((n_replicas, len(steps), topology.n_atoms, 3), np.float32)
@@ -251,7 +257,8 @@ def read_run(directory: str | os.PathLike) -> RunData:
         positions[r] = trajectory.xyz[: len(steps)] * ANGSTROM_PER_NM
     return RunData(directory, config, temperatures, steps,
                    frames[:, time_column] * 1e-3, positions, energies,
-                   tindex.astype(np.int64), topology, kinetic_temperature, largest_force)
+                   tindex.astype(np.int64), topology, kinetic_temperature, largest_force,
+                   force_disagreement)
 
 
 def exchange_history(directory: str | os.PathLike, n_replicas: int

@@ -1,5 +1,6 @@
-"""Command-line options shared by the simulation scripts: where a run starts, its
-equilibration stage and the bond guard, and what they set in a :class:`RunConfig`."""
+"""Command-line options shared by the simulation scripts: the model (or committee), where a
+run starts, its equilibration stage and the bond guard, and what they set in a
+:class:`RunConfig`."""
 
 from __future__ import annotations
 
@@ -12,8 +13,45 @@ from ase import Atoms
 from .guards import find_bonds
 from .state import ReplicaState, repartition_hydrogen_masses
 
-__all__ = ["add_start_options", "apply_hydrogen_mass", "initial_state", "resuming",
-           "start_config"]
+__all__ = ["add_model_options", "add_start_options", "apply_hydrogen_mass", "initial_state",
+           "model_argument", "model_error", "model_metadata", "resuming", "start_config"]
+
+
+def add_model_options(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--model`` (one file, or several for a committee) and ``--max-force-disagreement``."""
+    parser.add_argument("--model", nargs="+", default=[default],
+                        help="FreeCG model file; several make a committee, whose mean drives "
+                             "the MD and whose force disagreement is logged per frame")
+    parser.add_argument("--max-force-disagreement", type=float, default=None,
+                        help="eV/Å: with a committee, stop the run when a replica's largest "
+                             "per-atom force disagreement exceeds this (default: only log it)")
+
+
+def model_error(args: argparse.Namespace) -> str | None:
+    """Why ``--model`` cannot be used (a missing file, a limit without a committee), or
+    None."""
+    missing = [path for path in args.model if not Path(path).is_file()]
+    if missing:
+        return (f"no model file at {', '.join(missing)}; train one (see models/README.md) "
+                "or pass --model")
+    if args.max_force_disagreement is not None and len(args.model) < 2:
+        return "--max-force-disagreement needs a committee: pass two or more --model files"
+    return None
+
+
+def model_argument(args: argparse.Namespace) -> str | list[str]:
+    """What :class:`~freecg_md.md.FreeCGPotential` takes: the path, or the committee's."""
+    return args.model[0] if len(args.model) == 1 else list(args.model)
+
+
+def model_metadata(args: argparse.Namespace) -> dict[str, Any]:
+    """The model file(s) and fingerprint(s) a run records in its ``config.json``."""
+    from ..io import model_fingerprint
+
+    if len(args.model) == 1:
+        return {"model": str(args.model[0]), "model_fingerprint": model_fingerprint(args.model[0])}
+    return {"model": [str(p) for p in args.model],
+            "model_fingerprint": [model_fingerprint(p) for p in args.model]}
 
 
 def add_start_options(parser: argparse.ArgumentParser, initial: str,
@@ -41,7 +79,8 @@ def start_config(args: argparse.Namespace) -> dict[str, Any]:
     guard = ({"max_bond_stretch": None, "min_bond_compression": None}
              if args.no_bond_guard else {})
     return {"equilibration_steps": args.equilibration_steps,
-            "equilibration_friction_per_ps": args.equilibration_friction, **guard}
+            "equilibration_friction_per_ps": args.equilibration_friction,
+            "max_force_disagreement": getattr(args, "max_force_disagreement", None), **guard}
 
 
 def apply_hydrogen_mass(state: ReplicaState, args: argparse.Namespace) -> ReplicaState:

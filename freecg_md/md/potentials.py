@@ -20,6 +20,7 @@ from ase.calculators.calculator import Calculator
 from ase.data import chemical_symbols
 
 from ..calculator import MIN_DISTANCE, prepare_model, resolve_device, resolve_dtype
+from ..committee import Committee
 from ..domain import DomainWatcher, domain_of_model
 from ..neighbors import NeighborListCache
 from ..nn import FreeCG
@@ -98,11 +99,16 @@ class FreeCGPotential:
     ``positions``); the lists are concatenated with atom offsets ``r * N`` and a batch index,
     so the model sees one graph of R disconnected molecules and returns R energies.
 
+    With a committee (:class:`~freecg_md.committee.Committee`, or a list of models or
+    paths) the forces are the members' mean, and after every call ``force_disagreement``
+    holds each replica's largest per-atom force disagreement, (R,) eV/Å (None for a single
+    model); the engines log it and can stop on it.
+
     Parameters
     ----------
     model:
-        A :class:`~freecg_md.FreeCG` or a model file path. A model in another dtype or device
-        is converted as a copy; the caller's model is left as it is.
+        A :class:`~freecg_md.FreeCG`, a model file path, or a committee. A model in another
+        dtype or device is converted as a copy; the caller's model is left as it is.
     numbers:
         (N,) atomic numbers of the system.
     cell, pbc:
@@ -139,7 +145,7 @@ class FreeCGPotential:
 
     def __init__(
         self,
-        model: FreeCG | str | os.PathLike,
+        model: FreeCG | Committee | str | os.PathLike | Sequence[FreeCG | str | os.PathLike],
         numbers: Sequence[int] | np.ndarray | torch.Tensor,
         cell: np.ndarray | None = None,
         pbc: np.ndarray | bool | None = None,
@@ -172,6 +178,7 @@ class FreeCGPotential:
         self.replicas_per_pass = replicas_per_pass
         self.dtype = resolve_dtype(dtype)
         self.model = prepare_model(model, self.device, self.dtype, compile)
+        self.force_disagreement: torch.Tensor | None = None
         self.numbers = np.asarray(numbers, dtype=np.int64).reshape(-1)
         if self.numbers.size == 0:
             raise ValueError("numbers is empty; expected at least one atom")
@@ -221,8 +228,11 @@ class FreeCGPotential:
         edge_index = np.concatenate(edges, axis=1)
         return edge_index, (np.concatenate(shifts) if periodic else None)
 
-    def _forward(self, positions: np.ndarray, first: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batched pass over rows ``positions`` (r, N, 3) Å, replicas ``first...``."""
+    def _forward(self, positions: np.ndarray, first: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One batched pass over rows ``positions`` (r, N, 3) Å, replicas ``first...``:
+        energies, forces, and a committee's largest per-atom force disagreement (r,) eV/Å
+        (None for a single model)."""
         n_replicas, n_atoms = positions.shape[:2]
         edge_index, shifts = self._edges(positions, first)
 
@@ -239,7 +249,11 @@ class FreeCGPotential:
                 batch,
                 n_replicas,
             )
-        return out["energy"].detach(), out["forces"].detach().reshape(n_replicas, n_atoms, 3)
+        spread = None
+        if "forces_std" in out:
+            spread = out["forces_std"].detach().reshape(n_replicas, n_atoms).amax(dim=1)
+        return (out["energy"].detach(), out["forces"].detach().reshape(n_replicas, n_atoms, 3),
+                spread)
 
     def _workers(self, n_passes: int) -> WorkerProcesses:
         """The worker processes, started on first use (and after a worker failed):
@@ -252,10 +266,15 @@ class FreeCGPotential:
                 pbc=None if self.pbc is None else self.pbc.tolist(),
                 dtype=str(self.dtype).removeprefix("torch."), skin=self.skin,
                 replicas_per_pass=self.replicas_per_pass, compile=self.compile,
-                edge_chunk_size=self.model.edge_chunk_size,
-                fused_kernels=self.model.fused_kernels,
+                edge_chunk_size=self._first_network.edge_chunk_size,
+                fused_kernels=self._first_network.fused_kernels,
                 threads=max(1, torch.get_num_threads() // n_workers))
         return self._worker_processes
+
+    @property
+    def _first_network(self) -> FreeCG:
+        """The model, or a committee's first member: where the execution settings live."""
+        return self.model.members[0] if isinstance(self.model, Committee) else self.model
 
     def close(self) -> None:
         """Stop the worker processes, if any were started (the potential can still be used:
@@ -278,8 +297,10 @@ class FreeCGPotential:
         step = self.replicas_per_pass or positions.shape[0]
         parts = [self._forward(positions[start:start + step], first + start)
                  for start in range(0, positions.shape[0], step)]
-        return (torch.cat([energy for energy, _ in parts]).to(torch.float64),
-                torch.cat([force for _, force in parts]).to(torch.float64))
+        if parts and parts[0][2] is not None:
+            self.force_disagreement = torch.cat([p[2] for p in parts]).to(torch.float64)
+        return (torch.cat([p[0] for p in parts]).to(torch.float64),
+                torch.cat([p[1] for p in parts]).to(torch.float64))
 
     def evaluate(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Energies (R,) eV and forces (R, N, 3) eV/Å of ``positions`` (R, N, 3) Å, float64."""
@@ -297,7 +318,9 @@ class FreeCGPotential:
             for rank in range(n_workers):
                 passes = replica_block(n_passes, n_workers, rank)
                 blocks.append(slice(passes.start * step, min(passes.stop * step, n_replicas)))
-            energies, forces = workers.evaluate(array, blocks)
+            energies, forces, spread = workers.evaluate(array, blocks)
+            if spread is not None:
+                self.force_disagreement = torch.from_numpy(spread).to(torch.float64)
             return (torch.from_numpy(energies).to(**as_output),
                     torch.from_numpy(forces).to(**as_output))
         self._called = True

@@ -13,7 +13,9 @@ Layout of a run directory (all written by :class:`RunWriter`)::
     log.csv              per report: step, time, and per replica the potential and kinetic
                          energy (eV), instantaneous temperature (K; both from the BAOAB
                          mid-step velocities, see ReplicaState) and temperature index,
-                         then per replica the largest force on any atom (eV/Å)
+                         then per replica the largest force on any atom (eV/Å) and,
+                         with a committee potential, its largest per-atom force
+                         disagreement (eV/Å, ``fstd_r{r}_eV_A``)
     exchange.csv         per exchange attempt: step, attempt number, the temperature index of
                          every replica after it, and per neighbouring pair 1 (accepted),
                          0 (rejected) or -1 (not attempted in this round)
@@ -77,7 +79,8 @@ or, with mdtraj alone:
 Files: config.json (the run's settings and package versions), log.csv (per report: step,
 time_fs, and per replica the potential and kinetic energy in eV, kinetic temperature in K
 (both from the velocities in the middle of the Langevin step) and temperature index, then
-per replica the largest force on an atom in eV/A), frames.csv
+per replica the largest force on an atom in eV/A, and with a committee of models its
+largest per-atom force disagreement in eV/A), frames.csv
 (per saved frame: which replica held each temperature), exchange.csv and remd_stats.json
 (replica exchange), checkpoint.pt (to resume), equilibration/ (the equilibration stage, a
 run directory of its own).
@@ -165,12 +168,14 @@ class RunWriter:
         self._dcds: list[DCDTrajectoryFile] = []
         self._log = self._exchange = self._frames = None
         self._log_forces = True
+        self._log_disagreement = False
 
     @classmethod
     def create(cls, directory: str | os.PathLike, topology: mdtraj.Topology,
                positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray,
-               flush_every: int = 10) -> RunWriter:
-        """Start a new run directory; ``positions`` (R, N, 3) Å are the initial positions."""
+               flush_every: int = 10, disagreement: bool = False) -> RunWriter:
+        """Start a new run directory; ``positions`` (R, N, 3) Å are the initial positions;
+        ``disagreement``: log a committee's force disagreement per replica."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         n_replicas, n_atoms = positions.shape[:2]
@@ -191,6 +196,9 @@ class RunWriter:
         # The largest force on any atom, per replica: last, so that the columns above keep
         # their places.
         log_header += [f"fmax_r{r}_eV_A" for r in replicas]
+        if disagreement:
+            log_header += [f"fstd_r{r}_eV_A" for r in replicas]
+        writer._log_disagreement = disagreement
         writer._log = writer._open_csv("log.csv", log_header)
         writer._frames = writer._open_csv(
             "frames.csv", ["frame", "step", "time_fs"] + [f"replica_at_t{k}" for k in replicas])
@@ -218,7 +226,9 @@ class RunWriter:
         writer.frames_written = n_frames
         with open(directory / "log.csv") as handle:
             # A run begun before the largest forces were logged goes on without them.
-            writer._log_forces = "fmax_r0_eV_A" in handle.readline()
+            header = handle.readline()
+            writer._log_forces = "fmax_r0_eV_A" in header
+            writer._log_disagreement = "fstd_r0_eV_A" in header
         writer._log = open(directory / "log.csv", "a", newline="")  # noqa: SIM115
         writer._frames = open(directory / "frames.csv", "a", newline="")  # noqa: SIM115
         writer._exchange = open(directory / "exchange.csv", "a", newline="")  # noqa: SIM115
@@ -257,16 +267,23 @@ class RunWriter:
 
     def report(self, step: int, time_fs: float, positions: np.ndarray, potential: np.ndarray,
                kinetic: np.ndarray, temperature: np.ndarray, tindex: np.ndarray,
-               largest_force: np.ndarray) -> None:
+               largest_force: np.ndarray, force_disagreement: np.ndarray | None = None
+               ) -> None:
         """One report: positions (R, N, 3) Å, energies (R,) eV, temperature (R,) K, the
-        temperature index (R,) each replica was simulated at, and the largest force on any
-        atom (R,) eV/Å."""
+        temperature index (R,) each replica was simulated at, the largest force on any
+        atom (R,) eV/Å and, with a committee, its largest per-atom force disagreement (R,)
+        eV/Å."""
         values = [str(step), _number(time_fs)]
         for r in range(self.n_replicas):
             values += [_number(potential[r]), _number(kinetic[r]), _number(temperature[r]),
                        str(int(tindex[r]))]
         if self._log_forces:
             values += [_number(f) for f in largest_force]
+        if self._log_disagreement:
+            if force_disagreement is None:
+                raise ValueError("this run logs a committee's force disagreement; the "
+                                 "potential reported none (resumed with a single model?)")
+            values += [_number(f) for f in force_disagreement]
         self._log.write(",".join(values) + "\n")
         self._log.flush()
         replica_at = np.argsort(np.asarray(tindex))

@@ -101,6 +101,10 @@ class RunConfig:
         multiples of its starting length stops the run. None turns either off.
     max_displacement:
         Å; an atom moving farther in one step stops the run. None turns it off.
+    max_force_disagreement:
+        eV/Å; with a committee potential (one that sets ``force_disagreement``), a replica
+        whose largest per-atom force disagreement exceeds it stops the run: the committee
+        no longer agrees on where the atoms go. None (the default) only records it.
     allow_long_timestep:
         Accept a time step above :func:`~freecg_md.md.guards.max_stable_timestep` (2 fs
         with hydrogens of natural mass); refused otherwise.
@@ -138,6 +142,7 @@ class RunConfig:
     max_bond_stretch: float | None = 1.5
     min_bond_compression: float | None = 0.6
     max_displacement: float | None = 0.5
+    max_force_disagreement: float | None = None
     allow_long_timestep: bool = False
     flush_every: int = 10
     equilibration_steps: int = 0
@@ -173,6 +178,9 @@ class RunConfig:
                                      "None or a ratio between 0 and 1"),
             "max_displacement": (self.max_displacement is None or self.max_displacement > 0,
                                  "None or a distance > 0 Å"),
+            "max_force_disagreement": (self.max_force_disagreement is None
+                                       or self.max_force_disagreement > 0,
+                                       "None or a limit > 0 eV/Å"),
             "replica_seeds": (self.replica_seeds is None
                               or len(self.replica_seeds) == self.n_replicas,
                               f"one seed per replica ({self.n_replicas})"),
@@ -321,7 +329,8 @@ class _Run:
             topology = topology or topology_from_numbers(self.state.numbers.numpy())
             self.writer = RunWriter.create(
                 self.directory, topology, self.global_state.positions.numpy(),
-                self.state.cell.numpy(), self.state.pbc.numpy(), self.config.flush_every)
+                self.state.cell.numpy(), self.state.pbc.numpy(), self.config.flush_every,
+                disagreement=self.disagreement() is not None)
             self.writer.write_config(self.metadata())
         self.save()
 
@@ -371,6 +380,8 @@ class _Run:
         except ValueError as error:  # the potential rejected the positions (NaN, overlap)
             message = f"step {self.state.step + 1}: {error}{self.local_note()}"
         if message is None:
+            message = self.check_disagreement()
+        if message is None:
             temperature = instantaneous_temperature(self.state.kinetic_velocities(),
                                                     self.state.masses,
                                                     self.config.remove_com_motion)
@@ -387,6 +398,22 @@ class _Run:
             energies, forces, previous, self.config.max_force,
             self.config.max_energy_jump_per_atom * self.state.n_atoms,
             lambda r: f"replica {self.block.start + r} at step {self.state.step}")
+
+    def disagreement(self) -> torch.Tensor | None:
+        """(r,) eV/Å, the committee's largest per-atom force disagreement of each local
+        replica at the last evaluation; None for a single model."""
+        return getattr(self.potential, "force_disagreement", None)
+
+    def check_disagreement(self) -> str | None:
+        """Why the committee's disagreement stops the run, or None."""
+        limit, spread = self.config.max_force_disagreement, self.disagreement()
+        if limit is None or spread is None or not bool((spread > limit).any()):
+            return None
+        r = int(torch.argmax(spread))
+        return (f"replica {self.block.start + r} at step {self.state.step}: the committee's "
+                f"force disagreement {float(spread[r]):.3g} eV/Å exceeds "
+                f"max_force_disagreement={limit} eV/Å (the models disagree: the run has left "
+                f"the region they were trained on){self.local_note()}")
 
     def stop_if_failed(self, message: str | None) -> None:
         """Every rank learns whether any rank failed at this step, and all stop together."""
@@ -406,15 +433,18 @@ class _Run:
         temperature = instantaneous_temperature(velocities, self.state.masses,
                                                 self.config.remove_com_motion)
         largest_force = torch.linalg.vector_norm(self.forces, dim=-1).amax(dim=-1)
+        spread = self.disagreement()
         parts = [self.state.positions.cpu().numpy(), self.energies.cpu().numpy(),
                  kinetic.cpu().numpy(), temperature.cpu().numpy(),
                  largest_force.cpu().numpy()]
+        if spread is not None:
+            parts.append(spread.cpu().numpy())
         gathered = [self.comm.all_gather(part) for part in parts]
         if self.writer is not None:
             step = self.state.step
-            *values, largest = gathered
+            values, largest = gathered[:4], gathered[4]
             self.writer.report(step, step * self.config.timestep_fs, *values, self.tindex(),
-                               largest)
+                               largest, gathered[5] if spread is not None else None)
 
     def swap(self) -> None:
         energies = self.comm.all_gather(self.energies.cpu().numpy())

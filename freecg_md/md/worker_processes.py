@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from ..committee import Committee
     from ..nn import FreeCG
 
 __all__ = ["WorkerError", "WorkerProcesses", "WorkerSpec"]
@@ -62,7 +63,7 @@ _WORKER_MAIN = ("import sys; from multiprocessing.connection import Connection; 
 class WorkerSpec:
     """What a worker needs to build the same :class:`FreeCGPotential` as its parent."""
 
-    model_path: str
+    model_paths: list[str]
     numbers: list[int]
     cell: list[list[float]] | None
     pbc: list[bool] | None
@@ -85,15 +86,17 @@ class WorkerProcesses:
     Parameters
     ----------
     model:
-        The parent's prepared (frozen, converted) :class:`~freecg_md.FreeCG`; it is written
-        to a temporary model file that each worker loads, then removed.
+        The parent's prepared (frozen, converted) :class:`~freecg_md.FreeCG`, or a
+        :class:`~freecg_md.committee.Committee` of them; it is written to temporary model
+        files (one per member) that each worker loads, then removed.
     n_workers:
         Processes to start.
     spec:
-        Everything but the model path of :class:`WorkerSpec`, as keyword arguments.
+        Everything but the model paths of :class:`WorkerSpec`, as keyword arguments.
     """
 
-    def __init__(self, model: FreeCG, n_workers: int, **spec: object) -> None:
+    def __init__(self, model: FreeCG | Committee, n_workers: int, **spec: object) -> None:
+        from ..committee import Committee
         from ..io import save_model
 
         self.connections: list[Connection] = []
@@ -102,10 +105,13 @@ class WorkerProcesses:
         # Closes the workers when this object is collected or at interpreter exit.
         self._finalizer = weakref.finalize(self, _stop, self.connections, self.processes)
         with tempfile.TemporaryDirectory(prefix="freecg-workers-") as directory:
-            model_path = Path(directory) / "model.pt"
-            # With its metadata: the training domain lets the workers warn as well.
-            save_model(model, model_path, metadata=getattr(model, "metadata", None))
-            worker_spec = WorkerSpec(model_path=str(model_path), **spec)
+            members = model.members if isinstance(model, Committee) else [model]
+            model_paths = []
+            for index, member in enumerate(members):
+                model_paths.append(str(Path(directory) / f"model_{index}.pt"))
+                # With its metadata: the training domain lets the workers warn as well.
+                save_model(member, model_paths[-1], metadata=getattr(member, "metadata", None))
+            worker_spec = WorkerSpec(model_paths=model_paths, **spec)
             for _ in range(n_workers):
                 self._start(worker_spec)
             # All load the model file at once; it is removed once every one has read it.
@@ -177,9 +183,10 @@ class WorkerProcesses:
                           f"{doing}; its error output, if any, is above")
 
     def evaluate(self, positions: np.ndarray, blocks: list[slice]
-                 ) -> tuple[np.ndarray, np.ndarray]:
-        """Energies (R,) eV and forces (R, N, 3) eV/Å of ``positions`` (R, N, 3) Å, float64;
-        worker ``i`` evaluates the replicas ``blocks[i]``."""
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Energies (R,) eV and forces (R, N, 3) eV/Å of ``positions`` (R, N, 3) Å, float64,
+        and a committee's largest per-atom force disagreement (R,) eV/Å (None for a single
+        model); worker ``i`` evaluates the replicas ``blocks[i]``."""
         if not self.alive:
             raise WorkerError("the worker processes were closed")
         doing = [f"evaluating replicas {block.start}-{block.stop - 1}" for block in blocks]
@@ -196,7 +203,9 @@ class WorkerProcesses:
             self.stats[index] = reply[3]
         energies = np.concatenate([reply[1] for reply in replies])
         forces = np.concatenate([reply[2] for reply in replies])
-        return energies, forces
+        spread = (np.concatenate([reply[4] for reply in replies])
+                  if replies[0][4] is not None else None)
+        return energies, forces, spread
 
     @property
     def neighbor_stats(self) -> dict[str, int]:

@@ -12,6 +12,7 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
+from ..committee import Committee
 from ..io import load_model
 from .potentials import FreeCGPotential
 from .worker_processes import _USER_ERRORS, WorkerSpec
@@ -36,9 +37,11 @@ def serve(connection: Connection) -> None:
 
         spec = WorkerSpec(**connection.recv())
         torch.set_num_threads(spec.threads)
-        model = load_model(spec.model_path)
-        model.edge_chunk_size = spec.edge_chunk_size
-        model.fused_kernels = spec.fused_kernels
+        members = [load_model(path) for path in spec.model_paths]
+        for member in members:
+            member.edge_chunk_size = spec.edge_chunk_size
+            member.fused_kernels = spec.fused_kernels
+        model = members[0] if len(members) == 1 else Committee(members)
         potential = FreeCGPotential(
             model, spec.numbers, None if spec.cell is None else np.array(spec.cell),
             None if spec.pbc is None else np.array(spec.pbc), dtype=spec.dtype,
@@ -58,7 +61,9 @@ def serve(connection: Connection) -> None:
         _, first, positions = request
         try:
             energies, forces = potential.evaluate_block(positions, first)
-            reply = ("result", energies.numpy(), forces.numpy(), potential.neighbor_stats)
+            spread = potential.force_disagreement
+            reply = ("result", energies.numpy(), forces.numpy(), potential.neighbor_stats,
+                     None if spread is None else spread.numpy())
         except Exception as error:
             reply = _error_reply(error)
         connection.send(reply)

@@ -45,7 +45,7 @@ class TrainConfig:
     checkpoint_every:
         Also checkpoint every so many optimiser steps within an epoch (0: only at epoch ends).
     val_fraction, test_fraction:
-        Share of the structures held out, split at random with ``seed``.
+        Share of the structures held out, split at random with ``split_seed``.
     max_structures:
         Use only this many structures (for quick tries); None uses all.
     init_from:
@@ -54,7 +54,17 @@ class TrainConfig:
         Its ``data`` must be the leading entries of this config's ``data``; its
         train/val/test split is kept for those structures, so nothing it trained on enters
         this run's validation or test set, and only the structures added after them are
-        split at random.
+        split at random. It may also be a model file exported from such a run (its
+        metadata holds the config and split), e.g. a shipped model.
+    replay_fraction:
+        With ``init_from``: the share of the earlier data's training structures that each
+        epoch revisits, drawn afresh every epoch; the added structures are all visited every
+        epoch. 1.0 trains on everything; a smaller share makes a fine-tune on a few new
+        structures cheaper while the replayed ones keep the model from forgetting.
+    seed, split_seed:
+        ``seed`` draws the initial weights and the order of the structures; ``split_seed``
+        (None: ``seed``) the train/val/test split. Members of a committee take different
+        seeds and one split_seed, so that none trains on another's test structures.
     """
 
     data: list[str]
@@ -80,7 +90,9 @@ class TrainConfig:
     test_fraction: float = 0.1
     max_structures: int | None = None
     init_from: str | None = None
+    replay_fraction: float = 1.0
     seed: int = 0
+    split_seed: int | None = None
     dtype: str = "float32"
     device: str = "cpu"
     num_threads: int | None = None
@@ -99,6 +111,7 @@ class TrainConfig:
             "val_fraction": 0 < self.val_fraction < 1,
             "test_fraction": 0 <= self.test_fraction < 1,
             "max_epochs": self.max_epochs >= 1,
+            "replay_fraction": 0 < self.replay_fraction <= 1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -110,6 +123,11 @@ class TrainConfig:
             )
         if self.energy_weight == 0 and self.force_weight == 0:
             raise ValueError("energy_weight and force_weight are both 0; nothing to fit")
+
+    @property
+    def data_split_seed(self) -> int:
+        """The seed of the train/val/test split."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -59,8 +59,10 @@ def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Pa
     start = starting_point(config)
     if start is not None:
         # The earlier run's training is part of this model's budget.
-        training["initialised_from"] = {"run": str(start.run_dir),
-                                        **_training_progress(start.run_dir / "log.csv")}
+        # A model file carries its own run's record (and that run's starting point).
+        earlier = (dict(start.model.metadata.get("training", {})) if start.from_model_file
+                   else _training_progress(start.run_dir / "log.csv"))
+        training["initialised_from"] = {"run": str(start.run_dir), **earlier}
     structures, _ = load_training_structures(config)
     test = [structures[i] for i in split["test"]]
     # Frozen: scoring needs no parameter gradients, and a frozen model takes the faster

@@ -5,6 +5,10 @@ weights at its best validation loss), the model hyperparameters and energy stand
 that come with them, and the split of the structures it already had. Keeping that split is
 what keeps the test set honest: a structure the earlier run trained on must not be scored as
 held out now.
+
+The earlier run may also be a model file exported from it (a shipped model records its
+training config and split in its metadata). A run directory's tensor cache lets the
+leading structures be checked energy by energy; a model file's split is checked by count.
 """
 
 from __future__ import annotations
@@ -48,7 +52,11 @@ class StartingPoint:
 
     @classmethod
     def read(cls, run_dir: str | Path) -> StartingPoint:
+        """Read a training run directory, or a model file exported from one (such as a
+        shipped model: its metadata carries the training config and the split)."""
         run_dir = Path(os.path.normpath(run_dir))
+        if run_dir.is_file():
+            return cls._from_model_file(run_dir)
         needed = [run_dir / name for name in ("best_model.pt", "split.json", "config.json")]
         missing = [str(p) for p in needed if not p.is_file()]
         if missing:
@@ -59,6 +67,23 @@ class StartingPoint:
         train_config = json.loads((run_dir / "config.json").read_text())["train"]
         split = json.loads((run_dir / "split.json").read_text())
         return cls(run_dir, model, [_resolved(p) for p in train_config["data"]], split)
+
+    @classmethod
+    def _from_model_file(cls, path: Path) -> StartingPoint:
+        model = load_model(path)
+        metadata = model.metadata
+        if "split" not in metadata or "train_config" not in metadata:
+            raise ValueError(
+                f"init_from={str(path)!r} is a model file without the split and training "
+                "config of its run (metadata keys 'split', 'train_config'); fine-tune from "
+                "its run directory or from a file written by freecg_md.train.export")
+        split, train_config = metadata["split"], metadata["train_config"]
+        return cls(path, model, [os.path.normpath(p) for p in train_config["data"]], split)
+
+    @property
+    def from_model_file(self) -> bool:
+        """True when the start is a model file rather than a run directory."""
+        return self.run_dir.is_file()
 
     @property
     def n_structures(self) -> int:
@@ -97,7 +122,16 @@ class StartingPoint:
             Fractions and seed for the added structures.
         """
         ours = [_resolved(p) for p in data]
-        if ours[: len(self.data)] != self.data:
+        if self.from_model_file:
+            # The file records its data paths relative to where it was exported: match them
+            # by their trailing components.
+            leading = ours[: len(self.data)]
+            matches = len(leading) == len(self.data) and all(
+                Path(mine).parts[-len(Path(theirs).parts):] == Path(theirs).parts
+                for mine, theirs in zip(leading, self.data, strict=True))
+        else:
+            matches = ours[: len(self.data)] == self.data
+        if not matches:
             raise ValueError(
                 f"data={data!r} must start with the data of init_from={str(self.run_dir)!r} "
                 f"({self.data!r}) so that its split can be kept")
@@ -106,9 +140,11 @@ class StartingPoint:
         if n_new < 0:
             raise ValueError(f"the data hold {len(structures)} structures, fewer than the "
                              f"{n_old} of init_from={str(self.run_dir)!r}")
-        self._check_same_leading_structures(structures)
+        if not self.from_model_file:
+            self._check_same_leading_structures(structures)
         added = random_parts(n_new, round(config.val_fraction * n_new),
-                             round(config.test_fraction * n_new), config.seed, offset=n_old)
+                             round(config.test_fraction * n_new), config.data_split_seed,
+                             offset=n_old)
         return {part: sorted(indices + added[part]) for part, indices in self.split.items()}
 
     def _check_same_leading_structures(self, structures: list[Structure]) -> None:

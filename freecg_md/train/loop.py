@@ -44,9 +44,17 @@ class Progress:
     stopped_early: bool = False
 
 
-def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+def _epoch_order(n: int, seed: int, epoch: int, n_replayed: int | None = None,
+                 n_earlier: int = 0) -> list[int]:
+    """The training structures of one epoch, shuffled; with ``n_replayed``, only that many of
+    the first ``n_earlier`` (a fine-tune's earlier data), drawn afresh each epoch, and all
+    the rest."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=generator).tolist()
+    if n_replayed is None or n_replayed >= n_earlier:
+        return torch.randperm(n, generator=generator).tolist()
+    replayed = torch.randperm(n_earlier, generator=generator)[:n_replayed]
+    chosen = torch.cat([replayed, torch.arange(n_earlier, n)])
+    return chosen[torch.randperm(len(chosen), generator=generator)].tolist()
 
 
 def _evaluate(model: FreeCG, structures: list[Structure], config: TrainConfig,
@@ -75,12 +83,15 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, structures: list[Structure],
                  split: dict[str, list[int]], species: tuple[int, ...],
-                 initial_model: FreeCG | None = None) -> None:
+                 initial_model: FreeCG | None = None, n_earlier: int = 0) -> None:
         self.config = config
         self.out = Path(config.output_dir)
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype)
-        self.train_set = [structures[i] for i in split["train"]]
+        # Earlier data first, so that replay can draw from the leading training structures.
+        train = sorted(split["train"])
+        self.n_earlier_train = sum(1 for i in train if i < n_earlier)
+        self.train_set = [structures[i] for i in train]
         self.val_set = [structures[i] for i in split["val"]]
         self.test_set = [structures[i] for i in split["test"]]
         torch.manual_seed(config.seed)
@@ -131,11 +142,23 @@ class Trainer:
 
     # -- one optimiser step ------------------------------------------------------------
     @property
+    def n_replayed(self) -> int | None:
+        """Earlier training structures per epoch (None: all of them)."""
+        if self.config.replay_fraction >= 1 or not self.n_earlier_train:
+            return None
+        return max(1, round(self.config.replay_fraction * self.n_earlier_train))
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        """Indices into ``train_set`` of one epoch's structures, in training order."""
+        return _epoch_order(len(self.train_set), self.config.seed, epoch, self.n_replayed,
+                            self.n_earlier_train)
+
+    @property
     def warmup_steps(self) -> int:
         """The configured warm-up, or two epochs' optimiser steps (at most 1,000)."""
         if self.config.warmup_steps is not None:
             return self.config.warmup_steps
-        per_epoch = -(-len(self.train_set) // self.config.batch_size)
+        per_epoch = -(-len(self.epoch_order(0)) // self.config.batch_size)
         return min(MAX_AUTO_WARMUP, 2 * per_epoch)
 
     def _set_warmup_lr(self) -> None:
@@ -182,7 +205,7 @@ class Trainer:
         epochs = tqdm(total=config.max_epochs, initial=progress.epoch, unit="epoch",
                       desc="training", disable=not show_progress, dynamic_ncols=True)
         while not progress.stopped_early and progress.epoch < config.max_epochs:
-            order = _epoch_order(len(self.train_set), config.seed, progress.epoch)
+            order = self.epoch_order(progress.epoch)
             starts = list(range(0, len(order), config.batch_size))
             bar = tqdm(starts[progress.batch_in_epoch:], disable=not show_progress,
                        desc=f"epoch {progress.epoch}", unit="batch", leave=False)
@@ -301,12 +324,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         split_path.write_text(json.dumps(split))
     else:
         split = split_indices(len(structures), config.val_fraction, config.test_fraction,
-                              config.seed)
+                              config.data_split_seed)
         split_path.write_text(json.dumps(split))
     (out / "config.json").write_text(json.dumps(
         {"train": config.to_dict(), "versions": _versions()}, indent=2))
     trainer = Trainer(config, structures, split, species,
-                      initial_model=start.model if start is not None else None)
+                      initial_model=start.model if start is not None else None,
+                      n_earlier=start.n_structures if start is not None else 0)
     if resume and checkpoint_exists:
         trainer.load_checkpoint()
     elif start is not None:

@@ -53,7 +53,8 @@ class ErrorMetrics:
     """Accumulates absolute and squared errors over batches."""
 
     sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        ("energy_abs", "energy_per_atom_abs", "energy_sq", "force_abs", "force_sq", "loss"), 0.0))
+        ("energy_abs", "energy_per_atom_abs", "energy_per_atom_signed", "energy_sq",
+         "force_abs", "force_sq", "loss"), 0.0))
     n_structures: int = 0
     n_components: int = 0
     n_batches: int = 0
@@ -64,6 +65,7 @@ class ErrorMetrics:
         df = (forces.detach() - batch.forces).double()
         self.sums["energy_abs"] += float(de.abs().sum())
         self.sums["energy_per_atom_abs"] += float((de.abs() / batch.num_atoms).sum())
+        self.sums["energy_per_atom_signed"] += float((de / batch.num_atoms).sum())
         self.sums["energy_sq"] += float((de**2).sum())
         self.sums["force_abs"] += float(df.abs().sum())
         self.sums["force_sq"] += float((df**2).sum())
@@ -81,12 +83,14 @@ class ErrorMetrics:
             self.n_batches + other.n_batches)
 
     def summary(self) -> dict[str, float]:
-        """MAE/RMSE in eV (energy), eV/atom, eV/Å (forces), and the same in kcal/mol."""
+        """MAE/RMSE in eV (energy), eV/atom, eV/Å (forces), and the same in kcal/mol; the
+        bias is the mean signed energy error per atom (model minus reference)."""
         n, m = max(self.n_structures, 1), max(self.n_components, 1)
         out = {
             "energy_mae_eV": self.sums["energy_abs"] / n,
             "energy_rmse_eV": (self.sums["energy_sq"] / n) ** 0.5,
             "energy_mae_per_atom_eV": self.sums["energy_per_atom_abs"] / n,
+            "energy_bias_per_atom_eV": self.sums["energy_per_atom_signed"] / n,
             "force_mae_eV_per_A": self.sums["force_abs"] / m,
             "force_rmse_eV_per_A": (self.sums["force_sq"] / m) ** 0.5,
             "loss": self.sums["loss"] / max(self.n_batches, 1),

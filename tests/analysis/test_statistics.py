@@ -113,7 +113,8 @@ def synthetic_run(tmp_path, chignolin, unfolded, p_folded: float, n_frames: int 
                    np.arange(1, n_frames + 1) * 50, np.arange(1, n_frames + 1) * 0.05,
                    positions[None].astype(np.float32), energies,
                    np.zeros((n_frames, 1), np.int64), chignolin.topology,
-                   np.full((n_frames, 1), 300.0 * kinetic_ratio), np.ones((n_frames, 1)))
+                   np.full((n_frames, 1), 300.0 * kinetic_ratio), np.ones((n_frames, 1)),
+                   np.full((n_frames, 1), np.nan))
 
 
 def test_a_converged_run_shows_depths(tmp_path, chignolin, unfolded_positions):

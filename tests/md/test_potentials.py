@@ -221,3 +221,25 @@ def test_worker_processes_end_with_their_parent(ending):
     while not all(_exited(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert all(_exited(pid) for pid in pids)
+
+
+def test_a_committee_in_worker_processes_equals_the_committee_here():
+    members = [small_model(torch.float64, seed=s) for s in range(2)]
+    atoms = random_molecule(9, seed=4)
+    positions = replica_positions(atoms, 3)
+    here = FreeCGPotential(members, atoms.numbers, dtype="float64", workers=1)
+    energies, forces = here.evaluate(positions)
+    spread = here.force_disagreement.clone()
+    assert spread.shape == (3,) and bool((spread > 0).all())
+    # The mean of the members, as the calculator computes it.
+    member_results = [calculator_results(m, atoms, positions) for m in members]
+    np.testing.assert_allclose(energies.numpy(), np.mean([e for e, _ in member_results], 0),
+                               atol=1e-9)
+    with FreeCGPotential(members, atoms.numbers, dtype="float64", workers=3) as in_workers:
+        for _ in range(2):  # the first call runs here, the second in the workers
+            workers_e, workers_f = in_workers.evaluate(positions)
+            np.testing.assert_allclose(workers_e.numpy(), energies.numpy(), atol=1e-9)
+            np.testing.assert_allclose(workers_f.numpy(), forces.numpy(), atol=1e-9)
+            np.testing.assert_allclose(in_workers.force_disagreement.numpy(), spread.numpy(),
+                                       atol=1e-9)
+        assert in_workers._worker_processes.n_workers == 3

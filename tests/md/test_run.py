@@ -14,6 +14,7 @@ import pytest
 import torch
 from mdtraj.formats import DCDTrajectoryFile
 
+from freecg_md import FreeCGCalculator
 from freecg_md.analysis.remd_stats import frames_at_temperature
 from freecg_md.md import (
     CheckpointError,
@@ -436,3 +437,39 @@ def test_chignolin_at_a_long_step_stops_instead_of_finishing(tmp_path, timestep)
         warnings.simplefilter("ignore")  # the domain warnings of the close contacts
         run_replicas(potential, state, allowed, progress=False)
     assert len(read_frame_index(tmp_path).steps) < 10
+
+
+def test_a_committee_run_logs_its_disagreement_and_stops_above_the_limit(tmp_path):
+    from freecg_md.analysis.rundir import read_run
+
+    atoms = random_molecule(8, seed=1)
+    members = [small_model(torch.float64, seed=s) for s in range(3)]
+    potential = FreeCGPotential(members, atoms.numbers, dtype="float64")
+    config = RunConfig(temperatures=TEMPERATURES, n_steps=6, output_dir=str(tmp_path / "a"),
+                       timestep_fs=0.5, report_interval=2, checkpoint_interval=2, seed=3,
+                       dtype="float64", flush_every=1)
+    run_replicas(potential, ReplicaState.from_atoms(atoms, 3), config, progress=False)
+    run = read_run(tmp_path / "a")
+    assert run.force_disagreement.shape == (3, 3)
+    # The logged value is the committee's at that frame's positions.
+    single = FreeCGCalculator(members, dtype="float64")
+    frame = atoms.copy()
+    frame.positions = run.positions[1, -1].astype(np.float64)
+    frame.calc = single
+    frame.get_forces()
+    assert run.force_disagreement[-1, 1] == pytest.approx(
+        frame.calc.results["max_force_std"], rel=1e-4)
+    # A limit below what the members disagree by stops the run at its first step, the
+    # start's files intact.
+    limit = float(run.force_disagreement.min()) / 2
+    stopped = dataclasses.replace(config, output_dir=str(tmp_path / "b"),
+                                  max_force_disagreement=limit)
+    with pytest.raises(SimulationError, match="force disagreement .* exceeds "
+                                              "max_force_disagreement"):
+        run_replicas(FreeCGPotential(members, atoms.numbers, dtype="float64"),
+                     ReplicaState.from_atoms(atoms, 3), stopped, progress=False)
+    assert (tmp_path / "b" / "checkpoint.pt").is_file()
+    # A single model logs no disagreement column.
+    potential, state, plain = molecule_run(tmp_path / "c", 2)
+    run_replicas(potential, state, plain, progress=False)
+    assert np.isnan(read_run(tmp_path / "c").force_disagreement).all()

@@ -283,3 +283,61 @@ def test_the_progress_bar_counts_epochs(data_file, tmp_path, capsys):
     train(config_for(data_file, tmp_path / "run", max_epochs=2), progress=True)
     shown = capsys.readouterr().err
     assert "2/2" in shown and "val force MAE" in shown
+
+
+def test_fine_tuning_from_an_exported_model_file_keeps_its_split(data_file, tmp_path):
+    first = config_for(data_file, tmp_path / "first", max_epochs=1)
+    train(first, progress=False)
+    export_model(first, tmp_path / "first.pt")
+    more = tmp_path / "more.extxyz"
+    write(more, labelled_set(20, seed=100))
+    tuned = config_for(data_file, tmp_path / "tuned", data=[str(data_file), str(more)],
+                       model={}, init_from=str(tmp_path / "first.pt"), max_epochs=1,
+                       replay_fraction=0.5)
+    metrics = train(tuned, progress=False)
+    old = json.loads((tmp_path / "first" / "split.json").read_text())
+    split = json.loads((tmp_path / "tuned" / "split.json").read_text())
+    for part in ("train", "val", "test"):
+        assert set(old[part]) == {i for i in split[part] if i < 40}
+    # One epoch: half the earlier training structures and all the added ones.
+    n_epoch = round(0.5 * len(old["train"])) + sum(i >= 40 for i in split["train"])
+    log = (tmp_path / "tuned" / "log.csv").read_text().splitlines()
+    assert int(log[1].split(",")[1]) == -(-n_epoch // 4)
+    assert metrics["n_train"] + metrics["n_val"] + metrics["n_test"] == 60
+    report = export_model(tuned, tmp_path / "tuned.pt")
+    assert report["training"]["initialised_from"]["epochs_finished"] == 1
+    # A file from elsewhere (other data) cannot be extended.
+    other = tmp_path / "other.extxyz"
+    write(other, labelled_set(10, seed=50))
+    with pytest.raises(ValueError, match="must start with the data of init_from"):
+        train(config_for(other, tmp_path / "a", model={}, init_from=str(tmp_path / "first.pt")),
+              progress=False)
+
+
+def test_replay_visits_every_added_structure_and_a_fresh_share_of_the_earlier():
+    from freecg_md.train.loop import _epoch_order
+
+    orders = [_epoch_order(50, seed=1, epoch=e, n_replayed=8, n_earlier=40) for e in range(3)]
+    for order in orders:
+        assert len(order) == 18 and len(set(order)) == 18
+        assert set(range(40, 50)) <= set(order)
+        assert sum(i < 40 for i in order) == 8
+    assert {i for i in orders[0] if i < 40} != {i for i in orders[1] if i < 40}
+    # Without replay the order is a permutation of everything, as before.
+    assert sorted(_epoch_order(50, seed=1, epoch=0)) == list(range(50))
+    assert _epoch_order(50, 1, 0, n_replayed=40, n_earlier=40) == _epoch_order(50, 1, 0)
+
+
+def test_error_metrics_report_the_signed_energy_bias_per_atom():
+    from freecg_md.train.data import collate, structures_from_atoms
+    from freecg_md.train.loss import ErrorMetrics
+
+    structures = structures_from_atoms(labelled_set(3), cutoff=4.0)
+    batch = collate(structures)
+    metrics = ErrorMetrics()
+    # Every prediction 0.06 eV too low on 6-atom molecules: -0.01 eV per atom, each.
+    metrics.update(batch.energy - 0.06, batch.forces, batch, loss=0.0)
+    summary = metrics.summary()
+    assert summary["energy_bias_per_atom_eV"] == pytest.approx(-0.01)
+    assert summary["energy_mae_per_atom_eV"] == pytest.approx(0.01)
+    assert summary["force_mae_eV_per_A"] == 0.0

@@ -1,0 +1,127 @@
+"""FreeCG inside OpenMM through openmm-ml: the entry point, units, periodic boxes, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+openmm = pytest.importorskip("openmm")
+openmmml = pytest.importorskip("openmmml")
+from openmm import app, unit  # noqa: E402
+
+from freecg_md import FreeCGCalculator, save_model  # noqa: E402
+from freecg_md.openmm_ml import EV_TO_KJ_PER_MOL  # noqa: E402
+from tests.conftest import random_molecule, small_model  # noqa: E402
+
+
+def topology_of(numbers, box=None):
+    topology = app.Topology()
+    residue = topology.addResidue("MOL", topology.addChain())
+    for index, z in enumerate(numbers):
+        topology.addAtom(f"X{index}", app.Element.getByAtomicNumber(int(z)), residue)
+    if box is not None:
+        topology.setPeriodicBoxVectors(np.eye(3) * box * unit.angstrom)
+    return topology
+
+
+def openmm_results(system, positions_A, box_A=None):
+    integrator = openmm.VerletIntegrator(0.001)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    if box_A is not None:
+        context.setPeriodicBoxVectors(*(np.eye(3) * box_A * 0.1))
+    context.setPositions(positions_A * 0.1)
+    state = context.getState(getEnergy=True, getForces=True)
+    energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    return energy, forces
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "model.pt"
+    save_model(small_model(torch.float64), path)
+    return path
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-9), ("float32", 1e-5)])
+def test_openmm_energies_and_forces_equal_the_calculators(model_file, dtype, rtol):
+    atoms = random_molecule(10, seed=3)
+    system = openmmml.MLPotential("freecg", modelPath=str(model_file)).createSystem(
+        topology_of(atoms.numbers), dtype=dtype)
+    energy, forces = openmm_results(system, atoms.positions)
+    atoms.calc = FreeCGCalculator(model_file, dtype=dtype)
+    expected_energy = atoms.get_potential_energy() * EV_TO_KJ_PER_MOL
+    expected_forces = atoms.get_forces() * EV_TO_KJ_PER_MOL * 10.0  # kJ/mol/nm
+    assert energy == pytest.approx(expected_energy, rel=rtol, abs=1e-6)
+    np.testing.assert_allclose(forces, expected_forces, rtol=rtol,
+                               atol=rtol * np.abs(expected_forces).max())
+
+
+def test_a_periodic_box_matches_the_calculator_with_its_cell(model_file):
+    box = 6.0
+    atoms = random_molecule(12, seed=5, box=box)
+    system = openmmml.MLPotential("freecg", modelPath=str(model_file)).createSystem(
+        topology_of(atoms.numbers, box=box), dtype="float64")
+    assert system.usesPeriodicBoundaryConditions()
+    energy, forces = openmm_results(system, atoms.positions, box_A=box)
+    atoms.set_cell(np.eye(3) * box)
+    atoms.pbc = True
+    atoms.calc = FreeCGCalculator(model_file, dtype="float64")
+    assert energy == pytest.approx(atoms.get_potential_energy() * EV_TO_KJ_PER_MOL, rel=1e-9)
+    np.testing.assert_allclose(forces, atoms.get_forces() * EV_TO_KJ_PER_MOL * 10.0,
+                               rtol=1e-9, atol=1e-8)
+    # Images matter here: the same atoms without the box give another energy.
+    free, _ = openmm_results(openmmml.MLPotential("freecg", modelPath=str(model_file))
+                             .createSystem(topology_of(atoms.numbers), dtype="float64"),
+                             atoms.positions)
+    assert abs(free - energy) > 1e-6
+
+
+def test_a_short_langevin_run_stays_finite(model_file):
+    atoms = random_molecule(8, seed=7)
+    system = openmmml.MLPotential("freecg", modelPath=str(model_file)).createSystem(
+        topology_of(atoms.numbers))
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond,
+                                                 0.5 * unit.femtosecond)
+    integrator.setRandomNumberSeed(1)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(atoms.positions * 0.1)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, 2)
+    integrator.step(20)
+    state = context.getState(getEnergy=True, getPositions=True)
+    assert np.isfinite(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+    assert np.all(np.isfinite(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)))
+
+
+def test_an_unknown_element_or_a_missing_model_is_refused_at_create_system(model_file):
+    with pytest.raises(ValueError, match="element.*Cl.*not trained on"):
+        openmmml.MLPotential("freecg", modelPath=str(model_file)).createSystem(
+            topology_of([6, 17, 1]))
+    with pytest.raises(ValueError, match="needs modelPath"):
+        openmmml.MLPotential("freecg")
+
+
+def test_a_mixed_system_computes_the_ml_atoms_with_freecg(model_file):
+    # Two molecules of a toy force field; FreeCG takes over the first.
+    atoms = random_molecule(10, seed=11, box=8.0)
+    topology = topology_of(atoms.numbers)
+    mm = openmm.System()
+    nonbonded = openmm.NonbondedForce()
+    nonbonded.setNonbondedMethod(openmm.NonbondedForce.NoCutoff)
+    for _ in atoms.numbers:
+        mm.addParticle(12.0)
+        nonbonded.addParticle(0.0, 0.3, 0.1)
+    mm.addForce(nonbonded)
+    ml_atoms = list(range(5))
+    mixed = openmmml.MLPotential("freecg", modelPath=str(model_file)).createMixedSystem(
+        topology, mm, ml_atoms, dtype="float64")
+    energy, _ = openmm_results(mixed, atoms.positions)
+    # FreeCG on the ML atoms alone, plus the MM energy without the ML atoms' mutual terms.
+    part = atoms[ml_atoms]
+    part.calc = FreeCGCalculator(model_file, dtype="float64")
+    ml_energy = part.get_potential_energy() * EV_TO_KJ_PER_MOL
+    for i in ml_atoms:
+        for j in ml_atoms:
+            if i < j:
+                nonbonded.addException(i, j, 0.0, 0.3, 0.0)
+    mm_energy, _ = openmm_results(mm, atoms.positions)
+    assert energy == pytest.approx(ml_energy + mm_energy, rel=1e-9)
