@@ -58,6 +58,9 @@ def file_sha256(path: str | os.PathLike) -> str:
 SHIPPED_MODELS = {
     "chignolin": "FreeCG for CLN025 chignolin in GFN2-xTB/ALPB(water) (models/README.md)",
     "chignolin_visnet": "its ablation without the group-CG branch, same data and budget",
+    "chignolin_al_m0": "chignolin fine-tuned on two rounds of its own MD (active learning), "
+                       "committee member 0",
+    "chignolin_al_m1": "the same, committee member 1 (another seed)",
 }
 
 

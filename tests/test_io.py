@@ -134,3 +134,14 @@ def test_shipped_models_are_found_from_the_package():
     with pytest.raises(ValueError, match="no shipped model 'water'; the package ships "
                                          "'chignolin'"):
         shipped_model("water")
+
+
+def test_the_repository_model_paths_are_the_shipped_files():
+    from pathlib import Path
+
+    from freecg_md.io import SHIPPED_MODELS, shipped_model
+
+    repo_models = Path(__file__).resolve().parent.parent / "models"
+    for name in SHIPPED_MODELS:
+        # models/NAME.pt must be the package's file, not a copy that can drift from it.
+        assert (repo_models / f"{name}.pt").resolve() == shipped_model(name).resolve()

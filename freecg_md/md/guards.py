@@ -80,7 +80,10 @@ def find_bonds(positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray | No
     """The covalent bonds of one structure, by distance.
 
     Atoms i < j are bonded when closer than ``scale`` times the sum of their covalent radii
-    (ASE's table). Periodic cells are handled with the minimum image of the neighbour list.
+    (ASE's table), except that a hydrogen keeps only its shortest such bond: a hydrogen has
+    one covalent bond, and a second partner that close is a contact (a hydrogen pressed
+    onto an oxygen, say) whose breaking is a repair, not a failure. Periodic cells are
+    handled with the minimum image of the neighbour list.
 
     Parameters
     ----------
@@ -112,6 +115,17 @@ def find_bonds(positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray | No
     vectors = positions[j] - positions[i] + shifts
     lengths = np.linalg.norm(vectors, axis=1)
     bonded = (i < j) & (lengths < scale * (radii[i] + radii[j]))
+    # A hydrogen keeps its shortest bond: visit its bonds longest first, so that the
+    # shortest is the one left in `shortest` (a python loop: called once per run).
+    shortest = np.full(len(numbers), -1)
+    candidates = np.flatnonzero(bonded & ((numbers[i] == 1) | (numbers[j] == 1)))
+    for bond in candidates[np.argsort(-lengths[candidates], kind="stable")]:
+        for atom in (i[bond], j[bond]):
+            if numbers[atom] == 1:
+                shortest[atom] = bond
+    for bond in candidates:
+        if any(numbers[atom] == 1 and shortest[atom] != bond for atom in (i[bond], j[bond])):
+            bonded[bond] = False
     return (np.stack([i[bonded], j[bonded]], axis=1).astype(np.int64), shifts[bonded],
             lengths[bonded])
 

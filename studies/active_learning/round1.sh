@@ -40,9 +40,12 @@ for name in round1_m0 round1_m1; do
   $PY -m freecg_md.cli train "configs/active/$name.json" --resume > "$OUT/train_$name.log" 2>&1 &
 done
 wait
+for name in round1_m0 round1_m1; do
+  [ -f "$OUT/$name.pt" ] || $PY -m freecg_md.cli export "configs/active/$name.json" \
+      "$OUT/$name.pt" --threads 1 > "$OUT/export_$name.json"
+done
 $PY -m freecg_md.cli train configs/active/round1_ablation.json --resume \
   > "$OUT/train_round1_ablation.log" 2>&1
-for name in round1_m0 round1_m1 round1_ablation; do
-  $PY -m freecg_md.cli export "configs/active/$name.json" "$OUT/$name.pt" --threads 1 \
-    > "$OUT/export_$name.json"
-done
+[ -f "$OUT/round1_ablation.pt" ] || $PY -m freecg_md.cli export \
+    configs/active/round1_ablation.json "$OUT/round1_ablation.pt" --threads 1 \
+    > "$OUT/export_round1_ablation.json"

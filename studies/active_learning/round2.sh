@@ -2,7 +2,7 @@
 # Active learning, round 2: MD of the round-1 committee (members m0 and m1, their mean
 # force) at 8 temperatures from 300 to 600 K (no exchanges) from the shipped start states,
 # half folded and half unfolded, with the committee's force disagreement logged per frame;
-# frames every 0.1 ps after 0.5 ps, the 100 the committee disagrees on most labelled with
+# frames every 0.1 ps after 0.5 ps, the 80 the committee disagrees on most labelled with
 # GFN2-xTB/ALPB(water); each member fine-tuned from its round-1 run on all data. Every
 # stage skips what is done: running the script again continues it.
 set -euo pipefail
@@ -22,7 +22,7 @@ $PY simulations/remd_chignolin.py --model "${COMMITTEE[@]}" \
   || echo "the probe stopped (its frames up to the stop are kept)"
 
 [ -f "$OUT/selected.npz" ] || $PY -m freecg_md.cli harvest "$OUT/probe" --spacing-ps 0.1 \
-    --discard-ps 0.5 --committee "${COMMITTEE[@]}" --select 100 --out "$OUT/selected.npz"
+    --discard-ps 0.5 --committee "${COMMITTEE[@]}" --select 80 --out "$OUT/selected.npz"
 for worker in 0 1; do
   $PY -m freecg_md.cli label "$OUT/selected.npz" "$DATA/md_committee" --chunk-size 25 \
     --worker $worker --n-workers 2 > "$OUT/label_w$worker.log" 2>&1 &
@@ -37,3 +37,11 @@ for name in round2_m0 round2_m1; do
   $PY -m freecg_md.cli export "configs/active/$name.json" "$OUT/$name.pt" --threads 1 \
     > "$OUT/export_$name.json"
 done
+
+# The ablation without group CG on the same data and budget (after round1.sh trained its
+# round-1 run).
+$PY -m freecg_md.cli train configs/active/round2_ablation.json --resume \
+  > "$OUT/train_round2_ablation.log" 2>&1
+[ -f "$OUT/round2_ablation.pt" ] || $PY -m freecg_md.cli export \
+    configs/active/round2_ablation.json "$OUT/round2_ablation.pt" --threads 1 \
+    > "$OUT/export_round2_ablation.json"

@@ -289,3 +289,19 @@ def test_repartitioned_masses_sample_the_same_thermodynamics_with_a_longer_step(
     assert means["hmr"][0] == pytest.approx(means["natural"][0], rel=0.05)
     assert means["hmr"][1] == pytest.approx(300.0, rel=0.02)
     assert means["natural"][1] == pytest.approx(300.0, rel=0.02)
+
+
+def test_a_hydrogen_pressed_onto_a_second_atom_keeps_only_its_own_bond():
+    from freecg_md.md.guards import find_bonds
+
+    # Water's O-H at 0.96 Å, and a second oxygen 1.10 Å from one hydrogen (closer than 1.2
+    # times the O-H radii): a contact, not a second bond of that hydrogen.
+    positions = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0],
+                          [2.06, 0.0, 0.0]])
+    numbers = np.array([8, 1, 1, 8])
+    bonds, _, lengths = find_bonds(positions, numbers)
+    assert sorted(map(tuple, bonds.tolist())) == [(0, 1), (0, 2)]
+    # Moved closer to the second oxygen, the hydrogen counts as bonded to it instead.
+    positions[1, 0] = 1.15
+    bonds, _, _ = find_bonds(positions, numbers)
+    assert sorted(map(tuple, bonds.tolist())) == [(0, 2), (1, 3)]
