@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'resuming' if resume else 'writing'} {output}")
     try:
         result = run_replicas(potential, state, config, topology=chignolin.topology,
+                              bond_reference=chignolin.native_positions,
                               resume=resume,
                               metadata={**model_metadata(args), "initial": start,
                                         "hydrogen_mass": args.hydrogen_mass})

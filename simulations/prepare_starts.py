@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"equilibrating {args.replicas} start states at {', '.join(f'{t:.1f}' for t in ladder)}"
           f" K for {args.steps} steps of {args.timestep} fs; frames {order} of {args.frames}")
     try:
-        run_replicas(potential, state, config, topology=chignolin.topology, resume=resume,
+        run_replicas(potential, state, config, topology=chignolin.topology,
+                     bond_reference=chignolin.native_positions, resume=resume,
                      metadata=metadata)
     except SimulationError as error:
         print(f"error: the run stopped: {error}", file=sys.stderr)

@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         result = run_replicas(potential, state, config, topology=chignolin.topology,
+                              bond_reference=chignolin.native_positions,
                               resume=resume, comm=comm,
                               metadata={**model_metadata(args), "initial": start,
                                         "hydrogen_mass": args.hydrogen_mass})

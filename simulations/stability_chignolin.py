@@ -92,7 +92,8 @@ def run_one(args: argparse.Namespace, temperature: float, index: int) -> str:
     potential = FreeCGPotential(args.model, chignolin.atoms.numbers, workers=1)
     resume = args.resume and (directory / CHECKPOINT_NAME).is_file()
     try:
-        run_replicas(potential, state, config, topology=chignolin.topology, resume=resume,
+        run_replicas(potential, state, config, topology=chignolin.topology,
+                     bond_reference=chignolin.native_positions, resume=resume,
                      progress=False, metadata={"model": str(args.model),
                                                "model_fingerprint": model_fingerprint(args.model)})
     except SimulationError as error:

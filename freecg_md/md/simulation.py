@@ -521,6 +521,7 @@ def run_replicas(
     progress: bool = True,
     comm: SerialComm | None = None,
     metadata: dict[str, Any] | None = None,
+    bond_reference: np.ndarray | None = None,
 ) -> RunResult:
     """Run Langevin dynamics of R replicas, with replica exchange if configured.
 
@@ -549,6 +550,11 @@ def run_replicas(
     metadata:
         JSON-serialisable facts written into each stage's ``config.json`` beside the run
         config (the model file and its fingerprint, where the replicas started...).
+    bond_reference:
+        (N, 3) Å, the structure whose bonds (and their lengths) the bond guards watch;
+        None takes replica 0's start. Pass a known-good structure (chignolin's native one,
+        say) when the starts may carry a broken bond or an atom pressed onto another: the
+        guards would otherwise take that contact for a bond and stop a model that undoes it.
 
     Returns
     -------
@@ -568,7 +574,14 @@ def run_replicas(
         ``resume=True`` but no stage has a checkpoint.
     """
     comm = comm or SerialComm()
-    reference = state.positions[0].cpu().numpy()  # the guards' bonds and their lengths
+    # The guards' bonds and their lengths.
+    if bond_reference is None:
+        reference = state.positions[0].cpu().numpy()
+    else:
+        reference = np.asarray(bond_reference, dtype=np.float64)
+        if reference.shape != (state.n_atoms, 3) or not np.all(np.isfinite(reference)):
+            raise ValueError(f"bond_reference has shape {reference.shape} or non-finite "
+                             f"values; expected finite (N, 3) = ({state.n_atoms}, 3) Å")
     has_checkpoint = (Path(config.output_dir) / CHECKPOINT_NAME).is_file()
     if not config.equilibration_steps or (resume and has_checkpoint):
         return _run_stage(potential, state, config, topology, resume, progress, comm,

@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export OMP_WAIT_POLICY=PASSIVE
-PY=.venv/bin/python
+source studies/active_learning/common.sh
 OUT=runs/active/round_1
 DATA=data/chignolin/active_round1
 mkdir -p "$OUT"
@@ -36,16 +36,5 @@ done
 
 # Two epochs each (the budget is steps, not minutes, so that runs sharing the CPU get the
 # same); the members side by side, one thread each, then the ablation.
-for name in round1_m0 round1_m1; do
-  $PY -m freecg_md.cli train "configs/active/$name.json" --resume > "$OUT/train_$name.log" 2>&1 &
-done
-wait
-for name in round1_m0 round1_m1; do
-  [ -f "$OUT/$name.pt" ] || $PY -m freecg_md.cli export "configs/active/$name.json" \
-      "$OUT/$name.pt" --threads 1 > "$OUT/export_$name.json"
-done
-$PY -m freecg_md.cli train configs/active/round1_ablation.json --resume \
-  > "$OUT/train_round1_ablation.log" 2>&1
-[ -f "$OUT/round1_ablation.pt" ] || $PY -m freecg_md.cli export \
-    configs/active/round1_ablation.json "$OUT/round1_ablation.pt" --threads 1 \
-    > "$OUT/export_round1_ablation.json"
+train_and_export "$OUT" round1_m0 round1_m1
+train_and_export "$OUT" round1_ablation

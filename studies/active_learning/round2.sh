@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export OMP_WAIT_POLICY=PASSIVE
-PY=.venv/bin/python
+source studies/active_learning/common.sh
 R1=runs/active/round_1
 OUT=runs/active/round_2
 DATA=data/chignolin/active_round2
@@ -29,19 +29,7 @@ for worker in 0 1; do
 done
 wait
 
-for name in round2_m0 round2_m1; do
-  $PY -m freecg_md.cli train "configs/active/$name.json" --resume > "$OUT/train_$name.log" 2>&1 &
-done
-wait
-for name in round2_m0 round2_m1; do
-  $PY -m freecg_md.cli export "configs/active/$name.json" "$OUT/$name.pt" --threads 1 \
-    > "$OUT/export_$name.json"
-done
-
+train_and_export "$OUT" round2_m0 round2_m1
 # The ablation without group CG on the same data and budget (after round1.sh trained its
 # round-1 run).
-$PY -m freecg_md.cli train configs/active/round2_ablation.json --resume \
-  > "$OUT/train_round2_ablation.log" 2>&1
-[ -f "$OUT/round2_ablation.pt" ] || $PY -m freecg_md.cli export \
-    configs/active/round2_ablation.json "$OUT/round2_ablation.pt" --threads 1 \
-    > "$OUT/export_round2_ablation.json"
+train_and_export "$OUT" round2_ablation

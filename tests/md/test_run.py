@@ -473,3 +473,38 @@ def test_a_committee_run_logs_its_disagreement_and_stops_above_the_limit(tmp_pat
     potential, state, plain = molecule_run(tmp_path / "c", 2)
     run_replicas(potential, state, plain, progress=False)
     assert np.isnan(read_run(tmp_path / "c").force_disagreement).all()
+
+
+def test_the_bond_guard_watches_the_bonds_of_the_reference_structure(tmp_path):
+    # A start with an oxygen pressed onto a carbon: taken as the reference, that contact is a
+    # "bond", which the first step pulls apart; with the proper structure as reference, the
+    # run goes on.
+    from ase import Atoms
+
+    good = np.array([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [5.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    pressed = good.copy()
+    pressed[2, 0] = 2.8  # 1.3 Å from the second carbon
+    state = ReplicaState.from_atoms(Atoms(numbers=[6, 6, 8, 1], positions=pressed), 1)
+
+    class Jumps:
+        """Zero forces; on its second call it puts the replica back in the good structure."""
+
+        calls = 0
+
+        def evaluate(self, positions):
+            Jumps.calls += 1
+            if Jumps.calls == 2:
+                positions.copy_(torch.as_tensor(good)[None])
+            return torch.zeros(len(positions), dtype=torch.float64), torch.zeros_like(positions)
+
+    config = RunConfig(temperatures=[300.0], n_steps=3, output_dir=str(tmp_path / "a"),
+                       report_interval=1, checkpoint_interval=3, seed=1, max_displacement=None,
+                       max_temperature_ratio=None, remove_com_motion=False)
+    with pytest.raises(SimulationError, match="pulled apart"):
+        run_replicas(Jumps(), state, config, progress=False)
+    Jumps.calls = 0
+    run_replicas(Jumps(), state, dataclasses.replace(config, output_dir=str(tmp_path / "b")),
+                 progress=False, bond_reference=good)
+    with pytest.raises(ValueError, match="bond_reference has shape"):
+        run_replicas(Jumps(), state, dataclasses.replace(config, output_dir=str(tmp_path / "c")),
+                     progress=False, bond_reference=good[:3])
