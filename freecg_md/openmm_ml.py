@@ -11,9 +11,10 @@ entry-point group ``openmmml.potentials`` as ``freecg``, so
 builds OpenMM Systems whose FreeCG part is a ``PythonForce``: OpenMM hands it the
 positions (nm) and box (nm) each step, and it returns the energy (kJ/mol) and forces
 (kJ/mol/nm) of the atoms it covers. Units are converted here and only here. The
-evaluation is :class:`~freecg_md.FreeCGCalculator`'s (its neighbour-list cache reused
-across steps, its checks of the input, its training-domain warnings), called directly
-rather than through an ASE Atoms object, which the generic ``MLPotential("ase")`` needs.
+evaluation is the MD engines' (:class:`~freecg_md.md.FreeCGPotential` with one replica:
+its neighbour-list cache reused across steps, its checks of the input, its
+training-domain warnings), without the ASE Atoms object that the generic
+``MLPotential("ase")`` copies on every step.
 
 Arguments of ``createSystem`` / ``createMixedSystem`` for this potential: ``modelPath``
 (required; a model file, or a list of them for a committee), ``device`` ("cpu", "cuda"),
@@ -27,10 +28,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from ase import Atoms, units
+import torch
+from ase import units
 from ase.data import chemical_symbols
 
-from .calculator import FreeCGCalculator
+from .calculator import prepare_model, resolve_device, resolve_dtype
+from .md.potentials import FreeCGPotential
 
 __all__ = ["EV_TO_KJ_PER_MOL", "FreeCGPotentialImpl", "FreeCGPotentialImplFactory",
            "freecg_force"]
@@ -38,34 +41,35 @@ __all__ = ["EV_TO_KJ_PER_MOL", "FreeCGPotentialImpl", "FreeCGPotentialImplFactor
 EV_TO_KJ_PER_MOL = 1.0 / (units.kJ / units.mol)
 ANGSTROM_PER_NM = 10.0
 
+def _angstrom():  # noqa: ANN202 - an openmm unit
+    from openmm import unit
+
+    return unit.angstrom
+
+
 try:  # openmm-ml is an optional extra; the classes below need it only to be registered.
     from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
 except ImportError:  # pragma: no cover - exercised only without the extra
     MLPotentialImpl = MLPotentialImplFactory = object  # type: ignore[assignment,misc]
 
 
-def freecg_force(calculator: FreeCGCalculator, numbers: np.ndarray, periodic: bool,
+def freecg_force(potential: FreeCGPotential, periodic: bool,
                  particles: Iterable[int] | None = None):  # noqa: ANN201 - openmm.PythonForce
-    """An ``openmm.PythonForce`` evaluating ``calculator`` on the atoms ``particles`` (all
-    atoms of the System if None), whose atomic numbers are ``numbers``."""
+    """An ``openmm.PythonForce`` evaluating ``potential`` (one replica of the atoms
+    ``particles``, or of all atoms of the System if None)."""
     import openmm
     from openmm import unit
 
-    atoms = Atoms(numbers=np.asarray(numbers), pbc=periodic)
-    atoms.calc = calculator
-
     def compute(state: openmm.State) -> tuple[float, np.ndarray]:
         positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        atoms.positions = positions * ANGSTROM_PER_NM
         if periodic:
+            # A barostat changes the box: the neighbour list sees the new cell and rebuilds.
             box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
-            atoms.cell = box * ANGSTROM_PER_NM
-        # Straight to calculate(): ASE's state comparison would cost a copy per step, and
-        # OpenMM calls this once per changed configuration anyway.
-        calculator.calculate(atoms, ["energy", "forces"])
-        energy = calculator.results["energy"] * EV_TO_KJ_PER_MOL
-        forces = calculator.results["forces"] * (EV_TO_KJ_PER_MOL * ANGSTROM_PER_NM)
-        return energy, forces
+            potential.cell = np.asarray(box, dtype=np.float64) * ANGSTROM_PER_NM
+        angstrom = torch.from_numpy(np.asarray(positions, dtype=np.float64) * ANGSTROM_PER_NM)
+        energies, forces = potential.evaluate(angstrom[None])
+        return (float(energies[0]) * EV_TO_KJ_PER_MOL,
+                forces[0].numpy() * (EV_TO_KJ_PER_MOL * ANGSTROM_PER_NM))
 
     force = openmm.PythonForce(compute)
     force.setUsesPeriodicBoundaryConditions(bool(periodic))
@@ -102,14 +106,20 @@ class FreeCGPotentialImpl(MLPotentialImpl):
         if any(atom.element is None for atom in included):
             raise ValueError("every atom FreeCG covers needs an element in the Topology")
         numbers = np.array([atom.element.atomic_number for atom in included])
-        calculator = FreeCGCalculator(self.model_path, device=device, dtype=dtype, skin=skin)
-        unknown = sorted(set(numbers.tolist()) - set(calculator.model.species))
+        model = prepare_model(self.model_path, resolve_device(device), resolve_dtype(dtype))
+        unknown = sorted(set(numbers.tolist()) - set(model.species))
         if unknown:
             names = ", ".join(chemical_symbols[z] for z in unknown)
-            known = ", ".join(chemical_symbols[z] for z in calculator.model.species)
+            known = ", ".join(chemical_symbols[z] for z in model.species)
             raise ValueError(f"the Topology has element(s) {names} that the model "
                              f"{self.model_path} was not trained on; it knows {known}")
-        periodic = topology.getPeriodicBoxVectors() is not None
-        force = freecg_force(calculator, numbers, periodic, atoms)
+        box = topology.getPeriodicBoxVectors()
+        periodic = box is not None
+        cell = (np.asarray(box.value_in_unit(box.unit), dtype=np.float64)
+                * box.unit.conversion_factor_to(_angstrom()) if periodic else None)
+        # One replica, evaluated in this process: OpenMM calls once per step.
+        potential = FreeCGPotential(model, numbers, cell, periodic, device=device,
+                                    dtype=dtype, skin=skin, workers=1)
+        force = freecg_force(potential, periodic, atoms)
         force.setForceGroup(forceGroup)
         system.addForce(force)
