@@ -392,3 +392,25 @@ def test_a_long_step_needs_heavier_hydrogens_and_is_refused_without(tiny_model, 
                       tmp_path / "hmr") == 0
     saved = json.loads((tmp_path / "hmr" / "config.json").read_text())
     assert saved["hydrogen_mass"] == 3.024 and saved["run"]["timestep_fs"] == 3.0
+
+
+def test_the_md_scripts_run_a_committee_and_record_its_members(tiny_model, tmp_path):
+    from freecg_md.io import model_fingerprint
+
+    torch.manual_seed(1)
+    other = save_model(FreeCG(FreeCGConfig(hidden=16, num_layers=1, num_heads=2,
+                                           num_groups=2, num_basis=8, cutoff=4.0)),
+                       tmp_path / "other.pt")
+    output = tmp_path / "committee"
+    assert run_script(REPO / "simulations" / "langevin_chignolin.py", "--model", tiny_model,
+                      other, "--trajectories", "2", "--steps", "4", "--report-interval", "2",
+                      "--output", output, "--threads", "1", "--initial", "native",
+                      "--no-bond-guard", "--no-plots") == 0
+    recorded = json.loads((output / "config.json").read_text())
+    assert recorded["model"] == [str(tiny_model), str(other)]
+    assert recorded["model_fingerprint"] == [model_fingerprint(tiny_model),
+                                             model_fingerprint(other)]
+    assert np.all(read_run(output).force_disagreement > 0)
+    # A disagreement limit needs a committee.
+    assert run_script(REPO / "simulations" / "langevin_chignolin.py", "--model", tiny_model,
+                      "--max-force-disagreement", "0.5", "--output", tmp_path / "x") == 2
