@@ -28,6 +28,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import torch
+from basin_errors import parse_model  # this directory is on sys.path when run as a script
 from scipy.stats import spearmanr
 
 from freecg_md.committee import load_committee
@@ -39,13 +40,6 @@ from freecg_md.train.finetune import starting_point
 from freecg_md.train.loop import evaluate_errors
 
 MEV = 1000.0
-
-
-def parse_model(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"--model {text!r}: expected NAME=PATH")
-    return name, Path(path)
 
 
 def evaluation_sets(config: TrainConfig, probe: Path | None) -> dict[str, list]:

@@ -41,12 +41,6 @@ __all__ = ["EV_TO_KJ_PER_MOL", "FreeCGPotentialImpl", "FreeCGPotentialImplFactor
 EV_TO_KJ_PER_MOL = 1.0 / (units.kJ / units.mol)
 ANGSTROM_PER_NM = 10.0
 
-def _angstrom():  # noqa: ANN202 - an openmm unit
-    from openmm import unit
-
-    return unit.angstrom
-
-
 try:  # openmm-ml is an optional extra; the classes below need it only to be registered.
     from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
 except ImportError:  # pragma: no cover - exercised only without the extra
@@ -113,10 +107,12 @@ class FreeCGPotentialImpl(MLPotentialImpl):
             known = ", ".join(chemical_symbols[z] for z in model.species)
             raise ValueError(f"the Topology has element(s) {names} that the model "
                              f"{self.model_path} was not trained on; it knows {known}")
+        from openmm import unit
+
         box = topology.getPeriodicBoxVectors()
         periodic = box is not None
-        cell = (np.asarray(box.value_in_unit(box.unit), dtype=np.float64)
-                * box.unit.conversion_factor_to(_angstrom()) if periodic else None)
+        cell = (np.asarray(box.value_in_unit(unit.angstrom), dtype=np.float64)
+                if periodic else None)
         # One replica, evaluated in this process: OpenMM calls once per step.
         potential = FreeCGPotential(model, numbers, cell, periodic, device=device,
                                     dtype=dtype, skin=skin, workers=1)
