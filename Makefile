@@ -64,10 +64,26 @@ train: install
 	$(PY) -m freecg_md.train configs/chignolin_finetune.json --resume
 	$(PY) -m freecg_md.train configs/chignolin_ablation_finetune.json --resume
 
-# The shipped models: each run's best weights so far, measured on its test split.
+# The shipped models: each run's best weights so far, measured on its test split. The
+# default, its committee partner and the ablation at equal data are round 2 of
+# studies/active_learning/ (round2.sh exports them there).
 ship: install
-	$(PY) -m freecg_md.train.export configs/chignolin_finetune.json models/chignolin.pt
-	$(PY) -m freecg_md.train.export configs/chignolin_ablation_finetune.json models/chignolin_visnet.pt
+	$(PY) -m freecg_md.train.export configs/chignolin_finetune.json models/chignolin_v1.pt
+	$(PY) -m freecg_md.train.export configs/chignolin_ablation_finetune.json models/chignolin_visnet_v1.pt
+	cp runs/active/round_2/round2_m0.pt models/chignolin.pt
+	cp runs/active/round_2/round2_m1.pt models/chignolin_m1.pt
+	cp runs/active/round_2/round2_ablation.pt models/chignolin_visnet.pt
+	for m in models/chignolin.pt models/chignolin_m1.pt models/chignolin_visnet.pt; do \
+	  $(PY) -m freecg_md.cli domain $$m $(AL_DATA) --temperatures 300 350 400 450 520 600 \
+	    --reference "GFN2-xTB (tblite), ALPB(water), charge -2" --description "$(AL_DOMAIN)"; \
+	done
+
+AL_DATA = data/chignolin/labelled data/chignolin/labelled_flexible \
+	data/chignolin/active_round1/md_300_450K data/chignolin/active_round1/md_500K \
+	data/chignolin/active_round1/md_600K data/chignolin/active_round2/md_committee
+AL_DOMAIN = CLN025 chignolin (YYDPETGTWY) protonated at pH 7, 166 atoms, net charge -2, in \
+	conformations from amber14/GBn2 MD and from the FreeCG models' own MD at 300-600 K (two \
+	rounds of active learning)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -4,7 +4,7 @@ disagreement predicts their error.
     python analysis/active_learning_report.py configs/active/round1_m0.json \
         --model shipped=models/chignolin.pt --model m0=runs/active/round_1/round1_m0.pt ... \
         --committee runs/active/round_1/round1_m0.pt runs/active/round_1/round1_m1.pt \
-        --probe docs/results/conformations_300K.extxyz.gz \
+        --probe docs/results/active_learning/probe_300K_v1.extxyz.gz \
         --out docs/results/active_round1.json --figure docs/figures/committee_calibration.png
 
 Three sets of labelled conformations, none trained on by any model of the round: the

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from freecg_md.analysis.plots import plot_basin_errors
 from freecg_md.analysis.rundir import read_run
 from freecg_md.analysis.structure import chignolin_cvs
 from freecg_md.data.molecules import load_chignolin
+from freecg_md.io import model_fingerprint
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = {"FreeCG": REPO / "models" / "chignolin.pt",
@@ -51,6 +53,20 @@ def parse_model(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
+def run_model_fingerprint(directory: Path) -> str:
+    """The fingerprint of the model that ran ``directory`` (its config.json), or ''."""
+    config = directory / "config.json"
+    return str(json.loads(config.read_text()).get("model_fingerprint", "")) if config.is_file() \
+        else ""
+
+
+def run_label(directory: Path) -> str:
+    """A run's name in the tables: its path in the repository where it lies there (two
+    studies' run directories share the name ``run``)."""
+    directory = directory.resolve()
+    return str(directory.relative_to(REPO)) if directory.is_relative_to(REPO) else directory.name
+
+
 def trajectories(runs: list[Path], temperature: float) -> list[tuple[str, np.ndarray,
                                                                       np.ndarray]]:
     """(label, positions (F, N, 3) Å, time_ps (F,)) of every trajectory at ``temperature``."""
@@ -61,11 +77,11 @@ def trajectories(runs: list[Path], temperature: float) -> list[tuple[str, np.nda
             k = int(np.argmin(np.abs(run.temperatures - temperature)))
             if abs(run.temperatures[k] - temperature) < 0.5:
                 positions, _ = run.frames_at(k)
-                found.append((f"{directory.name} T{k}", positions, run.time_ps))
+                found.append((f"{run_label(directory)} T{k}", positions, run.time_ps))
             continue
         for r, kelvin in enumerate(run.temperatures):
             if abs(kelvin - temperature) < 0.5:
-                found.append((f"{directory.name} r{r}", run.positions[r], run.time_ps))
+                found.append((f"{run_label(directory)} r{r}", run.positions[r], run.time_ps))
     return found
 
 
@@ -73,6 +89,7 @@ def pick_and_label(args: argparse.Namespace) -> list[Atoms]:
     chignolin = load_chignolin()
     native = chignolin_cvs(chignolin.native_positions[None], chignolin.topology)[0]
     found = trajectories(args.runs, args.temperature)
+    fingerprints = {run_label(d): run_model_fingerprint(d) for d in args.runs}
     if not found:
         raise ValueError(f"no trajectory at {args.temperature} K in {args.runs}")
     cvs = [chignolin_cvs(p, chignolin.topology) for _, p, _ in found]
@@ -91,6 +108,8 @@ def pick_and_label(args: argparse.Namespace) -> list[Atoms]:
                       positions=positions[pick.frame].astype(np.float64))
         atoms.info.update(charge=-2, basin=pick.basin, run=label, time_ps=pick.time_ps,
                           cv1_A=pick.cvs[0], cv2_A=pick.cvs[1])
+        if fingerprints[label.rsplit(" ", 1)[0]]:  # extxyz cannot read back an empty value
+            atoms.info["md_model_fingerprint"] = fingerprints[label.rsplit(" ", 1)[0]]
         atoms.calc = reference
         energy, forces = atoms.get_potential_energy(), atoms.get_forces()
         atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
@@ -129,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     basins = [atoms.info["basin"] for atoms in frames]
     energy_error, force_mae = {}, {}
+    fingerprints = {name: model_fingerprint(path) for name, path in models.items()}
     for name, path in models.items():
         calculator = FreeCGCalculator(str(path))
         errors, maes = [], []
@@ -157,11 +177,13 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.writer(handle)
         writer.writerow(["model", "basin", "n", "energy_bias_kcal_mol", "bias_error",
                          "energy_mae_kcal_mol", "energy_mae_error", "force_mae_kcal_mol_A",
-                         "force_mae_error"])
+                         "force_mae_error", "model_file", "model_fingerprint"])
         for s in summary:
+            path = Path(models[s.model])
             writer.writerow([s.model, s.basin, s.n, *(f"{v:.4f}" for v in (
                 s.bias, s.bias_error, s.energy_mae, s.energy_mae_error, s.force_mae,
-                s.force_mae_error))])
+                s.force_mae_error)), path.relative_to(REPO) if path.is_relative_to(REPO)
+                else path, fingerprints[s.model]])
     examples = [c for basin in dict.fromkeys(basins)
                 for c in [i for i, b in enumerate(basins) if b == basin][:3]]
     png = plot_basin_errors(

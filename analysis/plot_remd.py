@@ -1,40 +1,15 @@
-"""Replica-exchange diagnostics of a run: acceptance per neighbouring pair, replica walks.
+"""Replica-exchange diagnostics of a run.
 
-    python analysis/plot_remd.py runs/remd_chignolin [--out DIR]
-
-Writes ``remd.png``, ``acceptance.csv`` and ``remd_summary.json`` (acceptance and round
-trips per replica) into ``RUN/plots`` by default.
+The same as ``freecg-md plot remd`` (:mod:`freecg_md.commands.plot`),
+as a script: ``python analysis/plot_remd.py --help``.
 """
 
-from __future__ import annotations
-
-import argparse
+import os
 import sys
-from pathlib import Path
 
-from freecg_md.analysis.reduced import default_plot_dir, load_run
-from freecg_md.analysis.reports import remd_report
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads libgomp
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path,
-                        help="run directory (with exchanges) or reduced run (.npz)")
-    parser.add_argument("--out", type=Path,
-                        help="output directory (default RUN/plots, or plots/ beside a .npz)")
-    args = parser.parse_args(argv)
-    try:
-        run = load_run(args.run)
-        out = args.out or default_plot_dir(args.run)
-        report = remd_report(run, out)
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    rates = ", ".join("n/a" if a is None else f"{a:.2f}" for a in report["acceptance"])
-    print(f"{report['attempts']} exchange rounds; acceptance per pair {rates}; round trips "
-          f"{report['round_trips']}; wrote {report['png']}")
-    return 0
-
+from freecg_md.commands.plot import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["remd", *sys.argv[1:]]))

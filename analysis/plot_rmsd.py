@@ -1,40 +1,15 @@
-"""Cα RMSD to the native chignolin over the trajectories of a run, mean ± 1 std band.
+"""Cα RMSD band of a run.
 
-    python analysis/plot_rmsd.py runs/langevin_chignolin [--out DIR] [--selection ca]
-
-Writes ``rmsd.png`` and ``rmsd.csv`` (time, mean, standard deviation, every trajectory)
-into ``RUN/plots`` by default.
+The same as ``freecg-md plot rmsd`` (:mod:`freecg_md.commands.plot`),
+as a script: ``python analysis/plot_rmsd.py --help``.
 """
 
-from __future__ import annotations
-
-import argparse
+import os
 import sys
-from pathlib import Path
 
-from freecg_md.analysis.reduced import default_plot_dir, load_run
-from freecg_md.analysis.reports import rmsd_report
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads libgomp
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="run directory or reduced run (.npz)")
-    parser.add_argument("--out", type=Path,
-                        help="output directory (default RUN/plots, or plots/ beside a .npz)")
-    parser.add_argument("--selection", default="ca", choices=["ca", "backbone", "heavy", "all"],
-                        help="atoms superposed and compared")
-    args = parser.parse_args(argv)
-    try:
-        run = load_run(args.run)
-        out = args.out or default_plot_dir(args.run)
-        report = rmsd_report(run, out, args.selection)
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"RMSD at the end {report['final_mean_A']:.2f} ± {report['final_std_A']:.2f} Å, "
-          f"mean over the run {report['overall_mean_A']:.2f} Å; wrote {report['png']}")
-    return 0
-
+from freecg_md.commands.plot import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["rmsd", *sys.argv[1:]]))

@@ -6,8 +6,13 @@ Each subcommand is a thin wrapper over a module's ``main``: ``freecg-md train CO
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib import import_module
+
+# libgomp reads this when torch loads it (the subcommand's import, below): spinning OpenMP
+# threads steal the cores that worker processes and other jobs need.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # name -> (module with main(argv), one line of help)
 SUBCOMMANDS = {
@@ -22,6 +27,15 @@ SUBCOMMANDS = {
                                       "(resumable chunks)"),
     "domain": ("freecg_md.domain", "record a model's training domain (elements, compositions, "
                                    "shortest distances) in its file"),
+    "remd": ("freecg_md.commands.remd", "replica-exchange MD of chignolin (resumable; the "
+                                        "flagship)"),
+    "langevin": ("freecg_md.commands.langevin", "independent Langevin trajectories of "
+                                                "chignolin as one batch (resumable)"),
+    "stability": ("freecg_md.commands.stability", "hot trajectories of chignolin, failures "
+                                                  "counted"),
+    "plot": ("freecg_md.commands.plot", "figures of a run: landscape, remd, rmsd"),
+    "reduce": ("freecg_md.commands.reduce", "a run's per-frame numbers as a small .npz, to "
+                                            "ship"),
 }
 
 USAGE = "usage: freecg-md {" + ",".join(SUBCOMMANDS) + "} ... | freecg-md --help"
@@ -29,10 +43,8 @@ USAGE = "usage: freecg-md {" + ",".join(SUBCOMMANDS) + "} ... | freecg-md --help
 
 def help_text() -> str:
     lines = [USAGE, "", "FreeCG molecular dynamics (units: Å, eV, fs, K).", "", "subcommands:"]
-    lines += [f"  {name:<8} {text}" for name, (_, text) in SUBCOMMANDS.items()]
-    lines += ["", "freecg-md SUBCOMMAND --help for a subcommand's options. The simulations "
-              "(REMD, Langevin,", "stability) and figures are scripts in the repository's "
-              "simulations/ and analysis/."]
+    lines += [f"  {name:<9} {text}" for name, (_, text) in SUBCOMMANDS.items()]
+    lines += ["", "freecg-md SUBCOMMAND --help for a subcommand's options."]
     return "\n".join(lines)
 
 
@@ -46,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{given}{USAGE}", file=sys.stderr)
         return 2
     module, _ = SUBCOMMANDS[argv[0]]
-    return int(import_module(module).main(argv[1:]) or 0)
+    # argparse names the program after sys.argv[0]: "freecg-md remd" in usage and errors.
+    saved, sys.argv = sys.argv, [f"freecg-md {argv[0]}", *argv[1:]]
+    try:
+        return int(import_module(module).main(argv[1:]) or 0)
+    finally:
+        sys.argv = saved
 
 
 if __name__ == "__main__":

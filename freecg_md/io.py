@@ -56,11 +56,13 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 SHIPPED_MODELS = {
-    "chignolin": "FreeCG for CLN025 chignolin in GFN2-xTB/ALPB(water) (models/README.md)",
-    "chignolin_visnet": "its ablation without the group-CG branch, same data and budget",
-    "chignolin_al_m0": "chignolin fine-tuned on two rounds of its own MD (active learning), "
-                       "committee member 0",
-    "chignolin_al_m1": "the same, committee member 1 (another seed)",
+    "chignolin": "FreeCG for CLN025 chignolin in GFN2-xTB/ALPB(water), fine-tuned on two rounds "
+                 "of its own MD (active learning); the default (models/README.md)",
+    "chignolin_m1": "its committee partner: the same data and training, another seed",
+    "chignolin_v1": "the model before active learning (classical conformations only)",
+    "chignolin_visnet": "the ablation without the group-CG branch, trained as chignolin "
+                        "(the same data, active learning included)",
+    "chignolin_visnet_v1": "the ablation trained as chignolin_v1",
 }
 
 

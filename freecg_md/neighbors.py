@@ -2,8 +2,8 @@
 
 Molecules (no periodic direction) use torch-cluster's ``radius_graph`` when it is installed,
 with the neighbour cap set to the number of atoms so that no neighbour can ever be dropped;
-periodic cells use vesin, a maintained cell-list library (17 ms for 5,000 periodic atoms
-here, where ASE's own list takes 1.6 s). Without torch-cluster, vesin serves molecules too.
+periodic cells use vesin, a maintained cell-list library, far faster than ASE's own list
+on thousands of atoms. Without torch-cluster, vesin serves molecules too.
 """
 
 from __future__ import annotations

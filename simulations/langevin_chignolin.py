@@ -1,142 +1,15 @@
-"""Independent Langevin trajectories of chignolin from the native structure, as one batch.
+"""Independent Langevin trajectories of chignolin.
 
-    python simulations/langevin_chignolin.py                  # 10 trajectories at 300 K
-    python simulations/langevin_chignolin.py --steps 100000 --output runs/langevin_long
-
-The FreeCG paper's RMSD study: N trajectories (default 10) start from the native structure
-at one temperature, each with its own random stream (seeded from ``--seed`` and its index)
-and its own Maxwell-Boltzmann velocities, and are advanced together by one FreeCGPotential.
-The run directory has one DCD per trajectory; at the end ``plots/rmsd.png`` shows the mean
-Cα RMSD to the native structure with a ±1 standard deviation band (numbers in rmsd.csv).
-
-Defaults: 10 trajectories, 300 steps of 1 fs, no equilibration stage: a few minutes on 2
-CPU cores. ``--initial`` and the equilibration options start them elsewhere (the shipped
-start states, a file of conformations). ``--resume`` continues (or extends) a run from its
-checkpoint.
+The same as ``freecg-md langevin`` (:mod:`freecg_md.commands.langevin`),
+as a script: ``python simulations/langevin_chignolin.py --help``.
 """
 
-from __future__ import annotations
-
-import argparse
 import os
 import sys
-from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # libgomp spin-waiting stalls shared CPUs
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads libgomp
 
-import torch  # noqa: E402
-
-from freecg_md.analysis.reports import rmsd_report  # noqa: E402
-from freecg_md.analysis.rundir import read_run  # noqa: E402
-from freecg_md.data.molecules import load_chignolin  # noqa: E402
-from freecg_md.md import (  # noqa: E402
-    FreeCGPotential,
-    RunConfig,
-    SimulationError,
-    run_replicas,
-)
-from freecg_md.md.options import (  # noqa: E402
-    add_model_options,
-    add_start_options,
-    initial_state,
-    model_argument,
-    model_error,
-    model_metadata,
-    resuming,
-    start_config,
-)
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Independent Langevin trajectories of chignolin with a FreeCG model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_model_options(parser, str(REPO / "models" / "chignolin.pt"))
-    parser.add_argument("--trajectories", type=int, default=10)
-    parser.add_argument("--temperature", type=float, default=300.0, help="K")
-    parser.add_argument("--steps", type=int, default=300, help="production steps")
-    parser.add_argument("--timestep", type=float, default=1.0, help="fs")
-    parser.add_argument("--friction", type=float, default=1.0, help="Langevin gamma, 1/ps")
-    parser.add_argument("--report-interval", type=int, default=5, help="steps")
-    parser.add_argument("--checkpoint-interval", type=int, default=100, help="steps")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the model: minutes to compile, then faster steps")
-    parser.add_argument("--output", default=str(REPO / "runs" / "langevin_chignolin"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--no-plots", action="store_true")
-    add_start_options(parser, initial="native", equilibration_steps=0, initial_help=(
-        "'native': the crystal structure for all (the RMSD study); 'shipped': the shipped "
-        "start states (trajectory r from state r mod 8); a start-state .npz; or any file "
-        "ASE reads"))
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    problem = model_error(args)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    output = Path(args.output)
-    resume = resuming(args, output)
-    chignolin = load_chignolin()
-    temperatures = [args.temperature] * args.trajectories
-    try:
-        state, draw, start = initial_state(args, chignolin.atoms, temperatures)
-    except (OSError, ValueError) as error:
-        print(f"error: --initial {args.initial}: {error}", file=sys.stderr)
-        return 2
-    config = RunConfig(temperatures=temperatures,
-                       n_steps=args.steps, output_dir=str(output),
-                       friction_per_ps=args.friction, timestep_fs=args.timestep,
-                       report_interval=args.report_interval,
-                       checkpoint_interval=args.checkpoint_interval, seed=args.seed,
-                       device=device, dtype=args.dtype, draw_velocities=draw,
-                       **start_config(args))
-    potential = FreeCGPotential(model_argument(args), chignolin.atoms.numbers, device=device,
-                                dtype=args.dtype, compile=args.compile)
-    print(f"Langevin MD of chignolin: {args.trajectories} trajectories at "
-          f"{args.temperature:.0f} K from {start}, {args.equilibration_steps} steps of "
-          f"equilibration, then {args.steps} of {args.timestep} fs on {device}; "
-          f"{'resuming' if resume else 'writing'} {output}")
-    try:
-        result = run_replicas(potential, state, config, topology=chignolin.topology,
-                              bond_reference=chignolin.native_positions,
-                              resume=resume,
-                              metadata={**model_metadata(args), "initial": start,
-                                        "hydrogen_mass": args.hydrogen_mass})
-    except (FileExistsError, FileNotFoundError, ValueError) as error:
-        # An existing run, a missing checkpoint, a refused configuration (a time step too
-        # long for the masses, atoms the potential was not built for...).
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except SimulationError as error:
-        print(f"error: the run stopped: {error}\nEverything up to the last checkpoint is in "
-              f"{output}.", file=sys.stderr)
-        return 1
-    finally:
-        potential.close()  # the worker processes, before the plots
-    print(f"ran {result.steps_run} steps in {result.wall_seconds:.0f} s: "
-          f"{result.ns_per_day:.3g} ns/day per trajectory")
-    print(f"outputs: {output}/ (topology.pdb, replica_*.dcd, log.csv, config.json, "
-          "checkpoint.pt)")
-    if not args.no_plots:
-        report = rmsd_report(read_run(output), output / "plots")
-        print(f"Cα RMSD to native at the end: {report['final_mean_A']:.2f} ± "
-              f"{report['final_std_A']:.2f} Å; plot {report['png']}")
-    return 0
-
+from freecg_md.commands.langevin import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

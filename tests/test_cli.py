@@ -33,3 +33,21 @@ def test_every_subcommand_has_its_own_help(name, capsys):
         main([name, "--help"])
     assert stop.value.code == 0
     assert "usage" in capsys.readouterr().out.lower()
+
+
+def test_the_command_line_loads_without_torch():
+    """OMP_WAIT_POLICY is set before torch (and libgomp) load; --help needs no torch."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, os; import freecg_md.cli; "
+         "print('torch' in sys.modules, os.environ['OMP_WAIT_POLICY'])"],
+        capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "PASSIVE"]
+
+
+def test_a_subcommand_names_itself_in_its_usage(capsys):
+    saved = list(sys.argv)
+    with pytest.raises(SystemExit):
+        main(["plot", "--help"])
+    assert "usage: freecg-md plot" in capsys.readouterr().out
+    assert sys.argv == saved

@@ -25,12 +25,15 @@ from freecg_md.md import FreeCGPotential
 from tests.conftest import small_model
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "chignolin.pt"
+# Trained on classical conformations only: its domain excludes the contacts its own MD made.
+CLASSICAL = Path(__file__).resolve().parents[1] / "models" / "chignolin_v1.pt"
 
 
 def test_the_shipped_model_records_what_it_was_trained_on():
     domain = domain_of_model(load_model(SHIPPED).metadata)
     assert domain.compositions == ["C62H73N11O20"] and domain.elements == [1, 6, 7, 8]
-    assert domain.n_structures == 4620 and domain.temperatures_K[-1] == 600
+    # The classical conformations and the 624 frames of two rounds of active learning.
+    assert domain.n_structures == 5244 and domain.temperatures_K[-1] == 600
     assert "GFN2-xTB" in domain.reference
     assert 0.85 < domain.min_distances["C-H"] < 1.05 and domain.min_distances["H-H"] > 1.0
 
@@ -101,18 +104,19 @@ def test_recording_a_domain_keeps_the_weights_fingerprint(tmp_path):
 
 
 def test_a_new_bond_in_a_running_system_warns():
-    """A hydrogen pulled onto an oxygen it is not bonded to (a conformation of the shipped
-    model's own MD at 300 K): a calculator that started from the native structure warns."""
+    """A hydrogen pulled onto an oxygen it is not bonded to (a conformation of
+    chignolin_v1.pt's own MD at 300 K): a calculator of that model, which never saw such a
+    contact, warns when it started from the native structure."""
     import ase.io
 
-    domain = domain_of_model(load_model(SHIPPED).metadata)
+    domain = domain_of_model(load_model(CLASSICAL).metadata)
     assert 1.2 < domain.min_nonbonded_ratio < 1.5
     conformations = Path(__file__).resolve().parents[1] / "docs" / "results" / \
-        "conformations_300K.extxyz.gz"
+        "active_learning" / "probe_300K_v1.extxyz.gz"
     unfolded = next(a for a in ase.io.read(conformations, ":")
                     if a.info["run"] == "run r3" and a.info["basin"] == "unfolded")
     chignolin = load_chignolin().atoms
-    chignolin.calc = FreeCGCalculator(SHIPPED)
+    chignolin.calc = FreeCGCalculator(CLASSICAL)
     with warnings.catch_warnings():
         warnings.simplefilter("error", OutOfDomainWarning)
         chignolin.get_potential_energy()

@@ -4,9 +4,8 @@
 :class:`WorkerProcesses`, one block per process, each process evaluating its block with its
 own copy of the model and its own neighbour-list caches. Processes and not threads: a
 chignolin pass makes a few thousand torch calls, and each one re-takes the GIL between its
-C++ parts, so two passes in threads of one process wait on each other. Two processes of one
-thread with 4 replicas each evaluated 8 chignolins (the shipped model) 1.31-1.37x faster
-than the same passes in two threads of one process, in three side-by-side runs.
+C++ parts, so two passes in threads of one process wait on each other
+(``benchmarks/bench_replicas.py`` measures both).
 
 A worker is started as a fresh ``python -c`` running :func:`~freecg_md.md.worker_serve.serve`
 (a module of its own, so that this one does not import the potential that uses it) on one

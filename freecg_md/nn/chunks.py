@@ -29,16 +29,15 @@ from torch.utils.checkpoint import checkpoint
 Result = TypeVar("Result")
 # A pass keeps its runs' graphs for the backward pass (and computes its embedding whole)
 # while edges x channels x layers stays at or below this, and recomputes them above: the
-# kept tensors grow with all three. 65,536 edges of FreeCG() (F = 128, 4 layers); its
-# 1,029-atom water box (55,592 edges) peaked at 6.4 GiB with its graphs kept.
+# kept tensors grow with all three. The limit is 65,536 edges of FreeCG() (F = 128, 4
+# layers), about a 1,000-atom water box, whose kept graphs take gigabytes.
 KEEP_GRAPHS_MAX_EDGE_CHANNELS = 65536 * 128 * 4
 
 # Atoms per block of a layer's per-atom work in the pool (:func:`atom_blocks`): a block's
 # (512, 8, 128) float32 vectors are 2 MiB, so the few such tensors a block's operations
 # pass along (v, w_neighbor, the threads' sums) stay in the caches (a core's 2 MiB L2, the
 # shared L3) from one operation to the next. Done whole in the calling thread, that work
-# on a 52,728-atom box took 3.7x as long per atom as on 5,184 atoms, its tensors being far
-# larger than the caches.
+# on a large box would stream tensors far larger than the caches through every operation.
 ATOM_BLOCK = 512
 
 

@@ -56,8 +56,8 @@ class NeighborEmbedding(nn.Module):
         """``sum_j Emb2(z_j) * (W_d rbf_ij) * phi(d_ij)`` on centres ``0 .. n_centers - 1``
         (``centers`` index into them), shape (n_centers, F)."""
         weights = self.distance_proj(rbf) * phi.unsqueeze(-1)
-        # index_select, not indexing: the backward of indexing (an accumulating index_put_)
-        # took 7 ms a call on a chignolin with two threads, index_add_ a fraction of that.
+        # index_select, not indexing: the backward of indexing is an accumulating
+        # index_put_, much slower on a CPU than index_select's backward (an index_add_).
         messages = self.neighbor_embedding(species).index_select(0, neighbors) * weights
         return messages.new_zeros((n_centers, messages.shape[1])).index_add_(0, centers, messages)
 

@@ -2,8 +2,8 @@
 
 :func:`~freecg_md.nn.embedding.NeighborEmbedding` and
 :class:`~freecg_md.nn.embedding.EdgeEmbedding` on a whole pass are a handful of (E, F)
-element-wise operations, gathers and scatters in the calling thread: 25 ms of a 700 ms
-call at the paper's size on chignolin (float32, 2 threads), while the run threads wait.
+element-wise operations, gathers and scatters in the calling thread, while the run
+threads wait.
 :class:`EmbeddingInRuns` evaluates them on the runs of edges
 (:mod:`~freecg_md.nn.chunks`), the runs shared among the pool's threads, forward and
 backward, as :class:`~freecg_md.nn.layer.RunsInParallel` does for the layers. Each run

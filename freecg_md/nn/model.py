@@ -45,8 +45,8 @@ MAX_EDGE_RUNS = 64
 # On a GPU, passes with fewer edges than this are not cut into runs.
 GPU_RUNS_ABOVE_EDGES = 1_000_000
 # From this many atoms a CPU pass in runs relabels the atoms in a space-filling-curve order
-# (spatial_order.py): a shuffled 5,184-atom water box took 1.25x as long as one in lattice
-# order. Below it a system's per-atom rows fit the caches in any order.
+# (spatial_order.py): in an arbitrary order a large system's runs read rows spread over all
+# of it. Below it a system's per-atom rows fit the caches in any order.
 SPATIAL_ORDER_MIN_ATOMS = 2048
 
 
@@ -292,9 +292,9 @@ class FreeCG(nn.Module):
         runs_above = 4 * (self.edge_chunk_size or 0)
         if positions.device.type != "cpu":
             runs_above = max(runs_above, GPU_RUNS_ABOVE_EDGES)
-        # Checkpointed runs only save memory, at the cost of a recomputation (a training
-        # step of 4 chignolins took 11.2 s in runs against 9.2 s whole): a trainable model
-        # takes them only where the pass is too large to keep whole.
+        # Checkpointed runs only save memory, at the cost of recomputing each run in the
+        # backward pass: a trainable model takes them only where the pass is too large to
+        # keep whole.
         keep_graphs = chunks_module.keeps_graphs(n_edges, self.config.hidden,
                                                  self.config.num_layers)
         if (self.edge_chunk_size is not None and n_edges > runs_above
@@ -323,7 +323,7 @@ class FreeCG(nn.Module):
         sh = o3.spherical_harmonics(self.sh_irreps, vectors, normalize=True, normalization="norm")
         # The fused kernels' backward cannot be differentiated again: frozen models only.
         # Where they run they take precedence over compile_network(): torch.compile does not
-        # trace them, and its code was 2x slower than they are (benchmarks/bench_compile.py).
+        # trace them, and its code is slower than theirs (benchmarks/bench_compile.py).
         fused = (parallel and self.fused_kernels and positions.device.type == "cpu"
                  and kernels_available())
         if chunks is None:

@@ -63,10 +63,10 @@ class ExpNormalBasis(nn.Module):
     def forward(self, distances: torch.Tensor) -> torch.Tensor:
         """``distances``: (E,) Å -> (E, K) basis values."""
         d = distances.unsqueeze(-1)
-        # The narrow Gaussians' far tails fall below the smallest normal number (about 5% of
-        # a chignolin's values in float32), and denormal operands made the next linear map
-        # 5x slower on a CPU (8.0 against 1.6 ms). Flushing them to zero changes values by
-        # less than 1.2e-38 (float32), and _gaussian's floor by less than 3.5e-35.
+        # The narrow Gaussians' far tails fall below the smallest normal number, and
+        # denormal operands take a slow path through the next linear map on a CPU. Flushing
+        # them to zero changes values by less than 1.2e-38 (float32), and _gaussian's floor
+        # by less than 3.5e-35.
         values = self._gaussians(d)[2] * self.cutoff_fn(d)
         return values.masked_fill(values < torch.finfo(values.dtype).tiny, 0.0)
 
@@ -96,10 +96,9 @@ def _gaussian(exponent: torch.Tensor) -> torch.Tensor:
     number (3.5e-35 in float32, 6.6e-305 in float64).
 
     The basis's narrow Gaussians reach exponents of -260, and exp whose result falls
-    below the normal range is about 100x slower on a CPU (a (905, 32) float32 tensor of
-    such exponents: 630 against 6.6 µs); the radial basis was 10% of a shipped-model call
-    on chignolin. The values changed are far below float32's resolution of the basis's
-    values (order 1), as were those that the basis already flushed.
+    below the normal range takes a slow path on a CPU, and the radial basis is a visible
+    part of a small model's call. The values changed are far below float32's resolution of
+    the basis's values (order 1), as were those that the basis already flushed.
     """
     floor = math.log(torch.finfo(exponent.dtype).tiny) + 8.0
     return torch.exp(exponent.clamp_min(floor)).masked_fill(exponent < floor, 0.0)

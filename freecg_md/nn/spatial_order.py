@@ -4,8 +4,8 @@ A run of edges (:mod:`~freecg_md.nn.chunks`) reads its centre atoms' neighbours'
 adds their gradients back into them. In an order where the atoms near each other in space
 are near each other in the tensors (a lattice-built box, a protein residue by residue),
 those rows are a small window that stays in the caches; in an arbitrary order (a box
-filled by packmol, molecules shuffled) each run touches rows spread over the whole system,
-and on a 52,728-atom water box a call took 1.5x as long (``benchmarks/README.md``). Sorting
+filled by packmol, molecules shuffled) each run touches rows spread over the whole system
+and misses the caches (``benchmarks/README.md``, scaling). Sorting
 the atoms by the Z-order (Morton) code of a cubic cell of about one cutoff makes the window
 small whatever the input's order; the model only relabels its edges' atom indices with it.
 """

@@ -263,6 +263,19 @@ def test_a_reduced_run_redraws_the_same_numbers(remd_run, tiny_model, tmp_path):
     from freecg_md.io import model_fingerprint
 
     assert reduced.model_fingerprint == model_fingerprint(tiny_model)
+    # A run that recorded its model keeps that fingerprint; another model file is refused.
+    import json
+    import shutil
+
+    recorded = shutil.copytree(remd_run, tmp_path / "recorded")
+    config = json.loads((recorded / "config.json").read_text())
+    config["model_fingerprint"] = model_fingerprint(tiny_model)
+    (recorded / "config.json").write_text(json.dumps(config))
+    assert run_script(REPO / "analysis" / "reduce_run.py", recorded, tmp_path / "own.npz") == 0
+    assert load_reduced(tmp_path / "own.npz").model_fingerprint == model_fingerprint(tiny_model)
+    assert run_script(REPO / "analysis" / "reduce_run.py", recorded, tmp_path / "x.npz",
+                      "--model", REPO / "models" / "chignolin.pt") == 2
+    assert not (tmp_path / "x.npz").exists()
     for script in ("plot_landscape.py", "plot_remd.py", "plot_rmsd.py"):
         assert run_script(REPO / "analysis" / script, remd_run, "--out",
                           tmp_path / "from_run") == 0
@@ -317,6 +330,10 @@ def test_basin_errors_picks_labels_once_and_redraws(remd_run, tiny_model, tmp_pa
         summary = list(csv.DictReader(handle))
     assert [(row["model"], row["basin"], row["n"]) for row in summary] == [
         ("tiny", "folded", "3")]
+    from freecg_md.io import model_fingerprint
+
+    # The result is tied to the model file that made it.
+    assert summary[0]["model_fingerprint"] == model_fingerprint(tiny_model)
     assert_png(tmp_path / "figures" / "basin_errors.png")
     first = (tmp_path / "figures" / "basin_errors.csv").read_text()
     # From the labelled file alone (no run, no labelling) the numbers are the same.

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Redraw the figures of docs/figures/ from the numbers shipped in docs/results/ (no MD, no
+# labelling; the error figures evaluate the shipped models on the labelled conformations).
+# A result that is not shipped yet is skipped with a note.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_WAIT_POLICY=PASSIVE
+PY=${PY:-.venv/bin/python}
+FIGURES=docs/figures
+RESULTS=docs/results
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+
+# The flagship's default run (make demo): landscape, melting curve, exchanges, verdict.
+if [ -f $RESULTS/demo_remd.npz ]; then
+  $PY -m freecg_md.cli plot landscape $RESULTS/demo_remd.npz --out "$scratch/demo"
+  $PY -m freecg_md.cli plot remd $RESULTS/demo_remd.npz --out "$scratch/demo"
+  cp "$scratch/demo/landscape.png" "$scratch/demo/melting.png" "$scratch/demo/remd.png" $FIGURES/
+  cp "$scratch/demo/convergence.json" $FIGURES/convergence_demo.json
+else
+  echo "skipped the demo figures: no $RESULTS/demo_remd.npz"
+fi
+
+# Figure 5b: errors per basin on labelled 300 K conformations of the shipped model's MD.
+if [ -f $RESULTS/conformations_300K.extxyz.gz ]; then
+  $PY analysis/basin_errors.py --labelled $RESULTS/conformations_300K.extxyz.gz --out $FIGURES
+else
+  echo "skipped figure 5b: no $RESULTS/conformations_300K.extxyz.gz"
+fi
+
+# Figure 5a (long REMD) and 5c (RMSD band), once their runs are reduced.
+if [ -f $RESULTS/remd_chignolin.npz ]; then
+  $PY -m freecg_md.cli plot landscape $RESULTS/remd_chignolin.npz --out "$scratch/remd"
+  $PY -m freecg_md.cli plot remd $RESULTS/remd_chignolin.npz --out "$scratch/remd"
+  for name in landscape melting remd; do
+    cp "$scratch/remd/$name.png" "$FIGURES/remd_chignolin_$name.png"
+  done
+  cp "$scratch/remd/convergence.json" $FIGURES/remd_chignolin_convergence.json
+else
+  echo "skipped figure 5a: no $RESULTS/remd_chignolin.npz (studies/chignolin_remd/)"
+fi
+if [ -f $RESULTS/rmsd_chignolin.npz ]; then
+  $PY -m freecg_md.cli plot rmsd $RESULTS/rmsd_chignolin.npz --out "$scratch/rmsd"
+  cp "$scratch/rmsd/rmsd.png" $FIGURES/rmsd.png
+else
+  echo "skipped figure 5c: no $RESULTS/rmsd_chignolin.npz (studies/chignolin_rmsd/)"
+fi

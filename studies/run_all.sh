@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Continue every run of the chignolin study, one after another, in the order the figures
+# need them (each is resumable; a finished run returns at once). Logs go to
+# studies/<folder>/run.log. Stop it at any time; running it again continues.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export OMP_WAIT_POLICY=PASSIVE
+for study in chignolin_md300 chignolin_remd chignolin_rmsd chignolin_stability; do
+  echo "$(date -u +%FT%TZ) $study: start" >> studies/run_all.log
+  if "studies/$study/run.sh" >> "studies/$study/run.log" 2>&1; then
+    echo "$(date -u +%FT%TZ) $study: finished" >> studies/run_all.log
+  else
+    echo "$(date -u +%FT%TZ) $study: stopped with an error (studies/$study/run.log)" \
+      >> studies/run_all.log
+  fi
+done

@@ -1,0 +1,45 @@
+"""benchmarks/gpu_check.py, the script a GPU machine runs, on this CPU: it runs end to end,
+its CPU float64 reference agrees with itself, and it refuses CUDA where there is none."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+
+
+def run(*args: str) -> int:
+    saved = sys.argv
+    sys.argv = [str(SCRIPT), *map(str, args)]
+    try:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def test_the_gpu_check_runs_on_a_cpu_and_writes_its_table(tmp_path):
+    out = tmp_path / "check"
+    assert run("--device", "cpu", "--replicas", "1", "--steps", "2", "--warmup", "2",
+               "--calls", "1", "--geometries", "2", "--quick", "--out", out) == 0
+    report = json.loads((out / "gpu_check.json").read_text())
+    float64 = next(r for r in report["correctness"] if r["dtype"] == "float64")
+    assert float64["max_force_diff_eV_A"] < 1e-10  # the same computation as the reference
+    float32 = next(r for r in report["correctness"] if r["dtype"] == "float32")
+    assert 0 < float32["max_force_diff_eV_A"] < 1e-2
+    (row,) = report["md"]
+    assert "error" not in row and row["replicas"] == 1 and row["ns_per_day_per_replica"] > 0
+    table = (out / "gpu_check.md").read_text()
+    assert "| 1 | False |" in table and "One calculator call" in table
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_the_gpu_check_refuses_cuda_without_a_gpu(tmp_path, capsys):
+    assert run("--out", tmp_path) == 2
+    assert "sees no CUDA GPU" in capsys.readouterr().err
