@@ -35,7 +35,7 @@ from ..io import shipped_model
 # The failure criteria checked on the saved frames (the engine's guards act every step).
 # NEW_CONTACT: two atoms not bonded in the native structure closer than 1.2 times the sum
 # of their covalent radii (the bonding criterion of find_bonds): a bond that should not be.
-# The 4,620 frames the shipped model was trained on never come below 1.36.
+# The 4,620 classical frames of the training data never come below 1.36.
 XH_MAX, XH_MIN, HEAVY_STRETCH, NEW_CONTACT = 1.6, 0.8, 1.5, 1.2
 
 
