@@ -102,16 +102,19 @@ def main(argv: list[str] | None = None) -> int:
                        **start_config(args))
     potential = FreeCGPotential(model_argument(args), chignolin.atoms.numbers, device=device,
                                 dtype=args.dtype, compile=args.compile)
+    execution = potential.execution(state.positions[0], config.n_replicas)
     print(f"Langevin MD of chignolin: {args.trajectories} trajectories at "
           f"{args.temperature:.0f} K from {start}, {args.equilibration_steps} steps of "
           f"equilibration, then {args.steps} of {args.timestep} fs on {device}; "
-          f"{'resuming' if resume else 'writing'} {output}")
+          f"{'resuming' if resume else 'writing'} {output}\nexecution: "
+          f"{execution['description']}")
     try:
         result = run_replicas(potential, state, config, topology=chignolin.topology,
                               bond_reference=chignolin.native_positions,
                               resume=resume,
                               metadata={**model_metadata(args), "initial": start,
-                                        "hydrogen_mass": args.hydrogen_mass})
+                                        "hydrogen_mass": args.hydrogen_mass,
+                                        "execution": execution})
     except (FileExistsError, FileNotFoundError, ValueError) as error:
         # An existing run, a missing checkpoint, a refused configuration (a time step too
         # long for the masses, atoms the potential was not built for...).

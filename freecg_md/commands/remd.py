@@ -139,19 +139,22 @@ def main(argv: list[str] | None = None) -> int:
                        **start_config(args))
     potential = FreeCGPotential(model, chignolin.atoms.numbers, device=device,
                                 dtype=args.dtype, compile=args.compile)
+    execution = potential.execution(state.positions[0], config.n_replicas)
     say(f"REMD of chignolin: {config.n_replicas} replicas at "
         f"{', '.join(f'{t:.0f}' for t in ladder)} K from {start}; "
         f"{args.equilibration_steps} steps of equilibration, then {args.steps} steps of "
         f"{args.timestep} fs on {device} ({args.dtype}); model {model}; "
         f"{'resuming' if resume else 'writing'} {output}"
-        + (f"; {comm.world_size} processes" if comm.world_size > 1 else ""))
+        + (f"; {comm.world_size} processes" if comm.world_size > 1 else "")
+        + f"\nexecution: {execution['description']}")
     started = time.perf_counter()
     try:
         result = run_replicas(potential, state, config, topology=chignolin.topology,
                               bond_reference=chignolin.native_positions,
                               resume=resume, comm=comm,
                               metadata={**model_metadata(args), "initial": start,
-                                        "hydrogen_mass": args.hydrogen_mass})
+                                        "hydrogen_mass": args.hydrogen_mass,
+                                        "execution": execution})
     except (FileExistsError, FileNotFoundError, ValueError) as error:
         # An existing run, a missing checkpoint, a refused configuration (a time step too
         # long for the masses, atoms the potential was not built for...).

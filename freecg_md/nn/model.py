@@ -11,7 +11,6 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from . import chunks as chunks_module
 from .chunks import (
     AtomsInBlocks,
     EdgeChunk,
@@ -30,24 +29,14 @@ from .chunks import (
 from .embedding import EdgeEmbedding, NeighborEmbedding
 from .embedding_runs import embed_in_runs
 from .head import EnergyHead
-from .kernels import kernels_available
 from .layer import FreeCGLayer
+from .plan import DEFAULT_EDGE_CHUNK, MAX_EDGE_RUNS, ExecutionPlan, plan_pass
 from .radial import CosineCutoff, ExpNormalBasis
 from .spatial_order import spatial_order
 
 # Elements of proteins and most organic molecules: H, C, N, O, S.
 DEFAULT_SPECIES = (1, 6, 7, 8, 16)
 _FLOAT64_BUFFERS = ("atomic_energies", "energy_scale", "energy_shift")
-# Edges per run above which the edges are evaluated in runs (see FreeCG.edge_chunk_size),
-# and the most runs a pass is cut into.
-DEFAULT_EDGE_CHUNK = 1024
-MAX_EDGE_RUNS = 64
-# On a GPU, passes with fewer edges than this are not cut into runs.
-GPU_RUNS_ABOVE_EDGES = 1_000_000
-# From this many atoms a CPU pass in runs relabels the atoms in a space-filling-curve order
-# (spatial_order.py): in an arbitrary order a large system's runs read rows spread over all
-# of it. Below it a system's per-atom rows fit the caches in any order.
-SPATIAL_ORDER_MIN_ATOMS = 2048
 
 
 @dataclass(frozen=True)
@@ -136,8 +125,9 @@ class FreeCG(nn.Module):
 
     Notes
     -----
-    Units: positions in Å, energies in eV, forces in eV/Å. The graph excludes self loops
-    (the reference code's self loops only add a zero-distance edge per atom). The total
+    Units: positions in Å, energies in eV, forces in eV/Å. The graph excludes self loops,
+    which the authors' code keeps in its interaction layers (each atom sends itself a
+    message there; docs/guide/model.md lists where this model differs). The total
     energy is ``E = sum_i (E0[z_i] + shift + scale * e_i)`` with per-element reference
     energies ``E0``, a per-atom ``shift`` and a ``scale`` fitted to the training set; ``e_i``
     is the network's output. Works in float32 and float64 (``model.double()``); it never
@@ -174,6 +164,8 @@ class FreeCG(nn.Module):
         self._compiled_network = None
         self.edge_chunk_size: int | None = DEFAULT_EDGE_CHUNK
         self.fused_kernels = True
+        # The execution path of the latest pass (freecg_md/nn/plan.py), for the user to see.
+        self.last_plan: ExecutionPlan | None = None
         config = config or FreeCGConfig()
         if overrides:
             config = dataclasses.replace(config, **overrides)
@@ -280,32 +272,13 @@ class FreeCG(nn.Module):
             centers, neighbors = centers[keep], neighbors[keep]
             vectors, distances = vectors.index_select(0, keep), distances.index_select(0, keep)
 
+        plan = plan_pass(self, positions.device, numbers.shape[0], centers.shape[0],
+                         create_graph)
+        self.last_plan = plan
         chunks = None
         rank = None  # atom i is atom rank[i] of the network's order, where that differs
-        n_edges = centers.shape[0]
-        # Where no parameter needs a gradient the runs go through RunsInParallel (threads
-        # on a CPU; one after another on a GPU); otherwise they are checkpointed.
-        parallel = not create_graph and not any(parameter.requires_grad
-                                                for parameter in self.parameters())
-        # Runs pay off from about four runs' worth of edges (one chignolin, 5,500 edges,
-        # makes 6). A GPU wants whole passes: there runs only relieve memory.
-        runs_above = 4 * (self.edge_chunk_size or 0)
-        if positions.device.type != "cpu":
-            runs_above = max(runs_above, GPU_RUNS_ABOVE_EDGES)
-        # Checkpointed runs only save memory, at the cost of recomputing each run in the
-        # backward pass: a trainable model takes them only where the pass is too large to
-        # keep whole.
-        keep_graphs = chunks_module.keeps_graphs(n_edges, self.config.hidden,
-                                                 self.config.num_layers)
-        if (self.edge_chunk_size is not None and n_edges > runs_above
-                and (parallel or not keep_graphs)):
-            max_edges = self.edge_chunk_size
-            if not parallel:
-                # Each run's backward pass through autograd writes a gradient of every
-                # atom's gathered features, a cost of runs x atoms; capping the number of
-                # runs keeps it linear in the system size, at the price of larger runs.
-                max_edges = max(max_edges, -(-n_edges // MAX_EDGE_RUNS))
-            if positions.device.type == "cpu" and numbers.shape[0] >= SPATIAL_ORDER_MIN_ATOMS:
+        if plan.in_runs:
+            if plan.spatial_order:
                 # The network sees the atoms in Morton order; the gradients reach the
                 # positions through the edge vectors, which do not depend on the labels.
                 atom_order = spatial_order(positions.detach(), self.cutoff, batch)
@@ -317,25 +290,19 @@ class FreeCG(nn.Module):
                 centers, neighbors = centers[order], neighbors[order]
                 vectors = vectors.index_select(0, order)
                 distances = distances.index_select(0, order)
-            chunks = edge_chunks(centers, numbers.shape[0], max_edges)
+            chunks = edge_chunks(centers, numbers.shape[0], plan.max_edges_per_run)
 
         species = self.species_index[numbers]
         sh = o3.spherical_harmonics(self.sh_irreps, vectors, normalize=True, normalization="norm")
-        # The fused kernels' backward cannot be differentiated again: frozen models only.
-        # Where they run they take precedence over compile_network(): torch.compile does not
-        # trace them, and its code is slower than theirs (benchmarks/bench_compile.py).
-        fused = (parallel and self.fused_kernels and positions.device.type == "cpu"
-                 and kernels_available())
+        fused = plan.kernels == "fused-cpu"
         if chunks is None:
-            network = self._network if fused else (self._compiled_network or self._network)
+            network = self._compiled_network if plan.compiled else self._network
             out = network(species, centers, neighbors, distances, sh, fused=fused)
         else:
-            # The chunk loop depends on the data, which torch.compile would recompile for.
-            threads = torch.get_num_threads() if positions.device.type == "cpu" else 1
-            pool = run_pool(threads) if parallel else None
+            pool = run_pool(plan.threads) if plan.frozen else None
             network_species = species if rank is None else species[atom_order]
             out = self._network(network_species, centers, neighbors, distances, sh, chunks,
-                                pool, keep_graphs, fused)
+                                pool, plan.keep_graphs, fused)
             if rank is not None:
                 out = out.index_select(0, rank)
         return (

@@ -6,6 +6,7 @@ import torch
 
 from freecg_md.nn import chunks as chunks_module
 from freecg_md.nn import model as model_module
+from freecg_md.nn import plan as plan_module
 from freecg_md.nn.spatial_order import morton_codes, spatial_order
 from tests.conftest import full_edges, random_molecule, small_model
 
@@ -44,7 +45,7 @@ def test_spatial_order_brings_neighbours_together_and_keeps_molecules_whole():
 def test_pass_in_spatial_order_equals_the_whole_pass(frozen, relabel, monkeypatch):
     """With the order on (its threshold lowered), energies and forces in runs equal the
     whole pass in float64, for Morton's order and for an arbitrary one, batched too."""
-    monkeypatch.setattr(model_module, "SPATIAL_ORDER_MIN_ATOMS", 1)
+    monkeypatch.setattr(plan_module, "SPATIAL_ORDER_MIN_ATOMS", 1)
     monkeypatch.setattr(chunks_module, "KEEP_GRAPHS_MAX_EDGE_CHANNELS", 0)  # runs, trainable
     orders = []
     original = model_module.spatial_order

@@ -1,0 +1,153 @@
+"""How one pass of the model is executed: chosen in one place, visible to the user.
+
+The model's mathematics is the same on every path; what changes is how the work is laid
+out. :func:`plan_pass` decides, from the device, whether the model is frozen, the system's
+size and the model's settings, and returns an :class:`ExecutionPlan`; ``FreeCG.forward``
+follows it and keeps the last one (``model.last_plan``), and
+:meth:`freecg_md.md.FreeCGPotential.execution` reports it with the choice of worker
+processes. The paths:
+
+- **whole pass, torch operations**: training (any device), a GPU, or a CPU without the
+  fused kernels; ``compile_network()`` applies here;
+- **fused CPU kernels**: a frozen model on a CPU (:mod:`~freecg_md.nn.kernels`);
+- **runs of edges**: large passes, cut into runs of whole centre atoms
+  (:mod:`~freecg_md.nn.chunks`): shared among threads when frozen, checkpointed when
+  training; on a CPU from ``SPATIAL_ORDER_MIN_ATOMS`` atoms in a space-filling-curve order.
+
+A GPU backend (fused CUDA kernels, CUDA graphs) goes in as another ``kernels`` value here
+and a branch where ``FreeCG.forward`` reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from . import chunks as chunks_module
+from .kernels import kernels_available
+
+__all__ = ["DEFAULT_EDGE_CHUNK", "GPU_RUNS_ABOVE_EDGES", "MAX_EDGE_RUNS",
+           "SPATIAL_ORDER_MIN_ATOMS", "ExecutionPlan", "plan_pass"]
+
+# Edges per run above which the edges are evaluated in runs (see FreeCG.edge_chunk_size),
+# and the most runs a trainable pass is cut into.
+DEFAULT_EDGE_CHUNK = 1024
+MAX_EDGE_RUNS = 64
+# On a GPU, passes with fewer edges than this are not cut into runs.
+GPU_RUNS_ABOVE_EDGES = 1_000_000
+# From this many atoms a CPU pass in runs relabels the atoms in a space-filling-curve order
+# (spatial_order.py): in an arbitrary order a large system's runs read rows spread over all
+# of it. Below it a system's per-atom rows fit the caches in any order.
+SPATIAL_ORDER_MIN_ATOMS = 2048
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """The execution path of one pass.
+
+    Attributes
+    ----------
+    device:
+        ``"cpu"``, ``"cuda"``, ...
+    frozen:
+        No parameter needs a gradient and the forces are not differentiated again: the
+        inference-only paths (threads, fused kernels) may run.
+    kernels:
+        ``"torch"`` (torch operations) or ``"fused-cpu"`` (:mod:`~freecg_md.nn.kernels`).
+    compiled:
+        The network runs through ``torch.compile`` (whole passes with torch operations).
+    max_edges_per_run:
+        The pass is cut into runs of about this many edges; None: one whole pass.
+    threads:
+        Threads sharing the runs (frozen CPU passes in runs), else 1.
+    keep_graphs:
+        Runs keep their graphs for the backward pass (else they are recomputed).
+    spatial_order:
+        The atoms are relabelled in a space-filling-curve order for the pass.
+    """
+
+    device: str
+    frozen: bool
+    kernels: str
+    compiled: bool
+    max_edges_per_run: int | None
+    threads: int
+    keep_graphs: bool
+    spatial_order: bool
+
+    @property
+    def in_runs(self) -> bool:
+        return self.max_edges_per_run is not None
+
+    def describe(self) -> str:
+        """One line, e.g. ``cpu, frozen, fused-cpu kernels, one whole pass``."""
+        parts = [self.device, "frozen" if self.frozen else "trainable",
+                 f"{self.kernels} kernels" if self.kernels != "torch" else "torch operations"]
+        if self.compiled:
+            parts.append("torch.compile")
+        if self.in_runs:
+            parts.append(f"runs of about {self.max_edges_per_run} edges"
+                         + (f" in {self.threads} threads" if self.threads > 1 else "")
+                         + ("" if self.keep_graphs else ", recomputed in the backward pass")
+                         + (", atoms in space-filling-curve order" if self.spatial_order
+                            else ""))
+        else:
+            parts.append("one whole pass")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "description": self.describe()}
+
+
+def plan_pass(model: torch.nn.Module, device: torch.device | str, n_atoms: int, n_edges: int,
+              create_graph: bool = False) -> ExecutionPlan:
+    """The execution path of a pass of ``model`` over ``n_atoms`` atoms and ``n_edges``
+    edges within the cutoff on ``device``.
+
+    Parameters
+    ----------
+    model:
+        A :class:`~freecg_md.nn.FreeCG` (its ``edge_chunk_size``, ``fused_kernels``,
+        compiled network, parameters' ``requires_grad`` and config are read).
+    create_graph:
+        The forces will be differentiated again (a force loss): only the paths whose
+        backward pass autograd can differentiate are allowed.
+    """
+    device = torch.device(device)
+    on_cpu = device.type == "cpu"
+    frozen = not create_graph and not any(p.requires_grad for p in model.parameters())
+    # Runs pay off from about four runs' worth of edges (one chignolin, 5,500 edges, makes
+    # 6). A GPU wants whole passes: there runs only relieve memory.
+    chunk = model.edge_chunk_size
+    runs_above = 4 * (chunk or 0)
+    if not on_cpu:
+        runs_above = max(runs_above, GPU_RUNS_ABOVE_EDGES)
+    # Checkpointed runs only save memory, at the cost of recomputing each run in the
+    # backward pass: a trainable model takes them only where the pass is too large to keep
+    # whole.
+    keep_graphs = chunks_module.keeps_graphs(n_edges, model.config.hidden,
+                                             model.config.num_layers)
+    max_edges = None
+    if chunk is not None and n_edges > runs_above and (frozen or not keep_graphs):
+        max_edges = chunk
+        if not frozen:
+            # Each run's backward pass through autograd writes a gradient of every atom's
+            # gathered features, a cost of runs x atoms; capping the number of runs keeps it
+            # linear in the system size, at the price of larger runs.
+            max_edges = max(max_edges, -(-n_edges // MAX_EDGE_RUNS))
+    # The fused kernels' backward cannot be differentiated again: frozen models only. Where
+    # they run they take precedence over compile_network(): torch.compile does not trace
+    # them, and its code is slower than theirs (benchmarks/bench_compile.py).
+    fused = frozen and model.fused_kernels and on_cpu and kernels_available()
+    # The run loop depends on the data, which torch.compile would recompile for.
+    compiled = (max_edges is None and not fused
+                and getattr(model, "_compiled_network", None) is not None)
+    threads = torch.get_num_threads() if (on_cpu and frozen and max_edges is not None) else 1
+    return ExecutionPlan(
+        device=str(device), frozen=frozen, kernels="fused-cpu" if fused else "torch",
+        compiled=compiled, max_edges_per_run=max_edges, threads=threads,
+        keep_graphs=keep_graphs if max_edges is not None else True,
+        spatial_order=(max_edges is not None and on_cpu
+                       and n_atoms >= SPATIAL_ORDER_MIN_ATOMS))
