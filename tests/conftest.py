@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import os
+import runpy
+import sys
+from pathlib import Path
 
 # libgomp's default spin-waiting made calls 6-17x slower here when another job held a core;
 # this must be set before torch starts its OpenMP runtime.
@@ -70,3 +73,16 @@ def model32() -> FreeCG:
 @pytest.fixture
 def model64() -> FreeCG:
     return small_model(torch.float64)
+
+
+def run_script(path: Path, *args: str) -> int:
+    """Run a script's ``__main__`` with ``args``; returns its exit code (0 when it returns)."""
+    saved = sys.argv
+    sys.argv = [str(path), *map(str, args)]
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    finally:
+        sys.argv = saved
+    return 0

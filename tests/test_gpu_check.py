@@ -2,26 +2,18 @@
 its CPU float64 reference agrees with itself, and it refuses CUDA where there is none."""
 
 import json
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.conftest import run_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
 
 def run(*args: str) -> int:
-    saved = sys.argv
-    sys.argv = [str(SCRIPT), *map(str, args)]
-    try:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    except SystemExit as stop:
-        return int(stop.code or 0)
-    finally:
-        sys.argv = saved
-    return 0
+    return run_script(SCRIPT, *args)
 
 
 def test_the_gpu_check_runs_on_a_cpu_and_writes_its_table(tmp_path):

@@ -419,37 +419,6 @@ class ASECalculatorPotential:
             self._atoms.append(atoms)
         return self._atoms[replica]
 
-    def execution(self, positions: np.ndarray | torch.Tensor, n_replicas: int
-                  ) -> dict[str, Any]:
-        """How :meth:`evaluate` runs ``n_replicas`` replicas of a system like ``positions``
-        (N, 3) Å: the device and dtype, the replicas per pass, the worker processes, and
-        the :class:`~freecg_md.nn.plan.ExecutionPlan` of one pass, and ``description``, all
-        of it in a line to print. Runs nothing; the run commands print it and record it in
-        their ``config.json``."""
-        positions = np.asarray(torch.as_tensor(positions, dtype=torch.float64).cpu(),
-                               dtype=np.float64).reshape(self.n_atoms, 3)
-        if n_replicas < 1:
-            raise ValueError(f"n_replicas={n_replicas!r}: expected an integer >= 1")
-        per_pass = self.replicas_per_pass or n_replicas
-        n_passes = -(-n_replicas // per_pass)
-        workers = min(self.workers, n_passes) if n_passes > 1 else 1
-        neighbors = build_neighbor_list(positions, self.model.cutoff, self.cell, self.pbc)
-        plan = plan_pass(self._first_network, self.device, self.n_atoms * min(per_pass,
-                         n_replicas), neighbors.edge_index.shape[1] * min(per_pass, n_replicas))
-        if workers > 1 and plan.in_runs and plan.frozen:
-            # Each worker process shares the threads (see _workers).
-            plan = dataclasses.replace(plan, threads=max(1, torch.get_num_threads() // workers))
-        dtype = str(self.dtype).removeprefix("torch.")
-        members = len(self.model.members) if isinstance(self.model, Committee) else 1
-        description = (f"{dtype}, {min(per_pass, n_replicas)} replica(s) per pass, "
-                       f"{n_passes} pass(es) per step in {workers} process(es)"
-                       + (f", a committee of {members}" if members > 1 else "")
-                       + f"; each pass: {plan.describe()}")
-        return {"device": str(self.device), "dtype": dtype,
-                "replicas_per_pass": min(per_pass, n_replicas), "passes": n_passes,
-                "worker_processes": workers, "committee": members, "pass": plan.to_dict(),
-                "description": description}
-
     def evaluate(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Energies (R,) eV and forces (R, N, 3) eV/Å of ``positions`` (R, N, 3) Å, float64."""
         array = _check_positions(positions, int(self.numbers.size))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import runpy
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,22 +14,10 @@ from freecg_md import FreeCG, FreeCGConfig, save_model
 from freecg_md.analysis.rundir import read_run
 from freecg_md.data.molecules import load_chignolin
 from freecg_md.md import ReplicaState, RunConfig, run_replicas
+from tests.conftest import run_script
 from tests.md.toys import Harmonic
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def run_script(path: Path, *args: str) -> int:
-    """Run a script's ``__main__`` with ``args``; returns its exit code (0 when it returns)."""
-    saved = sys.argv
-    sys.argv = [str(path), *map(str, args)]
-    try:
-        runpy.run_path(str(path), run_name="__main__")
-    except SystemExit as stop:
-        return int(stop.code or 0)
-    finally:
-        sys.argv = saved
-    return 0
 
 
 def assert_png(path: Path) -> None:
