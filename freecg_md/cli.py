@@ -33,6 +33,8 @@ SUBCOMMANDS = {
                                                 "chignolin as one batch (resumable)"),
     "stability": ("freecg_md.commands.stability", "hot trajectories of chignolin, failures "
                                                   "counted"),
+    "classical-remd": ("freecg_md.classical_remd", "replica exchange of chignolin with "
+                       "amber14 + GBn2 (OpenMM): the classical reference ensemble"),
     "plot": ("freecg_md.commands.plot", "figures of a run: landscape, remd, rmsd"),
     "reduce": ("freecg_md.commands.reduce", "a run's per-frame numbers as a small .npz, to "
                                             "ship"),
@@ -43,7 +45,7 @@ USAGE = "usage: freecg-md {" + ",".join(SUBCOMMANDS) + "} ... | freecg-md --help
 
 def help_text() -> str:
     lines = [USAGE, "", "FreeCG molecular dynamics (units: Å, eV, fs, K).", "", "subcommands:"]
-    lines += [f"  {name:<9} {text}" for name, (_, text) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<14} {text}" for name, (_, text) in SUBCOMMANDS.items()]
     lines += ["", "freecg-md SUBCOMMAND --help for a subcommand's options."]
     return "\n".join(lines)
 

@@ -6,8 +6,8 @@ Writes a compressed ``.npz`` (:mod:`freecg_md.analysis.reduced`): per replica an
 frame the two distances of the landscape, the Cα RMSD to the native structure, the
 potential energy, kinetic temperature, largest force and temperature index; the exchange
 history; the run's config; and the fingerprint of the model that ran it, as the run
-recorded it in ``config.json`` (a committee's members joined by ``+``). Every figure
-command takes the file in place of the run directory.
+recorded it in ``config.json`` (a committee's members joined by ``+``; for a classical run
+its force field). Every figure command takes the file in place of the run directory.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         if recorded and given and given != recorded:
             raise ValueError(f"--model {args.model} has fingerprint {given[:12]}...; the run "
                              f"recorded {recorded[:12]}... (another model ran it)")
+        if not (recorded or given) and run.config.get("force_field"):
+            # A classical run (freecg_md.classical_remd): the force field is its identity.
+            recorded = f"force field: {run.config['force_field']}"
         if not (recorded or given):
             raise ValueError(f"{args.run}/config.json records no model fingerprint; pass "
                              "--model with the model file that ran it")
