@@ -244,6 +244,7 @@ def plot_basin_errors(examples: Sequence[str], energy_error: dict[str, np.ndarra
     counts = {b: next(s.n for s in summary if s.basin == b) for b in basins}
     axes[2].set_xticks(range(len(basins)), [f"{b} ({counts[b]})" for b in basins])
     axes[2].set_title("per basin: mean ± standard error")
-    axes[2].legend(fontsize=7, loc="center")
+    # Below the panel: inside it would hide a mean wherever it lies.
+    axes[2].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     figure.suptitle(title, fontsize=10)
     return _save(figure, path)
