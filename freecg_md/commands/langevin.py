@@ -30,17 +30,17 @@ from ..io import shipped_model
 from ..md import (
     FreeCGPotential,
     RunConfig,
-    SimulationError,
-    run_replicas,
 )
 from ..md.options import (
     add_model_options,
     add_start_options,
+    device_argument,
     initial_state,
     model_argument,
     model_error,
     model_metadata,
     resuming,
+    run_reporting_errors,
     start_config,
 )
 
@@ -81,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device_argument(args.device)
     output = Path(args.output)
     resume = resuming(args, output)
     chignolin = load_chignolin()
@@ -108,24 +106,12 @@ def main(argv: list[str] | None = None) -> int:
           f"equilibration, then {args.steps} of {args.timestep} fs on {device}; "
           f"{'resuming' if resume else 'writing'} {output}\nexecution: "
           f"{execution['description']}")
-    try:
-        result = run_replicas(potential, state, config, topology=chignolin.topology,
-                              bond_reference=chignolin.native_positions,
-                              resume=resume,
-                              metadata={**model_metadata(args), "initial": start,
-                                        "hydrogen_mass": args.hydrogen_mass,
-                                        "execution": execution})
-    except (FileExistsError, FileNotFoundError, ValueError) as error:
-        # An existing run, a missing checkpoint, a refused configuration (a time step too
-        # long for the masses, atoms the potential was not built for...).
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except SimulationError as error:
-        print(f"error: the run stopped: {error}\nEverything up to the last checkpoint is in "
-              f"{output}.", file=sys.stderr)
-        return 1
-    finally:
-        potential.close()  # the worker processes, before the plots
+    result = run_reporting_errors(potential, state, config, chignolin.topology,
+                                  chignolin.native_positions, resume,
+                                  {**model_metadata(args), "initial": start,
+                                   "hydrogen_mass": args.hydrogen_mass, "execution": execution})
+    if isinstance(result, int):
+        return result
     print(f"ran {result.steps_run} steps in {result.wall_seconds:.0f} s: "
           f"{result.ns_per_day:.3g} ns/day per trajectory")
     print(f"outputs: {output}/ (topology.pdb, replica_*.dcd, log.csv, config.json, "

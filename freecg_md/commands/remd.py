@@ -44,20 +44,20 @@ from ..md import (
     FreeCGPotential,
     RunConfig,
     SerialComm,
-    SimulationError,
     init_distributed,
     local_device,
-    run_replicas,
     temperature_ladder,
 )
 from ..md.options import (
     add_model_options,
     add_start_options,
+    device_argument,
     initial_state,
     model_argument,
     model_error,
     model_metadata,
     resuming,
+    run_reporting_errors,
     start_config,
 )
 
@@ -99,12 +99,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def pick_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -116,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     model = model_argument(args)
     # Under torchrun each process takes a block of the replicas.
     comm = init_distributed() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else SerialComm()
-    device = pick_device(args.device)
+    device = device_argument(args.device)
     if device == "cuda" and comm.world_size > 1:
         device = local_device(comm)
     say = print if comm.is_writer else (lambda *_, **__: None)
@@ -148,24 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         + (f"; {comm.world_size} processes" if comm.world_size > 1 else "")
         + f"\nexecution: {execution['description']}")
     started = time.perf_counter()
-    try:
-        result = run_replicas(potential, state, config, topology=chignolin.topology,
-                              bond_reference=chignolin.native_positions,
-                              resume=resume, comm=comm,
-                              metadata={**model_metadata(args), "initial": start,
-                                        "hydrogen_mass": args.hydrogen_mass,
-                                        "execution": execution})
-    except (FileExistsError, FileNotFoundError, ValueError) as error:
-        # An existing run, a missing checkpoint, a refused configuration (a time step too
-        # long for the masses, atoms the potential was not built for...).
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except SimulationError as error:
-        print(f"error: the run stopped: {error}\nEverything up to the last checkpoint is in "
-              f"{output}.", file=sys.stderr)
-        return 1
-    finally:
-        potential.close()  # the worker processes, before the plots
+    result = run_reporting_errors(potential, state, config, chignolin.topology,
+                                  chignolin.native_positions, resume,
+                                  {**model_metadata(args), "initial": start,
+                                   "hydrogen_mass": args.hydrogen_mass, "execution": execution},
+                                  comm=comm)
+    if isinstance(result, int):
+        return result
     say(f"ran {result.steps_run} steps in {result.wall_seconds:.0f} s: "
         f"{result.ns_per_day:.3g} ns/day per replica "
         f"({result.ns_per_day * config.n_replicas:.3g} ns/day summed over replicas)")

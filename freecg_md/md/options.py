@@ -13,8 +13,9 @@ from ase import Atoms
 from .guards import find_bonds
 from .state import ReplicaState, repartition_hydrogen_masses
 
-__all__ = ["add_model_options", "add_start_options", "apply_hydrogen_mass", "initial_state",
-           "model_argument", "model_error", "model_metadata", "resuming", "start_config"]
+__all__ = ["add_model_options", "add_start_options", "apply_hydrogen_mass", "device_argument",
+           "initial_state", "model_argument", "model_error", "model_metadata", "resuming",
+           "run_reporting_errors", "start_config"]
 
 
 def add_model_options(parser: argparse.ArgumentParser, default: str) -> None:
@@ -113,3 +114,43 @@ def initial_state(args: argparse.Namespace, atoms: Atoms, temperatures: list[flo
 
     state, draw, start = initial_replicas(args.initial, atoms, temperatures)
     return apply_hydrogen_mass(state, args), draw, start
+
+
+def device_argument(name: str) -> str:
+    """``--device``: ``"auto"`` is a CUDA GPU where torch sees one, else the CPU."""
+    if name == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def run_reporting_errors(potential: Any, state: ReplicaState, config: Any, topology: Any,
+                         bond_reference: Any, resume: bool, metadata: dict[str, Any],
+                         **options: Any) -> Any:
+    """:func:`~freecg_md.md.run_replicas` as a command runs it: its result, or the exit code
+    after one line on stderr (2 for a refused run: an existing run directory, a missing
+    checkpoint, a configuration refused; 1 for a run the guards stopped, whose frames and
+    checkpoint up to then are kept). The potential's worker processes, if it has any, are
+    closed either way, before any plots."""
+    import sys
+
+    from .simulation import SimulationError, run_replicas
+
+    try:
+        return run_replicas(potential, state, config, topology=topology,
+                            bond_reference=bond_reference, resume=resume, metadata=metadata,
+                            **options)
+    except (FileExistsError, FileNotFoundError, ValueError) as error:
+        # An existing run, a missing checkpoint, a refused configuration (a time step too
+        # long for the masses, atoms the potential was not built for...).
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except SimulationError as error:
+        print(f"error: the run stopped: {error}\nEverything up to the last checkpoint is in "
+              f"{config.output_dir}.", file=sys.stderr)
+        return 1
+    finally:
+        close = getattr(potential, "close", None)  # FreeCGPotential's worker processes
+        if close is not None:
+            close()

@@ -153,6 +153,24 @@ def test_guard_stops_with_replica_and_step_and_keeps_earlier_output(tmp_path, mo
     assert read_frame_index(tmp_path).steps.tolist() == [2, 4, 6, 8]
 
 
+def test_a_command_reports_a_stopped_or_refused_run_with_its_exit_code(tmp_path, capsys):
+    """The MD commands' runner: 1 and one line when the guards stop a run (its output up to
+    then kept), 2 when the run is refused (here an existing run without resume)."""
+    from freecg_md.md.options import run_reporting_errors
+
+    potential, state, config = springs_run(tmp_path, [300.0, 320.0], report_interval=2,
+                                           checkpoint_interval=4)
+    faulty = Faulty(potential, after=9, replica=1, mode="nan")
+    assert run_reporting_errors(faulty, state, config, None, None, False, {},
+                                progress=False) == 1
+    err = capsys.readouterr().err
+    assert "error: the run stopped: replica 1 at step 9" in err and str(tmp_path) in err
+    assert load_checkpoint(tmp_path / "checkpoint.pt").step == 8
+    assert run_reporting_errors(potential, state, config, None, None, False, {},
+                                progress=False) == 2
+    assert "error:" in capsys.readouterr().err
+
+
 def test_nan_positions_are_reported_with_step_and_replica(tmp_path):
     atoms = random_molecule(6, seed=2)
     potential = FreeCGPotential(small_model(torch.float64), atoms.numbers, dtype="float64")
