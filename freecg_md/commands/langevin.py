@@ -32,6 +32,7 @@ from ..md import (
     RunConfig,
 )
 from ..md.options import (
+    add_engine_options,
     add_model_options,
     add_start_options,
     device_argument,
@@ -52,20 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_model_options(parser, str(shipped_model("chignolin")))
     parser.add_argument("--trajectories", type=int, default=10)
     parser.add_argument("--temperature", type=float, default=300.0, help="K")
-    parser.add_argument("--steps", type=int, default=300, help="production steps")
-    parser.add_argument("--timestep", type=float, default=1.0, help="fs")
-    parser.add_argument("--friction", type=float, default=1.0, help="Langevin gamma, 1/ps")
-    parser.add_argument("--report-interval", type=int, default=5, help="steps")
-    parser.add_argument("--checkpoint-interval", type=int, default=100, help="steps")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the model: minutes to compile, then faster steps")
-    parser.add_argument("--output", default=str(Path("runs") / "langevin_chignolin"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--no-plots", action="store_true")
+    add_engine_options(parser, steps=300, output=str(Path("runs") / "langevin_chignolin"))
     add_start_options(parser, initial="native", equilibration_steps=0, initial_help=(
         "'native': the crystal structure for all (the RMSD study); 'shipped': the shipped "
         "start states (trajectory r from state r mod 8); a start-state .npz; or any file "

@@ -49,6 +49,7 @@ from ..md import (
     temperature_ladder,
 )
 from ..md.options import (
+    add_engine_options,
     add_model_options,
     add_start_options,
     device_argument,
@@ -72,24 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--t-max", type=float, default=450.0, help="highest temperature, K")
     parser.add_argument("--temperatures", type=float, nargs="+",
                         help="explicit ladder in K (overrides --replicas/--t-min/--t-max)")
-    parser.add_argument("--steps", type=int, default=1000, help="production MD steps")
-    parser.add_argument("--timestep", type=float, default=1.0, help="fs")
-    parser.add_argument("--friction", type=float, default=1.0, help="Langevin gamma, 1/ps")
     parser.add_argument("--exchange-interval", type=int, default=10, help="steps")
-    parser.add_argument("--report-interval", type=int, default=5,
-                        help="steps between saved frames and log lines")
-    parser.add_argument("--checkpoint-interval", type=int, default=100, help="steps")
-    parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1'...")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the model: minutes to compile, then faster steps")
-    parser.add_argument("--output", default=str(Path("runs") / "remd_chignolin"),
-                        help="run directory")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --output from its checkpoint")
-    parser.add_argument("--no-plots", action="store_true", help="skip the analysis at the end")
+    add_engine_options(parser, steps=1000, output=str(Path("runs") / "remd_chignolin"))
     add_start_options(parser, initial="shipped", equilibration_steps=200, initial_help=(
         "'shipped': the shipped start states, equilibrated with the shipped model at each "
         "temperature of the default ladder, half folded, half unfolded (velocities used "

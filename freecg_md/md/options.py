@@ -14,8 +14,8 @@ from .guards import find_bonds
 from .state import ReplicaState, repartition_hydrogen_masses
 
 __all__ = ["add_model_options", "add_start_options", "apply_hydrogen_mass", "device_argument",
-           "initial_state", "model_argument", "model_error", "model_metadata", "resuming",
-           "run_reporting_errors", "start_config"]
+           "add_engine_options", "initial_state", "model_argument", "model_error",
+           "model_metadata", "resuming", "run_reporting_errors", "start_config"]
 
 
 def add_model_options(parser: argparse.ArgumentParser, default: str) -> None:
@@ -26,6 +26,29 @@ def add_model_options(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--max-force-disagreement", type=float, default=None,
                         help="eV/Å: with a committee, stop the run when a replica's largest "
                              "per-atom force disagreement exceeds this (default: only log it)")
+
+
+def add_engine_options(parser: argparse.ArgumentParser, steps: int, output: str) -> None:
+    """The options every MD command shares: ``--steps`` (production steps, default
+    ``steps``), the integration, reporting and checkpoint intervals, device, dtype, threads,
+    torch.compile, ``--output`` (default ``output``), ``--seed``, ``--resume`` and
+    ``--no-plots``."""
+    parser.add_argument("--steps", type=int, default=steps, help="production MD steps")
+    parser.add_argument("--timestep", type=float, default=1.0, help="fs")
+    parser.add_argument("--friction", type=float, default=1.0, help="Langevin gamma, 1/ps")
+    parser.add_argument("--report-interval", type=int, default=5,
+                        help="steps between saved frames and log lines")
+    parser.add_argument("--checkpoint-interval", type=int, default=100, help="steps")
+    parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1'...")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model: minutes to compile, then faster steps")
+    parser.add_argument("--output", default=output, help="run directory")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --output from its checkpoint")
+    parser.add_argument("--no-plots", action="store_true", help="skip the analysis at the end")
 
 
 def model_error(args: argparse.Namespace) -> str | None:
