@@ -9,6 +9,10 @@ for study in chignolin_md300 chignolin_remd chignolin_rmsd chignolin_stability c
   echo "$(date -u +%FT%TZ) $study: start" >> studies/run_all.log
   if "studies/$study/run.sh" >> "studies/$study/run.log" 2>&1; then
     echo "$(date -u +%FT%TZ) $study: finished" >> studies/run_all.log
+    # Its reduced numbers and figures into docs/ (to commit), where it has a ship script.
+    if [ -x "studies/$study/ship.sh" ] && "studies/$study/ship.sh" >> "studies/$study/run.log" 2>&1; then
+      echo "$(date -u +%FT%TZ) $study: shipped to docs/" >> studies/run_all.log
+    fi
   else
     echo "$(date -u +%FT%TZ) $study: stopped with an error (studies/$study/run.log)" \
       >> studies/run_all.log
