@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 
 from .landscape import Basin, Landscape  # noqa: E402
 
-__all__ = ["plot_basin_errors", "plot_conformation_errors", "plot_landscapes",
+__all__ = ["plot_basin_errors", "plot_conformation_errors", "plot_landscapes", "plot_overlay",
            "plot_melting_curve", "plot_remd", "plot_rmsd_band"]
 
 BASIN_STYLE = {"folded": ("*", "white"), "unfolded": ("X", "tab:red")}
@@ -247,4 +247,33 @@ def plot_basin_errors(examples: Sequence[str], energy_error: dict[str, np.ndarra
     # Below the panel: inside it would hide a mean wherever it lies.
     axes[2].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     figure.suptitle(title, fontsize=10)
+    return _save(figure, path)
+
+
+def plot_overlay(reference: Landscape, depths: bool, runs: Sequence[tuple[str, np.ndarray]],
+                 native: tuple[float, float], labels: tuple[str, str], title: str,
+                 path: str | os.PathLike) -> Path:
+    """Runs' frames (each ``(name, (F, 2) cvs)``) drawn over a reference landscape on the
+    same axes and bins: ``F`` in kcal/mol where ``depths`` (a converged reference),
+    otherwise the bins it visited."""
+    figure, ax = plt.subplots(figsize=(7.5, 6))
+    if depths:
+        mesh = ax.pcolormesh(reference.x_edges, reference.y_edges, reference.free_energy.T,
+                             cmap="viridis", shading="flat")
+        figure.colorbar(mesh, ax=ax, label=f"reference F at {reference.temperature:.0f} K "
+                                             "(kcal/mol)")
+    else:
+        visited = np.isfinite(reference.free_energy.T).astype(float)
+        ax.pcolormesh(reference.x_edges, reference.y_edges, np.ma.masked_equal(visited, 0),
+                      cmap="Greys", vmin=0, vmax=1.5)
+    for k, (name, cvs) in enumerate(runs):
+        ax.scatter(cvs[:, 0], cvs[:, 1], s=8, alpha=0.6, color=f"C{k + 1}",
+                   marker="os^vD<>"[k % 7], label=f"{name} ({len(cvs)} frames)")
+    ax.plot(*native, "o", mfc="none", mec="black", ms=10, label="native (5AWL)")
+    ax.set_xlim(reference.x_edges[0], reference.x_edges[-1])
+    ax.set_ylim(reference.y_edges[0], reference.y_edges[-1])
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=9)
+    ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
     return _save(figure, path)

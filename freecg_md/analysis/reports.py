@@ -29,6 +29,7 @@ from .plots import (
     plot_conformation_errors,
     plot_landscapes,
     plot_melting_curve,
+    plot_overlay,
     plot_remd,
     plot_rmsd_band,
 )
@@ -38,7 +39,8 @@ from .rundir import RunData
 from .statistics import decorrelated_indices, folded_mask, folding_free_energy
 from .structure import chignolin_cvs
 
-__all__ = ["basin_summary", "conformation_errors_report", "landscape_report", "remd_report",
+__all__ = ["basin_summary", "conformation_errors_report", "landscape_report", "overlay_report",
+           "remd_report",
            "rmsd_report"]
 
 CV_LABELS = ("Asp3 O – Gly7 N distance (Å)", "Glu5 O – Thr8 N distance (Å)")
@@ -321,3 +323,65 @@ def conformation_errors_report(run: RunData, models: Mapping[str, Calculator],
     return {"png": png, "conformations": names,
             "energy_error_kcal_mol": energy_error, "force_mae_kcal_mol_A": force_mae}
 
+
+def _cvs_at_temperature(run: RunData | ReducedRun, temperature: float) -> np.ndarray:
+    """(F, 2) Å: every frame of ``run`` simulated at ``temperature`` (K, within 0.5 K):
+    demultiplexed in a replica-exchange run, every such replica's in independent runs."""
+    matches = np.nonzero(np.abs(run.temperatures - temperature) < 0.5)[0]
+    if matches.size == 0:
+        raise ValueError(f"{run.label} has no replica at {temperature:.1f} K (its "
+                         f"temperatures: {np.round(run.temperatures, 1).tolist()} K)")
+    if np.unique(run.temperatures).size == run.temperatures.size:
+        return run.cvs_at(int(matches[0]))[0]
+    per_replica = (run.cvs[r] if isinstance(run, ReducedRun) else run.cvs_of_replica(r)
+                   for r in matches)
+    return np.concatenate(list(per_replica))
+
+
+def overlay_report(reference: RunData | ReducedRun, runs: list[RunData | ReducedRun],
+                   out_dir: str | os.PathLike, temperature_index: int = 0, bins: int = 30,
+                   criteria: ConvergenceCriteria | None = None) -> dict[str, object]:
+    """Where ``runs`` went against a reference ensemble (the classical REMD): the
+    reference's landscape at ladder index ``temperature_index`` from its decorrelated frames
+    (free energies only where its convergence verdict holds; otherwise the bins it
+    visited), and every frame of each run at the same temperature on the same axes and
+    bins. Writes ``overlay.png`` and ``overlay.json`` (the verdict, the temperature, the
+    frames per run and the fraction of each run's frames in bins the reference visited)."""
+    out = Path(out_dir)
+    if not runs:
+        raise ValueError("runs is empty; expected at least one run to draw over the reference")
+    native = reference.native_cvs()
+    criteria = criteria or ConvergenceCriteria()
+    assessment = assess_run(reference, native, temperature_index, criteria)
+    temperature = float(reference.temperatures[temperature_index])
+    reference_cvs, _ = _decorrelated_cvs_at(reference, temperature_index,
+                                            assessment.start_frame, assessment.inefficiency)
+    drawn = [(run.label, _cvs_at_temperature(run, temperature)) for run in runs]
+    ranges = _cv_ranges(np.concatenate([reference_cvs, *(c for _, c in drawn)]), native)
+    landscape = free_energy_2d(reference_cvs[:, 0], reference_cvs[:, 1], temperature, bins,
+                               ranges)
+    visited = np.isfinite(landscape.free_energy)
+
+    def inside_visited(cvs: np.ndarray) -> float:
+        i = np.clip(np.searchsorted(landscape.x_edges, cvs[:, 0], side="right") - 1, 0,
+                    bins - 1)
+        j = np.clip(np.searchsorted(landscape.y_edges, cvs[:, 1], side="right") - 1, 0,
+                    bins - 1)
+        return float(visited[i, j].mean())
+
+    title = (f"{', '.join(name for name, _ in drawn)} over the reference {reference.label} "
+             f"at {temperature:.0f} K ({len(reference_cvs)} decorrelated frames); reference "
+             + ("converged: F in kcal/mol" if assessment.converged else
+                f"NOT CONVERGED, sampled bins only: "
+                f"{assessment.verdict().removeprefix('not converged: ')}"))
+    png = plot_overlay(landscape, assessment.converged, drawn, tuple(native), CV_LABELS, title,
+                       out / "overlay.png")
+    summary = {"reference": reference.label, "temperature_K": temperature,
+               "reference_converged": assessment.converged,
+               "reference_verdict": assessment.verdict(),
+               "reference_decorrelated_frames": len(reference_cvs),
+               "runs": {name: {"frames": len(cvs),
+                               "fraction_in_reference_bins": inside_visited(cvs)}
+                        for name, cvs in drawn}}
+    (out / "overlay.json").write_text(json.dumps(summary, indent=1))
+    return {**summary, "png": png}

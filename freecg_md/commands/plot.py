@@ -3,6 +3,7 @@
     freecg-md plot landscape runs/remd_chignolin [--out DIR]   # verdict, landscapes, melting
     freecg-md plot remd runs/remd_chignolin                    # acceptance, replica walks
     freecg-md plot rmsd runs/langevin_chignolin [--selection ca]   # RMSD band
+    freecg-md plot overlay REFERENCE RUN [RUN ...]   # runs over a reference landscape
 
 ``landscape`` assesses the run's convergence first (``convergence.json``: equilibration
 detected with pymbar, decorrelated samples, round trips, kinetic temperatures, samples per
@@ -13,8 +14,11 @@ landscape reweighted from every temperature), ``basins.csv``, ``melting.csv`` an
 only for a run that meets the criteria; otherwise the figure says why not and shows the
 bins the run visited. ``remd`` writes ``remd.png``, ``acceptance.csv`` and
 ``remd_summary.json`` (acceptance and round trips per replica). ``rmsd`` writes ``rmsd.png``
-and ``rmsd.csv`` (time, mean, standard deviation, every trajectory). Everything goes into
-``RUN/plots`` unless ``--out`` says otherwise.
+and ``rmsd.csv`` (time, mean, standard deviation, every trajectory). ``overlay`` draws the
+frames of ML runs at the reference's lowest temperature over the landscape of a reference
+run (the classical REMD, ``freecg-md classical-remd``) on the same axes and bins:
+``overlay.png`` and ``overlay.json``. Everything goes into ``RUN/plots`` (the reference's,
+for ``overlay``) unless ``--out`` says otherwise.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="freecg-md plot",
                                      description=__doc__.splitlines()[0])
-    figures = parser.add_subparsers(dest="figure", required=True, metavar="{landscape,remd,rmsd}")
+    figures = parser.add_subparsers(dest="figure", required=True,
+                                    metavar="{landscape,remd,rmsd,overlay}")
     for name, text in (("landscape", "free-energy landscape and melting curve, with the "
                                      "convergence verdict"),
                        ("remd", "replica-exchange acceptance per pair and replica walks"),
@@ -46,13 +51,26 @@ def _parser() -> argparse.ArgumentParser:
             figure.add_argument("--selection", default="ca",
                                 choices=["ca", "backbone", "heavy", "all"],
                                 help="atoms superposed and compared")
+    overlay = figures.add_parser("overlay", help="runs drawn over a reference landscape",
+                                 description="runs drawn over a reference landscape")
+    overlay.add_argument("run", type=Path, help="the reference run directory or .npz")
+    overlay.add_argument("others", type=Path, nargs="+", help="runs to draw over it")
+    overlay.add_argument("--out", type=Path, help="output directory (default the "
+                                                  "reference's plots/)")
+    overlay.add_argument("--bins", type=int, default=30, help="histogram bins per axis")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from ..analysis.reduced import default_plot_dir, load_run
-    from ..analysis.reports import basin_summary, landscape_report, remd_report, rmsd_report
+    from ..analysis.reports import (
+        basin_summary,
+        landscape_report,
+        overlay_report,
+        remd_report,
+        rmsd_report,
+    )
 
     try:
         run = load_run(args.run)
@@ -61,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             report = landscape_report(run, out, args.temperature_index, args.bins)
         elif args.figure == "remd":
             report = remd_report(run, out)
+        elif args.figure == "overlay":
+            report = overlay_report(run, [load_run(path) for path in args.others], out,
+                                    bins=args.bins)
         else:
             report = rmsd_report(run, out, args.selection)
     except (OSError, ValueError) as error:
@@ -70,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         print(report["verdict"])
         for method, basins in report["basins"].items():
             print(f"{method}: {basin_summary(basins)}")
+        print(f"wrote {report['png']}")
+    elif args.figure == "overlay":
+        print(report["reference_verdict"])
+        for name, numbers in report["runs"].items():
+            print(f"{name}: {numbers['frames']} frames, "
+                  f"{numbers['fraction_in_reference_bins']:.2f} of them in bins the "
+                  "reference visited")
         print(f"wrote {report['png']}")
     elif args.figure == "remd":
         rates = ", ".join("n/a" if a is None else f"{a:.2f}" for a in report["acceptance"])

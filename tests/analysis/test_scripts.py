@@ -417,3 +417,29 @@ def test_the_md_scripts_run_a_committee_and_record_its_members(tiny_model, tmp_p
     # A disagreement limit needs a committee.
     assert run_script(REPO / "simulations" / "langevin_chignolin.py", "--model", tiny_model,
                       "--max-force-disagreement", "0.5", "--output", tmp_path / "x") == 2
+
+
+def test_plot_overlay_draws_runs_over_a_reference_landscape(remd_run, tmp_path, capsys):
+    """freecg-md plot overlay: the runs' frames at the reference's lowest temperature over
+    its landscape, same axes and bins, with the reference's verdict and, per run, the share
+    of its frames in bins the reference visited."""
+    from freecg_md.analysis.reduced import load_run, reduce_run
+    from freecg_md.analysis.reports import overlay_report
+    from freecg_md.cli import main
+
+    out = tmp_path / "overlay"
+    assert main(["plot", "overlay", str(remd_run), str(remd_run), "--out", str(out)]) == 0
+    assert_png(out / "overlay.png")
+    report = json.loads((out / "overlay.json").read_text())
+    assert report["temperature_K"] == 300.0 and not report["reference_converged"]
+    (numbers,) = report["runs"].values()
+    assert numbers["frames"] == 40 and 0 < numbers["fraction_in_reference_bins"] <= 1
+    assert "bins the reference visited" in capsys.readouterr().out
+    run = load_run(remd_run)
+    with pytest.raises(ValueError, match="runs is empty"):
+        overlay_report(run, [], out)
+    # A run with no replica at the reference's temperature is refused by name.
+    hot = reduce_run(read_run(remd_run))
+    hot.temperatures[:] = [500.0, 510.0, 520.0, 530.0]
+    with pytest.raises(ValueError, match="no replica at 300.0 K"):
+        overlay_report(run, [hot], out)
