@@ -109,16 +109,13 @@ class ClassicalREMDConfig:
                 if key not in ("n_cycles", "output_dir", "platform", "threads", "metadata")}
 
 
-def _contexts(config: ClassicalREMDConfig, topology, temperatures: np.ndarray):
+def _contexts(config: ClassicalREMDConfig, temperatures: np.ndarray):
     import openmm
-    from openmm import app, unit
+    from openmm import unit
 
-    forcefield = app.ForceField("amber14-all.xml", "implicit/gbn2.xml")
-    system = forcefield.createSystem(
-        topology, nonbondedMethod=app.NoCutoff,
-        constraints=app.HBonds if config.constrain_hydrogen_bonds else None,
-        hydrogenMass=(None if config.hydrogen_mass_amu is None
-                      else config.hydrogen_mass_amu * unit.amu))
+    from .data.sampling import amber_gbn2_system
+
+    pdb, system = amber_gbn2_system(config.constrain_hydrogen_bonds, config.hydrogen_mass_amu)
     platform = openmm.Platform.getPlatformByName(config.platform)
     properties = {"Threads": str(config.threads)} if config.platform == "CPU" else {}
     contexts = []
@@ -130,7 +127,7 @@ def _contexts(config: ClassicalREMDConfig, topology, temperatures: np.ndarray):
         integrator.setRandomNumberSeed(1 + config.seed * 1000 + r)
         contexts.append(openmm.Context(system, integrator, platform, dict(properties)))
     dof = 3 * system.getNumParticles() - system.getNumConstraints() - 3  # CM motion removed
-    return system, contexts, dof
+    return pdb, contexts, dof
 
 
 def _state(context, forces: bool = False):
@@ -142,7 +139,7 @@ def run_classical_remd(config: ClassicalREMDConfig, resume: bool = False,
                        progress: bool = True) -> dict[str, Any]:
     """Run (or continue) the classical replica exchange; returns the exchange summary with
     the wall time. See the module docstring."""
-    from openmm import app, unit
+    from openmm import unit
     from tqdm.auto import tqdm
 
     from .data.molecules import load_chignolin
@@ -150,12 +147,11 @@ def run_classical_remd(config: ClassicalREMDConfig, resume: bool = False,
     from .md.reporters import RunWriter
 
     chignolin = load_chignolin()
-    pdb = app.PDBFile(str(chignolin.pdb_path))
     temperatures = np.asarray(config.temperatures, np.float64)
     n_replicas = temperatures.size
     output = Path(config.output_dir)
     checkpoint_path = output / CHECKPOINT
-    _, contexts, dof = _contexts(config, pdb.topology, temperatures)
+    pdb, contexts, dof = _contexts(config, temperatures)
     exchange = ReplicaExchange(temperatures, seed=config.seed)
     cell, pbc = np.zeros((3, 3)), np.zeros(3, bool)
     if resume and checkpoint_path.is_file():

@@ -106,18 +106,25 @@ def _physics(config: SamplingConfig) -> str:
     return json.dumps(fields, sort_keys=True)
 
 
-def _simulation(temperature: float, config: SamplingConfig, seed: int):
-    import openmm
+def amber_gbn2_system(constrain_hydrogen_bonds: bool, hydrogen_mass_amu: float | None):
+    """Chignolin in amber14 + GBn2 (OpenMM): ``(pdb, system)``, the force field of the
+    training conformations (and of :mod:`freecg_md.classical_remd`)."""
     from openmm import app, unit
 
     pdb = app.PDBFile(str(load_chignolin().pdb_path))
     forcefield = app.ForceField("amber14-all.xml", "implicit/gbn2.xml")
-    hydrogen_mass = (None if config.hydrogen_mass_amu is None
-                     else config.hydrogen_mass_amu * unit.amu)
     system = forcefield.createSystem(
         pdb.topology, nonbondedMethod=app.NoCutoff,
-        constraints=app.HBonds if config.constrain_hydrogen_bonds else None,
-        hydrogenMass=hydrogen_mass)
+        constraints=app.HBonds if constrain_hydrogen_bonds else None,
+        hydrogenMass=None if hydrogen_mass_amu is None else hydrogen_mass_amu * unit.amu)
+    return pdb, system
+
+
+def _simulation(temperature: float, config: SamplingConfig, seed: int):
+    import openmm
+    from openmm import app, unit
+
+    pdb, system = amber_gbn2_system(config.constrain_hydrogen_bonds, config.hydrogen_mass_amu)
     integrator = openmm.LangevinMiddleIntegrator(
         temperature * unit.kelvin, config.friction_per_ps / unit.picosecond,
         config.timestep_fs * unit.femtosecond)
