@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .nn import FreeCG, FreeCGConfig
+from .nn.model import LEGACY_CHOICES
 
 __all__ = [
     "FORMAT_NAME",
@@ -87,7 +88,12 @@ def model_fingerprint(path: str | os.PathLike) -> str:
     """SHA-256 of a model file's config and weights only (not its metadata): the same for
     two files that compute the same function, whatever else they record."""
     content = read_model_file(path)
-    digest = hashlib.sha256(json.dumps(content["config"], sort_keys=True).encode())
+    # Files written before an option existed computed what the option's value in
+    # LEGACY_CHOICES computes; leaving those out keeps their fingerprints, and a re-saved
+    # copy's, unchanged.
+    config = {key: value for key, value in content["config"].items()
+              if key not in LEGACY_CHOICES or value != LEGACY_CHOICES[key]}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name in sorted(content["state_dict"]):
         tensor = content["state_dict"][name].detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())

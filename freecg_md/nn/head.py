@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 # Keeps the gradient of the vector norm finite (and twice differentiable, for force
 # training) when all vector features of an atom are zero.
-_NORM_EPS = 1e-8
+NORM_EPSILON = 1e-8
 
 
 class GatedEquivariantBlock(nn.Module):
@@ -20,11 +20,15 @@ class GatedEquivariantBlock(nn.Module):
         Channel widths.
     scalar_activation:
         Apply SiLU to the output scalars.
+    norm_epsilon:
+        Added to the squared norms under the square root.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, scalar_activation: bool) -> None:
+    def __init__(self, in_channels: int, out_channels: int, scalar_activation: bool,
+                 norm_epsilon: float = NORM_EPSILON) -> None:
         super().__init__()
         self.out_channels = out_channels
+        self.norm_epsilon = norm_epsilon
         self.vec1_proj = nn.Linear(in_channels, in_channels, bias=False)
         self.vec2_proj = nn.Linear(in_channels, out_channels, bias=False)
         self.update_net = nn.Sequential(
@@ -41,7 +45,7 @@ class GatedEquivariantBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` (N, F_in), ``v`` (N, 8, F_in) -> (N, F_out), (N, 8, F_out)."""
-        norms = torch.sqrt((self.vec1_proj(v) ** 2).sum(dim=1) + _NORM_EPS)
+        norms = torch.sqrt((self.vec1_proj(v) ** 2).sum(dim=1) + self.norm_epsilon)
         x, gate = self.update_net(torch.cat([x, norms], dim=-1)).split(self.out_channels, -1)
         v = gate.unsqueeze(1) * self.vec2_proj(v)
         if self.scalar_activation:
@@ -51,14 +55,14 @@ class GatedEquivariantBlock(nn.Module):
 
 class EnergyHead(nn.Module):
     """Two gated blocks, ``F -> F/2 -> 1``; the scalar output is a (standardised) atomic
-    energy, shape (N,)."""
+    energy, shape (N,). ``norm_epsilon`` as in :class:`GatedEquivariantBlock`."""
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, norm_epsilon: float = NORM_EPSILON) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
             [
-                GatedEquivariantBlock(hidden, hidden // 2, scalar_activation=True),
-                GatedEquivariantBlock(hidden // 2, 1, scalar_activation=False),
+                GatedEquivariantBlock(hidden, hidden // 2, True, norm_epsilon),
+                GatedEquivariantBlock(hidden // 2, 1, False, norm_epsilon),
             ]
         )
 

@@ -264,6 +264,7 @@ def edge_messages(
 def edge_invariants(
     v_rows: torch.Tensor, w_center: torch.Tensor | None, w_rows: torch.Tensor | None,
     sh: torch.Tensor, centers: torch.Tensor, neighbors: torch.Tensor | None,
+    form: str = "rejection",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The enhancer's invariants and the edge update's rejected dot product of each edge.
 
@@ -281,6 +282,9 @@ def edge_invariants(
         (E, 8) spherical harmonics ``Y_ij``.
     centers, neighbors:
         (E,) rows of each edge's centre and neighbour.
+    form:
+        ``"rejection"`` (:func:`_rejected_dot`) or ``"dot"``, the plain ``W_c v_i . W_n v_j``
+        (the kernels compute the rejection only).
 
     Returns
     -------
@@ -288,7 +292,11 @@ def edge_invariants(
         (E, F) ``sum_m v_j[m] Y[m]``, and ``w1 . w2`` of the two projections made
         orthogonal to ``Y`` (None without edge update).
     """
-    v_rows, w_rows, neighbors = _rows_for_kernels(v_rows, neighbors, v_rows, w_rows)
+    if form == "rejection":
+        v_rows, w_rows, neighbors = _rows_for_kernels(v_rows, neighbors, v_rows, w_rows)
+    elif neighbors is not None:
+        v_rows, w_rows = (None if r is None else gather(r, neighbors) for r in (v_rows, w_rows))
+        neighbors = None
     if neighbors is not None:
         empty = v_rows.new_empty(0, 8, v_rows.shape[2])
         dot, rejected = _Invariants.apply(
@@ -299,23 +307,29 @@ def edge_invariants(
     dot = dot_components(v_rows, sh)
     if w_center is None:
         return dot, None
+    if form == "dot":
+        return dot, (gather(w_center, centers) * w_rows).sum(dim=1)
     return dot, _rejected_dot(gather(w_center, centers), w_rows, sh)
 
 
 def aggregate_vectors(v_rows: torch.Tensor, gates: torch.Tensor, sh: torch.Tensor,
-                      phi: torch.Tensor, centers: torch.Tensor, neighbors: torch.Tensor | None,
-                      n_centers: int) -> torch.Tensor:
+                      phi: torch.Tensor | None, centers: torch.Tensor,
+                      neighbors: torch.Tensor | None, n_centers: int) -> torch.Tensor:
     """Abstract edges ``A_i = sum_j (v_j * g1_ij + g2_ij (outer) Y_ij) phi_ij``, (C, 8, F).
 
-    ``gates`` (E, 2F) is ``[g1, g2]``, ``phi`` (E,) the cosine cutoff; other arguments as in
+    ``gates`` (E, 2F) is ``[g1, g2]``, ``phi`` (E,) the cosine cutoff, or None for no
+    cutoff on the vector message (the kernels always apply it); other arguments as in
     :func:`edge_invariants`.
     """
+    if phi is None and neighbors is not None:
+        v_rows, neighbors = gather(v_rows, neighbors), None
     v_rows, neighbors = _rows_for_kernels(v_rows, neighbors, v_rows)
     if neighbors is not None:
         return _Aggregate.apply(v_rows.contiguous(), gates.contiguous(), sh.contiguous(),
                                 phi.contiguous(), centers.contiguous(), neighbors.contiguous(),
                                 n_centers)
-    gates = gates * phi.unsqueeze(-1)
+    if phi is not None:
+        gates = gates * phi.unsqueeze(-1)
     gate1, gate2 = gates.split(v_rows.shape[2], dim=-1)
     message = v_rows * gate1.unsqueeze(1) + gate2.unsqueeze(1) * sh.unsqueeze(-1)
     return scatter_sum(message, centers, n_centers)
@@ -327,10 +341,12 @@ def _rejected_dot(a: torch.Tensor, b: torch.Tensor, sh: torch.Tensor) -> torch.T
 
     Expanding the rejections gives ``a . b - (a . Y)(b . Y) / |Y|^2``, which needs no
     rejected copies of the (E, 8, F) tensors. The 8 components form an orthogonal
-    representation (1o + 2e), so each dot product is invariant and ``df`` is too.
+    representation (1o + 2e), so each dot product is invariant and ``df`` is too. A self
+    loop has ``Y = 0``: nothing to reject, ``a . b`` (the clamp only avoids 0 / 0).
     """
     along = dot_components(a, sh) * dot_components(b, sh)
-    return (a * b).sum(dim=1) - along / (sh * sh).sum(dim=1, keepdim=True)
+    norm2 = (sh * sh).sum(dim=1, keepdim=True).clamp_min(torch.finfo(sh.dtype).tiny)
+    return (a * b).sum(dim=1) - along / norm2
 
 
 class _GroupCG(torch.autograd.Function):

@@ -66,6 +66,8 @@ class FreeCGLayer(nn.Module):
     use_group_cg:
         If False, the vector update is ViSNet's ``dv = A + B`` instead of
         ``dv = Shuffle(GroupTP(A, B)) + A`` (the ablation of the FreeCG paper).
+    vector_message_cutoff, edge_update, enhancer:
+        The choices of :class:`~freecg_md.nn.FreeCGConfig` of the same names.
     zero_vectors_in:
         Whether the input vectors ``v`` are always zero (the first layer: vector features
         start at zero). Then the enhancer's invariants, the node term ``B``, the group
@@ -89,6 +91,9 @@ class FreeCGLayer(nn.Module):
         update_edges: bool,
         use_group_cg: bool = True,
         zero_vectors_in: bool = False,
+        vector_message_cutoff: bool = True,
+        edge_update: str = "rejection",
+        enhancer: str = "linear",
     ) -> None:
         super().__init__()
         if hidden % num_heads or hidden % num_groups:
@@ -102,7 +107,13 @@ class FreeCGLayer(nn.Module):
         self.qks_proj = nn.Linear(hidden, 3 * hidden)
         self.dkdv_proj = nn.Linear(hidden, 2 * hidden)
         self.vec_proj = nn.Linear(hidden, 3 * hidden, bias=False)
-        self.enhancer = nn.Linear(hidden, num_heads)
+        self.num_groups = num_groups
+        self.vector_message_cutoff = vector_message_cutoff
+        self.edge_update_form = edge_update
+        self.enhancer_form = enhancer
+        # The max enhancer maps one maximum per group of abstract edges, the linear one
+        # every channel's invariant.
+        self.enhancer = nn.Linear(num_groups if enhancer == "max" else hidden, num_heads)
         self.gate_proj = nn.Linear(hidden, 2 * hidden)
         self.o_proj = nn.Linear(hidden, 3 * hidden)
         self.group_cg = (
@@ -237,13 +248,17 @@ class FreeCGLayer(nn.Module):
             # Attention enhancer: per-channel invariants of the neighbour's abstract edges
             # seen along this real edge, mapped to one bias per head.
             invariants, rejected = edge_invariants(nb.v, w_center, nb.w_neighbor, sh,
-                                                   centers, local)
+                                                   centers, local, self.edge_update_form)
+            if self.enhancer_form == "max":  # the largest of each group's T invariants
+                invariants = invariants.unflatten(-1, (self.num_groups, -1)).amax(-1)
             enhance = self.enhancer(invariants)
         # No softmax: the weights are gated by SiLU and smoothly cut off.
         message, scalar_sum = edge_messages(q, nb.k, nb.s, dkdv, enhance, phi, centers, local,
                                             n_centers)
         gates = F.silu(self.gate_proj(message))
-        abstract_edges = aggregate_vectors(nb.v, gates, sh, phi, centers, local, n_centers)
+        abstract_edges = aggregate_vectors(nb.v, gates, sh,
+                                           phi if self.vector_message_cutoff else None,
+                                           centers, local, n_centers)
         o1, o2, o3 = self.o_proj(scalar_sum).split(width, dim=-1)
         if self.zero_vectors_in:  # u1 = u2 = u3 = 0, so dx = o3 and B = 0
             return o3, abstract_edges, None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,32 @@ from .spatial_order import spatial_order
 # Elements of proteins and most organic molecules: H, C, N, O, S.
 DEFAULT_SPECIES = (1, 6, 7, 8, 16)
 _FLOAT64_BUFFERS = ("atomic_energies", "energy_scale", "energy_shift")
+# The allowed values of the config's string choices (FreeCGConfig's docstring says what
+# each does).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "edge_update": ("rejection", "dot"),
+    "enhancer": ("linear", "max"),
+    "init": ("xavier", "reference"),
+}
+# What every model file written before these options existed computes (their values
+# then), so that such files, and model fingerprints, keep their meaning.
+LEGACY_CHOICES: dict[str, Any] = {
+    "self_loops": False,
+    "vector_message_cutoff": True,
+    "edge_update": "rejection",
+    "enhancer": "linear",
+    "init": "xavier",
+    "head_norm_epsilon": 1e-8,
+}
+# The authors' released code's choice for each option where ours differs.
+REFERENCE_CHOICES: dict[str, Any] = {
+    "self_loops": True,
+    "vector_message_cutoff": False,
+    "edge_update": "dot",
+    "enhancer": "linear",
+    "init": "reference",
+    "head_norm_epsilon": 0.0,
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +91,37 @@ class FreeCGConfig:
         ``r_c`` in Å.
     use_group_cg:
         False gives the ViSNet-style ablation without the group CG branch.
+    self_loops:
+        Whether each atom is its own neighbour in the interaction layers (an edge of length
+        0 with ``Y = 0`` and ``phi = 1``: a scalar message to itself, its own gated vectors
+        and a self edge feature), as in the authors' code. The neighbour embedding never
+        sees them.
+    vector_message_cutoff:
+        Whether the vector message ``M_ij`` is multiplied by the cutoff ``phi(d_ij)``.
+        Without it (the authors' code) the gates' biases make the energy jump where an
+        atom crosses the cutoff.
+    edge_update:
+        ``"rejection"``: the edge update's invariant ``a.b - (a.Y)(b.Y)/|Y|^2`` of
+        ``a = W_c v_i`` and ``b = W_n v_j`` made orthogonal to ``Y_ij``; ``"dot"``: the plain
+        ``a.b``, which is what the authors' rejection reduces to, since their l = 1, 2
+        harmonics have ``|Y|^2 = 2``.
+    enhancer:
+        ``"linear"``: the attention enhancer maps the F invariants ``<v_j[:, c], Y_ij>`` to H
+        biases with one linear layer (the authors' code); ``"max"``: it first takes their
+        maximum over each group's T abstract edges, then maps the G maxima to H biases (our
+        reading of the paper's equation, which takes a maximum over abstract edges).
+    init:
+        ``"xavier"``: every linear map of the layers, the embeddings and the head
+        Xavier-uniform with zero bias, merged projections as one matrix, group-CG weights
+        uniform in ``+-sqrt(6 / (T^2 + T))``; ``"reference"``: the authors' scales (each
+        of q, k, s and dk, dv initialised as its own F x F matrix, group-CG weights uniform
+        in ``+-sqrt(6 / ((G + 1) 4 T^3))``). Training only: a file's weights are what they
+        are.
+    head_norm_epsilon:
+        Added under the square root of the head's vector norms so that their gradient stays
+        finite where an atom's vector features vanish; 0 in the authors' code.
+
+    :meth:`reference` gives the settings that compute the authors' forward pass.
     """
 
     species: tuple[int, ...] = DEFAULT_SPECIES
@@ -74,6 +132,12 @@ class FreeCGConfig:
     num_basis: int = 32
     cutoff: float = 5.0
     use_group_cg: bool = True
+    self_loops: bool = False
+    vector_message_cutoff: bool = True
+    edge_update: str = "rejection"
+    enhancer: str = "linear"
+    init: str = "xavier"
+    head_norm_epsilon: float = 1e-8
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -93,6 +157,26 @@ class FreeCGConfig:
             raise ValueError(f"hidden={self.hidden}: expected an even number (head halves it)")
         if not self.cutoff > 0:
             raise ValueError(f"cutoff={self.cutoff!r}: expected a positive distance in Å")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {allowed}")
+        if not self.head_norm_epsilon >= 0:
+            raise ValueError(f"head_norm_epsilon={self.head_norm_epsilon!r}: expected >= 0")
+
+    @classmethod
+    def reference(cls, **overrides: Any) -> FreeCGConfig:
+        """The settings with which the forward pass is the authors' released code's:
+        self loops in the interaction layers, no cutoff on the vector message, the plain
+        dot product in the edge update, the linear enhancer, their initial scales and no
+        epsilon in the head's norms. ``overrides`` set any other field (``hidden=256``,
+        ``num_layers=9``, ``num_groups=32`` is their rMD17 size). Their neighbour cap of
+        32 per atom is not reproduced: no neighbour is ever dropped."""
+        return cls(**{**REFERENCE_CHOICES, **overrides})
+
+    @property
+    def is_reference(self) -> bool:
+        """Whether every choice in :data:`REFERENCE_CHOICES` is the authors'."""
+        return all(getattr(self, name) == value for name, value in REFERENCE_CHOICES.items())
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -125,9 +209,10 @@ class FreeCG(nn.Module):
 
     Notes
     -----
-    Units: positions in Å, energies in eV, forces in eV/Å. The graph excludes self loops,
-    which the authors' code keeps in its interaction layers (each atom sends itself a
-    message there; docs/guide/model.md lists where this model differs). The total
+    Units: positions in Å, energies in eV, forces in eV/Å. By default the graph excludes
+    self loops, which the authors' code keeps in its interaction layers; the config's
+    choices (``self_loops`` and others) select either, and :meth:`reference` builds the
+    authors' forward pass (docs/guide/model.md lists each difference). The total
     energy is ``E = sum_i (E0[z_i] + shift + scale * e_i)`` with per-element reference
     energies ``E0``, a per-atom ``shift`` and a ``scale`` fitted to the training set; ``e_i``
     is the network's output. Works in float32 and float64 (``model.double()``); it never
@@ -193,12 +278,23 @@ class FreeCG(nn.Module):
                     update_edges=index < config.num_layers - 1,
                     use_group_cg=config.use_group_cg,
                     zero_vectors_in=index == 0,
+                    vector_message_cutoff=config.vector_message_cutoff,
+                    edge_update=config.edge_update,
+                    enhancer=config.enhancer,
                 )
                 for index in range(config.num_layers)
             ]
         )
         self.out_norm = nn.LayerNorm(config.hidden)
-        self.head = EnergyHead(config.hidden)
+        self.head = EnergyHead(config.hidden, config.head_norm_epsilon)
+        if config.init == "reference":
+            reference_initialisation(self)
+
+    @classmethod
+    def reference(cls, **overrides: Any) -> FreeCG:
+        """A model whose forward pass is the authors' released code's
+        (:meth:`FreeCGConfig.reference`; ``overrides`` set other fields)."""
+        return cls(FreeCGConfig.reference(**overrides))
 
     @property
     def species(self) -> tuple[int, ...]:
@@ -271,6 +367,13 @@ class FreeCG(nn.Module):
             keep = inside.nonzero().squeeze(1)
             centers, neighbors = centers[keep], neighbors[keep]
             vectors, distances = vectors.index_select(0, keep), distances.index_select(0, keep)
+        if self.config.self_loops:
+            # Constant zero vectors, not r_i - r_i: the harmonics' gradient at 0 is huge,
+            # and a self loop does not move with the atoms anyway. Y(0) = 0 for l = 1, 2.
+            loops = torch.arange(numbers.shape[0], device=centers.device)
+            centers, neighbors = torch.cat([centers, loops]), torch.cat([neighbors, loops])
+            vectors = torch.cat([vectors, vectors.new_zeros(loops.shape[0], 3)])
+            distances = torch.cat([distances, distances.new_zeros(loops.shape[0])])
 
         plan = plan_pass(self, positions.device, numbers.shape[0], centers.shape[0],
                          create_graph)
@@ -328,6 +431,8 @@ class FreeCG(nn.Module):
         e3nn objects so that torch.compile can trace it (:meth:`compile_network`).
         """
         phi = self.cutoff_fn(distances)
+        # The neighbour embedding never sees self loops (length 0; no real pair has it).
+        neighbor_phi = phi * (distances > 0) if self.config.self_loops else phi
         n_atoms = species.shape[0]
         if chunks is None:
             runs = [EdgeRun(0, n_atoms, centers, neighbors, distances, sh, phi)]
@@ -335,7 +440,7 @@ class FreeCG(nn.Module):
             runs = split_runs(chunks, centers, neighbors, distances, sh, phi)
         if fused:
             runs = [with_distinct_neighbors(run) for run in runs]
-        if len(runs) > 1 and pool is not None:
+        if len(runs) > 1 and pool is not None and not self.config.self_loops:
             # A frozen model: the embedding's runs go to the pool's threads too.
             x, f = embed_in_runs(self.neighbor_embedding, self.edge_embedding, self.rbf,
                                  species, runs, pool, keep_graphs)
@@ -343,7 +448,7 @@ class FreeCG(nn.Module):
             # The embedding's (E, F) tensors are small next to a layer's (E, 8, F) ones: at
             # this size they are computed whole, without a recomputation.
             rbf = self.rbf(distances)
-            x = self.neighbor_embedding(species, centers, neighbors, rbf, phi)
+            x = self.neighbor_embedding(species, centers, neighbors, rbf, neighbor_phi)
             f = self.edge_embedding(x, centers, neighbors, rbf)
             f = list(f.split([len(run.centers) for run in runs]))
         else:
@@ -375,9 +480,9 @@ class FreeCG(nn.Module):
 
     def _neighbor_sum(self, species: torch.Tensor, run: EdgeRun) -> torch.Tensor:
         """The neighbour embedding's sum over a run's edges, (n_centers, F)."""
+        phi = run.phi * (run.distances > 0) if self.config.self_loops else run.phi
         return self.neighbor_embedding.neighbor_sum(
-            species, run.centers, run.neighbors, self.rbf(run.distances), run.phi,
-            run.n_centers)
+            species, run.centers, run.neighbors, self.rbf(run.distances), phi, run.n_centers)
 
     def _edge_features(self, x: torch.Tensor, run: EdgeRun) -> torch.Tensor:
         """Initial edge features of a run's edges, (E_run, F)."""
@@ -460,3 +565,32 @@ class FreeCG(nn.Module):
         if grad is None:  # no edges: no interactions
             grad = torch.zeros_like(positions)
         return {"energy": energy, "energies": atom_energy, "forces": -grad}
+
+
+def reference_initialisation(model: FreeCG) -> None:
+    """Initialise ``model``'s parameters at the authors' scales (``init="reference"``).
+
+    Where our default differs: each of the merged projections ``[q | k | s]`` and
+    ``[dk | dv]`` is initialised as separate F x F Xavier-uniform matrices (their code has
+    one linear layer each; as one 3F x F matrix the bound is 0.71 times, as 2F x F 0.82
+    times theirs); the group-CG weights are uniform in ``+-sqrt(6 / ((G + 1) W))`` with
+    ``W = 4 T^3`` weights per group (their Xavier bound for a (1, G, W) tensor, about
+    1/31 of ours at G = 32); the embeddings' linear maps are Xavier-uniform with zero
+    bias. The element embeddings keep torch's N(0, 1) in both.
+    """
+    hidden = model.config.hidden
+    with torch.no_grad():
+        for layer in model.layers:
+            for merged in (layer.qks_proj, layer.dkdv_proj):
+                for block in merged.weight.split(hidden, dim=0):
+                    nn.init.xavier_uniform_(block)
+                nn.init.zeros_(merged.bias)
+            if layer.group_cg is not None:
+                weight = layer.group_cg.weight
+                groups, per_group = weight.shape[0], weight[0].numel()
+                bound = math.sqrt(6.0 / ((groups + 1) * per_group))
+                nn.init.uniform_(weight, -bound, bound)
+        for linear in (model.neighbor_embedding.distance_proj, model.neighbor_embedding.combine,
+                       model.edge_embedding.edge_proj):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)

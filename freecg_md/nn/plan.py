@@ -9,7 +9,9 @@ processes. The paths:
 
 - **whole pass, torch operations**: training (any device), a GPU, or a CPU without the
   fused kernels; ``compile_network()`` applies here;
-- **fused CPU kernels**: a frozen model on a CPU (:mod:`~freecg_md.nn.kernels`);
+- **fused CPU kernels**: a frozen model on a CPU (:mod:`~freecg_md.nn.kernels`), with
+  the default choices of :data:`KERNEL_CHOICES` (the authors' settings run on torch
+  operations);
 - **runs of edges**: large passes, cut into runs of whole centre atoms
   (:mod:`~freecg_md.nn.chunks`): shared among threads when frozen, checkpointed when
   training; on a CPU from ``SPATIAL_ORDER_MIN_ATOMS`` atoms in a space-filling-curve order.
@@ -28,8 +30,8 @@ import torch
 from . import chunks as chunks_module
 from .kernels import kernels_available
 
-__all__ = ["DEFAULT_EDGE_CHUNK", "GPU_RUNS_ABOVE_EDGES", "MAX_EDGE_RUNS",
-           "SPATIAL_ORDER_MIN_ATOMS", "ExecutionPlan", "plan_pass"]
+__all__ = ["DEFAULT_EDGE_CHUNK", "GPU_RUNS_ABOVE_EDGES", "KERNEL_CHOICES", "MAX_EDGE_RUNS",
+           "SPATIAL_ORDER_MIN_ATOMS", "ExecutionPlan", "kernels_support", "plan_pass"]
 
 # Edges per run above which the edges are evaluated in runs (see FreeCG.edge_chunk_size),
 # and the most runs a trainable pass is cut into.
@@ -41,6 +43,21 @@ GPU_RUNS_ABOVE_EDGES = 1_000_000
 # (spatial_order.py): in an arbitrary order a large system's runs read rows spread over all
 # of it. Below it a system's per-atom rows fit the caches in any order.
 SPATIAL_ORDER_MIN_ATOMS = 2048
+
+
+# The choices (FreeCGConfig) the fused CPU kernels compute; a model with others runs on
+# torch operations.
+KERNEL_CHOICES: dict[str, Any] = {
+    "self_loops": False,
+    "vector_message_cutoff": True,
+    "edge_update": "rejection",
+    "enhancer": "linear",
+}
+
+
+def kernels_support(config: Any) -> bool:
+    """Whether the fused CPU kernels compute the layers of a model with ``config``."""
+    return all(getattr(config, name) == value for name, value in KERNEL_CHOICES.items())
 
 
 @dataclass(frozen=True)
@@ -140,7 +157,8 @@ def plan_pass(model: torch.nn.Module, device: torch.device | str, n_atoms: int, 
     # The fused kernels' backward cannot be differentiated again: frozen models only. Where
     # they run they take precedence over compile_network(): torch.compile does not trace
     # them, and its code is slower than theirs (benchmarks/bench_compile.py).
-    fused = frozen and model.fused_kernels and on_cpu and kernels_available()
+    fused = (frozen and model.fused_kernels and on_cpu and kernels_support(model.config)
+             and kernels_available())
     # The run loop depends on the data, which torch.compile would recompile for.
     compiled = (max_edges is None and not fused
                 and getattr(model, "_compiled_network", None) is not None)

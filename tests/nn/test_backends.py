@@ -13,7 +13,10 @@ autograd); the paths beside it are accelerations that must give the same functio
 Each is checked for what a force field must satisfy (energy invariant and forces
 equivariant under rotations and reflections, forces the negative gradient of the energy,
 a batch equal to its molecules one by one, a continuous energy as an atom crosses the
-cutoff) and for equality with ``reference``, in float32 and float64.
+cutoff) and for equality with ``reference``, in float32 and float64, for our default
+choices and for the other settings of the model's config (the authors' settings,
+``FreeCGConfig.reference``, and the max enhancer), which the plan runs on torch
+operations wherever the fused kernels do not compute them.
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ import torch
 from e3nn import o3
 
 from freecg_md.nn.kernels import kernels_available
+from freecg_md.nn.model import REFERENCE_CHOICES
 from tests.conftest import full_edges, random_molecule, small_model
 
 BACKENDS = ["reference", "frozen", "fused", "runs", "runs-torch", "cuda"]
+SETTINGS = {"ours": {}, "authors": {**REFERENCE_CHOICES, "init": "xavier"},
+            "max-enhancer": {"enhancer": "max"}}
 TOLERANCE = {torch.float32: dict(energy=3e-5, forces=3e-4),
              torch.float64: dict(energy=1e-10, forces=1e-9)}
 
@@ -36,12 +42,12 @@ TOLERANCE = {torch.float32: dict(energy=3e-5, forces=3e-4),
 class Backend:
     """A model on one execution path, called like ``FreeCG.energy_and_forces``."""
 
-    def __init__(self, name: str, dtype: torch.dtype):
+    def __init__(self, name: str, dtype: torch.dtype, setting: str = "ours"):
         if name in ("fused", "runs") and not kernels_available():
             pytest.skip("the fused CPU kernels do not build here")
         if name == "cuda" and not torch.cuda.is_available():
             pytest.skip("no CUDA GPU")
-        model = small_model(dtype)
+        model = small_model(dtype, **SETTINGS[setting])
         if name != "reference":
             model.requires_grad_(False)
         if name in ("frozen", "runs-torch"):
@@ -81,11 +87,17 @@ def dtype(request):
     return request.param
 
 
+@pytest.fixture(params=list(SETTINGS))
+def setting(request):
+    return request.param
+
+
 @pytest.mark.parametrize("name", BACKENDS)
-def test_equals_the_reference(name, dtype):
+def test_equals_the_reference(name, dtype, setting):
     atoms = random_molecule(16, seed=3)
-    energy, forces = molecule_call(Backend(name, dtype), atoms)
-    reference_energy, reference_forces = molecule_call(Backend("reference", dtype), atoms)
+    energy, forces = molecule_call(Backend(name, dtype, setting), atoms)
+    reference_energy, reference_forces = molecule_call(Backend("reference", dtype, setting),
+                                                       atoms)
     tolerance = TOLERANCE[dtype]
     assert abs(energy - reference_energy) < tolerance["energy"] * len(atoms)
     np.testing.assert_allclose(forces, reference_forces, rtol=0, atol=tolerance["forces"])
@@ -94,8 +106,8 @@ def test_equals_the_reference(name, dtype):
 
 @pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("parity", [1, -1], ids=["rotation", "rotoreflection"])
-def test_energy_invariant_and_forces_equivariant(name, parity, dtype):
-    backend = Backend(name, dtype)
+def test_energy_invariant_and_forces_equivariant(name, parity, dtype, setting):
+    backend = Backend(name, dtype, setting)
     atoms = random_molecule(14, seed=4)
     energy, forces = molecule_call(backend, atoms)
     tolerance = TOLERANCE[dtype]
@@ -108,8 +120,8 @@ def test_energy_invariant_and_forces_equivariant(name, parity, dtype):
 
 
 @pytest.mark.parametrize("name", BACKENDS)
-def test_forces_are_the_negative_gradient(name):
-    backend = Backend(name, torch.float64)
+def test_forces_are_the_negative_gradient(name, setting):
+    backend = Backend(name, torch.float64, setting)
     atoms = random_molecule(10, seed=7)
     _, forces = molecule_call(backend, atoms)
     rng = np.random.default_rng(0)
@@ -124,8 +136,8 @@ def test_forces_are_the_negative_gradient(name):
 
 
 @pytest.mark.parametrize("name", BACKENDS)
-def test_a_batch_equals_its_molecules_one_by_one(name, dtype):
-    backend = Backend(name, dtype)
+def test_a_batch_equals_its_molecules_one_by_one(name, dtype, setting):
+    backend = Backend(name, dtype, setting)
     molecules = [random_molecule(n, seed=10 + n) for n in (9, 12, 7)]
     numbers = np.concatenate([m.numbers for m in molecules])
     positions = np.concatenate([m.positions for m in molecules])
@@ -143,8 +155,20 @@ def test_a_batch_equals_its_molecules_one_by_one(name, dtype):
 
 
 @pytest.mark.parametrize("name", BACKENDS)
-def test_energy_is_continuous_as_an_atom_crosses_the_cutoff(name):
-    backend = Backend(name, torch.float64)
+def test_energy_is_continuous_as_an_atom_crosses_the_cutoff(name, setting):
+    backend = Backend(name, torch.float64, setting)
+    with torch.no_grad():  # trained gates have biases; fresh ones are zero
+        for layer in backend.model.layers:
+            layer.gate_proj.bias.copy_(torch.linspace(-0.5, 0.5, layer.gate_proj.bias.numel()))
+    jump = _cutoff_jump(backend)
+    if SETTINGS[setting].get("vector_message_cutoff", True):
+        assert jump < 1e-7
+    else:  # the authors' vector message has no cutoff: the gates' biases make a step
+        assert jump > 1e-5
+
+
+def _cutoff_jump(backend: Backend) -> float:
+    """|E(r_c + 1e-6) - E(r_c - 1e-6)| for an atom moved across a neighbour's cutoff."""
     cutoff = backend.model.cutoff
     atoms = random_molecule(8, seed=2, box=3.0)
     # One more atom on a line out of the molecule, across the cutoff of its nearest atom.
@@ -155,4 +179,4 @@ def test_energy_is_continuous_as_an_atom_crosses_the_cutoff(name):
         probe.append("H")
         probe.positions[-1] = nearest + np.array([distance, 0.0, 0.0])
         energies.append(molecule_call(backend, probe)[0])
-    assert abs(energies[1] - energies[0]) < 1e-7
+    return abs(energies[1] - energies[0])
