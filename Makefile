@@ -28,11 +28,11 @@ $(STAMPS)/torch-cluster: $(STAMPS)/torch
 	$(PIP) install --no-build-isolation "torch-cluster>=1.6"
 	touch $@
 
-# The fused CPU kernels (freecg_md/nn/csrc) compile on first use; building them here keeps
+# The fused CPU kernels (freecg_md/nn/cpu/csrc) compile on first use; building them here keeps
 # that minute out of the first MD run. A failed build only warns: torch operations are used.
 $(STAMPS)/package: $(STAMPS)/torch-cluster pyproject.toml
 	$(PIP) install -e ".[data,analysis,openmm,dev]"
-	$(PY) -c "from freecg_md.nn.kernels import load_kernels; load_kernels()"
+	$(PY) -c "from freecg_md.nn.cpu.kernels import load_kernels; load_kernels()"
 	touch $@
 
 install: $(STAMPS)/package

@@ -71,7 +71,7 @@ def prepare_model(model: ModelLike | Sequence[FreeCG | str | os.PathLike],
     Conversions and compilation happen on a copy: the caller's model (perhaps shared with
     another calculator in another dtype, or being trained) must not change under it.
     Frozen parameters let large inputs share their edge runs among threads (see
-    :class:`~freecg_md.nn.layer.RunsInParallel`).
+    :class:`~freecg_md.nn.cpu.layer_runs.RunsInParallel`).
     """
     if isinstance(model, (list, tuple)):
         model = Committee(model) if len(model) != 1 else model[0]

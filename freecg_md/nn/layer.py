@@ -1,33 +1,60 @@
-"""One FreeCG interaction layer: attention on real edges, CG coupling on abstract edges."""
+"""One FreeCG interaction layer, the reference: its equations in torch operations.
+
+Notation: N atoms, E edges ``j -> i`` (centre ``i``, neighbour ``j``), F channels, H heads
+of D = F / H channels, G groups of T = F / G abstract edges. Node scalars ``x`` (N, F),
+node vectors ``v`` (N, 8, F) (the l = 1 and l = 2 components of e3nn's basis, 3 + 5, per
+channel), edge scalars ``f`` (E, F), edge harmonics ``Y_ij`` (E, 8), cutoff ``phi_ij``
+(E,). One layer computes (Shao et al., ICLR 2025, on ViSNet's message passing)::
+
+    [q | k | s]  = W_qks LayerNorm(x) + b               per atom, each (N, H, D)
+    [dk | dv]    = SiLU(W_kv f_ij + b)                  per edge, each (E, H, D)
+    [u1 | u2 | u3] = W_u v                              per atom, (N, 8, F) each
+    e_ij   = W_e < v_j , Y_ij > + b_e                   enhancer, (E, H); <.,.> sums the
+                                                        8 components per channel
+    a_ij   = SiLU( sum_d q_i k_j dk_ij + e_ij ) phi_ij  attention, no softmax, (E, H)
+    m_ij   = s_j dv_ij a_ij                             scalar message, (E, F)
+    [g1 | g2] = SiLU(W_g m_ij + b_g)                    gates, (E, F) each
+    M_ij   = (v_j g1 + g2 (x) Y_ij) phi_ij              vector message, (E, 8, F)
+    S_i    = sum_j m_ij,   A_i = sum_j M_ij             A: the F abstract edges of atom i
+    [o1 | o2 | o3] = W_o S_i + b_o
+    dx_i   = <u1_i, u2_i> o2 + o3
+    dv_i   = Shuffle(GroupCG(A_i, u3_i o1)) + A_i       (ViSNet: dv_i = A_i + u3_i o1)
+    df_ij  = SiLU(W_f f_ij + b_f) * w_ij                all layers but the last
+    w_ij   = a.b - (a.Y)(b.Y)/|Y|^2,  a = W_c v_i, b = W_n v_j
+
+and returns ``x + dx``, ``v + dv``, ``f + df``. ``GroupCG`` is
+:class:`~freecg_md.nn.group_cg.GroupCGTensorProduct` (four parity-allowed paths per group
+of T channels), ``Shuffle`` rolls the channels by ``3G/2``
+(:func:`~freecg_md.nn.group_cg.shuffle_abstract_edges`). The config's choices change
+three lines: ``enhancer="max"`` maps the largest ``<v_j, Y_ij>`` of each group's T channels
+(G values) instead of all F; ``vector_message_cutoff=False`` drops ``phi_ij`` from
+``M_ij``; ``edge_update="dot"`` makes ``w_ij = a.b``. Self loops, where the model has
+them, are edges with ``Y = 0`` and ``phi = 1``.
+
+The edges come in runs of whole centre atoms (:mod:`freecg_md.nn.chunks`; one run: all
+edges), each run's sums complete in itself, checkpointed when autograd records several.
+Faster ways of computing the same function on a CPU (fused kernels, threads) live in
+:mod:`freecg_md.nn.cpu` and are tested equal to this one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-from .chunks import (
-    EdgeRun,
-    RunPool,
-    atom_blocks,
-    for_each,
-    run_chunk,
-    runs_into_sums,
-    without_grad,
-)
-from .fused_run import layer_constants, run_backward, run_forward, runs_fusable
-from .group_cg import GroupCGTensorProduct
-from .kernels import aggregate_vectors, edge_invariants, edge_messages, group_cg_shuffled
-from .ops import gather
+from .chunks import EdgeRun, run_chunk
+from .group_cg import GroupCGTensorProduct, shuffle_abstract_edges
+from .ops import dot_components, gather, scatter_sum
+
+__all__ = ["FreeCGLayer", "NodeTerms", "edge_update_invariant", "gather_terms"]
 
 
 class NodeTerms(NamedTuple):
     """Per-atom tensors that a run of centre atoms reads of its neighbours: ``k, s``
-    (N, H, F/H), ``v`` (N, 8, F), and the edge update's neighbour projection ``w_neighbor``
+    (N, H, D), ``v`` (N, 8, F), and the edge update's neighbour projection ``w_neighbor``
     (N, 8, F) or None in a layer without edge update. :func:`gather_terms` gives a run's
     rows of them."""
 
@@ -38,20 +65,31 @@ class NodeTerms(NamedTuple):
 
 
 def gather_terms(nodes: NodeTerms, run: EdgeRun) -> NodeTerms:
-    """A run's rows of every field of ``nodes``, at :func:`neighbor_rows`."""
-    rows = neighbor_rows(run)
-    return NodeTerms(*(None if t is None else gather(t, rows) for t in nodes))
+    """Each edge's row of every field of ``nodes``: (E_run, ...) at ``run.neighbors``."""
+    return NodeTerms(*(None if t is None else gather(t, run.neighbors) for t in nodes))
 
 
-def neighbor_rows(run: EdgeRun) -> torch.Tensor:
-    """The atoms whose rows :func:`gather_terms` takes: one per edge, (E_run,), or, where the
-    run lists its distinct neighbours (``run.unique_neighbors``, for the fused kernels), one
-    per distinct neighbour, (U,)."""
-    return run.neighbors if run.unique_neighbors is None else run.unique_neighbors
+def edge_update_invariant(a: torch.Tensor, b: torch.Tensor, sh: torch.Tensor,
+                          form: str = "rejection") -> torch.Tensor:
+    """The edge update's invariant ``w_ij`` (E, F) of ``a = W_c v_i`` and ``b = W_n v_j``,
+    both (E, 8, F), and ``Y_ij`` (E, 8).
+
+    ``"rejection"``: the dot product of ``a`` and ``b`` each made orthogonal to ``Y``,
+    ``a.b - (a.Y)(b.Y) / |Y|^2`` (expanded, so no rejected copies of the (E, 8, F) tensors
+    are made). The 8 components form an orthogonal representation (1o + 2e), so each dot
+    product is invariant. A self loop has ``Y = 0``: nothing to reject, ``a.b`` (the clamp
+    only avoids 0 / 0). ``"dot"``: ``a.b``.
+    """
+    plain = (a * b).sum(dim=1)
+    if form == "dot":
+        return plain
+    along = dot_components(a, sh) * dot_components(b, sh)
+    norm2 = (sh * sh).sum(dim=1, keepdim=True).clamp_min(torch.finfo(sh.dtype).tiny)
+    return plain - along / norm2
 
 
 class FreeCGLayer(nn.Module):
-    """Update of node scalars ``x`` (N, F), node vectors ``v`` (N, 8, F), edge scalars ``f``.
+    """The layer's parameters and its update (the module's equations).
 
     Parameters
     ----------
@@ -77,10 +115,10 @@ class FreeCGLayer(nn.Module):
 
     Notes
     -----
-    Unlike the reference code, the vector message ``M_ij`` is multiplied by the cutoff
-    ``phi(d_ij)``: its gates have biases, so without that factor an atom entering the cutoff
-    sphere would change the energy by a jump. With it, every message vanishes smoothly at
-    ``r_c`` and the energy is continuously differentiable there.
+    Unlike the authors' code, by default the vector message ``M_ij`` is multiplied by the
+    cutoff ``phi(d_ij)``: its gates have biases, so without that factor an atom entering
+    the cutoff sphere would change the energy by a jump. With it, every message vanishes
+    smoothly at ``r_c`` and the energy is continuously differentiable there.
     """
 
     def __init__(
@@ -131,7 +169,8 @@ class FreeCGLayer(nn.Module):
 
     def compile_update(self, **options: Any) -> None:
         """Compile a run's update (:meth:`_update`) with ``torch.compile`` (dynamic shapes)
-        for the frozen-model path, where the runs go through :class:`RunsInParallel`;
+        for the frozen-model path, where the runs go through
+        :class:`~freecg_md.nn.cpu.layer_runs.RunsInParallel`;
         ``options`` go to ``torch.compile``. Training (checkpointed runs, force loss with
         ``create_graph``) stays eager, since the compiled backward cannot be differentiated
         again."""
@@ -142,13 +181,8 @@ class FreeCGLayer(nn.Module):
         """Whether :meth:`forward` returns updated edge features ``f_next`` (not None)."""
         return self.update_edges and not self.zero_vectors_in
 
-    def run_update(
-        self, run: EdgeRun
-    ) -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-        """:meth:`_update` for ``run``: compiled if :meth:`compile_update` was called,
-        unless the run is for the fused kernels, which torch.compile does not trace."""
-        if run.local_neighbors is not None:
-            return self._update
+    def run_update(self) -> Any:
+        """:meth:`_update`, compiled if :meth:`compile_update` was called."""
         return self._compiled_update or self._update
 
     def __getstate__(self) -> dict[str, Any]:
@@ -170,8 +204,6 @@ class FreeCGLayer(nn.Module):
         v: torch.Tensor,
         f: list[torch.Tensor],
         runs: list[EdgeRun],
-        pool: RunPool | None = None,
-        keep_graphs: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
         """Return the updated node features ``(x + dx, v + dv)`` and the next layer's edge
         features ``f_next = f + df``, None in a layer without edge update (the last; the
@@ -182,17 +214,8 @@ class FreeCGLayer(nn.Module):
         :mod:`freecg_md.nn.chunks`), and ``f`` the edge features of each run, (E_run, F).
         ``f_next`` comes back the same way. With several runs, each is recomputed in the
         backward pass instead of stored, so no (E, 8, F) tensor, nor the group transform's
-        channel pairs, is ever made whole; the result is the same. With a ``pool`` (only
-        when no parameter needs a gradient, see :class:`RunsInParallel`) the runs, and the
-        per-atom work before and after them, are shared among its threads, forward and
-        backward, without recomputation if ``keep_graphs``
-        (:func:`freecg_md.nn.chunks.keeps_graphs`).
+        channel pairs, is ever made whole; the result is the same.
         """
-        if pool is not None and len(runs) > 1:
-            x_next, v_next, *f_next = RunsInParallel.apply(
-                self, runs, pool, keep_graphs, x, v, *f, *(run.sh for run in runs),
-                *(run.phi for run in runs))
-            return x_next, v_next, (f_next if self.returns_edge_update else None)
         q, nodes = self.node_terms(x, v)
         # The runs' own atoms, split once: a slice per run would give each run's backward a
         # zero gradient of all atoms to fill.
@@ -227,40 +250,43 @@ class FreeCGLayer(nn.Module):
     def _update(
         self, q: torch.Tensor, v: torch.Tensor, nb: NodeTerms, f: torch.Tensor, run: EdgeRun
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``(dx, dv, f_next)`` of a run of centre atoms from their edges.
+        """``(dx, dv, f_next)`` of a run of centre atoms from their edges (the module's
+        equations).
 
-        Every edge of the run's centre atoms is in ``run`` and no other, so their messages
-        are complete and their updates, (n_centers, F) and (n_centers, 8, F), need no other
-        run. ``q`` (n_centers, H, F/H) and ``v`` (n_centers, 8, F) are the run's atoms' rows;
-        ``nb`` the neighbours' rows (:func:`gather_terms`); ``f`` (E_run, F). ``f_next`` is
-        (E_run, F), or None in a layer without edge update.
+        Every edge of the run's centre atoms is in ``run`` and no other, so their sums are
+        complete and their updates, (n_centers, F) and (n_centers, 8, F), need no other
+        run. ``q`` (n_centers, H, D) and ``v`` (n_centers, 8, F) are the run's atoms' rows;
+        ``nb`` each edge's row of the neighbours' terms (:func:`gather_terms`); ``f``
+        (E_run, F). ``f_next = f + df`` is (E_run, F), or None in a layer without edge
+        update.
         """
-        width = self.hidden
-        centers, sh, phi = run.centers, run.sh, run.phi
-        n_centers = run.n_centers
-        dkdv = F.silu(self.dkdv_proj(f))
-        local = run.local_neighbors
-        if self.zero_vectors_in:
+        width, heads = self.hidden, self.num_heads
+        centers, sh, phi, n_centers = run.centers, run.sh, run.phi, run.n_centers
+        dk, dv = F.silu(self.dkdv_proj(f)).reshape(-1, 2, heads, width // heads).unbind(1)
+        edge_invariant = None
+        if self.zero_vectors_in:  # v = 0: <v_j, Y> = 0 and w = 0
             enhance = self.enhancer.bias.expand(centers.shape[0], -1)
-            rejected = None
         else:
-            w_center = self.w_center_proj(v) if self.update_edges else None
-            # Attention enhancer: per-channel invariants of the neighbour's abstract edges
-            # seen along this real edge, mapped to one bias per head.
-            invariants, rejected = edge_invariants(nb.v, w_center, nb.w_neighbor, sh,
-                                                   centers, local, self.edge_update_form)
+            invariants = dot_components(nb.v, sh)  # <v_j, Y_ij> per channel, (E, F)
             if self.enhancer_form == "max":  # the largest of each group's T invariants
                 invariants = invariants.unflatten(-1, (self.num_groups, -1)).amax(-1)
             enhance = self.enhancer(invariants)
-        # No softmax: the weights are gated by SiLU and smoothly cut off.
-        message, scalar_sum = edge_messages(q, nb.k, nb.s, dkdv, enhance, phi, centers, local,
-                                            n_centers)
+            if self.update_edges:
+                edge_invariant = edge_update_invariant(
+                    gather(self.w_center_proj(v), centers), nb.w_neighbor, sh,
+                    self.edge_update_form)
+        attention = (gather(q, centers) * nb.k * dk).sum(-1)
+        attention = F.silu(attention + enhance) * phi.unsqueeze(-1)
+        message = (nb.s * dv * attention.unsqueeze(-1)).reshape(-1, width)
+        scalar_sum = scatter_sum(message, centers, n_centers)
         gates = F.silu(self.gate_proj(message))
-        abstract_edges = aggregate_vectors(nb.v, gates, sh,
-                                           phi if self.vector_message_cutoff else None,
-                                           centers, local, n_centers)
+        if self.vector_message_cutoff:
+            gates = gates * phi.unsqueeze(-1)
+        gate1, gate2 = gates.split(width, dim=-1)
+        vector_message = nb.v * gate1.unsqueeze(1) + gate2.unsqueeze(1) * sh.unsqueeze(-1)
+        abstract_edges = scatter_sum(vector_message, centers, n_centers)
         o1, o2, o3 = self.o_proj(scalar_sum).split(width, dim=-1)
-        if self.zero_vectors_in:  # u1 = u2 = u3 = 0, so dx = o3 and B = 0
+        if self.zero_vectors_in:  # u1 = u2 = u3 = 0, so dx = o3 and the node term is 0
             return o3, abstract_edges, None
 
         u1, u2, u3 = self.vec_proj(v).split(width, dim=-1)
@@ -269,240 +295,9 @@ class FreeCGLayer(nn.Module):
         if self.group_cg is None:
             dvec = abstract_edges + node_vectors
         else:
-            coupled = group_cg_shuffled(self.group_cg, abstract_edges, node_vectors,
-                                        self.shuffle, fused=local is not None)
+            coupled = shuffle_abstract_edges(self.group_cg(abstract_edges, node_vectors),
+                                             self.shuffle)
             dvec = coupled + abstract_edges
-
-        # The edge update df is added here, not by the caller: in the threaded runs the
-        # addition (and its gradient) then runs in the run's thread.
-        f_next = None if rejected is None else torch.addcmul(f, F.silu(self.f_proj(f)),
-                                                               rejected)
+        f_next = None if edge_invariant is None else torch.addcmul(
+            f, F.silu(self.f_proj(f)), edge_invariant)
         return dx, dvec, f_next
-
-
-class _RunGraph(NamedTuple):
-    """One run evaluated on leaves of its own graph: ``inputs`` (the run's ``q``, ``v``,
-    ``f``, ``sh``, ``phi``, then its rows of the neighbours' terms, :func:`gather_terms`)
-    and ``outputs``."""
-
-    inputs: list[torch.Tensor]
-    outputs: list[torch.Tensor]
-
-
-def _run_graph(layer: FreeCGLayer, nodes: NodeTerms, q: torch.Tensor, v: torch.Tensor,
-               f: torch.Tensor, run: EdgeRun) -> _RunGraph:
-    with torch.enable_grad():
-        own = [t.detach().requires_grad_() for t in (q, v, f, run.sh, run.phi)]
-        nb = NodeTerms(*(None if t is None else t.detach().requires_grad_()
-                         for t in gather_terms(nodes, run)))
-        dx, dvec, f_next = layer.run_update(run)(own[0], own[1], nb, own[2],
-                                             run._replace(sh=own[3], phi=own[4]))
-    outputs = [dx, dvec] + ([] if f_next is None else [f_next])
-    return _RunGraph(own + [t for t in nb if t is not None], outputs)
-
-
-class RunsInParallel(torch.autograd.Function):
-    """A layer shared among threads, with gradients for the inputs only.
-
-    Forward, in three steps that each share their work among the pool's threads: the
-    per-atom terms (:meth:`FreeCGLayer.node_terms`) in blocks of atoms
-    (:func:`~freecg_md.nn.chunks.atom_blocks`); then whole runs
-    (:meth:`FreeCGLayer._update`), each on leaves of a small graph of its own, which add
-    their atoms' updates to the features (``x + dx``, ``v + dv``) where they lie. Backward:
-    each thread back-propagates its runs through those graphs (kept from the forward pass
-    if ``keep_graphs``, else recomputed) and adds the neighbours' gradients into
-    per-thread (N, ...) sums with ``index_add_``, so a run costs what its edges cost. (Through
-    autograd's own gathers every run would make and add a gradient of every atom, a cost of
-    runs x atoms.) Then, block by block, the threads' sums are added up and taken back
-    through the per-atom terms to ``x`` and ``v``. Done whole in the calling thread, that
-    per-atom work waited on memory once the system's tensors outgrew the caches; in blocks
-    each block's terms stay in a core's caches.
-
-    Parameters get no gradient, so :class:`~freecg_md.FreeCG` takes this path only when
-    none needs one (inference with ``requires_grad_(False)``, as the calculator and the MD
-    potentials hold their models); the backward is not differentiable again. Runs for the
-    fused kernels (:func:`~freecg_md.nn.fused_run.runs_fusable`) skip autograd altogether:
-    :func:`~freecg_md.nn.fused_run.run_forward` keeps what the backward pass needs instead
-    of a graph, and :func:`~freecg_md.nn.fused_run.run_backward` applies the chain rule;
-    their kernels read the neighbours' rows of ``k, s, v, w_neighbor`` where they lie and
-    add the neighbours' gradients straight into the thread's sums. Each thread takes the
-    next run when it finishes one (:func:`~freecg_md.nn.chunks.runs_into_sums`).
-
-    ``apply(layer, runs, pool, keep_graphs, x, v, *f_runs, *sh_runs, *phi_runs)`` returns
-    ``(x + dx, v + dv, *f_next_runs)``; ``f_next_runs`` is empty in a layer without edge
-    update.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, layer: FreeCGLayer, runs: list[EdgeRun], pool: RunPool,
-                keep_graphs: bool, x: torch.Tensor, v: torch.Tensor,
-                *edge_tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        n_runs = len(runs)
-        f, sh, phi = (edge_tensors[i * n_runs:(i + 1) * n_runs] for i in range(3))
-        runs = [run._replace(sh=run_sh, phi=run_phi)
-                for run, run_sh, run_phi in zip(runs, sh, phi, strict=True)]
-        # Function.forward runs without grad; whether a backward can follow is known from
-        # the inputs (needs_input_grad), so graphs are only built when one can.
-        keep = keep_graphs and any(ctx.needs_input_grad[4:])
-        fuse = runs_fusable(layer, runs)
-        constants = layer_constants(layer) if fuse else None
-        blocks = atom_blocks(x.shape[0], pool.threads, device=x.device)
-        q, nodes = _node_terms_in_blocks(layer, x, v, blocks, pool)
-        atoms = [run.n_centers for run in runs]
-        q_runs, v_runs = q.split(atoms), v.split(atoms)
-        x_next, v_next = torch.empty_like(x), torch.empty_like(v)
-
-        def evaluate(index: int) -> Any:
-            run = runs[index]
-            if fuse:
-                outputs, kept = run_forward(layer, constants, q_runs[index], v_runs[index],
-                                            nodes, f[index], run, save=keep)
-            elif keep:
-                kept = _run_graph(layer, nodes, q_runs[index], v_runs[index], f[index], run)
-                outputs = [t.detach() for t in kept.outputs]
-            else:
-                kept = None
-                with torch.no_grad():  # grad mode is per thread: the pool's is on
-                    outputs = layer.run_update(run)(q_runs[index], v_runs[index],
-                                                    gather_terms(nodes, run), f[index], run)
-            rows = slice(run.first_atom, run.first_atom + run.n_centers)
-            with torch.no_grad():
-                torch.add(x[rows], outputs[0], out=x_next[rows])
-                if layer.zero_vectors_in:  # v = 0
-                    v_next[rows] = outputs[1]
-                else:
-                    torch.add(v[rows], outputs[1], out=v_next[rows])
-            return kept, (outputs[2] if layer.returns_edge_update else None)
-
-        parts = list(pool.map(evaluate, range(n_runs)))
-        ctx.layer, ctx.runs, ctx.pool, ctx.fuse, ctx.constants = layer, runs, pool, fuse, constants
-        ctx.blocks = blocks
-        ctx.save_for_backward(x, q, *nodes[:3], nodes.w_neighbor, *f, *sh, *phi)
-        # What the backward pass reuses of each run: fused_run's saved tensors, or the
-        # run's graph; None where it recomputes them.
-        ctx.graphs = [kept for kept, _ in parts] if keep else None
-        f_next = [part[1] for part in parts] if layer.returns_edge_update else []
-        return (x_next, v_next, *f_next)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_x_next: torch.Tensor, grad_v_next: torch.Tensor,
-                 *grad_f_next: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        layer, runs, pool, graphs = ctx.layer, ctx.runs, ctx.pool, ctx.graphs
-        ctx.graphs = None
-        x, q, k, s, v, w_neighbor, *edge_tensors = ctx.saved_tensors
-        n_runs = len(runs)
-        f, _, _ = (edge_tensors[i * n_runs:(i + 1) * n_runs] for i in range(3))
-        nodes = NodeTerms(k, s, v, w_neighbor)
-        atoms = [run.n_centers for run in runs]
-        q_runs, v_runs = q.split(atoms), v.split(atoms)
-        # x_next = x + dx and v_next = v + dv: dx and dv get the features' gradients.
-        grad_dx_runs, grad_dvec_runs = grad_x_next.split(atoms), grad_v_next.split(atoms)
-        grad_q = torch.empty_like(q)
-
-        def fused_grads(index: int, sums: list[torch.Tensor | None]
-                        ) -> list[torch.Tensor | None]:
-            run = runs[index]
-            saved = graphs[index] if graphs is not None else run_forward(
-                layer, ctx.constants, q_runs[index], v_runs[index], nodes, f[index], run,
-                save=True)[1]
-            return run_backward(layer, ctx.constants, saved, grad_dx_runs[index],
-                                grad_dvec_runs[index],
-                                grad_f_next[index] if layer.returns_edge_update else None,
-                                NodeTerms(*sums))
-
-        own = {}
-
-        def backward_run(index: int, sums: list[torch.Tensor | None]) -> None:
-            run = runs[index]
-            if ctx.fuse:
-                grads = fused_grads(index, sums)
-            else:
-                graph = graphs[index] if graphs is not None else _run_graph(
-                    layer, nodes, q_runs[index], v_runs[index], f[index], run)
-                grads_in = [grad_dx_runs[index], grad_dvec_runs[index]]
-                grads_in += (grad_f_next[index:index + 1] if layer.returns_edge_update
-                             else [])
-                grads = torch.autograd.grad(graph.outputs, graph.inputs, grads_in,
-                                            allow_unused=True)
-                grads = [torch.zeros_like(t) if g is None else g
-                         for g, t in zip(grads, graph.inputs, strict=True)]
-                for total, grad in zip([t for t in sums if t is not None], grads[5:],
-                                       strict=True):
-                    total.index_add_(0, neighbor_rows(run), grad)
-            own[index] = grads[2:5]
-            rows = slice(run.first_atom, run.first_atom + run.n_centers)
-            grad_q[rows] = grads[0]
-            # The run's own atoms' rows of v (no gradient where the layer ignores v).
-            if grads[1] is not None:
-                sums[2][rows] += grads[1]
-
-        thread_sums = runs_into_sums(
-            pool, n_runs, lambda: [None if t is None else torch.zeros_like(t) for t in nodes],
-            backward_run)
-        needs_x, needs_v = ctx.needs_input_grad[4:6]
-        grad_x = torch.empty_like(x) if needs_x else None
-        grad_v = torch.empty_like(v) if needs_v else None
-        for_each(pool, without_grad(lambda block: _node_terms_backward(
-            layer, x, block, grad_q, thread_sums, grad_x_next, grad_v_next, grad_x,
-            grad_v)), ctx.blocks)
-        edge_grads = [own[i][j] for j in range(3) for i in range(n_runs)]
-        return (None, None, None, None, grad_x, grad_v, *edge_grads)
-
-
-def _node_terms_in_blocks(layer: FreeCGLayer, x: torch.Tensor, v: torch.Tensor,
-                          blocks: list[slice], pool: RunPool
-                          ) -> tuple[torch.Tensor, NodeTerms]:
-    """:meth:`FreeCGLayer.node_terms` of all atoms, block by block among the pool's
-    threads, each term contiguous (the kernels read them as they lie)."""
-    heads, width = layer.num_heads, layer.hidden
-    q, k, s = (x.new_empty(x.shape[0], heads, width // heads) for _ in range(3))
-    w_neighbor = torch.empty_like(v) if layer.returns_edge_update else None
-
-    def terms(block: slice) -> None:
-        block_q, block_nodes = layer.node_terms(x[block], v[block])
-        for whole, part in zip((q, k, s, w_neighbor), (block_q, *block_nodes[:2],
-                                                        block_nodes.w_neighbor), strict=True):
-            if whole is not None:
-                whole[block] = part
-
-    for_each(pool, without_grad(terms), blocks)
-    return q, NodeTerms(k, s, v, w_neighbor)
-
-
-def _node_terms_backward(layer: FreeCGLayer, x: torch.Tensor, block: slice, grad_q: torch.Tensor,
-                         thread_sums: list[list[torch.Tensor | None]],
-                         grad_x_next: torch.Tensor, grad_v_next: torch.Tensor,
-                         grad_x: torch.Tensor | None, grad_v: torch.Tensor | None) -> None:
-    """Write a block's rows of ``grad_x`` and ``grad_v`` (either None where not needed):
-    the threads' sums of the neighbours' gradients of ``k, s, v, w_neighbor`` added up and
-    taken back through :meth:`FreeCGLayer.node_terms`, plus ``x_next``'s and ``v_next``'s
-    gradients (the residual connections)."""
-    def summed(field: int) -> torch.Tensor | None:
-        if thread_sums[0][field] is None:
-            return None
-        total = thread_sums[0][field][block]
-        for thread in thread_sums[1:]:
-            total = total + thread[field][block]
-        return total
-
-    grad_k, grad_s, grad_v_read, grad_w_neighbor = (summed(field) for field in range(4))
-    if grad_x is not None:
-        n_atoms = grad_k.shape[0]
-        # node_terms: [q | k | s] = layernorm(x) W^T + b, viewed as (n, 3, H, F/H).
-        grad_qks = torch.cat([grad_q[block].reshape(n_atoms, -1),
-                              grad_k.reshape(n_atoms, -1), grad_s.reshape(n_atoms, -1)], 1)
-        grad_normed = grad_qks.mm(layer.qks_proj.weight)
-        norm = layer.layernorm
-        rows = x[block]
-        _, mean, rstd = torch.native_layer_norm(rows, norm.normalized_shape, norm.weight,
-                                                norm.bias, norm.eps)
-        grad_rows = torch.ops.aten.native_layer_norm_backward(
-            grad_normed, rows, norm.normalized_shape, mean, rstd, norm.weight, norm.bias,
-            [True, False, False])[0]
-        torch.add(grad_rows, grad_x_next[block], out=grad_x[block])
-    if grad_v is not None:
-        total = grad_v_next[block] + grad_v_read
-        if grad_w_neighbor is not None:
-            total += torch.matmul(grad_w_neighbor, layer.w_neighbor_proj.weight)
-        grad_v[block] = total

@@ -13,22 +13,20 @@ from e3nn import o3
 from torch import nn
 
 from .chunks import (
-    AtomsInBlocks,
     EdgeChunk,
     EdgeRun,
-    RunPool,
-    atom_blocks,
     edge_chunks,
     group_chunks,
     is_sorted,
     merge_chunks,
     run_chunk,
-    run_pool,
     split_runs,
     with_distinct_neighbors,
 )
+from .cpu import AtomsInBlocks, atom_blocks, layer_in_runs, run_pool
+from .cpu.embedding_runs import embed_in_runs
+from .cpu.threads import RunPool
 from .embedding import EdgeEmbedding, NeighborEmbedding
-from .embedding_runs import embed_in_runs
 from .head import EnergyHead
 from .layer import FreeCGLayer
 from .plan import DEFAULT_EDGE_CHUNK, MAX_EDGE_RUNS, ExecutionPlan, plan_pass
@@ -220,7 +218,7 @@ class FreeCG(nn.Module):
 
     Frozen models on a CPU (the calculator's and the MD potentials' copies) run the
     per-edge vector work and the group CG transform through fused C++ kernels
-    (:mod:`~freecg_md.nn.kernels`, compiled on first use; ``fused_kernels = False`` turns
+    (:mod:`~freecg_md.nn.cpu.kernels`, compiled on first use; ``fused_kernels = False`` turns
     them off for this model, ``FREECG_MD_KERNELS=0`` everywhere), with the same energies
     and forces to rounding; training uses torch operations.
 
@@ -232,9 +230,9 @@ class FreeCG(nn.Module):
     tensors stay in the CPU caches. Energies and forces are the same to rounding. When no
     parameter needs a gradient (the calculator and the MD potentials hold frozen copies),
     the runs are shared among ``torch.get_num_threads()`` threads (on a CPU) and their
-    neighbour gradients summed per thread (:class:`~freecg_md.nn.layer.RunsInParallel`),
-    as is the per-atom work between them (layer norms, projections, read-out) in blocks
-    of about 512 atoms (:func:`~freecg_md.nn.chunks.atom_blocks`), their graphs kept
+    neighbour gradients summed per thread (:mod:`freecg_md.nn.cpu`), as is the per-atom
+    work between them (layer norms, projections, read-out) in blocks of about 512 atoms
+    (:func:`~freecg_md.nn.cpu.threads.atom_blocks`), their graphs kept
     from the forward pass up to 65,536 edges x 128 channels x 4 layers
     (:func:`~freecg_md.nn.chunks.keeps_graphs`); otherwise (training) each run is
     checkpointed, at most 64 runs per pass. On a CPU, from ``SPATIAL_ORDER_MIN_ATOMS``
@@ -400,7 +398,9 @@ class FreeCG(nn.Module):
         fused = plan.kernels == "fused-cpu"
         if chunks is None:
             network = self._compiled_network if plan.compiled else self._network
-            out = network(species, centers, neighbors, distances, sh, fused=fused)
+            # The fused kernels run through the CPU path (freecg_md.nn.cpu), here in one run.
+            out = network(species, centers, neighbors, distances, sh,
+                          pool=run_pool(1) if fused else None, fused=fused)
         else:
             pool = run_pool(plan.threads) if plan.frozen else None
             network_species = species if rank is None else species[atom_order]
@@ -424,11 +424,13 @@ class FreeCG(nn.Module):
         ``species`` (N,) indices into ``species``; ``centers``, ``neighbors`` (E,) edges
         within the cutoff; ``distances`` (E,) Å; ``sh`` (E, 8) spherical harmonics;
         ``chunks`` runs of centre atoms to evaluate the edges in (edges sorted by centre),
-        or None for all at once; ``pool`` threads to share the runs among (inference
-        only); ``keep_graphs`` whether the runs keep their graphs for the backward pass
-        (:func:`~freecg_md.nn.chunks.keeps_graphs`); ``fused`` whether the layers use the
-        fused CPU kernels (:mod:`~freecg_md.nn.kernels`; inference only). Kept free of
-        e3nn objects so that torch.compile can trace it (:meth:`compile_network`).
+        or None for all at once; ``pool`` threads to share the runs among, the frozen
+        model's CPU path (:mod:`freecg_md.nn.cpu`), or None for the reference layers;
+        ``keep_graphs`` whether the runs keep their graphs for the backward pass
+        (:func:`~freecg_md.nn.chunks.keeps_graphs`); ``fused`` whether the runs are
+        prepared for the fused CPU kernels (:mod:`~freecg_md.nn.cpu.kernels`; with a
+        pool). Kept free of e3nn objects so that torch.compile can trace it
+        (:meth:`compile_network`).
         """
         phi = self.cutoff_fn(distances)
         # The neighbour embedding never sees self loops (length 0; no real pair has it).
@@ -466,7 +468,10 @@ class FreeCG(nn.Module):
                      [chunk.edges.stop - chunk.edges.start for chunk in group])]
         v = x.new_zeros((x.shape[0], 8, x.shape[1]))
         for layer in self.layers:
-            x, v, f_next = layer(x, v, f, runs, pool, keep_graphs)
+            if pool is not None:  # a frozen model on a CPU: threads, fused kernels
+                x, v, f_next = layer_in_runs(layer, x, v, f, runs, pool, keep_graphs)
+            else:  # the reference
+                x, v, f_next = layer(x, v, f, runs)
             if f_next is not None:
                 f = f_next
         if len(runs) > 1 and pool is not None:
@@ -495,7 +500,7 @@ class FreeCG(nn.Module):
         Two things are compiled: the whole network, used where the edges are not cut into
         runs (a GPU below a million edges; a CPU up to ``4 * edge_chunk_size`` edges), and
         each layer's update of one run of edges, used by the runs of a frozen model. On a
-        CPU where the fused kernels load (:mod:`~freecg_md.nn.kernels`), frozen models use
+        CPU where the fused kernels load (:mod:`~freecg_md.nn.cpu.kernels`), frozen models use
         them instead and the compiled code stays unused: on chignolin (float32, 2 threads,
         ``benchmarks/bench_compile.py``) the kernels' eager calls took about half the time
         of the compiled torch operations (see benchmarks/README.md). So compile pays off

@@ -9,7 +9,7 @@ processes. The paths:
 
 - **whole pass, torch operations**: training (any device), a GPU, or a CPU without the
   fused kernels; ``compile_network()`` applies here;
-- **fused CPU kernels**: a frozen model on a CPU (:mod:`~freecg_md.nn.kernels`), with
+- **fused CPU kernels**: a frozen model on a CPU (:mod:`~freecg_md.nn.cpu`), with
   the default choices of :data:`KERNEL_CHOICES` (the authors' settings run on torch
   operations);
 - **runs of edges**: large passes, cut into runs of whole centre atoms
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from . import chunks as chunks_module
-from .kernels import kernels_available
+from .cpu.kernels import kernels_available
 
 __all__ = ["DEFAULT_EDGE_CHUNK", "GPU_RUNS_ABOVE_EDGES", "KERNEL_CHOICES", "MAX_EDGE_RUNS",
            "SPATIAL_ORDER_MIN_ATOMS", "ExecutionPlan", "kernels_support", "plan_pass"]
@@ -72,7 +72,7 @@ class ExecutionPlan:
         No parameter needs a gradient and the forces are not differentiated again: the
         inference-only paths (threads, fused kernels) may run.
     kernels:
-        ``"torch"`` (torch operations) or ``"fused-cpu"`` (:mod:`~freecg_md.nn.kernels`).
+        ``"torch"`` (torch operations) or ``"fused-cpu"`` (:mod:`~freecg_md.nn.cpu`).
     compiled:
         The network runs through ``torch.compile`` (whole passes with torch operations).
     max_edges_per_run:

@@ -28,7 +28,7 @@ import pytest
 import torch
 from e3nn import o3
 
-from freecg_md.nn.kernels import kernels_available
+from freecg_md.nn.cpu.kernels import kernels_available
 from freecg_md.nn.model import REFERENCE_CHOICES
 from tests.conftest import full_edges, random_molecule, small_model
 

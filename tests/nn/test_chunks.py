@@ -5,17 +5,11 @@ import pytest
 import torch
 
 from freecg_md.nn import chunks as chunks_module
-from freecg_md.nn import layer as layer_module
 from freecg_md.nn import model as model_module
-from freecg_md.nn.chunks import (
-    AtomsInBlocks,
-    atom_blocks,
-    edge_chunks,
-    group_chunks,
-    is_sorted,
-    merge_chunks,
-    run_pool,
-)
+from freecg_md.nn.chunks import edge_chunks, group_chunks, is_sorted, merge_chunks
+from freecg_md.nn.cpu import layer_runs as layer_module
+from freecg_md.nn.cpu import threads as threads_module
+from freecg_md.nn.cpu.threads import AtomsInBlocks, atom_blocks, run_pool
 from tests.conftest import full_edges, random_molecule, small_model
 
 
@@ -183,7 +177,7 @@ def test_runs_shared_among_threads_equal_the_whole_pass(threads, keep_graphs, at
     if not keep_graphs:
         monkeypatch.setattr(chunks_module, "KEEP_GRAPHS_MAX_EDGE_CHANNELS", 0)
     if atom_block is not None:
-        monkeypatch.setattr(chunks_module, "ATOM_BLOCK", atom_block)
+        monkeypatch.setattr(threads_module, "ATOM_BLOCK", atom_block)
         calls = _record_results(monkeypatch, "atom_blocks")
     model = small_model(torch.float64).requires_grad_(False)
     atoms = random_molecule(16, seed=14)
@@ -202,7 +196,7 @@ def test_runs_shared_among_threads_equal_the_whole_pass(threads, keep_graphs, at
 def _frozen_in_blocks(monkeypatch, threads):
     """A frozen float64 model in runs of 9 edges and blocks of 5 atoms on a 16-atom
     molecule, with ``threads`` torch threads until the test ends, and its inputs."""
-    monkeypatch.setattr(chunks_module, "ATOM_BLOCK", 5)
+    monkeypatch.setattr(threads_module, "ATOM_BLOCK", 5)
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     model = small_model(torch.float64).requires_grad_(False)
     model.edge_chunk_size = 9
@@ -230,7 +224,7 @@ def test_threads_sums_of_neighbour_gradients_are_added_up(monkeypatch):
         return threads
 
     monkeypatch.setattr(layer_module, "runs_into_sums", two_threads)
-    monkeypatch.setattr(chunks_module, "ATOM_BLOCK", 5)
+    monkeypatch.setattr(threads_module, "ATOM_BLOCK", 5)
     model = small_model(torch.float64).requires_grad_(False)
     atoms = random_molecule(16, seed=14)
     _whole_pass_and_runs(model, atoms, full_edges(len(atoms)), 9)

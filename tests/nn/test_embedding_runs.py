@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from freecg_md.nn.chunks import SerialPool, ThreadRunPool, edge_chunks, split_runs
-from freecg_md.nn.embedding_runs import embed_in_runs
+from freecg_md.nn.chunks import edge_chunks, split_runs
+from freecg_md.nn.cpu.embedding_runs import embed_in_runs
+from freecg_md.nn.cpu.threads import SerialPool, ThreadRunPool
 from tests.conftest import small_model
 
 

@@ -5,8 +5,9 @@ import torch
 
 from freecg_md.nn import chunks
 from freecg_md.nn.chunks import EdgeRun
-from freecg_md.nn.fused_run import layer_constants, run_backward, run_forward, runs_fusable
-from freecg_md.nn.kernels import kernels_available
+from freecg_md.nn.cpu import threads
+from freecg_md.nn.cpu.fused_run import layer_constants, run_backward, run_forward, runs_fusable
+from freecg_md.nn.cpu.kernels import kernels_available
 from freecg_md.nn.layer import FreeCGLayer, NodeTerms, gather_terms
 from tests.conftest import frozen_pair, full_edges, random_molecule
 
@@ -65,8 +66,8 @@ def test_run_forward_and_backward_equal_autograd(zero_vectors_in, update_edges, 
     q, v, f, _, _ = own
     assert runs_fusable(layer, [run])
 
-    # Reference: the layer's update through the kernels' autograd functions, on the rows
-    # of the neighbours gathered as the layer gathers them.
+    # The reference: the layer's update in torch operations, on each edge's rows of the
+    # neighbours' terms.
     expected = layer._update(q, v, gather_terms(nb, run), f, run)
     constants = layer_constants(layer)
     outputs, saved = run_forward(layer, constants, q, v, nb, f, run, save=True)
@@ -118,7 +119,7 @@ def test_frozen_model_in_fused_runs_equals_torch_operations(keep_graphs, atom_bl
     if not keep_graphs:
         monkeypatch.setattr(chunks, "KEEP_GRAPHS_MAX_EDGE_CHANNELS", 0)
     if atom_block is not None:
-        monkeypatch.setattr(chunks, "ATOM_BLOCK", atom_block)
+        monkeypatch.setattr(threads, "ATOM_BLOCK", atom_block)
     calls = []
     real = run_backward
 
@@ -126,7 +127,7 @@ def test_frozen_model_in_fused_runs_equals_torch_operations(keep_graphs, atom_bl
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("freecg_md.nn.layer.run_backward", counting)
+    monkeypatch.setattr("freecg_md.nn.cpu.layer_runs.run_backward", counting)
     model, plain = frozen_pair(20)
     atoms = random_molecule(16, seed=4)
     edges = full_edges(len(atoms))

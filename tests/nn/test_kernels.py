@@ -1,4 +1,4 @@
-"""The fused CPU kernels equal the torch operations they replace, values and gradients."""
+"""The fused CPU kernels equal the reference's torch operations, values and gradients."""
 
 import copy
 
@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from freecg_md.nn import kernels
-from freecg_md.nn.group_cg import GroupCGTensorProduct
-from freecg_md.nn.kernels import (
+from freecg_md.nn.cpu import kernels
+from freecg_md.nn.cpu.kernels import (
     aggregate_vectors,
     edge_invariants,
     edge_messages,
     group_cg_shuffled,
     kernels_available,
 )
+from freecg_md.nn.group_cg import GroupCGTensorProduct, shuffle_abstract_edges
+from freecg_md.nn.layer import edge_update_invariant
+from freecg_md.nn.ops import dot_components, scatter_sum
 from tests.conftest import frozen_pair, full_edges, random_molecule, small_model
 
 needs_kernels = pytest.mark.skipif(not kernels_available(),
@@ -49,14 +51,27 @@ def _inputs(dtype, width=16, seed=0):
 def _all_outputs(inputs, fused, edge_update=True):
     v, w_rows, k, s = (inputs[name] for name in ("v", "w_rows", "k", "s"))
     neighbors, centers, sh, phi = (inputs[name] for name in ("neighbors", "centers", "sh", "phi"))
-    if not fused:  # the torch operations on rows gathered per edge
+    w_center = inputs["w_center"]
+    if fused:
+        dot, rejected = edge_invariants(v, w_center if edge_update else None,
+                                        w_rows if edge_update else None, sh, centers,
+                                        neighbors)
+        vectors = aggregate_vectors(v, inputs["gates"], sh, phi, centers, neighbors,
+                                    n_centers=6)
+        message, summed = edge_messages(inputs["q"], k, s, inputs["dkdv"], inputs["enhance"],
+                                        phi, centers, neighbors, n_centers=6)
+    else:  # the reference layer's equations, on rows gathered per edge
         v, w_rows, k, s = (t[neighbors] for t in (v, w_rows, k, s))
-        neighbors = None
-    dot, rejected = edge_invariants(v, inputs["w_center"] if edge_update else None,
-                                    w_rows if edge_update else None, sh, centers, neighbors)
-    vectors = aggregate_vectors(v, inputs["gates"], sh, phi, centers, neighbors, n_centers=6)
-    message, summed = edge_messages(inputs["q"], k, s, inputs["dkdv"], inputs["enhance"], phi,
-                                    centers, neighbors, n_centers=6)
+        dot = dot_components(v, sh)
+        rejected = edge_update_invariant(w_center[centers], w_rows, sh)
+        gate1, gate2 = (inputs["gates"] * phi[:, None]).split(v.shape[2], dim=-1)
+        vectors = scatter_sum(v * gate1[:, None] + gate2[:, None] * sh[..., None], centers, 6)
+        heads, depth = inputs["q"].shape[1:]
+        dk, dv = inputs["dkdv"].reshape(-1, 2, heads, depth).unbind(1)
+        attention = (inputs["q"][centers] * k * dk).sum(-1) + inputs["enhance"]
+        attention = torch.nn.functional.silu(attention) * phi[:, None]
+        message = (s * dv * attention[..., None]).reshape(-1, heads * depth)
+        summed = scatter_sum(message, centers, 6)
     return [dot, vectors, message, summed] + ([rejected] if edge_update else [])
 
 
@@ -123,8 +138,8 @@ def test_group_cg_kernel_equals_torch_with_gradients(group_size, dtype, tol):
     b = torch.randn(5, 8, width, dtype=dtype, requires_grad=True)
     # A shift that is not a multiple of T crosses group boundaries.
     for shift in (0, 5, (3 * groups) // 2, width - 1):
-        fused = group_cg_shuffled(transform, a, b, shift, fused=True)
-        plain = group_cg_shuffled(transform, a, b, shift, fused=False)
+        fused = group_cg_shuffled(transform, a, b, shift)
+        plain = shuffle_abstract_edges(transform(a, b), shift)
         torch.testing.assert_close(fused, plain, rtol=tol, atol=tol)
         weight = torch.randn_like(fused)
         grads_fused = torch.autograd.grad(fused, [a, b], weight)
@@ -136,8 +151,8 @@ def test_group_cg_kernel_equals_torch_with_gradients(group_size, dtype, tol):
 def test_group_cg_of_an_uncompiled_group_size_uses_torch():
     transform = GroupCGTensorProduct(2, 3).requires_grad_(False)
     a, b = torch.randn(4, 8, 6), torch.randn(4, 8, 6)
-    torch.testing.assert_close(group_cg_shuffled(transform, a, b, 2, fused=True),
-                               group_cg_shuffled(transform, a, b, 2, fused=False))
+    torch.testing.assert_close(group_cg_shuffled(transform, a, b, 2),
+                               shuffle_abstract_edges(transform(a, b), 2))
 
 
 @needs_kernels

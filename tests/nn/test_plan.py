@@ -7,7 +7,7 @@ import torch
 
 from freecg_md.nn import chunks as chunks_module
 from freecg_md.nn import model as model_module
-from freecg_md.nn.kernels import kernels_available
+from freecg_md.nn.cpu.kernels import kernels_available
 from freecg_md.nn.plan import GPU_RUNS_ABOVE_EDGES, MAX_EDGE_RUNS, plan_pass
 from tests.conftest import full_edges, random_molecule, small_model
 

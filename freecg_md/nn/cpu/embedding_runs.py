@@ -6,7 +6,7 @@ element-wise operations, gathers and scatters in the calling thread, while the r
 threads wait.
 :class:`EmbeddingInRuns` evaluates them on the runs of edges
 (:mod:`~freecg_md.nn.chunks`), the runs shared among the pool's threads, forward and
-backward, as :class:`~freecg_md.nn.layer.RunsInParallel` does for the layers. Each run
+backward, as :class:`~freecg_md.nn.cpu.layer_runs.RunsInParallel` does for the layers. Each run
 evaluates its own radial basis. Only the gradients of the distances and the cutoff (which
 depend on the positions) are given: the weights get none, so it is for models whose
 parameters need no gradient. Where a pass is too large to keep its runs' graphs
@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.autograd.function import once_differentiable
 
-from .chunks import RunPool, runs_into_sums, without_grad
+from .threads import RunPool, runs_into_sums, without_grad
 
 if TYPE_CHECKING:
-    from .chunks import EdgeRun
-    from .embedding import EdgeEmbedding, NeighborEmbedding
-    from .radial import ExpNormalBasis
+    from ..chunks import EdgeRun
+    from ..embedding import EdgeEmbedding, NeighborEmbedding
+    from ..radial import ExpNormalBasis
 
 __all__ = ["EmbeddingInRuns", "embed_in_runs"]
 

@@ -1,32 +1,29 @@
-"""A layer's per-edge work and group CG transform: torch operations, or fused CPU kernels.
+"""Fused C++ kernels for a layer's per-edge work and group CG transform on a CPU.
 
-Four pieces of a FreeCG layer are built from per-edge tensors and reduced at once: the
-attention messages ``m_ij = s_j dv_ij silu(sum_d q_i k_j dk_ij + e_ij) phi_ij`` and
-their sums on the centres, the enhancer's invariants ``sum_m v_j[m] Y_ij[m]``, the edge
-update's rejected dot product, and the abstract edges ``A_i = sum_j (v_j g1_ij + g2_ij
-Y_ij) phi_ij``. With torch operations every (E, 8, F) and (E, F) intermediate goes through
-memory, forward and backward, as dozens of small operations per run of edges, and that is
-most of a layer's time on a CPU. ``csrc/kernels.cpp`` computes each piece edge by edge from
-the neighbours' rows where they lie (one row per distinct neighbour of a run), without
+Four pieces of a FreeCG layer (:mod:`freecg_md.nn.layer`) are built from per-edge tensors
+and reduced at once: the attention messages and their sums on the centres, the enhancer's
+invariants with the edge update's rejected dot product, and the abstract edges. With torch
+operations every (E, 8, F) and (E, F) intermediate goes through memory, forward and
+backward, as dozens of small operations per run of edges, and that is most of a layer's
+time on a CPU. ``csrc/kernels.cpp`` computes each piece edge by edge from the neighbours'
+rows where they lie (one row per atom, read at the edges' neighbour indices), without
 those intermediates. It also computes the group CG transform with the shuffle on blocks of
 atoms, one atom per vector lane and a group's weights held in cache, instead of through
 (G, N, d3, T^2) channel-pair tensors and batched products of T = 8 columns. The linear
-maps stay torch's (``mm``). For the threaded runs of a frozen model,
-:mod:`~freecg_md.nn.fused_run` calls the kernels directly, with the backward pass of a
-whole run written out; the autograd functions here serve a whole pass and the tests.
+maps stay torch's (``mm``). The kernels compute the model's default choices
+(:data:`~freecg_md.nn.plan.KERNEL_CHOICES`).
+
+A frozen model's pass calls the kernels through :mod:`~freecg_md.nn.cpu.fused_run`, with
+the backward pass of a whole run written out. The autograd functions here wrap each kernel
+on its own (:func:`edge_messages`, :func:`edge_invariants`, :func:`aggregate_vectors`,
+:func:`group_cg_shuffled`), for composing them with autograd; their backward pass is not
+differentiable again. Each is tested equal to the reference's torch operations, values and
+gradients.
 
 The kernels are compiled on first use with :func:`torch.utils.cpp_extension.load` (needs a
 C++ compiler and ninja; under a minute, once; cached under ``TORCH_EXTENSIONS_DIR``, by
-default ``~/.cache/torch_extensions``). Where that fails the torch operations are used, with
-a warning; ``FREECG_MD_KERNELS=0`` turns the kernels off. Their backward pass is not
-differentiable again, so only frozen models use them (the calculator's and the MD
-potentials' copies, through :class:`~freecg_md.nn.layer.RunsInParallel` or a whole pass);
-training uses the torch operations.
-
-Each function takes the neighbours' features as rows with an index ``neighbors`` (E,) into
-them (the kernels; torch operations gather first where the kernels are not available), or,
-with ``neighbors=None``, rows already gathered per edge (torch operations, the training
-path).
+default ``~/.cache/torch_extensions``). Where that fails the model runs on torch
+operations, with a warning; ``FREECG_MD_KERNELS=0`` turns the kernels off.
 """
 
 from __future__ import annotations
@@ -43,10 +40,8 @@ from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
-from torch.nn import functional as F
 
-from .group_cg import PATHS, GroupCGTensorProduct, shuffle_abstract_edges
-from .ops import dot_components, gather, scatter_sum
+from ..group_cg import PATHS, GroupCGTensorProduct, shuffle_abstract_edges
 
 logger = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("csrc") / "kernels.cpp"
@@ -122,16 +117,6 @@ def kernels_available() -> bool:
 def _fused(tensor: torch.Tensor) -> bool:
     return (tensor.device.type == "cpu" and tensor.dtype in (torch.float32, torch.float64)
             and kernels_available())
-
-
-def _rows_for_kernels(
-    like: torch.Tensor, neighbors: torch.Tensor | None, *rows: torch.Tensor | None
-) -> tuple[torch.Tensor | None, ...]:
-    """``(*rows, neighbors)`` unchanged where the kernels run on tensors like ``like``;
-    elsewhere the rows gathered per edge and None, for the torch operations."""
-    if neighbors is None or _fused(like):
-        return (*rows, neighbors)
-    return (*(None if r is None else gather(r, neighbors) for r in rows), None)
 
 
 # The kernels' bias argument where there is none (their inputs are already through SiLU).
@@ -216,13 +201,20 @@ class _Messages(torch.autograd.Function):
         return (*grads, None, None, None)
 
 
-def edge_messages(
-    q: torch.Tensor, k_rows: torch.Tensor, s_rows: torch.Tensor, dkdv: torch.Tensor,
-    enhance: torch.Tensor, phi: torch.Tensor, centers: torch.Tensor,
-    neighbors: torch.Tensor | None, n_centers: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The attention messages of each edge and their sums on the centres (no softmax).
+def _require_kernels() -> ModuleType:
+    module = load_kernels()
+    if module is None:
+        raise RuntimeError("the fused CPU kernels are not available (turned off with "
+                           "FREECG_MD_KERNELS=0, or they could not be built)")
+    return module
 
+
+def edge_messages(
+    q: torch.Tensor, k: torch.Tensor, s: torch.Tensor, dkdv: torch.Tensor,
+    enhance: torch.Tensor, phi: torch.Tensor, centers: torch.Tensor,
+    neighbors: torch.Tensor, n_centers: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The attention messages of each edge and their sums on the centres (no softmax):
     ``z_ij = enhance_ij + sum_d q_i k_j dk_ij`` per head, ``m_ij = s_j dv_ij silu(z_ij)
     phi_ij``.
 
@@ -230,9 +222,8 @@ def edge_messages(
     ----------
     q:
         (C, H, D) the centres' queries, indexed by ``centers``.
-    k_rows, s_rows:
-        The neighbours' keys and values: (U, H, D) rows indexed by ``neighbors``, or
-        (E, H, D) per edge if ``neighbors`` is None.
+    k, s:
+        (U, H, D) keys and values of the neighbours' rows, indexed by ``neighbors``.
     dkdv:
         (E, 2F) the edge gates ``[dk, dv]``, after their SiLU (F = H D).
     enhance:
@@ -245,108 +236,45 @@ def edge_messages(
     message, summed:
         (E, F) and (C, F).
     """
-    k_rows, s_rows, neighbors = _rows_for_kernels(q, neighbors, k_rows, s_rows)
-    if neighbors is not None:
-        message, summed = _Messages.apply(q.contiguous(), k_rows.contiguous(),
-                                          s_rows.contiguous(), dkdv.contiguous(),
-                                          enhance.contiguous(), phi.contiguous(),
-                                          centers.contiguous(), neighbors.contiguous(),
-                                          n_centers)
-        return message, summed
-    heads, depth = q.shape[1], q.shape[2]
-    dk, dv = dkdv.reshape(-1, 2, heads, depth).unbind(1)
-    attention = (gather(q, centers) * k_rows * dk).sum(-1)
-    attention = F.silu(attention + enhance) * phi.unsqueeze(-1)
-    message = (s_rows * dv * attention.unsqueeze(-1)).reshape(-1, heads * depth)
-    return message, scatter_sum(message, centers, n_centers)
+    _require_kernels()
+    return _Messages.apply(q.contiguous(), k.contiguous(), s.contiguous(), dkdv.contiguous(),
+                           enhance.contiguous(), phi.contiguous(), centers.contiguous(),
+                           neighbors.contiguous(), n_centers)
 
 
 def edge_invariants(
-    v_rows: torch.Tensor, w_center: torch.Tensor | None, w_rows: torch.Tensor | None,
-    sh: torch.Tensor, centers: torch.Tensor, neighbors: torch.Tensor | None,
-    form: str = "rejection",
+    v: torch.Tensor, w_center: torch.Tensor | None, w_rows: torch.Tensor | None,
+    sh: torch.Tensor, centers: torch.Tensor, neighbors: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The enhancer's invariants and the edge update's rejected dot product of each edge.
+    """The enhancer's invariants ``sum_m v_j[m] Y[m]`` (E, F) and the edge update's
+    rejected dot product (E, F), None without edge update
+    (:func:`~freecg_md.nn.layer.edge_update_invariant`, ``"rejection"``).
 
-    Parameters
-    ----------
-    v_rows:
-        Neighbours' vector features: (U, 8, F) rows indexed by ``neighbors``, or (E, 8, F)
-        per edge if ``neighbors`` is None.
-    w_center:
-        (C, 8, F) ``W_c v_i`` of the centres, indexed by ``centers``; None in a layer
-        without edge update.
-    w_rows:
-        ``W_n v_j`` of the neighbours, shaped as ``v_rows``; None with ``w_center``.
-    sh:
-        (E, 8) spherical harmonics ``Y_ij``.
-    centers, neighbors:
-        (E,) rows of each edge's centre and neighbour.
-    form:
-        ``"rejection"`` (:func:`_rejected_dot`) or ``"dot"``, the plain ``W_c v_i . W_n v_j``
-        (the kernels compute the rejection only).
-
-    Returns
-    -------
-    dot, rejected:
-        (E, F) ``sum_m v_j[m] Y[m]``, and ``w1 . w2`` of the two projections made
-        orthogonal to ``Y`` (None without edge update).
+    ``v`` (U, 8, F) and ``w_rows`` (U, 8, F, ``W_n v_j``) rows indexed by ``neighbors``;
+    ``w_center`` (C, 8, F) ``W_c v_i`` indexed by ``centers``, None without edge update;
+    ``sh`` (E, 8).
     """
-    if form == "rejection":
-        v_rows, w_rows, neighbors = _rows_for_kernels(v_rows, neighbors, v_rows, w_rows)
-    elif neighbors is not None:
-        v_rows, w_rows = (None if r is None else gather(r, neighbors) for r in (v_rows, w_rows))
-        neighbors = None
-    if neighbors is not None:
-        empty = v_rows.new_empty(0, 8, v_rows.shape[2])
-        dot, rejected = _Invariants.apply(
-            v_rows.contiguous(), empty if w_center is None else w_center.contiguous(),
-            empty if w_rows is None else w_rows.contiguous(), sh.contiguous(),
-            centers.contiguous(), neighbors.contiguous())
-        return dot, (None if w_center is None else rejected)
-    dot = dot_components(v_rows, sh)
-    if w_center is None:
-        return dot, None
-    if form == "dot":
-        return dot, (gather(w_center, centers) * w_rows).sum(dim=1)
-    return dot, _rejected_dot(gather(w_center, centers), w_rows, sh)
+    _require_kernels()
+    empty = v.new_empty(0, 8, v.shape[2])
+    dot, rejected = _Invariants.apply(
+        v.contiguous(), empty if w_center is None else w_center.contiguous(),
+        empty if w_rows is None else w_rows.contiguous(), sh.contiguous(),
+        centers.contiguous(), neighbors.contiguous())
+    return dot, (None if w_center is None else rejected)
 
 
-def aggregate_vectors(v_rows: torch.Tensor, gates: torch.Tensor, sh: torch.Tensor,
-                      phi: torch.Tensor | None, centers: torch.Tensor,
-                      neighbors: torch.Tensor | None, n_centers: int) -> torch.Tensor:
+def aggregate_vectors(v: torch.Tensor, gates: torch.Tensor, sh: torch.Tensor,
+                      phi: torch.Tensor, centers: torch.Tensor, neighbors: torch.Tensor,
+                      n_centers: int) -> torch.Tensor:
     """Abstract edges ``A_i = sum_j (v_j * g1_ij + g2_ij (outer) Y_ij) phi_ij``, (C, 8, F).
 
-    ``gates`` (E, 2F) is ``[g1, g2]``, ``phi`` (E,) the cosine cutoff, or None for no
-    cutoff on the vector message (the kernels always apply it); other arguments as in
+    ``gates`` (E, 2F) is ``[g1, g2]``, ``phi`` (E,) the cosine cutoff; other arguments as in
     :func:`edge_invariants`.
     """
-    if phi is None and neighbors is not None:
-        v_rows, neighbors = gather(v_rows, neighbors), None
-    v_rows, neighbors = _rows_for_kernels(v_rows, neighbors, v_rows)
-    if neighbors is not None:
-        return _Aggregate.apply(v_rows.contiguous(), gates.contiguous(), sh.contiguous(),
-                                phi.contiguous(), centers.contiguous(), neighbors.contiguous(),
-                                n_centers)
-    if phi is not None:
-        gates = gates * phi.unsqueeze(-1)
-    gate1, gate2 = gates.split(v_rows.shape[2], dim=-1)
-    message = v_rows * gate1.unsqueeze(1) + gate2.unsqueeze(1) * sh.unsqueeze(-1)
-    return scatter_sum(message, centers, n_centers)
-
-
-def _rejected_dot(a: torch.Tensor, b: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
-    """``sum_m w1 * w2`` with ``w1 = a`` and ``w2 = b`` each made orthogonal to ``Y_ij``,
-    shape (E, F), for ``a = W_c v_i`` and ``b = W_n v_j``, both (E, 8, F).
-
-    Expanding the rejections gives ``a . b - (a . Y)(b . Y) / |Y|^2``, which needs no
-    rejected copies of the (E, 8, F) tensors. The 8 components form an orthogonal
-    representation (1o + 2e), so each dot product is invariant and ``df`` is too. A self
-    loop has ``Y = 0``: nothing to reject, ``a . b`` (the clamp only avoids 0 / 0).
-    """
-    along = dot_components(a, sh) * dot_components(b, sh)
-    norm2 = (sh * sh).sum(dim=1, keepdim=True).clamp_min(torch.finfo(sh.dtype).tiny)
-    return (a * b).sum(dim=1) - along / norm2
+    _require_kernels()
+    return _Aggregate.apply(v.contiguous(), gates.contiguous(), sh.contiguous(),
+                            phi.contiguous(), centers.contiguous(), neighbors.contiguous(),
+                            n_centers)
 
 
 class _GroupCG(torch.autograd.Function):
@@ -378,10 +306,11 @@ def group_cg_kernel_inputs(
 
 
 def group_cg_shuffled(transform: GroupCGTensorProduct, a: torch.Tensor, b: torch.Tensor,
-                      shift: int, fused: bool) -> torch.Tensor:
-    """``shuffle_abstract_edges(transform(a, b), shift)``, (N, 8, F), by the fused kernel if
-    ``fused`` (on a CPU where the kernels load; frozen weights: no gradient reaches them)."""
-    if fused and transform.group_size in FUSED_GROUP_SIZES and _fused(a):
+                      shift: int) -> torch.Tensor:
+    """``shuffle_abstract_edges(transform(a, b), shift)``, (N, 8, F), by the fused kernel
+    (frozen weights: no gradient reaches them); group sizes the kernel is not compiled for
+    (:data:`FUSED_GROUP_SIZES`) use torch operations."""
+    if transform.group_size in FUSED_GROUP_SIZES and _fused(a):
         return _GroupCG.apply(a.contiguous(), b.contiguous(),
                               *group_cg_kernel_inputs(transform), shift)
     return shuffle_abstract_edges(transform(a, b), shift)

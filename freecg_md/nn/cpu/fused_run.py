@@ -1,10 +1,10 @@
 """A layer's update of one run of edges through the fused kernels, backward pass written out.
 
-For frozen models on a CPU, :class:`~freecg_md.nn.layer.RunsInParallel` evaluates each run
+For frozen models on a CPU, :class:`~freecg_md.nn.cpu.layer_runs.RunsInParallel` evaluates each run
 of edges with :func:`run_forward` and back-propagates it with :func:`run_backward`, instead
 of recording the run with autograd and calling ``torch.autograd.grad`` on it. The
 arithmetic is the same as :meth:`FreeCGLayer._update <freecg_md.nn.layer.FreeCGLayer>`
-through the kernels of :mod:`~freecg_md.nn.kernels`; what goes is autograd's bookkeeping
+through the kernels of :mod:`~freecg_md.nn.cpu.kernels`; what goes is autograd's bookkeeping
 per operation and per run (graph nodes, leaf tensors, zero gradients for unused inputs),
 which cost a frozen chignolin call more than the arithmetic it wrapped on the small models.
 The weights get no gradient, and the backward pass is not differentiable again.
@@ -50,8 +50,8 @@ from . import kernels
 from .kernels import FUSED_GROUP_SIZES, group_cg_kernel_inputs
 
 if TYPE_CHECKING:
-    from .chunks import EdgeRun
-    from .layer import FreeCGLayer, NodeTerms
+    from ..chunks import EdgeRun
+    from ..layer import FreeCGLayer, NodeTerms
 
 __all__ = ["GroupConstants", "LayerConstants", "RunSaved", "layer_constants", "run_backward",
            "run_forward", "runs_fusable"]

@@ -1,0 +1,227 @@
+"""Threads for a frozen model's pass on a CPU: a pool of single-threaded workers, runs of
+edges shared among them with per-thread sums, and per-atom work in blocks.
+
+Runs of edges (:mod:`freecg_md.nn.chunks`) are independent and each is too small to keep
+two intra-op threads busy (element-wise work on it is bound by memory bandwidth), so whole
+runs go to threads instead; between the layers' runs the per-atom work (layer norms,
+projections, read-out) is shared in blocks of atoms whose tensors stay in a core's caches.
+Inference only: parameters get no gradient here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
+
+import torch
+from torch.autograd.function import once_differentiable
+
+Result = TypeVar("Result")
+
+# Atoms per block of a layer's per-atom work in the pool (:func:`atom_blocks`): a block's
+# (512, 8, 128) float32 vectors are 2 MiB, so the few such tensors a block's operations
+# pass along (v, w_neighbor, the threads' sums) stay in the caches (a core's 2 MiB L2, the
+# shared L3) from one operation to the next. Done whole in the calling thread, that work
+# on a large box would stream tensors far larger than the caches through every operation.
+ATOM_BLOCK = 512
+
+
+def atom_blocks(n_atoms: int, threads: int, size: int | None = None,
+                device: torch.device | str = "cpu") -> list[slice]:
+    """Consecutive atoms ``0 .. n_atoms - 1`` in blocks of about ``size`` atoms (default
+    ``ATOM_BLOCK``), and where there is more than one, at least one per thread: the blocks
+    in which a layer's per-atom work is shared among the pool's threads (:func:`for_each`;
+    a system of one block does it in the calling thread).
+
+    On a ``device`` other than the CPU all atoms are one block: the blocks are for a CPU
+    core's caches, and on a GPU each would launch every kernel again.
+    """
+    if size is None:
+        size = ATOM_BLOCK
+    if size < 1:
+        raise ValueError(f"atom_blocks: size must be a positive number of atoms, got {size}")
+    if torch.device(device).type != "cpu":
+        return [slice(0, n_atoms)]
+    n_blocks = -(-n_atoms // size)
+    if n_blocks > 1:
+        n_blocks = min(n_atoms, max(threads, n_blocks))
+    n_blocks = max(1, n_blocks)
+    bounds = [n_atoms * index // n_blocks for index in range(n_blocks + 1)]
+    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+class SerialPool:
+    """The runs one after another in the calling thread (the interface of a pool)."""
+
+    threads = 1
+
+    def map(self, function: Callable[..., Result], items: Iterable) -> Iterator[Result]:
+        return map(function, items)
+
+
+class ThreadRunPool(ThreadPoolExecutor):
+    """A thread pool of ``threads`` threads of one intra-op thread each, its size public
+    (the backward pass starts one task per thread, each summing its runs' gradients)."""
+
+    def __init__(self, threads: int) -> None:
+        super().__init__(threads, thread_name_prefix="freecg-runs",
+                         initializer=torch.set_num_threads, initargs=(1,))
+        self.threads = threads
+
+    def map(self, function: Callable[..., Result], *iterables: Iterable,
+            **kwargs: object) -> Iterator[Result]:
+        """``ThreadPoolExecutor.map``, the tasks in inference mode where the caller is:
+        the mode is per thread, and outside it a task could not write into the inference
+        tensors the caller made for it."""
+        if torch.is_inference_mode_enabled():
+            function = _within(torch.inference_mode, function)
+        return super().map(function, *iterables, **kwargs)
+
+
+def _within(context: Callable[[], AbstractContextManager], function: Callable[..., Result]
+            ) -> Callable[..., Result]:
+    """``function`` run inside a fresh ``context()`` each call."""
+    def run(*args: object) -> Result:
+        with context():
+            return function(*args)
+    return run
+
+
+def without_grad(function: Callable[..., Result]) -> Callable[..., Result]:
+    """``function`` run without autograd, for a pool's tasks: grad mode is per thread, and
+    the pool's threads have it on."""
+    return _within(torch.no_grad, function)
+
+
+RunPool = ThreadRunPool | SerialPool
+Sums = TypeVar("Sums")
+
+
+def runs_into_sums(pool: RunPool, n_runs: int, make_sums: Callable[[], Sums],
+                   work: Callable[[int, Sums], None]) -> list[Sums]:
+    """Call ``work(index, sums)`` for the runs ``0 .. n_runs - 1``, shared among the pool's
+    threads, and return the ``sums`` of each thread that took a run.
+
+    Each thread adds into ``sums`` of its own (made by ``make_sums``, e.g. per-atom
+    gradients), so no two threads write one tensor. It takes the next run as it finishes
+    one, as ``pool.map`` hands out items: a thread slowed by another process does not hold
+    up the pass, where a fixed share per thread would.
+    """
+    pending = iter(range(n_runs))
+    lock = threading.Lock()
+
+    def take() -> int | None:
+        with lock:
+            return next(pending, None)
+
+    def thread_runs(_: int) -> Sums | None:
+        sums = None
+        while (index := take()) is not None:
+            if sums is None:
+                sums = make_sums()
+            work(index, sums)
+        return sums
+
+    threads = min(pool.threads, n_runs)
+    return [sums for sums in pool.map(thread_runs, range(threads)) if sums is not None]
+
+
+def for_each(pool: RunPool, function: Callable[..., Result], items: list) -> list[Result]:
+    """``[function(item) for item in items]``, the items shared among the pool's threads
+    where there are several; a single item runs in the calling thread, since handing it to
+    a pool thread and waiting for it costs more than a small system's item."""
+    if len(items) == 1:
+        return [function(items[0])]
+    return list(pool.map(function, items))
+
+
+class AtomsInBlocks(torch.autograd.Function):
+    """A per-atom function evaluated block by block among a pool's threads, forward and
+    backward.
+
+    ``apply(function, blocks, pool, *inputs)``: ``inputs`` have one row per atom, and
+    ``function(*rows)`` maps the inputs' rows of a block of atoms to that block's rows of
+    one output, each row from its own atom's rows alone (a model's read-out: its layer
+    norms and gated blocks work row by row). The result is the blocks' rows in order. Each
+    block is evaluated on leaves of a small graph of its own, kept for the backward pass,
+    which each thread back-propagates for its blocks, so a block's tensors stay in a core's
+    caches instead of the whole system's going through memory in the calling thread.
+    ``blocks`` (:func:`atom_blocks`) tile the atoms. For frozen models: the function's
+    parameters get no gradient, and the backward pass is not differentiable again. The
+    blocks' graphs are freed by the first backward pass; a second one (``retain_graph``)
+    evaluates the blocks again from the saved inputs.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, function: Callable[..., torch.Tensor], blocks: list[slice],
+                pool: RunPool, *inputs: torch.Tensor) -> torch.Tensor:
+        needs = ctx.needs_input_grad[3:]
+        graphs = AtomsInBlocks._graphs(function, blocks, pool, inputs, needs)
+        ctx.graphs, ctx.function, ctx.blocks, ctx.pool = graphs, function, blocks, pool
+        ctx.save_for_backward(*inputs)
+        return torch.cat([output.detach() for _, output in graphs])
+
+    @staticmethod
+    def _graphs(function: Callable[..., torch.Tensor], blocks: list[slice], pool: RunPool,
+                inputs: tuple[torch.Tensor, ...], needs: tuple[bool, ...]
+                ) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
+        """Each block's ``(leaves, output)``: ``function`` of the inputs' rows, recorded
+        by autograd where an input needs a gradient."""
+        def evaluate(block: slice) -> tuple[list[torch.Tensor], torch.Tensor]:
+            with torch.enable_grad() if any(needs) else torch.no_grad():
+                leaves = [t[block].detach().requires_grad_(need)
+                          for t, need in zip(inputs, needs, strict=True)]
+                return leaves, function(*leaves)
+
+        return for_each(pool, evaluate, blocks)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        blocks, inputs = ctx.blocks, ctx.saved_tensors
+        needs = ctx.needs_input_grad[3:]
+        graphs = ctx.graphs
+        if graphs is None:
+            graphs = AtomsInBlocks._graphs(ctx.function, blocks, ctx.pool, inputs, needs)
+        ctx.graphs = None  # free the blocks' graphs as soon as this pass is done with them
+        grads = [torch.empty_like(t) if need else None
+                 for t, need in zip(inputs, needs, strict=True)]
+
+        def back_propagate(index: int) -> None:
+            leaves, output = graphs[index]
+            block = blocks[index]
+            wanted = [leaf for leaf, need in zip(leaves, needs, strict=True) if need]
+            found = iter(torch.autograd.grad(output, wanted, grad[block], allow_unused=True))
+            for total, need in zip(grads, needs, strict=True):
+                if need:
+                    got = next(found)
+                    if got is None:  # an input the function does not read
+                        total[block] = 0
+                    else:
+                        total[block] = got
+
+        for_each(ctx.pool, back_propagate, list(range(len(blocks))))
+        return (None, None, None, *grads)
+
+
+_POOLS: dict[int, ThreadRunPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def run_pool(threads: int) -> RunPool:
+    """A shared pool of ``threads`` threads of one intra-op thread each (a
+    :class:`SerialPool` for one).
+
+    Runs of edges are independent and each is too small to keep two intra-op threads busy
+    (element-wise work on it is bound by memory bandwidth), so on a CPU whole runs go to
+    threads instead. ``torch.set_num_threads`` in a thread sets that thread's team only.
+    """
+    if threads <= 1:
+        return SerialPool()
+    with _POOLS_LOCK:
+        if threads not in _POOLS:
+            _POOLS[threads] = ThreadRunPool(threads)
+        return _POOLS[threads]
