@@ -37,7 +37,7 @@ def config(variant: str, seed: int) -> dict:
         "plateau_patience": 5,
         "min_lr": 1e-6,
         "ema_decay": 0.99,
-        "max_epochs": 2,
+        "max_epochs": 1,
         "checkpoint_every": 50,
         "max_structures": 800,
         "val_fraction": 0.1,

@@ -24,8 +24,8 @@ the kernels' too: the message and aggregation kernels take ``P`` and ``Q`` and a
 to an edge's row as they read it (and give the gradients of ``P`` and ``Q``), so neither
 ``dkdv`` nor the gates, nor their gradients, go through memory; the edge update runs with
 its SiLU in one pass each way (``edge_update_forward``/``_backward``). Their exponential is
-a polynomial, where torch's SiLU spends most of its time in a libm-accurate one. At the
-paper's size torch's SiLU forward and backward took 9% of a call on one thread. The biases
+a polynomial, where torch's SiLU spends most of its time in a libm-accurate one, a
+visible share of a call at the paper's size. The biases
 before those SiLUs are added by the kernels too: torch's ``addmm`` first copies the bias
 into every row of its output, an extra pass over (E, 3F) and (E, 2F) per run.
 
