@@ -145,3 +145,42 @@ def test_the_repository_model_paths_are_the_shipped_files():
     for name in SHIPPED_MODELS:
         # models/NAME.pt must be the package's file, not a copy that can drift from it.
         assert (repo_models / f"{name}.pt").resolve() == shipped_model(name).resolve()
+
+
+def test_the_authors_settings_round_trip_through_a_file(tmp_path):
+    """Every choice of the config is saved with the model and computes the same after
+    loading."""
+    from freecg_md import FreeCG, FreeCGConfig
+
+    torch.manual_seed(0)
+    model = FreeCG(FreeCGConfig.reference(hidden=32, num_layers=2, num_heads=4, num_groups=4,
+                                          enhancer="max")).double()
+    path = save_model(model, tmp_path / "authors.pt")
+    loaded = load_model(path).double()
+    assert loaded.config == model.config and loaded.config.self_loops
+    atoms = random_molecule(9, seed=1)
+    args = (torch.as_tensor(atoms.numbers), torch.as_tensor(atoms.positions),
+            full_edges(len(atoms)))
+    torch.testing.assert_close(loaded(*args), model(*args), rtol=0, atol=1e-12)
+
+
+def test_fingerprint_of_default_choices_matches_a_file_written_without_them(tmp_path):
+    """A file written before the config had its choices, and one written now with the
+    choices at those files' values, compute the same function: same fingerprint. Another
+    choice changes it."""
+    from freecg_md.io import model_fingerprint
+    from freecg_md.nn.model import LEGACY_CHOICES
+
+    model = small_model()
+    now = save_model(model, tmp_path / "now.pt")
+    raw = torch.load(now, weights_only=True)
+    config = json.loads(raw["config"])
+
+    def written(name, changed):
+        path = tmp_path / name
+        torch.save({**raw, "config": json.dumps(changed)}, path)
+        return model_fingerprint(path)
+
+    old = {k: v for k, v in config.items() if k not in LEGACY_CHOICES}
+    assert written("old.pt", old) == model_fingerprint(now)
+    assert written("other.pt", {**config, "edge_update": "dot"}) != model_fingerprint(now)
