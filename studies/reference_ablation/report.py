@@ -75,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             **training_log(run),
         }
     variants: dict[str, dict] = {}
-    for name, result in runs.items():
+    for name in runs:
         variant = name.rsplit("_s", 1)[0]
         variants.setdefault(variant, {"runs": []})["runs"].append(name)
-    for variant, entry in variants.items():
+    for entry in variants.values():
         for key in ("force_mae_kcal_mol_per_A", "energy_mae_per_atom_kcal_mol"):
             values = np.array([runs[name][key] for name in entry["runs"]])
             entry[key] = {"mean": float(values.mean()),
