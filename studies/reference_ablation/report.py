@@ -49,9 +49,12 @@ def held_out(config: TrainConfig, config_dir: Path, stride: int) -> dict[str, li
     inside = [a for a in rest if a.info.get("temperature") in seen][::2]
     hotter = [a for a in rest if a.info.get("temperature") not in seen][::stride]
     cutoff = config.model["cutoff"]
-    labels = sorted(int(t) for t in seen)
-    return {f"{labels[0]}-{labels[-1]} K": structures_from_atoms(inside, cutoff),
-            "hotter": structures_from_atoms(hotter, cutoff)}
+    def band(structures: list) -> str:
+        temperatures = sorted({int(a.info["temperature"]) for a in structures})
+        return f"{temperatures[0]}-{temperatures[-1]} K"
+
+    return {band(inside): structures_from_atoms(inside, cutoff),
+            band(hotter): structures_from_atoms(hotter, cutoff)}
 
 
 def training_log(run: Path) -> dict:
