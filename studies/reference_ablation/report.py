@@ -51,6 +51,8 @@ def held_out(config: TrainConfig, config_dir: Path, stride: int) -> dict[str, li
     cutoff = config.model["cutoff"]
     def band(structures: list) -> str:
         temperatures = sorted({int(a.info["temperature"]) for a in structures})
+        if len(temperatures) == 1:
+            return f"{temperatures[0]} K"
         return f"{temperatures[0]}-{temperatures[-1]} K"
 
     return {band(inside): structures_from_atoms(inside, cutoff),
