@@ -111,7 +111,7 @@ class FreeCGLayer(nn.Module):
         start at zero). Then the enhancer's invariants, the node term ``B``, the group
         transform and the edge update are exactly zero, and the layer skips them. The
         parameters of those terms stay in the model (and its files) but get no gradient
-        in this layer (None, where they got zeros before).
+        in this layer (None).
 
     Notes
     -----
@@ -139,6 +139,10 @@ class FreeCGLayer(nn.Module):
                 f"hidden={hidden} must be divisible by num_heads={num_heads} and "
                 f"num_groups={num_groups}"
             )
+        if edge_update not in ("rejection", "dot"):
+            raise ValueError(f"edge_update={edge_update!r}: expected 'rejection' or 'dot'")
+        if enhancer not in ("linear", "max"):
+            raise ValueError(f"enhancer={enhancer!r}: expected 'linear' or 'max'")
         self.hidden = hidden
         self.num_heads = num_heads
         self.layernorm = nn.LayerNorm(hidden)
