@@ -350,3 +350,10 @@ def test_reference_initial_scales():
         assert (linear_map.bias == 0).all()
     assert np.isclose(float(model.edge_embedding.edge_proj.weight.detach().abs().max()),
                       math.sqrt(6.0 / (32 + 64)), rtol=0.1)
+
+
+@pytest.mark.parametrize("field, value", [("edge_update", "projection"), ("enhancer", "mean"),
+                                          ("init", "kaiming"), ("head_norm_epsilon", -1.0)])
+def test_an_unknown_choice_is_refused_by_name(field, value):
+    with pytest.raises(ValueError, match=field):
+        FreeCGConfig(**{field: value})
