@@ -17,6 +17,8 @@ VARIANTS = {
     "authors": {"self_loops": True, "vector_message_cutoff": False, "edge_update": "dot",
                 "init": "reference", "head_norm_epsilon": 0.0},
     "no_group_cg": {"use_group_cg": False},
+    "init_reference": {"init": "reference"},
+    "no_vector_cutoff": {"vector_message_cutoff": False},
 }
 SEEDS = (0, 1)
 SHIPPED_SIZE = {"hidden": 64, "num_layers": 3, "num_heads": 4, "num_groups": 8,

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stride", type=int, default=10)
     parser.add_argument("--out", default=str(ROOT / "docs/results/reference_ablation.json"))
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(2)  # run.sh calls it when the training is done
     configs = sorted((HERE / "configs").glob("*.json"))
     first = TrainConfig.from_dict(json.loads(configs[0].read_text()))
     sets = held_out(first, configs[0].parent, args.stride)
