@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .nn import FreeCG, FreeCGConfig
-from .nn.model import LEGACY_CHOICES
+from .nn.model import LEGACY_CHOICES, TRAINING_ONLY
 
 __all__ = [
     "FORMAT_NAME",
@@ -90,9 +90,10 @@ def model_fingerprint(path: str | os.PathLike) -> str:
     content = read_model_file(path)
     # Files written before an option existed computed what the option's value in
     # LEGACY_CHOICES computes; leaving those out keeps their fingerprints, and a re-saved
-    # copy's, unchanged.
+    # copy's, unchanged. How the weights were initialised does not change the function.
     config = {key: value for key, value in content["config"].items()
-              if key not in LEGACY_CHOICES or value != LEGACY_CHOICES[key]}
+              if key not in TRAINING_ONLY
+              and (key not in LEGACY_CHOICES or value != LEGACY_CHOICES[key])}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name in sorted(content["state_dict"]):
         tensor = content["state_dict"][name].detach().cpu().contiguous()
@@ -219,7 +220,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     """
     content = read_model_file(path)
     try:
-        model = FreeCG(FreeCGConfig.from_dict(content["config"]))
+        model = FreeCG(FreeCGConfig.from_saved(content["config"]))
     except (TypeError, ValueError) as error:
         raise ModelFileError(f"model file {str(path)!r} has an invalid config: {error}") from None
     state = content["state_dict"]

@@ -23,10 +23,10 @@ SMALL = dict(hidden=32, num_layers=3, num_heads=4, num_groups=4, num_basis=16, c
 
 
 def small_model(dtype: torch.dtype = torch.float32, seed: int = 0, **overrides) -> FreeCG:
-    """A small FreeCG with non-trivial weights (the group-CG weights are enlarged so the
-    branch matters in the tests instead of starting near zero)."""
+    """A small FreeCG with non-trivial weights (Xavier scales, the group-CG weights
+    enlarged, so the branch matters in the tests instead of starting near zero)."""
     torch.manual_seed(seed)
-    model = FreeCG(**{**SMALL, **overrides})
+    model = FreeCG(**{**SMALL, "init": "xavier", **overrides})
     with torch.no_grad():
         for layer in model.layers:
             if layer.group_cg is not None:

@@ -184,3 +184,23 @@ def test_fingerprint_of_default_choices_matches_a_file_written_without_them(tmp_
     old = {k: v for k, v in config.items() if k not in LEGACY_CHOICES}
     assert written("old.pt", old) == model_fingerprint(now)
     assert written("other.pt", {**config, "edge_update": "dot"}) != model_fingerprint(now)
+
+
+def test_a_file_without_the_choices_loads_as_it_was_written(tmp_path):
+    """A file that predates the config's choices computes what they were then
+    (LEGACY_CHOICES), whatever today's defaults; how its weights were initialised does not
+    enter its fingerprint."""
+    from freecg_md.io import model_fingerprint
+    from freecg_md.nn.model import LEGACY_CHOICES
+
+    path = save_model(small_model(), tmp_path / "model.pt")
+    raw = torch.load(path, weights_only=True)
+    config = json.loads(raw["config"])
+    old = {k: v for k, v in config.items() if k not in LEGACY_CHOICES}
+    torch.save({**raw, "config": json.dumps(old)}, tmp_path / "old.pt")
+    loaded = load_model(tmp_path / "old.pt")
+    for name, value in LEGACY_CHOICES.items():
+        assert getattr(loaded.config, name) == value
+    torch.save({**raw, "config": json.dumps({**config, "init": "reference"})},
+               tmp_path / "init.pt")
+    assert model_fingerprint(tmp_path / "init.pt") == model_fingerprint(path)

@@ -53,6 +53,8 @@ LEGACY_CHOICES: dict[str, Any] = {
     "init": "xavier",
     "head_norm_epsilon": 1e-8,
 }
+# Config fields that change how a model is trained, not the function it computes.
+TRAINING_ONLY = frozenset({"init"})
 # The authors' released code's choice for each option where ours differs.
 REFERENCE_CHOICES: dict[str, Any] = {
     "self_loops": True,
@@ -109,12 +111,13 @@ class FreeCGConfig:
         maximum over each group's T abstract edges, then maps the G maxima to H biases (our
         reading of the paper's equation, which takes a maximum over abstract edges).
     init:
-        ``"xavier"``: every linear map of the layers, the embeddings and the head
-        Xavier-uniform with zero bias, merged projections as one matrix, group-CG weights
-        uniform in ``+-sqrt(6 / (T^2 + T))``; ``"reference"``: the authors' scales (each
-        of q, k, s and dk, dv initialised as its own F x F matrix, group-CG weights uniform
-        in ``+-sqrt(6 / ((G + 1) 4 T^3))``). Training only: a file's weights are what they
-        are.
+        ``"reference"`` (the default): the authors' scales (each of q, k, s and dk, dv
+        initialised as its own F x F Xavier-uniform matrix, group-CG weights uniform in
+        ``+-sqrt(6 / ((G + 1) 4 T^3))``, the embeddings' linear maps Xavier-uniform with zero
+        bias); ``"xavier"``: merged projections Xavier-uniform as one matrix, group-CG
+        weights uniform in ``+-sqrt(6 / (T^2 + T))``, the embeddings' linear maps torch's
+        default (the shipped models were trained from this). Training only: a file's
+        weights are what they are.
     head_norm_epsilon:
         Added under the square root of the head's vector norms so that their gradient stays
         finite where an atom's vector features vanish; 0 in the authors' code.
@@ -134,7 +137,7 @@ class FreeCGConfig:
     vector_message_cutoff: bool = True
     edge_update: str = "rejection"
     enhancer: str = "linear"
-    init: str = "xavier"
+    init: str = "reference"
     head_norm_epsilon: float = 1e-8
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -183,6 +186,7 @@ class FreeCGConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FreeCGConfig:
+        """A config from given fields (a training config's ``model``); the rest default."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -190,6 +194,13 @@ class FreeCGConfig:
                 f"unknown FreeCG config keys {unknown}; expected some of {sorted(known)}"
             )
         return cls(**data)
+
+    @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> FreeCGConfig:
+        """The config a model file recorded. A choice the file lacks takes its value in
+        :data:`LEGACY_CHOICES`, what files written before the choice existed computed, so
+        that a change of default never changes what an older file means."""
+        return cls.from_dict({**LEGACY_CHOICES, **data})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

@@ -330,7 +330,7 @@ def test_reference_setting_is_recorded_and_defaults_are_ours():
 
 
 def test_reference_initial_scales():
-    """init="reference": the authors' bounds for the merged projections and the
+    """init="reference" (the default): the authors' bounds for the merged projections and the
     group-CG weights, Xavier with zero bias for the embeddings' maps."""
     torch.manual_seed(0)
     model = FreeCG(FreeCGConfig.reference(hidden=64, num_layers=2, num_heads=4,
@@ -344,7 +344,7 @@ def test_reference_initial_scales():
     group_bound = math.sqrt(6.0 / ((8 + 1) * 4 * 8 ** 3))
     weight = layer.group_cg.weight
     assert 0.9 * group_bound < weight.abs().max() <= group_bound
-    ours = FreeCG(hidden=64, num_layers=2, num_heads=4, num_groups=8)
+    ours = FreeCG(hidden=64, num_layers=2, num_heads=4, num_groups=8, init="xavier")
     assert ours.layers[0].group_cg.weight.abs().max() > 10 * group_bound
     for linear_map in (model.neighbor_embedding.combine, model.edge_embedding.edge_proj):
         assert (linear_map.bias == 0).all()
