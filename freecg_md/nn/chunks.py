@@ -46,9 +46,8 @@ class EdgeRun(NamedTuple):
 
     ``centers`` (E_run,) count from ``first_atom``; ``neighbors`` (E_run,) are atom indices
     of the whole system; ``distances`` (E_run,) Å, ``sh`` (E_run, 8), ``phi`` (E_run,).
-    For the kernels (:func:`with_distinct_neighbors`), ``unique_neighbors`` (U,) the
-    distinct neighbours, ``local_neighbors`` (E_run,) each edge's position among them, and
-    ``neighbor_order`` (E_run,) the edges sorted by neighbour; None otherwise.
+    For the kernels (:func:`for_kernels`), ``neighbor_order`` (E_run,) the edges sorted by
+    neighbour; None otherwise.
     """
 
     first_atom: int
@@ -58,26 +57,19 @@ class EdgeRun(NamedTuple):
     distances: torch.Tensor
     sh: torch.Tensor
     phi: torch.Tensor
-    unique_neighbors: torch.Tensor | None = None
-    local_neighbors: torch.Tensor | None = None
     neighbor_order: torch.Tensor | None = None
 
 
-def with_distinct_neighbors(run: EdgeRun) -> EdgeRun:
-    """``run`` prepared for the kernels (:mod:`freecg_md.nn.cpu.kernels`): its distinct
-    neighbours listed, so that the kernels' autograd functions read one gathered row per
-    neighbour atom, (U, 8, F), instead of one per edge, (E_run, 8, F) (a run of a
-    chignolin has about a tenth as many distinct neighbours as edges), and its edges in
-    order of their neighbour, the order in which a backward kernel adds into the
-    neighbours' rows (:func:`~freecg_md.nn.cpu.fused_run.run_backward` reads the per-atom
-    tensors at the atom indices, and needs only the order)."""
-    unique, local = torch.unique(run.neighbors, return_inverse=True)
+def for_kernels(run: EdgeRun) -> EdgeRun:
+    """``run`` prepared for the fused kernels (:mod:`freecg_md.nn.cpu.fused_run`): its
+    edges in order of their neighbour, the order in which a backward kernel adds into the
+    neighbours' rows (the kernels read the per-atom tensors at the atom indices and need
+    only the order), and its tensors contiguous."""
     # The kernels read the index and edge tensors as they lie: a whole pass's centres can
     # be a strided row of the caller's edge index.
     return run._replace(centers=run.centers.contiguous(), neighbors=run.neighbors.contiguous(),
                         sh=run.sh.contiguous(), phi=run.phi.contiguous(),
-                        unique_neighbors=unique, local_neighbors=local,
-                        neighbor_order=torch.argsort(local, stable=True))
+                        neighbor_order=torch.argsort(run.neighbors, stable=True))
 
 
 def split_runs(chunks: list[EdgeChunk], centers: torch.Tensor, neighbors: torch.Tensor,

@@ -49,7 +49,13 @@ from .chunks import EdgeRun, run_chunk
 from .group_cg import GroupCGTensorProduct, shuffle_abstract_edges
 from .ops import dot_components, gather, scatter_sum
 
-__all__ = ["FreeCGLayer", "NodeTerms", "edge_update_invariant", "gather_terms"]
+__all__ = ["EDGE_UPDATE_FORMS", "ENHANCER_FORMS", "FreeCGLayer", "NodeTerms",
+           "edge_update_invariant", "gather_terms"]
+
+# The forms of the edge update's invariant and of the attention enhancer (the module's
+# equations say what each computes).
+EDGE_UPDATE_FORMS = ("rejection", "dot")
+ENHANCER_FORMS = ("linear", "max")
 
 
 class NodeTerms(NamedTuple):
@@ -139,10 +145,10 @@ class FreeCGLayer(nn.Module):
                 f"hidden={hidden} must be divisible by num_heads={num_heads} and "
                 f"num_groups={num_groups}"
             )
-        if edge_update not in ("rejection", "dot"):
-            raise ValueError(f"edge_update={edge_update!r}: expected 'rejection' or 'dot'")
-        if enhancer not in ("linear", "max"):
-            raise ValueError(f"enhancer={enhancer!r}: expected 'linear' or 'max'")
+        if edge_update not in EDGE_UPDATE_FORMS:
+            raise ValueError(f"edge_update={edge_update!r}: expected one of {EDGE_UPDATE_FORMS}")
+        if enhancer not in ENHANCER_FORMS:
+            raise ValueError(f"enhancer={enhancer!r}: expected one of {ENHANCER_FORMS}")
         self.hidden = hidden
         self.num_heads = num_heads
         self.layernorm = nn.LayerNorm(hidden)

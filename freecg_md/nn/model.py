@@ -16,19 +16,19 @@ from .chunks import (
     EdgeChunk,
     EdgeRun,
     edge_chunks,
+    for_kernels,
     group_chunks,
     is_sorted,
     merge_chunks,
     run_chunk,
     split_runs,
-    with_distinct_neighbors,
 )
 from .cpu import AtomsInBlocks, atom_blocks, layer_in_runs, run_pool
 from .cpu.embedding_runs import embed_in_runs
 from .cpu.threads import RunPool
 from .embedding import EdgeEmbedding, NeighborEmbedding
 from .head import EnergyHead
-from .layer import FreeCGLayer
+from .layer import EDGE_UPDATE_FORMS, ENHANCER_FORMS, FreeCGLayer
 from .plan import DEFAULT_EDGE_CHUNK, MAX_EDGE_RUNS, ExecutionPlan, plan_pass
 from .radial import CosineCutoff, ExpNormalBasis
 from .spatial_order import spatial_order
@@ -39,8 +39,8 @@ _FLOAT64_BUFFERS = ("atomic_energies", "energy_scale", "energy_shift")
 # The allowed values of the config's string choices (FreeCGConfig's docstring says what
 # each does).
 CHOICES: dict[str, tuple[str, ...]] = {
-    "edge_update": ("rejection", "dot"),
-    "enhancer": ("linear", "max"),
+    "edge_update": EDGE_UPDATE_FORMS,
+    "enhancer": ENHANCER_FORMS,
     "init": ("xavier", "reference"),
 }
 # What every model file written before these options existed computes (their values
@@ -444,15 +444,13 @@ class FreeCG(nn.Module):
         (:meth:`compile_network`).
         """
         phi = self.cutoff_fn(distances)
-        # The neighbour embedding never sees self loops (length 0; no real pair has it).
-        neighbor_phi = phi * (distances > 0) if self.config.self_loops else phi
         n_atoms = species.shape[0]
         if chunks is None:
             runs = [EdgeRun(0, n_atoms, centers, neighbors, distances, sh, phi)]
         else:
             runs = split_runs(chunks, centers, neighbors, distances, sh, phi)
         if fused:
-            runs = [with_distinct_neighbors(run) for run in runs]
+            runs = [for_kernels(run) for run in runs]
         if len(runs) > 1 and pool is not None and not self.config.self_loops:
             # A frozen model: the embedding's runs go to the pool's threads too.
             x, f = embed_in_runs(self.neighbor_embedding, self.edge_embedding, self.rbf,
@@ -461,7 +459,8 @@ class FreeCG(nn.Module):
             # The embedding's (E, F) tensors are small next to a layer's (E, 8, F) ones: at
             # this size they are computed whole, without a recomputation.
             rbf = self.rbf(distances)
-            x = self.neighbor_embedding(species, centers, neighbors, rbf, neighbor_phi)
+            x = self.neighbor_embedding(species, centers, neighbors, rbf,
+                                        self._neighbor_phi(distances, phi))
             f = self.edge_embedding(x, centers, neighbors, rbf)
             f = list(f.split([len(run.centers) for run in runs]))
         else:
@@ -496,9 +495,14 @@ class FreeCG(nn.Module):
 
     def _neighbor_sum(self, species: torch.Tensor, run: EdgeRun) -> torch.Tensor:
         """The neighbour embedding's sum over a run's edges, (n_centers, F)."""
-        phi = run.phi * (run.distances > 0) if self.config.self_loops else run.phi
         return self.neighbor_embedding.neighbor_sum(
-            species, run.centers, run.neighbors, self.rbf(run.distances), phi, run.n_centers)
+            species, run.centers, run.neighbors, self.rbf(run.distances),
+            self._neighbor_phi(run.distances, run.phi), run.n_centers)
+
+    def _neighbor_phi(self, distances: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+        """The cutoff the neighbour embedding weights edges by: ``phi``, and 0 on self
+        loops, which it never sees (length 0; no real pair has it)."""
+        return phi * (distances > 0) if self.config.self_loops else phi
 
     def _edge_features(self, x: torch.Tensor, run: EdgeRun) -> torch.Tensor:
         """Initial edge features of a run's edges, (E_run, F)."""

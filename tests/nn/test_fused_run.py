@@ -47,7 +47,7 @@ def _run_inputs(layer: FreeCGLayer, seed: int = 0):
     if layer.zero_vectors_in:  # the layer's contract: its input vectors are zero
         own[1] = torch.zeros_like(own[1]).requires_grad_()
         nb = nb._replace(v=torch.zeros_like(nb.v).requires_grad_())
-    run = chunks.with_distinct_neighbors(EdgeRun(
+    run = chunks.for_kernels(EdgeRun(
         0, CENTERS, centers, neighbors, torch.empty(EDGES, dtype=torch.float64), own[3],
         own[4]))
     return own, nb, run

@@ -103,7 +103,7 @@ class RunSaved(NamedTuple):
 
 def runs_fusable(layer: FreeCGLayer, runs: list[EdgeRun]) -> bool:
     """Whether :func:`run_forward` can evaluate ``runs`` of ``layer``: the runs are prepared
-    for the kernels (:func:`~freecg_md.nn.chunks.with_distinct_neighbors`) and the group
+    for the kernels (:func:`~freecg_md.nn.chunks.for_kernels`) and the group
     transform, if any, has a group size the kernel is compiled for."""
     return (all(run.neighbor_order is not None for run in runs)
             and (layer.group_cg is None or layer.group_cg.group_size in FUSED_GROUP_SIZES))

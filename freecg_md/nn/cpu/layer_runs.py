@@ -31,7 +31,7 @@ def layer_in_runs(layer: FreeCGLayer, x: torch.Tensor, v: torch.Tensor, f: list[
     """``layer(x, v, f, runs)`` through :class:`RunsInParallel`: the runs, and the per-atom
     work before and after them, shared among ``pool``'s threads, forward and backward,
     without recomputation if ``keep_graphs`` (:func:`freecg_md.nn.chunks.keeps_graphs`).
-    Runs prepared for the kernels (:func:`~freecg_md.nn.chunks.with_distinct_neighbors`)
+    Runs prepared for the kernels (:func:`~freecg_md.nn.chunks.for_kernels`)
     go through them (:mod:`~freecg_md.nn.cpu.fused_run`). No parameter may need a
     gradient."""
     x_next, v_next, *f_next = RunsInParallel.apply(
