@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ..calculator import resolve_device, resolve_dtype
 from ..io import _versions, save_model
 from ..nn import FreeCG, FreeCGConfig
+from .compiled import CompiledForces
 from .config import TrainConfig
 from .data import Batch, Structure, collate, split_indices, split_size
 from .dataset_cache import load_training_structures
@@ -112,6 +113,7 @@ class Trainer:
             self.optimizer, factor=config.plateau_factor, patience=config.plateau_patience,
             min_lr=config.min_lr)
         self.progress = Progress()
+        self.compiled = CompiledForces(self.model) if config.compile else None
 
     @property
     def eval_model(self) -> FreeCG:
@@ -170,9 +172,14 @@ class Trainer:
     def train_step(self, batch: Batch) -> float:
         self.model.train()
         self._set_warmup_lr()
-        out = self.model.energy_and_forces(batch.numbers, batch.positions, batch.edge_index,
-                                           batch.shifts, batch.batch, batch.num_graphs,
-                                           create_graph=True)
+        if self.compiled is not None and self.compiled.supports(batch.edge_index.shape[1]):
+            out = self.compiled.energy_and_forces(batch.numbers, batch.positions,
+                                                  batch.edge_index, batch.shifts, batch.batch,
+                                                  batch.num_graphs)
+        else:
+            out = self.model.energy_and_forces(batch.numbers, batch.positions,
+                                               batch.edge_index, batch.shifts, batch.batch,
+                                               batch.num_graphs, create_graph=True)
         loss = loss_fn(out["energy"], out["forces"], batch, self.config.energy_weight,
                        self.config.force_weight)
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,107 @@
+"""The compiled training pass (TrainConfig.compile) computes what the reference computes."""
+
+import numpy as np
+import pytest
+import torch
+from e3nn import o3
+
+from freecg_md.train import TrainConfig, train
+from freecg_md.train.compiled import CompiledForces, spherical_harmonics_l12
+from freecg_md.train.data import collate, structures_from_atoms
+from freecg_md.train.loss import loss_fn
+from tests.conftest import random_molecule, small_model
+from tests.train.conftest import config_for, labelled_set
+
+
+def test_harmonics_equal_e3nns():
+    vectors = torch.randn(200, 3, dtype=torch.float64)
+    expected = o3.spherical_harmonics("1x1o+1x2e", vectors, normalize=True,
+                                      normalization="norm")
+    torch.testing.assert_close(spherical_harmonics_l12(vectors), expected, rtol=0, atol=1e-14)
+
+
+def _batch():
+    """Two labelled molecules and a periodic box, with pairs beyond the cutoff listed too
+    (the compiled pass must drop them as the reference does)."""
+    atoms = labelled_set(2, seed=7)
+    box = random_molecule(8, seed=9, box=5.0, species=(1, 6))
+    box.cell, box.pbc = np.diag([5.0, 5.5, 6.0]), True
+    box.calc = atoms[0].calc.__class__(box, energy=0.3,
+                                       forces=np.random.default_rng(0).normal(size=(8, 3)))
+    structures = structures_from_atoms([*atoms, box], cutoff=4.0)
+    far = torch.tensor([[0], [1]])  # a pair of the first molecule, listed twice as far apart
+    structures[0].edge_index = torch.cat([structures[0].edge_index, far], dim=1)
+    batch = collate(structures).to(torch.device("cpu"), torch.float64)
+    # Move the extra pair beyond the cutoff with a shift (the first molecule has none).
+    batch.shifts[structures[0].edge_index.shape[1] - 1] = torch.tensor([9.0, 0.0, 0.0])
+    return batch
+
+
+def test_compiled_pass_equals_the_reference_with_its_parameter_gradients():
+    model = small_model(torch.float64)
+    batch = _batch()
+    args = (batch.numbers, batch.positions, batch.edge_index, batch.shifts, batch.batch,
+            batch.num_graphs)
+    results = []
+    for compiled in (False, True):
+        model.zero_grad()
+        if compiled:
+            out = CompiledForces(model).energy_and_forces(*args)
+        else:
+            out = model.energy_and_forces(*args, create_graph=True)
+        loss_fn(out["energy"], out["forces"], batch, 0.1, 0.9).backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        results.append((out["energy"].detach(), out["forces"].detach(), grads))
+    (e_ref, f_ref, g_ref), (e_c, f_c, g_c) = results
+    torch.testing.assert_close(e_c, e_ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(f_c, f_ref, rtol=0, atol=1e-10)
+    assert len(g_c) == len(g_ref) > 0
+    for got, expected in zip(g_c, g_ref, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-10)
+
+
+def test_self_loops_and_large_passes_stay_on_the_reference_path():
+    assert not CompiledForces(small_model(self_loops=True)).supports(100)
+    compiled = CompiledForces(small_model())
+    assert compiled.supports(100) and not compiled.supports(10**9)
+
+
+@pytest.mark.parametrize("bad", [{"compile": "yes"}])
+def test_compile_must_be_a_bool(tmp_path, bad):
+    with pytest.raises(ValueError, match="compile"):
+        TrainConfig(data=["x"], output_dir=str(tmp_path), **bad)
+
+
+def test_training_with_compile_logs_the_same_losses(data_file, tmp_path):
+    logs = []
+    for compiled in (False, True):
+        out = tmp_path / f"run_{compiled}"
+        train(config_for(data_file, out, max_epochs=1, dtype="float64", compile=compiled),
+              progress=False)
+        logs.append((out / "log.csv").read_text().splitlines())
+    header = logs[0][0].split(",")
+    for row_eager, row_compiled in zip(logs[0][1:], logs[1][1:], strict=True):
+        for name, a, b in zip(header, row_eager.split(","), row_compiled.split(","),
+                              strict=True):
+            if name.endswith("loss") or "mae" in name:
+                np.testing.assert_allclose(float(b), float(a), rtol=1e-7, err_msg=name)
+
+
+def test_the_command_line_compile_flag_sets_the_config(data_file, tmp_path, monkeypatch):
+    import json
+
+    import freecg_md.train.__main__ as command
+
+    seen = {}
+
+    def fake_train(config, resume=False, progress=True):
+        seen["compile"] = config.compile
+        return {}
+
+    monkeypatch.setattr(command, "train", fake_train)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config_for(data_file, tmp_path / "run").to_dict()))
+    command.main([str(path)])
+    assert seen["compile"] is False
+    command.main([str(path), "--compile"])
+    assert seen["compile"] is True
