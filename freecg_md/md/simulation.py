@@ -351,9 +351,13 @@ class _Run:
                 self.directory, self.config.n_replicas, self.state.cell.numpy(),
                 self.state.pbc.numpy(), checkpoint.frames_written[0], checkpoint.step,
                 self.config.flush_every)
+            # A resume that continues nothing (a finished run, or the same step again)
+            # leaves the record as it is: reduced results copy it.
             previous = json.loads((self.directory / "config.json").read_text())
-            resumes = previous.get("resumed_at_steps", []) + [checkpoint.step]
-            self.writer.write_config({**self.metadata(), "resumed_at_steps": resumes})
+            resumes = previous.get("resumed_at_steps", [])
+            if checkpoint.step < self.config.n_steps and checkpoint.step not in resumes:
+                resumes = resumes + [checkpoint.step]
+                self.writer.write_config({**self.metadata(), "resumed_at_steps": resumes})
         self.comm.barrier()  # no rank runs ahead while rank 0 truncates the files
 
     def metadata(self) -> dict[str, Any]:

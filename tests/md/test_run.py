@@ -128,6 +128,11 @@ def test_resume_equals_uninterrupted(tmp_path):
             assert np.array_equal(frames(tmp_path / name, r), frames(tmp_path / "straight", r))
     config_json = json.loads((tmp_path / "crashed" / "config.json").read_text())
     assert config_json["resumed_at_steps"] == [12]
+    # Resuming a finished run continues nothing and records nothing.
+    written = (tmp_path / "straight" / "config.json").read_bytes()
+    potential, state, config = molecule_run(tmp_path / "straight", 24)
+    run_replicas(potential, state, config, resume=True, progress=False)
+    assert (tmp_path / "straight" / "config.json").read_bytes() == written
 
 
 @pytest.mark.parametrize(
