@@ -36,6 +36,7 @@ from openmmml import MLPotential  # noqa: E402
 from freecg_md import FreeCGCalculator, shipped_model  # noqa: E402
 from freecg_md.data.molecules import load_chignolin  # noqa: E402
 from freecg_md.md import FreeCGPotential, ReplicaState, RunConfig, run_replicas  # noqa: E402
+from freecg_md.openmm_ml import constrain_hydrogen_bonds  # noqa: E402
 
 
 def openmm_simulation(kind: str, model: str, timestep_fs: float, constraints: bool,
@@ -48,22 +49,8 @@ def openmm_simulation(kind: str, model: str, timestep_fs: float, constraints: bo
         potential = MLPotential("ase")
         system = potential.createSystem(pdb.topology, calculator=FreeCGCalculator(model))
     if constraints:
-        for bond in pdb.topology.bonds():
-            a, b = bond
-            if "H" in (a.element.symbol, b.element.symbol):
-                length = np.linalg.norm(
-                    np.array(pdb.positions[a.index].value_in_unit(unit.nanometer))
-                    - np.array(pdb.positions[b.index].value_in_unit(unit.nanometer)))
-                system.addConstraint(a.index, b.index, length)
-    if hydrogen_mass is not None:
-        for a, b in pdb.topology.bonds():
-            if b.element.symbol == "H":
-                a, b = b, a
-            if a.element.symbol == "H" and b.element.symbol != "H":
-                moved = hydrogen_mass - system.getParticleMass(a.index).value_in_unit(unit.dalton)
-                system.setParticleMass(a.index, hydrogen_mass)
-                heavy = system.getParticleMass(b.index).value_in_unit(unit.dalton)
-                system.setParticleMass(b.index, heavy - moved)
+        positions_nm = np.asarray(pdb.positions.value_in_unit(unit.nanometer))
+        constrain_hydrogen_bonds(system, pdb.topology, positions_nm, hydrogen_mass)
     integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond,
                                                  timestep_fs * unit.femtosecond)
     integrator.setRandomNumberSeed(seed)

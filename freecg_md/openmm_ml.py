@@ -36,7 +36,7 @@ from .calculator import prepare_model, resolve_device, resolve_dtype
 from .md.potentials import FreeCGPotential
 
 __all__ = ["EV_TO_KJ_PER_MOL", "FreeCGPotentialImpl", "FreeCGPotentialImplFactory",
-           "freecg_force"]
+           "constrain_hydrogen_bonds", "freecg_force"]
 
 EV_TO_KJ_PER_MOL = 1.0 / (units.kJ / units.mol)
 ANGSTROM_PER_NM = 10.0
@@ -70,6 +70,38 @@ def freecg_force(potential: FreeCGPotential, periodic: bool,
     if particles is not None:
         force.setParticles(list(particles))
     return force
+
+
+def constrain_hydrogen_bonds(system: Any, topology: Any, positions_nm: np.ndarray,
+                             hydrogen_mass: float | None = None) -> int:
+    """Make every X-H bond of ``topology`` rigid in ``system`` (an ``openmm.System``), at its
+    length in ``positions_nm`` (N, 3) nm, and, with ``hydrogen_mass`` (amu), move mass from
+    each hydrogen's heavy atom to it so that it weighs that much (hydrogen mass
+    repartitioning: the total mass, and the configurations sampled, stay the same).
+
+    openmm-ml's ``createSystem`` takes neither ``constraints`` nor ``hydrogenMass`` as
+    OpenMM's force fields do; this is what they would do. Returns the constraints added.
+    """
+    added = 0
+    for a, b in topology.bonds():
+        if (a.element.symbol == "H") == (b.element.symbol == "H"):
+            continue  # no hydrogen, or H-H
+        hydrogen, heavy = (a, b) if a.element.symbol == "H" else (b, a)
+        length = float(np.linalg.norm(positions_nm[a.index] - positions_nm[b.index]))
+        system.addConstraint(a.index, b.index, length)
+        added += 1
+        if hydrogen_mass is not None:
+            from openmm import unit
+
+            moved = hydrogen_mass - system.getParticleMass(hydrogen.index).value_in_unit(
+                unit.dalton)
+            heavy_mass = system.getParticleMass(heavy.index).value_in_unit(unit.dalton)
+            if heavy_mass - moved <= 0:
+                raise ValueError(f"hydrogen_mass={hydrogen_mass} amu leaves atom "
+                                 f"{heavy.index} ({heavy.element.symbol}) no mass")
+            system.setParticleMass(hydrogen.index, hydrogen_mass)
+            system.setParticleMass(heavy.index, heavy_mass - moved)
+    return added
 
 
 class FreeCGPotentialImplFactory(MLPotentialImplFactory):

@@ -9,7 +9,7 @@ openmmml = pytest.importorskip("openmmml")
 from openmm import app, unit  # noqa: E402
 
 from freecg_md import FreeCGCalculator, save_model  # noqa: E402
-from freecg_md.openmm_ml import EV_TO_KJ_PER_MOL  # noqa: E402
+from freecg_md.openmm_ml import EV_TO_KJ_PER_MOL, constrain_hydrogen_bonds  # noqa: E402
 from tests.conftest import random_molecule, small_model  # noqa: E402
 
 
@@ -90,6 +90,38 @@ def test_a_short_langevin_run_stays_finite(model_file):
     state = context.getState(getEnergy=True, getPositions=True)
     assert np.isfinite(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
     assert np.all(np.isfinite(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)))
+
+
+def test_hydrogen_bonds_become_rigid_and_hydrogens_heavier_at_equal_total_mass():
+    # Methanol-like: C bonded to O and three H, O bonded to one H; an H-H "bond" is left.
+    topology = topology_of([6, 8, 1, 1, 1, 1, 1, 1])
+    atoms = list(topology.atoms())
+    for a, b in [(0, 1), (0, 2), (0, 3), (0, 4), (1, 5), (6, 7)]:
+        topology.addBond(atoms[a], atoms[b])
+    positions = np.random.default_rng(3).normal(scale=0.1, size=(8, 3))
+
+    def system_of():
+        system = openmm.System()
+        for atom in atoms:
+            system.addParticle(atom.element.mass)
+        return system
+
+    masses = lambda system: np.array([system.getParticleMass(i).value_in_unit(unit.dalton)  # noqa: E731
+                                      for i in range(system.getNumParticles())])
+    rigid = system_of()
+    assert constrain_hydrogen_bonds(rigid, topology, positions) == 4  # not C-O, not H-H
+    assert np.allclose(masses(rigid), masses(system_of()))
+    lengths = {tuple(rigid.getConstraintParameters(k)[:2]):
+               rigid.getConstraintParameters(k)[2].value_in_unit(unit.nanometer)
+               for k in range(rigid.getNumConstraints())}
+    assert np.isclose(lengths[(1, 5)], np.linalg.norm(positions[1] - positions[5]))
+    heavy = system_of()
+    constrain_hydrogen_bonds(heavy, topology, positions, hydrogen_mass=3.024)
+    m = masses(heavy)
+    assert np.allclose(m[2:6], 3.024) and np.isclose(m.sum(), masses(system_of()).sum())
+    assert np.isclose(m[0], 12.011 - 3 * (3.024 - 1.008), atol=1e-3)
+    with pytest.raises(ValueError, match="no mass"):
+        constrain_hydrogen_bonds(system_of(), topology, positions, hydrogen_mass=10.0)
 
 
 def test_an_unknown_element_or_a_missing_model_is_refused_at_create_system(model_file):
