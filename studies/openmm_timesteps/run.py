@@ -10,10 +10,11 @@ at 300 K (friction 1/ps), from the shipped 300 K start state (positions; velocit
   which changes the dynamics, not the configurations sampled).
 
 Each runs ``--ps`` picoseconds with its kinetic temperature (over the unconstrained degrees
-of freedom) and potential energy recorded every 10 fs. After the equilibration pymbar
-detects, means carry standard errors from the statistical inefficiency. A time step stays
-correct where its mean temperature is 300 K and its mean potential energy the reference's,
-within the errors. Writes ``--out`` (JSON) as it goes: a configuration done is not rerun.
+of freedom) and potential energy recorded every 10 fs. Means leave out the first
+``--discard-ps`` and carry standard errors from a bootstrap over ``--block-ps`` blocks. A time
+step stays correct where its mean temperature is 300 K and its mean potential energy the
+reference's, within the errors. Writes ``--out`` (JSON) as it goes: a set-up done is not
+rerun (only its means are recomputed).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python studies/openmm_timesteps/run.py --ps 10
 """
@@ -35,7 +36,7 @@ from openmm import app, unit  # noqa: E402
 from openmmml import MLPotential  # noqa: E402
 
 from freecg_md import shipped_model  # noqa: E402
-from freecg_md.analysis.statistics import detect_equilibration  # noqa: E402
+from freecg_md.analysis.statistics import block_bootstrap  # noqa: E402
 from freecg_md.data.molecules import load_chignolin  # noqa: E402
 from freecg_md.data.starts import load_chignolin_starts  # noqa: E402
 from freecg_md.io import model_fingerprint  # noqa: E402
@@ -67,15 +68,23 @@ def simulation_for(model: str, timestep_fs: float, hydrogen_mass: float | None,
     return simulation
 
 
-def mean_with_error(series: np.ndarray) -> dict[str, float]:
-    """Mean after the detected equilibration, its standard error (by the statistical
-    inefficiency), and what it rests on."""
-    found = detect_equilibration(series)
-    kept = series[found.start:]
-    n_eff = len(kept) / found.inefficiency
-    return {"mean": float(kept.mean()), "error": float(kept.std(ddof=1) / np.sqrt(n_eff)),
-            "equilibration_samples": int(found.start),
-            "inefficiency_samples": float(found.inefficiency), "independent": float(n_eff)}
+def mean_with_error(series: np.ndarray, discard: int, block: int) -> dict[str, float]:
+    """Mean of ``series`` after its first ``discard`` samples, with its standard error by a
+    bootstrap over blocks of ``block`` samples. Blocks, not pymbar's autocorrelation
+    estimate: with friction 1/ps the kinetic and potential energies also wander on the
+    thermostat's picosecond time scale, which a short series' autocorrelation misses."""
+    kept = series[discard:]
+    mean, error = block_bootstrap(kept, np.mean, block=block)
+    return {"mean": mean, "error": error, "discarded_samples": discard,
+            "block_samples": block, "blocks": len(kept) // block}
+
+
+def summarise(setup: dict, sample_fs: float, discard_ps: float, block_ps: float) -> None:
+    """Add the means with errors of ``setup``'s recorded series to it."""
+    discard, block = round(discard_ps * 1000 / sample_fs), round(block_ps * 1000 / sample_fs)
+    for key, name in (("kinetic_temperature_K", "temperature_K"),
+                      ("potential_energy_kJ_mol", "potential_kJ_mol")):
+        setup[key] = mean_with_error(np.array(setup["series"][name]), discard, block)
 
 
 def run_setup(model: str, timestep_fs: float, hydrogen_mass: float | None,
@@ -101,8 +110,6 @@ def run_setup(model: str, timestep_fs: float, hydrogen_mass: float | None,
     return {"timestep_fs": timestep_fs, "hydrogen_mass_amu": hydrogen_mass,
             "picoseconds": picoseconds, "constraints": system.getNumConstraints(),
             "degrees_of_freedom": dof,
-            "kinetic_temperature_K": mean_with_error(temperatures),
-            "potential_energy_kJ_mol": mean_with_error(potentials),
             "ns_per_day": picoseconds * 1e-3 / elapsed * 86400,
             "series": {"temperature_K": temperatures.round(2).tolist(),
                        "potential_kJ_mol": potentials.round(2).tolist()}}
@@ -113,6 +120,10 @@ def main() -> None:
     parser.add_argument("--ps", type=float, default=10.0, help="picoseconds per set-up")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--discard-ps", type=float, default=1.0,
+                        help="left out of the means at the start of each run")
+    parser.add_argument("--block-ps", type=float, default=1.0,
+                        help="block length of the bootstrap errors")
     parser.add_argument("--out", type=Path, default=Path("docs/results/openmm_timesteps.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -133,6 +144,9 @@ def main() -> None:
                                             positions_nm, args.ps, args.seed)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1))
+    for setup in results["setups"].values():
+        summarise(setup, SAMPLE_FS, args.discard_ps, args.block_ps)
+    args.out.write_text(json.dumps(results, indent=1))
     reference = results["setups"][next(iter(SETUPS))]["potential_energy_kJ_mol"]
     print(f"{'set-up':<36} {'T (K)':>15} {'<U> - <U>_1fs (kJ/mol)':>24} {'ns/day':>7}")
     for name, setup in results["setups"].items():
