@@ -5,7 +5,9 @@
 - **round trips**: every replica went from the lowest temperature to the highest and back
   at least ``min_round_trips`` times (replica exchange only);
 - **kinetic temperature**: at every ladder temperature, the mean kinetic temperature of
-  the equilibrated frames simulated there is within ``max_temperature_deviation`` of it;
+  all the production frames simulated there is within ``max_temperature_deviation`` of it
+  (the whole run: the equilibrated region below is that of the target temperature's
+  observables, and cutting every rung to it only adds noise to a thermostat check);
 - **samples per basin**: at the target temperature, at least ``min_samples_per_basin``
   decorrelated frames in the folded basin and as many outside it;
 - **uncertainty**: the folding free energy's bootstrap standard error at most
@@ -160,9 +162,8 @@ def assess_run(run: RunData | ReducedRun, native_cvs: np.ndarray, temperature_in
             reasons.append(f"round trips per replica {trips}, fewer than "
                            f"{criteria.min_round_trips} for some")
     ratios = []
-    kept = np.arange(run.n_frames) >= start
     for k, target in enumerate(run.temperatures):
-        at_k = (run.temperature_index == k) & kept[:, None]
+        at_k = run.temperature_index == k
         ratios.append(float(run.kinetic_temperature[at_k].mean() / target)
                       if at_k.any() else float("nan"))
     off = [f"{t:.0f} K: {r:.3f}" for t, r in zip(run.temperatures, ratios, strict=True)

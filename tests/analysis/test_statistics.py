@@ -3,6 +3,7 @@ and the analysis functions' refusal of bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -151,6 +152,24 @@ def test_a_run_that_is_not_converged_shows_no_depths(tmp_path, chignolin, unfold
     assert all(row.split(",")[2] == "" for row in rows)  # no depth written
     if p_folded == 1.0:
         assert "unfolded not visited" in basin_summary(report["basins"]["histogram"])
+
+
+def test_the_kinetic_temperature_is_judged_over_the_whole_run(tmp_path, chignolin,
+                                                              unfolded_positions):
+    # The target's observables equilibrate after 100 frames; the thermostat ran 6 % cold
+    # before and 3.5 % hot after, 1.1 % hot over the run: judged over the run, not only
+    # over the region the target's observables call equilibrated.
+    run = synthetic_run(tmp_path, chignolin, unfolded_positions, p_folded=0.6)
+    energies = run.energies.copy()
+    energies[:100] += 20.0
+    kinetic = np.full_like(run.kinetic_temperature, 300.0 * 1.035)
+    kinetic[:100] = 300.0 * 0.94
+    run = dataclasses.replace(run, energies=energies, kinetic_temperature=kinetic)
+    native = chignolin_cvs(chignolin.native_positions[None], chignolin.topology)[0]
+    assessment = assess_run(run, native)
+    assert assessment.start_frame >= 90
+    assert assessment.kinetic_temperature_ratio == [pytest.approx(1.01125)]
+    assert not any("kinetic" in reason for reason in assessment.reasons)
 
 
 def test_criteria_are_explicit_and_configurable(tmp_path, chignolin, unfolded_positions):
