@@ -9,9 +9,17 @@ for study in chignolin_md300 chignolin_remd chignolin_rmsd chignolin_stability c
   echo "$(date -u +%FT%TZ) $study: start" >> studies/run_all.log
   if "studies/$study/run.sh" >> "studies/$study/run.log" 2>&1; then
     echo "$(date -u +%FT%TZ) $study: finished" >> studies/run_all.log
-    # Its reduced numbers and figures into docs/ (to commit), where it has a ship script.
-    if [ -x "studies/$study/ship.sh" ] && "studies/$study/ship.sh" >> "studies/$study/run.log" 2>&1; then
-      echo "$(date -u +%FT%TZ) $study: shipped to docs/" >> studies/run_all.log
+    # Its reduced numbers and figures into docs/ (to commit), where it has a ship script,
+    # unless these frames were shipped already (a finished run returns at once, and its
+    # files are rewritten unchanged; shipping it again would only redo the same work).
+    marker="studies/$study/run/.shipped"
+    # A run without frames.csv (the stability runs) ships every time it finishes.
+    frames=$(cksum < "studies/$study/run/frames.csv" 2>/dev/null || date +%s%N)
+    if [ -x "studies/$study/ship.sh" ] && [ "$frames" != "$(cat "$marker" 2>/dev/null)" ]; then
+      if "studies/$study/ship.sh" >> "studies/$study/run.log" 2>&1; then
+        echo "$frames" > "$marker"
+        echo "$(date -u +%FT%TZ) $study: shipped to docs/" >> studies/run_all.log
+      fi
     fi
   else
     echo "$(date -u +%FT%TZ) $study: stopped with an error (studies/$study/run.log)" \
