@@ -12,7 +12,9 @@ times (so load from other jobs hits them alike):
   constraints and hydrogen masses of 3 amu (repartitioned from the bonded heavy atom),
   with their mean kinetic temperature over the production steps (target 300 K).
 
-Prints ns/day and ratios to the 1 fs freecg entry point.
+Prints ns/day and ratios to the 1 fs freecg entry point. ``--entry-points-only`` instead
+times the two entry points alone, two Contexts side by side in turns: a force evaluation
+(``getState``) and a LangevinMiddleIntegrator step at 1 fs.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_openmm.py --threads 2
 """
@@ -70,15 +72,47 @@ def kinetic_temperature(simulation: app.Simulation) -> float:
         unit.kilojoule_per_mole / unit.kelvin))
 
 
+def compare_entry_points(model: str, rounds: int) -> None:
+    """ms per force evaluation and per 1 fs step of MLPotential("freecg") against
+    MLPotential("ase") with a FreeCGCalculator, interleaved."""
+    simulations = {kind: openmm_simulation(kind, model, 1.0, False, None, seed=1)
+                   for kind in ("freecg", "ase")}
+    start = np.asarray(simulations["freecg"].context.getState(getPositions=True).getPositions(
+        asNumpy=True).value_in_unit(unit.nanometer))
+    rng = np.random.default_rng(0)
+    forces = {kind: [] for kind in simulations}
+    steps = {kind: [] for kind in simulations}
+    for round_ in range(rounds):
+        for kind in (list(simulations) if round_ % 2 == 0 else list(simulations)[::-1]):
+            context = simulations[kind].context
+            for _ in range(10):
+                context.setPositions(start + rng.normal(scale=2e-4, size=start.shape))
+                begin = time.perf_counter()
+                context.getState(getForces=True, getEnergy=True)
+                forces[kind].append(time.perf_counter() - begin)
+            context.setPositions(start)
+            begin = time.perf_counter()
+            simulations[kind].step(40)
+            steps[kind].append((time.perf_counter() - begin) / 40)
+    for kind in simulations:
+        print(f"MLPotential({kind!r}): force evaluation "
+              f"{1000 * statistics.median(forces[kind]):.1f} ms, 1 fs step "
+              f"{1000 * statistics.median(steps[kind]):.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--entry-points-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = str(shipped_model("chignolin"))
+    if args.entry_points_only:
+        compare_entry_points(model, args.rounds)
+        return
     # (name, make, fs per step)
     configurations = {
         "openmm MLPotential('freecg'), 1 fs": ("freecg", 1.0, False, None),
