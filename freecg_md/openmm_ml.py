@@ -79,14 +79,20 @@ def constrain_hydrogen_bonds(system: Any, topology: Any, positions_nm: np.ndarra
     each hydrogen's heavy atom to it so that it weighs that much (hydrogen mass
     repartitioning: the total mass, and the configurations sampled, stay the same).
 
-    openmm-ml's ``createSystem`` takes neither ``constraints`` nor ``hydrogenMass`` as
-    OpenMM's force fields do; this is what they would do. Returns the constraints added.
+    openmm-ml's ``createSystem`` takes neither ``constraints`` nor ``hydrogenMass``. Unlike
+    OpenMM's force fields with ``constraints=HBonds``, the lengths are those of the given
+    positions (an ML potential has no table of equilibrium lengths; pass a thermalised or
+    minimised structure), H-H pairs and water are not treated apart, and every hydrogen
+    bonded to a heavy atom is repartitioned. Atoms without an element (virtual sites) are
+    left alone. Returns the constraints added.
     """
     added = 0
     for a, b in topology.bonds():
-        if (a.element.symbol == "H") == (b.element.symbol == "H"):
-            continue  # no hydrogen, or H-H
-        hydrogen, heavy = (a, b) if a.element.symbol == "H" else (b, a)
+        light = [atom.element is not None and atom.element.atomic_number == 1
+                 for atom in (a, b)]
+        if light[0] == light[1] or a.element is None or b.element is None:
+            continue  # no hydrogen, H-H, or an atom without an element
+        hydrogen, heavy = (a, b) if light[0] else (b, a)
         length = float(np.linalg.norm(positions_nm[a.index] - positions_nm[b.index]))
         system.addConstraint(a.index, b.index, length)
         added += 1

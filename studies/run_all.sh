@@ -12,9 +12,10 @@ for study in chignolin_md300 chignolin_remd chignolin_rmsd chignolin_stability c
     # Its reduced numbers and figures into docs/ (to commit), where it has a ship script,
     # unless these frames were shipped already (a finished run returns at once, and its
     # files are rewritten unchanged; shipping it again would only redo the same work).
+    # After a change to the analysis, `rm studies/*/run/.shipped` ships them all again.
     marker="studies/$study/run/.shipped"
     # A run without frames.csv (the stability runs) ships every time it finishes.
-    frames=$(cksum < "studies/$study/run/frames.csv" 2>/dev/null || date +%s%N)
+    frames=$(cksum 2>/dev/null < "studies/$study/run/frames.csv" || date +%s%N)
     if [ -x "studies/$study/ship.sh" ] && [ "$frames" != "$(cat "$marker" 2>/dev/null)" ]; then
       if "studies/$study/ship.sh" >> "studies/$study/run.log" 2>&1; then
         echo "$frames" > "$marker"

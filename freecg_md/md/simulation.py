@@ -351,13 +351,17 @@ class _Run:
                 self.directory, self.config.n_replicas, self.state.cell.numpy(),
                 self.state.pbc.numpy(), checkpoint.frames_written[0], checkpoint.step,
                 self.config.flush_every)
-            # A resume that continues nothing (a finished run, or the same step again)
-            # leaves the record as it is: reduced results copy it.
+            # A resume is recorded where it continues the run from a step not recorded yet;
+            # the file is rewritten only if that or the settings changed, so a finished run
+            # resumed as it was leaves it as it is (reduced results copy it).
             previous = json.loads((self.directory / "config.json").read_text())
             resumes = previous.get("resumed_at_steps", [])
             if checkpoint.step < self.config.n_steps and checkpoint.step not in resumes:
                 resumes = resumes + [checkpoint.step]
-                self.writer.write_config({**self.metadata(), "resumed_at_steps": resumes})
+            record = {**self.metadata(), **({"resumed_at_steps": resumes} if resumes else {})}
+            record = json.loads(json.dumps(record))
+            if record != previous:
+                self.writer.write_config(record)
         self.comm.barrier()  # no rank runs ahead while rank 0 truncates the files
 
     def metadata(self) -> dict[str, Any]:
