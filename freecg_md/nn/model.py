@@ -364,18 +364,8 @@ class FreeCG(nn.Module):
             work depends on it: from ``SPATIAL_ORDER_MIN_ATOMS`` atoms a CPU pass in runs
             takes the atoms in a space-filling-curve order, each molecule's atoms together.
         """
-        centers, neighbors = edge_index[0], edge_index[1]
-        # index_select, not advanced indexing: its backward is an index_add_, where
-        # indexing's accumulating index_put_ took several ms per call on a chignolin.
-        vectors = positions.index_select(0, neighbors) - positions.index_select(0, centers)
-        if shifts is not None:
-            vectors = vectors + shifts
-        distances = torch.linalg.vector_norm(vectors, dim=-1)
-        inside = distances < self.cutoff
-        if not bool(inside.all()):
-            keep = inside.nonzero().squeeze(1)
-            centers, neighbors = centers[keep], neighbors[keep]
-            vectors, distances = vectors.index_select(0, keep), distances.index_select(0, keep)
+        centers, neighbors, vectors, distances = self.edges_within_cutoff(positions, edge_index,
+                                                                          shifts)
         if self.config.self_loops:
             # Constant zero vectors, not r_i - r_i: the harmonics' gradient at 0 is huge,
             # and a self loop does not move with the atoms anyway. Y(0) = 0 for l = 1, 2.
@@ -424,6 +414,27 @@ class FreeCG(nn.Module):
             + self.energy_shift
             + self.energy_scale * out.to(torch.float64)
         )
+
+    def edges_within_cutoff(self, positions: torch.Tensor, edge_index: torch.Tensor,
+                            shifts: torch.Tensor | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(centers, neighbors, vectors, distances)`` of the listed pairs closer than the
+        cutoff: ``vectors = r_neighbor - r_center + shift`` (E, 3) Å, differentiable by
+        ``positions`` (N, 3) Å; ``edge_index`` (2, E) and ``shifts`` (E, 3) Å or None as
+        for :meth:`atom_energies`. A neighbour list with a skin lists pairs beyond it."""
+        centers, neighbors = edge_index[0], edge_index[1]
+        # index_select, not advanced indexing: its backward is an index_add_, where
+        # indexing's accumulating index_put_ took several ms per call on a chignolin.
+        vectors = positions.index_select(0, neighbors) - positions.index_select(0, centers)
+        if shifts is not None:
+            vectors = vectors + shifts
+        distances = torch.linalg.vector_norm(vectors, dim=-1)
+        inside = distances < self.cutoff
+        if not bool(inside.all()):
+            keep = inside.nonzero().squeeze(1)
+            centers, neighbors = centers[keep], neighbors[keep]
+            vectors, distances = vectors.index_select(0, keep), distances.index_select(0, keep)
+        return centers, neighbors, vectors, distances
 
     def _network(self, species: torch.Tensor, centers: torch.Tensor, neighbors: torch.Tensor,
                  distances: torch.Tensor, sh: torch.Tensor,

@@ -112,15 +112,7 @@ class CompiledForces:
         the model's parameters. Pairs at or beyond the cutoff are dropped first, as there.
         """
         model = self.model
-        centers, neighbors = edge_index[0], edge_index[1]
-        vectors = positions.index_select(0, neighbors) - positions.index_select(0, centers)
-        if shifts is not None:
-            vectors = vectors + shifts
-        inside = torch.linalg.vector_norm(vectors, dim=-1) < model.cutoff
-        if not bool(inside.all()):
-            keep = inside.nonzero().squeeze(1)
-            centers, neighbors = centers[keep], neighbors[keep]
-            vectors = vectors.index_select(0, keep)
+        centers, neighbors, vectors, _ = model.edges_within_cutoff(positions, edge_index, shifts)
         species = model.species_index[numbers]
         out, gradient = self._edge_terms(vectors, species, centers, neighbors)
         atom_energy = (model.atomic_energies[species] + model.energy_shift
