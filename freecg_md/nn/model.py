@@ -409,11 +409,14 @@ class FreeCG(nn.Module):
                                 pool, plan.keep_graphs, fused)
             if rank is not None:
                 out = out.index_select(0, rank)
-        return (
-            self.atomic_energies[species]
-            + self.energy_shift
-            + self.energy_scale * out.to(torch.float64)
-        )
+        return self.unstandardise(species, out)
+
+    def unstandardise(self, species: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Atom energies (N,) eV, float64, from the network's standardised outputs ``out``
+        (N,): ``E0[species] + shift + scale * out``; ``species`` (N,) indices into
+        ``species``."""
+        return (self.atomic_energies[species] + self.energy_shift
+                + self.energy_scale * out.to(torch.float64))
 
     def edges_within_cutoff(self, positions: torch.Tensor, edge_index: torch.Tensor,
                             shifts: torch.Tensor | None = None
@@ -586,16 +589,22 @@ class FreeCG(nn.Module):
             positions = positions.detach().requires_grad_(True)
         atom_energy = self.atom_energies(numbers, positions, edge_index, shifts, create_graph,
                                          batch)
-        if batch is None:
-            energy = atom_energy.sum().reshape(1)
-        else:
-            energy = atom_energy.new_zeros(num_graphs).index_add_(0, batch, atom_energy)
+        energy = structure_energies(atom_energy, batch, num_graphs)
         (grad,) = torch.autograd.grad(
             energy.sum(), positions, create_graph=create_graph, allow_unused=True
         )
         if grad is None:  # no edges: no interactions
             grad = torch.zeros_like(positions)
         return {"energy": energy, "energies": atom_energy, "forces": -grad}
+
+
+def structure_energies(atom_energy: torch.Tensor, batch: torch.Tensor | None,
+                       num_graphs: int) -> torch.Tensor:
+    """Each structure's energy (B,) from atom energies (N,) and each atom's structure
+    ``batch`` (N,) (None: one structure)."""
+    if batch is None:
+        return atom_energy.sum().reshape(1)
+    return atom_energy.new_zeros(num_graphs).index_add_(0, batch, atom_energy)
 
 
 def reference_initialisation(model: FreeCG) -> None:

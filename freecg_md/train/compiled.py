@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..nn.chunks import keeps_graphs
+from ..nn.model import structure_energies
 
 if TYPE_CHECKING:
     from ..nn.model import FreeCG
@@ -115,12 +116,8 @@ class CompiledForces:
         centers, neighbors, vectors, _ = model.edges_within_cutoff(positions, edge_index, shifts)
         species = model.species_index[numbers]
         out, gradient = self._edge_terms(vectors, species, centers, neighbors)
-        atom_energy = (model.atomic_energies[species] + model.energy_shift
-                       + model.energy_scale * out.to(torch.float64))
-        if batch is None:
-            energy = atom_energy.sum().reshape(1)
-        else:
-            energy = atom_energy.new_zeros(num_graphs).index_add_(0, batch, atom_energy)
+        atom_energy = model.unstandardise(species, out)
+        energy = structure_energies(atom_energy, batch, num_graphs)
         # F_i = -dE/dr_i: dE/dr is +g on an edge's neighbour and -g on its centre, so the
         # force is +g on the centre and -g on the neighbour; scaled like the energy.
         scale = model.energy_scale.to(gradient.dtype)
