@@ -7,7 +7,13 @@ measurements are interleaved: round after round, every pair runs once per round,
 rotated each round, so load from other jobs on a shared machine falls on all of them alike.
 Printed per pair: the median time per call over all rounds (ms), its ratio to MACE's in the
 same dtype, the parameter count, the peak resident memory of the process and that memory
-less the resident memory right after the imports (MiB).
+less the resident memory right after the imports (MiB), and for FreeCG in float32 a roofline:
+the call's counted FLOPs (torch's FlopCounterMode: matrix products and the einsums made of
+them), the rate they imply, and that rate as a share of the best float32 matrix-product
+rate at the models' shapes measured in the same run ("roof").
+
+``--system water`` runs the same table on a droplet of 334 waters (1,002 atoms) instead of
+chignolin.
 
 FreeCG runs with ``--python`` (default: this interpreter, e.g. .venv/bin/python) and the peers
 with ``--peers-python`` (default: .venv-peers/bin/python, made by
@@ -112,6 +118,48 @@ def run_worker(python: Path, model: str, dtype: str, geometry: Path, warmup: int
     return {"error": f"exit {done.returncode}: " + " | ".join(tail)}
 
 
+def water_cluster(n_molecules: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A droplet of ``n_molecules`` waters, (3n,) atomic numbers and (3n, 3) Å positions:
+    oxygens on a cubic lattice of 3.1 Å (about liquid water's density) nearest the centre,
+    each with two hydrogens at 0.96 Å and 104.5 degrees in a random orientation."""
+    rng = np.random.default_rng(seed)
+    side = int(np.ceil((2 * n_molecules) ** (1 / 3))) + 2
+    grid = np.stack(np.meshgrid(*[np.arange(side)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    grid = (grid - (side - 1) / 2) * 3.1
+    oxygens = grid[np.argsort(np.linalg.norm(grid, axis=1), kind="stable")[:n_molecules]]
+    half = np.radians(104.5) / 2
+    local = 0.96 * np.array([[np.sin(half), np.cos(half), 0.0],
+                             [-np.sin(half), np.cos(half), 0.0]])
+    positions, numbers = [], []
+    for oxygen in oxygens:
+        rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        positions.extend([oxygen, *(oxygen + local @ rotation.T)])
+        numbers.extend([8, 1, 1])
+    return np.array(numbers), np.array(positions)
+
+
+def matmul_throughput(widths: list[int], n_rows: int, threads: int, repeats: int = 10) -> float:
+    """The best float32 matrix-product rate (GFLOP/s) at the models' shapes, (n_rows, F)
+    times (F, 2F) for each F in ``widths``, with ``threads`` threads: the roofline's
+    ceiling (median of ``repeats`` products per shape)."""
+    import time
+
+    import torch
+
+    torch.set_num_threads(threads)
+    best = 0.0
+    for width in widths:
+        a, b = torch.randn(n_rows, width), torch.randn(width, 2 * width)
+        a @ b
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        best = max(best, 2 * n_rows * width * 2 * width / statistics.median(times) / 1e9)
+    return best
+
+
 def hardware() -> str:
     """CPU model and count, for the results table."""
     name = platform.processor() or platform.machine()
@@ -147,6 +195,8 @@ def main() -> None:
     parser.add_argument("--max-gib", type=float, default=None,
                         help="address-space cap of each measurement, GiB (default: none)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--system", choices=("chignolin", "water"), default="chignolin",
+                        help="chignolin (166 atoms) or a droplet of 334 waters (1,002 atoms)")
     parser.add_argument("--json", type=Path, help="also write every record here")
     args = parser.parse_args()
     if args.quick:
@@ -162,11 +212,18 @@ def main() -> None:
 
     from freecg_md.data.molecules import load_chignolin
 
-    atoms = load_chignolin().atoms
+    if args.system == "water":
+        numbers, positions = water_cluster(334)
+    else:
+        atoms = load_chignolin().atoms
+        numbers, positions = atoms.numbers, atoms.positions
+    # The roofline's ceiling, measured before and after the rounds (the better of the two:
+    # load from other jobs only lowers it).
+    ceiling = [matmul_throughput([64, 128, 256], 2048, args.threads)]
     with tempfile.TemporaryDirectory() as tmp:
-        geometry = Path(tmp) / "chignolin.npz"
-        n_edges = write_geometry(geometry, atoms.numbers, atoms.positions)
-        print(f"chignolin: {len(atoms)} atoms, {n_edges} directed pairs within {CUTOFF} Å; "
+        geometry = Path(tmp) / f"{args.system}.npz"
+        n_edges = write_geometry(geometry, numbers, positions)
+        print(f"{args.system}: {len(numbers)} atoms, {n_edges} directed pairs within {CUTOFF} Å; "
               f"{args.rounds} rounds x {args.calls} calls (+{args.warmup} warm-up), "
               f"{args.threads} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
         records: dict[tuple[str, str], list[dict]] = {pair: [] for pair in pairs}
@@ -182,11 +239,14 @@ def main() -> None:
                 print(f"  round {round_index + 1}/{args.rounds} {model:12} {dtype}: {status}",
                       flush=True)
 
+    ceiling.append(matmul_throughput([64, 128, 256], 2048, args.threads))
     summary = summarise(records)
     print()
-    print(f"{datetime.date.today()}; {hardware()}; {args.threads} threads")
+    print(f"{datetime.date.today()}; {hardware()}; {args.threads} threads; {args.system}")
+    print(f"float32 matrix products at the models' shapes (2048 x F times F x 2F, "
+          f"F = 64-256): {max(ceiling):.0f} GFLOP/s (the roofline column's ceiling)")
     print(f"{'model':12} {'dtype':8} {'ms/call':>9} {'/ MACE':>7} {'params':>11} "
-          f"{'peak MiB':>9} {'-import':>8}  versions")
+          f"{'peak MiB':>9} {'-import':>8} {'GFLOP':>6} {'GFLOP/s':>7} {'roof':>5}  versions")
     for (model, dtype), row in summary.items():
         if "error" in row:
             print(f"{model:12} {dtype:8} FAILED: {row['error']}")
@@ -194,13 +254,21 @@ def main() -> None:
         mace = summary.get(("mace", dtype), {}).get("median_ms")
         ratio = f"{row['median_ms'] / mace:7.2f}" if mace else f"{'-':>7}"
         versions = " ".join(f"{k} {v}" for k, v in row["versions"].items())
+        if row["flops"] and dtype == "float32":
+            rate = row["flops"] / (row["median_ms"] * 1e-3) / 1e9
+            roof = (f"{row['flops'] / 1e9:6.1f} {rate:7.0f} "
+                    f"{100 * rate / max(ceiling):4.0f}%")
+        else:
+            roof = f"{'-':>6} {'-':>7} {'-':>5}"
         print(f"{model:12} {dtype:8} {row['median_ms']:9.1f} {ratio} {row['n_params']:11,d} "
               f"{row['peak_rss_mib']:9.0f} {row['peak_rss_mib'] - row['baseline_rss_mib']:8.0f}"
-              f"  {versions}")
+              f" {roof}  {versions}")
     if args.json:
         args.json.write_text(json.dumps(
             {"date": str(datetime.date.today()), "hardware": hardware(),
-             "threads": args.threads, "records": [r for rs in records.values() for r in rs]},
+             "threads": args.threads, "system": args.system,
+             "matmul_float32_gflops": max(ceiling),
+             "records": [r for rs in records.values() for r in rs]},
             indent=1))
 
 
@@ -219,6 +287,7 @@ def summarise(records: dict[tuple[str, str], list[dict]]) -> dict[tuple[str, str
             "peak_rss_mib": max(r["peak_rss_mib"] for r in good),
             "baseline_rss_mib": min(r["baseline_rss_mib"] for r in good),
             "versions": good[0]["versions"],
+            "flops": good[0].get("flops"),
         }
     return summary
 

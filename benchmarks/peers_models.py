@@ -27,6 +27,10 @@ Models (all with random weights from a fixed seed, 5 Å cutoff, energies + force
 ``nequip``        NequIP (the 0.6 series; see peers/README in benchmarks/README.md): 4 layers,
                   32 features, l_max 2, with parity, 8 Bessel functions.
 
+For the FreeCG models the record also holds the floating-point operations of one call as
+torch's FlopCounterMode counts them (``flops``; see :func:`count_flops`), for peers.py's
+roofline column.
+
 Geometry file (written by peers.py / scaling.py): ``numbers`` (N,) int, ``positions``
 (N, 3) Å, ``cell`` (3, 3) Å, ``pbc`` (3,) bool, and a full neighbour list within 5 Å shared
 by all models that take one: ``edge_index`` (2, E) int (row 0 centre i, row 1 neighbour j),
@@ -90,14 +94,24 @@ def _allow_e3nn_044_constants() -> None:
     torch.serialization.add_safe_globals([slice])
 
 
-def build_freecg(geometry: dict, dtype, **overrides) -> tuple[Callable[[], float], int]:  # noqa: ANN001
+# The FreeCG sizes this worker builds (FreeCG() keyword arguments).
+FREECG_SIZES = {
+    "freecg": {},
+    "freecg-paper": {"hidden": 256, "num_layers": 9, "num_groups": 32},
+    "freecg-small": {"hidden": 64, "num_layers": 3, "num_heads": 4, "num_groups": 8},
+}
+
+
+def build_freecg(geometry: dict, dtype, trainable: bool = False,  # noqa: ANN001
+                 **overrides) -> tuple[Callable[[], float], int]:
     import torch
 
     from freecg_md import FreeCG
 
     # Frozen, as FreeCGCalculator and the MD potentials hold it: inference needs no
     # parameter gradients, and large inputs then share their edge runs among threads.
-    model = FreeCG(cutoff=CUTOFF, **overrides).to(dtype).requires_grad_(False)
+    # Trainable: the same mathematics in torch operations (what the FLOP counter can see).
+    model = FreeCG(cutoff=CUTOFF, **overrides).to(dtype).requires_grad_(trainable)
     model.eval()
     numbers = torch.as_tensor(geometry["numbers"], dtype=torch.long)
     positions = torch.as_tensor(geometry["positions"], dtype=dtype)
@@ -286,12 +300,8 @@ def load_geometry(path: Path) -> dict[str, np.ndarray]:
 
 def build(name: str, geometry: dict, dtype) -> tuple[Callable[[], float], int]:  # noqa: ANN001
     """The timed call and parameter count of model ``name`` (one of :data:`MODELS`)."""
-    if name == "freecg":
-        return build_freecg(geometry, dtype)
-    if name == "freecg-paper":
-        return build_freecg(geometry, dtype, hidden=256, num_layers=9, num_groups=32)
-    if name == "freecg-small":
-        return build_freecg(geometry, dtype, hidden=64, num_layers=3, num_heads=4, num_groups=8)
+    if name in FREECG_SIZES:
+        return build_freecg(geometry, dtype, **FREECG_SIZES[name])
     if name == "mace":
         return build_mace(geometry, dtype)
     if name == "et":
@@ -301,6 +311,24 @@ def build(name: str, geometry: dict, dtype) -> tuple[Callable[[], float], int]: 
     if name == "nequip":
         return build_nequip(geometry, dtype)
     raise ValueError(f"unknown model {name!r}; expected one of {MODELS}")
+
+
+def count_flops(name: str, geometry: dict, dtype) -> float | None:  # noqa: ANN001
+    """Floating-point operations of one energy + forces call of FreeCG model ``name``, as
+    torch's FlopCounterMode counts them (matrix products, batched products and the
+    einsums made of them; elementwise work is not counted); None for the peers.
+
+    The frozen model's fused CPU kernels are invisible to the counter, so the count is
+    taken on the same model trainable, which runs the same mathematics in torch operations.
+    """
+    if name not in FREECG_SIZES:
+        return None
+    from torch.utils.flop_counter import FlopCounterMode
+
+    call, _ = build_freecg(geometry, dtype, trainable=True, **FREECG_SIZES[name])
+    with FlopCounterMode(display=False) as counter:
+        call()
+    return float(counter.get_total_flops())
 
 
 def package_versions(name: str) -> dict[str, str]:
@@ -357,6 +385,8 @@ def main(argv: list[str] | None = None) -> None:
         times.append(time.perf_counter() - start)
     _, peak = rss_mib()
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    # Counted after the peak memory is read: the counting pass keeps its own graph.
+    flops = count_flops(args.model, geometry, dtype)
     record = {
         "model": args.model,
         "dtype": args.dtype,
@@ -366,6 +396,7 @@ def main(argv: list[str] | None = None) -> None:
         "times_s": times,
         "build_s": build_s,
         "energy_eV": energy,
+        "flops": flops,
         # VmHWM and ru_maxrss are the same high-water mark; both kept for a cross-check.
         "peak_rss_mib": peak,
         "maxrss_mib": usage.ru_maxrss / 1024,

@@ -242,7 +242,10 @@ class FreeCGPotential:
         def tensor(values: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
             return torch.as_tensor(values, dtype=dtype, device=self.device)
 
-        batch = torch.arange(n_replicas, device=self.device).repeat_interleave(n_atoms)
+        # One replica per pass (the CPU default) goes through the model as one structure,
+        # as the calculator calls it, with no per-atom structure index to build and scatter.
+        batch = (None if n_replicas == 1 else
+                 torch.arange(n_replicas, device=self.device).repeat_interleave(n_atoms))
         with torch.enable_grad():
             out = self.model.energy_and_forces(
                 tensor(np.tile(self.numbers, n_replicas), torch.long),
