@@ -15,8 +15,9 @@ each as force MAE against float32 (eV/Å), its ratio to the model's own force MA
 energy change (meV/atom, signed and absolute). The gain side: float32 and bfloat16 matrix
 product throughput at the projections' shapes on chignolin (F = 64, 128, 256), and the share
 of a float32 energy-and-forces call on the fast path spent in matrix products, for the
-shipped model, FreeCG() and the paper's size, from which follows the most any bfloat16 mode
-could speed that call up (Amdahl's bound: products made free, casts not counted).
+shipped model, FreeCG() and the paper's size (profiled on one thread), from which follows the
+most any bfloat16 mode could speed that call up (Amdahl's bound: products made free, casts
+not counted).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_precision.py --threads 2
 """
@@ -136,7 +137,18 @@ def throughput(hidden: int, n_atoms: int, n_edges: int, repeats: int) -> None:
 
 def matmul_share(model: nn.Module, repeats: int) -> float:
     """Share of a frozen (fast-path) float32 energy-and-forces call of ``model`` on
-    chignolin spent in matrix products, from torch's profiler (self CPU time)."""
+    chignolin spent in matrix products, from torch's profiler (self CPU time), with one
+    thread: with more, the runs of edges go to threads whose operations the profiler does
+    not record, and the share would count the calling thread's products only."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _matmul_share(model, repeats)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _matmul_share(model: nn.Module, repeats: int) -> float:
     chignolin = load_chignolin()
     model = model.to(torch.float32).requires_grad_(False)
     neighbors = build_neighbor_list(chignolin.atoms.positions, model.cutoff)
@@ -180,8 +192,8 @@ def main() -> None:
                                   model.cutoff).edge_index.shape[1]
     for hidden in (model.config.hidden, 128, 256):
         throughput(hidden, len(chignolin.atoms), n_edges, args.repeats)
-    print("\n| model | matrix products' share of a float32 call (fast path) | most a bfloat16 "
-          "mode could gain |")
+    print("\n| model | matrix products' share of a float32 call (fast path, 1 thread) | most "
+          "a bfloat16 mode could gain |")
     print("| --- | --- | --- |")
     sizes = {"shipped (F = 64, 3 layers)": model,
              "FreeCG() (F = 128, 4 layers)": FreeCG(species=SPECIES),

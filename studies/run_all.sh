@@ -5,7 +5,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY=PASSIVE
-for study in chignolin_md300 chignolin_remd chignolin_rmsd chignolin_stability classical_remd; do
+for study in chignolin_md300 chignolin_remd chignolin_rmsd chignolin_stability chignolin_remd_hmr \
+    classical_remd; do
   echo "$(date -u +%FT%TZ) $study: start" >> studies/run_all.log
   if "studies/$study/run.sh" >> "studies/$study/run.log" 2>&1; then
     echo "$(date -u +%FT%TZ) $study: finished" >> studies/run_all.log

@@ -16,8 +16,9 @@ bonded there closer than 1.2 times their covalent radii (a new bond: a hydrogen 
 an oxygen, say) is a failure at that frame's time. ``OUTPUT/stability.csv`` lists every
 trajectory (length, failed or not, when and why, the largest force over the run),
 ``OUTPUT/stability_frames.csv.gz`` the per-frame
-numbers, and ``OUTPUT/stability.png`` the largest force and the worst X-H distance over
-time.
+numbers, ``OUTPUT/stability_summary.json`` the failures per temperature and the fingerprint
+of the model file behind the trajectories, and ``OUTPUT/stability.png`` the largest force
+and the worst X-H distance over time.
 """
 
 from __future__ import annotations
@@ -193,7 +194,14 @@ def analyse(args: argparse.Namespace) -> dict[str, object]:
         summary[f"{temperature:g}"] = {
             "trajectories": len(mine), "failed": sum(r[3] for r in mine),
             "ps_simulated": round(sum(float(r[2]) for r in mine), 3)}
-    (args.output / "stability_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    # The results belong to the model that made them: every trajectory's, as its run
+    # recorded it (a mixture would show as several).
+    fingerprints = sorted({json.loads((trajectory_dir(args.output, t, i) / "config.json")
+                                      .read_text()).get("model_fingerprint", "unknown")
+                           for t in args.temperatures for i in range(args.trajectories)
+                           if (trajectory_dir(args.output, t, i) / "config.json").is_file()})
+    (args.output / "stability_summary.json").write_text(json.dumps(
+        {"temperatures": summary, "model_fingerprints": fingerprints}, indent=2) + "\n")
     if curves:
         plot(curves, args.output / "stability.png")
     return summary

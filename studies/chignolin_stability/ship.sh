@@ -6,6 +6,6 @@ cd "$(dirname "$0")/../.."
 .venv/bin/python -m freecg_md.cli stability --temperatures 450 600 800 --trajectories 8 \
     --steps 10000 --output studies/chignolin_stability/run --analyse-only
 mkdir -p docs/results/stability
-cp studies/chignolin_stability/run/stability.csv \
+cp studies/chignolin_stability/run/stability.csv studies/chignolin_stability/run/stability_summary.json \
    studies/chignolin_stability/run/stability_frames.csv.gz docs/results/stability/
 cp studies/chignolin_stability/run/stability.png docs/figures/stability.png

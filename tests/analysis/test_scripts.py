@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 from freecg_md import FreeCG, FreeCGConfig, save_model
 from freecg_md.analysis.rundir import read_run
 from freecg_md.data.molecules import load_chignolin
+from freecg_md.io import model_fingerprint
 from freecg_md.md import ReplicaState, RunConfig, run_replicas
 from tests.conftest import run_script
 from tests.md.toys import Harmonic
@@ -140,8 +142,6 @@ def test_flagship_and_langevin_scripts_run_and_resume(tiny_model, tmp_path):
     assert saved["run"]["equilibration_steps"] == 4
     assert saved["run"]["equilibration_friction_per_ps"] == 5.0
     # The result is tied to the model that made it, in both stages.
-    from freecg_md.io import model_fingerprint
-
     for stage in (remd, remd / "equilibration"):
         recorded = json.loads((stage / "config.json").read_text())
         assert recorded["model_fingerprint"] == model_fingerprint(tiny_model)
@@ -227,7 +227,9 @@ def test_stability_script_counts_failures_per_trajectory(tiny_model, tmp_path):
         failure = out / f"T{row['temperature_K']}" / f"traj_{row['trajectory']}" / "failure.json"
         assert failure.is_file() == (row["failed"] == "1" and "engine" in row["reason"])
     summary = json.loads((out / "stability_summary.json").read_text())
-    assert summary["2000"]["failed"] == 2 and summary["450"]["trajectories"] == 2
+    counts = summary["temperatures"]
+    assert counts["2000"]["failed"] == 2 and counts["450"]["trajectories"] == 2
+    assert summary["model_fingerprints"] == [model_fingerprint(tiny_model)]
     # The native structure's closest non-bonded pair is well clear of a new bond (1.2x).
     assert all(float(r["min_nonbonded_ratio"]) > 1.2 for r in rows if r["failed"] == "0")
     assert_png(out / "stability.png")
@@ -246,8 +248,6 @@ def test_a_reduced_run_redraws_the_same_numbers(remd_run, tiny_model, tmp_path):
     assert reduced_file.stat().st_size < 200_000
     reduced = load_reduced(reduced_file)
     assert reduced.cvs.shape == (4, 40, 2) and reduced.ca_rmsd.shape == (4, 40)
-    from freecg_md.io import model_fingerprint
-
     assert reduced.model_fingerprint == model_fingerprint(tiny_model)
     # A run that recorded its model keeps that fingerprint; another model file is refused.
     import json
@@ -316,8 +316,6 @@ def test_basin_errors_picks_labels_once_and_redraws(remd_run, tiny_model, tmp_pa
         summary = list(csv.DictReader(handle))
     assert [(row["model"], row["basin"], row["n"]) for row in summary] == [
         ("tiny", "folded", "3")]
-    from freecg_md.io import model_fingerprint
-
     # The result is tied to the model file that made it.
     assert summary[0]["model_fingerprint"] == model_fingerprint(tiny_model)
     assert_png(tmp_path / "figures" / "basin_errors.png")
@@ -357,7 +355,6 @@ def test_conformation_picks_spread_over_trajectories_and_basins():
 
 def test_prepare_starts_writes_thermalised_start_states(tiny_model, tmp_path):
     from freecg_md.data import load_start_states
-    from freecg_md.io import model_fingerprint
 
     out = tmp_path / "starts.npz"
     args = ["--model", tiny_model, "--replicas", "4", "--steps", "6", "--report-interval",
@@ -398,8 +395,6 @@ def test_a_long_step_needs_heavier_hydrogens_and_is_refused_without(tiny_model, 
 
 
 def test_the_md_scripts_run_a_committee_and_record_its_members(tiny_model, tmp_path):
-    from freecg_md.io import model_fingerprint
-
     torch.manual_seed(1)
     other = save_model(FreeCG(FreeCGConfig(hidden=16, num_layers=1, num_heads=2,
                                            num_groups=2, num_basis=8, cutoff=4.0)),
@@ -443,3 +438,32 @@ def test_plot_overlay_draws_runs_over_a_reference_landscape(remd_run, tmp_path, 
     hot.temperatures[:] = [500.0, 510.0, 520.0, 530.0]
     with pytest.raises(ValueError, match="no replica at 300.0 K"):
         overlay_report(run, [hot], out)
+
+
+def test_timestep_check_compares_two_runs_rung_by_rung(remd_run, tiny_model, tmp_path):
+    from freecg_md.analysis.reduced import load_reduced, save_reduced
+
+    reduced = tmp_path / "remd.npz"
+    assert run_script(REPO / "analysis" / "reduce_run.py", remd_run, reduced,
+                      "--model", tiny_model) == 0
+    out = tmp_path / "check.json"
+    assert run_script(REPO / "analysis" / "timestep_check.py", reduced, reduced, "--out", out,
+                      "--discard-ps", "0.01", "--block-ps", "0.005") == 0
+    result = json.loads(out.read_text())
+    run = read_run(remd_run)
+    keep = run.time_ps > 0.01
+    for k, row in enumerate(result["rungs"]):
+        # The kinetic temperature of whichever replica held rung k at each frame.
+        holder = np.argmax(run.temperature_index == k, axis=1)
+        kinetic = run.kinetic_temperature[np.arange(run.n_frames), holder][keep]
+        assert row["test_kinetic_ratio"][0] == pytest.approx(kinetic.mean() / run.temperatures[k])
+        assert row["test_kinetic_ratio"][1] > 0
+        assert row["potential_difference_kJ_mol"][0] == 0.0
+    assert result["test"]["timestep_fs"] == 0.5
+    # Runs of different ladders are not compared.
+    other = load_reduced(reduced)
+    save_reduced(dataclasses.replace(other, temperatures=other.temperatures + 10.0),
+                 tmp_path / "other.npz")
+    with pytest.raises(ValueError, match="different ladders"):
+        run_script(REPO / "analysis" / "timestep_check.py", reduced, tmp_path / "other.npz",
+                   "--out", out)
