@@ -6,11 +6,13 @@
 Run by ``benchmarks/gpu_check.sh`` (which also installs what the GPU machine lacks). With the
 shipped model on chignolin (166 atoms):
 
-1. **Correctness**: energy and forces on the device, float32 and float64, against the CPU
-   in float64, on the native structure and on perturbed copies (largest differences).
+1. **Correctness**: energy and forces on the device, float64, float32 and float32 with TF32
+   matrix products (``torch.set_float32_matmul_precision("high")`` inside the check only),
+   against the CPU in float64, on the native structure and on perturbed copies (largest
+   differences): what TF32 costs in accuracy.
 2. **One call**: ``FreeCGCalculator(device=...)`` energy + forces, median wall time of
    ``--calls`` calls on perturbed geometries (the calculator's Verlet cache rebuilt each
-   time, as in a geometry scan).
+   time, as in a geometry scan), float32 and TF32 products interleaved: what TF32 gains.
 3. **Replicas in one pass**: Langevin MD with ``run_replicas`` for each of ``--replicas``
    (default 1, 8, 32, 64), ``--steps`` steps of 1 fs after ``--warmup`` steps: ns/day per
    replica and summed over replicas, peak device memory; with ``torch.compile`` on and off
@@ -25,6 +27,7 @@ worker processes, no fused CPU kernels).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -33,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads libgomp
@@ -75,17 +79,35 @@ def energy_forces(calculator: FreeCGCalculator, atoms, positions: np.ndarray
     return probe.get_potential_energy(), probe.get_forces()
 
 
+@contextlib.contextmanager
+def matmul_precision(precision: str) -> Iterator[None]:
+    """torch's float32 matrix-product precision within the block ("highest": float32;
+    "high": TF32 on CUDA), restored after it."""
+    saved = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved)
+
+
+# Each row of the correctness table and of the one-call timings: (label, dtype, precision).
+VARIANTS = (("float64", "float64", "highest"), ("float32", "float32", "highest"),
+            ("float32 + TF32", "float32", "high"))
+
+
 def correctness(model_path: Path, atoms, device: str, n_geometries: int) -> list[dict]:
     geometries = np.concatenate([atoms.positions[None],
                                  perturbed(atoms.positions, n_geometries - 1, seed=1)])
     reference = FreeCGCalculator(str(model_path), device="cpu", dtype="float64")
     expected = [energy_forces(reference, atoms, g) for g in geometries]
     rows = []
-    for dtype in ("float64", "float32"):
+    for label, dtype, precision in VARIANTS:
         calculator = FreeCGCalculator(str(model_path), device=device, dtype=dtype)
-        got = [energy_forces(calculator, atoms, g) for g in geometries]
+        with matmul_precision(precision):
+            got = [energy_forces(calculator, atoms, g) for g in geometries]
         rows.append({
-            "dtype": dtype, "geometries": len(geometries),
+            "dtype": label, "geometries": len(geometries),
             "max_energy_diff_eV": max(abs(g[0] - e[0]) for g, e in zip(got, expected, strict=True)),
             "max_force_diff_eV_A": max(float(np.abs(g[1] - e[1]).max())
                                        for g, e in zip(got, expected, strict=True)),
@@ -95,18 +117,23 @@ def correctness(model_path: Path, atoms, device: str, n_geometries: int) -> list
 
 
 def one_call(model_path: Path, atoms, device: str, calls: int) -> dict:
+    """Median and fastest float32 calculator call, with float32 matrix products and with
+    TF32 ones, the two interleaved call by call."""
     calculator = FreeCGCalculator(str(model_path), device=device, dtype="float32")
     geometries = perturbed(atoms.positions, calls + 3, seed=2)
-    times = []
+    times: dict[str, list[float]] = {"highest": [], "high": []}
     for k, geometry in enumerate(geometries):
-        synchronize(device)
-        started = time.perf_counter()
-        energy_forces(calculator, atoms, geometry)
-        synchronize(device)
-        if k >= 3:  # the first calls build caches and pick kernels
-            times.append(time.perf_counter() - started)
-    return {"calls": calls, "median_ms": 1e3 * statistics.median(times),
-            "min_ms": 1e3 * min(times)}
+        for precision, kept in times.items():
+            with matmul_precision(precision):
+                synchronize(device)
+                started = time.perf_counter()
+                energy_forces(calculator, atoms, geometry)
+                synchronize(device)
+            if k >= 3:  # the first calls build caches and pick kernels
+                kept.append(time.perf_counter() - started)
+    return {"calls": calls, "median_ms": 1e3 * statistics.median(times["highest"]),
+            "min_ms": 1e3 * min(times["highest"]),
+            "tf32_median_ms": 1e3 * statistics.median(times["high"])}
 
 
 def md_throughput(model_path: Path, chignolin, device: str, replicas: int, steps: int,
@@ -156,7 +183,8 @@ def markdown(report: dict) -> str:
               for r in report["correctness"]]
     call = report["one_call"]
     lines += ["", f"One calculator call (float32, energy + forces): median "
-              f"{call['median_ms']:.2f} ms, fastest {call['min_ms']:.2f} ms, of {call['calls']}.",
+              f"{call['median_ms']:.2f} ms, fastest {call['min_ms']:.2f} ms, of {call['calls']}; "
+              f"with TF32 matrix products {call['tf32_median_ms']:.2f} ms (interleaved).",
               "", "| replicas | compile | path | ms per step | ns/day per replica | "
               "ns/day summed | peak MiB |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in report["md"]:
