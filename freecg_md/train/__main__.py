@@ -19,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, help="stop (resumably) after this long")
     parser.add_argument("--max-epochs", type=int,
                         help="train to this many epochs in all (overrides the config's)")
-    parser.add_argument("--compile", action="store_true",
-                        help="compile each step's energies and forces (TrainConfig.compile)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="compile each step's energies and forces, or not "
+                             "(TrainConfig.compile; default: as the config says)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     config = TrainConfig.from_json(args.config)
@@ -30,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_epochs < 1:
             parser.error(f"--max-epochs {args.max_epochs}: expected a positive integer")
         config.max_epochs = args.max_epochs
-    if args.compile:
-        config.compile = True
+    if args.compile is not None:
+        config.compile = args.compile
     metrics = train(config, resume=args.resume, progress=not args.no_progress)
     if not metrics:
         print(f"stopped at the time limit; continue with --resume ({config.output_dir})")

@@ -105,3 +105,11 @@ def test_the_command_line_compile_flag_sets_the_config(data_file, tmp_path, monk
     assert seen["compile"] is False
     command.main([str(path), "--compile"])
     assert seen["compile"] is True
+    # A config that compiles can be run without compiling, and is otherwise left as it says.
+    compiled = config_for(data_file, tmp_path / "run")
+    compiled.compile = True
+    path.write_text(json.dumps(compiled.to_dict()))
+    command.main([str(path)])
+    assert seen["compile"] is True
+    command.main([str(path), "--no-compile"])
+    assert seen["compile"] is False
