@@ -63,7 +63,8 @@ def compare(reference: ReducedRun, test: ReducedRun, discard_ps: float, block_ps
             ) -> dict[str, object]:
     """Per rung: kinetic temperature / target of both runs and the potential energies'
     difference (test - reference), with block-bootstrap standard errors."""
-    if not np.allclose(reference.temperatures, test.temperatures):
+    if (reference.temperatures.shape != test.temperatures.shape
+            or not np.allclose(reference.temperatures, test.temperatures)):
         raise ValueError(f"the runs have different ladders: {reference.temperatures.tolist()} "
                          f"and {test.temperatures.tolist()}")
     rungs = []

@@ -120,6 +120,9 @@ def main() -> None:
         if new_file:
             writer.writerow(CSV_HEADER)
     runs = {}
+    # A series' label: its dtype, and its hydrogen mass when repartitioned (so that series
+    # of both kinds appended to one --csv file stay apart in --summarise).
+    suffix = "" if args.hydrogen_mass is None else f", H {args.hydrogen_mass:g} amu"
     for dtype in args.dtypes:
         atoms = start_atoms.copy()
         atoms.calc = FreeCGCalculator(args.model, dtype=dtype)
@@ -127,7 +130,7 @@ def main() -> None:
         runs[dtype] = {"atoms": atoms, "dyn": dynamics, "t": [0.0],
                        "e": [atoms.get_total_energy()], "seconds": 0.0}
         if writer is not None:
-            writer.writerow([dtype, 0, 0.0, runs[dtype]["e"][0], 0.0])
+            writer.writerow([dtype + suffix, 0, 0.0, runs[dtype]["e"][0], 0.0])
 
     done = 0
     while done < n_steps:
@@ -140,7 +143,7 @@ def main() -> None:
                 run["t"].append(run["dyn"].nsteps * args.timestep / 1000.0)
                 run["e"].append(run["atoms"].get_total_energy())
                 if writer is not None:
-                    writer.writerow([dtype, run["dyn"].nsteps, run["t"][-1], run["e"][-1],
+                    writer.writerow([dtype + suffix, run["dyn"].nsteps, run["t"][-1], run["e"][-1],
                                      run["seconds"]])
             if writer is not None:
                 handle.flush()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import os
 import statistics
 import time
@@ -150,7 +151,9 @@ def matmul_share(model: nn.Module, repeats: int) -> float:
 
 def _matmul_share(model: nn.Module, repeats: int) -> float:
     chignolin = load_chignolin()
-    model = model.to(torch.float32).requires_grad_(False)
+    # A frozen copy (the fast path): the caller's model stays trainable, on the path whose
+    # projections bf16_projections can swap.
+    model = copy.deepcopy(model).to(torch.float32).requires_grad_(False)
     neighbors = build_neighbor_list(chignolin.atoms.positions, model.cutoff)
     call = (torch.tensor(chignolin.atoms.numbers),
             torch.tensor(chignolin.atoms.positions, dtype=torch.float32),

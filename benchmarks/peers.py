@@ -88,7 +88,8 @@ def write_geometry(path: Path, numbers: np.ndarray, positions: np.ndarray,
 
 
 def run_worker(python: Path, model: str, dtype: str, geometry: Path, warmup: int, calls: int,
-               threads: int, seed: int, timeout: float, max_gib: float | None = None) -> dict:
+               threads: int, seed: int, timeout: float, max_gib: float | None = None,
+               count_flops: bool = False) -> dict:
     """Run one measurement in a fresh process; its JSON record, or ``{"error": ...}``.
 
     ``max_gib`` caps the worker's address space (GiB): past it an allocation fails inside
@@ -103,6 +104,8 @@ def run_worker(python: Path, model: str, dtype: str, geometry: Path, warmup: int
 
     command = [str(python), str(WORKER), model, dtype, str(geometry), "--warmup", str(warmup),
                "--calls", str(calls), "--threads", str(threads), "--seed", str(seed)]
+    if count_flops:
+        command.append("--count-flops")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
     # The worker imports freecg_md from the work tree even where it is not installed.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -232,7 +235,7 @@ def main() -> None:
             for model, dtype in pairs[shift:] + pairs[:shift]:
                 record = run_worker(interpreters[model], model, dtype, geometry, args.warmup,
                                     args.calls, args.threads, args.seed, args.timeout,
-                                    args.max_gib)
+                                    args.max_gib, count_flops=round_index == 0)
                 records[model, dtype].append(record)
                 status = record.get("error") or (
                     f"{statistics.median(record['times_s']) * 1e3:.1f} ms")
@@ -287,7 +290,7 @@ def summarise(records: dict[tuple[str, str], list[dict]]) -> dict[tuple[str, str
             "peak_rss_mib": max(r["peak_rss_mib"] for r in good),
             "baseline_rss_mib": min(r["baseline_rss_mib"] for r in good),
             "versions": good[0]["versions"],
-            "flops": good[0].get("flops"),
+            "flops": next((r["flops"] for r in good if r.get("flops")), None),
         }
     return summary
 

@@ -14,7 +14,9 @@ positions (nm) and box (nm) each step, and it returns the energy (kJ/mol) and fo
 evaluation is the MD engines' (:class:`~freecg_md.md.FreeCGPotential` with one replica:
 its neighbour-list cache reused across steps, its checks of the input, its
 training-domain warnings), without the ASE Atoms object that the generic
-``MLPotential("ase")`` copies on every step.
+``MLPotential("ase")`` copies on every step. A request at the positions and box of the last
+one (``getState(getEnergy=True)`` after a step, as reporters make) returns the last result
+without running the model again.
 
 Arguments of ``createSystem`` / ``createMixedSystem`` for this potential: ``modelPath``
 (required; a model file, or a list of them for a committee), ``device`` ("cpu", "cuda"),
@@ -54,16 +56,27 @@ def freecg_force(potential: FreeCGPotential, periodic: bool,
     import openmm
     from openmm import unit
 
+    # The last evaluation: OpenMM asks again at unchanged positions whenever a reporter
+    # or the user calls getState(getEnergy=True) after a step, and a model pass is the
+    # whole cost of a step (an ASE calculator returns its stored results in that case too).
+    last: dict[str, Any] = {}
+
     def compute(state: openmm.State) -> tuple[float, np.ndarray]:
-        positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        if periodic:
+        positions = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer),
+                               dtype=np.float64)
+        box = (np.asarray(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(
+            unit.nanometer), dtype=np.float64) if periodic else None)
+        if (last and np.array_equal(positions, last["positions"])
+                and (box is None or np.array_equal(box, last["box"]))):
+            return last["result"]
+        if box is not None:
             # A barostat changes the box: the neighbour list sees the new cell and rebuilds.
-            box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
-            potential.cell = np.asarray(box, dtype=np.float64) * ANGSTROM_PER_NM
-        angstrom = torch.from_numpy(np.asarray(positions, dtype=np.float64) * ANGSTROM_PER_NM)
-        energies, forces = potential.evaluate(angstrom[None])
-        return (float(energies[0]) * EV_TO_KJ_PER_MOL,
-                forces[0].numpy() * (EV_TO_KJ_PER_MOL * ANGSTROM_PER_NM))
+            potential.cell = box * ANGSTROM_PER_NM
+        energies, forces = potential.evaluate(torch.from_numpy(positions * ANGSTROM_PER_NM)[None])
+        result = (float(energies[0]) * EV_TO_KJ_PER_MOL,
+                  forces[0].numpy() * (EV_TO_KJ_PER_MOL * ANGSTROM_PER_NM))
+        last.update(positions=positions, box=box, result=result)
+        return result
 
     force = openmm.PythonForce(compute)
     force.setUsesPeriodicBoundaryConditions(bool(periodic))

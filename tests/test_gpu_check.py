@@ -16,10 +16,24 @@ def run(*args: str) -> int:
     return run_script(SCRIPT, *args)
 
 
-def test_the_gpu_check_runs_on_a_cpu_and_writes_its_table(tmp_path):
+def test_the_gpu_check_runs_on_a_cpu_and_writes_its_table(tmp_path, monkeypatch):
+    from freecg_md import FreeCGCalculator
+
+    # Every timed call must be a model evaluation, not a calculator's stored result.
+    computed = []
+    calculate = FreeCGCalculator.calculate
+
+    def counted(self, *args, **kwargs):
+        computed.append(self)
+        return calculate(self, *args, **kwargs)
+
+    monkeypatch.setattr(FreeCGCalculator, "calculate", counted)
     out = tmp_path / "check"
     assert run("--device", "cpu", "--replicas", "1", "--steps", "2", "--warmup", "2",
                "--calls", "1", "--geometries", "2", "--quick", "--out", out) == 0
+    # Correctness: the float64 reference and three variants on 2 geometries; one call: 3
+    # warm-up and 1 timed geometry for each of the two precisions.
+    assert len(computed) == 4 * 2 + 2 * (3 + 1)
     report = json.loads((out / "gpu_check.json").read_text())
     float64 = next(r for r in report["correctness"] if r["dtype"] == "float64")
     assert float64["max_force_diff_eV_A"] < 1e-10  # the same computation as the reference

@@ -92,6 +92,41 @@ def test_a_short_langevin_run_stays_finite(model_file):
     assert np.all(np.isfinite(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)))
 
 
+def test_an_unchanged_state_is_not_evaluated_again(model_file, monkeypatch):
+    """getState(getEnergy=True) after a step asks for the same positions again: the model
+    runs once for them; a move, or a new box, runs it again."""
+    from freecg_md.md import FreeCGPotential
+
+    calls = []
+    evaluate = FreeCGPotential.evaluate
+
+    def counted(self, positions):
+        calls.append(positions.clone())
+        return evaluate(self, positions)
+
+    monkeypatch.setattr(FreeCGPotential, "evaluate", counted)
+    box = 6.0
+    atoms = random_molecule(12, seed=5, box=box)
+    system = openmmml.MLPotential("freecg", modelPath=str(model_file)).createSystem(
+        topology_of(atoms.numbers, box=box), dtype="float64")
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001),
+                             openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(atoms.positions * 0.1)
+    first = context.getState(getEnergy=True, getForces=True)
+    again = context.getState(getEnergy=True, getForces=True)
+    assert len(calls) == 1
+    assert again.getPotentialEnergy() == first.getPotentialEnergy()
+    moved = atoms.positions.copy()
+    moved[0] += 0.01
+    context.setPositions(moved * 0.1)
+    context.getState(getEnergy=True)
+    assert len(calls) == 2
+    context.setPeriodicBoxVectors(*(np.eye(3) * 0.61))
+    stretched = context.getState(getEnergy=True)
+    assert len(calls) == 3
+    assert stretched.getPotentialEnergy() != first.getPotentialEnergy()
+
+
 def test_hydrogen_bonds_become_rigid_and_hydrogens_heavier_at_equal_total_mass():
     # Methanol-like: C bonded to O and three H, O bonded to one H; an H-H "bond" is left.
     topology = topology_of([6, 8, 1, 1, 1, 1, 1, 1])

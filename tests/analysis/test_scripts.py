@@ -446,9 +446,19 @@ def test_timestep_check_compares_two_runs_rung_by_rung(remd_run, tiny_model, tmp
     reduced = tmp_path / "remd.npz"
     assert run_script(REPO / "analysis" / "reduce_run.py", remd_run, reduced,
                       "--model", tiny_model) == 0
+    # The reference: the same run with its replicas numbered in reverse, so that its
+    # demultiplexing has to find each rung in other columns to give the same series.
+    run_reduced = load_reduced(reduced)
+    reversed_replicas = dataclasses.replace(
+        run_reduced, temperature_index=run_reduced.temperature_index[:, ::-1],
+        energies=run_reduced.energies[:, ::-1],
+        kinetic_temperature=run_reduced.kinetic_temperature[:, ::-1],
+        largest_force=run_reduced.largest_force[:, ::-1], cvs=run_reduced.cvs[::-1],
+        ca_rmsd=run_reduced.ca_rmsd[::-1])
+    save_reduced(reversed_replicas, tmp_path / "reversed.npz")
     out = tmp_path / "check.json"
-    assert run_script(REPO / "analysis" / "timestep_check.py", reduced, reduced, "--out", out,
-                      "--discard-ps", "0.01", "--block-ps", "0.005") == 0
+    assert run_script(REPO / "analysis" / "timestep_check.py", tmp_path / "reversed.npz",
+                      reduced, "--out", out, "--discard-ps", "0.01", "--block-ps", "0.005") == 0
     result = json.loads(out.read_text())
     run = read_run(remd_run)
     keep = run.time_ps > 0.01
@@ -458,11 +468,11 @@ def test_timestep_check_compares_two_runs_rung_by_rung(remd_run, tiny_model, tmp
         kinetic = run.kinetic_temperature[np.arange(run.n_frames), holder][keep]
         assert row["test_kinetic_ratio"][0] == pytest.approx(kinetic.mean() / run.temperatures[k])
         assert row["test_kinetic_ratio"][1] > 0
+        assert row["reference_kinetic_ratio"] == row["test_kinetic_ratio"]
         assert row["potential_difference_kJ_mol"][0] == 0.0
     assert result["test"]["timestep_fs"] == 0.5
     # Runs of different ladders are not compared.
-    other = load_reduced(reduced)
-    save_reduced(dataclasses.replace(other, temperatures=other.temperatures + 10.0),
+    save_reduced(dataclasses.replace(run_reduced, temperatures=run_reduced.temperatures + 10.0),
                  tmp_path / "other.npz")
     with pytest.raises(ValueError, match="different ladders"):
         run_script(REPO / "analysis" / "timestep_check.py", reduced, tmp_path / "other.npz",
