@@ -176,7 +176,8 @@ def analyse(args: argparse.Namespace) -> dict[str, object]:
                                    f"{run.largest_force[f, 0]:.4f}", f"{xh_min[f]:.4f}",
                                    f"{xh_max[f]:.4f}", f"{stretch[f]:.4f}",
                                    f"{contact[f]:.4f}", f"{ca[f]:.4f}"])
-            curves[(temperature, index)] = (run.time_ps, run.largest_force[:, 0], xh_max)
+            curves[(temperature, index)] = (run.time_ps, run.largest_force[:, 0], xh_max,
+                                            min(times) if times else None)
     header = ["temperature_K", "trajectory", "length_ps", "failed", "failure_time_ps",
               "max_force_eV_A", "min_xh_A", "max_xh_A", "max_heavy_stretch",
               "min_nonbonded_ratio", "reason"]
@@ -203,11 +204,16 @@ def analyse(args: argparse.Namespace) -> dict[str, object]:
     (args.output / "stability_summary.json").write_text(json.dumps(
         {"temperatures": summary, "model_fingerprints": fingerprints}, indent=2) + "\n")
     if curves:
-        plot(curves, args.output / "stability.png")
+        plot(curves, args.output / "stability.png",
+             f"{Path(args.model).name}, {fingerprints[0][:12]}" if len(fingerprints) == 1
+             else Path(args.model).name)
     return summary
 
 
-def plot(curves: dict, path: Path) -> None:
+def plot(curves: dict, path: Path, model: str = "") -> None:
+    """The largest force and the longest X-H bond of every trajectory over time, a cross
+    where a trajectory failed (``curves[(temperature, index)] = (time, force, xh,
+    failure_time or None)``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -217,18 +223,29 @@ def plot(curves: dict, path: Path) -> None:
     colours = dict(zip(temperatures, ("tab:blue", "tab:orange", "tab:red", "tab:purple"),
                        strict=False))
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
-    for (temperature, index), (time, force, xh) in sorted(curves.items()):
+    failed_label = "failed before the next frame"
+    for (temperature, index), (time, force, xh, failed_at) in sorted(curves.items()):
         label = f"{temperature:g} K" if index == 0 else None
         left.plot(time, force, color=colours.get(temperature), lw=0.6, alpha=0.7, label=label)
         right.plot(time, xh, color=colours.get(temperature), lw=0.6, alpha=0.7, label=label)
-    right.axhline(XH_MAX, color="black", ls="--", lw=0.8, label=f"failure at {XH_MAX} Å")
+        if failed_at is not None and len(time):
+            # At the last saved frame at or before the failure (the engine stops between
+            # frames).
+            last = max(int(np.searchsorted(time, failed_at, side="right")) - 1, 0)
+            for ax, values in ((left, force), (right, xh)):
+                ax.plot([time[last]], [values[last]], "x", color="black", ms=7, mew=1.5,
+                        label=failed_label)
+            failed_label = None
+    right.axhline(XH_MAX, color="black", ls="--", lw=0.8,
+                  label=f"frame check: failure above {XH_MAX} Å")
     left.set_xlabel("time (ps)")
     left.set_ylabel("largest force on an atom (eV/Å)")
     right.set_xlabel("time (ps)")
     right.set_ylabel("longest X-H bond (Å)")
     left.legend(fontsize=8)
     right.legend(fontsize=8)
-    figure.suptitle("chignolin with the shipped FreeCG model: hot Langevin trajectories")
+    figure.suptitle("chignolin, hot Langevin trajectories"
+                    + (f" with {model}" if model else ""))
     figure.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(figure)
 
