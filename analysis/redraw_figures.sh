@@ -45,3 +45,10 @@ if [ -f $RESULTS/rmsd_chignolin.npz ]; then
 else
   echo "skipped figure 5c: no $RESULTS/rmsd_chignolin.npz (studies/chignolin_rmsd/)"
 fi
+
+# The stability runs: largest force and longest X-H bond over time, failures marked.
+if [ -f $RESULTS/stability/stability.csv ]; then
+  $PY analysis/plot_stability.py $RESULTS/stability $FIGURES/stability.png
+else
+  echo "skipped the stability figure: no $RESULTS/stability/ (studies/chignolin_stability/)"
+fi

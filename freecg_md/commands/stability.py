@@ -110,6 +110,7 @@ def analyse(args: argparse.Namespace) -> dict[str, object]:
     """Per-frame checks, the table, the reduced frames and the figure."""
     import csv
     import gzip
+    import io
 
     from ase.data import covalent_radii
 
@@ -183,7 +184,10 @@ def analyse(args: argparse.Namespace) -> dict[str, object]:
               "min_nonbonded_ratio", "reason"]
     with open(args.output / "stability.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([header, *rows])
-    with gzip.open(args.output / "stability_frames.csv.gz", "wt", newline="") as handle:
+    # mtime=0: the same frames give the same bytes, so shipping them again changes nothing.
+    with (open(args.output / "stability_frames.csv.gz", "wb") as raw,
+          gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as packed,
+          io.TextIOWrapper(packed, newline="") as handle):
         csv.writer(handle).writerows([["temperature_K", "trajectory", "time_ps", "epot_eV",
                                        "kinetic_T_K", "max_force_eV_A", "min_xh_A",
                                        "max_xh_A", "max_heavy_stretch",
@@ -202,12 +206,47 @@ def analyse(args: argparse.Namespace) -> dict[str, object]:
                            for t in args.temperatures for i in range(args.trajectories)
                            if (trajectory_dir(args.output, t, i) / "config.json").is_file()})
     (args.output / "stability_summary.json").write_text(json.dumps(
-        {"temperatures": summary, "model_fingerprints": fingerprints}, indent=2) + "\n")
+        {"temperatures": summary, "model": Path(args.model).name,
+         "model_fingerprints": fingerprints}, indent=2) + "\n")
     if curves:
-        plot(curves, args.output / "stability.png",
-             f"{Path(args.model).name}, {fingerprints[0][:12]}" if len(fingerprints) == 1
-             else Path(args.model).name)
+        # Drawn from the tables just written, as analysis/plot_stability.py redraws it from
+        # the shipped copies: one figure either way.
+        redraw(args.output, args.output / "stability.png")
     return summary
+
+
+def redraw(tables: Path, path: Path) -> Path:
+    """``stability.png`` at ``path`` from the tables of a stability run in the directory
+    ``tables`` (``stability.csv``, ``stability_frames.csv.gz``, ``stability_summary.json``:
+    what the analysis writes and the study ships)."""
+    import csv
+    import gzip
+
+    tables = Path(tables)
+    names = ("stability.csv", "stability_frames.csv.gz", "stability_summary.json")
+    missing = [name for name in names if not (tables / name).is_file()]
+    if missing:
+        raise ValueError(f"{tables} lacks {', '.join(missing)}; expected a stability run's "
+                         "tables (freecg-md stability, or docs/results/stability/)")
+    with open(tables / "stability.csv", newline="") as handle:
+        failed_at = {(float(row["temperature_K"]), int(row["trajectory"])):
+                     float(row["failure_time_ps"]) if row["failure_time_ps"] else None
+                     for row in csv.DictReader(handle)}
+    series: dict[tuple[float, int], list[list[float]]] = {}
+    with gzip.open(tables / "stability_frames.csv.gz", "rt", newline="") as handle:
+        for row in csv.DictReader(handle):
+            key = (float(row["temperature_K"]), int(row["trajectory"]))
+            series.setdefault(key, []).append(
+                [float(row["time_ps"]), float(row["max_force_eV_A"]), float(row["max_xh_A"])])
+    curves = {key: (*np.asarray(values).T, failed_at.get(key))
+              for key, values in series.items()}
+    summary = json.loads((tables / "stability_summary.json").read_text())
+    fingerprints = summary.get("model_fingerprints", [])
+    model = summary.get("model", "")
+    if len(fingerprints) == 1:
+        model = f"{model}, {fingerprints[0][:12]}" if model else fingerprints[0][:12]
+    plot(curves, path, model)
+    return path
 
 
 def plot(curves: dict, path: Path, model: str = "") -> None:

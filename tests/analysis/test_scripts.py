@@ -233,6 +233,17 @@ def test_stability_script_counts_failures_per_trajectory(tiny_model, tmp_path):
     # The native structure's closest non-bonded pair is well clear of a new bond (1.2x).
     assert all(float(r["min_nonbonded_ratio"]) > 1.2 for r in rows if r["failed"] == "0")
     assert_png(out / "stability.png")
+    assert summary["model"] == Path(tiny_model).name
+    # The figure is redrawn from the tables alone (what the study ships).
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for name in ("stability.csv", "stability_frames.csv.gz", "stability_summary.json"):
+        (shipped / name).write_bytes((out / name).read_bytes())
+    script = REPO / "analysis" / "plot_stability.py"
+    assert run_script(script, shipped, tmp_path / "redrawn.png") == 0
+    assert_png(tmp_path / "redrawn.png")
+    (shipped / "stability.csv").unlink()
+    assert run_script(script, shipped, tmp_path / "redrawn.png") == 2
     # A second call resumes: finished and failed trajectories are kept as they are.
     before = (out / "stability.csv").read_text()
     assert run_script(REPO / "simulations" / "stability_chignolin.py", *args, "--resume") == 0
