@@ -132,7 +132,7 @@ def analyse(args: argparse.Namespace) -> dict[str, object]:
     hydrogen = chignolin.atoms.numbers[pairs] == 1
     xh = hydrogen.any(axis=1)
     heavy = ~xh
-    rows, frame_rows, curves = [], [], {}
+    rows, frame_rows = [], []
     for temperature in args.temperatures:
         for index in range(args.trajectories):
             directory = trajectory_dir(args.output, temperature, index)
@@ -177,8 +177,6 @@ def analyse(args: argparse.Namespace) -> dict[str, object]:
                                    f"{run.largest_force[f, 0]:.4f}", f"{xh_min[f]:.4f}",
                                    f"{xh_max[f]:.4f}", f"{stretch[f]:.4f}",
                                    f"{contact[f]:.4f}", f"{ca[f]:.4f}"])
-            curves[(temperature, index)] = (run.time_ps, run.largest_force[:, 0], xh_max,
-                                            min(times) if times else None)
     header = ["temperature_K", "trajectory", "length_ps", "failed", "failure_time_ps",
               "max_force_eV_A", "min_xh_A", "max_xh_A", "max_heavy_stretch",
               "min_nonbonded_ratio", "reason"]
@@ -208,7 +206,7 @@ def analyse(args: argparse.Namespace) -> dict[str, object]:
     (args.output / "stability_summary.json").write_text(json.dumps(
         {"temperatures": summary, "model": Path(args.model).name,
          "model_fingerprints": fingerprints}, indent=2) + "\n")
-    if curves:
+    if rows:
         # Drawn from the tables just written, as analysis/plot_stability.py redraws it from
         # the shipped copies: one figure either way.
         redraw(args.output, args.output / "stability.png")
