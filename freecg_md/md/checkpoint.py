@@ -56,6 +56,9 @@ class Checkpoint:
         (R,) frames on disk in each replica's trajectory.
     config:
         The run config as a dict (:meth:`RunConfig.to_dict`).
+    masses:
+        (N,) float64 amu, the atoms' masses as integrated (after any hydrogen mass
+        repartitioning; checked on resume), or None in checkpoints that predate it.
     """
 
     step: int
@@ -68,6 +71,7 @@ class Checkpoint:
     exchange: dict[str, torch.Tensor] | None
     frames_written: list[int]
     config: dict[str, Any]
+    masses: torch.Tensor | None = None
 
     def validate(self, source: str = "checkpoint") -> None:
         """CheckpointError naming ``source`` unless the parts fit together."""
@@ -96,10 +100,15 @@ class Checkpoint:
                                   f"{n_replicas} counts >= 0")
         if self.step < 0:
             raise CheckpointError(f"{source}: step={self.step}; expected >= 0")
+        if self.masses is not None and tuple(self.masses.shape) != (n_atoms,):
+            raise CheckpointError(f"{source}: masses has shape {tuple(self.masses.shape)}; "
+                                  f"expected ({n_atoms},)")
 
-    def check_matches(self, config: dict[str, Any], numbers: torch.Tensor) -> None:
+    def check_matches(self, config: dict[str, Any], numbers: torch.Tensor,
+                      masses: torch.Tensor | None = None) -> None:
         """CheckpointError unless this checkpoint belongs to a run with ``config`` (up to
-        ``n_steps``) and atomic numbers ``numbers``."""
+        ``n_steps``), atomic numbers ``numbers`` and, where both are known, atomic masses
+        ``masses`` (amu)."""
         differing = sorted(
             key for key in set(config) | set(self.config)
             if key not in RESUMABLE_CHANGES and config.get(key) != self.config.get(key)
@@ -110,9 +119,27 @@ class Checkpoint:
             raise CheckpointError(f"the checkpoint belongs to another run config ({details})")
         if not torch.equal(self.numbers.cpu(), torch.as_tensor(numbers).cpu().long()):
             raise CheckpointError("the checkpoint's atomic numbers differ from the system's")
+        if masses is not None and self.masses is not None:
+            saved = self.masses.cpu().double()
+            now = torch.as_tensor(masses).cpu().double()
+            if saved.shape != now.shape or not torch.allclose(saved, now, rtol=1e-9, atol=0.0):
+                # Resuming with other masses would continue another system's dynamics; the
+                # usual cause is a different --hydrogen-mass.
+                hydrogen = self.numbers.cpu() == 1
+                detail = (f" (hydrogens: saved {_mass_range(saved[hydrogen])} amu, now "
+                          f"{_mass_range(now[hydrogen])} amu)"
+                          if saved.shape == now.shape and bool(hydrogen.any()) else "")
+                raise CheckpointError("the checkpoint's atomic masses differ from the run's"
+                                      f"{detail}; resume with the masses the run started with "
+                                      "(e.g. the same --hydrogen-mass)")
         if config.get("n_steps", self.step) < self.step:
             raise CheckpointError(f"n_steps={config['n_steps']} is less than the checkpoint's "
                                   f"step {self.step}")
+
+
+def _mass_range(masses: torch.Tensor) -> str:
+    low, high = float(masses.min()), float(masses.max())
+    return f"{low:.4g}" if low == high else f"{low:.4g}-{high:.4g}"
 
 
 def merge_replica_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -144,6 +171,8 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
         "frames_written": [int(n) for n in checkpoint.frames_written],
         "config": checkpoint.config,
     }
+    if checkpoint.masses is not None:
+        payload["masses"] = checkpoint.masses.detach().cpu().double()
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
@@ -166,6 +195,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     missing = [name for name in fields if name not in payload]
     if missing:
         raise CheckpointError(f"{path} lacks {missing}")
-    checkpoint = Checkpoint(**{name: payload[name] for name in fields})
+    checkpoint = Checkpoint(**{name: payload[name] for name in fields},
+                            masses=payload.get("masses"))
     checkpoint.validate(str(path))
     return checkpoint

@@ -28,13 +28,14 @@ def add_model_options(parser: argparse.ArgumentParser, default: str) -> None:
                              "per-atom force disagreement exceeds this (default: only log it)")
 
 
-def add_engine_options(parser: argparse.ArgumentParser, steps: int, output: str) -> None:
+def add_engine_options(parser: argparse.ArgumentParser, steps: int, output: str,
+                       timestep: float = 1.0) -> None:
     """The options every MD command shares: ``--steps`` (production steps, default
-    ``steps``), the integration, reporting and checkpoint intervals, device, dtype, threads,
-    torch.compile, ``--output`` (default ``output``), ``--seed``, ``--resume`` and
-    ``--no-plots``."""
+    ``steps``), ``--timestep`` (fs, default ``timestep``), the friction, reporting and
+    checkpoint intervals, device, dtype, threads, torch.compile, ``--output`` (default
+    ``output``), ``--seed``, ``--resume`` and ``--no-plots``."""
     parser.add_argument("--steps", type=int, default=steps, help="production MD steps")
-    parser.add_argument("--timestep", type=float, default=1.0, help="fs")
+    parser.add_argument("--timestep", type=float, default=timestep, help="fs")
     parser.add_argument("--friction", type=float, default=1.0, help="Langevin gamma, 1/ps")
     parser.add_argument("--report-interval", type=int, default=5,
                         help="steps between saved frames and log lines")
@@ -79,19 +80,21 @@ def model_metadata(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_start_options(parser: argparse.ArgumentParser, initial: str,
-                      equilibration_steps: int, initial_help: str) -> None:
-    """``--initial``, ``--equilibration-steps``, ``--equilibration-friction`` and
-    ``--no-bond-guard``, with this script's defaults."""
+                      equilibration_steps: int, initial_help: str,
+                      hydrogen_mass: float | None = None) -> None:
+    """``--initial``, ``--equilibration-steps``, ``--equilibration-friction``,
+    ``--hydrogen-mass`` and ``--no-bond-guard``, with this script's defaults."""
     parser.add_argument("--initial", default=initial, help=initial_help)
     parser.add_argument("--equilibration-steps", type=int, default=equilibration_steps,
                         help="steps of equilibration before production: each replica at its "
                              "own temperature, no exchanges, frames in OUTPUT/equilibration/")
     parser.add_argument("--equilibration-friction", type=float, default=5.0,
                         help="Langevin gamma of the equilibration stage, 1/ps")
-    parser.add_argument("--hydrogen-mass", type=float, default=None,
+    parser.add_argument("--hydrogen-mass", type=float, default=hydrogen_mass,
                         help="amu: hydrogen mass repartitioning (e.g. 3.024), the mass taken "
                              "from each hydrogen's heavy atom; allows a longer --timestep "
-                             "(samples the same configurations, changes the dynamics)")
+                             "(samples the same configurations, changes the dynamics); "
+                             "1.008 keeps the natural masses")
     parser.add_argument("--no-bond-guard", action="store_true",
                         help="do not stop when a bond of the starting structure is pulled "
                              "apart or pushed together (for models that do not hold the "

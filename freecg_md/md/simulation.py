@@ -336,7 +336,7 @@ class _Run:
 
     def resume(self) -> None:
         checkpoint = load_checkpoint(self.directory / CHECKPOINT_NAME)
-        checkpoint.check_matches(self.config.to_dict(), self.state.numbers)
+        checkpoint.check_matches(self.config.to_dict(), self.state.numbers, self.state.masses)
         b = self.block
         self.state.positions = checkpoint.positions[b].clone()
         self.state.velocities = checkpoint.velocities[b].clone()
@@ -483,7 +483,7 @@ class _Run:
             generator_states=merged["generators"],
             exchange=None if self.exchange is None else self.exchange.state_dict(),
             frames_written=[self.writer.frames_written] * self.config.n_replicas,
-            config=self.config.to_dict())
+            config=self.config.to_dict(), masses=self.state.masses)
         save_checkpoint(self.directory / CHECKPOINT_NAME, checkpoint)
 
     def close(self) -> None:

@@ -396,13 +396,42 @@ def test_a_long_step_needs_heavier_hydrogens_and_is_refused_without(tiny_model, 
             "--exchange-interval", "2", "--no-plots", "--threads", "1", "--initial", "native",
             "--equilibration-steps", "0", "--no-bond-guard", "--timestep", "3"]
     script = REPO / "simulations" / "remd_chignolin.py"
-    assert run_script(script, *args, "--output", tmp_path / "natural") == 2
+    assert run_script(script, *args, "--hydrogen-mass", "1.008", "--output",
+                      tmp_path / "natural") == 2
     err = capsys.readouterr().err
     assert "timestep_fs=3: too long for the lightest atom" in err and "Traceback" not in err
     assert run_script(script, *args, "--hydrogen-mass", "3.024", "--output",
                       tmp_path / "hmr") == 0
     saved = json.loads((tmp_path / "hmr" / "config.json").read_text())
     assert saved["hydrogen_mass"] == 3.024 and saved["run"]["timestep_fs"] == 3.0
+
+
+def test_the_flagship_defaults_to_2_fs_with_heavier_hydrogens(tiny_model, tmp_path, capsys):
+    # The default the studies/chignolin_remd_hmr/ run checked against 1 fs: the hydrogens
+    # carry 3.024 amu taken from their heavy atoms, so the molecule's mass is unchanged.
+    args = ["--model", tiny_model, "--replicas", "2", "--steps", "2", "--report-interval", "2",
+            "--exchange-interval", "2", "--no-plots", "--threads", "1", "--initial", "native",
+            "--equilibration-steps", "0", "--no-bond-guard"]
+    script = REPO / "simulations" / "remd_chignolin.py"
+    assert run_script(script, *args, "--output", tmp_path / "default") == 0
+    assert run_script(script, *args, "--timestep", "1", "--hydrogen-mass", "1.008",
+                      "--output", tmp_path / "natural") == 0
+    default = json.loads((tmp_path / "default" / "config.json").read_text())
+    assert default["hydrogen_mass"] == 3.024 and default["run"]["timestep_fs"] == 2.0
+    from freecg_md.md import load_checkpoint
+
+    heavy = load_checkpoint(tmp_path / "default" / "checkpoint.pt").masses
+    natural = load_checkpoint(tmp_path / "natural" / "checkpoint.pt").masses
+    numbers = load_chignolin().atoms.numbers
+    assert torch.allclose(heavy[numbers == 1], torch.tensor(3.024, dtype=heavy.dtype))
+    assert torch.allclose(natural[numbers == 1], torch.tensor(1.008, dtype=natural.dtype))
+    assert float(heavy.sum()) == pytest.approx(float(natural.sum()), rel=1e-12)
+    # Resuming the natural-mass run with the default hydrogen mass is refused, not continued.
+    capsys.readouterr()
+    assert run_script(script, *args, "--timestep", "1", "--steps", "4", "--resume",
+                      "--output", tmp_path / "natural") == 2
+    err = capsys.readouterr().err
+    assert "hydrogens: saved 1.008 amu, now 3.024 amu" in err and "Traceback" not in err
 
 
 def test_the_md_scripts_run_a_committee_and_record_its_members(tiny_model, tmp_path):
