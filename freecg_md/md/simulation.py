@@ -27,6 +27,7 @@ from ..calculator import resolve_dtype
 from .checkpoint import (
     CHECKPOINT_NAME,
     Checkpoint,
+    CheckpointError,
     load_checkpoint,
     merge_replica_parts,
     save_checkpoint,
@@ -337,6 +338,7 @@ class _Run:
     def resume(self) -> None:
         checkpoint = load_checkpoint(self.directory / CHECKPOINT_NAME)
         checkpoint.check_matches(self.config.to_dict(), self.state.numbers, self.state.masses)
+        self.check_same_model()
         b = self.block
         self.state.positions = checkpoint.positions[b].clone()
         self.state.velocities = checkpoint.velocities[b].clone()
@@ -363,6 +365,21 @@ class _Run:
             if record != previous:
                 self.writer.write_config(record)
         self.comm.barrier()  # no rank runs ahead while rank 0 truncates the files
+
+    def check_same_model(self) -> None:
+        """CheckpointError if the run's ``config.json`` names model files other than this
+        resume's (by fingerprint): a run continued with another model would be recorded as
+        the new model's alone."""
+        path = self.directory / "config.json"
+        if not path.is_file():
+            return
+        saved = json.loads(path.read_text()).get("model_fingerprint")
+        now = self.extra.get("model_fingerprint")
+        if saved is not None and now is not None and saved != now:
+            raise CheckpointError(
+                f"the run in {self.directory} was made with model fingerprint {saved!r}, not "
+                f"{now!r}: resume it with the same model file(s), or run the new model into "
+                "another output directory")
 
     def metadata(self) -> dict[str, Any]:
         return {**self.extra, "run": self.config.to_dict(), "n_atoms": self.state.n_atoms,

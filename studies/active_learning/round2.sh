@@ -17,6 +17,7 @@ COMMITTEE=("$R1/round1_m0.pt" "$R1/round1_m1.pt")
 
 $PY simulations/remd_chignolin.py --model "${COMMITTEE[@]}" \
   --temperatures 300 340 380 420 460 510 555 600 --exchange-interval 0 --initial shipped \
+  --timestep 1 --hydrogen-mass 1.008 \
   --equilibration-steps 200 --steps 2500 --report-interval 50 --checkpoint-interval 250 \
   --seed 22 --no-bond-guard --no-plots --output "$OUT/probe" --resume \
   || echo "the probe stopped (its frames up to the stop are kept)"

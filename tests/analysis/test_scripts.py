@@ -432,6 +432,16 @@ def test_the_flagship_defaults_to_2_fs_with_heavier_hydrogens(tiny_model, tmp_pa
                       "--output", tmp_path / "natural") == 2
     err = capsys.readouterr().err
     assert "hydrogens: saved 1.008 amu, now 3.024 amu" in err and "Traceback" not in err
+    # So is resuming it with another model: the run would be recorded as the new model's.
+    other = save_model(FreeCG(FreeCGConfig(hidden=16, num_layers=1, num_heads=2,
+                                           num_groups=2)), tmp_path / "other.pt")
+    natural_args = [a if a != tiny_model else str(other) for a in args]
+    assert run_script(script, *natural_args, "--timestep", "1", "--hydrogen-mass", "1.008",
+                      "--steps", "4", "--resume", "--output", tmp_path / "natural") == 2
+    err = capsys.readouterr().err
+    assert "was made with model fingerprint" in err and "Traceback" not in err
+    assert json.loads((tmp_path / "natural" / "config.json").read_text())[
+        "model_fingerprint"] == model_fingerprint(tiny_model)
 
 
 def test_the_md_scripts_run_a_committee_and_record_its_members(tiny_model, tmp_path):
