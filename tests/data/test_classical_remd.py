@@ -51,3 +51,16 @@ def test_a_run_is_not_overwritten_and_a_changed_setting_is_refused(tmp_path):
 def test_bad_settings_are_refused(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         config(tmp_path, "bad", 2, **overrides)
+
+
+def test_the_gbn2_implementation_may_change_when_a_run_resumes(tmp_path):
+    # OpenMM's CustomGBForce and freecg_md.gbn2 compute the same force field: like the
+    # platform, the choice is not part of the run's physics.
+    run_classical_remd(config(tmp_path, "run", 2, gbn2="openmm"), progress=False)
+    summary = run_classical_remd(config(tmp_path, "run", 4, gbn2="torch"), resume=True,
+                                 progress=False)
+    assert summary["n_attempts"] == 4
+    run = read_run(tmp_path / "run")
+    assert run.positions.shape[1] == 4 and run.config["classical"]["gbn2"] == "torch"
+    with pytest.raises(ValueError, match="gbn2='amber': expected 'torch' or 'openmm'"):
+        config(tmp_path, "other", 2, gbn2="amber")
