@@ -75,9 +75,11 @@ class ClassicalREMDConfig:
         Context.
     gbn2:
         Who computes the GBn2 solvent term: ``"torch"`` (:mod:`freecg_md.gbn2`, the same
-        energy compiled over all pairs; several times faster than OpenMM's CPU platform on
-        chignolin) or ``"openmm"`` (OpenMM's ``CustomGBForce``). Like the platform, it may
-        change when a run resumes.
+        energy compiled over all pairs on the CPU; faster than OpenMM's CPU platform on
+        chignolin, see benchmarks/bench_gbn2.py), ``"openmm"`` (OpenMM's
+        ``CustomGBForce``; on a GPU platform it stays on the GPU), or ``"auto"``: torch on
+        the CPU platform, OpenMM's elsewhere. Like the platform, it may change when a run
+        resumes (``config.json`` records from which cycle each was used).
     """
 
     temperatures: list[float]
@@ -93,7 +95,7 @@ class ClassicalREMDConfig:
     seed: int = 0
     platform: str = "CPU"
     threads: int = 1
-    gbn2: str = "torch"
+    gbn2: str = "auto"
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -107,8 +109,8 @@ class ClassicalREMDConfig:
         for name, ok in rules.items():
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected a positive value")
-        if self.gbn2 not in ("torch", "openmm"):
-            raise ValueError(f"gbn2={self.gbn2!r}: expected 'torch' or 'openmm'")
+        if self.gbn2 not in ("auto", "torch", "openmm"):
+            raise ValueError(f"gbn2={self.gbn2!r}: expected 'auto', 'torch' or 'openmm'")
         if self.timestep_fs > 2.0 and not self.constrain_hydrogen_bonds:
             raise ValueError(f"timestep_fs={self.timestep_fs}: above 2 fs the X-H bonds must "
                              "be constrained (constrain_hydrogen_bonds=True)")
@@ -127,7 +129,7 @@ def _contexts(config: ClassicalREMDConfig, temperatures: np.ndarray):
     from .data.sampling import amber_gbn2_system
 
     pdb, system = amber_gbn2_system(config.constrain_hydrogen_bonds, config.hydrogen_mass_amu)
-    if config.gbn2 == "torch":
+    if _gbn2_implementation(config) == "torch":
         from .gbn2 import with_torch_gbn2
 
         system = with_torch_gbn2(system)  # one compiled function, shared by the replicas
@@ -143,6 +145,14 @@ def _contexts(config: ClassicalREMDConfig, temperatures: np.ndarray):
         contexts.append(openmm.Context(system, integrator, platform, dict(properties)))
     dof = 3 * system.getNumParticles() - system.getNumConstraints() - 3  # CM motion removed
     return pdb, contexts, dof
+
+
+def _gbn2_implementation(config: ClassicalREMDConfig) -> str:
+    """``config.gbn2`` with ``"auto"`` resolved: torch on the CPU platform (where OpenMM
+    evaluates the CustomGBForce pair by pair), OpenMM's force on any other."""
+    if config.gbn2 != "auto":
+        return config.gbn2
+    return "torch" if config.platform == "CPU" else "openmm"
 
 
 def _state(context, forces: bool = False):
@@ -201,6 +211,13 @@ def run_classical_remd(config: ClassicalREMDConfig, resume: bool = False,
                           for c in contexts])
         writer = RunWriter.create(output, chignolin.topology, start, cell, pbc)
     step = cycle * config.steps_per_cycle
+    # Which implementation computed GBn2 from which cycle on (runs from before the choice
+    # existed used OpenMM's force): the physics is the same, the provenance is kept.
+    previous_path = output / "config.json"
+    previous = json.loads(previous_path.read_text()) if resume and previous_path.is_file() else {}
+    history = previous.get("gbn2_from_cycle") or ([[0, "openmm"]] if previous else [])
+    if not history or history[-1][1] != _gbn2_implementation(config):
+        history = history + [[cycle, _gbn2_implementation(config)]]
     writer.write_config({
         "kind": "classical replica exchange (the reference ensemble, not the ML model)",
         "force_field": "amber14-all.xml + implicit/gbn2.xml (OpenMM)",
@@ -209,7 +226,8 @@ def run_classical_remd(config: ClassicalREMDConfig, resume: bool = False,
                 "exchange_interval": config.steps_per_cycle,
                 "report_interval": config.report_every * config.steps_per_cycle,
                 "friction_per_ps": config.friction_per_ps, "seed": config.seed},
-        "classical": dataclasses.asdict(config), "degrees_of_freedom": dof,
+        "classical": dataclasses.asdict(config), "gbn2_from_cycle": history,
+        "degrees_of_freedom": dof,
         "openmm": __import__("openmm").__version__, **config.metadata})
 
     def save_checkpoint() -> None:
@@ -293,9 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-every", type=int, default=50, help="cycles")
     parser.add_argument("--platform", default="CPU")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per replica")
-    parser.add_argument("--gbn2", choices=("torch", "openmm"), default="torch",
-                        help="who computes the GBn2 term: compiled torch (faster on a CPU) "
-                             "or OpenMM's CustomGBForce (the same energy)")
+    parser.add_argument("--gbn2", choices=("auto", "torch", "openmm"), default="auto",
+                        help="who computes the GBn2 term: compiled torch (faster on a CPU), "
+                             "OpenMM's CustomGBForce (the same energy), or auto: torch on "
+                             "the CPU platform, OpenMM's on others")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=str(Path("runs") / "classical_remd"))
     parser.add_argument("--resume", action="store_true")
@@ -311,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
             constrain_hydrogen_bonds=not args.no_constraints, report_every=args.report_every,
             checkpoint_every=args.checkpoint_every, seed=args.seed, platform=args.platform,
             threads=args.threads, gbn2=args.gbn2)
-        # The GBn2 term runs in this process's torch: as many threads as each Context.
+        # GBn2 in torch runs in this process (its compiled code on one thread): torch's own
+        # threads, used by the eager fallback, no more than each Context's.
         torch.set_num_threads(args.threads)
         print(f"classical REMD of chignolin (amber14 + GBn2): {len(ladder)} replicas at "
               f"{', '.join(f'{t:.0f}' for t in ladder)} K, {args.cycles} cycles of "

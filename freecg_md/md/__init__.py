@@ -34,6 +34,7 @@ from .reporters import (
 )
 from .simulation import EQUILIBRATION_DIR, RunConfig, RunResult, SimulationError, run_replicas
 from .state import (
+    NATURAL_HYDROGEN_MASS,
     ReplicaState,
     degrees_of_freedom,
     instantaneous_temperature,
@@ -55,6 +56,7 @@ __all__ = [
     "FrameIndex",
     "FreeCGPotential",
     "GuardLimits",
+    "NATURAL_HYDROGEN_MASS",
     "Potential",
     "ReplicaExchange",
     "ReplicaState",

@@ -125,10 +125,17 @@ class Checkpoint:
             if saved.shape != now.shape or not torch.allclose(saved, now, rtol=1e-9, atol=0.0):
                 # Resuming with other masses would continue another system's dynamics; the
                 # usual cause is a different --hydrogen-mass.
-                hydrogen = self.numbers.cpu() == 1
-                detail = (f" (hydrogens: saved {_mass_range(saved[hydrogen])} amu, now "
-                          f"{_mass_range(now[hydrogen])} amu)"
-                          if saved.shape == now.shape and bool(hydrogen.any()) else "")
+                detail = ""
+                if saved.shape == now.shape:
+                    hydrogen = self.numbers.cpu() == 1
+                    if not torch.allclose(saved[hydrogen], now[hydrogen], rtol=1e-9, atol=0.0):
+                        detail = (f" (hydrogens: saved {_mass_range(saved[hydrogen])} amu, now "
+                                  f"{_mass_range(now[hydrogen])} amu)")
+                    else:
+                        atom = int(torch.nonzero(~torch.isclose(saved, now, rtol=1e-9,
+                                                                atol=0.0))[0])
+                        detail = (f" (atom {atom}: saved {float(saved[atom]):.6g} amu, now "
+                                  f"{float(now[atom]):.6g} amu)")
                 raise CheckpointError("the checkpoint's atomic masses differ from the run's"
                                       f"{detail}; resume with the masses the run started with "
                                       "(e.g. the same --hydrogen-mass)")

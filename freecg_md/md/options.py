@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import torch
 from ase import Atoms
 
 from .guards import find_bonds
@@ -115,6 +116,9 @@ def apply_hydrogen_mass(state: ReplicaState, args: argparse.Namespace) -> Replic
     velocities scaled to keep each atom's kinetic energy; unchanged without the option."""
     if args.hydrogen_mass is None:
         return state
+    hydrogens = state.numbers == 1
+    if bool(torch.all(state.masses[hydrogens] == args.hydrogen_mass)):
+        return state  # e.g. 1.008 for natural masses: nothing to move, no bonds needed
     bonds, _, _ = find_bonds(state.positions[0].numpy(), state.numbers.numpy(),
                              state.cell.numpy(), state.pbc.numpy())
     masses = repartition_hydrogen_masses(state.masses, state.numbers.numpy(), bonds,

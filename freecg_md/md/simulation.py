@@ -41,6 +41,7 @@ from .remd import ReplicaExchange, check_ladder
 from .reporters import RunWriter, topology_from_numbers
 from .state import (
     EQUILIBRATION_STREAM,
+    NATURAL_HYDROGEN_MASS,
     ReplicaState,
     degrees_of_freedom,
     instantaneous_temperature,
@@ -338,7 +339,7 @@ class _Run:
     def resume(self) -> None:
         checkpoint = load_checkpoint(self.directory / CHECKPOINT_NAME)
         checkpoint.check_matches(self.config.to_dict(), self.state.numbers, self.state.masses)
-        self.check_same_model()
+        self.check_same_origin(checkpoint)
         b = self.block
         self.state.positions = checkpoint.positions[b].clone()
         self.state.velocities = checkpoint.velocities[b].clone()
@@ -366,20 +367,31 @@ class _Run:
                 self.writer.write_config(record)
         self.comm.barrier()  # no rank runs ahead while rank 0 truncates the files
 
-    def check_same_model(self) -> None:
+    def check_same_origin(self, checkpoint: Checkpoint) -> None:
         """CheckpointError if the run's ``config.json`` names model files other than this
         resume's (by fingerprint): a run continued with another model would be recorded as
-        the new model's alone."""
+        the new model's alone. For checkpoints written before they held the masses, the
+        same for the recorded ``hydrogen_mass`` (None: natural masses)."""
         path = self.directory / "config.json"
         if not path.is_file():
             return
-        saved = json.loads(path.read_text()).get("model_fingerprint")
-        now = self.extra.get("model_fingerprint")
+        previous = json.loads(path.read_text())
+        saved, now = previous.get("model_fingerprint"), self.extra.get("model_fingerprint")
         if saved is not None and now is not None and saved != now:
             raise CheckpointError(
                 f"the run in {self.directory} was made with model fingerprint {saved!r}, not "
-                f"{now!r}: resume it with the same model file(s), or run the new model into "
-                "another output directory")
+                f"{now!r}: resume it with the same model file(s) in the same order, or run "
+                "the new model into another output directory")
+        if (checkpoint.masses is None and "hydrogen_mass" in previous
+                and "hydrogen_mass" in self.extra):
+            def natural(value: float | None) -> float:
+                return NATURAL_HYDROGEN_MASS if value is None else float(value)
+
+            if natural(previous["hydrogen_mass"]) != natural(self.extra["hydrogen_mass"]):
+                raise CheckpointError(
+                    f"the run in {self.directory} was made with hydrogen_mass="
+                    f"{previous['hydrogen_mass']!r}, not {self.extra['hydrogen_mass']!r}: "
+                    "resume it with the same --hydrogen-mass")
 
     def metadata(self) -> dict[str, Any]:
         return {**self.extra, "run": self.config.to_dict(), "n_atoms": self.state.n_atoms,

@@ -20,6 +20,7 @@ import torch
 from ase import Atoms, units
 
 __all__ = [
+    "NATURAL_HYDROGEN_MASS",
     "ACCELERATION_UNIT",
     "KINETIC_UNIT",
     "ReplicaState",
@@ -38,6 +39,8 @@ __all__ = [
 KINETIC_UNIT = 1.0 / units.fs**2
 # (eV/Å)/amu in Å/fs²: the inverse of the above.
 ACCELERATION_UNIT = units.fs**2
+# amu: ASE's mass of hydrogen, which a run without repartitioning integrates.
+NATURAL_HYDROGEN_MASS = 1.008
 
 # Streams of the seed tree (:func:`replica_seed`): dynamics of replica r, exchanges, and
 # the dynamics of an equilibration stage before production.

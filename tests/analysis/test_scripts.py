@@ -442,6 +442,21 @@ def test_the_flagship_defaults_to_2_fs_with_heavier_hydrogens(tiny_model, tmp_pa
     assert "was made with model fingerprint" in err and "Traceback" not in err
     assert json.loads((tmp_path / "natural" / "config.json").read_text())[
         "model_fingerprint"] == model_fingerprint(tiny_model)
+    # A checkpoint from before checkpoints held masses (and a run from before the flag was
+    # recorded as 1.008): the hydrogen mass in config.json decides.
+    checkpoint = tmp_path / "natural" / "checkpoint.pt"
+    payload = torch.load(checkpoint, weights_only=True)
+    del payload["masses"]
+    torch.save(payload, checkpoint)
+    config = json.loads((tmp_path / "natural" / "config.json").read_text())
+    (tmp_path / "natural" / "config.json").write_text(json.dumps({**config,
+                                                                  "hydrogen_mass": None}))
+    assert run_script(script, *args, "--timestep", "1", "--steps", "4", "--resume",
+                      "--output", tmp_path / "natural") == 2
+    err = capsys.readouterr().err
+    assert "made with hydrogen_mass=None, not 3.024" in err and "Traceback" not in err
+    assert run_script(script, *args, "--timestep", "1", "--hydrogen-mass", "1.008",
+                      "--steps", "4", "--resume", "--output", tmp_path / "natural") == 0
 
 
 def test_the_md_scripts_run_a_committee_and_record_its_members(tiny_model, tmp_path):

@@ -62,5 +62,6 @@ def test_the_gbn2_implementation_may_change_when_a_run_resumes(tmp_path):
     assert summary["n_attempts"] == 4
     run = read_run(tmp_path / "run")
     assert run.positions.shape[1] == 4 and run.config["classical"]["gbn2"] == "torch"
-    with pytest.raises(ValueError, match="gbn2='amber': expected 'torch' or 'openmm'"):
+    assert run.config["gbn2_from_cycle"] == [[0, "openmm"], [2, "torch"]]
+    with pytest.raises(ValueError, match="gbn2='amber': expected 'auto', 'torch' or 'openmm'"):
         config(tmp_path, "other", 2, gbn2="amber")

@@ -65,6 +65,8 @@ def test_the_reference_equals_openmm_gbn2(chignolin):
         assert np.abs(force).max() > 100
 
 
+# A failed compilation falls back to eager with a RuntimeWarning: here it fails the test.
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 @pytest.mark.parametrize("compile", [False, True])
 def test_a_system_with_torch_gbn2_runs_the_same_physics(chignolin, compile):
     system, frames = chignolin
