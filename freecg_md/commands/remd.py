@@ -77,7 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="explicit ladder in K (overrides --replicas/--t-min/--t-max)")
     parser.add_argument("--exchange-interval", type=int, default=10, help="steps")
     # 2 fs with hydrogens of 3.024 amu: twice the simulated time per step of 1 fs with
-    # natural masses, with the same configurations sampled (studies/chignolin_remd_hmr/).
+    # natural masses; the same configurations sampled (mass repartitioning changes only the
+    # dynamics), the time step checked against 1 fs in studies/chignolin_remd_hmr/.
     add_engine_options(parser, steps=1000, output=str(Path("runs") / "remd_chignolin"),
                        timestep=2.0)
     add_start_options(parser, initial="shipped", equilibration_steps=200, hydrogen_mass=3.024,
