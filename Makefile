@@ -50,6 +50,7 @@ lint: install
 bench: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_calculator.py
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_replicas.py
+	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_gbn2.py
 
 # Reference data for the chignolin model (resumable; about an hour of labelling on 2 cores).
 data: install

@@ -41,7 +41,7 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -174,54 +174,101 @@ class GBn2Parameters:
                    solvent_dielectric=solvent)
 
 
+class _Pairs(NamedTuple):
+    """What GBn2 needs of every pair i < j that does not depend on the positions, computed
+    once: the atoms, their radii, the neck tables' entries in both directions, the neck's
+    reach, and the product of the charges; and per atom what the Born radii need."""
+
+    first: torch.Tensor            # (P,) i
+    second: torch.Tensor           # (P,) j
+    or_first: torch.Tensor         # (P,) or_i, nm
+    or_second: torch.Tensor        # (P,) or_j
+    sr_first: torch.Tensor         # (P,) sr_i
+    sr_second: torch.Tensor        # (P,) sr_j
+    m0_ij: torch.Tensor            # (P,) m0 for I_i: getm0(radindex_i, radindex_j)
+    d0_ij: torch.Tensor            # (P,) d0 for I_i, nm
+    m0_ji: torch.Tensor            # (P,) m0 for I_j
+    d0_ji: torch.Tensor            # (P,) d0 for I_j
+    neck_reach: torch.Tensor       # (P,) rho_i + rho_j + 0.68, nm
+    charge_product: torch.Tensor   # (P,) q_i q_j, e^2
+    charge: torch.Tensor           # (N,) e
+    offset_radius: torch.Tensor    # (N,) or, nm
+    alpha: torch.Tensor            # (N,)
+    beta: torch.Tensor             # (N,)
+    gamma: torch.Tensor            # (N,)
+
+
+def _pairs(parameters: GBn2Parameters) -> _Pairs:
+    p = parameters
+    n = p.n_atoms
+    i, j = torch.triu_indices(n, n, 1)
+    index_i, index_j = p.radius_index[i], p.radius_index[j]
+    rho = p.offset_radius + OFFSET
+    # getm0(radindex1, radindex2) is m0[radindex2, radindex1] (Discrete2DFunction's order).
+    return _Pairs(i, j, p.offset_radius[i], p.offset_radius[j], p.scaled_radius[i],
+                  p.scaled_radius[j], p.m0[index_j, index_i], p.d0[index_j, index_i],
+                  p.m0[index_i, index_j], p.d0[index_i, index_j], rho[i] + rho[j] + NECK_CUT,
+                  p.charge[i] * p.charge[j], p.charge, p.offset_radius, p.alpha, p.beta,
+                  p.gamma)
+
+
 def gbn2_energy(positions: torch.Tensor, parameters: GBn2Parameters) -> torch.Tensor:
-    """GBn2's energy (kJ/mol, a 0-d tensor) at ``positions`` ((N, 3), nm): the reference
-    implementation of the terms in the module docstring, differentiable."""
+    """GBn2's energy (kJ/mol, a 0-d tensor) at ``positions`` ((N, 3), nm): the terms of the
+    module docstring, differentiable."""
     p = parameters
     if positions.shape != (p.n_atoms, 3):
         raise ValueError(f"positions has shape {tuple(positions.shape)}; expected "
                          f"({p.n_atoms}, 3)")
-    return _energy(positions, p.charge, p.offset_radius, p.scaled_radius, p.alpha, p.beta,
-                   p.gamma, p.radius_index, p.m0, p.d0, p.solute_dielectric,
-                   p.solvent_dielectric)
+    return _energy(positions, _pairs(p), _coulomb(p))
 
 
-def _energy(positions: torch.Tensor, charge: torch.Tensor, offset_radius: torch.Tensor,
-            scaled_radius: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor,
-            gamma: torch.Tensor, radius_index: torch.Tensor, m0: torch.Tensor,
-            d0: torch.Tensor, solute_dielectric: float, solvent_dielectric: float
-            ) -> torch.Tensor:
+def _coulomb(parameters: GBn2Parameters) -> float:
+    """k = 138.935485 (1/eps_in - 1/eps_out), kJ nm / (mol e^2)."""
+    return COULOMB * (1 / parameters.solute_dielectric - 1 / parameters.solvent_dielectric)
+
+
+def _descreening(r: torch.Tensor, own_radius: torch.Tensor, other_scaled: torch.Tensor
+                 ) -> torch.Tensor:
+    """Ivdw(r; or_i, sr_j): atom j's share of atom i's descreening integral."""
+    upper = r + other_scaled
+    lower = torch.maximum(own_radius, torch.abs(r - other_scaled))
+    value = 0.5 * (1 / lower - 1 / upper
+                   + 0.25 * (r - other_scaled ** 2 / r) * (1 / upper ** 2 - 1 / lower ** 2)
+                   + 0.5 * torch.log(lower / upper) / r)
+    return torch.where(r + other_scaled >= own_radius, value, torch.zeros_like(value))
+
+
+def _neck(r: torch.Tensor, m0: torch.Tensor, d0: torch.Tensor, near: torch.Tensor
+          ) -> torch.Tensor:
+    """Ineck within the neck's reach (``near``), 0 beyond."""
+    gap = r - d0
+    value = m0 / (1 + 100 * gap ** 2 + 3e5 * gap ** 6)
+    return torch.where(near, value, torch.zeros_like(value))
+
+
+def _energy(positions: torch.Tensor, pairs: _Pairs, k: float) -> torch.Tensor:
     # Tensors in, tensor out: torch.compile guards on shapes and dtypes only, so one compiled
-    # function serves every replica's Context and every System of the same size.
-    n = charge.numel()
-    first, second = torch.triu_indices(n, n, 1, device=positions.device)
-    # Every ordered pair (i, j), i != j: the first half i < j, then the same pairs reversed.
-    i, j = torch.cat([first, second]), torch.cat([second, first])
-    delta = positions[i] - positions[j]
+    # function serves every replica's Context and every System of the same size. Each
+    # distance is computed once, for i < j, and serves both directions of the integral.
+    a = pairs
+    delta = positions[a.first] - positions[a.second]
     r = torch.sqrt((delta * delta).sum(-1))
-    or_i, sr_j = offset_radius[i], scaled_radius[j]
-    upper = r + sr_j
-    lower = torch.maximum(or_i, torch.abs(r - sr_j))
-    vdw = 0.5 * (1 / lower - 1 / upper + 0.25 * (r - sr_j ** 2 / r) * (1 / upper ** 2
-                                                                       - 1 / lower ** 2)
-                 + 0.5 * torch.log(lower / upper) / r)
-    vdw = torch.where(r + sr_j >= or_i, vdw, torch.zeros_like(vdw))
-    rho = offset_radius + OFFSET
-    gap = r - d0[radius_index[j], radius_index[i]]
-    neck = m0[radius_index[j], radius_index[i]] / (1 + 100 * gap ** 2 + 3e5 * gap ** 6)
-    neck = torch.where(r <= rho[i] + rho[j] + NECK_CUT, neck, torch.zeros_like(neck))
-    integral = torch.zeros(n, dtype=positions.dtype, device=positions.device).index_add(
-        0, i, vdw + NECK_SCALE * neck)
-    psi = integral * offset_radius
-    born = 1 / (1 / offset_radius
-                - torch.tanh(alpha * psi - beta * psi ** 2 + gamma * psi ** 3) / rho)
-    k = COULOMB * (1 / solute_dielectric - 1 / solvent_dielectric)
-    self_energy = (-0.5 * k * charge ** 2 / born).sum()
+    near = r <= a.neck_reach
+    to_first = _descreening(r, a.or_first, a.sr_second) + NECK_SCALE * _neck(r, a.m0_ij,
+                                                                             a.d0_ij, near)
+    to_second = _descreening(r, a.or_second, a.sr_first) + NECK_SCALE * _neck(r, a.m0_ji,
+                                                                              a.d0_ji, near)
+    integral = torch.zeros_like(a.charge).index_add(0, a.first, to_first).index_add(
+        0, a.second, to_second)
+    psi = integral * a.offset_radius
+    rho = a.offset_radius + OFFSET
+    born = 1 / (1 / a.offset_radius
+                - torch.tanh(a.alpha * psi - a.beta * psi ** 2 + a.gamma * psi ** 3) / rho)
+    self_energy = (-0.5 * k * a.charge ** 2 / born).sum()
     surface = (28.3919551 * (rho + 0.14) ** 2 * (rho / born) ** 6).sum()
-    r_pair = r[: first.numel()]
-    bb = born[first] * born[second]
-    f = torch.sqrt(r_pair ** 2 + bb * torch.exp(-r_pair ** 2 / (4 * bb)))
-    pair = (-k * charge[first] * charge[second] / f).sum()
+    bb = born[a.first] * born[a.second]
+    f = torch.sqrt(r ** 2 + bb * torch.exp(-r ** 2 / (4 * bb)))
+    pair = (-k * a.charge_product / f).sum()
     return self_energy + surface + pair
 
 
@@ -247,6 +294,8 @@ class TorchGBn2:
     def __init__(self, parameters: GBn2Parameters, compile: bool = True) -> None:
         self.parameters = parameters
         self.compile = compile
+        self._pairs = _pairs(parameters)
+        self._k = _coulomb(parameters)
 
     def energy_and_forces(self, positions_nm: np.ndarray) -> tuple[float, np.ndarray]:
         """(kJ/mol, (N, 3) kJ/mol/nm) at ``positions_nm`` ((N, 3) nm)."""
@@ -255,9 +304,7 @@ class TorchGBn2:
         if positions.shape != (p.n_atoms, 3):
             raise ValueError(f"positions has shape {tuple(positions.shape)}; expected "
                              f"({p.n_atoms}, 3)")
-        arguments = (positions, p.charge, p.offset_radius, p.scaled_radius, p.alpha, p.beta,
-                     p.gamma, p.radius_index, p.m0, p.d0, p.solute_dielectric,
-                     p.solvent_dielectric)
+        arguments = (positions, self._pairs, self._k)
         if self.compile:
             if not _compiled:
                 # One thread: inductor's parallel loops add the gradient's scattered terms in
