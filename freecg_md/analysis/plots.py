@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .landscape import Basin, Landscape  # noqa: E402
+from .statistics import MeltingFit, two_state_fraction  # noqa: E402
 
 __all__ = ["plot_basin_errors", "plot_conformation_errors", "plot_landscapes", "plot_overlay",
            "plot_melting_curve", "plot_remd", "plot_rmsd_band"]
@@ -111,13 +112,26 @@ def _mark_and_label(ax: plt.Axes, landscape: Landscape, native: tuple[float, flo
 
 
 def plot_melting_curve(temperatures: np.ndarray, fraction: np.ndarray, error: np.ndarray,
-                       title: str, path: str | os.PathLike) -> Path:
-    """Folded fraction against temperature with ±1 standard-error bars.
+                       title: str, path: str | os.PathLike, fit: MeltingFit | None = None
+                       ) -> Path:
+    """Folded fraction against temperature with ±1 standard-error bars, and the two-state
+    fit with its melting temperature where ``fit`` is given.
 
     ``temperatures`` (K,) K, ``fraction`` and ``error`` (K,) (NaN where nothing was sampled).
     """
     figure, ax = plt.subplots(figsize=(6.0, 4.0))
-    ax.errorbar(temperatures, fraction, yerr=error, fmt="o-", capsize=3, color="tab:blue")
+    ax.errorbar(temperatures, fraction, yerr=error, fmt="o-" if fit is None else "o",
+                capsize=3, color="tab:blue", label="sampled (±1 standard error)")
+    if fit is not None:
+        grid = np.linspace(min(np.min(temperatures), fit.melting_temperature) - 10,
+                           max(np.max(temperatures), fit.melting_temperature) + 10, 200)
+        ax.plot(grid, two_state_fraction(grid, fit.melting_temperature, fit.enthalpy),
+                color="tab:orange",
+                label=(f"two-state fit: Tm {fit.melting_temperature:.0f} ± "
+                       f"{fit.melting_temperature_error:.0f} K"
+                       + ("" if fit.within_ladder else " (extrapolated)")))
+        ax.axvline(fit.melting_temperature, color="tab:orange", lw=0.8, ls="--")
+        ax.legend(loc="upper right", fontsize=7)
     ax.set_xlabel("temperature (K)")
     ax.set_ylabel("folded fraction")
     ax.set_ylim(-0.02, 1.02)

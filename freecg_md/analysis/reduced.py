@@ -114,12 +114,14 @@ class ReducedRun:
         return self.ca_rmsd
 
 
-def reduce_run(run: RunData, model_fingerprint: str = "") -> ReducedRun:
-    """The per-frame numbers of a chignolin run directory."""
+def reduce_run(run: RunData, model_fingerprint: str = "", name: str | None = None
+               ) -> ReducedRun:
+    """The per-frame numbers of a chignolin run directory, named ``name`` in figures
+    (default: the directory's name)."""
     cvs = np.stack([run.cvs_of_replica(r) for r in range(run.n_replicas)])
     exchange = run.exchange_states()
     return ReducedRun(
-        run.directory.name, run.config, run.temperatures, run.steps, run.time_ps, cvs,
+        name or run.directory.name, run.config, run.temperatures, run.steps, run.time_ps, cvs,
         run.rmsd(), run.energies, run.kinetic_temperature, run.largest_force,
         run.temperature_index,
         np.zeros((0, run.n_replicas), np.int64) if exchange is None else exchange,

@@ -36,7 +36,12 @@ from .plots import (
 from .reduced import ReducedRun
 from .remd_stats import acceptance_per_pair, round_trips
 from .rundir import RunData
-from .statistics import decorrelated_indices, folded_mask, folding_free_energy
+from .statistics import (
+    decorrelated_indices,
+    folded_mask,
+    folding_free_energy,
+    melting_temperature,
+)
 from .structure import chignolin_cvs
 
 __all__ = ["basin_summary", "conformation_errors_report", "landscape_report", "overlay_report",
@@ -96,8 +101,10 @@ def landscape_report(run: RunData | ReducedRun, out_dir: str | os.PathLike,
     title says why not and the panels show the sampled bins.
 
     Writes ``landscape.png``, ``landscape_histogram.csv``, ``landscape_mbar.csv`` (with
-    several temperatures), ``basins.csv``, ``melting.csv`` and ``melting.png`` (with several
-    temperatures) and ``convergence.json``; returns the verdict, basins and paths.
+    several temperatures), ``basins.csv``, ``melting.csv``, ``melting.json`` (a two-state
+    fit's melting temperature, :func:`~.statistics.melting_temperature`, with the run's
+    verdict) and ``melting.png`` (with several temperatures; the fit drawn only for a
+    converged run) and ``convergence.json``; returns the verdict, basins and paths.
     """
     out = Path(out_dir)
     native = run.native_cvs()
@@ -132,13 +139,23 @@ def landscape_report(run: RunData | ReducedRun, out_dir: str | os.PathLike,
                                          "folded_fraction", "folded_fraction_error"],
                    [[f"{t:.2f}", len(c), f"{f:.4f}", f"{e:.4f}"] for t, c, f, e
                     in zip(run.temperatures, all_cvs, fraction, error, strict=True)])
+        samples = np.array([len(c) for c in all_cvs])
+        fit = melting_temperature(run.temperatures, fraction, error, samples)
+        (out / "melting.json").write_text(json.dumps({
+            "model": "two-state, temperature-independent enthalpy: folded fraction "
+                     "1 / (1 + exp(dH (1 - T/Tm) / kT)), weighted least squares",
+            "fit": None if fit is None else asdict(fit),
+            "converged": assessment.converged}, indent=2) + "\n")
+        result["melting_fit"] = None if fit is None else asdict(fit)
         result["melting_png"] = plot_melting_curve(
             run.temperatures, fraction, error,
             f"folded fraction (within {criteria.folded_radius} Å of native), {run.label}; "
             + ("converged by the run's criteria" if assessment.converged else
                "NOT CONVERGED, the fractions say where the replicas were, not an "
                f"equilibrium: {assessment.verdict().removeprefix('not converged: ')}"),
-            out / "melting.png")
+            # The fitted curve only for a converged run: otherwise the fractions are where
+            # the replicas happened to be, and a melting temperature would read as a result.
+            out / "melting.png", fit=fit if assessment.converged else None)
     for name, landscape in panels:
         if assessment.converged:
             _landscape_csv(out / f"landscape_{name.split()[0].lower()}.csv", landscape)

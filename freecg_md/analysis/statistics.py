@@ -26,6 +26,7 @@ KB_KCAL = units.kB / (units.kcal / units.mol)  # kcal/mol/K
 __all__ = [
     "Equilibration",
     "FoldingEstimate",
+    "MeltingFit",
     "block_bootstrap",
     "check_finite",
     "check_temperatures",
@@ -33,7 +34,9 @@ __all__ = [
     "detect_equilibration",
     "folded_mask",
     "folding_free_energy",
+    "melting_temperature",
     "statistical_inefficiency",
+    "two_state_fraction",
 ]
 
 
@@ -207,3 +210,74 @@ def folding_free_energy(folded: np.ndarray, temperature: float, block: int = 1,
         return FoldingEstimate(temperature, p, p_error, None, None, n_folded, n_unfolded)
     dg, dg_error = block_bootstrap(data, free_energy, block, n_bootstrap, seed)
     return FoldingEstimate(temperature, p, p_error, dg, dg_error, n_folded, n_unfolded)
+
+
+@dataclass(frozen=True)
+class MeltingFit:
+    """A two-state fit to a melting curve.
+
+    ``melting_temperature`` (K) is where the folded fraction is one half, ``enthalpy``
+    (kcal/mol) the folding enthalpy (negative: folding releases heat), each with its
+    standard error from the fit's covariance; ``within_ladder`` says whether the melting
+    temperature lies inside the sampled temperatures (outside it is an extrapolation);
+    ``n_temperatures`` counts the points fitted.
+    """
+
+    melting_temperature: float
+    melting_temperature_error: float
+    enthalpy: float
+    enthalpy_error: float
+    within_ladder: bool
+    n_temperatures: int
+
+
+def two_state_fraction(temperatures: np.ndarray, melting_temperature: float,
+                       enthalpy: float) -> np.ndarray:
+    """The folded fraction of a two-state folder with a temperature-independent enthalpy:
+    ``1 / (1 + exp(dG / kT))`` with ``dG(T) = dH (1 - T / Tm)`` (kcal/mol; T, Tm in K)."""
+    t = np.asarray(temperatures, dtype=np.float64)
+    exponent = enthalpy * (1.0 - t / melting_temperature) / (KB_KCAL * t)
+    return 1.0 / (1.0 + np.exp(np.clip(exponent, -700.0, 700.0)))
+
+
+def melting_temperature(temperatures: np.ndarray, fraction: np.ndarray, error: np.ndarray,
+                        samples: np.ndarray) -> MeltingFit | None:
+    """Weighted least-squares fit of :func:`two_state_fraction` to a melting curve.
+
+    ``temperatures`` (K,) K; ``fraction`` and ``error`` (K,) the folded fraction at each
+    and its standard error (NaN: not sampled, left out); ``samples`` (K,) the decorrelated
+    samples behind each. A fraction of 0 or 1 has a bootstrap error of 0, which would pin
+    the fit to it, so every error is at least the binomial one of the Laplace estimate
+    ``(k + 1) / (n + 2)``. None when fewer than 3 temperatures are usable, when the curve
+    does not change (all folded or all unfolded within one error) or the fit fails.
+    """
+    from scipy.optimize import curve_fit
+
+    t = check_temperatures("temperatures", temperatures)
+    f = np.asarray(fraction, dtype=np.float64)
+    e = np.asarray(error, dtype=np.float64)
+    n = np.asarray(samples, dtype=np.float64)
+    if not f.shape == e.shape == n.shape == t.shape:
+        raise ValueError(f"temperatures, fraction, error and samples have shapes {t.shape}, "
+                         f"{f.shape}, {e.shape}, {n.shape}; expected one shape")
+    use = np.isfinite(f) & np.isfinite(e) & (n > 0)
+    if use.sum() < 3:
+        return None
+    t, f, e, n = t[use], f[use], e[use], n[use]
+    laplace = (f * n + 1.0) / (n + 2.0)
+    sigma = np.maximum(e, np.sqrt(laplace * (1.0 - laplace) / n))
+    if np.ptp(f) <= sigma.max():
+        return None
+    # Start from where the curve crosses one half (or the nearer end), and a cooperative
+    # folding enthalpy of the order of a small protein's.
+    start = float(t[np.argmin(np.abs(f - 0.5))])
+    try:
+        (tm, dh), covariance = curve_fit(two_state_fraction, t, f, p0=(start, -10.0),
+                                         sigma=sigma, absolute_sigma=True, maxfev=10000)
+    except (RuntimeError, ValueError):
+        return None
+    errors = np.sqrt(np.diag(covariance))
+    if not (np.all(np.isfinite(errors)) and np.isfinite(tm) and tm > 0):
+        return None
+    return MeltingFit(float(tm), float(errors[0]), float(dh), float(errors[1]),
+                      bool(t.min() <= tm <= t.max()), int(use.sum()))

@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None,
                         help="the model file the run used: only for a run whose config.json "
                              "records no fingerprint; otherwise checked against it")
+    parser.add_argument("--name", default=None,
+                        help="the run's name in figure titles (default: the directory's "
+                             "name)")
     args = parser.parse_args(argv)
     from ..analysis.reduced import reduce_run, save_reduced
     from ..analysis.rundir import read_run
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (recorded or given):
             raise ValueError(f"{args.run}/config.json records no model fingerprint; pass "
                              "--model with the model file that ran it")
-        reduced = reduce_run(run, recorded or given)
+        reduced = reduce_run(run, recorded or given, args.name)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -3,7 +3,8 @@
 # exchange figures, and the ML runs drawn over its landscape.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-.venv/bin/python -m freecg_md.cli reduce studies/classical_remd/run docs/results/classical_remd.npz
+.venv/bin/python -m freecg_md.cli reduce studies/classical_remd/run docs/results/classical_remd.npz \
+    --name "classical amber14 + GBn2"
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 .venv/bin/python -m freecg_md.cli plot landscape docs/results/classical_remd.npz --out "$scratch"
@@ -12,6 +13,7 @@ for name in landscape melting remd; do
   cp "$scratch/$name.png" "docs/figures/classical_remd_$name.png"
 done
 cp "$scratch/convergence.json" docs/figures/classical_remd_convergence.json
+cp "$scratch/melting.json" docs/figures/classical_remd_melting.json
 # Where the ML runs went against it, on the same axes and bins.
 ml=()
 for f in docs/results/remd_chignolin.npz docs/results/md300.npz; do [ -f "$f" ] && ml+=("$f"); done

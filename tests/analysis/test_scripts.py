@@ -270,6 +270,10 @@ def test_a_reduced_run_redraws_the_same_numbers(remd_run, tiny_model, tmp_path):
     (recorded / "config.json").write_text(json.dumps(config))
     assert run_script(REPO / "analysis" / "reduce_run.py", recorded, tmp_path / "own.npz") == 0
     assert load_reduced(tmp_path / "own.npz").model_fingerprint == model_fingerprint(tiny_model)
+    assert load_reduced(tmp_path / "own.npz").name == "recorded"  # the directory's name
+    assert run_script(REPO / "analysis" / "reduce_run.py", recorded, tmp_path / "named.npz",
+                      "--name", "figure 5a") == 0
+    assert load_reduced(tmp_path / "named.npz").label.startswith("figure 5a (4 replicas")
     assert run_script(REPO / "analysis" / "reduce_run.py", recorded, tmp_path / "x.npz",
                       "--model", REPO / "models" / "chignolin.pt") == 2
     assert not (tmp_path / "x.npz").exists()
@@ -278,8 +282,8 @@ def test_a_reduced_run_redraws_the_same_numbers(remd_run, tiny_model, tmp_path):
                           tmp_path / "from_run") == 0
         assert run_script(REPO / "analysis" / script, reduced_file, "--out",
                           tmp_path / "from_npz") == 0
-    for name in ("basins.csv", "melting.csv", "acceptance.csv", "remd_summary.json",
-                 "rmsd.csv", "convergence.json"):
+    for name in ("basins.csv", "melting.csv", "melting.json", "acceptance.csv",
+                 "remd_summary.json", "rmsd.csv", "convergence.json"):
         assert (tmp_path / "from_run" / name).read_text() == (
             tmp_path / "from_npz" / name).read_text(), name
 

@@ -29,7 +29,9 @@ from freecg_md.analysis.statistics import (
     detect_equilibration,
     folded_mask,
     folding_free_energy,
+    melting_temperature,
     statistical_inefficiency,
+    two_state_fraction,
 )
 from freecg_md.data import load_chignolin
 
@@ -237,3 +239,36 @@ def test_basins_of_an_empty_region_are_reported_not_visited(chignolin):
                                ranges=((0, 12), (0, 12)))
     folded, unfolded = folded_unfolded_basins(landscape, (2.9, 6.55))
     assert np.isfinite(folded.free_energy) and np.isnan(unfolded.x)
+
+
+def test_a_two_state_fit_recovers_the_melting_temperature_within_its_error():
+    rng = np.random.default_rng(3)
+    ladder = np.geomspace(300.0, 450.0, 8)
+    truth = two_state_fraction(ladder, 340.0, -12.0)
+    assert truth[0] > 0.5 > truth[-1]
+    assert two_state_fraction(np.array([340.0]), 340.0, -12.0)[0] == pytest.approx(0.5)
+    n = np.full(8, 400)
+    hits = []
+    for _ in range(20):
+        fraction = rng.binomial(n, truth) / n
+        error = np.sqrt(fraction * (1 - fraction) / n)
+        fit = melting_temperature(ladder, fraction, error, n)
+        assert fit is not None and fit.within_ladder and fit.n_temperatures == 8
+        assert fit.enthalpy < 0 and 0.5 < fit.melting_temperature_error < 10
+        hits.append(abs(fit.melting_temperature - 340.0) < 2 * fit.melting_temperature_error)
+    # About 95 % of 2-sigma intervals hold the truth; 15 of 20 or fewer would mean the
+    # errors are too small.
+    assert sum(hits) >= 16
+
+
+def test_a_melting_curve_without_a_transition_gives_no_melting_temperature():
+    ladder = np.geomspace(300.0, 450.0, 8)
+    n = np.full(8, 30)
+    # Folded everywhere: the fraction does not change, and an error of 0 at 1.0 is floored.
+    assert melting_temperature(ladder, np.ones(8), np.zeros(8), n) is None
+    # Too few sampled temperatures.
+    nan = np.full(8, np.nan)
+    nan[:2] = [0.9, 0.5]
+    assert melting_temperature(ladder, nan, np.full(8, 0.05), n) is None
+    with pytest.raises(ValueError, match="expected one shape"):
+        melting_temperature(ladder, np.ones(7), np.zeros(8), n)
