@@ -23,3 +23,26 @@ if [ ${#ml[@]} -gt 0 ]; then
   cp "$scratch/overlay/overlay.png" docs/figures/ml_over_classical.png
   cp "$scratch/overlay/overlay.json" docs/figures/ml_over_classical.json
 fi
+# Figure 5b on the reference's 300 K ensemble (not the ML model's MD): folded and unfolded
+# conformations of the demultiplexed 300 K trajectory >= 5 ps apart, labelled once with
+# GFN2-xTB/ALPB(water), and the errors of the shipped model and its ablation on them.
+.venv/bin/python analysis/basin_errors.py studies/classical_remd/run --temperature 300 \
+    --spacing 5 --per-basin 20 --labelled docs/results/conformations_classical_300K.extxyz.gz \
+    --out "$scratch/basins"
+for name in basin_errors.png basin_errors.csv basin_errors_summary.csv; do
+  cp "$scratch/basins/$name" "docs/figures/classical_$name"
+done
+# Warm starts for the ML runs from the reference's 300 K ensemble, folded and unfolded in
+# turn (replica r starts from frame r): --initial docs/results/classical_starts_300K.extxyz
+.venv/bin/python - <<'PY'
+import ase.io
+from ase import Atoms
+
+frames = ase.io.read("docs/results/conformations_classical_300K.extxyz.gz", ":")
+by_basin = {b: [a for a in frames if a.info["basin"] == b] for b in ("folded", "unfolded")}
+starts = [Atoms(numbers=a.numbers, positions=a.positions, info={
+    k: a.info[k] for k in ("basin", "run", "time_ps", "cv1_A", "cv2_A")})
+    for pair in zip(by_basin["folded"], by_basin["unfolded"]) for a in pair]
+ase.io.write("docs/results/classical_starts_300K.extxyz", starts, format="extxyz")
+print(f"wrote docs/results/classical_starts_300K.extxyz: {len(starts)} frames")
+PY
