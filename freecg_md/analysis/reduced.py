@@ -90,7 +90,9 @@ class ReducedRun:
     @property
     def label(self) -> str:
         length = self.time_ps[-1] if self.n_frames else 0.0
-        return f"{self.name} ({self.n_replicas} replicas, {length:.4g} ps)"
+        kind = "replicas" if self.config.get("run", {}).get("exchange_interval") else \
+            "trajectories"  # a run without exchanges: independent trajectories
+        return f"{self.name} ({self.n_replicas} {kind}, {length:.4g} ps)"
 
     def sampled_temperatures(self) -> np.ndarray:
         return self.temperatures[self.temperature_index]

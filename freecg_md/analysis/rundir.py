@@ -85,9 +85,12 @@ class RunData:
 
     @property
     def label(self) -> str:
-        """A short description for plot titles: directory name, replicas and length."""
+        """A short description for plot titles: directory name, replicas (or trajectories,
+        for a run without exchanges) and length."""
         length = self.time_ps[-1] if self.n_frames else 0.0
-        return f"{self.directory.name} ({self.n_replicas} replicas, {length:.4g} ps)"
+        kind = "replicas" if self.config.get("run", {}).get("exchange_interval") else \
+            "trajectories"
+        return f"{self.directory.name} ({self.n_replicas} {kind}, {length:.4g} ps)"
 
     def sampled_temperatures(self) -> np.ndarray:
         """(F, R) K, the bath temperature of each replica at each frame."""
@@ -277,7 +280,12 @@ def exchange_history(directory: str | os.PathLike, n_replicas: int
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the run had no exchanges")
     columns = 2 + 2 * n_replicas - 1
-    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    with path.open() as handle:
+        handle.readline()
+        header_only = not handle.readline().strip()
+    # A run without exchanges writes the header only: no rows, and no loadtxt warning.
+    data = (np.zeros((0, columns)) if header_only
+            else np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2))
     if data.size and data.shape[1] != columns:
         raise ValueError(f"{path} has {data.shape[1]} columns; expected {columns} for "
                          f"{n_replicas} replicas")
