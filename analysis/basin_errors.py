@@ -94,7 +94,7 @@ def pick_and_label(args: argparse.Namespace) -> list[Atoms]:
         raise ValueError(f"no trajectory at {args.temperature} K in {args.runs}")
     cvs = [chignolin_cvs(p, chignolin.topology) for _, p, _ in found]
     picks = pick_conformations(cvs, [t for _, _, t in found], native, args.per_basin,
-                               args.spacing)
+                               args.spacing, start_ps=args.start, spread=args.spread)
     if args.reference == "xtb":
         from freecg_md.data.labelling import default_reference_calculator
         reference = default_reference_calculator()
@@ -132,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=300.0, help="K")
     parser.add_argument("--per-basin", type=int, default=20)
     parser.add_argument("--spacing", type=float, default=1.0, help="ps between picks")
+    parser.add_argument("--start", type=float, default=0.0,
+                        help="ps: leave out frames before this time (equilibration)")
+    parser.add_argument("--spread", action="store_true",
+                        help="spread each trajectory's picks over all its qualifying frames "
+                             "instead of taking the earliest")
     parser.add_argument("--reference", choices=["xtb", "emt"], default="xtb",
                         help="emt: a cheap stand-in that checks the plumbing only")
     args = parser.parse_args(argv)

@@ -52,3 +52,32 @@ if [ -f $RESULTS/stability/stability.csv ]; then
 else
   echo "skipped the stability figure: no $RESULTS/stability/ (studies/chignolin_stability/)"
 fi
+
+# The classical reference (studies/classical_remd/): landscape, melting curve and fit,
+# exchanges, the ML runs over its landscape, figure 5b on its 300 K conformations.
+if [ -f $RESULTS/classical_remd.npz ]; then
+  $PY -m freecg_md.cli plot landscape $RESULTS/classical_remd.npz --out "$scratch/classical"
+  $PY -m freecg_md.cli plot remd $RESULTS/classical_remd.npz --out "$scratch/classical"
+  for name in landscape melting remd; do
+    cp "$scratch/classical/$name.png" "$FIGURES/classical_remd_$name.png"
+  done
+  cp "$scratch/classical/convergence.json" $FIGURES/classical_remd_convergence.json
+  cp "$scratch/classical/melting.json" $FIGURES/classical_remd_melting.json
+  ml=()
+  for f in $RESULTS/remd_chignolin.npz $RESULTS/md300.npz; do [ -f "$f" ] && ml+=("$f"); done
+  if [ ${#ml[@]} -gt 0 ]; then
+    $PY -m freecg_md.cli plot overlay $RESULTS/classical_remd.npz "${ml[@]}" \
+        --out "$scratch/overlay"
+    cp "$scratch/overlay/overlay.png" $FIGURES/ml_over_classical.png
+    cp "$scratch/overlay/overlay.json" $FIGURES/ml_over_classical.json
+  fi
+  if [ -f $RESULTS/conformations_classical_300K.extxyz.gz ]; then
+    $PY analysis/basin_errors.py --labelled $RESULTS/conformations_classical_300K.extxyz.gz --spacing 5 \
+        --out "$scratch/classical_basins"
+    for name in basin_errors.png basin_errors.csv basin_errors_summary.csv; do
+      cp "$scratch/classical_basins/$name" "$FIGURES/classical_$name"
+    done
+  fi
+else
+  echo "skipped the classical reference: no $RESULTS/classical_remd.npz (studies/classical_remd/)"
+fi

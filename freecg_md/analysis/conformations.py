@@ -34,8 +34,8 @@ class Pick:
 
 def pick_conformations(cvs: Sequence[np.ndarray], time_ps: Sequence[np.ndarray],
                        native: np.ndarray, per_basin: int = 20, spacing_ps: float = 1.0,
-                       folded_radius: float = 1.5, unfolded_radius: float = 3.0
-                       ) -> list[Pick]:
+                       folded_radius: float = 1.5, unfolded_radius: float = 3.0,
+                       start_ps: float = 0.0, spread: bool = False) -> list[Pick]:
     """Up to ``per_basin`` folded and ``per_basin`` unfolded frames.
 
     Parameters
@@ -48,6 +48,11 @@ def pick_conformations(cvs: Sequence[np.ndarray], time_ps: Sequence[np.ndarray],
         (2,) Å, the native structure's point.
     per_basin, spacing_ps, folded_radius, unfolded_radius:
         See the module docstring.
+    start_ps:
+        Frames before this time are left out (an equilibration period).
+    spread:
+        Take each trajectory's picks evenly over all of its qualifying frames rather than
+        the earliest ones: for a long run, so that the picks stand for all of it.
 
     Returns
     -------
@@ -72,11 +77,18 @@ def pick_conformations(cvs: Sequence[np.ndarray], time_ps: Sequence[np.ndarray],
         for basin, inside in (("folded", distance <= folded_radius),
                               ("unfolded", distance > unfolded_radius)):
             spaced, last = [], -np.inf
-            for frame in np.flatnonzero(inside).tolist():
+            for frame in np.flatnonzero(inside & (times >= start_ps)).tolist():
                 if times[frame] - last >= spacing_ps:
                     spaced.append(frame)
                     last = times[frame]
             candidates[basin].append(spaced)
+    if spread:
+        share = -(-per_basin // len(cvs))  # ceil: every trajectory's share of a basin
+        for per_trajectory in candidates.values():
+            for t, spaced in enumerate(per_trajectory):
+                if len(spaced) > share:
+                    keep = np.unique(np.linspace(0, len(spaced) - 1, share).round().astype(int))
+                    per_trajectory[t] = [spaced[k] for k in keep]
     picks: list[Pick] = []
     for basin, per_trajectory in candidates.items():
         taken = 0

@@ -123,8 +123,7 @@ def plot_melting_curve(temperatures: np.ndarray, fraction: np.ndarray, error: np
     ax.errorbar(temperatures, fraction, yerr=error, fmt="o-" if fit is None else "o",
                 capsize=3, color="tab:blue", label="sampled (±1 standard error)")
     if fit is not None:
-        grid = np.linspace(min(np.min(temperatures), fit.melting_temperature) - 10,
-                           max(np.max(temperatures), fit.melting_temperature) + 10, 200)
+        grid = np.linspace(np.min(temperatures) - 10, np.max(temperatures) + 10, 200)
         ax.plot(grid, two_state_fraction(grid, fit.melting_temperature, fit.enthalpy),
                 color="tab:orange",
                 label=(f"two-state fit: Tm {fit.melting_temperature:.0f} ± "

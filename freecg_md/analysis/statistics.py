@@ -218,9 +218,11 @@ class MeltingFit:
 
     ``melting_temperature`` (K) is where the folded fraction is one half, ``enthalpy``
     (kcal/mol) the folding enthalpy (negative: folding releases heat), each with its
-    standard error from the fit's covariance; ``within_ladder`` says whether the melting
-    temperature lies inside the sampled temperatures (outside it is an extrapolation);
-    ``n_temperatures`` counts the points fitted.
+    standard error from the fit's covariance, scaled up by the reduced chi-square
+    ``reduced_chi_square`` where that exceeds 1 (the two-state curve misses the points by
+    more than their errors); ``within_ladder`` says whether the melting temperature lies
+    inside the sampled temperatures (outside it is an extrapolation); ``n_temperatures``
+    counts the points fitted.
     """
 
     melting_temperature: float
@@ -229,6 +231,7 @@ class MeltingFit:
     enthalpy_error: float
     within_ladder: bool
     n_temperatures: int
+    reduced_chi_square: float
 
 
 def two_state_fraction(temperatures: np.ndarray, melting_temperature: float,
@@ -249,7 +252,10 @@ def melting_temperature(temperatures: np.ndarray, fraction: np.ndarray, error: n
     samples behind each. A fraction of 0 or 1 has a bootstrap error of 0, which would pin
     the fit to it, so every error is at least the binomial one of the Laplace estimate
     ``(k + 1) / (n + 2)``. None when fewer than 3 temperatures are usable, when the curve
-    does not change (all folded or all unfolded within one error) or the fit fails.
+    does not change (its highest and lowest points within their combined error), when the
+    fit fails, finds the fraction rising with temperature (a positive enthalpy: not a
+    melting curve), or puts the melting temperature more than the ladder's span outside it
+    or with an error larger than that span (the data do not locate it).
     """
     from scipy.optimize import curve_fit
 
@@ -266,7 +272,8 @@ def melting_temperature(temperatures: np.ndarray, fraction: np.ndarray, error: n
     t, f, e, n = t[use], f[use], e[use], n[use]
     laplace = (f * n + 1.0) / (n + 2.0)
     sigma = np.maximum(e, np.sqrt(laplace * (1.0 - laplace) / n))
-    if np.ptp(f) <= sigma.max():
+    high, low = int(np.argmax(f)), int(np.argmin(f))
+    if f[high] - f[low] <= np.hypot(sigma[high], sigma[low]):
         return None
     # Start from where the curve crosses one half (or the nearer end), and a cooperative
     # folding enthalpy of the order of a small protein's.
@@ -276,8 +283,14 @@ def melting_temperature(temperatures: np.ndarray, fraction: np.ndarray, error: n
                                          sigma=sigma, absolute_sigma=True, maxfev=10000)
     except (RuntimeError, ValueError):
         return None
-    errors = np.sqrt(np.diag(covariance))
-    if not (np.all(np.isfinite(errors)) and np.isfinite(tm) and tm > 0):
+    dof = len(t) - 2
+    chi_square = float(np.sum(((f - two_state_fraction(t, tm, dh)) / sigma) ** 2))
+    reduced = chi_square / dof if dof > 0 else float("nan")
+    scale = max(1.0, reduced) if np.isfinite(reduced) else 1.0
+    errors = np.sqrt(np.diag(covariance) * scale)
+    span = float(t.max() - t.min())
+    if not (np.all(np.isfinite(errors)) and np.isfinite(tm) and dh < 0
+            and t.min() - span <= tm <= t.max() + span and errors[0] <= span):
         return None
     return MeltingFit(float(tm), float(errors[0]), float(dh), float(errors[1]),
-                      bool(t.min() <= tm <= t.max()), int(use.sum()))
+                      bool(t.min() <= tm <= t.max()), int(use.sum()), reduced)

@@ -9,16 +9,17 @@
 detected with pymbar, decorrelated samples, round trips, kinetic temperatures, samples per
 basin, the folding free energy's error) and writes ``landscape.png`` (the histogram of the
 decorrelated frames at the chosen temperature and, for a replica-exchange run, the MBAR
-landscape reweighted from every temperature), ``basins.csv``, ``melting.csv`` and
-``melting.png``. Free energies (``landscape_*.csv`` and the basins' depths) are written
-only for a run that meets the criteria; otherwise the figure says why not and shows the
-bins the run visited. ``remd`` writes ``remd.png``, ``acceptance.csv`` and
-``remd_summary.json`` (acceptance and round trips per replica). ``rmsd`` writes ``rmsd.png``
-and ``rmsd.csv`` (time, mean, standard deviation, every trajectory). ``overlay`` draws the
-frames of ML runs at the reference's lowest temperature over the landscape of a reference
-run (the classical REMD, ``freecg-md classical-remd``) on the same axes and bins:
-``overlay.png`` and ``overlay.json``. Everything goes into ``RUN/plots`` (the reference's,
-for ``overlay``) unless ``--out`` says otherwise.
+landscape reweighted from every temperature), ``basins.csv``, ``melting.csv``,
+``melting.json`` (a two-state fit's melting temperature) and ``melting.png``. Free energies
+(``landscape_*.csv`` and the basins' depths) are written only for a run that meets the
+criteria; otherwise the figure says why not and shows the bins the run visited. ``remd``
+writes ``remd.png``, ``acceptance.csv`` and ``remd_summary.json`` (acceptance and round
+trips per replica). ``rmsd`` writes ``rmsd.png`` and ``rmsd.csv`` (time, mean, standard
+deviation, every trajectory). ``overlay`` draws the frames of ML runs at the reference's
+lowest temperature over the landscape of a reference run (the classical REMD, ``freecg-md
+classical-remd``) on the same axes and bins: ``overlay.png`` and ``overlay.json``.
+Everything goes into ``RUN/plots`` (the reference's, for ``overlay``) unless ``--out`` says
+otherwise.
 """
 
 from __future__ import annotations

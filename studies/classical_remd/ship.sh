@@ -23,12 +23,13 @@ if [ ${#ml[@]} -gt 0 ]; then
   cp "$scratch/overlay/overlay.png" docs/figures/ml_over_classical.png
   cp "$scratch/overlay/overlay.json" docs/figures/ml_over_classical.json
 fi
-# Figure 5b on the reference's 300 K ensemble (not the ML model's MD): folded and unfolded
-# conformations of the demultiplexed 300 K trajectory >= 5 ps apart, labelled once with
+# Figure 5b on the reference's 300 K ensemble (not the ML model's MD): 20 folded and 20
+# unfolded conformations of the demultiplexed 300 K trajectory, spread over the run after its
+# first 0.5 ns (it starts from the native structure) and >= 5 ps apart, labelled once with
 # GFN2-xTB/ALPB(water), and the errors of the shipped model and its ablation on them.
 .venv/bin/python analysis/basin_errors.py studies/classical_remd/run --temperature 300 \
-    --spacing 5 --per-basin 20 --labelled docs/results/conformations_classical_300K.extxyz.gz \
-    --out "$scratch/basins"
+    --start 500 --spacing 5 --spread --per-basin 20 \
+    --labelled docs/results/conformations_classical_300K.extxyz.gz --out "$scratch/basins"
 for name in basin_errors.png basin_errors.csv basin_errors_summary.csv; do
   cp "$scratch/basins/$name" "docs/figures/classical_$name"
 done
@@ -43,6 +44,9 @@ by_basin = {b: [a for a in frames if a.info["basin"] == b] for b in ("folded", "
 starts = [Atoms(numbers=a.numbers, positions=a.positions, info={
     k: a.info[k] for k in ("basin", "run", "time_ps", "cv1_A", "cv2_A")})
     for pair in zip(by_basin["folded"], by_basin["unfolded"]) for a in pair]
+if len(starts) < 8:
+    raise SystemExit(f"only {len(starts)} warm starts (folded and unfolded in pairs); "
+                     "expected at least 8, one per replica")
 ase.io.write("docs/results/classical_starts_300K.extxyz", starts, format="extxyz")
 print(f"wrote docs/results/classical_starts_300K.extxyz: {len(starts)} frames")
 PY

@@ -359,6 +359,15 @@ def test_conformation_picks_spread_over_trajectories_and_basins():
         for t in {p.trajectory for p in basin}:
             mine = sorted(p.time_ps for p in basin if p.trajectory == t)
             assert np.all(np.diff(mine) >= 1.0 - 1e-9)
+    # One long trajectory: spread picks cover all of it after the start, not its beginning.
+    long_time = np.arange(0, 1000, 1.0)
+    long_folded = np.tile(native, (1000, 1))
+    spread = pick_conformations([long_folded], [long_time], native, per_basin=5,
+                                spacing_ps=5.0, start_ps=100.0, spread=True)
+    assert [p.time_ps for p in spread] == [100.0, 325.0, 550.0, 770.0, 995.0]
+    earliest = pick_conformations([long_folded], [long_time], native, per_basin=5,
+                                  spacing_ps=5.0, start_ps=100.0)
+    assert [p.time_ps for p in earliest] == [100.0, 105.0, 110.0, 115.0, 120.0]
     stats = basin_statistics("m", ["folded", "folded", "unfolded", "unfolded"],
                              np.array([-1.0, -3.0, 2.0, 2.0]), np.array([1.0, 1.0, 0.5, 1.5]))
     assert (stats[0].bias, stats[0].energy_mae) == (-2.0, 2.0)

@@ -249,16 +249,16 @@ def test_a_two_state_fit_recovers_the_melting_temperature_within_its_error():
     assert two_state_fraction(np.array([340.0]), 340.0, -12.0)[0] == pytest.approx(0.5)
     n = np.full(8, 400)
     hits = []
-    for _ in range(20):
+    for _ in range(200):
         fraction = rng.binomial(n, truth) / n
         error = np.sqrt(fraction * (1 - fraction) / n)
         fit = melting_temperature(ladder, fraction, error, n)
         assert fit is not None and fit.within_ladder and fit.n_temperatures == 8
         assert fit.enthalpy < 0 and 0.5 < fit.melting_temperature_error < 10
         hits.append(abs(fit.melting_temperature - 340.0) < 2 * fit.melting_temperature_error)
-    # About 95 % of 2-sigma intervals hold the truth; 15 of 20 or fewer would mean the
-    # errors are too small.
-    assert sum(hits) >= 16
+    # About 95 % of 2-sigma intervals hold the truth; errors 1.5 times too small would give
+    # about 82 %, below this bar.
+    assert np.mean(hits) >= 0.9
 
 
 def test_a_melting_curve_without_a_transition_gives_no_melting_temperature():
@@ -272,3 +272,22 @@ def test_a_melting_curve_without_a_transition_gives_no_melting_temperature():
     assert melting_temperature(ladder, nan, np.full(8, 0.05), n) is None
     with pytest.raises(ValueError, match="expected one shape"):
         melting_temperature(ladder, np.ones(7), np.zeros(8), n)
+    n = np.full(8, 100)
+    # Rising with temperature: not a melting curve.
+    rising = two_state_fraction(ladder, 380.0, 12.0)
+    assert melting_temperature(ladder, rising, np.full(8, 0.03), n) is None
+    # Nearly flat with a dip at the top: the fit would run away to an absurd Tm.
+    flat = np.array([0.9, 0.88, 0.9, 0.86, 0.9, 0.87, 0.85, 0.8])
+    assert melting_temperature(ladder, flat, np.full(8, 0.03), n) is None
+
+
+def test_a_poor_two_state_fit_reports_larger_errors():
+    ladder = np.geomspace(300.0, 450.0, 8)
+    n = np.full(8, 400)
+    clean = two_state_fraction(ladder, 360.0, -12.0)
+    wavy = np.clip(clean + 0.06 * np.array([1, -1, 1, -1, 1, -1, 1, -1]), 0.0, 1.0)
+    error = np.full(8, 0.01)
+    good = melting_temperature(ladder, clean, error, n)
+    poor = melting_temperature(ladder, wavy, error, n)
+    assert good.reduced_chi_square < 1e-6 and poor.reduced_chi_square > 10
+    assert poor.melting_temperature_error > 3 * good.melting_temperature_error
