@@ -11,6 +11,20 @@ RESULTS=docs/results
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
+# replica_figures NPZ PREFIX: a replica-exchange run's landscape, melting curve and
+# exchanges as FIGURES/PREFIX_{landscape,melting,remd}.png, its verdict and melting fit as
+# FIGURES/PREFIX_{convergence,melting}.json.
+replica_figures() {
+  local out="$scratch/$2"
+  $PY -m freecg_md.cli plot landscape "$1" --out "$out"
+  $PY -m freecg_md.cli plot remd "$1" --out "$out"
+  for name in landscape melting remd; do
+    cp "$out/$name.png" "$FIGURES/$2_$name.png"
+  done
+  cp "$out/convergence.json" "$FIGURES/$2_convergence.json"
+  cp "$out/melting.json" "$FIGURES/$2_melting.json"
+}
+
 # The flagship's default run (make demo): landscape, melting curve, exchanges, verdict.
 if [ -f $RESULTS/demo_remd.npz ]; then
   $PY -m freecg_md.cli plot landscape $RESULTS/demo_remd.npz --out "$scratch/demo"
@@ -30,12 +44,7 @@ fi
 
 # Figure 5a (long REMD) and 5c (RMSD band), once their runs are reduced.
 if [ -f $RESULTS/remd_chignolin.npz ]; then
-  $PY -m freecg_md.cli plot landscape $RESULTS/remd_chignolin.npz --out "$scratch/remd"
-  $PY -m freecg_md.cli plot remd $RESULTS/remd_chignolin.npz --out "$scratch/remd"
-  for name in landscape melting remd; do
-    cp "$scratch/remd/$name.png" "$FIGURES/remd_chignolin_$name.png"
-  done
-  cp "$scratch/remd/convergence.json" $FIGURES/remd_chignolin_convergence.json
+  replica_figures $RESULTS/remd_chignolin.npz remd_chignolin
 else
   echo "skipped figure 5a: no $RESULTS/remd_chignolin.npz (studies/chignolin_remd/)"
 fi
@@ -56,13 +65,7 @@ fi
 # The classical reference (studies/classical_remd/): landscape, melting curve and fit,
 # exchanges, the ML runs over its landscape, figure 5b on its 300 K conformations.
 if [ -f $RESULTS/classical_remd.npz ]; then
-  $PY -m freecg_md.cli plot landscape $RESULTS/classical_remd.npz --out "$scratch/classical"
-  $PY -m freecg_md.cli plot remd $RESULTS/classical_remd.npz --out "$scratch/classical"
-  for name in landscape melting remd; do
-    cp "$scratch/classical/$name.png" "$FIGURES/classical_remd_$name.png"
-  done
-  cp "$scratch/classical/convergence.json" $FIGURES/classical_remd_convergence.json
-  cp "$scratch/classical/melting.json" $FIGURES/classical_remd_melting.json
+  replica_figures $RESULTS/classical_remd.npz classical_remd
   ml=()
   for f in $RESULTS/remd_chignolin.npz $RESULTS/md300.npz; do [ -f "$f" ] && ml+=("$f"); done
   if [ ${#ml[@]} -gt 0 ]; then
