@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .rundir import RunData, read_run
+from .rundir import RunData, read_run, run_label
 
 __all__ = ["ReducedRun", "default_plot_dir", "load_reduced", "load_run", "reduce_run",
            "save_reduced"]
@@ -89,10 +89,7 @@ class ReducedRun:
 
     @property
     def label(self) -> str:
-        length = self.time_ps[-1] if self.n_frames else 0.0
-        kind = "replicas" if self.config.get("run", {}).get("exchange_interval") else \
-            "trajectories"  # a run without exchanges: independent trajectories
-        return f"{self.name} ({self.n_replicas} {kind}, {length:.4g} ps)"
+        return run_label(self.name, self.config, self.n_replicas, self.time_ps)
 
     def sampled_temperatures(self) -> np.ndarray:
         return self.temperatures[self.temperature_index]

@@ -22,7 +22,7 @@ from .remd_stats import check_permutations
 from .structure import chignolin_cvs
 from .structure import rmsd as superposed_rmsd
 
-__all__ = ["RunData", "exchange_history", "read_run"]
+__all__ = ["RunData", "exchange_history", "read_run", "run_label"]
 
 ANGSTROM_PER_NM = 10.0
 
@@ -85,12 +85,8 @@ class RunData:
 
     @property
     def label(self) -> str:
-        """A short description for plot titles: directory name, replicas (or trajectories,
-        for a run without exchanges) and length."""
-        length = self.time_ps[-1] if self.n_frames else 0.0
-        kind = "replicas" if self.config.get("run", {}).get("exchange_interval") else \
-            "trajectories"
-        return f"{self.directory.name} ({self.n_replicas} {kind}, {length:.4g} ps)"
+        """A short description for plot titles (:func:`run_label`)."""
+        return run_label(self.directory.name, self.config, self.n_replicas, self.time_ps)
 
     def sampled_temperatures(self) -> np.ndarray:
         """(F, R) K, the bath temperature of each replica at each frame."""
@@ -262,6 +258,14 @@ def read_run(directory: str | os.PathLike) -> RunData:
                    frames[:, time_column] * 1e-3, positions, energies,
                    tindex.astype(np.int64), topology, kinetic_temperature, largest_force,
                    force_disagreement)
+
+
+def run_label(name: str, config: dict, n_replicas: int, time_ps: np.ndarray) -> str:
+    """``name (R replicas, L ps)`` for plot titles; "trajectories" for a run without
+    exchanges (its config's ``run.exchange_interval`` is 0), whose replicas are independent."""
+    length = time_ps[-1] if len(time_ps) else 0.0
+    kind = "replicas" if config.get("run", {}).get("exchange_interval") else "trajectories"
+    return f"{name} ({n_replicas} {kind}, {length:.4g} ps)"
 
 
 def exchange_history(directory: str | os.PathLike, n_replicas: int
