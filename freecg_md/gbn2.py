@@ -167,7 +167,7 @@ class GBn2Parameters:
                                          np.float64).reshape(-1, len(PARAMETERS)))
         index = per_atom[:, 6].round().long()
         if index.min() < 0 or index.max() >= min(tables["getm0"].shape):
-            raise ValueError(f"radius indices {index.min()}..{index.max()} outside the "
+            raise ValueError(f"radius indices {int(index.min())}..{int(index.max())} outside the "
                              f"{tuple(tables['getm0'].shape)} neck tables")
         return cls(*per_atom[:, :6].T.contiguous(), radius_index=index,
                    m0=tables["getm0"], d0=tables["getd0"], solute_dielectric=solute,
