@@ -24,11 +24,17 @@ if [ ${#ml[@]} -gt 0 ]; then
   cp "$scratch/overlay/overlay.json" docs/figures/ml_over_classical.json
 fi
 # Figure 5b on the reference's 300 K ensemble (not the ML model's MD): 20 folded and 20
-# unfolded conformations of the demultiplexed 300 K trajectory, spread over the run after its
-# first 0.5 ns (it starts from the native structure) and >= 5 ps apart, labelled once with
-# GFN2-xTB/ALPB(water), and the errors of the shipped model and its ablation on them.
+# unfolded conformations of the demultiplexed 300 K trajectory, spread over the run after
+# the equilibration its analysis detected (it starts from the native structure) and >= 5 ps
+# apart, labelled once with GFN2-xTB/ALPB(water), and the errors of the shipped model and
+# its ablation on them.
+start_ps=$(.venv/bin/python -c "
+import json
+from freecg_md.analysis.reduced import load_reduced
+frame = json.load(open('$scratch/convergence.json'))['start_frame']
+print(float(load_reduced('docs/results/classical_remd.npz').time_ps[frame]))")
 .venv/bin/python analysis/basin_errors.py studies/classical_remd/run --temperature 300 \
-    --start 500 --spacing 5 --spread --per-basin 20 \
+    --start "$start_ps" --spacing 5 --spread --per-basin 20 \
     --labelled docs/results/conformations_classical_300K.extxyz.gz --out "$scratch/basins"
 for name in basin_errors.png basin_errors.csv basin_errors_summary.csv; do
   cp "$scratch/basins/$name" "docs/figures/classical_$name"
