@@ -1,28 +1,16 @@
 #!/usr/bin/env bash
 # Ship the classical reference run: its per-frame numbers, its landscape, melting curve and
-# exchange figures, and the ML runs drawn over its landscape.
+# exchange figures, the ML runs drawn over its landscape, figure 5b on its conformations and
+# warm starts from them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 .venv/bin/python -m freecg_md.cli reduce studies/classical_remd/run docs/results/classical_remd.npz \
     --name "classical amber14 + GBn2"
+# Its figures (landscape, melting curve and fit, exchanges, verdict, the ML runs over its
+# landscape) are drawn where every shipped figure is, from the numbers just written.
+analysis/redraw_figures.sh
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-.venv/bin/python -m freecg_md.cli plot landscape docs/results/classical_remd.npz --out "$scratch"
-.venv/bin/python -m freecg_md.cli plot remd docs/results/classical_remd.npz --out "$scratch"
-for name in landscape melting remd; do
-  cp "$scratch/$name.png" "docs/figures/classical_remd_$name.png"
-done
-cp "$scratch/convergence.json" docs/figures/classical_remd_convergence.json
-cp "$scratch/melting.json" docs/figures/classical_remd_melting.json
-# Where the ML runs went against it, on the same axes and bins.
-ml=()
-for f in docs/results/remd_chignolin.npz docs/results/md300.npz; do [ -f "$f" ] && ml+=("$f"); done
-if [ ${#ml[@]} -gt 0 ]; then
-  .venv/bin/python -m freecg_md.cli plot overlay docs/results/classical_remd.npz "${ml[@]}" \
-      --out "$scratch/overlay"
-  cp "$scratch/overlay/overlay.png" docs/figures/ml_over_classical.png
-  cp "$scratch/overlay/overlay.json" docs/figures/ml_over_classical.json
-fi
 # Figure 5b on the reference's 300 K ensemble (not the ML model's MD): 20 folded and 20
 # unfolded conformations of the demultiplexed 300 K trajectory, spread over the run after
 # the equilibration its analysis detected (it starts from the native structure) and >= 5 ps
@@ -31,7 +19,7 @@ fi
 start_ps=$(.venv/bin/python -c "
 import json
 from freecg_md.analysis.reduced import load_reduced
-frame = json.load(open('$scratch/convergence.json'))['start_frame']
+frame = json.load(open('docs/figures/classical_remd_convergence.json'))['start_frame']
 print(float(load_reduced('docs/results/classical_remd.npz').time_ps[frame]))")
 .venv/bin/python analysis/basin_errors.py studies/classical_remd/run --temperature 300 \
     --start "$start_ps" --spacing 5 --spread --per-basin 20 \
