@@ -70,7 +70,7 @@ class WorkerSpec:
     skin: float
     replicas_per_pass: int | None
     compile: bool
-    edge_chunk_size: int | None
+    edge_chunk_size: int | str | None
     fused_kernels: bool
     threads: int
 

@@ -93,7 +93,8 @@ def is_sorted(centers: torch.Tensor) -> bool:
     return bool((centers[1:] >= centers[:-1]).all()) if centers.numel() > 1 else True
 
 
-def edge_chunks(centers: torch.Tensor, n_atoms: int, max_edges: int) -> list[EdgeChunk]:
+def edge_chunks(centers: torch.Tensor, n_atoms: int, max_edges: int,
+                n_runs: int | None = None) -> list[EdgeChunk]:
     """Split edges sorted by centre into runs of whole atoms of at most ``max_edges`` edges.
 
     Parameters
@@ -105,6 +106,9 @@ def edge_chunks(centers: torch.Tensor, n_atoms: int, max_edges: int) -> list[Edg
     max_edges:
         Most edges in a chunk. An atom with more edges than that gets a chunk of its own:
         no edge is ever dropped.
+    n_runs:
+        How many chunks of about equal size to aim at (at least the fewest that
+        ``max_edges`` allows); None: that fewest.
 
     Returns
     -------
@@ -117,10 +121,10 @@ def edge_chunks(centers: torch.Tensor, n_atoms: int, max_edges: int) -> list[Edg
     # ends[a] is one past the last edge of atom a.
     ends = np.cumsum(counts)
     n_edges = int(ends[-1]) if n_atoms else 0
-    # Runs of even size, since runs go to threads side by side. Planned for the fewest runs
-    # that the limit allows, a plan can end in a short tail run (the limit can cut runs
-    # short of their aim); then one run more evens them out.
-    n_runs = max(1, -(-n_edges // max_edges))
+    # Runs of even size, since runs go to threads side by side. Planned for n_runs (or the
+    # fewest runs that the limit allows), a plan can end in a short tail run (the limit can
+    # cut runs short of their aim); then one run more evens them out.
+    n_runs = max(1, -(-n_edges // max_edges), n_runs or 1)
     for _ in range(4):
         chunks = _even_runs(ends, n_runs, max_edges)
         if len(chunks) <= n_runs:

@@ -29,7 +29,7 @@ from .cpu.threads import RunPool
 from .embedding import EdgeEmbedding, NeighborEmbedding
 from .head import EnergyHead
 from .layer import EDGE_UPDATE_FORMS, ENHANCER_FORMS, FreeCGLayer
-from .plan import DEFAULT_EDGE_CHUNK, MAX_EDGE_RUNS, ExecutionPlan, plan_pass
+from .plan import MAX_EDGE_RUNS, ExecutionPlan, plan_pass
 from .radial import CosineCutoff, ExpNormalBasis
 from .spatial_order import spatial_order
 
@@ -233,12 +233,15 @@ class FreeCG(nn.Module):
     them off for this model, ``FREECG_MD_KERNELS=0`` everywhere), with the same energies
     and forces to rounding; training uses torch operations.
 
-    Large inputs are evaluated in runs. With more than ``4 * edge_chunk_size`` edges
-    within the cutoff (on a GPU, more than 1,000,000; ``edge_chunk_size`` is an attribute,
-    default 1024 edges; None turns runs off; not saved with the model), each layer's edge
-    work runs over runs of whole centre atoms of about ``edge_chunk_size`` edges
-    (:mod:`freecg_md.nn.chunks`), so no (E, 8, F) tensor is made whole and each run's
-    tensors stay in the CPU caches. Energies and forces are the same to rounding. When no
+    Large inputs are evaluated in runs of whole centre atoms (:mod:`freecg_md.nn.chunks`):
+    each layer's edge work goes run by run, so no (E, 8, F) tensor is made whole.
+    Energies and forces are the same to rounding. ``edge_chunk_size`` (an attribute, not
+    saved with the model) sets their size: ``"auto"`` (the default) lets
+    :func:`~freecg_md.nn.plan.plan_pass` choose (through the fused CPU kernels, one run per
+    thread where each thread gets at least 1,024 edges, and runs of at most 8,192 edges;
+    on torch operations, runs of about 1,024 edges above 4,096 edges, on a GPU above
+    1,000,000); an integer asks for runs of about that many edges above four times that
+    many; None turns runs off. When no
     parameter needs a gradient (the calculator and the MD potentials hold frozen copies),
     the runs are shared among ``torch.get_num_threads()`` threads (on a CPU) and their
     neighbour gradients summed per thread (:mod:`freecg_md.nn.cpu`), as is the per-atom
@@ -256,7 +259,7 @@ class FreeCG(nn.Module):
     def __init__(self, config: FreeCGConfig | None = None, **overrides: Any) -> None:
         super().__init__()
         self._compiled_network = None
-        self.edge_chunk_size: int | None = DEFAULT_EDGE_CHUNK
+        self.edge_chunk_size: int | str | None = "auto"
         self.fused_kernels = True
         # The execution path of the latest pass (freecg_md/nn/plan.py), for the user to see.
         self.last_plan: ExecutionPlan | None = None
@@ -392,7 +395,8 @@ class FreeCG(nn.Module):
                 centers, neighbors = centers[order], neighbors[order]
                 vectors = vectors.index_select(0, order)
                 distances = distances.index_select(0, order)
-            chunks = edge_chunks(centers, numbers.shape[0], plan.max_edges_per_run)
+            chunks = edge_chunks(centers, numbers.shape[0], plan.max_edges_per_run,
+                                 plan.n_runs)
 
         species = self.species_index[numbers]
         sh = o3.spherical_harmonics(self.sh_irreps, vectors, normalize=True, normalization="norm")
@@ -527,7 +531,8 @@ class FreeCG(nn.Module):
         """Compile the network with ``torch.compile`` (dynamic shapes) for faster inference.
 
         Two things are compiled: the whole network, used where the edges are not cut into
-        runs (a GPU below a million edges; a CPU up to ``4 * edge_chunk_size`` edges), and
+        runs (a GPU below a million edges; a CPU where
+        :func:`~freecg_md.nn.plan.plan_pass` plans one run), and
         each layer's update of one run of edges, used by the runs of a frozen model. On a
         CPU where the fused kernels load (:mod:`~freecg_md.nn.cpu.kernels`), frozen models use
         them instead and the compiled code stays unused: on chignolin (float32, 2 threads,

@@ -30,13 +30,24 @@ import torch
 from . import chunks as chunks_module
 from .cpu.kernels import kernels_available
 
-__all__ = ["DEFAULT_EDGE_CHUNK", "GPU_RUNS_ABOVE_EDGES", "KERNEL_CHOICES", "MAX_EDGE_RUNS",
-           "SPATIAL_ORDER_MIN_ATOMS", "ExecutionPlan", "kernels_support", "plan_pass"]
+__all__ = ["DEFAULT_EDGE_CHUNK", "FUSED_EDGES_PER_RUN", "FUSED_MIN_EDGES_PER_THREAD",
+           "GPU_RUNS_ABOVE_EDGES", "KERNEL_CHOICES", "MAX_EDGE_RUNS", "SPATIAL_ORDER_MIN_ATOMS",
+           "ExecutionPlan", "kernels_support", "plan_pass"]
 
-# Edges per run above which the edges are evaluated in runs (see FreeCG.edge_chunk_size),
-# and the most runs a trainable pass is cut into.
+# Edges per run of the torch-operation paths where FreeCG.edge_chunk_size is "auto" (the
+# pass goes in runs from four runs' worth of edges on), and the most runs a trainable pass
+# is cut into. Their runs are small so that a run's (E, 8, F) tensors stay in the caches.
 DEFAULT_EDGE_CHUNK = 1024
 MAX_EDGE_RUNS = 64
+# The fused CPU kernels' runs ("auto"): one per thread where the pass has at least
+# FUSED_MIN_EDGES_PER_THREAD edges per thread, and more, in multiples of the threads, only
+# where a run would exceed FUSED_EDGES_PER_RUN edges. Their widest intermediates are (E, 3F)
+# rows, not (E, 8, F) tensors, so the caches ask little of the run size, while each run
+# costs a fixed few dozen torch calls each way and a hand-off to a thread: small runs spent
+# a chignolin call's time on that (benchmarks/README.md, runs). A run count that is not a
+# multiple of the threads leaves a thread idle at the end of each layer.
+FUSED_EDGES_PER_RUN = 8192
+FUSED_MIN_EDGES_PER_THREAD = 1024
 # On a GPU, passes with fewer edges than this are not cut into runs.
 GPU_RUNS_ABOVE_EDGES = 1_000_000
 # From this many atoms a CPU pass in runs relabels the atoms in a space-filling-curve order
@@ -76,7 +87,10 @@ class ExecutionPlan:
     compiled:
         The network runs through ``torch.compile`` (whole passes with torch operations).
     max_edges_per_run:
-        The pass is cut into runs of about this many edges; None: one whole pass.
+        The pass is cut into runs of at most about this many edges; None: one whole pass.
+    n_runs:
+        How many runs of about equal size the pass is cut into (one more where the atoms'
+        boundaries ask for it); None: one whole pass.
     threads:
         Threads sharing the runs (frozen CPU passes in runs), else 1.
     keep_graphs:
@@ -90,6 +104,7 @@ class ExecutionPlan:
     kernels: str
     compiled: bool
     max_edges_per_run: int | None
+    n_runs: int | None
     threads: int
     keep_graphs: bool
     spatial_order: bool
@@ -105,7 +120,7 @@ class ExecutionPlan:
         if self.compiled:
             parts.append("torch.compile")
         if self.in_runs:
-            parts.append(f"runs of about {self.max_edges_per_run} edges"
+            parts.append(f"{self.n_runs} runs of at most {self.max_edges_per_run} edges"
                          + (f" in {self.threads} threads" if self.threads > 1 else "")
                          + ("" if self.keep_graphs else ", recomputed in the backward pass")
                          + (", atoms in space-filling-curve order" if self.spatial_order
@@ -135,37 +150,61 @@ def plan_pass(model: torch.nn.Module, device: torch.device | str, n_atoms: int, 
     device = torch.device(device)
     on_cpu = device.type == "cpu"
     frozen = not create_graph and not any(p.requires_grad for p in model.parameters())
-    # Runs pay off from about four runs' worth of edges (one chignolin, 5,500 edges, makes
-    # 6). A GPU wants whole passes: there runs only relieve memory.
-    chunk = model.edge_chunk_size
-    runs_above = 4 * (chunk or 0)
-    if not on_cpu:
-        runs_above = max(runs_above, GPU_RUNS_ABOVE_EDGES)
-    # Checkpointed runs only save memory, at the cost of recomputing each run in the
-    # backward pass: a trainable model takes them only where the pass is too large to keep
-    # whole.
-    keep_graphs = chunks_module.keeps_graphs(n_edges, model.config.hidden,
-                                             model.config.num_layers)
-    max_edges = None
-    if chunk is not None and n_edges > runs_above and (frozen or not keep_graphs):
-        max_edges = chunk
-        if not frozen:
-            # Each run's backward pass through autograd writes a gradient of every atom's
-            # gathered features, a cost of runs x atoms; capping the number of runs keeps it
-            # linear in the system size, at the price of larger runs.
-            max_edges = max(max_edges, -(-n_edges // MAX_EDGE_RUNS))
     # The fused kernels' backward cannot be differentiated again: frozen models only. Where
     # they run they take precedence over compile_network(): torch.compile does not trace
     # them, and its code is slower than theirs (benchmarks/bench_compile.py).
     fused = (frozen and model.fused_kernels and on_cpu and kernels_support(model.config)
              and kernels_available())
+    # Checkpointed runs only save memory, at the cost of recomputing each run in the
+    # backward pass: a trainable model takes them only where the pass is too large to keep
+    # whole.
+    keep_graphs = chunks_module.keeps_graphs(n_edges, model.config.hidden,
+                                             model.config.num_layers)
+    threads = torch.get_num_threads() if (on_cpu and frozen) else 1
+    chunk = model.edge_chunk_size
+    if not (chunk is None or chunk == "auto" or (isinstance(chunk, int) and chunk >= 1)):
+        raise ValueError(f"edge_chunk_size={chunk!r}: expected 'auto', a positive number of "
+                         "edges, or None (no runs)")
+    if chunk == "auto" and fused:
+        max_edges, n_runs = _fused_runs(n_edges, threads)
+    else:
+        max_edges, n_runs = _torch_runs(DEFAULT_EDGE_CHUNK if chunk == "auto" else chunk,
+                                        n_edges, on_cpu, frozen, keep_graphs)
     # The run loop depends on the data, which torch.compile would recompile for.
     compiled = (max_edges is None and not fused
                 and getattr(model, "_compiled_network", None) is not None)
-    threads = torch.get_num_threads() if (on_cpu and frozen and max_edges is not None) else 1
     return ExecutionPlan(
         device=str(device), frozen=frozen, kernels="fused-cpu" if fused else "torch",
-        compiled=compiled, max_edges_per_run=max_edges, threads=threads,
+        compiled=compiled, max_edges_per_run=max_edges, n_runs=n_runs,
+        threads=threads if max_edges is not None else 1,
         keep_graphs=keep_graphs if max_edges is not None else True,
         spatial_order=(max_edges is not None and on_cpu
                        and n_atoms >= SPATIAL_ORDER_MIN_ATOMS))
+
+
+def _fused_runs(n_edges: int, threads: int) -> tuple[int | None, int | None]:
+    """``(max_edges_per_run, n_runs)`` of a pass through the fused kernels with
+    ``edge_chunk_size = "auto"`` (see ``FUSED_EDGES_PER_RUN``); ``(None, None)``: whole."""
+    share = threads if threads > 1 and n_edges >= threads * FUSED_MIN_EDGES_PER_THREAD else 1
+    n_runs = share * -(-n_edges // (share * FUSED_EDGES_PER_RUN))
+    return (FUSED_EDGES_PER_RUN, n_runs) if n_runs > 1 else (None, None)
+
+
+def _torch_runs(chunk: int | None, n_edges: int, on_cpu: bool, frozen: bool,
+                keep_graphs: bool) -> tuple[int | None, int | None]:
+    """``(max_edges_per_run, n_runs)`` of runs of about ``chunk`` edges (an explicit
+    ``edge_chunk_size``, or the torch-operation paths' default); ``(None, None)``: whole."""
+    if chunk is None:
+        return None, None
+    # Runs pay off from about four runs' worth of edges. A GPU wants whole passes: there
+    # runs only relieve memory.
+    runs_above = 4 * chunk if on_cpu else max(4 * chunk, GPU_RUNS_ABOVE_EDGES)
+    if n_edges <= runs_above or (not frozen and keep_graphs):
+        return None, None
+    max_edges = chunk
+    if not frozen:
+        # Each run's backward pass through autograd writes a gradient of every atom's
+        # gathered features, a cost of runs x atoms; capping the number of runs keeps it
+        # linear in the system size, at the price of larger runs.
+        max_edges = max(max_edges, -(-n_edges // MAX_EDGE_RUNS))
+    return max_edges, -(-n_edges // max_edges)

@@ -46,6 +46,19 @@ def test_runs_are_even_without_a_short_tail():
     assert max(sizes) - min(sizes) <= 2 * int(counts.max())
 
 
+def test_runs_asked_for_by_number_are_even():
+    # The fused kernels' plan: one run per thread, far below the limit.
+    counts = torch.from_numpy(np.random.default_rng(1).integers(20, 46, size=166))
+    centers = torch.repeat_interleave(torch.arange(166), counts)
+    for n_runs in (2, 3, 4):
+        chunks = edge_chunks(centers, 166, 8192, n_runs)
+        sizes = [c.edges.stop - c.edges.start for c in chunks]
+        assert len(chunks) == n_runs and sum(sizes) == len(centers)
+        assert max(sizes) - min(sizes) <= 2 * int(counts.max())
+    # Never fewer runs than the limit allows.
+    assert len(edge_chunks(centers, 166, 1024, 2)) == -(-len(centers) // 1024)
+
+
 def test_chunk_limit_must_be_positive():
     with pytest.raises(ValueError, match="max_edges=0"):
         edge_chunks(torch.zeros(3, dtype=torch.long), 1, 0)

@@ -8,7 +8,14 @@ import torch
 from freecg_md.nn import chunks as chunks_module
 from freecg_md.nn import model as model_module
 from freecg_md.nn.cpu.kernels import kernels_available
-from freecg_md.nn.plan import GPU_RUNS_ABOVE_EDGES, MAX_EDGE_RUNS, plan_pass
+from freecg_md.nn.plan import (
+    DEFAULT_EDGE_CHUNK,
+    FUSED_EDGES_PER_RUN,
+    FUSED_MIN_EDGES_PER_THREAD,
+    GPU_RUNS_ABOVE_EDGES,
+    MAX_EDGE_RUNS,
+    plan_pass,
+)
 from tests.conftest import full_edges, random_molecule, small_model
 
 
@@ -39,9 +46,42 @@ def test_runs_above_four_runs_of_edges_on_a_cpu_shared_among_threads(monkeypatch
     assert not plan_pass(model, "cpu", 50, 400).in_runs
     plan = plan_pass(model, "cpu", 50, 401)
     assert plan.max_edges_per_run == 100 and plan.threads == 3 and plan.keep_graphs
-    assert "runs of about 100 edges in 3 threads" in plan.describe()
+    assert plan.n_runs == 5 and "5 runs of at most 100 edges in 3 threads" in plan.describe()
     model.edge_chunk_size = None
     assert not plan_pass(model, "cpu", 50, 10**6).in_runs
+
+
+@pytest.mark.skipif(not kernels_available(), reason="the fused CPU kernels do not build here")
+def test_auto_runs_of_the_fused_kernels_are_one_per_thread_up_to_their_limit(monkeypatch):
+    model = frozen(small_model())
+    assert model.edge_chunk_size == "auto"
+    threads = {"n": 2}
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads["n"])
+    # A chignolin's edges: one run per thread.
+    plan = plan_pass(model, "cpu", 166, 5546)
+    assert (plan.n_runs, plan.max_edges_per_run, plan.threads) == (2, FUSED_EDGES_PER_RUN, 2)
+    assert "2 runs of at most 8192 edges in 2 threads" in plan.describe()
+    # Too few edges to share: whole.
+    assert not plan_pass(model, "cpu", 40, 2 * FUSED_MIN_EDGES_PER_THREAD - 1).in_runs
+    # Beyond a run's limit per thread: more runs, a multiple of the threads.
+    assert plan_pass(model, "cpu", 1002, 42286).n_runs == 6
+    threads["n"] = 1  # one thread: runs only beyond the limit
+    assert not plan_pass(model, "cpu", 166, 5546).in_runs
+    plan = plan_pass(model, "cpu", 1002, 42286)
+    assert plan.n_runs == 6 and plan.threads == 1
+    # On torch operations "auto" means runs of about DEFAULT_EDGE_CHUNK edges.
+    model.fused_kernels = False
+    plan = plan_pass(model, "cpu", 166, 5546)
+    assert plan.kernels == "torch" and plan.max_edges_per_run == DEFAULT_EDGE_CHUNK
+    assert plan.n_runs == 6
+
+
+@pytest.mark.parametrize("bad", [0, -5, "big", 1.5])
+def test_a_bad_edge_chunk_size_is_named(bad):
+    model = frozen(small_model())
+    model.edge_chunk_size = bad
+    with pytest.raises(ValueError, match="edge_chunk_size"):
+        plan_pass(model, "cpu", 20, 300)
 
 
 def test_a_trainable_model_takes_runs_only_beyond_the_kept_graph_budget(monkeypatch):
