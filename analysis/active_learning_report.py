@@ -128,11 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     if args.figure is not None and points:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from freecg_md.analysis.plots import new_figure
 
-        figure, axis = plt.subplots(figsize=(5.5, 4.5))
+        figure, axis = new_figure(figsize=(5.5, 4.5))
         for (set_name, (spread, error)), marker in zip(points.items(), "os^", strict=False):
             rho = report["committee"][set_name]["spearman_rho"]
             axis.scatter(spread, error, s=12, marker=marker, alpha=0.7,

@@ -10,28 +10,35 @@ import os
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; never needs a display
+from .landscape import Basin, Landscape
+from .statistics import MeltingFit, two_state_fraction
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .landscape import Basin, Landscape  # noqa: E402
-from .statistics import MeltingFit, two_state_fraction  # noqa: E402
-
-__all__ = ["plot_basin_errors", "plot_conformation_errors", "plot_landscapes", "plot_overlay",
-           "plot_melting_curve", "plot_remd", "plot_rmsd_band"]
+__all__ = ["new_figure", "plot_basin_errors", "plot_conformation_errors", "plot_landscapes",
+           "plot_melting_curve", "plot_overlay", "plot_remd", "plot_rmsd_band"]
 
 BASIN_STYLE = {"folded": ("*", "white"), "unfolded": ("X", "tab:red")}
 
 
-def _save(figure: plt.Figure, path: str | os.PathLike) -> Path:
+def new_figure(nrows: int = 1, ncols: int = 1, **options: Any) -> tuple[Figure, Any]:
+    """``(figure, axes)`` as ``pyplot.subplots(nrows, ncols, **options)`` gives them, but
+    without pyplot: the figure belongs to no backend and no global figure list, so drawing
+    files here neither changes the caller's backend (a notebook's stays inline) nor needs
+    a display. ``figsize`` and ``layout`` go to the figure, the rest to its subplots."""
+    figure = Figure(figsize=options.pop("figsize", None), layout=options.pop("layout", None))
+    return figure, figure.subplots(nrows, ncols, **options)
+
+
+def _save(figure: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(figure)
     return path
 
 
@@ -57,7 +64,7 @@ def plot_landscapes(panels: Sequence[tuple[str, Landscape]],
         False for a run that is not converged: each panel shows only which bins were
         sampled, in one colour, and the basins' positions without free energies.
     """
-    figure, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.8),
+    figure, axes = new_figure(1, len(panels), figsize=(6.2 * len(panels), 4.8),
                                 squeeze=False, layout="constrained")
     for ax, (subtitle, landscape), marks in zip(axes[0], panels, basins, strict=True):
         if not depths:
@@ -83,7 +90,7 @@ def plot_landscapes(panels: Sequence[tuple[str, Landscape]],
     return _save(figure, path)
 
 
-def _draw_sampled_region(ax: plt.Axes, landscape: Landscape, marks: Sequence[Basin],
+def _draw_sampled_region(ax: Axes, landscape: Landscape, marks: Sequence[Basin],
                          native: tuple[float, float], labels: tuple[str, str],
                          subtitle: str) -> None:
     """The bins a run visited, in one colour: where it went, with no depth claimed."""
@@ -95,7 +102,7 @@ def _draw_sampled_region(ax: plt.Axes, landscape: Landscape, marks: Sequence[Bas
                     [(b, f"most visited {b.name} bin") for b in marks if np.isfinite(b.x)])
 
 
-def _mark_and_label(ax: plt.Axes, landscape: Landscape, native: tuple[float, float],
+def _mark_and_label(ax: Axes, landscape: Landscape, native: tuple[float, float],
                     labels: tuple[str, str], title: str,
                     marks: Sequence[tuple[Basin, str]]) -> None:
     """The native point, the basins with their legend texts, limits, labels and title."""
@@ -119,7 +126,7 @@ def plot_melting_curve(temperatures: np.ndarray, fraction: np.ndarray, error: np
 
     ``temperatures`` (K,) K, ``fraction`` and ``error`` (K,) (NaN where nothing was sampled).
     """
-    figure, ax = plt.subplots(figsize=(6.0, 4.0))
+    figure, ax = new_figure(figsize=(6.0, 4.0))
     ax.errorbar(temperatures, fraction, yerr=error, fmt="o-" if fit is None else "o",
                 capsize=3, color="tab:blue", label="sampled (±1 standard error)")
     if fit is not None:
@@ -146,7 +153,7 @@ def plot_rmsd_band(time_ps: np.ndarray, rmsd: np.ndarray, title: str,
     """
     rmsd = np.atleast_2d(rmsd)
     mean, std = rmsd.mean(axis=0), rmsd.std(axis=0)
-    figure, ax = plt.subplots(figsize=(6.4, 4.0))
+    figure, ax = new_figure(figsize=(6.4, 4.0))
     for row in rmsd:
         ax.plot(time_ps, row, color="tab:blue", lw=0.5, alpha=0.25)
     ax.fill_between(time_ps, mean - std, mean + std, color="tab:blue", alpha=0.3,
@@ -167,7 +174,7 @@ def plot_remd(temperatures: np.ndarray, acceptance: np.ndarray, time_ps: np.ndar
     ``temperatures`` (K,) K, ``acceptance`` (K-1,) fractions (NaN: never attempted),
     ``time_ps`` (F,), ``temperature_index`` (F, R) ladder index of each replica per frame.
     """
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2),
+    figure, (left, right) = new_figure(1, 2, figsize=(12, 4.2),
                                          gridspec_kw={"width_ratios": [1, 1.4]})
     pairs = [f"{a:.0f}-{b:.0f}" for a, b in zip(temperatures[:-1], temperatures[1:],
                                                 strict=True)]
@@ -177,7 +184,7 @@ def plot_remd(temperatures: np.ndarray, acceptance: np.ndarray, time_ps: np.ndar
     left.set_ylabel("exchange acceptance")
     left.set_ylim(0, 1)
     left.set_title("acceptance per pair")
-    colours = plt.cm.tab10(np.linspace(0, 1, max(temperature_index.shape[1], 1)))
+    colours = matplotlib.colormaps["tab10"](np.linspace(0, 1, max(temperature_index.shape[1], 1)))
     for r in range(temperature_index.shape[1]):
         right.step(time_ps, temperatures[temperature_index[:, r]], where="post",
                    color=colours[r % len(colours)], lw=1, label=f"replica {r}")
@@ -197,7 +204,7 @@ def plot_conformation_errors(names: Sequence[str], energy_error: dict[str, np.nd
     ``energy_error`` and ``force_mae`` map a model name to (C,) values in ``units`` and
     ``units``/Å for the C conformations ``names``.
     """
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    figure, axes = new_figure(1, 2, figsize=(12, 4.2))
     positions = np.arange(len(names))
     width = 0.8 / max(len(energy_error), 1)
     for panel, (values, ylabel) in zip(
@@ -225,7 +232,7 @@ def plot_basin_errors(examples: Sequence[str], energy_error: dict[str, np.ndarra
     (kcal/mol/Å) on them; ``summary`` the :class:`~.conformations.BasinErrors` of every
     model and basin (means over all picked conformations, with standard errors).
     """
-    figure, axes = plt.subplots(1, 3, figsize=(16, 4.4),
+    figure, axes = new_figure(1, 3, figsize=(16, 4.4),
                                 gridspec_kw={"width_ratios": [1.3, 1.3, 1]})
     positions = np.arange(len(examples))
     width = 0.8 / max(len(energy_error), 1)
@@ -269,7 +276,7 @@ def plot_overlay(reference: Landscape, depths: bool, runs: Sequence[tuple[str, n
     """Runs' frames (each ``(name, (F, 2) cvs)``) drawn over a reference landscape on the
     same axes and bins: ``F`` in kcal/mol where ``depths`` (a converged reference),
     otherwise the bins it visited."""
-    figure, ax = plt.subplots(figsize=(7.5, 6))
+    figure, ax = new_figure(figsize=(7.5, 6))
     if depths:
         mesh = ax.pcolormesh(reference.x_edges, reference.y_edges, reference.free_energy.T,
                              cmap="viridis", shading="flat")

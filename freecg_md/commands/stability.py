@@ -251,15 +251,12 @@ def plot(curves: dict, path: Path, model: str = "") -> None:
     """The largest force and the longest X-H bond of every trajectory over time, a cross
     where a trajectory failed (``curves[(temperature, index)] = (time, force, xh,
     failure_time or None)``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..analysis.plots import new_figure
 
     temperatures = sorted({t for t, _ in curves})
     colours = dict(zip(temperatures, ("tab:blue", "tab:orange", "tab:red", "tab:purple"),
                        strict=False))
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    figure, (left, right) = new_figure(1, 2, figsize=(12, 4.2))
     failed_label = "failed before the next frame"
     for (temperature, index), (time, force, xh, failed_at) in sorted(curves.items()):
         label = f"{temperature:g} K" if index == 0 else None
@@ -284,7 +281,6 @@ def plot(curves: dict, path: Path, model: str = "") -> None:
     figure.suptitle("chignolin, hot Langevin trajectories"
                     + (f" with {model}" if model else ""))
     figure.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(figure)
 
 
 def main(argv: list[str] | None = None) -> int:

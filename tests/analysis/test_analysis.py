@@ -1,5 +1,8 @@
 """Analysis functions against known answers on synthetic data."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -146,3 +149,18 @@ def test_folded_and_unfolded_basins_of_two_gaussian_wells():
     with pytest.raises(ValueError, match="folded_radius"):
         folded_unfolded_basins(landscape, native=(3.0, 6.0), folded_radius=4.0,
                                unfolded_radius=3.0)
+
+
+def test_drawing_figures_leaves_the_callers_matplotlib_backend_alone(tmp_path):
+    # A notebook's inline backend must survive importing and using the plots: they draw on
+    # figures of their own, without pyplot.
+    script = (
+        "import matplotlib; matplotlib.use('svg'); import numpy as np\n"
+        "from freecg_md.analysis.plots import plot_rmsd_band\n"
+        f"plot_rmsd_band(np.arange(5.0), np.ones((2, 5)), 'rmsd', r'{tmp_path / 'band.png'}')\n"
+        "import sys; assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()\n"
+        "assert 'matplotlib.pyplot' not in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "band.png").stat().st_size > 0
