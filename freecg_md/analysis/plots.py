@@ -65,7 +65,7 @@ def plot_landscapes(panels: Sequence[tuple[str, Landscape]],
         sampled, in one colour, and the basins' positions without free energies.
     """
     figure, axes = new_figure(1, len(panels), figsize=(6.2 * len(panels), 4.8),
-                                squeeze=False, layout="constrained")
+                              squeeze=False, layout="constrained")
     for ax, (subtitle, landscape), marks in zip(axes[0], panels, basins, strict=True):
         if not depths:
             _draw_sampled_region(ax, landscape, marks, native, labels, subtitle)
@@ -175,7 +175,7 @@ def plot_remd(temperatures: np.ndarray, acceptance: np.ndarray, time_ps: np.ndar
     ``time_ps`` (F,), ``temperature_index`` (F, R) ladder index of each replica per frame.
     """
     figure, (left, right) = new_figure(1, 2, figsize=(12, 4.2),
-                                         gridspec_kw={"width_ratios": [1, 1.4]})
+                                       gridspec_kw={"width_ratios": [1, 1.4]})
     pairs = [f"{a:.0f}-{b:.0f}" for a, b in zip(temperatures[:-1], temperatures[1:],
                                                 strict=True)]
     left.bar(range(len(pairs)), np.nan_to_num(acceptance), color="tab:green")
@@ -233,7 +233,7 @@ def plot_basin_errors(examples: Sequence[str], energy_error: dict[str, np.ndarra
     model and basin (means over all picked conformations, with standard errors).
     """
     figure, axes = new_figure(1, 3, figsize=(16, 4.4),
-                                gridspec_kw={"width_ratios": [1.3, 1.3, 1]})
+                              gridspec_kw={"width_ratios": [1.3, 1.3, 1]})
     positions = np.arange(len(examples))
     width = 0.8 / max(len(energy_error), 1)
     for panel, values, ylabel in ((axes[0], energy_error, "energy error, model - reference "
