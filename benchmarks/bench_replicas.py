@@ -18,11 +18,9 @@ machine hits them alike. Positions move by an MD step's worth (0.005 Å rms) bet
 neighbour lists are reused as they are in MD.
 
 On CPUs with glibc, tensors above malloc's mmap threshold (at most 32 MiB) are mapped afresh
-and page-faulted on every call; a batch of 8 chignolins makes (E, 8, F) edge tensors of
-~170 MB, so the batch pays that cost where one replica (~20 MB) mostly does not.
-``--no-mmap`` calls ``mallopt`` to serve all allocations from the heap and keep freed memory,
-(the same as running with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...``) to show the
-difference; it changes this process only.
+and page-faulted on every call. The worker processes of the default configuration serve
+them from the heap instead (:func:`freecg_md.md.worker_serve.keep_freed_memory`);
+``--no-mmap`` does the same in this process (the batched, in-process and calculator rows).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_replicas.py --threads 2
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_replicas.py --threads 2 --no-mmap
@@ -32,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
 import os
 import statistics
 import tempfile
@@ -54,6 +51,7 @@ from freecg_md.md import (  # noqa: E402
     run_replicas,
     temperature_ladder,
 )
+from freecg_md.md.worker_serve import keep_freed_memory  # noqa: E402
 
 
 def chignolin_or_stand_in(seed: int) -> Atoms:
@@ -71,15 +69,6 @@ def chignolin_or_stand_in(seed: int) -> Atoms:
                 positions.append(trial)
         return Atoms(numbers=numbers, positions=np.array(positions))
     return load_chignolin().atoms
-
-
-def disable_malloc_mmap() -> None:
-    """glibc: no mmap for large allocations, and keep freed heap memory (mallopt)."""
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
-    # mallopt takes a C int: the largest trim threshold is 2**31 - 1 bytes.
-    if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**31 - 1)):
-        raise RuntimeError("mallopt refused the settings")
 
 
 class TimedPotential:
@@ -194,8 +183,8 @@ def main() -> None:
                         help="glibc mallopt: no mmap for large tensors (see the docstring)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.no_mmap:
-        disable_malloc_mmap()
+    if args.no_mmap and not keep_freed_memory():
+        raise RuntimeError("--no-mmap: mallopt refused the settings (glibc only)")
 
     torch.manual_seed(args.seed)
     model = load_model(args.model).to(torch.float32) if args.model else FreeCG()
