@@ -38,6 +38,7 @@ force in a System.
 from __future__ import annotations
 
 import re
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -276,6 +277,7 @@ def _energy(positions: torch.Tensor, pairs: _Pairs, k: float) -> torch.Tensor:
 # built once per process at first use.
 _energy_and_gradient = torch.func.grad_and_value(_energy)
 _compiled: list[Callable[..., tuple[torch.Tensor, torch.Tensor]]] = []
+_compiled_lock = threading.Lock()
 
 
 class TorchGBn2:
@@ -306,11 +308,16 @@ class TorchGBn2:
                              f"({p.n_atoms}, 3)")
         arguments = (positions, self._pairs, self._k)
         if self.compile:
-            if not _compiled:
-                # One thread: inductor's parallel loops add the gradient's scattered terms in
-                # a varying order, and a run must resume bit for bit; the term is small.
-                _compiled.append(torch.compile(_energy_and_gradient, dynamic=False,
-                                               options={"cpp.threads": 1}))
+            with _compiled_lock:  # replicas may be stepped from several threads
+                if not _compiled:
+                    # One thread: inductor's parallel loops add the gradient's scattered
+                    # terms in a varying order, and a run must resume bit for bit; the term
+                    # is small. The C++ wrapper releases the interpreter lock while the
+                    # compiled code runs (inductor's Python wrapper holds it), so replicas
+                    # stepped from several threads compute their GBn2 at the same time.
+                    _compiled.append(torch.compile(
+                        _energy_and_gradient, dynamic=False,
+                        options={"cpp.threads": 1, "cpp_wrapper": True}))
             try:
                 gradient, energy = _compiled[0](*arguments)
             except Exception as error:  # no C++ compiler, or an inductor limitation

@@ -65,3 +65,17 @@ def test_the_gbn2_implementation_may_change_when_a_run_resumes(tmp_path):
     assert run.config["gbn2_from_cycle"] == [[0, "openmm"], [2, "torch"]]
     with pytest.raises(ValueError, match="gbn2='amber': expected 'auto', 'torch' or 'openmm'"):
         config(tmp_path, "other", 2, gbn2="amber")
+
+
+def test_replicas_stepped_from_several_threads_give_the_same_run(tmp_path):
+    # Each replica has its own integrator and random stream; GBn2 in torch (shared compiled
+    # function, one thread each call) gives the same forces whichever thread asks.
+    kwargs = {"platform": "CPU", "gbn2": "torch", "threads": 1}
+    run_classical_remd(config(tmp_path, "one", 3, **kwargs), progress=False)
+    run_classical_remd(config(tmp_path, "two", 3, workers=2, **kwargs), progress=False)
+    a, b = read_run(tmp_path / "one"), read_run(tmp_path / "two")
+    np.testing.assert_array_equal(a.positions, b.positions)
+    np.testing.assert_array_equal(a.energies, b.energies)
+    np.testing.assert_array_equal(a.temperature_index, b.temperature_index)
+    with pytest.raises(ValueError, match="workers=0"):
+        config(tmp_path, "bad", 2, workers=0)
