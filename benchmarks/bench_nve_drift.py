@@ -1,9 +1,11 @@
-"""Energy conservation of chignolin in NVE with the shipped model: float32 against float64.
+"""Energy conservation of chignolin in NVE with the shipped model: float32 against float64
+(and float32 with the bfloat16 mode, ``--dtypes bfloat16``).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_nve_drift.py --ps 10 --threads 1
 
 Runs velocity Verlet (ASE's ``VelocityVerlet``) on the 166-atom chignolin with
-``FreeCGCalculator(model, dtype=...)`` for each dtype from the same start (native structure,
+``FreeCGCalculator(model, dtype=...)`` for each dtype (``bfloat16``: float32 with
+``matmul_precision="bfloat16"``) from the same start (native structure,
 Maxwell-Boltzmann velocities at ``--temperature`` from ``--seed``, no centre-of-mass motion;
 ``--hydrogen-mass`` repartitions mass onto the hydrogens first, for a longer ``--timestep``).
 The runs advance in alternating chunks, so their ms per step share the machine's load.
@@ -41,7 +43,7 @@ from freecg_md.md import repartition_hydrogen_masses  # noqa: E402
 from freecg_md.md.guards import find_bonds  # noqa: E402
 
 DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "..", "models", "chignolin.pt")
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64", "bfloat16")
 CSV_HEADER = ["dtype", "step", "time_ps", "total_energy_eV", "seconds"]
 
 
@@ -91,7 +93,8 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=100, help="steps per turn of each dtype")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES))
+    parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES[:2]),
+                        help="bfloat16: float32 with the bfloat16 mode (matmul_precision)")
     parser.add_argument("--csv", help="append dtype, time_ps, total energy (eV) rows here")
     parser.add_argument("--summarise", nargs="+", metavar="CSV",
                         help="print the figures of earlier --csv files and exit")
@@ -125,7 +128,9 @@ def main() -> None:
     suffix = "" if args.hydrogen_mass is None else f", H {args.hydrogen_mass:g} amu"
     for dtype in args.dtypes:
         atoms = start_atoms.copy()
-        atoms.calc = FreeCGCalculator(args.model, dtype=dtype)
+        reduced = dtype == "bfloat16"
+        atoms.calc = FreeCGCalculator(args.model, dtype="float32" if reduced else dtype,
+                                      matmul_precision=dtype if reduced else "float32")
         dynamics = VelocityVerlet(atoms, timestep=args.timestep * units.fs)
         runs[dtype] = {"atoms": atoms, "dyn": dynamics, "t": [0.0],
                        "e": [atoms.get_total_energy()], "seconds": 0.0}
@@ -164,8 +169,9 @@ def main() -> None:
         ms[dtype] = run["seconds"] / run["dyn"].nsteps * 1e3
         print(f"{dtype}: {drift_figures(np.asarray(run['t']), np.asarray(run['e']), n_atoms)}, "
               f"{ms[dtype]:.1f} ms/step")
-    if len(ms) == 2:
-        print(f"float64 / float32 time per step: {ms['float64'] / ms['float32']:.2f}x")
+    for other in ("float64", "bfloat16"):
+        if other in ms and "float32" in ms:
+            print(f"{other} / float32 time per step: {ms[other] / ms['float32']:.2f}x")
 
 
 if __name__ == "__main__":

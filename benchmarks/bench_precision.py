@@ -1,23 +1,25 @@
-"""What bfloat16 matrix products would cost and gain, side by side in one run.
+"""The bfloat16 mode (``matmul_precision="bfloat16"``): its cost and its gain, side by side.
 
-A reduced-precision inference mode is worth offering only if its forces stay close to
-float32's: the bar here is a force error against float32 of at most 5 % of the model's own
-force error against its labels. This script measures, for the shipped model on structures
-of its held-out test split (float32 everywhere else, the model's reference path):
+The mode is worth using only where its forces stay close to float32's: the bar here is a
+force error against float32 of at most 5 % of the model's own force error against its
+labels. This script measures, for the shipped model on structures of its held-out test
+split:
 
-* each kind of the interaction layers' projections (``qks_proj``, ``dkdv_proj``, ...)
-  computed with bfloat16 operands and a float32 result, one kind at a time;
-* all of them at once (float32 results, float32 biases, float32 everything else);
-* ``torch.autocast("cpu", torch.bfloat16)`` over the whole pass (every linear map and
-  matrix product in bfloat16, bfloat16 results);
+* on the model's reference path, each kind of the interaction layers' projections
+  (``qks_proj``, ``dkdv_proj``, ...) with bfloat16 operands (oneDNN's mode: float32
+  accumulation and result), one kind at a time and all at once, and
+  ``torch.autocast("cpu", torch.bfloat16)`` over the whole pass (bfloat16 results too):
+  where the error comes from;
+* the mode itself on the frozen model's fused CPU path (the runs' products, forward and
+  backward, in bfloat16; the per-atom terms in float32);
 
-each as force MAE against float32 (eV/Å), its ratio to the model's own force MAE, and the
-energy change (meV/atom, signed and absolute). The gain side: float32 and bfloat16 matrix
-product throughput at the projections' shapes on chignolin (F = 64, 128, 256), and the share
-of a float32 energy-and-forces call on the fast path spent in matrix products, for the
-shipped model, FreeCG() and the paper's size (profiled on one thread), from which follows the
-most any bfloat16 mode could speed that call up (Amdahl's bound: products made free, casts
-not counted).
+each as force MAE against float32 (eV/Å), its share of the model's own force MAE, and the
+energy change (meV/atom: mean, mean absolute, and its spread over the structures). The gain
+side: float32 and bfloat16 matrix-product throughput at the projections' shapes on
+chignolin (F = 64, 128, 256); the share of a float32 call spent in matrix products for the
+shipped model, FreeCG() and the paper's size (one thread, torch's profiler), with the most
+any bfloat16 mode could gain (Amdahl's bound); and the mode against float32, call by call
+in turns, for those three models on chignolin and on a 1,002-atom water droplet.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_precision.py --threads 2
 """
@@ -29,6 +31,7 @@ import contextlib
 import copy
 import os
 import statistics
+import sys
 import time
 import types
 from collections.abc import Iterator
@@ -44,6 +47,7 @@ from freecg_md import FreeCG, shipped_model  # noqa: E402
 from freecg_md.data import load_chignolin  # noqa: E402
 from freecg_md.io import load_model  # noqa: E402
 from freecg_md.neighbors import build_neighbor_list  # noqa: E402
+from freecg_md.nn.precision import cpu_has_bfloat16, matmul_precision  # noqa: E402
 from freecg_md.train.config import TrainConfig  # noqa: E402
 from freecg_md.train.data import collate  # noqa: E402
 from freecg_md.train.dataset_cache import load_training_structures  # noqa: E402
@@ -56,9 +60,10 @@ MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul", "aten::
 
 
 def _bf16_linear(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``self(x)`` with bfloat16 operands and a float32 result (the bias added in float32)."""
-    y = F.linear(x.to(torch.bfloat16), self.weight.to(torch.bfloat16)).to(x.dtype)
-    return y if self.bias is None else y + self.bias
+    """``self(x)`` with bfloat16 operands, accumulated and returned in float32 (oneDNN's
+    mode, as the model's bfloat16 mode computes its products)."""
+    with matmul_precision("bfloat16", x.device):
+        return F.linear(x, self.weight, self.bias)
 
 
 @contextlib.contextmanager
@@ -97,8 +102,8 @@ def accuracy(model: nn.Module, structures: list, variants: dict) -> None:
     print(f"{len(structures)} held-out structures; the model's own force MAE against the "
           f"labels: {own_error:.4f} eV/Å (5 % of it: {0.05 * own_error:.5f})\n")
     print("| bfloat16 in | force MAE vs float32 (eV/Å) | / own force MAE | energy change "
-          "(meV/atom, mean) | |energy change| (meV/atom) |")
-    print("| --- | --- | --- | --- | --- |")
+          "(meV/atom, mean) | |energy change| (meV/atom) | its spread (meV/atom, sd) |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name, context in variants.items():
         df, de = [], []
         for call, energy, forces, n_atoms in reference:
@@ -107,8 +112,48 @@ def accuracy(model: nn.Module, structures: list, variants: dict) -> None:
             df.append((out["forces"].detach().float() - forces).abs().mean().item())
             de.append((float(out["energy"].detach()) - energy) / n_atoms)
         force = statistics.mean(df)
-        print(f"| {name} | {force:.5f} | {force / own_error:.3f} | "
-              f"{1000 * statistics.mean(de):+.3f} | {1000 * statistics.mean(map(abs, de)):.3f} |")
+        print(f"| {name} | {force:.5f} | {100 * force / own_error:.2f} % | "
+              f"{1000 * statistics.mean(de):+.3f} | {1000 * statistics.mean(map(abs, de)):.3f} "
+              f"| {1000 * statistics.stdev(de):.3f} |")
+
+
+@contextlib.contextmanager
+def mode(model: nn.Module, precision: str) -> Iterator[None]:
+    """Within the block, ``model.matmul_precision`` is ``precision``."""
+    model.matmul_precision = precision
+    try:
+        yield
+    finally:
+        model.matmul_precision = "float32"
+
+
+def mode_speed(sizes: dict[str, nn.Module], systems: dict[str, tuple], rounds: int,
+               calls: int) -> None:
+    """ms per energy + forces call of each frozen model, float32 and the bfloat16 mode taking
+    turns call by call (the first of each pair alternating), median over ``rounds`` x
+    ``calls`` calls each."""
+    print("\n| model | system | float32 ms | bfloat16 mode ms | speed-up |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, network in sizes.items():
+        frozen = copy.deepcopy(network).to(torch.float32).requires_grad_(False)
+        for system, (numbers, positions) in systems.items():
+            neighbors = build_neighbor_list(positions, frozen.cutoff)
+            call = (torch.as_tensor(numbers), torch.tensor(positions, dtype=torch.float32),
+                    torch.as_tensor(neighbors.edge_index, dtype=torch.long))
+            times: dict[str, list[float]] = {"float32": [], "bfloat16": []}
+            for precision in times:  # warm-up: kernels, thread pools, oneDNN's primitives
+                with mode(frozen, precision):
+                    frozen.energy_and_forces(*call)
+            for k in range(rounds * calls):
+                for precision in (("float32", "bfloat16") if k % 2 == 0
+                                  else ("bfloat16", "float32")):
+                    with mode(frozen, precision):
+                        start = time.perf_counter()
+                        frozen.energy_and_forces(*call)
+                        times[precision].append(time.perf_counter() - start)
+            a, b = (statistics.median(times[p]) for p in ("float32", "bfloat16"))
+            print(f"| {name} | {system} | {1e3 * a:.1f} | {1e3 * b:.1f} | {a / b:.2f}x |",
+                  flush=True)
 
 
 def _median_time(function: object, repeats: int) -> float:
@@ -173,6 +218,10 @@ def main() -> None:
                         help="held-out structures for the accuracy part")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="speed: rounds of --calls")
+    parser.add_argument("--calls", type=int, default=5, help="speed: calls per round")
+    parser.add_argument("--skip-accuracy", action="store_true",
+                        help="speed only (the accuracy tables take minutes)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s)")
@@ -188,7 +237,15 @@ def main() -> None:
     variants["every projection of the interaction layers"] = lambda: bf16_projections(every)
     variants["the whole pass (torch.autocast)"] = lambda: torch.autocast(
         "cpu", dtype=torch.bfloat16)
-    accuracy(model, held_out(model, args.structures), variants)
+    if not args.skip_accuracy:
+        structures = held_out(model, args.structures)
+        accuracy(model, structures, variants)
+        # The mode itself, as a user gets it: the frozen model's fused CPU path with
+        # matmul_precision="bfloat16" (the runs' products, forward and backward).
+        print("\nThe bfloat16 mode (matmul_precision='bfloat16': a frozen model, the fused "
+              "CPU path):\n")
+        frozen = copy.deepcopy(model).requires_grad_(False)
+        accuracy(frozen, structures, {"the mode": lambda: mode(frozen, "bfloat16")})
 
     chignolin = load_chignolin()
     n_edges = build_neighbor_list(chignolin.atoms.positions,
@@ -205,6 +262,17 @@ def main() -> None:
     for name, network in sizes.items():
         share = matmul_share(network, max(3, args.repeats // 4))
         print(f"| {name} | {100 * share:.0f} % | {1 / (1 - share):.2f}x |")
+    if cpu_has_bfloat16():
+        sys.path.insert(0, str(Path(__file__).parent))
+        from peers import water_cluster
+
+        water = water_cluster(334)
+        mode_speed(sizes, {"chignolin (166 atoms)": (chignolin.atoms.numbers,
+                                                      chignolin.atoms.positions),
+                           "water droplet (1,002 atoms)": water},
+                   args.rounds, args.calls)
+    else:
+        print("\nThis CPU has no bfloat16 units: the mode is not offered here.")
 
 
 if __name__ == "__main__":

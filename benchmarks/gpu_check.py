@@ -7,9 +7,10 @@ Run by ``benchmarks/gpu_check.sh`` (which also installs what the GPU machine lac
 shipped model on chignolin (166 atoms):
 
 1. **Correctness**: energy and forces on the device, float64, float32 and float32 with TF32
-   matrix products (``torch.set_float32_matmul_precision("high")`` inside the check only),
-   against the CPU in float64, on the native structure and on perturbed copies (largest
-   differences): what TF32 costs in accuracy.
+   matrix products (``FreeCGCalculator(matmul_precision="tf32")``; on a device without TF32,
+   a dry run on a CPU, that row computes float32), against the CPU in float64, on the
+   native structure and on perturbed copies (largest differences): what TF32 costs in
+   accuracy.
 2. **One call**: ``FreeCGCalculator(device=...)`` energy + forces, median wall time of
    ``--calls`` calls on geometries perturbed by 0.05 Å (so the calculator's neighbour list
    is reused, as in MD), float32 and TF32 products interleaved: what TF32 gains.
@@ -27,7 +28,6 @@ worker processes, no fused CPU kernels).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -36,7 +36,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads libgomp
@@ -79,21 +78,15 @@ def energy_forces(calculator: FreeCGCalculator, atoms, positions: np.ndarray
     return probe.get_potential_energy(), probe.get_forces()
 
 
-@contextlib.contextmanager
-def matmul_precision(precision: str) -> Iterator[None]:
-    """torch's float32 matrix-product precision within the block ("highest": float32;
-    "high": TF32 on CUDA), restored after it."""
-    saved = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision(precision)
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(saved)
+def reduced(device: str) -> str:
+    """The calculator's ``matmul_precision`` for the TF32 rows: ``"tf32"`` on CUDA; float32
+    elsewhere (a dry run on a CPU exercises the same code)."""
+    return "tf32" if torch.device(device).type == "cuda" else "float32"
 
 
-# Each row of the correctness table and of the one-call timings: (label, dtype, precision).
-VARIANTS = (("float64", "float64", "highest"), ("float32", "float32", "highest"),
-            ("float32 + TF32", "float32", "high"))
+# Each row of the correctness table: (label, dtype, TF32 products).
+VARIANTS = (("float64", "float64", False), ("float32", "float32", False),
+            ("float32 + TF32", "float32", True))
 
 
 def correctness(model_path: Path, atoms, device: str, n_geometries: int) -> list[dict]:
@@ -102,10 +95,10 @@ def correctness(model_path: Path, atoms, device: str, n_geometries: int) -> list
     reference = FreeCGCalculator(str(model_path), device="cpu", dtype="float64")
     expected = [energy_forces(reference, atoms, g) for g in geometries]
     rows = []
-    for label, dtype, precision in VARIANTS:
-        calculator = FreeCGCalculator(str(model_path), device=device, dtype=dtype)
-        with matmul_precision(precision):
-            got = [energy_forces(calculator, atoms, g) for g in geometries]
+    for label, dtype, tf32 in VARIANTS:
+        calculator = FreeCGCalculator(str(model_path), device=device, dtype=dtype,
+                                      matmul_precision=reduced(device) if tf32 else "float32")
+        got = [energy_forces(calculator, atoms, g) for g in geometries]
         rows.append({
             "dtype": label, "geometries": len(geometries),
             "max_energy_diff_eV": max(abs(g[0] - e[0]) for g, e in zip(got, expected, strict=True)),
@@ -120,17 +113,18 @@ def one_call(model_path: Path, atoms, device: str, calls: int) -> dict:
     """Median and fastest float32 calculator call, with float32 matrix products and with
     TF32 ones: one calculator each (a calculator returns its stored results for positions
     it has seen), the two taking turns at every geometry, the first of a turn alternating."""
-    calculators = {precision: FreeCGCalculator(str(model_path), device=device, dtype="float32")
-                   for precision in ("highest", "high")}
+    calculators = {precision: FreeCGCalculator(str(model_path), device=device, dtype="float32",
+                                               matmul_precision=reduced(device) if tf32
+                                               else "float32")
+                   for precision, tf32 in (("highest", False), ("high", True))}
     geometries = perturbed(atoms.positions, calls + 3, seed=2)
     times: dict[str, list[float]] = {precision: [] for precision in calculators}
     for k, geometry in enumerate(geometries):
         for precision in (("highest", "high") if k % 2 == 0 else ("high", "highest")):
-            with matmul_precision(precision):
-                synchronize(device)
-                started = time.perf_counter()
-                energy_forces(calculators[precision], atoms, geometry)
-                synchronize(device)
+            synchronize(device)
+            started = time.perf_counter()
+            energy_forces(calculators[precision], atoms, geometry)
+            synchronize(device)
             if k >= 3:  # the first calls build caches and pick kernels
                 times[precision].append(time.perf_counter() - started)
     return {"calls": calls, "median_ms": 1e3 * statistics.median(times["highest"]),

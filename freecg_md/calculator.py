@@ -18,6 +18,7 @@ from .domain import DomainWatcher, domain_of_model
 from .io import load_model
 from .neighbors import NeighborListCache
 from .nn import FreeCG
+from .nn.precision import check_matmul_precision
 
 __all__ = ["FreeCGCalculator", "resolve_device", "resolve_dtype"]
 
@@ -63,10 +64,12 @@ ModelLike = FreeCG | Committee | str | os.PathLike
 
 def prepare_model(model: ModelLike | Sequence[FreeCG | str | os.PathLike],
                   device: torch.device, dtype: torch.dtype,
-                  compile: bool = False) -> FreeCG | Committee:  # noqa: A002
+                  compile: bool = False,  # noqa: A002
+                  matmul_precision: str = "float32") -> FreeCG | Committee:
     """``model`` (a FreeCG, a :class:`~freecg_md.committee.Committee`, a model file path,
     or a list of models or paths, which makes a committee) in eval mode on ``device`` in
-    ``dtype``, compiled if asked, with no parameter needing a gradient.
+    ``dtype``, compiled if asked, with no parameter needing a gradient and its products in
+    ``matmul_precision`` (:mod:`freecg_md.nn.precision`).
 
     Conversions and compilation happen on a copy: the caller's model (perhaps shared with
     another calculator in another dtype, or being trained) must not change under it.
@@ -82,12 +85,18 @@ def prepare_model(model: ModelLike | Sequence[FreeCG | str | os.PathLike],
             f"model is a {type(model).__name__}; expected a FreeCG, a Committee, a model "
             "file path or a list of them"
         )
+    check_matmul_precision(matmul_precision, device)
     parameter = next(model.parameters())
     trainable = any(p.requires_grad for p in model.parameters())
-    if parameter.dtype != dtype or parameter.device != device or compile or trainable:
+    networks = model.members if isinstance(model, Committee) else [model]
+    precision_differs = any(getattr(n, "matmul_precision", "float32") != matmul_precision
+                            for n in networks)
+    if (parameter.dtype != dtype or parameter.device != device or compile or trainable
+            or precision_differs):
         model = copy.deepcopy(model).to(device=device, dtype=dtype).requires_grad_(False)
-    if compile:
-        for network in (model.members if isinstance(model, Committee) else [model]):
+    for network in (model.members if isinstance(model, Committee) else [model]):
+        network.matmul_precision = matmul_precision
+        if compile:
             network.compile_network()
     return model.eval()
 
@@ -113,6 +122,11 @@ class FreeCGCalculator(Calculator):
     compile:
         Run the network through ``torch.compile`` (see :meth:`FreeCG.compile_network`):
         faster calls after a first call that compiles for minutes on a CPU.
+    matmul_precision:
+        ``"float32"`` (default), ``"bfloat16"`` (CPUs with bfloat16 units: the interaction
+        layers' products take bfloat16 operands) or ``"tf32"`` (CUDA): faster products
+        for a small force error, measured in benchmarks/README.md (reduced precision);
+        see :mod:`freecg_md.nn.precision`. Only with ``dtype="float32"``.
 
     Notes
     -----
@@ -140,12 +154,17 @@ class FreeCGCalculator(Calculator):
         dtype: str | torch.dtype = "float32",
         skin: float = 1.0,
         compile: bool = False,  # noqa: A002 - torch's name for it
+        matmul_precision: str = "float32",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
-        self.model = prepare_model(model, self.device, self.dtype, compile)
+        if matmul_precision != "float32" and self.dtype != torch.float32:
+            raise ValueError(f"matmul_precision={matmul_precision!r} with dtype="
+                             f"{self.dtype}: reduced-precision products need "
+                             "dtype='float32'")
+        self.model = prepare_model(model, self.device, self.dtype, compile, matmul_precision)
         if isinstance(self.model, Committee):
             # An instance attribute: a single model's calculator keeps ASE's usual list.
             self.implemented_properties = (*type(self).implemented_properties,

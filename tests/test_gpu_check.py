@@ -39,12 +39,13 @@ def test_the_gpu_check_runs_on_a_cpu_and_writes_its_table(tmp_path, monkeypatch)
     assert float64["max_force_diff_eV_A"] < 1e-10  # the same computation as the reference
     float32 = next(r for r in report["correctness"] if r["dtype"] == "float32")
     assert 0 < float32["max_force_diff_eV_A"] < 1e-2
-    # The TF32 row (a CPU has no TF32: float32 products) is measured too, and the global
-    # matrix-product precision is back at its default afterwards.
+    # The TF32 row (a CPU has no TF32: float32 products) is measured too, and torch's
+    # global matrix-product settings are untouched.
     tf32 = next(r for r in report["correctness"] if r["dtype"] == "float32 + TF32")
     assert 0 < tf32["max_force_diff_eV_A"] < 1e-2
     assert report["one_call"]["tf32_median_ms"] > 0
     assert torch.get_float32_matmul_precision() == "highest"
+    assert torch.backends.mkldnn.matmul.fp32_precision == "none"
     (row,) = report["md"]
     assert "error" not in row and row["replicas"] == 1 and row["ns_per_day_per_replica"] > 0
     table = (out / "gpu_check.md").read_text()

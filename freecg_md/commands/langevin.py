@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                        device=device, dtype=args.dtype, draw_velocities=draw,
                        **start_config(args))
     potential = FreeCGPotential(model_argument(args), chignolin.atoms.numbers, device=device,
-                                dtype=args.dtype, compile=args.compile)
+                                dtype=args.dtype, compile=args.compile,
+                                matmul_precision=args.matmul_precision)
     execution = potential.execution(state.positions[0], config.n_replicas)
     print(f"Langevin MD of chignolin: {args.trajectories} trajectories at "
           f"{args.temperature:.0f} K from {start}, {args.equilibration_steps} steps of "

@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                        device=device, dtype=args.dtype, draw_velocities=draw,
                        **start_config(args))
     potential = FreeCGPotential(model, chignolin.atoms.numbers, device=device,
-                                dtype=args.dtype, compile=args.compile)
+                                dtype=args.dtype, compile=args.compile,
+                                matmul_precision=args.matmul_precision)
     execution = potential.execution(state.positions[0], config.n_replicas)
     say(f"REMD of chignolin: {config.n_replicas} replicas at "
         f"{', '.join(f'{t:.0f}' for t in ladder)} K from {start}; "

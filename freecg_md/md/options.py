@@ -46,6 +46,10 @@ def add_engine_options(parser: argparse.ArgumentParser, steps: int, output: str,
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model: minutes to compile, then faster steps")
+    parser.add_argument("--matmul-precision", default="float32",
+                        choices=["float32", "bfloat16", "tf32"],
+                        help="reduced-precision products: bfloat16 on CPUs with bfloat16 "
+                             "units, tf32 on CUDA (benchmarks/README.md, reduced precision)")
     parser.add_argument("--output", default=output, help="run directory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true",

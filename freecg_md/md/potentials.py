@@ -144,6 +144,10 @@ class FreeCGPotential:
     compile:
         Run the network through ``torch.compile`` (:meth:`FreeCG.compile_network`): the
         first step compiles (minutes on a CPU), later steps are faster.
+    matmul_precision:
+        ``"float32"`` (default), ``"bfloat16"`` (CPUs with bfloat16 units) or ``"tf32"``
+        (CUDA): reduced-precision products, in the workers too
+        (:mod:`freecg_md.nn.precision`; cost and gain in benchmarks/README.md).
     """
 
     def __init__(
@@ -158,6 +162,7 @@ class FreeCGPotential:
         replicas_per_pass: int | str | None = "auto",
         workers: int | str = "auto",
         compile: bool = False,  # noqa: A002 - torch's name for it
+        matmul_precision: str = "float32",
     ) -> None:
         self.device = resolve_device(device)
         if workers == "auto":
@@ -180,7 +185,10 @@ class FreeCGPotential:
                              "or an integer >= 1")
         self.replicas_per_pass = replicas_per_pass
         self.dtype = resolve_dtype(dtype)
-        self.model = prepare_model(model, self.device, self.dtype, compile)
+        if matmul_precision != "float32" and self.dtype != torch.float32:
+            raise ValueError(f"matmul_precision={matmul_precision!r} with dtype={self.dtype}: "
+                             "reduced-precision products need dtype='float32'")
+        self.model = prepare_model(model, self.device, self.dtype, compile, matmul_precision)
         self.force_disagreement: torch.Tensor | None = None
         self.numbers = np.asarray(numbers, dtype=np.int64).reshape(-1)
         if self.numbers.size == 0:
@@ -274,6 +282,7 @@ class FreeCGPotential:
                 replicas_per_pass=self.replicas_per_pass, compile=self.compile,
                 edge_chunk_size=self._first_network.edge_chunk_size,
                 fused_kernels=self._first_network.fused_kernels,
+                matmul_precision=self._first_network.matmul_precision,
                 threads=max(1, torch.get_num_threads() // n_workers))
         return self._worker_processes
 

@@ -73,6 +73,7 @@ class WorkerSpec:
     edge_chunk_size: int | str | None
     fused_kernels: bool
     threads: int
+    matmul_precision: str = "float32"
 
 
 class WorkerError(RuntimeError):

@@ -75,7 +75,7 @@ def serve(connection: Connection) -> None:
             model, spec.numbers, None if spec.cell is None else np.array(spec.cell),
             None if spec.pbc is None else np.array(spec.pbc), dtype=spec.dtype,
             skin=spec.skin, replicas_per_pass=spec.replicas_per_pass, workers=1,
-            compile=spec.compile)
+            compile=spec.compile, matmul_precision=spec.matmul_precision)
     except Exception as error:  # reported to the parent, which raises it
         connection.send(_error_reply(error))
         return

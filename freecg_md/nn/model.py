@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -30,6 +31,7 @@ from .embedding import EdgeEmbedding, NeighborEmbedding
 from .head import EnergyHead
 from .layer import EDGE_UPDATE_FORMS, ENHANCER_FORMS, FreeCGLayer
 from .plan import MAX_EDGE_RUNS, ExecutionPlan, plan_pass
+from .precision import matmul_precision
 from .radial import CosineCutoff, ExpNormalBasis
 from .spatial_order import spatial_order
 
@@ -261,6 +263,9 @@ class FreeCG(nn.Module):
         self._compiled_network = None
         self.edge_chunk_size: int | str | None = "auto"
         self.fused_kernels = True
+        # Reduced-precision products (freecg_md/nn/precision.py): "float32", "bfloat16"
+        # (frozen, CPU) or "tf32" (CUDA). Like edge_chunk_size, not saved with the model.
+        self.matmul_precision = "float32"
         # The execution path of the latest pass (freecg_md/nn/plan.py), for the user to see.
         self.last_plan: ExecutionPlan | None = None
         config = config or FreeCGConfig()
@@ -405,12 +410,13 @@ class FreeCG(nn.Module):
             network = self._compiled_network if plan.compiled else self._network
             # The fused kernels run through the CPU path (freecg_md.nn.cpu), here in one run.
             out = network(species, centers, neighbors, distances, sh,
-                          pool=run_pool(1) if fused else None, fused=fused)
+                          pool=run_pool(1) if fused else None, fused=fused,
+                          precision=plan.matmul_precision)
         else:
             pool = run_pool(plan.threads) if plan.frozen else None
             network_species = species if rank is None else species[atom_order]
             out = self._network(network_species, centers, neighbors, distances, sh, chunks,
-                                pool, plan.keep_graphs, fused)
+                                pool, plan.keep_graphs, fused, plan.matmul_precision)
             if rank is not None:
                 out = out.index_select(0, rank)
         return self.unstandardise(species, out)
@@ -447,7 +453,7 @@ class FreeCG(nn.Module):
                  distances: torch.Tensor, sh: torch.Tensor,
                  chunks: list[EdgeChunk] | None = None,
                  pool: RunPool | None = None, keep_graphs: bool = True,
-                 fused: bool = False) -> torch.Tensor:
+                 fused: bool = False, precision: str = "float32") -> torch.Tensor:
         """The network from edges to standardised atom energies (N,), model dtype.
 
         ``species`` (N,) indices into ``species``; ``centers``, ``neighbors`` (E,) edges
@@ -458,8 +464,9 @@ class FreeCG(nn.Module):
         ``keep_graphs`` whether the runs keep their graphs for the backward pass
         (:func:`~freecg_md.nn.chunks.keeps_graphs`); ``fused`` whether the runs are
         prepared for the fused CPU kernels (:mod:`~freecg_md.nn.cpu.kernels`; with a
-        pool). Kept free of e3nn objects so that torch.compile can trace it
-        (:meth:`compile_network`).
+        pool); ``precision`` the interaction layers' products on that path
+        (:mod:`~freecg_md.nn.precision`). Kept free of e3nn objects so that torch.compile
+        can trace it (:meth:`compile_network`).
         """
         phi = self.cutoff_fn(distances)
         n_atoms = species.shape[0]
@@ -497,7 +504,8 @@ class FreeCG(nn.Module):
         v = x.new_zeros((x.shape[0], 8, x.shape[1]))
         for layer in self.layers:
             if pool is not None:  # a frozen model on a CPU: threads, fused kernels
-                x, v, f_next = layer_in_runs(layer, x, v, f, runs, pool, keep_graphs)
+                x, v, f_next = layer_in_runs(layer, x, v, f, runs, pool, keep_graphs,
+                                             precision)
             else:  # the reference
                 x, v, f_next = layer(x, v, f, runs)
             if f_next is not None:
@@ -556,6 +564,14 @@ class FreeCG(nn.Module):
         state["_compiled_network"] = None
         return state
 
+    def _gpu_precision(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """TF32 products over a whole pass and its backward on a CUDA device where
+        ``matmul_precision`` asks for them; on a CPU the bfloat16 mode is scoped to the
+        interaction layers (:func:`~freecg_md.nn.cpu.layer_runs.layer_in_runs`)."""
+        if device.type != "cuda" or self.matmul_precision == "float32":
+            return contextlib.nullcontext()
+        return matmul_precision(self.matmul_precision, device)
+
     def forward(
         self,
         numbers: torch.Tensor,
@@ -570,7 +586,8 @@ class FreeCG(nn.Module):
         ``batch`` (N,) gives each atom's molecule index in ``[0, num_graphs)``; None means
         one molecule. Other arguments as in :meth:`atom_energies`.
         """
-        energies = self.atom_energies(numbers, positions, edge_index, shifts, batch=batch)
+        with self._gpu_precision(positions.device):
+            energies = self.atom_energies(numbers, positions, edge_index, shifts, batch=batch)
         if batch is None:
             return energies.sum().reshape(1)
         return energies.new_zeros(num_graphs).index_add_(0, batch, energies)
@@ -592,12 +609,13 @@ class FreeCG(nn.Module):
         """
         if not positions.requires_grad:
             positions = positions.detach().requires_grad_(True)
-        atom_energy = self.atom_energies(numbers, positions, edge_index, shifts, create_graph,
-                                         batch)
-        energy = structure_energies(atom_energy, batch, num_graphs)
-        (grad,) = torch.autograd.grad(
-            energy.sum(), positions, create_graph=create_graph, allow_unused=True
-        )
+        with self._gpu_precision(positions.device):
+            atom_energy = self.atom_energies(numbers, positions, edge_index, shifts,
+                                             create_graph, batch)
+            energy = structure_energies(atom_energy, batch, num_graphs)
+            (grad,) = torch.autograd.grad(
+                energy.sum(), positions, create_graph=create_graph, allow_unused=True
+            )
         if grad is None:  # no edges: no interactions
             grad = torch.zeros_like(positions)
         return {"energy": energy, "energies": atom_energy, "forces": -grad}

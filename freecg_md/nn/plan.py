@@ -29,6 +29,7 @@ import torch
 
 from . import chunks as chunks_module
 from .cpu.kernels import kernels_available
+from .precision import check_matmul_precision
 
 __all__ = ["DEFAULT_EDGE_CHUNK", "FUSED_EDGES_PER_RUN", "FUSED_MIN_EDGES_PER_THREAD",
            "GPU_RUNS_ABOVE_EDGES", "KERNEL_CHOICES", "MAX_EDGE_RUNS", "SPATIAL_ORDER_MIN_ATOMS",
@@ -97,6 +98,10 @@ class ExecutionPlan:
         Runs keep their graphs for the backward pass (else they are recomputed).
     spatial_order:
         The atoms are relabelled in a space-filling-curve order for the pass.
+    matmul_precision:
+        ``"float32"``, or the reduced-precision products of the pass
+        (:mod:`~freecg_md.nn.precision`): ``"bfloat16"`` in the interaction layers on a
+        CPU, ``"tf32"`` on a CUDA GPU.
     """
 
     device: str
@@ -108,6 +113,7 @@ class ExecutionPlan:
     threads: int
     keep_graphs: bool
     spatial_order: bool
+    matmul_precision: str = "float32"
 
     @property
     def in_runs(self) -> bool:
@@ -127,6 +133,10 @@ class ExecutionPlan:
                             else ""))
         else:
             parts.append("one whole pass")
+        if self.matmul_precision == "bfloat16":
+            parts.append("bfloat16 products in the interaction layers")
+        elif self.matmul_precision == "tf32":
+            parts.append("TF32 products")
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,7 +152,8 @@ def plan_pass(model: torch.nn.Module, device: torch.device | str, n_atoms: int, 
     ----------
     model:
         A :class:`~freecg_md.nn.FreeCG` (its ``edge_chunk_size``, ``fused_kernels``,
-        compiled network, parameters' ``requires_grad`` and config are read).
+        ``matmul_precision``, compiled network, parameters' ``requires_grad`` and config
+        are read).
     create_graph:
         The forces will be differentiated again (a force loss): only the paths whose
         backward pass autograd can differentiate are allowed.
@@ -170,6 +181,8 @@ def plan_pass(model: torch.nn.Module, device: torch.device | str, n_atoms: int, 
     else:
         max_edges, n_runs = _torch_runs(DEFAULT_EDGE_CHUNK if chunk == "auto" else chunk,
                                         n_edges, on_cpu, frozen, keep_graphs)
+    precision = check_matmul_precision(getattr(model, "matmul_precision", "float32"), device,
+                                       fused_cpu=fused)
     # The run loop depends on the data, which torch.compile would recompile for.
     compiled = (max_edges is None and not fused
                 and getattr(model, "_compiled_network", None) is not None)
@@ -179,7 +192,8 @@ def plan_pass(model: torch.nn.Module, device: torch.device | str, n_atoms: int, 
         threads=threads if max_edges is not None else 1,
         keep_graphs=keep_graphs if max_edges is not None else True,
         spatial_order=(max_edges is not None and on_cpu
-                       and n_atoms >= SPATIAL_ORDER_MIN_ATOMS))
+                       and n_atoms >= SPATIAL_ORDER_MIN_ATOMS),
+        matmul_precision=precision)
 
 
 def _fused_runs(n_edges: int, threads: int) -> tuple[int | None, int | None]:

@@ -15,6 +15,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..layer import NodeTerms, gather_terms
+from ..precision import matmul_precision
 from .fused_run import layer_constants, run_backward, run_forward, runs_fusable
 from .threads import RunPool, atom_blocks, for_each, runs_into_sums, without_grad
 
@@ -26,16 +27,18 @@ __all__ = ["RunsInParallel", "layer_in_runs"]
 
 
 def layer_in_runs(layer: FreeCGLayer, x: torch.Tensor, v: torch.Tensor, f: list[torch.Tensor],
-                  runs: list[EdgeRun], pool: RunPool, keep_graphs: bool = True
+                  runs: list[EdgeRun], pool: RunPool, keep_graphs: bool = True,
+                  precision: str = "float32"
                   ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
     """``layer(x, v, f, runs)`` through :class:`RunsInParallel`: the runs, and the per-atom
     work before and after them, shared among ``pool``'s threads, forward and backward,
     without recomputation if ``keep_graphs`` (:func:`freecg_md.nn.chunks.keeps_graphs`).
     Runs prepared for the kernels (:func:`~freecg_md.nn.chunks.for_kernels`)
-    go through them (:mod:`~freecg_md.nn.cpu.fused_run`). No parameter may need a
-    gradient."""
+    go through them (:mod:`~freecg_md.nn.cpu.fused_run`). ``precision``: the layer's matrix
+    products, forward and backward (:mod:`~freecg_md.nn.precision`). No parameter may
+    need a gradient."""
     x_next, v_next, *f_next = RunsInParallel.apply(
-        layer, runs, pool, keep_graphs, x, v, *f, *(run.sh for run in runs),
+        layer, runs, pool, keep_graphs, precision, x, v, *f, *(run.sh for run in runs),
         *(run.phi for run in runs))
     return x_next, v_next, (f_next if layer.returns_edge_update else None)
 
@@ -88,14 +91,18 @@ class RunsInParallel(torch.autograd.Function):
     add the neighbours' gradients straight into the thread's sums. Each thread takes the
     next run when it finishes one (:func:`~freecg_md.nn.cpu.threads.runs_into_sums`).
 
-    ``apply(layer, runs, pool, keep_graphs, x, v, *f_runs, *sh_runs, *phi_runs)`` returns
-    ``(x + dx, v + dv, *f_next_runs)``; ``f_next_runs`` is empty in a layer without edge
-    update.
+    The runs' matrix products (the edge projections and the run's output projection),
+    forward and backward, follow ``precision``
+    (:func:`~freecg_md.nn.precision.matmul_precision`); the per-atom terms' stay float32.
+
+    ``apply(layer, runs, pool, keep_graphs, precision, x, v, *f_runs, *sh_runs, *phi_runs)``
+    returns ``(x + dx, v + dv, *f_next_runs)``; ``f_next_runs`` is empty in a layer without
+    edge update.
     """
 
     @staticmethod
     def forward(ctx: Any, layer: FreeCGLayer, runs: list[EdgeRun], pool: RunPool,
-                keep_graphs: bool, x: torch.Tensor, v: torch.Tensor,
+                keep_graphs: bool, precision: str, x: torch.Tensor, v: torch.Tensor,
                 *edge_tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         n_runs = len(runs)
         f, sh, phi = (edge_tensors[i * n_runs:(i + 1) * n_runs] for i in range(3))
@@ -103,7 +110,7 @@ class RunsInParallel(torch.autograd.Function):
                 for run, run_sh, run_phi in zip(runs, sh, phi, strict=True)]
         # Function.forward runs without grad; whether a backward can follow is known from
         # the inputs (needs_input_grad), so graphs are only built when one can.
-        keep = keep_graphs and any(ctx.needs_input_grad[4:])
+        keep = keep_graphs and any(ctx.needs_input_grad[5:])
         fuse = runs_fusable(layer, runs)
         constants = layer_constants(layer) if fuse else None
         blocks = atom_blocks(x.shape[0], pool.threads, device=x.device)
@@ -134,7 +141,11 @@ class RunsInParallel(torch.autograd.Function):
                     torch.add(v[rows], outputs[1], out=v_next[rows])
             return kept, (outputs[2] if layer.returns_edge_update else None)
 
-        parts = list(pool.map(evaluate, range(n_runs)))
+        # The backend setting is process-wide: it changes between the phases, while no
+        # thread of the pool computes, never during one.
+        with matmul_precision(precision, x.device):
+            parts = list(pool.map(evaluate, range(n_runs)))
+        ctx.precision = precision
         ctx.layer, ctx.runs, ctx.pool, ctx.fuse, ctx.constants = layer, runs, pool, fuse, constants
         ctx.blocks = blocks
         ctx.save_for_backward(x, q, *nodes[:3], nodes.w_neighbor, *f, *sh, *phi)
@@ -197,17 +208,19 @@ class RunsInParallel(torch.autograd.Function):
             if grads[1] is not None:
                 sums[2][rows] += grads[1]
 
-        thread_sums = runs_into_sums(
-            pool, n_runs, lambda: [None if t is None else torch.zeros_like(t) for t in nodes],
-            backward_run)
-        needs_x, needs_v = ctx.needs_input_grad[4:6]
+        with matmul_precision(ctx.precision, x.device):
+            thread_sums = runs_into_sums(
+                pool, n_runs,
+                lambda: [None if t is None else torch.zeros_like(t) for t in nodes],
+                backward_run)
+        needs_x, needs_v = ctx.needs_input_grad[5:7]
         grad_x = torch.empty_like(x) if needs_x else None
         grad_v = torch.empty_like(v) if needs_v else None
         for_each(pool, without_grad(lambda block: _node_terms_backward(
             layer, x, block, grad_q, thread_sums, grad_x_next, grad_v_next, grad_x,
             grad_v)), ctx.blocks)
         edge_grads = [own[i][j] for j in range(3) for i in range(n_runs)]
-        return (None, None, None, None, grad_x, grad_v, *edge_grads)
+        return (None, None, None, None, None, grad_x, grad_v, *edge_grads)
 
 
 def _node_terms_in_blocks(layer: FreeCGLayer, x: torch.Tensor, v: torch.Tensor,
