@@ -3,12 +3,14 @@
 ``FreeCG.matmul_precision`` chooses how the float32 matrix products of a pass are computed:
 
 - ``"float32"`` (the default): IEEE float32 throughout.
-- ``"bfloat16"`` (CPUs with bfloat16 units, e.g. AMX or AVX512-BF16): the products of the
-  interaction layers, forward and backward, take bfloat16 operands and accumulate and
-  return float32 (oneDNN's "fpmath" mode, through
-  ``torch.backends.mkldnn.matmul.fp32_precision``). Everything else (the embedding, the
-  radial functions, the read-out, the fused kernels, every sum over neighbours) stays
-  float32. Only the frozen CPU path (the fused kernels) has it.
+- ``"bfloat16"`` (CPUs with bfloat16 units, e.g. AMX or AVX512-BF16): the products inside
+  the interaction layers' runs of edges (the edge projections and each run's output
+  projection), forward and backward, take bfloat16 operands and accumulate and return
+  float32 (oneDNN's "fpmath" mode, through ``torch.backends.mkldnn.matmul.fp32_precision``).
+  Everything else stays float32: the per-atom projections before the runs (small, and the
+  largest share of the error in bfloat16), the embedding, the radial functions, the
+  read-out, the fused kernels and every sum over neighbours. Only the frozen CPU path (the
+  fused kernels) has it.
 - ``"tf32"`` (CUDA GPUs): every float32 product of the pass and its backward in TF32
   (``torch.backends.cuda.matmul.fp32_precision``).
 

@@ -34,7 +34,7 @@ def layer_in_runs(layer: FreeCGLayer, x: torch.Tensor, v: torch.Tensor, f: list[
     work before and after them, shared among ``pool``'s threads, forward and backward,
     without recomputation if ``keep_graphs`` (:func:`freecg_md.nn.chunks.keeps_graphs`).
     Runs prepared for the kernels (:func:`~freecg_md.nn.chunks.for_kernels`)
-    go through them (:mod:`~freecg_md.nn.cpu.fused_run`). ``precision``: the layer's matrix
+    go through them (:mod:`~freecg_md.nn.cpu.fused_run`). ``precision``: the runs' matrix
     products, forward and backward (:mod:`~freecg_md.nn.precision`). No parameter may
     need a gradient."""
     x_next, v_next, *f_next = RunsInParallel.apply(
