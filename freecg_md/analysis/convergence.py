@@ -43,7 +43,7 @@ from .statistics import (
     folding_free_energy,
 )
 
-__all__ = ["ConvergenceCriteria", "RunAssessment", "assess_run"]
+__all__ = ["ConvergenceCriteria", "RunAssessment", "assess_run", "basin_changes"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,9 @@ class RunAssessment:
         Indices of the target temperature's decorrelated frames.
     n_folded, n_unfolded:
         Decorrelated frames in and outside the folded basin at the target temperature.
+    n_transitions:
+        Changes of basin between consecutive decorrelated frames at the target temperature
+        (:func:`basin_changes`), folding and unfolding together.
     folded_fraction, folded_fraction_error:
         At the target temperature.
     folding_free_energy, folding_free_energy_error:
@@ -91,6 +94,7 @@ class RunAssessment:
     decorrelated_frames: list[int]
     n_folded: int
     n_unfolded: int
+    n_transitions: int
     folded_fraction: float
     folded_fraction_error: float
     folding_free_energy: float | None
@@ -114,6 +118,19 @@ class RunAssessment:
         if self.converged:
             return "converged by the run's criteria"
         return "not converged: " + "; ".join(self.reasons)
+
+
+def basin_changes(folded: np.ndarray) -> int:
+    """How often consecutive samples change basin: ``sum(folded[k] != folded[k-1])``.
+
+    ``folded`` (n,) bool, a time series of basin labels. Over the decorrelated frames of a
+    replica-exchange run's temperature (the demultiplexed ensemble) consecutive samples may
+    come from different replicas, so an exchange that brings an unfolded replica to that
+    temperature counts as a change as well as folding within one trajectory; each counted
+    change is between samples far enough apart to be independent.
+    """
+    folded = np.asarray(folded, dtype=bool).reshape(-1)
+    return int(np.count_nonzero(folded[1:] != folded[:-1]))
 
 
 def assess_run(run: RunData | ReducedRun, native_cvs: np.ndarray, temperature_index: int = 0,
@@ -184,6 +201,7 @@ def assess_run(run: RunData | ReducedRun, native_cvs: np.ndarray, temperature_in
     return RunAssessment(
         temperature=temperature, start_frame=int(start), inefficiency=float(inefficiency),
         decorrelated_frames=frames.tolist(), n_folded=n_folded, n_unfolded=n_unfolded,
+        n_transitions=basin_changes(folded),
         folded_fraction=float("nan") if estimate is None else estimate.fraction,
         folded_fraction_error=float("nan") if estimate is None else estimate.fraction_error,
         folding_free_energy=None if estimate is None else estimate.free_energy,

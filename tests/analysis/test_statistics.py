@@ -20,7 +20,7 @@ from freecg_md.analysis import (
     rmsd,
     round_trips,
 )
-from freecg_md.analysis.convergence import ConvergenceCriteria, assess_run
+from freecg_md.analysis.convergence import ConvergenceCriteria, assess_run, basin_changes
 from freecg_md.analysis.reports import basin_summary, landscape_report
 from freecg_md.analysis.rundir import RunData
 from freecg_md.analysis.statistics import (
@@ -172,6 +172,18 @@ def test_the_kinetic_temperature_is_judged_over_the_whole_run(tmp_path, chignoli
     assert assessment.start_frame >= 90
     assert assessment.kinetic_temperature_ratio == [pytest.approx(1.01125)]
     assert not any("kinetic" in reason for reason in assessment.reasons)
+
+
+def test_basin_changes_count_folding_and_unfolding_between_consecutive_samples(
+        tmp_path, chignolin, unfolded_positions):
+    assert basin_changes(np.array([True, True, False, False, True, False])) == 3
+    assert basin_changes(np.array([True])) == 0 and basin_changes(np.ones(5, bool)) == 0
+    run = synthetic_run(tmp_path, chignolin, unfolded_positions, p_folded=0.6)
+    native = chignolin_cvs(chignolin.native_positions[None], chignolin.topology)[0]
+    assessment = assess_run(run, native)
+    cvs, _ = run.cvs_at(0)
+    folded = folded_mask(cvs[assessment.decorrelated_frames], native, 1.5)
+    assert assessment.n_transitions == basin_changes(folded) > 0
 
 
 def test_criteria_are_explicit_and_configurable(tmp_path, chignolin, unfolded_positions):
