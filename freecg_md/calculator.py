@@ -76,6 +76,10 @@ def prepare_model(model: ModelLike | Sequence[FreeCG | str | os.PathLike],
     Frozen parameters let large inputs share their edge runs among threads (see
     :class:`~freecg_md.nn.cpu.layer_runs.RunsInParallel`).
     """
+    check_matmul_precision(matmul_precision, device)
+    if matmul_precision != "float32" and dtype != torch.float32:
+        raise ValueError(f"matmul_precision={matmul_precision!r} with dtype={dtype}: "
+                         "reduced-precision products need dtype='float32'")
     if isinstance(model, (list, tuple)):
         model = Committee(model) if len(model) != 1 else model[0]
     if isinstance(model, (str, os.PathLike)):
@@ -85,7 +89,6 @@ def prepare_model(model: ModelLike | Sequence[FreeCG | str | os.PathLike],
             f"model is a {type(model).__name__}; expected a FreeCG, a Committee, a model "
             "file path or a list of them"
         )
-    check_matmul_precision(matmul_precision, device)
     parameter = next(model.parameters())
     trainable = any(p.requires_grad for p in model.parameters())
     networks = model.members if isinstance(model, Committee) else [model]
@@ -160,10 +163,6 @@ class FreeCGCalculator(Calculator):
         super().__init__(**kwargs)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
-        if matmul_precision != "float32" and self.dtype != torch.float32:
-            raise ValueError(f"matmul_precision={matmul_precision!r} with dtype="
-                             f"{self.dtype}: reduced-precision products need "
-                             "dtype='float32'")
         self.model = prepare_model(model, self.device, self.dtype, compile, matmul_precision)
         if isinstance(self.model, Committee):
             # An instance attribute: a single model's calculator keeps ASE's usual list.

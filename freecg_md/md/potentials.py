@@ -185,9 +185,6 @@ class FreeCGPotential:
                              "or an integer >= 1")
         self.replicas_per_pass = replicas_per_pass
         self.dtype = resolve_dtype(dtype)
-        if matmul_precision != "float32" and self.dtype != torch.float32:
-            raise ValueError(f"matmul_precision={matmul_precision!r} with dtype={self.dtype}: "
-                             "reduced-precision products need dtype='float32'")
         self.model = prepare_model(model, self.device, self.dtype, compile, matmul_precision)
         self.force_disagreement: torch.Tensor | None = None
         self.numbers = np.asarray(numbers, dtype=np.int64).reshape(-1)
