@@ -20,7 +20,9 @@ without running the model again.
 
 Arguments of ``createSystem`` / ``createMixedSystem`` for this potential: ``modelPath``
 (required; a model file, or a list of them for a committee), ``device`` ("cpu", "cuda"),
-``dtype`` ("float32", "float64"), ``skin`` (Å, the neighbour list's Verlet skin).
+``dtype`` ("float32", "float64"), ``skin`` (Å, the neighbour list's Verlet skin),
+``matmul_precision`` ("float32", or the reduced-precision products of
+:mod:`freecg_md.nn.precision`: "bfloat16" on CPUs with bfloat16 units, "tf32" on CUDA).
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ class FreeCGPotentialImpl(MLPotentialImpl):
 
     def addForces(self, topology: Any, system: Any, atoms: Iterable[int] | None,  # noqa: N802, N803
                   forceGroup: int, device: str = "cpu", dtype: str = "float32",  # noqa: N803
-                  skin: float = 1.0, **args: Any) -> None:
+                  skin: float = 1.0, matmul_precision: str = "float32", **args: Any) -> None:
         included = list(topology.atoms())
         if atoms is not None:
             atoms = list(atoms)
@@ -151,7 +153,8 @@ class FreeCGPotentialImpl(MLPotentialImpl):
         if any(atom.element is None for atom in included):
             raise ValueError("every atom FreeCG covers needs an element in the Topology")
         numbers = np.array([atom.element.atomic_number for atom in included])
-        model = prepare_model(self.model_path, resolve_device(device), resolve_dtype(dtype))
+        model = prepare_model(self.model_path, resolve_device(device), resolve_dtype(dtype),
+                              matmul_precision=matmul_precision)
         unknown = sorted(set(numbers.tolist()) - set(model.species))
         if unknown:
             names = ", ".join(chemical_symbols[z] for z in unknown)
@@ -166,7 +169,8 @@ class FreeCGPotentialImpl(MLPotentialImpl):
                 if periodic else None)
         # One replica, evaluated in this process: OpenMM calls once per step.
         potential = FreeCGPotential(model, numbers, cell, periodic, device=device,
-                                    dtype=dtype, skin=skin, workers=1)
+                                    dtype=dtype, skin=skin, workers=1,
+                                    matmul_precision=matmul_precision)
         force = freecg_force(potential, periodic, atoms)
         force.setForceGroup(forceGroup)
         system.addForce(force)

@@ -9,6 +9,7 @@ openmmml = pytest.importorskip("openmmml")
 from openmm import app, unit  # noqa: E402
 
 from freecg_md import FreeCGCalculator, save_model  # noqa: E402
+from freecg_md.nn.precision import cpu_has_bfloat16  # noqa: E402
 from freecg_md.openmm_ml import EV_TO_KJ_PER_MOL, constrain_hydrogen_bonds  # noqa: E402
 from tests.conftest import random_molecule, small_model  # noqa: E402
 
@@ -54,6 +55,23 @@ def test_openmm_energies_and_forces_equal_the_calculators(model_file, dtype, rto
     assert energy == pytest.approx(expected_energy, rel=rtol, abs=1e-6)
     np.testing.assert_allclose(forces, expected_forces, rtol=rtol,
                                atol=rtol * np.abs(expected_forces).max())
+
+
+@pytest.mark.skipif(not cpu_has_bfloat16(), reason="this CPU has no bfloat16 units")
+def test_the_bfloat16_mode_reaches_openmm_as_it_reaches_the_calculator(model_file):
+    atoms = random_molecule(10, seed=3)
+    system = openmmml.MLPotential("freecg", modelPath=str(model_file)).createSystem(
+        topology_of(atoms.numbers), matmul_precision="bfloat16")
+    _, forces = openmm_results(system, atoms.positions)
+    atoms.calc = FreeCGCalculator(model_file, matmul_precision="bfloat16")
+    reduced = atoms.get_forces() * EV_TO_KJ_PER_MOL * 10.0  # kJ/mol/nm
+    atoms.calc = FreeCGCalculator(model_file)
+    float32 = atoms.get_forces() * EV_TO_KJ_PER_MOL * 10.0
+    np.testing.assert_allclose(forces, reduced, rtol=1e-5, atol=1e-5 * np.abs(reduced).max())
+    assert np.abs(forces - float32).max() > 0  # the mode is on
+    with pytest.raises(ValueError, match="need dtype='float32'"):
+        openmmml.MLPotential("freecg", modelPath=str(model_file)).createSystem(
+            topology_of(atoms.numbers), dtype="float64", matmul_precision="bfloat16")
 
 
 def test_a_periodic_box_matches_the_calculator_with_its_cell(model_file):
