@@ -23,8 +23,9 @@ constant amount per atom: energy differences between conformations of one molecu
 the forces, barely move; absolute energies compared across compositions do.
 
 The backend settings are process-wide; :func:`matmul_precision` sets them for the span of a
-pass and restores the caller's, so other threads of the process that run products at the
-same time share the mode for that span.
+block and restores the caller's (on a CPU each phase of a layer's runs, on CUDA a whole
+pass), so other threads of the process that run products at the same time share the mode
+for that span.
 """
 
 from __future__ import annotations
