@@ -26,11 +26,11 @@ from .chunks import (
 )
 from .cpu import AtomsInBlocks, atom_blocks, layer_in_runs, run_pool
 from .cpu.embedding_runs import embed_in_runs
-from .cpu.threads import RunPool
+from .cpu.threads import RunPool, calling_thread_alone
 from .embedding import EdgeEmbedding, NeighborEmbedding
 from .head import EnergyHead
 from .layer import EDGE_UPDATE_FORMS, ENHANCER_FORMS, FreeCGLayer
-from .plan import MAX_EDGE_RUNS, ExecutionPlan, plan_pass
+from .plan import MAX_EDGE_RUNS, ExecutionPlan, plan_pass, takes_fused_kernels
 from .precision import matmul_precision
 from .radial import CosineCutoff, ExpNormalBasis
 from .spatial_order import spatial_order
@@ -248,7 +248,9 @@ class FreeCG(nn.Module):
     the runs are shared among ``torch.get_num_threads()`` threads (on a CPU) and their
     neighbour gradients summed per thread (:mod:`freecg_md.nn.cpu`), as is the per-atom
     work between them (layer norms, projections, read-out) in blocks of about 512 atoms
-    (:func:`~freecg_md.nn.cpu.threads.atom_blocks`), their graphs kept
+    (:func:`~freecg_md.nn.cpu.threads.atom_blocks`; a smaller system with wide features in
+    one block per thread), while the calling thread's own operations run on one intra-op
+    thread (:func:`~freecg_md.nn.cpu.threads.calling_thread_alone`), their graphs kept
     from the forward pass up to 65,536 edges x 128 channels x 4 layers
     (:func:`~freecg_md.nn.chunks.keeps_graphs`); otherwise (training) each run is
     checkpointed, at most 64 runs per pass. On a CPU, from ``SPATIAL_ORDER_MIN_ATOMS``
@@ -511,7 +513,7 @@ class FreeCG(nn.Module):
             if f_next is not None:
                 f = f_next
         if len(runs) > 1 and pool is not None:
-            blocks = atom_blocks(n_atoms, pool.threads, device=x.device)
+            blocks = atom_blocks(n_atoms, pool.threads, device=x.device, width=x.shape[1])
             return AtomsInBlocks.apply(self._read_out, blocks, pool, x, v)
         return self._read_out(x, v)
 
@@ -564,13 +566,17 @@ class FreeCG(nn.Module):
         state["_compiled_network"] = None
         return state
 
-    def _gpu_precision(self, device: torch.device) -> contextlib.AbstractContextManager:
-        """TF32 products over a whole pass and its backward on a CUDA device where
-        ``matmul_precision`` asks for them; on a CPU the bfloat16 mode is scoped to the
-        interaction layers (:func:`~freecg_md.nn.cpu.layer_runs.layer_in_runs`)."""
-        if device.type != "cuda" or self.matmul_precision == "float32":
-            return contextlib.nullcontext()
-        return matmul_precision(self.matmul_precision, device)
+    def _pass_settings(self, device: torch.device, create_graph: bool = False
+                       ) -> contextlib.AbstractContextManager:
+        """What a whole pass and its backward run under. On a CUDA device, TF32 products
+        where ``matmul_precision`` asks for them (on a CPU the bfloat16 mode is scoped to
+        the interaction layers, :func:`~freecg_md.nn.cpu.layer_runs.layer_in_runs`). On a
+        CPU, through the fused kernels, the calling thread's own operations on one
+        intra-op thread while the pool's threads share the runs
+        (:func:`~freecg_md.nn.cpu.threads.calling_thread_alone`)."""
+        if device.type == "cuda" and self.matmul_precision != "float32":
+            return matmul_precision(self.matmul_precision, device)
+        return calling_thread_alone(takes_fused_kernels(self, device, create_graph))
 
     def forward(
         self,
@@ -586,7 +592,7 @@ class FreeCG(nn.Module):
         ``batch`` (N,) gives each atom's molecule index in ``[0, num_graphs)``; None means
         one molecule. Other arguments as in :meth:`atom_energies`.
         """
-        with self._gpu_precision(positions.device):
+        with self._pass_settings(positions.device):
             energies = self.atom_energies(numbers, positions, edge_index, shifts, batch=batch)
         if batch is None:
             return energies.sum().reshape(1)
@@ -609,7 +615,7 @@ class FreeCG(nn.Module):
         """
         if not positions.requires_grad:
             positions = positions.detach().requires_grad_(True)
-        with self._gpu_precision(positions.device):
+        with self._pass_settings(positions.device, create_graph):
             atom_energy = self.atom_energies(numbers, positions, edge_index, shifts,
                                              create_graph, batch)
             energy = structure_energies(atom_energy, batch, num_graphs)

@@ -29,11 +29,12 @@ import torch
 
 from . import chunks as chunks_module
 from .cpu.kernels import kernels_available
+from .cpu.threads import team_threads
 from .precision import check_matmul_precision
 
 __all__ = ["DEFAULT_EDGE_CHUNK", "FUSED_EDGES_PER_RUN", "FUSED_MIN_EDGES_PER_THREAD",
            "GPU_RUNS_ABOVE_EDGES", "KERNEL_CHOICES", "MAX_EDGE_RUNS", "SPATIAL_ORDER_MIN_ATOMS",
-           "ExecutionPlan", "kernels_support", "plan_pass"]
+           "ExecutionPlan", "kernels_support", "plan_pass", "takes_fused_kernels"]
 
 # Edges per run of the torch-operation paths where FreeCG.edge_chunk_size is "auto" (the
 # pass goes in runs from four runs' worth of edges on), and the most runs a trainable pass
@@ -70,6 +71,17 @@ KERNEL_CHOICES: dict[str, Any] = {
 def kernels_support(config: Any) -> bool:
     """Whether the fused CPU kernels compute the layers of a model with ``config``."""
     return all(getattr(config, name) == value for name, value in KERNEL_CHOICES.items())
+
+
+def takes_fused_kernels(model: torch.nn.Module, device: torch.device | str,
+                        create_graph: bool = False) -> bool:
+    """Whether a pass of ``model`` on ``device`` goes through the fused CPU kernels: a
+    frozen model (no parameter needs a gradient, and ``create_graph`` is False, since the
+    kernels' backward cannot be differentiated again) on a CPU, with ``fused_kernels`` on,
+    the kernels' choices (:func:`kernels_support`) and the kernels built."""
+    frozen = not create_graph and not any(p.requires_grad for p in model.parameters())
+    return (frozen and model.fused_kernels and torch.device(device).type == "cpu"
+            and kernels_support(model.config) and kernels_available())
 
 
 @dataclass(frozen=True)
@@ -161,17 +173,16 @@ def plan_pass(model: torch.nn.Module, device: torch.device | str, n_atoms: int, 
     device = torch.device(device)
     on_cpu = device.type == "cpu"
     frozen = not create_graph and not any(p.requires_grad for p in model.parameters())
-    # The fused kernels' backward cannot be differentiated again: frozen models only. Where
-    # they run they take precedence over compile_network(): torch.compile does not trace
-    # them, and its code is slower than theirs (benchmarks/bench_compile.py).
-    fused = (frozen and model.fused_kernels and on_cpu and kernels_support(model.config)
-             and kernels_available())
+    # Where the kernels run they take precedence over compile_network(): torch.compile does
+    # not trace them, and its code is slower than theirs (benchmarks/bench_compile.py).
+    fused = takes_fused_kernels(model, device, create_graph)
     # Checkpointed runs only save memory, at the cost of recomputing each run in the
     # backward pass: a trainable model takes them only where the pass is too large to keep
     # whole.
     keep_graphs = chunks_module.keeps_graphs(n_edges, model.config.hidden,
                                              model.config.num_layers)
-    threads = torch.get_num_threads() if (on_cpu and frozen) else 1
+    # team_threads: the calling thread may be running alone for the pass (see FreeCG).
+    threads = team_threads() if (on_cpu and frozen) else 1
     chunk = model.edge_chunk_size
     if not (chunk is None or chunk == "auto" or (isinstance(chunk, int) and chunk >= 1)):
         raise ValueError(f"edge_chunk_size={chunk!r}: expected 'auto', a positive number of "

@@ -9,6 +9,7 @@ from freecg_md.nn import model as model_module
 from freecg_md.nn.chunks import edge_chunks, group_chunks, is_sorted, merge_chunks
 from freecg_md.nn.cpu import layer_runs as layer_module
 from freecg_md.nn.cpu import threads as threads_module
+from freecg_md.nn.cpu.kernels import kernels_available
 from freecg_md.nn.cpu.threads import AtomsInBlocks, atom_blocks, run_pool
 from tests.conftest import full_edges, random_molecule, small_model
 
@@ -211,6 +212,8 @@ def _frozen_in_blocks(monkeypatch, threads):
     molecule, with ``threads`` torch threads until the test ends, and its inputs."""
     monkeypatch.setattr(threads_module, "ATOM_BLOCK", 5)
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    # The thread count is faked: the calling thread's real one must not be set from it.
+    monkeypatch.setattr(threads_module, "CALLING_THREAD_ALONE", False)
     model = small_model(torch.float64).requires_grad_(False)
     model.edge_chunk_size = 9
     atoms = random_molecule(16, seed=14)
@@ -283,6 +286,71 @@ def test_atom_blocks_tile_the_atoms():
     assert atom_blocks(5000, 2, device="meta") == [slice(0, 5000)]
     with pytest.raises(ValueError, match="size must be a positive"):
         atom_blocks(10, 2, size=0)
+    # Wide features: a small system split among the threads too.
+    limit = threads_module.SPLIT_ATOM_FEATURES
+    assert atom_blocks(166, 2, width=limit // 166 - 1) == [slice(0, 166)]
+    assert atom_blocks(166, 2, width=256) == [slice(0, 83), slice(83, 166)]
+    assert atom_blocks(166, 1, width=256) == [slice(0, 166)]
+    assert atom_blocks(166, 2, width=256, device="meta") == [slice(0, 166)]
+
+
+def _in_threads(threads, function):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return function()
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_the_calling_thread_runs_alone_and_gets_its_threads_back():
+    """Inside calling_thread_alone the calling thread has one intra-op thread while
+    team_threads gives its former count, nested or not; its count comes back on exit, after
+    an error too; disabled, nothing changes."""
+    def check():
+        assert threads_module.team_threads() == 2
+        with threads_module.calling_thread_alone():
+            assert torch.get_num_threads() == 1 and threads_module.team_threads() == 2
+            with threads_module.calling_thread_alone():
+                assert torch.get_num_threads() == 1 and threads_module.team_threads() == 2
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2 and threads_module.team_threads() == 2
+        with pytest.raises(RuntimeError, match="inside"):
+            with threads_module.calling_thread_alone():
+                raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2 and threads_module.team_threads() == 2
+        with threads_module.calling_thread_alone(enabled=False):
+            assert torch.get_num_threads() == 2
+
+    _in_threads(2, check)
+
+
+@pytest.mark.skipif(not kernels_available(), reason="the fused CPU kernels do not build here")
+@pytest.mark.parametrize("alone", [True, False])
+@pytest.mark.parametrize("split", [True, False])
+def test_a_pass_in_two_threads_plans_for_both_and_equals_one_thread(alone, split,
+                                                                    monkeypatch):
+    """A frozen model's pass with two torch threads plans its runs for two threads whether
+    the calling thread runs alone or not, and with the per-atom work split or not gives
+    one thread's energy and forces; the caller keeps its two threads."""
+    monkeypatch.setattr(threads_module, "CALLING_THREAD_ALONE", alone)
+    monkeypatch.setattr(threads_module, "SPLIT_ATOM_FEATURES", 1 if split else 2 ** 62)
+    model = small_model(torch.float64).requires_grad_(False)
+    model.edge_chunk_size = 9
+    atoms = random_molecule(16, seed=14)
+    inputs = (torch.as_tensor(atoms.numbers), torch.as_tensor(atoms.positions),
+              full_edges(len(atoms)))
+
+    def call():
+        out = model.energy_and_forces(*inputs)
+        assert model.last_plan.threads == torch.get_num_threads()
+        return out
+
+    two = _in_threads(2, lambda: (call(), torch.get_num_threads()))
+    assert two[1] == 2
+    one = _in_threads(1, call)
+    torch.testing.assert_close(two[0]["energy"], one["energy"], rtol=0, atol=1e-10)
+    torch.testing.assert_close(two[0]["forces"], one["forces"], rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -113,7 +113,7 @@ class RunsInParallel(torch.autograd.Function):
         keep = keep_graphs and any(ctx.needs_input_grad[5:])
         fuse = runs_fusable(layer, runs)
         constants = layer_constants(layer) if fuse else None
-        blocks = atom_blocks(x.shape[0], pool.threads, device=x.device)
+        blocks = atom_blocks(x.shape[0], pool.threads, device=x.device, width=x.shape[1])
         q, nodes = _node_terms_in_blocks(layer, x, v, blocks, pool)
         atoms = [run.n_centers for run in runs]
         q_runs, v_runs = q.split(atoms), v.split(atoms)

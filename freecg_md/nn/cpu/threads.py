@@ -10,6 +10,7 @@ Inference only: parameters get no gradient here.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,14 +28,26 @@ Result = TypeVar("Result")
 # shared L3) from one operation to the next. Done whole in the calling thread, that work
 # on a large box would stream tensors far larger than the caches through every operation.
 ATOM_BLOCK = 512
+# Smaller systems are split into one block per thread too where the atoms' features hold
+# at least this many numbers (atoms x F): at the paper's width a chignolin's per-atom
+# projections outweigh handing a block to a thread; at F = 64 or 128 they do not.
+SPLIT_ATOM_FEATURES = 32768
+# Whether a pass shared among the pool's threads runs the calling thread's own operations
+# on one intra-op thread (:func:`calling_thread_alone`). Between the pool's phases those
+# operations are small (a chignolin's edges and atoms), and each that OpenMP splits wakes
+# the team's other thread and waits for it, which costs more than it shares; the pool's
+# threads do the sharing. Benchmarks set it False to measure the alternative.
+CALLING_THREAD_ALONE = True
+_TEAM = threading.local()
 
 
 def atom_blocks(n_atoms: int, threads: int, size: int | None = None,
-                device: torch.device | str = "cpu") -> list[slice]:
+                device: torch.device | str = "cpu", width: int | None = None) -> list[slice]:
     """Consecutive atoms ``0 .. n_atoms - 1`` in blocks of about ``size`` atoms (default
-    ``ATOM_BLOCK``), and where there is more than one, at least one per thread: the blocks
-    in which a layer's per-atom work is shared among the pool's threads (:func:`for_each`;
-    a system of one block does it in the calling thread).
+    ``ATOM_BLOCK``), and where there is more than one, or where ``n_atoms * width`` (the
+    features per atom, F) reaches ``SPLIT_ATOM_FEATURES``, at least one per thread: the
+    blocks in which a layer's per-atom work is shared among the pool's threads
+    (:func:`for_each`; a system of one block does it in the calling thread).
 
     On a ``device`` other than the CPU all atoms are one block: the blocks are for a CPU
     core's caches, and on a GPU each would launch every kernel again.
@@ -46,11 +59,37 @@ def atom_blocks(n_atoms: int, threads: int, size: int | None = None,
     if torch.device(device).type != "cpu":
         return [slice(0, n_atoms)]
     n_blocks = -(-n_atoms // size)
-    if n_blocks > 1:
+    if n_blocks > 1 or (width is not None and n_atoms * width >= SPLIT_ATOM_FEATURES):
         n_blocks = min(n_atoms, max(threads, n_blocks))
     n_blocks = max(1, n_blocks)
     bounds = [n_atoms * index // n_blocks for index in range(n_blocks + 1)]
     return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def team_threads() -> int:
+    """The threads a pass may share its work among: ``torch.get_num_threads()``, or inside
+    :func:`calling_thread_alone` the number the calling thread had before it."""
+    return getattr(_TEAM, "threads", None) or torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def calling_thread_alone(enabled: bool = True) -> Iterator[None]:
+    """Run the calling thread's torch operations on one intra-op thread inside the block,
+    while :func:`team_threads` still gives its former count, the threads a pass plans its
+    pool for; restored on exit. Only the calling thread's setting changes
+    (``torch.set_num_threads`` in a thread sets that thread's team). Nested uses and
+    ``enabled=False`` (or ``CALLING_THREAD_ALONE`` False) change nothing."""
+    threads = torch.get_num_threads()
+    if not (enabled and CALLING_THREAD_ALONE) or threads <= 1:
+        yield
+        return
+    _TEAM.threads = threads
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        _TEAM.threads = None
 
 
 class SerialPool:

@@ -1,0 +1,112 @@
+"""What the calling thread does while the run pool shares a pass, side by side in one process.
+
+A frozen model (the calculator's) shares a pass's runs of edges among a pool of
+single-threaded workers (:mod:`freecg_md.nn.cpu.threads`); the rest of the pass (the
+edge vectors, spherical harmonics, per-atom work of small systems, the force sums) runs in
+the calling thread. Two settings decide how, and this benchmark times each combination,
+energy and forces by the calculator, float32:
+
+- ``alone``: the calling thread's own operations on one intra-op thread during the pass
+  (``threads.CALLING_THREAD_ALONE``, the default) or on its team of ``--threads``;
+- ``split``: the per-atom work of a system under 512 atoms split into one block per thread
+  where atoms x F reaches ``threads.SPLIT_ATOM_FEATURES`` (the default), or left whole in
+  the calling thread.
+
+Each round times every combination in turn (``--calls`` calls after one untimed call, on
+geometries moved by 0.005 Å rms), so load from other jobs falls on all alike; prints each
+one's median ms per call over the rounds, its speed-up over neither setting (the former
+behaviour), and the largest force difference from it.
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_calling_thread.py \\
+        --model models/chignolin.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads libgomp
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_runs import system  # noqa: E402
+
+from freecg_md import FreeCGCalculator  # noqa: E402
+from freecg_md.nn import FreeCG, FreeCGConfig  # noqa: E402
+from freecg_md.nn.cpu import threads  # noqa: E402
+
+NEVER = 2 ** 62  # a SPLIT_ATOM_FEATURES no system reaches
+# name: (CALLING_THREAD_ALONE, SPLIT_ATOM_FEATURES)
+SETTINGS = {"neither": (False, NEVER), "alone": (True, NEVER),
+            "split": (False, threads.SPLIT_ATOM_FEATURES),
+            "alone + split (default)": (True, threads.SPLIT_ATOM_FEATURES)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default",
+                        help="a model file, 'default' (FreeCG()) or 'paper' (F = 256, 9 "
+                             "layers, G = 32; random weights)")
+    parser.add_argument("--system", choices=("chignolin", "water"), default="chignolin")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--calls", type=int, default=3, help="timed calls per round")
+    args = parser.parse_args(argv)
+    if args.threads < 2:
+        parser.error(f"--threads {args.threads}: the settings apply from 2 threads on")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = {"default": lambda: FreeCG(),
+             "paper": lambda: FreeCG(FreeCGConfig(hidden=256, num_layers=9, num_groups=32))
+             }.get(args.model, lambda: args.model)()
+    calc = FreeCGCalculator(model, dtype="float32")
+    atoms = system(args.system)
+    atoms.calc = calc
+    start = atoms.get_positions()
+    rng = np.random.default_rng(0)
+
+    def use(name: str) -> None:
+        threads.CALLING_THREAD_ALONE, threads.SPLIT_ATOM_FEATURES = SETTINGS[name]
+
+    def call() -> None:
+        atoms.set_positions(start + rng.normal(scale=0.005, size=start.shape))
+        atoms.get_forces()
+
+    forces = {}
+    for name in SETTINGS:
+        use(name)
+        atoms.set_positions(start)
+        forces[name] = atoms.get_forces().copy()
+        call()
+    times: dict[str, list[float]] = {name: [] for name in SETTINGS}
+    for _ in range(args.rounds):
+        for name in SETTINGS:
+            use(name)
+            call()
+            began = time.perf_counter()
+            for _ in range(args.calls):
+                call()
+            times[name].append((time.perf_counter() - began) / args.calls)
+    if torch.get_num_threads() != args.threads:
+        raise RuntimeError(f"the calls left {torch.get_num_threads()} threads, not "
+                           f"{args.threads}")
+    print(f"{args.model} on {args.system} ({len(atoms)} atoms), float32, {args.threads} "
+          f"threads, {args.rounds} rounds of {args.calls} calls; {calc.model.last_plan.describe()}")
+    base = statistics.median(times["neither"])
+    for name in SETTINGS:
+        median = statistics.median(times[name])
+        difference = float(np.abs(forces[name] - forces["neither"]).max())
+        print(f"{name:>24}  {1e3 * median:8.1f} ms  {base / median:5.2f}x  "
+              f"max |dF| {difference:.1e} eV/Å")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
