@@ -19,7 +19,7 @@ neighbour lists are reused as they are in MD.
 
 On CPUs with glibc, tensors above malloc's mmap threshold (at most 32 MiB) are mapped afresh
 and page-faulted on every call. The worker processes of the default configuration serve
-them from the heap instead (:func:`freecg_md.md.worker_serve.keep_freed_memory`);
+them from the heap instead (:func:`freecg_md.keep_freed_memory`);
 ``--no-mmap`` does the same in this process (the batched, in-process and calculator rows).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_replicas.py --threads 2
@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from ase import Atoms  # noqa: E402
 
-from freecg_md import FreeCG, FreeCGCalculator, load_model  # noqa: E402
+from freecg_md import FreeCG, FreeCGCalculator, keep_freed_memory, load_model  # noqa: E402
 from freecg_md.md import (  # noqa: E402
     FreeCGPotential,
     ReplicaState,
@@ -51,7 +51,6 @@ from freecg_md.md import (  # noqa: E402
     run_replicas,
     temperature_ladder,
 )
-from freecg_md.md.worker_serve import keep_freed_memory  # noqa: E402
 
 
 def chignolin_or_stand_in(seed: int) -> Atoms:

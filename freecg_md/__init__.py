@@ -16,6 +16,7 @@ _EXPORTS = {
     "FreeCGCalculator": "calculator", "Committee": "committee", "load_committee": "committee",
     "NeighborList": "neighbors", "NeighborListCache": "neighbors",
     "build_neighbor_list": "neighbors", "FreeCG": "nn", "FreeCGConfig": "nn",
+    "keep_freed_memory": "memory",
 }
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
         save_model,
         shipped_model,
     )
+    from .memory import keep_freed_memory
     from .neighbors import NeighborList, NeighborListCache, build_neighbor_list
     from .nn import FreeCG, FreeCGConfig
 
@@ -61,6 +63,7 @@ __all__ = [
     "NeighborListCache",
     "__version__",
     "build_neighbor_list",
+    "keep_freed_memory",
     "load_committee",
     "load_model",
     "read_model_file",

@@ -6,9 +6,7 @@ import :mod:`~freecg_md.md.potentials`, which imports it.
 
 from __future__ import annotations
 
-import ctypes
 import pickle
-import sys
 import traceback
 from multiprocessing.connection import Connection
 
@@ -16,37 +14,11 @@ import numpy as np
 
 from ..committee import Committee
 from ..io import load_model
+from ..memory import keep_freed_memory
 from .potentials import FreeCGPotential
 from .worker_processes import _USER_ERRORS, WorkerSpec
 
-__all__ = ["keep_freed_memory", "serve"]
-
-# glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc's malloc in this process serve large allocations from its heap and keep
-    freed memory there (``mallopt``: no mmap, the largest trim threshold), as
-    ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647`` would at start-up.
-
-    A pass frees and allocates the same tensors on every call. Above malloc's mmap
-    threshold each is mapped afresh and page-faulted in again, a visible share of a
-    one-thread chignolin pass (benchmarks/README.md, replicas); from the heap the next pass
-    reuses pages already mapped. The process keeps its peak memory instead of returning
-    it. For processes this package owns (the MD worker processes, which call it at start);
-    a user's own process keeps its settings. Returns whether the settings took (False off
-    glibc).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        # mallopt takes a C int: the largest trim threshold is 2**31 - 1 bytes.
-        return bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
-
+__all__ = ["serve"]
 
 def _error_reply(error: BaseException) -> tuple:
     if isinstance(error, _USER_ERRORS):

@@ -8,7 +8,7 @@ import pytest
 SCRIPT = """
 import ctypes, sys
 import torch
-from freecg_md.md.worker_serve import keep_freed_memory
+from freecg_md import keep_freed_memory
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
