@@ -12,6 +12,13 @@ spherical harmonics are written out (:func:`spherical_harmonics_l12`), since e3n
 ``Irreps`` objects cannot be traced. ``tests/train/test_compiled.py`` checks energies,
 forces and the loss's parameter gradients against the reference path.
 
+Inductor's code is checked against the reference path while it trains: on the first batch
+and every ``check_every`` batches after, the reference forces and energies of the same
+batch are computed too, and where they differ beyond float rounding (torch 2.13.0's
+inductor computed the forces of the ablation without group CG on chignolin up to 0.60 eV/Å
+wrong, its energies right) the pass warns and uses the reference path from then on, so a
+miscompiled pass never trains a model on wrong forces for more than ``check_every`` steps.
+
 Positions enter through the edge vectors ``r_ij = r_j - r_i + s_ij`` only, so with
 ``g_ij = dE/dr_ij`` the forces are ``F_i = sum_{e: centre i} g_e - sum_{e: neighbour i} g_e``
 (two index-adds outside the compiled function, where autograd differentiates them).
@@ -20,6 +27,7 @@ Positions enter through the edge vectors ``r_ij = r_j - r_i + s_ij`` only, so wi
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -30,9 +38,17 @@ from ..nn.model import structure_energies
 if TYPE_CHECKING:
     from ..nn.model import FreeCG
 
-__all__ = ["CompiledForces", "spherical_harmonics_l12"]
+__all__ = ["CompiledForces", "CompiledPassWarning", "spherical_harmonics_l12"]
 
 _SQRT3 = math.sqrt(3.0)
+# Agreement asked of the compiled pass with the reference, by dtype: absolute eV/Å (eV per
+# atom for energies) plus relative to the largest reference force. Float32 passes that
+# differ only in the order of their sums agree to about 1e-5 eV/Å at these sizes.
+_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-9}
+
+
+class CompiledPassWarning(UserWarning):
+    """The compiled training pass disagreed with the reference path and was set aside."""
 
 
 def spherical_harmonics_l12(vectors: torch.Tensor) -> torch.Tensor:
@@ -64,6 +80,10 @@ class CompiledForces:
     model:
         The trainable :class:`~freecg_md.nn.FreeCG`; its parameters are read at every
         call (the optimiser's updates apply), nothing is copied.
+    check_every:
+        Compare the compiled pass with the reference path on the first batch and every
+        this many batches after (0: never); on a disagreement the reference path takes
+        over (:attr:`failed` says why).
     options:
         Passed to ``torch.compile`` (``dynamic=True`` is set: edge counts differ between
         batches).
@@ -78,16 +98,23 @@ class CompiledForces:
     sizes reuse it.
     """
 
-    def __init__(self, model: FreeCG, **options: Any) -> None:
+    def __init__(self, model: FreeCG, check_every: int = 500, **options: Any) -> None:
+        if check_every < 0:
+            raise ValueError(f"check_every={check_every}: expected 0 (never) or a positive "
+                             "number of batches")
         self.model = model
+        self.check_every = check_every
+        self.failed: str | None = None
+        self._calls = 0
         options.setdefault("dynamic", True)
         self._edge_terms = torch.compile(self._edge_terms_eager, **options)
 
     def supports(self, n_edges: int) -> bool:
-        """Whether a pass of ``n_edges`` edges goes through the compiled graph."""
+        """Whether a pass of ``n_edges`` edges goes through the compiled graph (never once
+        it has disagreed with the reference)."""
         config = self.model.config
-        return not config.self_loops and keeps_graphs(n_edges, config.hidden,
-                                                      config.num_layers)
+        return (self.failed is None and not config.self_loops
+                and keeps_graphs(n_edges, config.hidden, config.num_layers))
 
     def _edge_terms_eager(self, vectors: torch.Tensor, species: torch.Tensor,
                           centers: torch.Tensor,
@@ -112,6 +139,26 @@ class CompiledForces:
         eV, ``energies`` (N,) eV per atom, ``forces`` (N, 3) eV/Å, all differentiable by
         the model's parameters. Pairs at or beyond the cutoff are dropped first, as there.
         """
+        checked = self.check_every and self._calls % self.check_every == 0
+        self._calls += 1
+        out = self._compiled_pass(numbers, positions, edge_index, shifts, batch, num_graphs)
+        if checked:
+            arguments = (numbers, positions, edge_index, shifts, batch, num_graphs)
+            reference = self.model.energy_and_forces(*arguments)
+            self.failed = _disagreement(out, reference, numbers.shape[0])
+            if self.failed is not None:
+                warnings.warn(f"the compiled training pass disagrees with the reference "
+                              f"path ({self.failed}); training goes on on the reference "
+                              "path (TrainConfig.compile has no effect from here)",
+                              CompiledPassWarning, stacklevel=2)
+                # This batch's loss needs the forces' graph.
+                return self.model.energy_and_forces(*arguments, create_graph=True)
+        return out
+
+    def _compiled_pass(self, numbers: torch.Tensor, positions: torch.Tensor,
+                       edge_index: torch.Tensor, shifts: torch.Tensor | None,
+                       batch: torch.Tensor | None, num_graphs: int
+                       ) -> dict[str, torch.Tensor]:
         model = self.model
         centers, neighbors, vectors, _ = model.edges_within_cutoff(positions, edge_index, shifts)
         species = model.species_index[numbers]
@@ -124,3 +171,24 @@ class CompiledForces:
         forces = (torch.zeros_like(positions).index_add_(0, centers, gradient)
                   .index_add_(0, neighbors, -gradient)) * scale
         return {"energy": energy, "energies": atom_energy, "forces": forces}
+
+
+def _disagreement(out: dict[str, torch.Tensor], reference: dict[str, torch.Tensor],
+                  n_atoms: int) -> str | None:
+    """Why the compiled pass's ``out`` differs from the ``reference`` beyond rounding, or
+    None where they agree (forces within ``_TOLERANCE`` plus as much relative to the largest
+    reference force; energies within it per atom)."""
+    forces, expected = out["forces"].detach(), reference["forces"].detach()
+    tolerance = _TOLERANCE.get(expected.dtype, _TOLERANCE[torch.float32])
+    if expected.numel():
+        force_error = float((forces - expected).abs().max())
+        allowed = tolerance * (1.0 + float(expected.abs().max()))
+    else:  # no atoms
+        force_error, allowed = 0.0, tolerance
+    energy_error = float((out["energy"].detach() - reference["energy"].detach()).abs().max())
+    if force_error > allowed or not math.isfinite(force_error):
+        return f"forces differ by up to {force_error:.3g} eV/Å, allowed {allowed:.3g}"
+    if energy_error > tolerance * n_atoms or not math.isfinite(energy_error):
+        return (f"energies differ by up to {energy_error:.3g} eV, allowed "
+                f"{tolerance * n_atoms:.3g}")
+    return None

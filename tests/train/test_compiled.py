@@ -6,7 +6,7 @@ import torch
 from e3nn import o3
 
 from freecg_md.train import TrainConfig, train
-from freecg_md.train.compiled import CompiledForces, spherical_harmonics_l12
+from freecg_md.train.compiled import CompiledForces, CompiledPassWarning, spherical_harmonics_l12
 from freecg_md.train.data import collate, structures_from_atoms
 from freecg_md.train.loss import loss_fn
 from tests.conftest import random_molecule, small_model
@@ -113,3 +113,51 @@ def test_the_command_line_compile_flag_sets_the_config(data_file, tmp_path, monk
     assert seen["compile"] is True
     command.main([str(path), "--no-compile"])
     assert seen["compile"] is False
+
+
+def test_a_compiled_pass_that_disagrees_is_set_aside_for_the_reference(monkeypatch):
+    """A compiled pass whose forces are wrong (as inductor's were for a model without group
+    CG) is caught on its first batch: a warning, this batch's reference result with its
+    graph, and the reference path from then on."""
+    model = small_model(torch.float64)
+    batch = _batch()
+    args = (batch.numbers, batch.positions, batch.edge_index, batch.shifts, batch.batch,
+            batch.num_graphs)
+    compiled = CompiledForces(model)
+    right = compiled._edge_terms_eager
+
+    def wrong(*inputs):
+        out, gradient = right(*inputs)
+        return out, gradient * 1.01
+
+    monkeypatch.setattr(compiled, "_edge_terms", wrong)
+    assert compiled.supports(batch.edge_index.shape[1])
+    with pytest.warns(CompiledPassWarning, match="forces differ by up to"):
+        out = compiled.energy_and_forces(*args)
+    reference = model.energy_and_forces(*args, create_graph=True)
+    torch.testing.assert_close(out["forces"], reference["forces"], rtol=0, atol=1e-12)
+    assert out["forces"].requires_grad  # the loss can be back-propagated
+    assert compiled.failed is not None and not compiled.supports(batch.edge_index.shape[1])
+
+
+def test_a_compiled_pass_that_agrees_is_checked_every_so_many_batches(monkeypatch):
+    model = small_model(torch.float64)
+    batch = _batch()
+    args = (batch.numbers, batch.positions, batch.edge_index, batch.shifts, batch.batch,
+            batch.num_graphs)
+    compiled = CompiledForces(model, check_every=2)
+    monkeypatch.setattr(compiled, "_edge_terms", compiled._edge_terms_eager)
+    checks = []
+    original = model.energy_and_forces
+
+    def counted(*inputs, **options):
+        checks.append(options.get("create_graph", False))
+        return original(*inputs, **options)
+
+    monkeypatch.setattr(model, "energy_and_forces", counted)
+    for _ in range(5):
+        compiled.energy_and_forces(*args)
+    assert checks == [False, False, False]  # batches 0, 2 and 4, no graph needed
+    assert compiled.failed is None
+    with pytest.raises(ValueError, match="check_every=-1"):
+        CompiledForces(model, check_every=-1)
