@@ -27,7 +27,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads libgomp
@@ -36,10 +35,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_runs import system  # noqa: E402
+from bench_runs import calculator_calls, timed_in_turns  # noqa: E402
 
-from freecg_md import FreeCGCalculator  # noqa: E402
-from freecg_md.nn import FreeCG, FreeCGConfig  # noqa: E402
 from freecg_md.nn.cpu import threads  # noqa: E402
 
 NEVER = 2 ** 62  # a SPLIT_ATOM_FEATURES no system reaches
@@ -62,22 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads < 2:
         parser.error(f"--threads {args.threads}: the settings apply from 2 threads on")
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = {"default": lambda: FreeCG(),
-             "paper": lambda: FreeCG(FreeCGConfig(hidden=256, num_layers=9, num_groups=32))
-             }.get(args.model, lambda: args.model)()
-    calc = FreeCGCalculator(model, dtype="float32")
-    atoms = system(args.system)
-    atoms.calc = calc
+    atoms, calc, call = calculator_calls(args.model, args.system)
     start = atoms.get_positions()
-    rng = np.random.default_rng(0)
 
     def use(name: str) -> None:
         threads.CALLING_THREAD_ALONE, threads.SPLIT_ATOM_FEATURES = SETTINGS[name]
-
-    def call() -> None:
-        atoms.set_positions(start + rng.normal(scale=0.005, size=start.shape))
-        atoms.get_forces()
 
     forces = {}
     for name in SETTINGS:
@@ -85,15 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         atoms.set_positions(start)
         forces[name] = atoms.get_forces().copy()
         call()
-    times: dict[str, list[float]] = {name: [] for name in SETTINGS}
-    for _ in range(args.rounds):
-        for name in SETTINGS:
-            use(name)
-            call()
-            began = time.perf_counter()
-            for _ in range(args.calls):
-                call()
-            times[name].append((time.perf_counter() - began) / args.calls)
+    times = timed_in_turns({name: name for name in SETTINGS}, use, call, args.rounds,
+                           args.calls)
     if torch.get_num_threads() != args.threads:
         raise RuntimeError(f"the calls left {torch.get_num_threads()} threads, not "
                            f"{args.threads}")

@@ -35,24 +35,13 @@ def child(args: argparse.Namespace) -> None:
 
     if args.child == "keep_freed_memory" and not keep_freed_memory():
         raise SystemExit("keep_freed_memory() did not take here (not glibc?)")
-    import numpy as np
     import torch
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from bench_runs import system
-
-    from freecg_md import FreeCGCalculator
+    from bench_runs import calculator_calls
 
     torch.set_num_threads(args.threads)
-    calc = FreeCGCalculator(args.model, dtype="float32")
-    atoms = system(args.system)
-    atoms.calc = calc
-    start = atoms.get_positions()
-    rng = np.random.default_rng(0)
-
-    def call() -> None:
-        atoms.set_positions(start + rng.normal(scale=0.005, size=start.shape))
-        atoms.get_forces()
+    _, _, call = calculator_calls(args.model, args.system)
 
     for _ in range(args.warmup):
         call()

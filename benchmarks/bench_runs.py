@@ -25,7 +25,9 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads libgomp
 
@@ -51,6 +53,45 @@ def system(name: str) -> Atoms:
     return Atoms(numbers=numbers, positions=positions)
 
 
+def calculator_calls(model: str, system_name: str) -> tuple[Atoms, FreeCGCalculator,
+                                                             Callable[[], None]]:
+    """``(atoms, calc, call)``: ``model`` (a file, ``default`` or ``paper``, random weights
+    seeded) in a float32 calculator on ``system_name``, and a call that moves the atoms by
+    0.005 Å rms from their start (a seeded draw each time) and asks for the forces."""
+    torch.manual_seed(0)
+    made = {"default": lambda: FreeCG(),
+            "paper": lambda: FreeCG(FreeCGConfig(hidden=256, num_layers=9, num_groups=32))
+            }.get(model, lambda: model)()
+    calc = FreeCGCalculator(made, dtype="float32")
+    atoms = system(system_name)
+    atoms.calc = calc
+    start = atoms.get_positions()
+    rng = np.random.default_rng(0)
+
+    def call() -> None:
+        atoms.set_positions(start + rng.normal(scale=0.005, size=start.shape))
+        atoms.get_forces()
+
+    return atoms, calc, call
+
+
+def timed_in_turns(configurations: dict[str, Any], use: Callable[[Any], None],
+                   call: Callable[[], None], rounds: int, calls: int) -> dict[str, list[float]]:
+    """Seconds per call of each configuration, one entry per round: every round applies each
+    configuration in turn (``use(value)``), makes one untimed call (it warms the caches
+    after the switch) and times ``calls`` more, so load from other jobs falls on all alike."""
+    times: dict[str, list[float]] = {name: [] for name in configurations}
+    for _ in range(rounds):
+        for name, value in configurations.items():
+            use(value)
+            call()
+            began = time.perf_counter()
+            for _ in range(calls):
+                call()
+            times[name].append((time.perf_counter() - began) / calls)
+    return times
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default",
@@ -62,20 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=3, help="timed calls per round")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = {"default": lambda: FreeCG(),
-             "paper": lambda: FreeCG(FreeCGConfig(hidden=256, num_layers=9, num_groups=32))
-             }.get(args.model, lambda: args.model)()
-    calc = FreeCGCalculator(model, dtype="float32")
-    atoms = system(args.system)
-    atoms.calc = calc
+    atoms, calc, call = calculator_calls(args.model, args.system)
     start = atoms.get_positions()
-    rng = np.random.default_rng(0)
-
-    def call() -> None:
-        atoms.set_positions(start + rng.normal(scale=0.005, size=start.shape))
-        atoms.get_forces()
-
     plans, forces = {}, {}
     for name, chunk in CONFIGURATIONS.items():
         calc.model.edge_chunk_size = chunk
@@ -83,15 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         forces[name] = atoms.get_forces().copy()
         plans[name] = calc.model.last_plan.describe()
         call()
-    times: dict[str, list[float]] = {name: [] for name in CONFIGURATIONS}
-    for _ in range(args.rounds):
-        for name, chunk in CONFIGURATIONS.items():
-            calc.model.edge_chunk_size = chunk
-            call()  # the first call after a switch rebuilds nothing, but warms the caches
-            began = time.perf_counter()
-            for _ in range(args.calls):
-                call()
-            times[name].append((time.perf_counter() - began) / args.calls)
+    times = timed_in_turns(CONFIGURATIONS, lambda chunk: setattr(calc.model, "edge_chunk_size",
+                                                                 chunk),
+                           call, args.rounds, args.calls)
     print(f"{args.model} on {args.system} ({len(atoms)} atoms), float32, {args.threads} "
           f"thread(s), {args.rounds} rounds of {args.calls} calls")
     base = statistics.median(times["auto"])
