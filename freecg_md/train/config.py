@@ -40,6 +40,14 @@ class TrainConfig:
         model. 0 disables it.
     early_stopping_patience:
         Epochs without a better validation loss before stopping.
+    stage_two_epoch, stage_two_energy_weight, stage_two_force_weight, stage_two_lr:
+        A second stage of training from epoch ``stage_two_epoch`` on (None: one stage), with
+        its own loss weights and learning rate (each None: as in stage one); typically a
+        larger energy weight and a smaller rate once the forces are learnt, as MACE's
+        second stage does. At the switch the best model so far is scored again under the
+        new loss (its validation loss is not comparable across the switch), the stale-epoch
+        count and the plateau schedule start afresh, and every later validation loss, the
+        early stopping and the test metrics use the new weights.
     max_epochs, max_minutes:
         Limits; a run stopped by ``max_minutes`` checkpoints and can be resumed.
     checkpoint_every:
@@ -89,6 +97,10 @@ class TrainConfig:
     min_lr: float = 1e-7
     ema_decay: float = 0.99
     early_stopping_patience: int = 100
+    stage_two_epoch: int | None = None
+    stage_two_energy_weight: float | None = None
+    stage_two_force_weight: float | None = None
+    stage_two_lr: float | None = None
     max_epochs: int = 1000
     max_minutes: float | None = None
     checkpoint_every: int = 0
@@ -120,9 +132,22 @@ class TrainConfig:
             "max_epochs": self.max_epochs >= 1,
             "replay_fraction": 0 < self.replay_fraction <= 1,
         }
+        checks.update({
+            "stage_two_epoch": self.stage_two_epoch is None or self.stage_two_epoch >= 1,
+            "stage_two_energy_weight": (self.stage_two_energy_weight is None
+                                        or self.stage_two_energy_weight >= 0),
+            "stage_two_force_weight": (self.stage_two_force_weight is None
+                                       or self.stage_two_force_weight >= 0),
+            "stage_two_lr": self.stage_two_lr is None or self.stage_two_lr > 0,
+        })
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r} is out of range")
+        stage_two = (self.stage_two_energy_weight, self.stage_two_force_weight,
+                     self.stage_two_lr)
+        if self.stage_two_epoch is None and any(v is not None for v in stage_two):
+            raise ValueError("stage_two_energy_weight, stage_two_force_weight and "
+                             "stage_two_lr need stage_two_epoch, the epoch stage two starts at")
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError(
                 f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction}; "
@@ -130,8 +155,30 @@ class TrainConfig:
             )
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile={self.compile!r}: expected true or false")
-        if self.energy_weight == 0 and self.force_weight == 0:
-            raise ValueError("energy_weight and force_weight are both 0; nothing to fit")
+        for stage in (1, 2):
+            if self.loss_weights(stage) == (0, 0):
+                raise ValueError(f"stage {stage}'s energy and force weights are both 0; "
+                                 "nothing to fit")
+
+    def stage(self, epoch: int) -> int:
+        """The training stage (1 or 2) of ``epoch`` (counted from 0)."""
+        return 2 if self.stage_two_epoch is not None and epoch >= self.stage_two_epoch else 1
+
+    def loss_weights(self, stage: int | None = None) -> tuple[float, float]:
+        """``(energy_weight, force_weight)`` of ``stage``; None: of the run's last stage,
+        the loss its best model and test metrics are scored with."""
+        if stage is None:
+            stage = 1 if self.stage_two_epoch is None else 2
+        if stage == 1:
+            return self.energy_weight, self.force_weight
+        return (self.energy_weight if self.stage_two_energy_weight is None
+                else self.stage_two_energy_weight,
+                self.force_weight if self.stage_two_force_weight is None
+                else self.stage_two_force_weight)
+
+    def learning_rate(self, stage: int) -> float:
+        """The learning rate a stage starts from (after warm-up)."""
+        return self.stage_two_lr if stage == 2 and self.stage_two_lr is not None else self.lr
 
     @property
     def data_split_seed(self) -> int:

@@ -3,7 +3,9 @@
     python -m freecg_md.train.export configs/chignolin.json models/chignolin.pt
 
 Takes ``best_model.pt`` of the run in the config's ``output_dir`` (the EMA weights at the
-best validation loss so far; a run still training may be exported at any time), evaluates
+best validation loss so far; a run still training may be exported at any time), or with
+``--latest`` the weights of its last checkpoint (the EMA weights where training stands,
+whether or not they validate better than the best so far), evaluates
 it on the run's test split (``split.json``), and writes a float32 model file whose metadata
 holds the test metrics, the epochs and training time behind it, the training config and the
 split. A fine-tuned run (``init_from``) is also scored on the test structures of the earlier
@@ -24,10 +26,11 @@ import torch
 
 from ..domain import DOMAIN_KEY, domain_from_structures
 from ..io import load_model, save_model
+from ..nn import FreeCG
 from .config import TrainConfig
 from .dataset_cache import load_training_structures
 from .finetune import starting_point
-from .loop import evaluate_errors
+from .loop import CHECKPOINT, evaluate_errors
 from .loss import ErrorMetrics
 
 
@@ -46,13 +49,33 @@ def _training_progress(log_path: Path) -> dict[str, float]:
             "training_time_s": float(rows[-1]["elapsed_s"])}
 
 
+def latest_weights(run: Path) -> tuple[FreeCG, str]:
+    """The model where a run's training stands: ``best_model.pt``'s architecture and energy
+    standardisation with the last checkpoint's EMA weights (the raw weights without EMA),
+    and which weights of which optimiser step they are."""
+    for name in ("best_model.pt", CHECKPOINT):
+        if not (run / name).is_file():
+            raise FileNotFoundError(f"{run / name} is missing: no checkpoint of this run to "
+                                    f"export the latest weights from")
+    model = load_model(run / "best_model.pt")
+    state = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["ema"] or state["model"])
+    step = json.loads(state["progress"])["step"]
+    which = "EMA weights" if state["ema"] else "weights"
+    return model, f"{run / CHECKPOINT} ({which} at optimiser step {step})"
+
+
 def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Path | None = None,
-                 threads: int | None = None) -> dict[str, object]:
-    """Evaluate ``model_path`` (default: the run's ``best_model.pt``) on the run's test split
-    and write it to ``out_path`` in float32 with the metrics in its metadata."""
+                 threads: int | None = None, latest: bool = False) -> dict[str, object]:
+    """Evaluate ``model_path`` (default: the run's ``best_model.pt``; with ``latest``, the
+    weights of its last checkpoint) on the run's test split and write it to ``out_path`` in
+    float32 with the metrics in its metadata."""
     if threads:
         torch.set_num_threads(threads)
     run = Path(config.output_dir)
+    if latest and model_path is not None:
+        raise ValueError("model_path and latest=True both say which weights to export; "
+                         "give one")
     model_path = Path(model_path) if model_path else run / "best_model.pt"
     split = json.loads((run / "split.json").read_text())
     training: dict[str, object] = {}
@@ -65,9 +88,13 @@ def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Pa
         training["initialised_from"] = {"run": str(start.run_dir), **earlier}
     structures, _ = load_training_structures(config)
     test = [structures[i] for i in split["test"]]
+    if latest:
+        model, exported_from = latest_weights(run)
+    else:
+        model, exported_from = load_model(model_path), str(model_path)
     # Frozen: scoring needs no parameter gradients, and a frozen model takes the faster
     # inference path (see FreeCG).
-    model = load_model(model_path).to(torch.float32).requires_grad_(False)
+    model = model.to(torch.float32).requires_grad_(False)
 
     def errors(part: list) -> ErrorMetrics:
         return evaluate_errors(model, part, config, torch.device("cpu"), torch.float32)
@@ -99,7 +126,7 @@ def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Pa
     domain = {DOMAIN_KEY: domain_from_structures(molecules).to_dict()} if molecules else {}
     save_model(model, out_path, metadata={
         **report, "train_config": config.to_dict(), "split": split,
-        "exported_from": str(model_path), **domain})
+        "exported_from": exported_from, **domain})
     return report
 
 
@@ -110,9 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", help="model file to write")
     parser.add_argument("--model", help="model file of the run to export (default "
                                         "best_model.pt in its output_dir)")
+    parser.add_argument("--latest", action="store_true",
+                        help="export the last checkpoint's weights instead of the best")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     args = parser.parse_args(argv)
-    report = export_model(TrainConfig.from_json(args.config), args.out, args.model, args.threads)
+    if args.latest and args.model:
+        parser.error("--model and --latest both say which weights to export; give one")
+    report = export_model(TrainConfig.from_json(args.config), args.out, args.model, args.threads,
+                          latest=args.latest)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -1,4 +1,5 @@
-"""The training loop: AdamW, warm-up, plateau schedule, EMA, early stopping, exact resume."""
+"""The training loop: AdamW, warm-up, plateau schedule, EMA, early stopping, an optional second
+stage with other loss weights, exact resume."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..calculator import resolve_device, resolve_dtype
-from ..io import _versions, save_model
+from ..io import _versions, load_model, save_model
 from ..nn import FreeCG, FreeCGConfig
 from .compiled import CompiledForces
 from .config import TrainConfig
@@ -43,6 +44,7 @@ class Progress:
     log_rows: int = 0
     epoch_loss_sum: float = 0.0
     stopped_early: bool = False
+    stage: int = 1
 
 
 def _epoch_order(n: int, seed: int, epoch: int, n_replayed: int | None = None,
@@ -59,22 +61,25 @@ def _epoch_order(n: int, seed: int, epoch: int, n_replayed: int | None = None,
 
 
 def _evaluate(model: FreeCG, structures: list[Structure], config: TrainConfig,
-              device: torch.device, dtype: torch.dtype) -> dict[str, float]:
-    return evaluate_errors(model, structures, config, device, dtype).summary()
+              device: torch.device, dtype: torch.dtype,
+              weights: tuple[float, float] | None = None) -> dict[str, float]:
+    return evaluate_errors(model, structures, config, device, dtype, weights).summary()
 
 
 def evaluate_errors(model: FreeCG, structures: list[Structure], config: TrainConfig,
-                    device: torch.device, dtype: torch.dtype) -> ErrorMetrics:
+                    device: torch.device, dtype: torch.dtype,
+                    weights: tuple[float, float] | None = None) -> ErrorMetrics:
     """Energy and force errors of ``model`` on ``structures``, in batches of the config's
-    size."""
+    size; the loss with ``weights`` (energy, force), by default those of the config's last
+    stage."""
+    energy_weight, force_weight = weights or config.loss_weights()
     metrics = ErrorMetrics()
     model.eval()
     for start in range(0, len(structures), config.batch_size):
         batch = collate(structures[start:start + config.batch_size]).to(device, dtype)
         out = model.energy_and_forces(batch.numbers, batch.positions, batch.edge_index,
                                       batch.shifts, batch.batch, batch.num_graphs)
-        loss = loss_fn(out["energy"], out["forces"], batch, config.energy_weight,
-                       config.force_weight)
+        loss = loss_fn(out["energy"], out["forces"], batch, energy_weight, force_weight)
         metrics.update(out["energy"], out["forces"], batch, loss.item())
     return metrics
 
@@ -163,11 +168,16 @@ class Trainer:
         per_epoch = -(-len(self.epoch_order(0)) // self.config.batch_size)
         return min(MAX_AUTO_WARMUP, 2 * per_epoch)
 
+    @property
+    def loss_weights(self) -> tuple[float, float]:
+        """``(energy_weight, force_weight)`` of the stage training is in."""
+        return self.config.loss_weights(self.progress.stage)
+
     def _set_warmup_lr(self) -> None:
         if self.progress.step < self.warmup_steps:
             scale = (self.progress.step + 1) / self.warmup_steps
             for group in self.optimizer.param_groups:
-                group["lr"] = self.config.lr * scale
+                group["lr"] = self.config.learning_rate(self.progress.stage) * scale
 
     def train_step(self, batch: Batch) -> float:
         self.model.train()
@@ -180,8 +190,7 @@ class Trainer:
             out = self.model.energy_and_forces(batch.numbers, batch.positions,
                                                batch.edge_index, batch.shifts, batch.batch,
                                                batch.num_graphs, create_graph=True)
-        loss = loss_fn(out["energy"], out["forces"], batch, self.config.energy_weight,
-                       self.config.force_weight)
+        loss = loss_fn(out["energy"], out["forces"], batch, *self.loss_weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0)
@@ -212,6 +221,8 @@ class Trainer:
         epochs = tqdm(total=config.max_epochs, initial=progress.epoch, unit="epoch",
                       desc="training", disable=not show_progress, dynamic_ncols=True)
         while not progress.stopped_early and progress.epoch < config.max_epochs:
+            if config.stage(progress.epoch) != progress.stage:
+                self._enter_stage_two(show_progress)
             order = self.epoch_order(progress.epoch)
             starts = list(range(0, len(order), config.batch_size))
             bar = tqdm(starts[progress.batch_in_epoch:], disable=not show_progress,
@@ -237,11 +248,37 @@ class Trainer:
         epochs.close()
         return True
 
+    def _enter_stage_two(self, show_progress: bool) -> None:
+        """Switch to stage two's loss weights and learning rate; score the best model so
+        far under the new loss, so that later epochs are compared with it on equal terms."""
+        progress = self.progress
+        progress.stage = 2
+        best_path = self.out / "best_model.pt"
+        best = load_model(best_path).to(device=self.device, dtype=self.dtype)
+        val = _evaluate(best, self.val_set, self.config, self.device, self.dtype,
+                        self.loss_weights)
+        progress.best_val, progress.stale_epochs = val["loss"], 0
+        save_model(best, best_path, metadata={**best.metadata, "val": val,
+                                              "rescored_for_stage_two": True})
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.learning_rate(2)
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, factor=self.config.plateau_factor,
+            patience=self.config.plateau_patience, min_lr=self.config.min_lr)
+        self.save_checkpoint()
+        if show_progress:
+            energy_weight, force_weight = self.loss_weights
+            tqdm.write(f"stage two from epoch {progress.epoch}: energy weight {energy_weight:g}, "
+                       f"force weight {force_weight:g}, lr {self.config.learning_rate(2):g}; "
+                       f"the best model (epoch {progress.best_epoch}) scores a validation "
+                       f"loss of {val['loss']:.4g} under them")
+
     def score_starting_point(self, run_dir: Path) -> dict[str, float]:
         """Validate the starting weights of a fine-tune and make them the best model so far
         (epoch -1): an epoch then counts as best only if it beats them, and a fine-tune
         that never does ends with the weights it started from."""
-        val = _evaluate(self.eval_model, self.val_set, self.config, self.device, self.dtype)
+        val = _evaluate(self.eval_model, self.val_set, self.config, self.device, self.dtype,
+                        self.loss_weights)
         self.progress.best_val, self.progress.best_epoch = val["loss"], -1
         save_model(self.eval_model, self.out / "best_model.pt",
                    metadata={"epoch": -1, "val": val, "initialised_from": str(run_dir)})
@@ -249,7 +286,8 @@ class Trainer:
 
     def _end_epoch(self, train_loss: float, elapsed: float) -> None:
         config, progress = self.config, self.progress
-        val = _evaluate(self.eval_model, self.val_set, config, self.device, self.dtype)
+        val = _evaluate(self.eval_model, self.val_set, config, self.device, self.dtype,
+                        self.loss_weights)
         self.last_val_force_mae = val["force_mae_eV_per_A"]
         if progress.step >= self.warmup_steps:
             self.plateau.step(val["loss"])
@@ -348,11 +386,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
 
 
 def _finish(trainer: Trainer, split: dict[str, list[int]]) -> dict:
-    from ..io import load_model
-
     out = trainer.out
     best = load_model(out / "best_model.pt").to(device=trainer.device, dtype=trainer.dtype)
-    metrics = _evaluate(best, trainer.test_set, trainer.config, trainer.device, trainer.dtype)
+    metrics = _evaluate(best, trainer.test_set, trainer.config, trainer.device, trainer.dtype,
+                        trainer.loss_weights)
     metrics.update(n_train=len(split["train"]), n_val=len(split["val"]),
                    n_test=len(split["test"]), best_epoch=trainer.progress.best_epoch,
                    epochs=trainer.progress.epoch, training_time_s=trainer.progress.elapsed_s)

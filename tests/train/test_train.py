@@ -96,11 +96,62 @@ def test_unknown_element_in_data_is_named(tmp_path):
         train(config, progress=False)
 
 
-@pytest.mark.parametrize("bad", [dict(batch_size=0), dict(val_fraction=0.6, test_fraction=0.5),
-                                 dict(lr=-1.0), dict(data=[])])
-def test_bad_config(tmp_path, bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("bad, named", [
+    (dict(batch_size=0), "batch_size"), (dict(val_fraction=0.6, test_fraction=0.5), "< 1"),
+    (dict(lr=-1.0), "lr"), (dict(data=[]), "data"),
+    (dict(stage_two_lr=1e-4), "need stage_two_epoch"), (dict(stage_two_epoch=0), "stage_two_epoch"),
+    (dict(stage_two_epoch=2, stage_two_energy_weight=0.0, stage_two_force_weight=0.0),
+     "stage 2's energy and force weights are both 0")])
+def test_bad_config(tmp_path, bad, named):
+    with pytest.raises(ValueError, match=named):
         TrainConfig(**{"data": ["x.extxyz"], "output_dir": str(tmp_path), **bad})
+
+
+def test_stage_two_takes_its_weights_and_rate_from_its_epoch_on(data_file, tmp_path):
+    stage_two = dict(stage_two_epoch=2, stage_two_energy_weight=20.0, stage_two_lr=1e-3)
+    config = config_for(data_file, tmp_path / "run", max_epochs=4, **stage_two)
+    assert [config.stage(epoch) for epoch in range(4)] == [1, 1, 2, 2]
+    assert config.loss_weights(1) == (0.1, 0.9) and config.loss_weights() == (20.0, 0.9)
+    assert config.learning_rate(1) == 3e-3 and config.learning_rate(2) == 1e-3
+    metrics = train(config, progress=False)
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]
+    assert [float(row.split(",")[2]) for row in rows] == [3e-3, 3e-3, 1e-3, 1e-3]
+    best = load_model(tmp_path / "run" / "best_model.pt")
+    if best.metadata["epoch"] < 2:  # the stage-one best, scored again under stage two
+        assert best.metadata["rescored_for_stage_two"]
+    # The best model's validation loss and the test loss are stage two's.
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    from freecg_md.train.dataset_cache import load_training_structures
+    structures, _ = load_training_structures(config)
+    best = best.requires_grad_(False)
+    for part, expected in (("val", best.metadata["val"]["loss"]), ("test", metrics["loss"])):
+        chosen = [structures[i] for i in split[part]]
+        stage_two_loss = evaluate_errors(best, chosen, config, torch.device("cpu"),
+                                         torch.float32).summary()["loss"]
+        stage_one_loss = evaluate_errors(best, chosen, config, torch.device("cpu"),
+                                         torch.float32, config.loss_weights(1)).summary()["loss"]
+        np.testing.assert_allclose(expected, stage_two_loss, rtol=1e-5)
+        assert stage_two_loss > 1.2 * stage_one_loss  # the weights changed what it measures
+
+
+def test_resume_across_the_start_of_stage_two_equals_uninterrupted(data_file, tmp_path):
+    stage_two = dict(stage_two_epoch=1, stage_two_energy_weight=3.0, stage_two_lr=1e-3)
+    train(config_for(data_file, tmp_path / "whole", max_epochs=3, **stage_two), progress=False)
+    train(config_for(data_file, tmp_path / "part", max_epochs=1, **stage_two), progress=False)
+    # Stopped at the first step of stage two, then resumed to the end.
+    assert train(config_for(data_file, tmp_path / "part", max_epochs=3, max_minutes=0.0,
+                            **stage_two), resume=True, progress=False) == {}
+    train(config_for(data_file, tmp_path / "part", max_epochs=3, **stage_two), resume=True,
+          progress=False)
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+    assert json.loads(a["progress"])["stage"] == json.loads(b["progress"])["stage"] == 2
+    # The logs agree but for the wall-clock column.
+    logs = [[row.split(",")[:-1] for row in (tmp_path / run / "log.csv").read_text().split()]
+            for run in ("whole", "part")]
+    assert logs[0] == logs[1] and len(logs[0]) == 4
 
 
 def test_config_file_paths_are_relative_to_the_file(tmp_path):
@@ -195,6 +246,26 @@ def test_fine_tuning_keeps_the_starting_weights_unless_an_epoch_beats_them(data_
         torch.testing.assert_close(value, start[key], rtol=0, atol=0)
     report = export_model(tuned, tmp_path / "tuned.pt")
     assert report["training"]["best_epoch"] == -1
+
+
+def test_export_of_the_latest_weights_takes_the_checkpoints_ema(data_file, tmp_path):
+    for name, ema_decay, which in (("ema", 0.9, "ema"), ("raw", 0.0, "model")):
+        # 32 training structures in batches of 4: 8 optimiser steps.
+        config = config_for(data_file, tmp_path / name, max_epochs=1, ema_decay=ema_decay)
+        train(config, progress=False)
+        export_model(config, tmp_path / f"{name}.pt", latest=True)
+        latest = load_model(tmp_path / f"{name}.pt")
+        saved = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)[which]
+        for key, value in latest.state_dict().items():
+            torch.testing.assert_close(value, saved[key].to(value.dtype), rtol=0, atol=0)
+        described = "EMA weights" if ema_decay else "(weights"
+        assert f"{described} at optimiser step 8)" in latest.metadata["exported_from"]
+    with pytest.raises(ValueError, match="give one"):
+        export_model(config, tmp_path / "x.pt", tmp_path / "raw" / "best_model.pt",
+                     latest=True)
+    (tmp_path / "raw" / "checkpoint.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="checkpoint.pt is missing"):
+        export_model(config, tmp_path / "x.pt", latest=True)
 
 
 def test_fine_tuning_refuses_other_data_or_architecture(data_file, tmp_path):
