@@ -16,11 +16,13 @@ from .landscape import (
 )
 from .remd_stats import acceptance_per_pair, frames_at_temperature, round_trips
 from .rundir import RunData, read_run
+from .statistics import Trend, linear_trend
 from .structure import (
     CHIGNOLIN_CV_ATOMS,
     atom_index,
     chignolin_cvs,
     distances,
+    radius_of_gyration,
     rmsd,
     selection,
 )
@@ -31,6 +33,7 @@ __all__ = [
     "Basin",
     "Landscape",
     "RunData",
+    "Trend",
     "acceptance_per_pair",
     "atom_index",
     "chignolin_cvs",
@@ -38,8 +41,10 @@ __all__ = [
     "folded_unfolded_basins",
     "frames_at_temperature",
     "free_energy_2d",
+    "linear_trend",
     "mbar_free_energy_2d",
     "mbar_weights",
+    "radius_of_gyration",
     "read_run",
     "rmsd",
     "round_trips",

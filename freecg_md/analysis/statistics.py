@@ -27,6 +27,7 @@ __all__ = [
     "Equilibration",
     "FoldingEstimate",
     "MeltingFit",
+    "Trend",
     "block_bootstrap",
     "check_finite",
     "check_temperatures",
@@ -34,6 +35,7 @@ __all__ = [
     "detect_equilibration",
     "folded_mask",
     "folding_free_energy",
+    "linear_trend",
     "melting_temperature",
     "statistical_inefficiency",
     "two_state_fraction",
@@ -144,6 +146,36 @@ def block_bootstrap(samples: np.ndarray, statistic, block: int = 1,  # noqa: ANN
         values.append(statistic(chosen.reshape(-1, *samples.shape[1:])))
     values = np.asarray(values, dtype=np.float64)
     return float(statistic(samples)), float(np.nanstd(values, ddof=1))
+
+
+@dataclass(frozen=True)
+class Trend:
+    """How ``y`` follows ``x`` over independent samples: the least-squares slope and its
+    standard error (units of y per unit of x), and Spearman's rank correlation with its
+    two-sided p-value (no linearity assumed)."""
+
+    n: int
+    slope: float
+    slope_error: float
+    spearman: float
+    p_value: float
+
+
+def linear_trend(x: np.ndarray, y: np.ndarray) -> Trend:
+    """The :class:`Trend` of ``y`` (n,) against ``x`` (n,), for samples that are independent
+    (e.g. conformations picked apart, not consecutive MD frames)."""
+    from scipy import stats
+
+    x, y = check_finite("x", x, ndim=1), check_finite("y", y, ndim=1)
+    if x.shape != y.shape:
+        raise ValueError(f"x has {x.size} values but y has {y.size}; expected one y per x")
+    if x.size < 3 or np.ptp(x) == 0:
+        raise ValueError(f"x has {x.size} values spanning {np.ptp(x) if x.size else 0}; "
+                         "expected at least 3 that are not all equal")
+    fit = stats.linregress(x, y)
+    rank = stats.spearmanr(x, y)
+    return Trend(int(x.size), float(fit.slope), float(fit.stderr), float(rank.statistic),
+                 float(rank.pvalue))
 
 
 def folded_mask(cvs: np.ndarray, native: np.ndarray | tuple[float, float],

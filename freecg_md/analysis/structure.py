@@ -1,4 +1,4 @@
-"""Geometry of trajectories: RMSD and distances between named atoms.
+"""Geometry of trajectories: RMSD, distances between named atoms, radius of gyration.
 
 Arrays in, arrays out, in Å. mdtraj does the geometry; it works in nm, so positions are
 converted once, here, at the boundary.
@@ -18,6 +18,7 @@ __all__ = [
     "atom_index",
     "chignolin_cvs",
     "distances",
+    "radius_of_gyration",
     "rmsd",
     "selection",
 ]
@@ -67,6 +68,29 @@ def rmsd(positions: np.ndarray, reference: np.ndarray, topology: mdtraj.Topology
     indices = selection(topology, atoms) if isinstance(atoms, str) else np.asarray(atoms)
     frames, target = _trajectory(positions, topology), _trajectory(reference, topology)
     return mdtraj.rmsd(frames, target, atom_indices=indices) / NM_PER_ANGSTROM
+
+
+def radius_of_gyration(positions: np.ndarray, masses: np.ndarray | None = None) -> np.ndarray:
+    """``R_g = sqrt(sum_i w_i |x_i - x_c|^2 / sum_i w_i)`` per frame, Å, about the weighted
+    centre ``x_c``; weights ``masses`` (N,) (any unit), or all 1 (the geometric form, as
+    mdtraj's ``compute_rg`` without masses).
+
+    ``positions`` (F, N, 3) or (N, 3) Å; returns (F,) or a 0-d array.
+    """
+    xyz = check_finite("positions", positions)
+    if xyz.ndim not in (2, 3) or xyz.shape[-1] != 3 or xyz.shape[-2] == 0:
+        raise ValueError(f"positions has shape {xyz.shape}; expected (F, N, 3) or (N, 3) "
+                         "with N >= 1")
+    weights = np.ones(xyz.shape[-2]) if masses is None else check_finite("masses", masses,
+                                                                          ndim=1)
+    if weights.shape[0] != xyz.shape[-2] or not (weights > 0).all():
+        raise ValueError(f"masses has shape {weights.shape} (all > 0: "
+                         f"{bool((weights > 0).all())}); expected ({xyz.shape[-2]},) "
+                         "positive values, one per atom")
+    weights = weights / weights.sum()
+    centre = np.einsum("i,...ij->...j", weights, xyz)
+    squared = ((xyz - centre[..., None, :]) ** 2).sum(-1)
+    return np.sqrt(np.einsum("i,...i->...", weights, squared))
 
 
 def atom_index(topology: mdtraj.Topology, residue: int, name: str) -> int:

@@ -14,7 +14,7 @@ import torch
 from freecg_md import FreeCG, FreeCGConfig, save_model
 from freecg_md.analysis.rundir import read_run
 from freecg_md.data.molecules import load_chignolin
-from freecg_md.io import model_fingerprint
+from freecg_md.io import load_model, model_fingerprint
 from freecg_md.md import ReplicaState, RunConfig, run_replicas
 from tests.conftest import run_script
 from tests.md.toys import Harmonic
@@ -555,3 +555,75 @@ def test_timestep_check_compares_two_runs_rung_by_rung(remd_run, tiny_model, tmp
     with pytest.raises(ValueError, match="different ladders"):
         run_script(REPO / "analysis" / "timestep_check.py", reduced, tmp_path / "other.npz",
                    "--out", out)
+
+
+def test_energy_error_trend_and_convergence_errors_by_origin(tiny_model, tmp_path,
+                                                            monkeypatch):
+    """Both scripts on a split of chignolin frames stretched about their centre (a spread of
+    radii of gyration), labelled by EMT: the sets are cut by origin, the biases agree with
+    the training code's metrics, and the trend's R_g is the frames'."""
+    import ase.io
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from freecg_md.analysis.structure import radius_of_gyration
+    from freecg_md.train import TrainConfig
+    from freecg_md.train.dataset_cache import load_training_structures
+    from freecg_md.train.loop import evaluate_errors
+
+    # As `python analysis/x.py` does: the scripts import their neighbours.
+    monkeypatch.syspath_prepend(str(REPO / "analysis"))
+    atoms = load_chignolin().atoms
+    rng = np.random.default_rng(0)
+    parts = []
+    for part, n in (("classical", 12), ("own_md", 8)):
+        frames = []
+        for k in range(n):
+            frame = atoms.copy()
+            centre = frame.positions.mean(0)
+            frame.positions = centre + (1.0 + 0.03 * k) * (frame.positions - centre)
+            frame.positions += rng.normal(0.0, 0.02, frame.positions.shape)
+            frame.calc = EMT()
+            energy, forces = frame.get_potential_energy(), frame.get_forces()
+            frame.calc = SinglePointCalculator(frame, energy=energy, forces=forces)
+            frames.append(frame)
+        ase.io.write(tmp_path / f"{part}.extxyz", frames)
+        parts.append(f"{part}.extxyz")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "split.json").write_text(json.dumps(
+        {"train": [0, 1, 2, 3, 12, 13], "val": [4, 5, 14],
+         "test": [6, 7, 8, 9, 10, 11, 15, 16, 17, 18, 19]}))
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"data": parts, "output_dir": "run", "model": {"cutoff": 4.0}}))
+    model = f"tiny={tiny_model}"
+    out = tmp_path / "trend.json"
+    assert run_script(REPO / "analysis" / "energy_error_trend.py", tmp_path / "config.json",
+                      "--model", model, "--own-md-from", "1", "--out", out,
+                      "--figure", tmp_path / "trend.png") == 0
+    assert_png(tmp_path / "trend.png")
+    report = json.loads(out.read_text())
+    assert report["sets"] == {"held-out, classical MD data": 6, "held-out, own-MD frames": 5}
+    assert report["models"]["tiny"]["fingerprint"] == model_fingerprint(tiny_model)
+    assert run_script(REPO / "analysis" / "convergence_errors.py", tmp_path / "config.json",
+                      "--model", model, "--own-md-from", "1", "--out", tmp_path / "e.json") == 0
+    errors = json.loads((tmp_path / "e.json").read_text())["models"]["tiny"]["errors"]
+    config = TrainConfig.from_json(tmp_path / "config.json")
+    structures, _ = load_training_structures(config)
+    loaded = load_model(tiny_model).float().requires_grad_(False)
+    for name, indices in (("held-out, classical MD data", range(6, 12)),
+                          ("held-out, own-MD frames", range(15, 20))):
+        chosen = [structures[i] for i in indices]
+        direct = evaluate_errors(loaded, chosen, config, torch.device("cpu"),
+                                 torch.float32).summary()
+        trend = report["models"]["tiny"]["sets"][name]
+        np.testing.assert_allclose(trend["bias_meV_per_atom"],
+                                   direct["energy_bias_per_atom_eV"] * 1e3, rtol=1e-4)
+        np.testing.assert_allclose(errors[name]["energy_bias_meV_per_atom"],
+                                   trend["bias_meV_per_atom"], rtol=1e-4)
+        np.testing.assert_allclose(errors[name]["force_mae_eV_per_A"],
+                                   direct["force_mae_eV_per_A"], rtol=1e-5)
+        masses = atoms.get_masses()
+        rg = [float(radius_of_gyration(s.positions.double().numpy(), masses)) for s in chosen]
+        np.testing.assert_allclose(trend["rg_range_A"], [min(rg), max(rg)], rtol=1e-6)
+        assert trend["n"] == len(chosen) and sum(b["n"] for b in trend["by_rg"]) <= len(chosen)

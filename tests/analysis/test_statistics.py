@@ -17,6 +17,7 @@ from freecg_md.analysis import (
     frames_at_temperature,
     free_energy_2d,
     mbar_weights,
+    radius_of_gyration,
     rmsd,
     round_trips,
 )
@@ -29,6 +30,7 @@ from freecg_md.analysis.statistics import (
     detect_equilibration,
     folded_mask,
     folding_free_energy,
+    linear_trend,
     melting_temperature,
     statistical_inefficiency,
     two_state_fraction,
@@ -199,6 +201,33 @@ def test_criteria_are_explicit_and_configurable(tmp_path, chignolin, unfolded_po
 NAN = float("nan")
 
 
+def test_linear_trend_recovers_a_slope_within_its_error():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(6.0, 9.0, 400)
+    y = -1.5 * x + rng.normal(0.0, 0.5, x.size)  # e.g. meV/atom against Å
+    trend = linear_trend(x, y)
+    assert trend.n == 400 and abs(trend.slope + 1.5) < 3 * trend.slope_error
+    assert 0.01 < trend.slope_error < 0.1 and trend.spearman < -0.8 and trend.p_value < 1e-10
+    flat = linear_trend(x, rng.normal(0.0, 0.5, x.size))
+    assert abs(flat.slope) < 4 * flat.slope_error and flat.p_value > 1e-3
+
+
+def test_radius_of_gyration_of_simple_shapes(chignolin):
+    # Two points 2 Å apart: each 1 Å from the centre; a heavier one pulls the centre to it.
+    pair = np.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
+    assert radius_of_gyration(pair) == pytest.approx(1.0)
+    assert radius_of_gyration(pair, masses=[3.0, 1.0]) == pytest.approx(np.sqrt(0.75))
+    # Frames at once, and mdtraj's geometric radius of gyration on the native structure.
+    positions = chignolin.native_positions
+    frames = np.stack([positions, 2.0 * positions])
+    rg = radius_of_gyration(frames)
+    assert rg.shape == (2,) and rg[1] == pytest.approx(2.0 * rg[0])
+    import mdtraj
+    expected = mdtraj.compute_rg(mdtraj.Trajectory(positions[None] / 10.0,
+                                                   chignolin.topology))[0] * 10.0
+    assert rg[0] == pytest.approx(expected, rel=1e-6)
+
+
 @pytest.mark.parametrize(
     ("call", "match"),
     [
@@ -230,6 +259,12 @@ NAN = float("nan")
          "weights has 1 values"),
         (lambda: folded_mask(np.array([[1.0, NAN]]), (1.0, 2.0)), "cvs holds 1 NaN"),
         (lambda: block_bootstrap(np.arange(3.0), np.mean, block=2), "at least 2 blocks"),
+        (lambda: linear_trend([1.0, 2.0, 3.0], [1.0, 2.0]), "one y per x"),
+        (lambda: linear_trend([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]), "not all equal"),
+        (lambda: linear_trend([1.0, 2.0, NAN], [1.0, 2.0, 3.0]), "x holds 1 NaN"),
+        (lambda: radius_of_gyration(np.zeros((4, 2))), "expected \\(F, N, 3\\)"),
+        (lambda: radius_of_gyration(np.zeros((4, 3)), masses=[1.0, 2.0]), "one per atom"),
+        (lambda: radius_of_gyration(np.zeros((2, 3)), masses=[1.0, 0.0]), "positive"),
     ],
 )
 def test_analysis_functions_refuse_bad_input(call, match):

@@ -1,0 +1,161 @@
+"""How models' energy errors follow the compactness of chignolin: the signed error per atom
+against the radius of gyration, on a training run's held-out structures by origin and on a
+probe of the model's own MD.
+
+    python analysis/energy_error_trend.py configs/active/converge_m0.json \
+        --model FreeCG=freecg_md/models/chignolin.pt \
+        --model ablation=freecg_md/models/chignolin_visnet.pt \
+        --probe docs/results/active_learning/probe_300K_v1.extxyz.gz \
+        --out docs/results/active_learning/energy_error_trend.json \
+        --figure docs/figures/energy_error_trend.png
+
+A model whose energy error falls as the molecule opens up ranks extended conformations too
+low against compact ones, and so biases any folded/unfolded free energy it samples,
+whatever its mean error. Per model and set: the mean signed energy error (model minus
+reference) per atom, its least-squares slope against the mass-weighted radius of gyration
+R_g (meV/atom per Å, with its standard error) and Spearman's rank correlation, and the mean
+error in 0.5 Å bins of R_g. The held-out structures are independent picks, so the errors
+are those of independent samples. Each model file's fingerprint is recorded. Writes JSON
+and a figure (error against R_g, one panel per model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.data import atomic_masses
+from basin_errors import parse_model  # this directory is on sys.path as a script
+from convergence_errors import evaluation_sets
+
+from freecg_md.analysis.plots import new_figure
+from freecg_md.analysis.statistics import linear_trend
+from freecg_md.analysis.structure import radius_of_gyration
+from freecg_md.io import load_model, model_fingerprint
+from freecg_md.train import TrainConfig
+from freecg_md.train.data import Structure, collate
+
+MEV = 1e3
+BIN_WIDTH = 0.5  # Å of R_g
+MIN_PER_BIN = 3
+
+
+def energy_errors(model: torch.nn.Module, structures: list[Structure],
+                  batch_size: int = 4) -> np.ndarray:
+    """(S,) signed energy error per atom, model minus reference, meV."""
+    errors = []
+    for start in range(0, len(structures), batch_size):
+        batch = collate(structures[start:start + batch_size]).to("cpu", torch.float32)
+        out = model.energy_and_forces(batch.numbers, batch.positions, batch.edge_index,
+                                      batch.shifts, batch.batch, batch.num_graphs)
+        errors.append(((out["energy"].detach() - batch.energy) / batch.num_atoms).double())
+    return torch.cat(errors).numpy() * MEV
+
+
+def radii_of_gyration(structures: list[Structure]) -> np.ndarray:
+    """(S,) mass-weighted radius of gyration of each structure, Å."""
+    return np.array([float(radius_of_gyration(s.positions.double().numpy(),
+                                              atomic_masses[s.numbers.numpy()]))
+                     for s in structures])
+
+
+def binned_means(rg: np.ndarray, error: np.ndarray) -> list[dict[str, float]]:
+    """Mean error and its standard error in ``BIN_WIDTH`` bins of R_g holding at least
+    ``MIN_PER_BIN`` structures."""
+    rows = []
+    edges = np.arange(np.floor(rg.min() / BIN_WIDTH) * BIN_WIDTH, rg.max() + BIN_WIDTH,
+                      BIN_WIDTH)
+    for low in edges:
+        chosen = error[(rg >= low) & (rg < low + BIN_WIDTH)]
+        if chosen.size >= MIN_PER_BIN:
+            rows.append({"rg_from_A": round(float(low), 2), "n": int(chosen.size),
+                         "bias_meV_per_atom": float(chosen.mean()),
+                         "error_meV_per_atom": float(chosen.std(ddof=1) / np.sqrt(chosen.size))})
+    return rows
+
+
+def summarise(rg: np.ndarray, error: np.ndarray) -> dict[str, object]:
+    trend = linear_trend(rg, error)
+    return {"n": trend.n, "bias_meV_per_atom": float(error.mean()),
+            "bias_error_meV_per_atom": float(error.std(ddof=1) / np.sqrt(error.size)),
+            "slope_meV_per_atom_per_A": trend.slope,
+            "slope_error_meV_per_atom_per_A": trend.slope_error,
+            "spearman": trend.spearman, "spearman_p": trend.p_value,
+            "rg_range_A": [float(rg.min()), float(rg.max())],
+            "by_rg": binned_means(rg, error)}
+
+
+def draw(path: Path, rg: dict[str, np.ndarray], errors: dict[str, dict[str, np.ndarray]],
+         report: dict) -> None:
+    names = list(errors)
+    figure, axes = new_figure(1, len(names), figsize=(4.2 * len(names), 3.6), sharey=True,
+                              layout="constrained", squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        for set_name, values in errors[name].items():
+            x = rg[set_name]
+            stats = report["models"][name]["sets"][set_name]
+            points = ax.scatter(x, values, s=8, alpha=0.6,
+                                label=f"{set_name} ({stats['slope_meV_per_atom_per_A']:+.1f} "
+                                      f"± {stats['slope_error_meV_per_atom_per_A']:.1f})")
+            line = np.array([x.min(), x.max()])
+            ax.plot(line, values.mean() + stats["slope_meV_per_atom_per_A"] * (line - x.mean()),
+                    color=points.get_facecolor()[0][:3])
+        ax.axhline(0.0, color="0.5", lw=0.8)
+        ax.set_title(name)
+        ax.set_xlabel("radius of gyration (Å)")
+        ax.legend(fontsize=6, title="set (slope, meV/atom/Å)", title_fontsize=6)
+    axes[0][0].set_ylabel("energy error, model - reference (meV/atom)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=150, bbox_inches="tight")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", type=Path, help="the training run's config")
+    parser.add_argument("--model", type=parse_model, action="append", required=True,
+                        help="NAME=PATH of a model to evaluate (repeatable)")
+    parser.add_argument("--own-md-from", type=int, default=2,
+                        help="index of the config's first data entry of own-MD frames")
+    parser.add_argument("--probe", type=Path, default=None,
+                        help="extxyz of labelled own-MD conformations")
+    parser.add_argument("--out", type=Path, required=True, help="JSON report")
+    parser.add_argument("--figure", type=Path, default=None, help="PNG of error against R_g")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = TrainConfig.from_json(args.config)
+    models = {name: load_model(path).float().requires_grad_(False) for name, path in args.model}
+    cutoffs = {model.cutoff for model in models.values()}
+    if len(cutoffs) > 1:
+        raise SystemExit(f"--model: the models' cutoffs differ ({sorted(cutoffs)} Å); "
+                         "expected models of one training set-up")
+    sets = evaluation_sets(config, args.own_md_from, args.probe, cutoffs.pop())
+    rg = {name: radii_of_gyration(structures) for name, structures in sets.items()}
+    report: dict = {"config": str(args.config), "rg": "mass-weighted, all atoms",
+                    "sets": {name: len(s) for name, s in sets.items()}, "models": {}}
+    errors: dict[str, dict[str, np.ndarray]] = {}
+    for name, path in args.model:
+        errors[name] = {set_name: energy_errors(models[name], structures)
+                        for set_name, structures in sets.items()}
+        report["models"][name] = {
+            "file": str(path), "fingerprint": model_fingerprint(path),
+            "sets": {set_name: summarise(rg[set_name], values)
+                     for set_name, values in errors[name].items()}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if args.figure is not None:
+        draw(args.figure, rg, errors, report)
+    json.dump({name: {s: {k: v for k, v in d.items() if k != "by_rg"}
+                      for s, d in entry["sets"].items()}
+               for name, entry in report["models"].items()}, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
