@@ -1,6 +1,7 @@
-"""How models' energy errors follow the compactness of chignolin: the signed error per atom
-against the radius of gyration, on a training run's held-out structures by origin and on a
-probe of the model's own MD.
+"""How models' energy errors follow the compactness of chignolin and the strain of its
+geometry: the signed error per atom against the radius of gyration and against the mean
+reference force, on a training run's held-out structures by origin and on a probe of the
+model's own MD.
 
     python analysis/energy_error_trend.py configs/active/converge_m0.json \
         --model FreeCG=freecg_md/models/chignolin.pt \
@@ -14,8 +15,10 @@ low against compact ones, and so biases any folded/unfolded free energy it sampl
 whatever its mean error. Per model and set: the mean signed energy error (model minus
 reference) per atom, its least-squares slope against the mass-weighted radius of gyration
 R_g (meV/atom per Å, with its standard error) and Spearman's rank correlation, and the mean
-error in 0.5 Å bins of R_g. The held-out structures are independent picks, so the errors
-are those of independent samples. Each model file's fingerprint is recorded. Writes JSON
+error in 0.5 Å bins of R_g; and the same trend against the mean absolute reference force
+component (eV/Å), which grows as bonds and angles leave their minima (a strained or hot
+geometry). The held-out structures are independent picks, so the errors are those of
+independent samples. Each model file's fingerprint is recorded. Writes JSON
 and a figure (error against R_g, one panel per model).
 """
 
@@ -63,6 +66,11 @@ def radii_of_gyration(structures: list[Structure]) -> np.ndarray:
                      for s in structures])
 
 
+def mean_reference_force(structures: list[Structure]) -> np.ndarray:
+    """(S,) mean absolute reference force component of each structure, eV/Å."""
+    return np.array([float(s.forces.double().abs().mean()) for s in structures])
+
+
 def binned_means(rg: np.ndarray, error: np.ndarray) -> list[dict[str, float]]:
     """Mean error and its standard error in ``BIN_WIDTH`` bins of R_g holding at least
     ``MIN_PER_BIN`` structures."""
@@ -78,15 +86,20 @@ def binned_means(rg: np.ndarray, error: np.ndarray) -> list[dict[str, float]]:
     return rows
 
 
-def summarise(rg: np.ndarray, error: np.ndarray) -> dict[str, object]:
+def summarise(rg: np.ndarray, force: np.ndarray, error: np.ndarray) -> dict[str, object]:
     trend = linear_trend(rg, error)
+    strain = linear_trend(force, error)
     return {"n": trend.n, "bias_meV_per_atom": float(error.mean()),
             "bias_error_meV_per_atom": float(error.std(ddof=1) / np.sqrt(error.size)),
             "slope_meV_per_atom_per_A": trend.slope,
             "slope_error_meV_per_atom_per_A": trend.slope_error,
             "spearman": trend.spearman, "spearman_p": trend.p_value,
             "rg_range_A": [float(rg.min()), float(rg.max())],
-            "by_rg": binned_means(rg, error)}
+            "by_rg": binned_means(rg, error),
+            "mean_reference_force_eV_per_A": float(force.mean()),
+            "slope_vs_force_meV_per_atom_per_eV_per_A": strain.slope,
+            "slope_vs_force_error": strain.slope_error,
+            "spearman_vs_force": strain.spearman, "spearman_vs_force_p": strain.p_value}
 
 
 def draw(path: Path, rg: dict[str, np.ndarray], errors: dict[str, dict[str, np.ndarray]],
@@ -136,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                          "expected models of one training set-up")
     sets = evaluation_sets(config, args.own_md_from, args.probe, cutoffs.pop())
     rg = {name: radii_of_gyration(structures) for name, structures in sets.items()}
+    force = {name: mean_reference_force(structures) for name, structures in sets.items()}
     report: dict = {"config": str(args.config), "rg": "mass-weighted, all atoms",
                     "sets": {name: len(s) for name, s in sets.items()}, "models": {}}
     errors: dict[str, dict[str, np.ndarray]] = {}
@@ -144,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                         for set_name, structures in sets.items()}
         report["models"][name] = {
             "file": str(path), "fingerprint": model_fingerprint(path),
-            "sets": {set_name: summarise(rg[set_name], values)
+            "sets": {set_name: summarise(rg[set_name], force[set_name], values)
                      for set_name, values in errors[name].items()}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -627,3 +627,5 @@ def test_energy_error_trend_and_convergence_errors_by_origin(tiny_model, tmp_pat
         rg = [float(radius_of_gyration(s.positions.double().numpy(), masses)) for s in chosen]
         np.testing.assert_allclose(trend["rg_range_A"], [min(rg), max(rg)], rtol=1e-6)
         assert trend["n"] == len(chosen) and sum(b["n"] for b in trend["by_rg"]) <= len(chosen)
+        np.testing.assert_allclose(trend["mean_reference_force_eV_per_A"],
+                                   np.mean([s.forces.abs().mean() for s in chosen]), rtol=1e-5)
