@@ -55,8 +55,8 @@ def evaluation_sets(config: TrainConfig, own_md_from: int, probe: Path | None,
     return sets
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments that choose the models and sets (shared with energy_error_trend.py)."""
     parser.add_argument("config", type=Path, help="the training run's config")
     parser.add_argument("--model", type=parse_model, action="append", required=True,
                         help="NAME=PATH of a model to evaluate (repeatable)")
@@ -66,18 +66,30 @@ def main(argv: list[str] | None = None) -> int:
                         help="extxyz of labelled own-MD conformations")
     parser.add_argument("--out", type=Path, required=True, help="JSON report")
     parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args(argv)
+
+
+def models_and_sets(args: argparse.Namespace) -> tuple[TrainConfig, dict, dict[str, list]]:
+    """The run's config, the frozen float32 models by name, and :func:`evaluation_sets`
+    with the models' cutoff (one for all, or SystemExit)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     config = TrainConfig.from_json(args.config)
     models = {name: load_model(path).float().requires_grad_(False)
               for name, path in args.model}
-    fingerprints = {name: model_fingerprint(path) for name, path in args.model}
     cutoffs = {model.cutoff for model in models.values()}
     if len(cutoffs) > 1:
         raise SystemExit(f"--model: the models' cutoffs differ ({sorted(cutoffs)} Å); "
                          "expected models of one training set-up")
-    sets = evaluation_sets(config, args.own_md_from, args.probe, cutoffs.pop())
+    return config, models, evaluation_sets(config, args.own_md_from, args.probe,
+                                           cutoffs.pop())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_evaluation_arguments(parser)
+    args = parser.parse_args(argv)
+    config, models, sets = models_and_sets(args)
+    fingerprints = {name: model_fingerprint(path) for name, path in args.model}
     report = {"config": str(args.config), "sets": {name: len(s) for name, s in sets.items()},
               "models": {}}
     for name, path in args.model:

@@ -32,14 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase.data import atomic_masses
-from basin_errors import parse_model  # this directory is on sys.path as a script
-from convergence_errors import evaluation_sets
+from convergence_errors import (  # this directory is on sys.path as a script
+    add_evaluation_arguments,
+    models_and_sets,
+)
 
 from freecg_md.analysis.plots import new_figure
 from freecg_md.analysis.statistics import linear_trend
 from freecg_md.analysis.structure import radius_of_gyration
-from freecg_md.io import load_model, model_fingerprint
-from freecg_md.train import TrainConfig
+from freecg_md.io import model_fingerprint
 from freecg_md.train.data import Structure, collate
 
 MEV = 1e3
@@ -128,26 +129,10 @@ def draw(path: Path, rg: dict[str, np.ndarray], errors: dict[str, dict[str, np.n
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config", type=Path, help="the training run's config")
-    parser.add_argument("--model", type=parse_model, action="append", required=True,
-                        help="NAME=PATH of a model to evaluate (repeatable)")
-    parser.add_argument("--own-md-from", type=int, default=2,
-                        help="index of the config's first data entry of own-MD frames")
-    parser.add_argument("--probe", type=Path, default=None,
-                        help="extxyz of labelled own-MD conformations")
-    parser.add_argument("--out", type=Path, required=True, help="JSON report")
+    add_evaluation_arguments(parser)
     parser.add_argument("--figure", type=Path, default=None, help="PNG of error against R_g")
-    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = TrainConfig.from_json(args.config)
-    models = {name: load_model(path).float().requires_grad_(False) for name, path in args.model}
-    cutoffs = {model.cutoff for model in models.values()}
-    if len(cutoffs) > 1:
-        raise SystemExit(f"--model: the models' cutoffs differ ({sorted(cutoffs)} Å); "
-                         "expected models of one training set-up")
-    sets = evaluation_sets(config, args.own_md_from, args.probe, cutoffs.pop())
+    config, models, sets = models_and_sets(args)
     rg = {name: radii_of_gyration(structures) for name, structures in sets.items()}
     force = {name: mean_reference_force(structures) for name, structures in sets.items()}
     report: dict = {"config": str(args.config), "rg": "mass-weighted, all atoms",
