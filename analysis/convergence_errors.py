@@ -6,7 +6,8 @@ of the model's own MD: the figures of the training-to-convergence targets.
         --model ablation=studies/active_learning/run/converge_ablation/best_model.pt \
         --probe docs/results/active_learning/probe_300K_v1.extxyz.gz --out errors.json
 
-The run's test split (``split.json`` in the config's ``output_dir``) is cut by where each
+The run's test split (``split.json`` in the config's ``output_dir``; with
+``--training-own-md`` also the own-MD frames of its training split) is cut by where each
 structure comes from: the config's first ``--own-md-from`` data entries (the classical MD
 data) and the rest (frames of the models' own MD, added by active learning). Per model and
 set: force MAE (eV/Å), energy MAE and mean signed energy error (bias) per atom (meV), the
@@ -34,9 +35,10 @@ from freecg_md.train.dataset_cache import _data_files, load_training_structures
 
 
 def evaluation_sets(config: TrainConfig, own_md_from: int, probe: Path | None,
-                    cutoff: float) -> dict[str, list]:
+                    cutoff: float, training_own_md: bool = False) -> dict[str, list]:
     """The run's held-out structures cut by origin, and the probe's conformations with
-    their edges within ``cutoff`` (Å)."""
+    their edges within ``cutoff`` (Å); with ``training_own_md`` also the own-MD frames of
+    the training split (does the model fit what it trains on?)."""
     if not 0 < own_md_from < len(config.data):
         raise SystemExit(f"--own-md-from {own_md_from}: expected 1 to {len(config.data) - 1} "
                          f"(the config has {len(config.data)} data entries)")
@@ -46,9 +48,13 @@ def evaluation_sets(config: TrainConfig, own_md_from: int, probe: Path | None,
     structures, _ = load_training_structures(config)
     n_classical = sum(len(ase.io.read(path, index=":"))
                       for path in _data_files(config.data[:own_md_from]))
-    test = json.loads(split_path.read_text())["test"]
+    split = json.loads(split_path.read_text())
+    test = split["test"]
     sets = {"held-out, classical MD data": [structures[i] for i in test if i < n_classical],
             "held-out, own-MD frames": [structures[i] for i in test if i >= n_classical]}
+    if training_own_md:
+        sets["training, own-MD frames"] = [structures[i] for i in split["train"]
+                                           if i >= n_classical]
     if probe is not None:
         sets["probe, own MD at 300 K"] = structures_from_atoms(ase.io.read(probe, index=":"),
                                                                cutoff)
@@ -64,6 +70,8 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
                         help="index of the config's first data entry of own-MD frames")
     parser.add_argument("--probe", type=Path, default=None,
                         help="extxyz of labelled own-MD conformations")
+    parser.add_argument("--training-own-md", action="store_true",
+                        help="also score the own-MD frames of the training split")
     parser.add_argument("--out", type=Path, required=True, help="JSON report")
     parser.add_argument("--threads", type=int, default=None)
 
@@ -81,7 +89,7 @@ def models_and_sets(args: argparse.Namespace) -> tuple[TrainConfig, dict, dict[s
         raise SystemExit(f"--model: the models' cutoffs differ ({sorted(cutoffs)} Å); "
                          "expected models of one training set-up")
     return config, models, evaluation_sets(config, args.own_md_from, args.probe,
-                                           cutoffs.pop())
+                                           cutoffs.pop(), args.training_own_md)
 
 
 def main(argv: list[str] | None = None) -> int:

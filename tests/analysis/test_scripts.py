@@ -606,8 +606,10 @@ def test_energy_error_trend_and_convergence_errors_by_origin(tiny_model, tmp_pat
     assert report["sets"] == {"held-out, classical MD data": 6, "held-out, own-MD frames": 5}
     assert report["models"]["tiny"]["fingerprint"] == model_fingerprint(tiny_model)
     assert run_script(REPO / "analysis" / "convergence_errors.py", tmp_path / "config.json",
-                      "--model", model, "--own-md-from", "1", "--out", tmp_path / "e.json") == 0
+                      "--model", model, "--own-md-from", "1", "--training-own-md",
+                      "--out", tmp_path / "e.json") == 0
     errors = json.loads((tmp_path / "e.json").read_text())["models"]["tiny"]["errors"]
+    assert errors["training, own-MD frames"]["n"] == 2  # structures 12 and 13
     config = TrainConfig.from_json(tmp_path / "config.json")
     structures, _ = load_training_structures(config)
     loaded = load_model(tiny_model).float().requires_grad_(False)
