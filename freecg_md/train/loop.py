@@ -222,6 +222,11 @@ class Trainer:
                       desc="training", disable=not show_progress, dynamic_ncols=True)
         while not progress.stopped_early and progress.epoch < config.max_epochs:
             if config.stage(progress.epoch) != progress.stage:
+                if progress.stage == 2:
+                    raise ValueError(
+                        f"this run entered stage two before epoch {progress.epoch}, but the "
+                        f"config's stage_two_epoch is {config.stage_two_epoch!r}; resume it "
+                        "with the stage two it was trained with")
                 self._enter_stage_two(show_progress)
             order = self.epoch_order(progress.epoch)
             starts = list(range(0, len(order), config.batch_size))

@@ -148,6 +148,9 @@ def test_resume_across_the_start_of_stage_two_equals_uninterrupted(data_file, tm
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
     assert json.loads(a["progress"])["stage"] == json.loads(b["progress"])["stage"] == 2
+    with pytest.raises(ValueError, match="entered stage two before epoch 3"):
+        train(config_for(data_file, tmp_path / "part", max_epochs=4), resume=True,
+              progress=False)
     # The logs agree but for the wall-clock column.
     logs = [[row.split(",")[:-1] for row in (tmp_path / run / "log.csv").read_text().split()]
             for run in ("whole", "part")]
