@@ -46,8 +46,9 @@ class TrainConfig:
         larger energy weight and a smaller rate once the forces are learnt, as MACE's
         second stage does. At the switch the best model so far is scored again under the
         new loss (its validation loss is not comparable across the switch), the stale-epoch
-        count and the plateau schedule start afresh, and every later validation loss, the
-        early stopping and the test metrics use the new weights.
+        count, the plateau schedule and the optimiser's moments start afresh (with the
+        warm-up again), and every later validation loss, the early stopping and the test
+        metrics use the new weights.
     max_epochs, max_minutes:
         Limits; a run stopped by ``max_minutes`` checkpoints and can be resumed.
     checkpoint_every:

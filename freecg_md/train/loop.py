@@ -45,6 +45,7 @@ class Progress:
     epoch_loss_sum: float = 0.0
     stopped_early: bool = False
     stage: int = 1
+    stage_start_step: int = 0
 
 
 def _epoch_order(n: int, seed: int, epoch: int, n_replayed: int | None = None,
@@ -174,8 +175,10 @@ class Trainer:
         return self.config.loss_weights(self.progress.stage)
 
     def _set_warmup_lr(self) -> None:
-        if self.progress.step < self.warmup_steps:
-            scale = (self.progress.step + 1) / self.warmup_steps
+        """Linear warm-up at the start of training and again at the start of stage two."""
+        steps = self.progress.step - self.progress.stage_start_step
+        if steps < self.warmup_steps:
+            scale = (steps + 1) / self.warmup_steps
             for group in self.optimizer.param_groups:
                 group["lr"] = self.config.learning_rate(self.progress.stage) * scale
 
@@ -255,7 +258,13 @@ class Trainer:
 
     def _enter_stage_two(self, show_progress: bool) -> None:
         """Switch to stage two's loss weights and learning rate; score the best model so
-        far under the new loss, so that later epochs are compared with it on equal terms."""
+        far under the new loss, so that later epochs are compared with it on equal terms.
+
+        The optimiser starts afresh, with the warm-up again: AdamW's second moments were
+        gathered under the old loss, and a parameter whose gradient was tiny there (one
+        that moves the energies but hardly the forces, under a small energy weight) would
+        take steps of up to ``3 lr`` all at once in the new loss's direction, every such
+        parameter together: a blow-up in the first steps."""
         progress = self.progress
         progress.stage = 2
         best_path = self.out / "best_model.pt"
@@ -265,8 +274,10 @@ class Trainer:
         progress.best_val, progress.stale_epochs = val["loss"], 0
         save_model(best, best_path, metadata={**best.metadata, "val": val,
                                               "rescored_for_stage_two": True})
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.config.learning_rate(2)
+        progress.stage_start_step = progress.step
+        self.optimizer = torch.optim.AdamW(self.model.parameters(),
+                                           lr=self.config.learning_rate(2),
+                                           weight_decay=self.config.weight_decay)
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, factor=self.config.plateau_factor,
             patience=self.config.plateau_patience, min_lr=self.config.min_lr)
@@ -294,7 +305,7 @@ class Trainer:
         val = _evaluate(self.eval_model, self.val_set, config, self.device, self.dtype,
                         self.loss_weights)
         self.last_val_force_mae = val["force_mae_eV_per_A"]
-        if progress.step >= self.warmup_steps:
+        if progress.step - progress.stage_start_step >= self.warmup_steps:
             self.plateau.step(val["loss"])
         improved = val["loss"] < progress.best_val
         if improved:

@@ -134,6 +134,20 @@ def test_stage_two_takes_its_weights_and_rate_from_its_epoch_on(data_file, tmp_p
         assert stage_two_loss > 1.2 * stage_one_loss  # the weights changed what it measures
 
 
+def test_stage_two_starts_a_fresh_optimiser_with_its_own_warm_up(data_file, tmp_path):
+    # 32 training structures in batches of 4: 8 steps an epoch; a warm-up longer than that.
+    config = config_for(data_file, tmp_path / "run", max_epochs=3, warmup_steps=100,
+                        stage_two_epoch=2, stage_two_energy_weight=5.0, stage_two_lr=1e-3)
+    train(config, progress=False)
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]
+    lrs = [float(row.split(",")[2]) for row in rows]
+    np.testing.assert_allclose(lrs, [3e-3 * 8 / 100, 3e-3 * 16 / 100, 1e-3 * 8 / 100])
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    steps = {float(s["step"]) for s in state["optimizer"]["state"].values()}
+    assert steps == {8.0}  # AdamW's moments count stage two's steps only
+    assert json.loads(state["progress"])["stage_start_step"] == 16
+
+
 def test_resume_across_the_start_of_stage_two_equals_uninterrupted(data_file, tmp_path):
     stage_two = dict(stage_two_epoch=1, stage_two_energy_weight=3.0, stage_two_lr=1e-3)
     train(config_for(data_file, tmp_path / "whole", max_epochs=3, **stage_two), progress=False)
