@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Score the convergence runs' best weights where they stand (studies/active_learning/converge.sh):
+# errors by origin against the training targets, the own-MD training frames included
+# (analysis/convergence_errors.py), and the energy error's trend with compactness
+# (analysis/energy_error_trend.py), on the held-out structures and the 300 K probe. Each run's
+# best_model.pt is copied first (training overwrites it) and named by the epoch it holds; the
+# reports go to docs/results/active_learning/{convergence_errors,energy_error_trend}_<run>_epoch<N>.json,
+# each with the model file's fingerprint.
+#
+#     studies/active_learning/converge_report.sh [converge_m0] [converge_ablation]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export OMP_WAIT_POLICY=PASSIVE
+PY=.venv/bin/python
+RESULTS=docs/results/active_learning
+PROBE=$RESULTS/probe_300K_v1.extxyz.gz
+mkdir -p runs/active/snap
+runs=("$@")
+[ ${#runs[@]} -gt 0 ] || runs=(converge_m0 converge_ablation)
+for name in "${runs[@]}"; do
+    best=studies/active_learning/run/$name/best_model.pt
+    [ -f "$best" ] || { echo "$best is missing: has $name finished an epoch?" >&2; exit 2; }
+    epoch=$($PY -c "from freecg_md.io import load_model; print(load_model('$best').metadata['epoch'])")
+    short=${name#converge_}
+    copy=runs/active/snap/${short}_epoch$epoch.pt
+    cp "$best" "$copy"
+    $PY analysis/convergence_errors.py configs/active/$name.json --model "epoch$epoch=$copy" \
+        --probe "$PROBE" --training-own-md --threads 1 \
+        --out "$RESULTS/convergence_errors_${short}_epoch$epoch.json" > /dev/null
+    $PY analysis/energy_error_trend.py configs/active/$name.json --model "epoch$epoch=$copy" \
+        --probe "$PROBE" --threads 1 --out "$RESULTS/energy_error_trend_${short}_epoch$epoch.json" \
+        > /dev/null
+    echo "$name epoch $epoch: $RESULTS/{convergence_errors,energy_error_trend}_${short}_epoch$epoch.json"
+done
