@@ -115,24 +115,61 @@ def test_the_command_line_compile_flag_sets_the_config(data_file, tmp_path, monk
     assert seen["compile"] is False
 
 
-def test_a_compiled_pass_that_disagrees_is_set_aside_for_the_reference(monkeypatch):
-    """A compiled pass whose forces are wrong (as inductor's were for a model without group
-    CG) is caught on its first batch: a warning, this batch's reference result with its
-    graph, and the reference path from then on."""
-    model = small_model(torch.float64)
-    batch = _batch()
-    args = (batch.numbers, batch.positions, batch.edge_index, batch.shifts, batch.batch,
-            batch.num_graphs)
-    compiled = CompiledForces(model)
+def _wrong_terms(compiled):
+    """Edge terms whose forces are 1 % off, as a miscompiled pass's were."""
     right = compiled._edge_terms_eager
 
     def wrong(*inputs):
         out, gradient = right(*inputs)
         return out, gradient * 1.01
 
-    monkeypatch.setattr(compiled, "_edge_terms", wrong)
+    return wrong
+
+
+def test_a_compiled_pass_that_disagrees_is_compiled_again_without_fusion(monkeypatch):
+    """A compiled pass whose forces are wrong (as inductor's fused code was for a model
+    without group CG) is caught on its first batch and compiled again without kernel
+    fusion; where that agrees, training goes on compiled, checked as before."""
+    model = small_model(torch.float64)
+    batch = _batch()
+    args = (batch.numbers, batch.positions, batch.edge_index, batch.shifts, batch.batch,
+            batch.num_graphs)
+    compiled = CompiledForces(model)
+    monkeypatch.setattr(compiled, "_edge_terms", _wrong_terms(compiled))
+    asked = []
+
+    def compile_again(fused):
+        asked.append(fused)
+        return compiled._edge_terms_eager
+
+    monkeypatch.setattr(compiled, "_compile", compile_again)
+    with pytest.warns(CompiledPassWarning, match="compiling it again without kernel fusion"):
+        out = compiled.energy_and_forces(*args)
+    assert asked == [False] and not compiled.fused and compiled.failed is None
+    reference = model.energy_and_forces(*args)
+    torch.testing.assert_close(out["forces"], reference["forces"], rtol=0, atol=1e-12)
     assert compiled.supports(batch.edge_index.shape[1])
-    with pytest.warns(CompiledPassWarning, match="forces differ by up to"):
+    # torch.compile is asked for no fusion through inductor's options.
+    seen = {}
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: seen.update(options) or fn)
+    CompiledForces(model, check_every=0)._compile(fused=False)
+    assert seen == {"dynamic": True, "options": {"max_fusion_size": 1}}
+
+
+def test_a_compiled_pass_that_disagrees_unfused_too_is_set_aside_for_the_reference(
+        monkeypatch):
+    """Where the pass compiled without fusion disagrees too: a warning, this batch's
+    reference result with its graph, and the reference path from then on."""
+    model = small_model(torch.float64)
+    batch = _batch()
+    args = (batch.numbers, batch.positions, batch.edge_index, batch.shifts, batch.batch,
+            batch.num_graphs)
+    compiled = CompiledForces(model)
+    wrong = _wrong_terms(compiled)
+    monkeypatch.setattr(compiled, "_edge_terms", wrong)
+    monkeypatch.setattr(compiled, "_compile", lambda fused: wrong)
+    assert compiled.supports(batch.edge_index.shape[1])
+    with pytest.warns(CompiledPassWarning, match="without kernel fusion too"):
         out = compiled.energy_and_forces(*args)
     reference = model.energy_and_forces(*args, create_graph=True)
     torch.testing.assert_close(out["forces"], reference["forces"], rtol=0, atol=1e-12)
