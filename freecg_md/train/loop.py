@@ -113,13 +113,18 @@ class Trainer:
                 *fit_energy_standardisation(self.train_set, model_config.species))
         self.model.to(device=self.device, dtype=self.dtype)
         self.ema = copy.deepcopy(self.model) if config.ema_decay > 0 else None
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
+        self._new_optimizer(config.lr)
+        self.progress = Progress()
+        self.compiled = CompiledForces(self.model) if config.compile else None
+
+    def _new_optimizer(self, lr: float) -> None:
+        """A fresh AdamW at ``lr`` and its plateau schedule."""
+        config = self.config
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr,
                                            weight_decay=config.weight_decay)
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, factor=config.plateau_factor, patience=config.plateau_patience,
             min_lr=config.min_lr)
-        self.progress = Progress()
-        self.compiled = CompiledForces(self.model) if config.compile else None
 
     @property
     def eval_model(self) -> FreeCG:
@@ -275,12 +280,7 @@ class Trainer:
         save_model(best, best_path, metadata={**best.metadata, "val": val,
                                               "rescored_for_stage_two": True})
         progress.stage_start_step = progress.step
-        self.optimizer = torch.optim.AdamW(self.model.parameters(),
-                                           lr=self.config.learning_rate(2),
-                                           weight_decay=self.config.weight_decay)
-        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, factor=self.config.plateau_factor,
-            patience=self.config.plateau_patience, min_lr=self.config.min_lr)
+        self._new_optimizer(self.config.learning_rate(2))
         self.save_checkpoint()
         if show_progress:
             energy_weight, force_weight = self.loss_weights
