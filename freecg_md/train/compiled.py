@@ -14,7 +14,8 @@ forces and the loss's parameter gradients against the reference path.
 
 Inductor's code is checked against the reference path while it trains: on the first batch
 and every ``check_every`` batches after, the reference forces and energies of the same
-batch are computed too. Where they differ beyond float rounding the pass warns and is
+batch are computed too, and the parameter gradients of a probe loss of both. Where they
+differ beyond float rounding the pass warns and is
 compiled again without kernel fusion (inductor's ``max_fusion_size=1``) and checked again
 on the same batch; where that disagrees too, it uses the reference path from then on. So a
 miscompiled pass never trains a model on wrong forces for more than ``check_every`` steps.
@@ -49,6 +50,10 @@ _SQRT3 = math.sqrt(3.0)
 # atom for energies) plus relative to the largest reference force. Float32 passes that
 # differ only in the order of their sums agree to about 1e-5 eV/Å at these sizes.
 _TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-9}
+# Agreement asked of the parameter gradients of a probe loss, relative to the largest
+# reference gradient: float32 passes that differ in the order of their sums agree to about
+# 1e-6, the miscompiled fused pass of the ablation differed by 1e-1.
+_GRADIENT_TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-8}
 
 
 class CompiledPassWarning(UserWarning):
@@ -158,8 +163,9 @@ class CompiledForces:
         out = self._compiled_pass(*arguments)
         if not checked:
             return out
-        reference = self.model.energy_and_forces(*arguments)
-        disagreement = _disagreement(out, reference, numbers.shape[0])
+        # With its graph: the check compares parameter gradients too.
+        reference = self.model.energy_and_forces(*arguments, create_graph=True)
+        disagreement = self._disagreement(out, reference, arguments)
         if disagreement is not None and self.fused:
             warnings.warn(f"the compiled training pass disagrees with the reference path "
                           f"({disagreement}); compiling it again without kernel fusion",
@@ -167,16 +173,26 @@ class CompiledForces:
             self.fused = False
             self._edge_terms = self._compile(fused=False)
             out = self._compiled_pass(*arguments)
-            disagreement = _disagreement(out, reference, numbers.shape[0])
+            disagreement = self._disagreement(out, reference, arguments)
         self.failed = disagreement
         if disagreement is not None:
             warnings.warn(f"the compiled training pass disagrees with the reference path "
                           f"({disagreement}) without kernel fusion too; training goes on on "
                           "the reference path (TrainConfig.compile has no effect from here)",
                           CompiledPassWarning, stacklevel=2)
-            # This batch's loss needs the forces' graph.
-            return self.model.energy_and_forces(*arguments, create_graph=True)
+            return reference  # with the forces' graph, for this batch's loss
         return out
+
+    def _disagreement(self, out: dict[str, torch.Tensor], reference: dict[str, torch.Tensor],
+                      arguments: tuple) -> str | None:
+        """Why ``out`` differs from ``reference`` (with its graph) in forces and energies,
+        or a pass of its own through the compiled graph in the parameter gradients of a
+        probe loss, or None. (The probe takes a pass of its own: a compiled graph's backward
+        runs once, and ``out``'s is the training loss's.)"""
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        return (_disagreement(out, reference, arguments[0].shape[0])
+                or _gradient_disagreement(self._compiled_pass(*arguments), reference,
+                                          parameters))
 
     def _compiled_pass(self, numbers: torch.Tensor, positions: torch.Tensor,
                        edge_index: torch.Tensor, shifts: torch.Tensor | None,
@@ -194,6 +210,34 @@ class CompiledForces:
         forces = (torch.zeros_like(positions).index_add_(0, centers, gradient)
                   .index_add_(0, neighbors, -gradient)) * scale
         return {"energy": energy, "energies": atom_energy, "forces": forces}
+
+
+def _gradient_disagreement(out: dict[str, torch.Tensor], reference: dict[str, torch.Tensor],
+                           parameters: list[torch.Tensor]) -> str | None:
+    """Why the parameter gradients of the probe loss ``mean(F^2) + mean(e^2)`` (forces and
+    atom energies) differ between ``out`` and ``reference`` beyond rounding, or None.
+    ``reference``'s graph is kept (a failed check trains this batch on it); ``out``'s is
+    used up."""
+    def gradients(result: dict[str, torch.Tensor], keep: bool) -> list[torch.Tensor | None]:
+        probe = (result["forces"] ** 2).mean() + (result["energies"] ** 2).mean()
+        return list(torch.autograd.grad(probe, parameters, retain_graph=keep,
+                                        allow_unused=True))
+
+    if not parameters or not reference["forces"].requires_grad:
+        return None
+    got, expected = gradients(out, keep=False), gradients(reference, keep=True)
+    pairs = [(g, e) for g, e in zip(got, expected, strict=True) if e is not None]
+    if not pairs:
+        return None
+    scale = max(float(e.abs().max()) for _, e in pairs)
+    error = max(float(((g if g is not None else torch.zeros_like(e)) - e).abs().max())
+                for g, e in pairs)
+    allowed = _GRADIENT_TOLERANCE.get(pairs[0][1].dtype, _GRADIENT_TOLERANCE[torch.float32])
+    allowed *= max(scale, 1e-12)
+    if error > allowed or not math.isfinite(error):
+        return (f"parameter gradients differ by up to {error:.3g}, allowed {allowed:.3g} "
+                f"(largest {scale:.3g})")
+    return None
 
 
 def _disagreement(out: dict[str, torch.Tensor], reference: dict[str, torch.Tensor],

@@ -177,6 +177,41 @@ def test_a_compiled_pass_that_disagrees_unfused_too_is_set_aside_for_the_referen
     assert compiled.failed is not None and not compiled.supports(batch.edge_index.shape[1])
 
 
+class _GradientOff(torch.autograd.Function):
+    """The identity forward, 1 % too large backward: right forces, wrong parameter
+    gradients, as a miscompiled backward pass would give."""
+
+    @staticmethod
+    def forward(ctx, value):
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 1.01
+
+
+def test_a_compiled_pass_with_wrong_parameter_gradients_is_caught(monkeypatch):
+    model = small_model(torch.float64)
+    batch = _batch()
+    args = (batch.numbers, batch.positions, batch.edge_index, batch.shifts, batch.batch,
+            batch.num_graphs)
+    compiled = CompiledForces(model)
+    right = compiled._edge_terms_eager
+
+    def wrong_backward(*inputs):
+        out, gradient = right(*inputs)
+        return out, _GradientOff.apply(gradient)
+
+    monkeypatch.setattr(compiled, "_edge_terms", wrong_backward)
+    monkeypatch.setattr(compiled, "_compile", lambda fused: wrong_backward)
+    with pytest.warns(CompiledPassWarning, match="parameter gradients differ by up to"):
+        out = compiled.energy_and_forces(*args)
+    assert compiled.failed is not None and "parameter gradients" in compiled.failed
+    # This batch trains on the reference result, whose gradients are right.
+    reference = model.energy_and_forces(*args, create_graph=True)
+    torch.testing.assert_close(out["forces"], reference["forces"], rtol=0, atol=1e-12)
+
+
 def test_a_compiled_pass_that_agrees_is_checked_every_so_many_batches(monkeypatch):
     model = small_model(torch.float64)
     batch = _batch()
@@ -194,7 +229,7 @@ def test_a_compiled_pass_that_agrees_is_checked_every_so_many_batches(monkeypatc
     monkeypatch.setattr(model, "energy_and_forces", counted)
     for _ in range(5):
         compiled.energy_and_forces(*args)
-    assert checks == [False, False, False]  # batches 0, 2 and 4, no graph needed
+    assert checks == [True, True, True]  # batches 0, 2 and 4, with the graph for gradients
     assert compiled.failed is None
     with pytest.raises(ValueError, match="check_every=-1"):
         CompiledForces(model, check_every=-1)
