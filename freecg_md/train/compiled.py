@@ -15,10 +15,10 @@ forces and the loss's parameter gradients against the reference path.
 Inductor's code is checked against the reference path while it trains: on the first batch
 and every ``check_every`` batches after, the reference forces and energies of the same
 batch are computed too, and the parameter gradients of a probe loss of both. Where they
-differ beyond float rounding the pass warns and is
-compiled again without kernel fusion (inductor's ``max_fusion_size=1``) and checked again
-on the same batch; where that disagrees too, it uses the reference path from then on. So a
-miscompiled pass never trains a model on wrong forces for more than ``check_every`` steps.
+differ beyond float rounding the pass warns and is compiled again without kernel fusion
+(inductor's ``max_fusion_size=1``) and checked again on the same batch; where that
+disagrees too, it uses the reference path from then on. So a miscompiled pass never trains
+a model on wrong forces or gradients for more than ``check_every`` steps.
 torch 2.13.0's inductor fuses the ablation without group CG wrongly on chignolin: forces up
 to 1.1 eV/Å and parameter gradients 10 % off, energies right; without fusion both agree
 with the reference (gradients to 1e-6 relative) and a step costs about 10 % more than the
@@ -57,7 +57,8 @@ _GRADIENT_TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-8}
 
 
 class CompiledPassWarning(UserWarning):
-    """The compiled training pass disagreed with the reference path and was set aside."""
+    """The compiled training pass disagreed with the reference path: it is compiled again
+    without kernel fusion, or, where that disagrees too, set aside."""
 
 
 def spherical_harmonics_l12(vectors: torch.Tensor) -> torch.Tensor:
@@ -91,8 +92,9 @@ class CompiledForces:
         call (the optimiser's updates apply), nothing is copied.
     check_every:
         Compare the compiled pass with the reference path on the first batch and every
-        this many batches after (0: never); on a disagreement the reference path takes
-        over (:attr:`failed` says why).
+        this many batches after (0: never); on a disagreement it is compiled again without
+        kernel fusion (:attr:`fused` becomes False) and, where that disagrees too, the
+        reference path takes over (:attr:`failed` says why).
     options:
         Passed to ``torch.compile`` (``dynamic=True`` is set: edge counts differ between
         batches).
