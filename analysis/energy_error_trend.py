@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     add_evaluation_arguments(parser)
     parser.add_argument("--figure", type=Path, default=None, help="PNG of error against R_g")
     args = parser.parse_args(argv)
-    config, models, sets = models_and_sets(args)
+    _, models, sets = models_and_sets(args)
     rg = {name: radii_of_gyration(structures) for name, structures in sets.items()}
     force = {name: mean_reference_force(structures) for name, structures in sets.items()}
     report: dict = {"config": str(args.config), "rg": "mass-weighted, all atoms",
