@@ -1,20 +1,24 @@
 """What the calling thread does while the run pool shares a pass, side by side in one process.
 
-A frozen model (the calculator's) shares a pass's runs of edges among a pool of
-single-threaded workers (:mod:`freecg_md.nn.cpu.threads`); the rest of the pass (the
+A frozen model (the calculator's) shares a pass's runs of edges among a team of
+single-threaded threads (:mod:`freecg_md.nn.cpu.threads`); the rest of the pass (the
 edge vectors, spherical harmonics, per-atom work of small systems, the force sums) runs in
-the calling thread. Two settings decide how, and this benchmark times each combination,
+the calling thread. Three settings decide how, and this benchmark times the former
+behaviour (none of them), each of the first two, those two, and all three (the default),
 energy and forces by the calculator, float32:
 
 - ``alone``: the calling thread's own operations on one intra-op thread during the pass
   (``threads.CALLING_THREAD_ALONE``, the default) or on its team of ``--threads``;
 - ``split``: the per-atom work of a system under 512 atoms split into one block per thread
   where atoms x F reaches ``threads.SPLIT_ATOM_FEATURES`` (the default), or left whole in
-  the calling thread.
+  the calling thread;
+- ``takes``: the calling thread takes the pool's items (runs, blocks) beside
+  ``--threads`` - 1 workers (``threads.CALLING_THREAD_TAKES_ITEMS``, the default) or waits
+  while ``--threads`` workers take them all.
 
 Each round times every combination in turn (``--calls`` calls after one untimed call, on
 geometries moved by 0.005 Å rms), so load from other jobs falls on all alike; prints each
-one's median ms per call over the rounds, its speed-up over neither setting (the former
+one's median ms per call over the rounds, its speed-up over none of them (the former
 behaviour), and the largest force difference from it.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_calling_thread.py \\
@@ -40,10 +44,11 @@ from bench_runs import calculator_calls, timed_in_turns  # noqa: E402
 from freecg_md.nn.cpu import threads  # noqa: E402
 
 NEVER = 2 ** 62  # a SPLIT_ATOM_FEATURES no system reaches
-# name: (CALLING_THREAD_ALONE, SPLIT_ATOM_FEATURES)
-SETTINGS = {"neither": (False, NEVER), "alone": (True, NEVER),
-            "split": (False, threads.SPLIT_ATOM_FEATURES),
-            "alone + split (default)": (True, threads.SPLIT_ATOM_FEATURES)}
+# name: (CALLING_THREAD_ALONE, SPLIT_ATOM_FEATURES, CALLING_THREAD_TAKES_ITEMS)
+SETTINGS = {"neither": (False, NEVER, False), "alone": (True, NEVER, False),
+            "split": (False, threads.SPLIT_ATOM_FEATURES, False),
+            "alone + split": (True, threads.SPLIT_ATOM_FEATURES, False),
+            "alone + split + takes (default)": (True, threads.SPLIT_ATOM_FEATURES, True)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     start = atoms.get_positions()
 
     def use(name: str) -> None:
-        threads.CALLING_THREAD_ALONE, threads.SPLIT_ATOM_FEATURES = SETTINGS[name]
+        (threads.CALLING_THREAD_ALONE, threads.SPLIT_ATOM_FEATURES,
+         threads.CALLING_THREAD_TAKES_ITEMS) = SETTINGS[name]
 
     forces = {}
     for name in SETTINGS:
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in SETTINGS:
         median = statistics.median(times[name])
         difference = float(np.abs(forces[name] - forces["neither"]).max())
-        print(f"{name:>24}  {1e3 * median:8.1f} ms  {base / median:5.2f}x  "
+        print(f"{name:>31}  {1e3 * median:8.1f} ms  {base / median:5.2f}x  "
               f"max |dF| {difference:.1e} eV/Å")
     return 0
 

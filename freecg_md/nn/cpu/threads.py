@@ -1,5 +1,6 @@
-"""Threads for a frozen model's pass on a CPU: a pool of single-threaded workers, runs of
-edges shared among them with per-thread sums, and per-atom work in blocks.
+"""Threads for a frozen model's pass on a CPU: a team of threads of one intra-op thread
+each (the calling thread and workers), runs of edges shared among them with per-thread
+sums, and per-atom work in blocks.
 
 Runs of edges (:mod:`freecg_md.nn.chunks`) are independent and each is too small to keep
 two intra-op threads busy (element-wise work on it is bound by memory bandwidth), so whole
@@ -38,6 +39,10 @@ SPLIT_ATOM_FEATURES = 32768
 # the team's other thread and waits for it, which costs more than it shares; the pool's
 # threads do the sharing. Benchmarks set it False to measure the alternative.
 CALLING_THREAD_ALONE = True
+# Whether the calling thread takes items of the pool's maps beside the workers
+# (:class:`ThreadRunPool`) instead of waiting for them. Benchmarks set it False to measure
+# the alternative.
+CALLING_THREAD_TAKES_ITEMS = True
 _TEAM = threading.local()
 
 
@@ -102,22 +107,86 @@ class SerialPool:
 
 
 class ThreadRunPool(ThreadPoolExecutor):
-    """A thread pool of ``threads`` threads of one intra-op thread each, its size public
-    (the backward pass starts one task per thread, each summing its runs' gradients)."""
+    """A team of ``threads`` threads of one intra-op thread each: the calling thread and
+    ``threads - 1`` workers, its size public (the backward pass starts one task per
+    thread, each summing its runs' gradients).
+
+    :meth:`map` hands its items out one at a time to whichever thread of the team is free,
+    the calling thread included. Were the calling thread only to wait, each phase of a pass
+    would wake one thread more than there are cores and hand every item over, and a small
+    system's phases are short enough for those hand-overs to count
+    (``benchmarks/bench_calling_thread.py``).
+    """
 
     def __init__(self, threads: int) -> None:
+        if threads < 2:
+            raise ValueError(f"ThreadRunPool: threads must be at least 2 (the calling thread "
+                             f"and a worker), got {threads}; use SerialPool for one")
+        # Room for threads workers, not threads - 1: with CALLING_THREAD_TAKES_ITEMS off (a
+        # benchmark's alternative) the workers take every item. With it on at most
+        # threads - 1 of them have work at a time.
         super().__init__(threads, thread_name_prefix="freecg-runs",
                          initializer=torch.set_num_threads, initargs=(1,))
         self.threads = threads
 
-    def map(self, function: Callable[..., Result], *iterables: Iterable,
-            **kwargs: object) -> Iterator[Result]:
-        """``ThreadPoolExecutor.map``, the tasks in inference mode where the caller is:
-        the mode is per thread, and outside it a task could not write into the inference
-        tensors the caller made for it."""
+    def map(self, function: Callable[..., Result],  # type: ignore[override]
+            *iterables: Iterable) -> Iterator[Result]:
+        """``[function(*args) for args in zip(*iterables)]`` as an iterator, the items
+        shared among the team's threads; returns when all are done. Each runs as in a
+        fresh worker: grad mode on, one intra-op thread, and in inference mode where the
+        caller is (the modes are per thread, and outside inference mode a task could not
+        write into the inference tensors the caller made for it). Where items raise, the
+        first exception is raised once every thread has stopped."""
         if torch.is_inference_mode_enabled():
             function = _within(torch.inference_mode, function)
-        return super().map(function, *iterables, **kwargs)
+        items = list(zip(*iterables, strict=True))
+        results: list[Any] = [None] * len(items)
+        errors: list[BaseException] = []
+        pending = iter(range(len(items)))
+        lock = threading.Lock()
+
+        def take() -> int | None:
+            with lock:
+                return None if errors else next(pending, None)
+
+        def drain() -> None:
+            while (index := take()) is not None:
+                try:
+                    results[index] = function(*items[index])
+                except BaseException as error:
+                    with lock:
+                        errors.append(error)
+
+        takes = CALLING_THREAD_TAKES_ITEMS
+        workers = [self.submit(drain)
+                   for _ in range(min(self.threads, len(items)) - (1 if takes else 0))]
+        try:
+            if takes:
+                with torch.enable_grad(), _one_intra_op_thread():
+                    drain()
+        finally:
+            # No item may still be running when the caller goes on: they write into
+            # tensors the caller owns.
+            for worker in workers:
+                worker.result()
+        if errors:
+            raise errors[0]
+        return iter(results)
+
+
+@contextlib.contextmanager
+def _one_intra_op_thread() -> Iterator[None]:
+    """The calling thread's torch operations on one intra-op thread inside the block, as
+    the workers' are (usually already so: :func:`calling_thread_alone`)."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _within(context: Callable[[], AbstractContextManager], function: Callable[..., Result]
@@ -170,10 +239,7 @@ def runs_into_sums(pool: RunPool, n_runs: int, make_sums: Callable[[], Sums],
 
 def for_each(pool: RunPool, function: Callable[..., Result], items: list) -> list[Result]:
     """``[function(item) for item in items]``, the items shared among the pool's threads
-    where there are several; a single item runs in the calling thread, since handing it to
-    a pool thread and waiting for it costs more than a small system's item."""
-    if len(items) == 1:
-        return [function(items[0])]
+    (a single item runs in the calling thread: :meth:`ThreadRunPool.map`)."""
     return list(pool.map(function, items))
 
 
