@@ -34,10 +34,10 @@ from scipy.stats import spearmanr
 from freecg_md.committee import load_committee
 from freecg_md.io import load_model, model_fingerprint
 from freecg_md.train import TrainConfig
-from freecg_md.train.data import collate, structures_from_atoms
+from freecg_md.train.data import structures_from_atoms
 from freecg_md.train.dataset_cache import load_training_structures
 from freecg_md.train.finetune import starting_point
-from freecg_md.train.loop import evaluate_errors
+from freecg_md.train.loop import evaluate_errors, predict_in_batches
 
 MEV = 1000.0
 
@@ -77,10 +77,7 @@ def committee_points(paths: list[Path], structures: list) -> tuple[np.ndarray, n
     force's largest per-atom error, both eV/Å."""
     committee = load_committee(paths).requires_grad_(False).eval()
     spread, error = [], []
-    for structure in structures:
-        batch = collate([structure]).to(torch.device("cpu"), torch.float32)
-        out = committee.energy_and_forces(batch.numbers, batch.positions, batch.edge_index,
-                                          batch.shifts, batch.batch, 1)
+    for batch, out in predict_in_batches(committee, structures, 1, "cpu", torch.float32):
         spread.append(float(out["forces_std"].max()))
         error.append(float((out["forces"].detach() - batch.forces).norm(dim=-1).max()))
     return np.array(spread), np.array(error)

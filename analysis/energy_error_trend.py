@@ -41,7 +41,8 @@ from freecg_md.analysis.plots import new_figure
 from freecg_md.analysis.statistics import linear_trend
 from freecg_md.analysis.structure import radius_of_gyration
 from freecg_md.io import model_fingerprint
-from freecg_md.train.data import Structure, collate
+from freecg_md.train.data import Structure
+from freecg_md.train.loop import predict_in_batches
 
 MEV = 1e3
 BIN_WIDTH = 0.5  # Å of R_g
@@ -51,12 +52,9 @@ MIN_PER_BIN = 3
 def energy_errors(model: torch.nn.Module, structures: list[Structure],
                   batch_size: int = 4) -> np.ndarray:
     """(S,) signed energy error per atom, model minus reference, meV."""
-    errors = []
-    for start in range(0, len(structures), batch_size):
-        batch = collate(structures[start:start + batch_size]).to("cpu", torch.float32)
-        out = model.energy_and_forces(batch.numbers, batch.positions, batch.edge_index,
-                                      batch.shifts, batch.batch, batch.num_graphs)
-        errors.append(((out["energy"].detach() - batch.energy) / batch.num_atoms).double())
+    errors = [((out["energy"].detach() - batch.energy) / batch.num_atoms).double()
+              for batch, out in predict_in_batches(model, structures, batch_size, "cpu",
+                                                   torch.float32)]
     return torch.cat(errors).numpy() * MEV
 
 

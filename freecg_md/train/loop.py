@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,22 @@ def _evaluate(model: FreeCG, structures: list[Structure], config: TrainConfig,
     return evaluate_errors(model, structures, config, device, dtype, weights).summary()
 
 
+def predict_in_batches(model: FreeCG, structures: list[Structure], batch_size: int,
+                       device: torch.device | str, dtype: torch.dtype
+                       ) -> Iterator[tuple[Batch, dict[str, torch.Tensor]]]:
+    """Each batch of ``batch_size`` consecutive structures, collated on ``device`` in
+    ``dtype``, with the model's prediction on it (``energy_and_forces``: ``energy`` (B,)
+    eV, ``forces`` (N, 3) eV/Å)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive number of structures, got "
+                         f"{batch_size}")
+    for start in range(0, len(structures), batch_size):
+        batch = collate(structures[start:start + batch_size]).to(device, dtype)
+        yield batch, model.energy_and_forces(batch.numbers, batch.positions,
+                                             batch.edge_index, batch.shifts, batch.batch,
+                                             batch.num_graphs)
+
+
 def evaluate_errors(model: FreeCG, structures: list[Structure], config: TrainConfig,
                     device: torch.device, dtype: torch.dtype,
                     weights: tuple[float, float] | None = None) -> ErrorMetrics:
@@ -76,10 +93,8 @@ def evaluate_errors(model: FreeCG, structures: list[Structure], config: TrainCon
     energy_weight, force_weight = weights or config.loss_weights()
     metrics = ErrorMetrics()
     model.eval()
-    for start in range(0, len(structures), config.batch_size):
-        batch = collate(structures[start:start + config.batch_size]).to(device, dtype)
-        out = model.energy_and_forces(batch.numbers, batch.positions, batch.edge_index,
-                                      batch.shifts, batch.batch, batch.num_graphs)
+    for batch, out in predict_in_batches(model, structures, config.batch_size, device,
+                                         dtype):
         loss = loss_fn(out["energy"], out["forces"], batch, energy_weight, force_weight)
         metrics.update(out["energy"], out["forces"], batch, loss.item())
     return metrics

@@ -631,3 +631,41 @@ def test_energy_error_trend_and_convergence_errors_by_origin(tiny_model, tmp_pat
         assert trend["n"] == len(chosen) and sum(b["n"] for b in trend["by_rg"]) <= len(chosen)
         np.testing.assert_allclose(trend["mean_reference_force_eV_per_A"],
                                    np.mean([s.forces.abs().mean() for s in chosen]), rtol=1e-5)
+
+
+def test_committee_points_are_the_committees_spread_and_error(tiny_model, tmp_path,
+                                                              monkeypatch):
+    """active_learning_report.committee_points: per conformation the committee's largest
+    per-atom force standard deviation and its mean force's largest per-atom error, as the
+    committee computes them on that conformation alone."""
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from freecg_md.committee import load_committee
+    from freecg_md.train.data import collate, structures_from_atoms
+
+    monkeypatch.syspath_prepend(str(REPO / "analysis"))
+    from active_learning_report import committee_points
+
+    torch.manual_seed(1)
+    other = save_model(FreeCG(load_model(tiny_model).config), tmp_path / "other.pt")
+    frames = []
+    for k in range(3):
+        frame = load_chignolin().atoms.copy()
+        frame.positions += np.random.default_rng(k).normal(0.0, 0.03, frame.positions.shape)
+        frame.calc = EMT()
+        energy, forces = frame.get_potential_energy(), frame.get_forces()
+        frame.calc = SinglePointCalculator(frame, energy=energy, forces=forces)
+        frames.append(frame)
+    structures = structures_from_atoms(frames, cutoff=4.0)
+    spread, error = committee_points([tiny_model, other], structures)
+    assert spread.shape == error.shape == (3,)
+    committee = load_committee([tiny_model, other]).requires_grad_(False).eval()
+    for k, structure in enumerate(structures):
+        batch = collate([structure]).to(torch.device("cpu"), torch.float32)
+        out = committee.energy_and_forces(batch.numbers, batch.positions, batch.edge_index,
+                                          batch.shifts, batch.batch, 1)
+        assert spread[k] == pytest.approx(float(out["forces_std"].max()), rel=1e-5)
+        assert error[k] == pytest.approx(
+            float((out["forces"] - batch.forces).norm(dim=-1).max()), rel=1e-5)
+    assert (spread > 0).all()

@@ -400,3 +400,24 @@ def test_error_metrics_report_the_signed_energy_bias_per_atom():
     assert summary["energy_bias_per_atom_eV"] == pytest.approx(-0.01)
     assert summary["energy_mae_per_atom_eV"] == pytest.approx(0.01)
     assert summary["force_mae_eV_per_A"] == 0.0
+
+
+def test_predictions_in_batches_cover_every_structure_in_order():
+    """predict_in_batches gives each batch (a short last one included) with the model's
+    energies on it, equal to the structures' one-by-one energies; a batch size below one is
+    refused."""
+    from freecg_md.nn import FreeCG, FreeCGConfig
+    from freecg_md.train.data import structures_from_atoms
+    from freecg_md.train.loop import predict_in_batches
+
+    structures = structures_from_atoms(labelled_set(5), cutoff=TINY_MODEL["cutoff"])
+    torch.manual_seed(0)
+    model = FreeCG(FreeCGConfig(species=(1, 6), **TINY_MODEL)).double()
+    batches = list(predict_in_batches(model, structures, 2, "cpu", torch.float64))
+    assert [batch.num_graphs for batch, _ in batches] == [2, 2, 1]
+    energies = torch.cat([out["energy"].detach() for _, out in batches])
+    one_by_one = torch.cat([out["energy"].detach() for _, out in
+                            predict_in_batches(model, structures, 1, "cpu", torch.float64)])
+    torch.testing.assert_close(energies, one_by_one)
+    with pytest.raises(ValueError, match="batch_size must be a positive"):
+        next(predict_in_batches(model, structures, 0, "cpu", torch.float64))
