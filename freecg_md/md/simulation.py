@@ -339,7 +339,9 @@ class _Run:
     def resume(self) -> None:
         checkpoint = load_checkpoint(self.directory / CHECKPOINT_NAME)
         checkpoint.check_matches(self.config.to_dict(), self.state.numbers, self.state.masses)
-        self.check_same_origin(checkpoint)
+        path = self.directory / "config.json"
+        previous = json.loads(path.read_text()) if path.is_file() else {}
+        self.check_same_origin(checkpoint, previous)
         b = self.block
         self.state.positions = checkpoint.positions[b].clone()
         self.state.velocities = checkpoint.velocities[b].clone()
@@ -357,7 +359,6 @@ class _Run:
             # A resume is recorded where it continues the run from a step not recorded yet;
             # the file is rewritten only if that or the settings changed, so a finished run
             # resumed as it was leaves it as it is (reduced results copy it).
-            previous = json.loads((self.directory / "config.json").read_text())
             resumes = previous.get("resumed_at_steps", [])
             if checkpoint.step < self.config.n_steps and checkpoint.step not in resumes:
                 resumes = resumes + [checkpoint.step]
@@ -367,15 +368,12 @@ class _Run:
                 self.writer.write_config(record)
         self.comm.barrier()  # no rank runs ahead while rank 0 truncates the files
 
-    def check_same_origin(self, checkpoint: Checkpoint) -> None:
-        """CheckpointError if the run's ``config.json`` names model files other than this
-        resume's (by fingerprint): a run continued with another model would be recorded as
-        the new model's alone. For checkpoints written before they held the masses, the
-        same for the recorded ``hydrogen_mass`` (None: natural masses)."""
-        path = self.directory / "config.json"
-        if not path.is_file():
-            return
-        previous = json.loads(path.read_text())
+    def check_same_origin(self, checkpoint: Checkpoint, previous: dict[str, Any]) -> None:
+        """CheckpointError if the run's recorded ``config.json`` (``previous``; empty if
+        there is none) names model files other than this resume's (by fingerprint): a run
+        continued with another model would be recorded as the new model's alone. For
+        checkpoints written before they held the masses, the same for the recorded
+        ``hydrogen_mass`` (None: natural masses)."""
         saved, now = previous.get("model_fingerprint"), self.extra.get("model_fingerprint")
         if saved is not None and now is not None and saved != now:
             raise CheckpointError(
