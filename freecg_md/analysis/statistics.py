@@ -24,6 +24,7 @@ from ase import units
 KB_KCAL = units.kB / (units.kcal / units.mol)  # kcal/mol/K
 
 __all__ = [
+    "Approach",
     "Equilibration",
     "FoldingEstimate",
     "MeltingFit",
@@ -35,6 +36,7 @@ __all__ = [
     "detect_equilibration",
     "folded_mask",
     "folding_free_energy",
+    "geometric_approach",
     "linear_trend",
     "melting_temperature",
     "statistical_inefficiency",
@@ -176,6 +178,70 @@ def linear_trend(x: np.ndarray, y: np.ndarray) -> Trend:
     rank = stats.spearmanr(x, y)
     return Trend(int(x.size), float(fit.slope), float(fit.stderr), float(rank.statistic),
                  float(rank.pvalue))
+
+
+@dataclass(frozen=True)
+class Approach:
+    """A fit of ``y_n = limit + scale * ratio ** (n - n_0)`` to a sequence that levels off
+    (a validation error by epoch): ``limit`` and its standard error (units of y), the
+    ``ratio`` per step of n (0 < ratio < 1) and its standard error, ``n_0`` the first n
+    fitted, and the residuals' root mean square. The errors come from the least-squares
+    covariance scaled by the residuals, so they assume independent scatter about the curve
+    and say nothing of a change of regime after the last point."""
+
+    n: int
+    first: float
+    limit: float
+    limit_error: float
+    scale: float
+    ratio: float
+    ratio_error: float
+    rms_residual: float
+
+    def steps_to(self, target: float) -> float | None:
+        """Steps of n after ``first`` at which the curve reaches ``target``; None where
+        it never does (the target lies beyond the limit)."""
+        if (target - self.limit) * self.scale <= 0:
+            return None
+        return float(np.log((target - self.limit) / self.scale) / np.log(self.ratio))
+
+
+def geometric_approach(n: np.ndarray, y: np.ndarray) -> Approach:
+    """The :class:`Approach` of ``y`` (k,) at steps ``n`` (k,), at least 4 points with
+    distinct, increasing n.
+
+    Starts from the ratio of successive differences and refines all three parameters by
+    least squares (scipy's ``curve_fit``), the ratio held within (0, 1).
+    """
+    from scipy.optimize import curve_fit
+
+    n, y = check_finite("n", n, ndim=1), check_finite("y", y, ndim=1)
+    if n.shape != y.shape:
+        raise ValueError(f"n has {n.size} values but y has {y.size}; expected one y per n")
+    if n.size < 4:
+        raise ValueError(f"{n.size} points: a limit, a scale and a ratio need at least 4")
+    if np.any(np.diff(n) <= 0):
+        raise ValueError("n must increase strictly")
+    steps = n - n[0]
+    differences = np.diff(y) / np.diff(steps)
+    guess = np.median(differences[1:] / differences[:-1]) if np.all(differences) else 0.5
+    guess = float(np.clip(guess, 0.05, 0.95)) if np.isfinite(guess) else 0.5
+    scale = (y[0] - y[-1]) / max(1.0 - guess ** steps[-1], 1e-12)
+
+    def curve(t: np.ndarray, limit: float, amplitude: float, ratio: float) -> np.ndarray:
+        return limit + amplitude * ratio ** t
+
+    try:
+        (limit, amplitude, ratio), covariance = curve_fit(
+            curve, steps, y, p0=(y[0] - scale, scale, guess),
+            bounds=([-np.inf, -np.inf, 1e-6], [np.inf, np.inf, 1.0 - 1e-9]), maxfev=20000)
+    except RuntimeError as error:
+        raise ValueError(f"no geometric approach fits these {n.size} points: {error}") from None
+    residual = y - curve(steps, limit, amplitude, ratio)
+    errors = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+    return Approach(int(n.size), float(n[0]), float(limit), float(errors[0]),
+                    float(amplitude), float(ratio), float(errors[2]),
+                    float(np.sqrt(np.mean(residual ** 2))))
 
 
 def folded_mask(cvs: np.ndarray, native: np.ndarray | tuple[float, float],

@@ -669,3 +669,44 @@ def test_committee_points_are_the_committees_spread_and_error(tiny_model, tmp_pa
         assert error[k] == pytest.approx(
             float((out["forces"] - batch.forces).norm(dim=-1).max()), rel=1e-5)
     assert (spread > 0).all()
+
+
+def test_learning_curve_fits_levelling_runs_and_declines_steady_ones(tmp_path):
+    """learning_curve.py: a run whose errors level off gets its limit and the epoch of a
+    target short of it; a run still falling at a steady pace gets no limit, only the
+    reason; the fit starts at the run's recorded stage-two epoch by default."""
+    fields = ["epoch", "step", "lr", "train_loss", "val_loss", "val_energy_mae_per_atom_eV",
+              "val_force_mae_eV_per_A", "best", "elapsed_s"]
+    epochs = np.arange(12)
+    runs = {"levelling": (0.021 + 0.01 * 0.7 ** epochs, 4e-4 + 6e-4 * 0.6 ** epochs, None),
+            "steady": (0.03 - 5e-4 * epochs, 1e-3 - 2e-5 * epochs, 3)}
+    for name, (force, energy, stage_two) in runs.items():
+        run = tmp_path / name
+        run.mkdir()
+        with (run / "log.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(fields)
+            for k in epochs:
+                writer.writerow([k, 100 * k, 2e-4, 0.0, 0.0, energy[k], force[k], 1, 0.0])
+        (run / "config.json").write_text(json.dumps(
+            {"train": {"stage_two_epoch": stage_two}}))
+    out = tmp_path / "curve.json"
+    assert run_script(REPO / "analysis" / "learning_curve.py", tmp_path / "levelling",
+                      tmp_path / "steady", "--force-target", "0.0215", "--out", out,
+                      "--figure", tmp_path / "curve.png") == 0
+    assert_png(tmp_path / "curve.png")
+    report = json.loads(out.read_text())["runs"]
+    levelling = report["levelling"]
+    assert levelling["first_fitted_epoch"] == 0
+    force = levelling["force_mae"]
+    assert force["fit"]["limit"] == pytest.approx(0.021, abs=1e-6)
+    assert force["epoch_reaching_target"] == pytest.approx(np.log(0.05) / np.log(0.7), rel=1e-3)
+    assert levelling["energy_mae"]["fit"]["limit"] == pytest.approx(0.4, abs=1e-3)
+    assert levelling["energy_mae"]["epoch_reaching_target"] == pytest.approx(
+        np.log(0.1 / 0.6) / np.log(0.6), rel=1e-3)
+    assert all(abs(limit - 0.021) < 1e-5
+               for _, limit, _ in force["limit_by_last_epoch_fitted"])
+    steady = report["steady"]
+    assert steady["first_fitted_epoch"] == 3
+    assert steady["force_mae"]["fit"] is None
+    assert "not determined" in steady["force_mae"]["reason"]

@@ -30,6 +30,7 @@ from freecg_md.analysis.statistics import (
     detect_equilibration,
     folded_mask,
     folding_free_energy,
+    geometric_approach,
     linear_trend,
     melting_temperature,
     statistical_inefficiency,
@@ -210,6 +211,27 @@ def test_linear_trend_recovers_a_slope_within_its_error():
     assert 0.01 < trend.slope_error < 0.1 and trend.spearman < -0.8 and trend.p_value < 1e-10
     flat = linear_trend(x, rng.normal(0.0, 0.5, x.size))
     assert abs(flat.slope) < 4 * flat.slope_error and flat.p_value > 1e-3
+
+
+def test_geometric_approach_recovers_the_limit_of_a_levelling_curve():
+    """A validation error by epoch, 0.020 + 0.006 * 0.75^n with scatter: the limit within
+    its error, the ratio, the epochs to a target short of the limit, none beyond it."""
+    rng = np.random.default_rng(2)
+    epochs = np.arange(9, 25)
+    curve = 0.020 + 0.006 * 0.75 ** (epochs - 9)
+    fit = geometric_approach(epochs, curve + rng.normal(0.0, 5e-5, epochs.size))
+    assert fit.n == 16 and fit.first == 9
+    assert abs(fit.limit - 0.020) < 3 * fit.limit_error and fit.limit_error < 2e-4
+    assert abs(fit.ratio - 0.75) < 3 * fit.ratio_error
+    assert 3e-5 < fit.rms_residual < 8e-5
+    exact = geometric_approach(epochs, curve)
+    assert exact.steps_to(0.0215) == pytest.approx(np.log(0.25) / np.log(0.75), rel=1e-4)
+    assert exact.steps_to(0.0195) is None
+    for n, y, match in ((epochs[:3], curve[:3], "at least 4"),
+                        (epochs[::-1], curve, "increase strictly"),
+                        (epochs, curve[:-1], "one y per n")):
+        with pytest.raises(ValueError, match=match):
+            geometric_approach(n, y)
 
 
 def test_radius_of_gyration_of_simple_shapes(chignolin):

@@ -1,0 +1,196 @@
+"""Where training runs' validation errors are heading: a geometric approach fitted to each
+run's validation force and energy errors by epoch, with the limit's standard error and the
+epochs the curve needs to reach a target, and the limits of the same fit to the first
+epochs only (whether the later epochs bore them out).
+
+    python analysis/learning_curve.py studies/active_learning/run/converge_m0 \
+        studies/active_learning/run/converge_ablation \
+        --out docs/results/active_learning/learning_curve.json \
+        --figure docs/figures/learning_curve.png
+
+Per run (a training directory with ``log.csv`` and ``config.json``) and metric, the fit
+``y_n = limit + scale * ratio^(n - n_0)`` (:func:`~freecg_md.analysis.statistics.
+geometric_approach`) over the epochs from ``--from-epoch`` on, by default the run's
+``stage_two_epoch`` (the loss changes there, and with it the course of the errors) where it
+has one and has reached it, else epoch 0. The limit is what the run would reach if it went
+on as in the fitted epochs: a learning-rate cut by the plateau schedule after the last
+epoch, or its early stop, is not in it. A limit is reported only where the fitted epochs
+cover at least half of the fall to it and its standard error is smaller than the fall
+still ahead; errors still falling at a steady pace get the reason instead. Writes JSON and a
+figure (validation errors by epoch, the fits continued to ``--horizon`` epochs, the
+targets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from freecg_md.analysis.plots import new_figure
+from freecg_md.analysis.statistics import geometric_approach
+
+MEV = 1e3
+# name: (log.csv column, factor to the reported unit, unit, default target)
+METRICS = {
+    "force_mae": ("val_force_mae_eV_per_A", 1.0, "eV/Å", 0.020),
+    "energy_mae": ("val_energy_mae_per_atom_eV", MEV, "meV/atom", 0.5),
+}
+
+
+def read_log(run: Path) -> dict[str, np.ndarray]:
+    """The run's ``log.csv`` as arrays by column (the epoch rows only, in order)."""
+    path = run / "log.csv"
+    if not path.is_file():
+        raise ValueError(f"{run}: no log.csv (expected a training run directory)")
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ValueError(f"{path}: no epoch logged yet")
+    columns = {name: np.array([float(row[name]) for row in rows]) for name in rows[0]}
+    if np.any(np.diff(columns["epoch"]) <= 0):
+        raise ValueError(f"{path}: epochs out of order")
+    return columns
+
+
+def first_fitted_epoch(run: Path, log: dict[str, np.ndarray], asked: int | None) -> int:
+    """``asked``, else the run's stage-two epoch where it has reached it, else 0."""
+    if asked is not None:
+        return asked
+    path = run / "config.json"
+    # The trainer records its TrainConfig under "train".
+    config = json.loads(path.read_text()).get("train", {}) if path.is_file() else {}
+    stage_two = config.get("stage_two_epoch")
+    if stage_two is not None and log["epoch"].max() >= stage_two:
+        return int(stage_two)
+    return 0
+
+
+def limits_so_far(epochs: np.ndarray, values: np.ndarray) -> list[list[float]]:
+    """``[last epoch, limit, its error]`` of the fit to the first 4, 5, ... of the epochs:
+    a limit that holds as epochs are added is one the later epochs bore out."""
+    rows = []
+    for end in range(4, epochs.size + 1):
+        try:
+            fit = geometric_approach(epochs[:end], values[:end])
+        except ValueError:
+            continue
+        rows.append([float(epochs[end - 1]), fit.limit, fit.limit_error])
+    return rows
+
+
+def fit_metric(epochs: np.ndarray, values: np.ndarray, target: float) -> dict[str, object]:
+    """The fit's numbers for the report; the reason in place of a fit where none is made."""
+    try:
+        fit = geometric_approach(epochs, values)
+    except ValueError as error:
+        return {"fit": None, "reason": str(error)}
+    fitted = {"limit": fit.limit, "limit_error": fit.limit_error, "ratio": fit.ratio,
+              "ratio_error": fit.ratio_error, "scale": fit.scale,
+              "rms_residual": fit.rms_residual}
+    # Errors still falling at a steady pace fit a ratio near 1 and a limit anywhere below.
+    # The limit counts as found only where the fitted epochs cover at least half of the fall
+    # to it and its error is smaller than the fall still ahead.
+    ahead, seen = abs(values[-1] - fit.limit), abs(values[0] - values[-1])
+    if not (ahead <= seen and fit.limit_error < ahead):
+        return {"fit": None,
+                "reason": "the limit is not determined by these epochs (less than half of "
+                          "the fall to it seen, or its error as large as the fall ahead)",
+                "undetermined_fit": fitted}
+    steps = fit.steps_to(target)
+    return {"fit": fitted, "target": target,
+            "epoch_reaching_target": None if steps is None else fit.first + steps}
+
+
+def curve(fit: dict[str, float], first: float, epochs: np.ndarray) -> np.ndarray:
+    return fit["limit"] + fit["scale"] * fit["ratio"] ** (epochs - first)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="training run directories")
+    parser.add_argument("--from-epoch", type=int, default=None,
+                        help="first epoch fitted (default: the run's stage_two_epoch where "
+                             "reached, else 0)")
+    parser.add_argument("--force-target", type=float, default=METRICS["force_mae"][3],
+                        help="validation force MAE target, eV/Å")
+    parser.add_argument("--energy-target", type=float, default=METRICS["energy_mae"][3],
+                        help="validation energy MAE target, meV/atom")
+    parser.add_argument("--horizon", type=int, default=60,
+                        help="last epoch the figure continues the fits to")
+    parser.add_argument("--out", type=Path, required=True, help="JSON report")
+    parser.add_argument("--figure", type=Path, default=None, help="figure (PNG)")
+    args = parser.parse_args(argv)
+    targets = {"force_mae": args.force_target, "energy_mae": args.energy_target}
+    try:
+        logs = {run: read_log(run) for run in args.runs}
+    except ValueError as error:
+        print(f"learning_curve.py: {error}", file=sys.stderr)
+        return 2
+    report: dict[str, object] = {"runs": {}}
+    for run, log in logs.items():
+        start = first_fitted_epoch(run, log, args.from_epoch)
+        chosen = log["epoch"] >= start
+        entry: dict[str, object] = {
+            "epochs_logged": int(log["epoch"].max()) + 1, "first_fitted_epoch": start,
+            "learning_rates_fitted": sorted({float(lr) for lr in log["lr"][chosen]})}
+        for metric, (column, factor, unit, _) in METRICS.items():
+            values = log[column] * factor
+            entry[metric] = {"unit": unit, "by_epoch": values.tolist(),
+                             **fit_metric(log["epoch"][chosen], values[chosen],
+                                          targets[metric]),
+                             "limit_by_last_epoch_fitted": limits_so_far(
+                                 log["epoch"][chosen], values[chosen])}
+        report["runs"][run.name] = entry
+        for metric in METRICS:
+            fitted = entry[metric]
+            if fitted["fit"] is None:
+                print(f"{run.name} {metric}: no fit ({fitted['reason']})")
+                continue
+            fit = fitted["fit"]
+            reach = fitted["epoch_reaching_target"]
+            print(f"{run.name} {metric} (epochs {start}-{entry['epochs_logged'] - 1}): "
+                  f"limit {fit['limit']:.4g} ± {fit['limit_error']:.2g} {fitted['unit']}, "
+                  f"ratio {fit['ratio']:.3f} ± {fit['ratio_error']:.2g}, target "
+                  f"{fitted['target']:g} " + (f"at epoch {reach:.1f}" if reach is not None
+                                              else "not reached"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    if args.figure is not None:
+        plot(report, logs, targets, args.horizon, args.figure)
+    return 0
+
+
+def plot(report: dict, logs: dict[Path, dict[str, np.ndarray]], targets: dict[str, float],
+         horizon: int, path: Path) -> None:
+    figure, axes = new_figure(1, 2, figsize=(10, 4))
+    for axis, (metric, (_, _, unit, _)) in zip(axes, METRICS.items(), strict=True):
+        for run, log in logs.items():
+            entry = report["runs"][run.name]
+            values = np.array(entry[metric]["by_epoch"])
+            points = axis.plot(log["epoch"], values, "o", ms=4, label=run.name)[0]
+            fit = entry[metric]["fit"]
+            if fit is not None:
+                first = entry["first_fitted_epoch"]
+                ahead = np.linspace(first, max(horizon, log["epoch"].max()), 200)
+                axis.plot(ahead, curve(fit, first, ahead), "-", color=points.get_color(),
+                          lw=1)
+                axis.axhspan(fit["limit"] - fit["limit_error"],
+                             fit["limit"] + fit["limit_error"], color=points.get_color(),
+                             alpha=0.12)
+        axis.axhline(targets[metric], color="k", ls="--", lw=1, label="target")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(f"validation {metric.replace('_', ' ')} ({unit})")
+        axis.legend(fontsize=8)
+    figure.suptitle("validation errors by epoch; fitted geometric approach (lines) and its "
+                    "limit ± 1 s.e. (bands)", fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
