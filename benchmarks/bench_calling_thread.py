@@ -3,9 +3,9 @@
 A frozen model (the calculator's) shares a pass's runs of edges among a team of
 single-threaded threads (:mod:`freecg_md.nn.cpu.threads`); the rest of the pass (the
 edge vectors, spherical harmonics, per-atom work of small systems, the force sums) runs in
-the calling thread. Three settings decide how, and this benchmark times the former
-behaviour (none of them), each of the first two, those two, and all three (the default),
-energy and forces by the calculator, float32:
+the calling thread. Three settings decide how, and this benchmark times none of them,
+each of the first two, those two, and all three (the default), energy and forces by the
+calculator, float32:
 
 - ``alone``: the calling thread's own operations on one intra-op thread during the pass
   (``threads.CALLING_THREAD_ALONE``, the default) or on its team of ``--threads``;
@@ -14,12 +14,13 @@ energy and forces by the calculator, float32:
   the calling thread;
 - ``takes``: the calling thread takes the pool's items (runs, blocks) beside
   ``--threads`` - 1 workers (``threads.CALLING_THREAD_TAKES_ITEMS``, the default) or waits
-  while ``--threads`` workers take them all.
+  while ``--threads`` workers take them all (a single item too, which before this setting
+  ran in the calling thread).
 
 Each round times every combination in turn (``--calls`` calls after one untimed call, on
 geometries moved by 0.005 Å rms), so load from other jobs falls on all alike; prints each
-one's median ms per call over the rounds, its speed-up over none of them (the former
-behaviour), and the largest force difference from it.
+one's median ms per call over the rounds, its speed-up over none of them, and the
+largest force difference from it.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_calling_thread.py \\
         --model models/chignolin.pt
