@@ -5,7 +5,9 @@
 # (analysis/energy_error_trend.py), on the held-out structures and the 300 K probe. Each run's
 # best_model.pt is copied first (training overwrites it) and named by the epoch it holds; the
 # reports go to docs/results/active_learning/{convergence_errors,energy_error_trend}_<run>_epoch<N>.json,
-# each with the model file's fingerprint.
+# each with the model file's fingerprint. Then both runs' learning curves as they stand
+# (analysis/learning_curve.py, all epochs: docs/results/active_learning/learning_curve.json,
+# docs/figures/learning_curve.png).
 #
 #     studies/active_learning/converge_report.sh [converge_m0] [converge_ablation]
 set -euo pipefail
@@ -32,3 +34,6 @@ for name in "${runs[@]}"; do
         > /dev/null
     echo "$name epoch $epoch: $RESULTS/{convergence_errors,energy_error_trend}_${short}_epoch$epoch.json"
 done
+$PY analysis/learning_curve.py studies/active_learning/run/converge_m0 \
+    studies/active_learning/run/converge_ablation --from-epoch 0 \
+    --out $RESULTS/learning_curve.json --figure docs/figures/learning_curve.png
