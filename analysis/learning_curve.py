@@ -43,7 +43,8 @@ METRICS = {
 
 
 def read_log(run: Path) -> dict[str, np.ndarray]:
-    """The run's ``log.csv`` as arrays by column (the epoch rows only, in order)."""
+    """The columns of the run's ``log.csv`` that the fits read, as arrays (one value per
+    epoch, in order)."""
     path = run / "log.csv"
     if not path.is_file():
         raise ValueError(f"{run}: no log.csv (expected a training run directory)")
@@ -51,7 +52,18 @@ def read_log(run: Path) -> dict[str, np.ndarray]:
         rows = list(csv.DictReader(handle))
     if not rows:
         raise ValueError(f"{path}: no epoch logged yet")
-    columns = {name: np.array([float(row[name]) for row in rows]) for name in rows[0]}
+    wanted = ["epoch", "lr"] + [column for column, *_ in METRICS.values()]
+    missing = [name for name in wanted if name not in rows[0]]
+    if missing:
+        raise ValueError(f"{path}: no column {', '.join(missing)} (a training log.csv has "
+                         f"{', '.join(wanted)})")
+    columns = {}
+    for name in wanted:
+        try:
+            columns[name] = np.array([float(row[name]) for row in rows])
+        except (TypeError, ValueError):
+            message = f"{path}: column {name} holds a value that is not a number"
+            raise ValueError(message) from None
     if np.any(np.diff(columns["epoch"]) <= 0):
         raise ValueError(f"{path}: epochs out of order")
     return columns

@@ -671,7 +671,7 @@ def test_committee_points_are_the_committees_spread_and_error(tiny_model, tmp_pa
     assert (spread > 0).all()
 
 
-def test_learning_curve_fits_levelling_runs_and_declines_steady_ones(tmp_path):
+def test_learning_curve_fits_levelling_runs_and_declines_steady_ones(tmp_path, capsys):
     """learning_curve.py: a run whose errors level off gets its limit and the epoch of a
     target short of it; a run still falling at a steady pace gets no limit, only the
     reason; the fit starts at the run's recorded stage-two epoch by default."""
@@ -710,3 +710,11 @@ def test_learning_curve_fits_levelling_runs_and_declines_steady_ones(tmp_path):
     assert steady["first_fitted_epoch"] == 3
     assert steady["force_mae"]["fit"] is None
     assert "not determined" in steady["force_mae"]["reason"]
+    # A damaged log is named, without a traceback.
+    log = tmp_path / "steady" / "log.csv"
+    log.write_text(log.read_text().replace("0.03,", "n/a,", 1))
+    capsys.readouterr()
+    assert run_script(REPO / "analysis" / "learning_curve.py", tmp_path / "steady",
+                      "--out", out) == 2
+    err = capsys.readouterr().err
+    assert "val_force_mae_eV_per_A holds a value that is not a number" in err
