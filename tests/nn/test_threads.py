@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 
+from freecg_md.nn.cpu import threads as threads_module
 from freecg_md.nn.cpu.threads import ThreadRunPool, runs_into_sums
 
 
@@ -33,26 +34,75 @@ def test_map_keeps_order_and_the_calling_thread_takes_items(pool):
     assert 1 < len(set(seen)) <= pool.threads
 
 
-def test_items_run_as_in_a_worker(pool):
+def _one_item_per_thread(pool, record):
+    """A function for ``pool.threads`` items that holds each at a barrier until every
+    thread of the team has one, so that each thread (the caller's included, where it takes
+    items) runs exactly one; ``record`` gives what the item returns."""
+    barrier = threading.Barrier(pool.threads, timeout=30)
+
+    def item(_):
+        barrier.wait()
+        return threading.get_ident(), record()
+
+    return item
+
+
+def test_items_run_as_in_a_worker_in_the_calling_thread_too(pool):
     """Grad mode on and one intra-op thread in every item, the calling thread's included,
     whatever the caller's settings; the caller's are back afterwards; inference mode
     follows the caller."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
+        state = _one_item_per_thread(pool, lambda: (torch.is_grad_enabled(),
+                                                    torch.get_num_threads(),
+                                                    torch.is_inference_mode_enabled()))
         with torch.no_grad():
-            states = list(pool.map(lambda _: (torch.is_grad_enabled(),
-                                              torch.get_num_threads(),
-                                              torch.is_inference_mode_enabled()),
-                                   range(6)))
+            ran = list(pool.map(state, range(pool.threads)))
             assert not torch.is_grad_enabled()
         assert torch.get_num_threads() == 2
-        assert set(states) == {(True, 1, False)}
+        assert threading.get_ident() in {ident for ident, _ in ran}
+        assert len({ident for ident, _ in ran}) == pool.threads
+        assert {states for _, states in ran} == {(True, 1, False)}
         with torch.inference_mode():
-            modes = list(pool.map(lambda _: torch.is_inference_mode_enabled(), range(6)))
-        assert all(modes)
+            modes = list(pool.map(_one_item_per_thread(
+                pool, torch.is_inference_mode_enabled), range(pool.threads)))
+        assert all(mode for _, mode in modes)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_with_the_setting_off_the_calling_thread_only_waits(pool, monkeypatch):
+    monkeypatch.setattr(threads_module, "CALLING_THREAD_TAKES_ITEMS", False)
+    ran = list(pool.map(_one_item_per_thread(pool, lambda: None), range(pool.threads)))
+    assert threading.get_ident() not in {ident for ident, _ in ran}
+    assert list(pool.map(lambda x: x, [])) == []
+
+
+def test_an_error_in_the_calling_threads_item_waits_for_the_others(pool):
+    finished = []
+    caller = threading.get_ident()
+    barrier = threading.Barrier(pool.threads, timeout=30)
+
+    def item(index):
+        barrier.wait()
+        if threading.get_ident() == caller:
+            raise RuntimeError("the caller's item")
+        time.sleep(0.05)
+        finished.append(index)
+
+    with pytest.raises(RuntimeError, match="the caller's item"):
+        pool.map(item, range(pool.threads))
+    assert len(finished) == pool.threads - 1
+
+
+def test_a_map_inside_an_item_runs_in_its_thread(pool):
+    """Items that map again on the same pool get their results without waiting on the
+    team (which would deadlock with every thread inside an outer item)."""
+    def outer(index):
+        return sum(pool.map(lambda k: 10 * index + k, range(5)))
+
+    assert list(pool.map(outer, range(6))) == [50 * index + 10 for index in range(6)]
 
 
 def test_an_error_is_raised_after_every_item_has_stopped(pool):

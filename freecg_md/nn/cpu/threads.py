@@ -11,6 +11,7 @@ Inference only: parameters get no gradient here.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -123,10 +124,8 @@ class ThreadRunPool(ThreadPoolExecutor):
             raise ValueError(f"ThreadRunPool: threads must be at least 2 (the calling thread "
                              f"and a worker), got {threads}; use SerialPool for one")
         # Room for threads workers, not threads - 1: with CALLING_THREAD_TAKES_ITEMS off (a
-        # benchmark's alternative) the workers take every item. With it on at most
-        # threads - 1 of them have work at a time.
-        super().__init__(threads, thread_name_prefix="freecg-runs",
-                         initializer=torch.set_num_threads, initargs=(1,))
+        # benchmark's alternative) the workers take every item.
+        super().__init__(threads, thread_name_prefix="freecg-runs")
         self.threads = threads
 
     def map(self, function: Callable[..., Result],  # type: ignore[override]
@@ -135,11 +134,17 @@ class ThreadRunPool(ThreadPoolExecutor):
         shared among the team's threads; returns when all are done. Each runs as in a
         fresh worker: grad mode on, one intra-op thread, and in inference mode where the
         caller is (the modes are per thread, and outside inference mode a task could not
-        write into the inference tensors the caller made for it). Where items raise, the
-        first exception is raised once every thread has stopped."""
+        write into the inference tensors the caller made for it). Where items raise, no
+        item starts after the first error, and it is raised once every item has stopped.
+        A map called inside an item of a map runs its items one after another in that
+        thread: the team's threads could otherwise all wait on items queued behind them.
+        """
         if torch.is_inference_mode_enabled():
             function = _within(torch.inference_mode, function)
         items = list(zip(*iterables, strict=True))
+        if getattr(_ITEM, "running", False):
+            with torch.enable_grad(), _one_intra_op_thread():
+                return iter([function(*args) for args in items])
         results: list[Any] = [None] * len(items)
         errors: list[BaseException] = []
         pending = iter(range(len(items)))
@@ -150,15 +155,27 @@ class ThreadRunPool(ThreadPoolExecutor):
                 return None if errors else next(pending, None)
 
         def drain() -> None:
-            while (index := take()) is not None:
-                try:
-                    results[index] = function(*items[index])
-                except BaseException as error:
-                    with lock:
-                        errors.append(error)
+            _ITEM.running = True
+            try:
+                while (index := take()) is not None:
+                    try:
+                        results[index] = function(*items[index])
+                    except BaseException as error:
+                        with lock:
+                            errors.append(error)
+            finally:
+                _ITEM.running = False
+
+        def work() -> None:  # a worker's share
+            if torch.get_num_threads() != 1:
+                # Set here, not once when the worker starts: torch gives a thread the
+                # process-wide count at its first parallel operation, and another thread
+                # may have changed that count in between.
+                torch.set_num_threads(1)
+            drain()
 
         takes = CALLING_THREAD_TAKES_ITEMS
-        workers = [self.submit(drain)
+        workers = [self.submit(work)
                    for _ in range(min(self.threads, len(items)) - (1 if takes else 0))]
         try:
             if takes:
@@ -167,11 +184,28 @@ class ThreadRunPool(ThreadPoolExecutor):
         finally:
             # No item may still be running when the caller goes on: they write into
             # tensors the caller owns.
-            for worker in workers:
-                worker.result()
+            _wait_for(workers, errors, lock)
         if errors:
             raise errors[0]
         return iter(results)
+
+
+# Whether this thread is running an item of a ThreadRunPool map (see its map).
+_ITEM = threading.local()
+
+
+def _wait_for(workers: list, errors: list[BaseException], lock: threading.Lock) -> None:
+    """Wait until every one of ``workers`` (futures of a map's ``drain``) is done. An
+    interruption (KeyboardInterrupt) while waiting goes into ``errors``, which stops the
+    hand-out of further items, and the wait goes on: the items still running write into
+    the caller's tensors."""
+    while True:
+        try:
+            concurrent.futures.wait(workers)
+            return
+        except BaseException as interruption:
+            with lock:
+                errors.append(interruption)
 
 
 @contextlib.contextmanager
@@ -240,6 +274,10 @@ def runs_into_sums(pool: RunPool, n_runs: int, make_sums: Callable[[], Sums],
 def for_each(pool: RunPool, function: Callable[..., Result], items: list) -> list[Result]:
     """``[function(item) for item in items]``, the items shared among the pool's threads
     (a single item runs in the calling thread: :meth:`ThreadRunPool.map`)."""
+    if len(items) == 1 and not CALLING_THREAD_TAKES_ITEMS:
+        # The calling thread waiting for the workers (a benchmark's alternative) still runs
+        # a single item itself, as the pass did before the setting existed.
+        return [function(items[0])]
     return list(pool.map(function, items))
 
 
