@@ -9,16 +9,17 @@ epochs only (whether the later epochs bore them out).
         --figure docs/figures/learning_curve.png
 
 Per run (a training directory with ``log.csv`` and ``config.json``) and metric, the fit
-``y_n = limit + scale * ratio^(n - n_0)`` (:func:`~freecg_md.analysis.statistics.
-geometric_approach`) over the epochs from ``--from-epoch`` on, by default the run's
-``stage_two_epoch`` (the loss changes there, and with it the course of the errors) where it
-has one and has reached it, else epoch 0. The limit is what the run would reach if it went
-on as in the fitted epochs: a learning-rate cut by the plateau schedule after the last
-epoch, or its early stop, is not in it. A limit is reported only where the fitted epochs
-cover at least half of the fall to it and its standard error is smaller than the fall
-still ahead; errors still falling at a steady pace get the reason instead. Writes JSON and a
-figure (validation errors by epoch, the fits continued to ``--horizon`` epochs, the
-targets).
+``y(t) = limit + scale * ratio^(t - t_0)`` over epochs t from t_0 on
+(:func:`~freecg_md.analysis.statistics.geometric_approach`): t_0 is ``--from-epoch`` (for
+all metrics, or ``METRIC=EPOCH`` for one), by default the run's ``stage_two_epoch`` (the
+loss changes there, and with it the course of the errors) where it has one and has
+reached it, else epoch 0. The limit is what the run would reach if it went on as in the
+fitted epochs: a learning-rate cut by the plateau schedule after the last epoch, or its
+early stop, is not in it. A limit is reported only where the fitted epochs span at least
+half of the fall to it (``1 - ratio^(t_last - t_0) >= 0.5``) and its standard error is
+below a quarter of that fall; errors still falling at a steady pace, or too noisy, get
+the reason instead. Writes JSON (non-finite numbers as null) and a figure (validation
+errors by epoch, the fits continued to ``--horizon`` epochs, the targets).
 """
 
 from __future__ import annotations
@@ -32,9 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from freecg_md.analysis.plots import new_figure
-from freecg_md.analysis.statistics import geometric_approach
+from freecg_md.analysis.statistics import Approach, geometric_approach
 
 MEV = 1e3
+# A limit is reported where the fitted epochs span at least this share of the fall to it,
+MIN_FRACTION_SEEN = 0.5
+# and its standard error is below this share of that fall.
+MAX_LIMIT_ERROR = 0.25
 # name: (log.csv column, factor to the reported unit, unit, default target)
 METRICS = {
     "force_mae": ("val_force_mae_eV_per_A", 1.0, "eV/Å", 0.020),
@@ -82,16 +87,38 @@ def first_fitted_epoch(run: Path, log: dict[str, np.ndarray], asked: int | None)
     return 0
 
 
-def limits_so_far(epochs: np.ndarray, values: np.ndarray) -> list[list[float]]:
-    """``[last epoch, limit, its error]`` of the fit to the first 4, 5, ... of the epochs:
-    a limit that holds as epochs are added is one the later epochs bore out."""
+def why_not(fit: Approach, values: np.ndarray) -> str | None:
+    """None where ``fit`` determines a limit; else the reason it does not."""
+    if np.ptp(values) == 0:
+        return "no change over these epochs"
+    if fit.fraction_seen < MIN_FRACTION_SEEN:
+        return (f"the epochs span {100 * fit.fraction_seen:.0f} % of the fall to the fitted "
+                f"limit (ratio {fit.ratio:.3f}), less than {100 * MIN_FRACTION_SEEN:.0f} %: "
+                "still falling at a steady pace")
+    if not fit.limit_error < MAX_LIMIT_ERROR * abs(fit.scale):
+        return (f"the limit's standard error ({fit.limit_error:.3g}) is not below "
+                f"{MAX_LIMIT_ERROR:g} of the fall to it ({abs(fit.scale):.3g})")
+    return None
+
+
+def finite(value: float) -> float | None:
+    """``value``, or None where it is not finite (JSON has no NaN or infinity)."""
+    return float(value) if np.isfinite(value) else None
+
+
+def limits_so_far(epochs: np.ndarray, values: np.ndarray) -> list[list[float | None]]:
+    """``[last epoch, limit, its error]`` of the fit to the first 4, 5, ... of the epochs
+    (limit and error None where that fit determines none): a limit that holds as epochs are
+    added is one the later epochs bore out."""
     rows = []
     for end in range(4, epochs.size + 1):
         try:
             fit = geometric_approach(epochs[:end], values[:end])
         except ValueError:
             continue
-        rows.append([float(epochs[end - 1]), fit.limit, fit.limit_error])
+        found = why_not(fit, values[:end]) is None
+        rows.append([float(epochs[end - 1]), finite(fit.limit) if found else None,
+                     finite(fit.limit_error) if found else None])
     return rows
 
 
@@ -101,21 +128,29 @@ def fit_metric(epochs: np.ndarray, values: np.ndarray, target: float) -> dict[st
         fit = geometric_approach(epochs, values)
     except ValueError as error:
         return {"fit": None, "reason": str(error)}
-    fitted = {"limit": fit.limit, "limit_error": fit.limit_error, "ratio": fit.ratio,
-              "ratio_error": fit.ratio_error, "scale": fit.scale,
-              "rms_residual": fit.rms_residual}
-    # Errors still falling at a steady pace fit a ratio near 1 and a limit anywhere below.
-    # The limit counts as found only where the fitted epochs cover at least half of the fall
-    # to it and its error is smaller than the fall still ahead.
-    ahead, seen = abs(values[-1] - fit.limit), abs(values[0] - values[-1])
-    if not (ahead <= seen and fit.limit_error < ahead):
-        return {"fit": None,
-                "reason": "the limit is not determined by these epochs (less than half of "
-                          "the fall to it seen, or its error as large as the fall ahead)",
-                "undetermined_fit": fitted}
+    fitted = {"limit": finite(fit.limit), "limit_error": finite(fit.limit_error),
+              "ratio": finite(fit.ratio), "ratio_error": finite(fit.ratio_error),
+              "scale": finite(fit.scale), "fraction_seen": finite(fit.fraction_seen),
+              "rms_residual": finite(fit.rms_residual)}
+    reason = why_not(fit, values)
+    if reason is not None:
+        return {"fit": None, "reason": reason, "undetermined_fit": fitted}
     steps = fit.steps_to(target)
     return {"fit": fitted, "target": target,
             "epoch_reaching_target": None if steps is None else fit.first + steps}
+
+
+def parse_start(text: str) -> tuple[str | None, int]:
+    """``"EPOCH"`` (all metrics) or ``"METRIC=EPOCH"``."""
+    metric, _, epoch = text.rpartition("=")
+    if metric and metric not in METRICS:
+        raise argparse.ArgumentTypeError(f"{text!r}: unknown metric {metric!r}; expected one "
+                                         f"of {', '.join(METRICS)}")
+    try:
+        return metric or None, int(epoch)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected EPOCH or METRIC=EPOCH with a "
+                                         "whole epoch number") from None
 
 
 def curve(fit: dict[str, float], first: float, epochs: np.ndarray) -> np.ndarray:
@@ -125,9 +160,11 @@ def curve(fit: dict[str, float], first: float, epochs: np.ndarray) -> np.ndarray
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+", help="training run directories")
-    parser.add_argument("--from-epoch", type=int, default=None,
-                        help="first epoch fitted (default: the run's stage_two_epoch where "
-                             "reached, else 0)")
+    parser.add_argument("--from-epoch", type=parse_start, action="append", default=[],
+                        metavar="[METRIC=]EPOCH",
+                        help="first epoch fitted, for all metrics or one (force_mae, "
+                             "energy_mae); repeatable (default: the run's stage_two_epoch "
+                             "where reached, else 0)")
     parser.add_argument("--force-target", type=float, default=METRICS["force_mae"][3],
                         help="validation force MAE target, eV/Å")
     parser.add_argument("--energy-target", type=float, default=METRICS["energy_mae"][3],
@@ -143,16 +180,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"learning_curve.py: {error}", file=sys.stderr)
         return 2
+    starts = dict(args.from_epoch)  # None: every metric
     report: dict[str, object] = {"runs": {}}
     for run, log in logs.items():
-        start = first_fitted_epoch(run, log, args.from_epoch)
-        chosen = log["epoch"] >= start
-        entry: dict[str, object] = {
-            "epochs_logged": int(log["epoch"].max()) + 1, "first_fitted_epoch": start,
-            "learning_rates_fitted": sorted({float(lr) for lr in log["lr"][chosen]})}
+        entry: dict[str, object] = {"epochs_logged": int(log["epoch"].max()) + 1}
         for metric, (column, factor, unit, _) in METRICS.items():
+            start = first_fitted_epoch(run, log, starts.get(metric, starts.get(None)))
+            chosen = log["epoch"] >= start
             values = log[column] * factor
             entry[metric] = {"unit": unit, "by_epoch": values.tolist(),
+                             "first_fitted_epoch": start,
+                             "learning_rates_fitted": sorted(
+                                 {float(lr) for lr in log["lr"][chosen]}),
                              **fit_metric(log["epoch"][chosen], values[chosen],
                                           targets[metric]),
                              "limit_by_last_epoch_fitted": limits_so_far(
@@ -165,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             fit = fitted["fit"]
             reach = fitted["epoch_reaching_target"]
-            print(f"{run.name} {metric} (epochs {start}-{entry['epochs_logged'] - 1}): "
+            print(f"{run.name} {metric} (epochs {fitted['first_fitted_epoch']}-"
+                  f"{entry['epochs_logged'] - 1}): "
                   f"limit {fit['limit']:.4g} ± {fit['limit_error']:.2g} {fitted['unit']}, "
                   f"ratio {fit['ratio']:.3f} ± {fit['ratio_error']:.2g}, target "
                   f"{fitted['target']:g} " + (f"at epoch {reach:.1f}" if reach is not None
@@ -187,7 +227,7 @@ def plot(report: dict, logs: dict[Path, dict[str, np.ndarray]], targets: dict[st
             points = axis.plot(log["epoch"], values, "o", ms=4, label=run.name)[0]
             fit = entry[metric]["fit"]
             if fit is not None:
-                first = entry["first_fitted_epoch"]
+                first = entry[metric]["first_fitted_epoch"]
                 ahead = np.linspace(first, max(horizon, log["epoch"].max()), 200)
                 axis.plot(ahead, curve(fit, first, ahead), "-", color=points.get_color(),
                           lw=1)

@@ -182,15 +182,20 @@ def linear_trend(x: np.ndarray, y: np.ndarray) -> Trend:
 
 @dataclass(frozen=True)
 class Approach:
-    """A fit of ``y_n = limit + scale * ratio ** (n - n_0)`` to a sequence that levels off
-    (a validation error by epoch): ``limit`` and its standard error (units of y), the
-    ``ratio`` per step of n (0 < ratio < 1) and its standard error, ``n_0`` the first n
-    fitted, and the residuals' root mean square. The errors come from the least-squares
-    covariance scaled by the residuals, so they assume independent scatter about the curve
-    and say nothing of a change of regime after the last point."""
+    """A fit of ``y(t) = limit + scale * ratio ** (t - first)`` to a sequence that levels
+    off (a validation error by epoch t).
+
+    Attributes: ``n`` the number of points fitted, ``first`` the first t fitted, ``last``
+    the last, ``limit`` and ``limit_error`` (its standard error; units of y), ``scale``
+    (y(first) - limit), ``ratio`` per step of t (0 < ratio < 1) and ``ratio_error``, and the
+    residuals' root mean square. The errors come from the least-squares covariance scaled
+    by the residuals, so they assume independent scatter about the curve and say nothing
+    of a change of regime after the last point.
+    """
 
     n: int
     first: float
+    last: float
     limit: float
     limit_error: float
     scale: float
@@ -198,12 +203,18 @@ class Approach:
     ratio_error: float
     rms_residual: float
 
+    @property
+    def fraction_seen(self) -> float:
+        """The share of the fall from y(first) to the limit that the fitted points span,
+        ``1 - ratio ** (last - first)``."""
+        return float(1.0 - self.ratio ** (self.last - self.first))
+
     def steps_to(self, target: float) -> float | None:
-        """Steps of n after ``first`` at which the curve reaches ``target``; None where
-        it never does (the target lies beyond the limit)."""
+        """Steps of t after ``first`` at which the curve reaches ``target`` (0 where it
+        starts beyond it); None where it never does (the target lies beyond the limit)."""
         if (target - self.limit) * self.scale <= 0:
             return None
-        return float(np.log((target - self.limit) / self.scale) / np.log(self.ratio))
+        return max(0.0, float(np.log((target - self.limit) / self.scale) / np.log(self.ratio)))
 
 
 def geometric_approach(n: np.ndarray, y: np.ndarray) -> Approach:
@@ -239,7 +250,7 @@ def geometric_approach(n: np.ndarray, y: np.ndarray) -> Approach:
         raise ValueError(f"no geometric approach fits these {n.size} points: {error}") from None
     residual = y - curve(steps, limit, amplitude, ratio)
     errors = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
-    return Approach(int(n.size), float(n[0]), float(limit), float(errors[0]),
+    return Approach(int(n.size), float(n[0]), float(n[-1]), float(limit), float(errors[0]),
                     float(amplitude), float(ratio), float(errors[2]),
                     float(np.sqrt(np.mean(residual ** 2))))
 

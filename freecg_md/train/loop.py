@@ -68,20 +68,24 @@ def _evaluate(model: FreeCG, structures: list[Structure], config: TrainConfig,
     return evaluate_errors(model, structures, config, device, dtype, weights).summary()
 
 
-def predict_in_batches(model: FreeCG, structures: list[Structure], batch_size: int,
+def predict_in_batches(model: torch.nn.Module, structures: list[Structure], batch_size: int,
                        device: torch.device | str, dtype: torch.dtype
                        ) -> Iterator[tuple[Batch, dict[str, torch.Tensor]]]:
     """Each batch of ``batch_size`` consecutive structures, collated on ``device`` in
-    ``dtype``, with the model's prediction on it (``energy_and_forces``: ``energy`` (B,)
-    eV, ``forces`` (N, 3) eV/Å)."""
+    ``dtype``, with the prediction of ``model`` (a FreeCG, a committee: anything with
+    ``energy_and_forces``) on it: ``energy`` (B,) eV, ``forces`` (N, 3) eV/Å."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive number of structures, got "
                          f"{batch_size}")
-    for start in range(0, len(structures), batch_size):
-        batch = collate(structures[start:start + batch_size]).to(device, dtype)
-        yield batch, model.energy_and_forces(batch.numbers, batch.positions,
-                                             batch.edge_index, batch.shifts, batch.batch,
-                                             batch.num_graphs)
+
+    def batches() -> Iterator[tuple[Batch, dict[str, torch.Tensor]]]:
+        for start in range(0, len(structures), batch_size):
+            batch = collate(structures[start:start + batch_size]).to(device, dtype)
+            yield batch, model.energy_and_forces(batch.numbers, batch.positions,
+                                                 batch.edge_index, batch.shifts, batch.batch,
+                                                 batch.num_graphs)
+
+    return batches()
 
 
 def evaluate_errors(model: FreeCG, structures: list[Structure], config: TrainConfig,

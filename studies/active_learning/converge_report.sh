@@ -6,8 +6,9 @@
 # best_model.pt is copied first (training overwrites it) and named by the epoch it holds; the
 # reports go to docs/results/active_learning/{convergence_errors,energy_error_trend}_<run>_epoch<N>.json,
 # each with the model file's fingerprint. Then both runs' learning curves as they stand
-# (analysis/learning_curve.py, all epochs: docs/results/active_learning/learning_curve.json,
-# docs/figures/learning_curve.png).
+# (analysis/learning_curve.py: docs/results/active_learning/learning_curve.json,
+# docs/figures/learning_curve.png), the force error over all epochs (stage two keeps the
+# force weight) and the energy error from stage two on (its weight changes there).
 #
 #     studies/active_learning/converge_report.sh [converge_m0] [converge_ablation]
 set -euo pipefail
@@ -35,5 +36,5 @@ for name in "${runs[@]}"; do
     echo "$name epoch $epoch: $RESULTS/{convergence_errors,energy_error_trend}_${short}_epoch$epoch.json"
 done
 $PY analysis/learning_curve.py studies/active_learning/run/converge_m0 \
-    studies/active_learning/run/converge_ablation --from-epoch 0 \
+    studies/active_learning/run/converge_ablation --from-epoch force_mae=0 \
     --out $RESULTS/learning_curve.json --figure docs/figures/learning_curve.png

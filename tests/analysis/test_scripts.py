@@ -697,8 +697,8 @@ def test_learning_curve_fits_levelling_runs_and_declines_steady_ones(tmp_path, c
     assert_png(tmp_path / "curve.png")
     report = json.loads(out.read_text())["runs"]
     levelling = report["levelling"]
-    assert levelling["first_fitted_epoch"] == 0
     force = levelling["force_mae"]
+    assert force["first_fitted_epoch"] == 0
     assert force["fit"]["limit"] == pytest.approx(0.021, abs=1e-6)
     assert force["epoch_reaching_target"] == pytest.approx(np.log(0.05) / np.log(0.7), rel=1e-3)
     assert levelling["energy_mae"]["fit"]["limit"] == pytest.approx(0.4, abs=1e-3)
@@ -707,9 +707,16 @@ def test_learning_curve_fits_levelling_runs_and_declines_steady_ones(tmp_path, c
     assert all(abs(limit - 0.021) < 1e-5
                for _, limit, _ in force["limit_by_last_epoch_fitted"])
     steady = report["steady"]
-    assert steady["first_fitted_epoch"] == 3
+    assert steady["force_mae"]["first_fitted_epoch"] == 3
     assert steady["force_mae"]["fit"] is None
-    assert "not determined" in steady["force_mae"]["reason"]
+    assert "steady pace" in steady["force_mae"]["reason"]
+    assert all(limit is None for _, limit, _ in steady["force_mae"]["limit_by_last_epoch_fitted"])
+    # A start for one metric only.
+    assert run_script(REPO / "analysis" / "learning_curve.py", tmp_path / "steady",
+                      "--from-epoch", "energy_mae=5", "--out", out) == 0
+    steady = json.loads(out.read_text())["runs"]["steady"]
+    assert steady["energy_mae"]["first_fitted_epoch"] == 5
+    assert steady["force_mae"]["first_fitted_epoch"] == 3
     # A damaged log is named, without a traceback.
     log = tmp_path / "steady" / "log.csv"
     log.write_text(log.read_text().replace("0.03,", "n/a,", 1))

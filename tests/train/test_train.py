@@ -420,4 +420,4 @@ def test_predictions_in_batches_cover_every_structure_in_order():
                             predict_in_batches(model, structures, 1, "cpu", torch.float64)])
     torch.testing.assert_close(energies, one_by_one)
     with pytest.raises(ValueError, match="batch_size must be a positive"):
-        next(predict_in_batches(model, structures, 0, "cpu", torch.float64))
+        predict_in_batches(model, structures, 0, "cpu", torch.float64)
