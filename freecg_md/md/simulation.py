@@ -364,7 +364,8 @@ class _Run:
                 resumes = resumes + [checkpoint.step]
             record = {**self.metadata(), **({"resumed_at_steps": resumes} if resumes else {})}
             record = json.loads(json.dumps(record))
-            if record != previous:
+            # write_config adds the package versions: those of the run's start stay.
+            if record != {key: value for key, value in previous.items() if key != "versions"}:
                 self.writer.write_config(record)
         self.comm.barrier()  # no rank runs ahead while rank 0 truncates the files
 

@@ -130,9 +130,11 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert config_json["resumed_at_steps"] == [12]
     # Resuming a finished run continues nothing and records nothing.
     written = (tmp_path / "straight" / "config.json").read_bytes()
+    stamp = (tmp_path / "straight" / "config.json").stat().st_mtime_ns
     potential, state, config = molecule_run(tmp_path / "straight", 24)
     run_replicas(potential, state, config, resume=True, progress=False)
     assert (tmp_path / "straight" / "config.json").read_bytes() == written
+    assert (tmp_path / "straight" / "config.json").stat().st_mtime_ns == stamp  # not rewritten
 
 
 @pytest.mark.parametrize(
