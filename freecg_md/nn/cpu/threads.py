@@ -109,13 +109,12 @@ class SerialPool:
 
 class ThreadRunPool(ThreadPoolExecutor):
     """A team of ``threads`` threads of one intra-op thread each: the calling thread and
-    ``threads - 1`` workers, its size public (the backward pass starts one task per
-    thread, each summing its runs' gradients).
+    ``threads - 1`` workers, its size public (passes cut their per-atom work into blocks
+    by it).
 
     :meth:`map` hands its items out one at a time to whichever thread of the team is free,
-    the calling thread included. Were the calling thread only to wait, each phase of a pass
-    would wake one thread more than there are cores and hand every item over, and a small
-    system's phases are short enough for those hand-overs to count
+    the calling thread included, so a pass runs on as many threads as it was given; that
+    it waits instead is within this machine's spread in speed
     (``benchmarks/bench_calling_thread.py``).
     """
 
@@ -247,28 +246,21 @@ def runs_into_sums(pool: RunPool, n_runs: int, make_sums: Callable[[], Sums],
     """Call ``work(index, sums)`` for the runs ``0 .. n_runs - 1``, shared among the pool's
     threads, and return the ``sums`` of each thread that took a run.
 
-    Each thread adds into ``sums`` of its own (made by ``make_sums``, e.g. per-atom
-    gradients), so no two threads write one tensor. It takes the next run as it finishes
-    one, as ``pool.map`` hands out items: a thread slowed by another process does not hold
-    up the pass, where a fixed share per thread would.
+    Each thread adds into ``sums`` of its own (made by ``make_sums`` at its first run, e.g.
+    per-atom gradients), so no two threads write one tensor. The pool hands the runs out
+    one at a time, so a thread slowed by another process does not hold up the pass, where
+    a fixed share per thread would.
     """
-    pending = iter(range(n_runs))
-    lock = threading.Lock()
+    sums_of: dict[int, Sums] = {}  # by thread; each thread adds only its own entry
 
-    def take() -> int | None:
-        with lock:
-            return next(pending, None)
+    def run(index: int) -> None:
+        thread = threading.get_ident()
+        if thread not in sums_of:
+            sums_of[thread] = make_sums()
+        work(index, sums_of[thread])
 
-    def thread_runs(_: int) -> Sums | None:
-        sums = None
-        while (index := take()) is not None:
-            if sums is None:
-                sums = make_sums()
-            work(index, sums)
-        return sums
-
-    threads = min(pool.threads, n_runs)
-    return [sums for sums in pool.map(thread_runs, range(threads)) if sums is not None]
+    list(pool.map(run, range(n_runs)))
+    return list(sums_of.values())
 
 
 def for_each(pool: RunPool, function: Callable[..., Result], items: list) -> list[Result]:
