@@ -361,11 +361,15 @@ def _append_log(path: Path, row: dict) -> None:
 
 
 def _truncate_log(path: Path, rows: int) -> None:
-    """Drop log rows written after the checkpoint a run resumes from."""
+    """Drop log rows written after the checkpoint a run resumes from, keeping the line
+    endings the csv writer gave the rest (text mode would turn them into the platform's
+    and leave the file mixed once rows are appended again)."""
     if not path.exists():
         return
-    lines = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(lines[: rows + 1]) if rows else "")
+    with path.open(newline="") as handle:
+        lines = handle.readlines()
+    with path.open("w", newline="") as handle:
+        handle.write("".join(lines[: rows + 1]) if rows else "")
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:

@@ -61,6 +61,11 @@ def test_resume_equals_uninterrupted(data_file, tmp_path):
     log_whole = (tmp_path / "whole" / "log.csv").read_text().splitlines()
     log_part = (tmp_path / "part" / "log.csv").read_text().splitlines()
     assert len(log_whole) == len(log_part) == 4
+    # Resuming rewrites the log up to the checkpoint: it keeps the csv writer's line
+    # endings, so the file does not mix two kinds once rows are appended again.
+    raw_whole = (tmp_path / "whole" / "log.csv").read_bytes()
+    raw_part = (tmp_path / "part" / "log.csv").read_bytes()
+    assert raw_whole.count(b"\r\n") == raw_part.count(b"\r\n") == 4
 
 
 def test_existing_run_needs_resume(data_file, tmp_path):
