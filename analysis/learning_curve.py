@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from freecg_md.analysis.plots import new_figure
-from freecg_md.analysis.statistics import Approach, geometric_approach
+from freecg_md.analysis.statistics import Approach, approach_curve, geometric_approach
 
 MEV = 1e3
 # A limit is reported where the fitted epochs span at least this share of the fall to it,
@@ -153,10 +153,6 @@ def parse_start(text: str) -> tuple[str | None, int]:
                                          "whole epoch number") from None
 
 
-def curve(fit: dict[str, float], first: float, epochs: np.ndarray) -> np.ndarray:
-    return fit["limit"] + fit["scale"] * fit["ratio"] ** (epochs - first)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+", help="training run directories")
@@ -229,8 +225,8 @@ def plot(report: dict, logs: dict[Path, dict[str, np.ndarray]], targets: dict[st
             if fit is not None:
                 first = entry[metric]["first_fitted_epoch"]
                 ahead = np.linspace(first, max(horizon, log["epoch"].max()), 200)
-                axis.plot(ahead, curve(fit, first, ahead), "-", color=points.get_color(),
-                          lw=1)
+                fitted = approach_curve(ahead - first, fit["limit"], fit["scale"], fit["ratio"])
+                axis.plot(ahead, fitted, "-", color=points.get_color(), lw=1)
                 axis.axhspan(fit["limit"] - fit["limit_error"],
                              fit["limit"] + fit["limit_error"], color=points.get_color(),
                              alpha=0.12)

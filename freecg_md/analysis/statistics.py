@@ -29,6 +29,7 @@ __all__ = [
     "FoldingEstimate",
     "MeltingFit",
     "Trend",
+    "approach_curve",
     "block_bootstrap",
     "check_finite",
     "check_temperatures",
@@ -209,12 +210,23 @@ class Approach:
         ``1 - ratio ** (last - first)``."""
         return float(1.0 - self.ratio ** (self.last - self.first))
 
+    def at(self, t: np.ndarray | float) -> np.ndarray:
+        """The fitted curve ``limit + scale * ratio ** (t - first)`` at ``t``."""
+        return approach_curve(np.asarray(t, dtype=float) - self.first, self.limit,
+                              self.scale, self.ratio)
+
     def steps_to(self, target: float) -> float | None:
         """Steps of t after ``first`` at which the curve reaches ``target`` (0 where it
         starts beyond it); None where it never does (the target lies beyond the limit)."""
         if (target - self.limit) * self.scale <= 0:
             return None
         return max(0.0, float(np.log((target - self.limit) / self.scale) / np.log(self.ratio)))
+
+
+def approach_curve(steps: np.ndarray, limit: float, scale: float,
+                   ratio: float) -> np.ndarray:
+    """``limit + scale * ratio ** steps``: the curve :func:`geometric_approach` fits."""
+    return limit + scale * ratio ** steps
 
 
 def geometric_approach(n: np.ndarray, y: np.ndarray) -> Approach:
@@ -238,17 +250,13 @@ def geometric_approach(n: np.ndarray, y: np.ndarray) -> Approach:
     guess = np.median(differences[1:] / differences[:-1]) if np.all(differences) else 0.5
     guess = float(np.clip(guess, 0.05, 0.95)) if np.isfinite(guess) else 0.5
     scale = (y[0] - y[-1]) / max(1.0 - guess ** steps[-1], 1e-12)
-
-    def curve(t: np.ndarray, limit: float, amplitude: float, ratio: float) -> np.ndarray:
-        return limit + amplitude * ratio ** t
-
     try:
         (limit, amplitude, ratio), covariance = curve_fit(
-            curve, steps, y, p0=(y[0] - scale, scale, guess),
+            approach_curve, steps, y, p0=(y[0] - scale, scale, guess),
             bounds=([-np.inf, -np.inf, 1e-6], [np.inf, np.inf, 1.0 - 1e-9]), maxfev=20000)
     except RuntimeError as error:
         raise ValueError(f"no geometric approach fits these {n.size} points: {error}") from None
-    residual = y - curve(steps, limit, amplitude, ratio)
+    residual = y - approach_curve(steps, limit, amplitude, ratio)
     errors = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
     return Approach(int(n.size), float(n[0]), float(n[-1]), float(limit), float(errors[0]),
                     float(amplitude), float(ratio), float(errors[2]),

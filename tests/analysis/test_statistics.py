@@ -229,6 +229,7 @@ def test_geometric_approach_recovers_the_limit_of_a_levelling_curve():
     assert exact.steps_to(0.0195) is None
     assert exact.steps_to(0.03) == 0.0  # the curve starts below it
     assert exact.last == 24 and exact.fraction_seen == pytest.approx(1 - 0.75 ** 15)
+    assert exact.at(epochs) == pytest.approx(curve, abs=1e-9)
     for n, y, match in ((epochs[:3], curve[:3], "at least 4"),
                         (epochs[::-1], curve, "increase strictly"),
                         (epochs, curve[:-1], "one y per n")):
