@@ -4,12 +4,15 @@ of the model's own MD: the figures of the training-to-convergence targets.
     python analysis/convergence_errors.py configs/active/converge_m0.json \
         --model FreeCG=studies/active_learning/run/converge_m0/best_model.pt \
         --model ablation=studies/active_learning/run/converge_ablation/best_model.pt \
-        --probe docs/results/active_learning/probe_300K_v1.extxyz.gz --out errors.json
+        --probe docs/results/active_learning/probe_300K_v1.extxyz.gz \
+        --set "own MD of chignolin.pt at 300 K=docs/results/conformations_300K.extxyz.gz" \
+        --out errors.json
 
 The run's test split (``split.json`` in the config's ``output_dir``; with
 ``--training-own-md`` also the own-MD frames of its training split) is cut by where each
 structure comes from: the config's first ``--own-md-from`` data entries (the classical MD
-data) and the rest (frames of the models' own MD, added by active learning). Per model and
+data) and the rest (frames of the models' own MD, added by active learning); ``--probe``
+and each ``--set`` add labelled conformations from outside the run's data. Per model and
 set: force MAE (eV/Å), energy MAE and mean signed energy error (bias) per atom (meV), the
 quantities and units of the targets (force MAE <= 0.020 eV/Å, energy MAE <= 0.5 meV/atom,
 bias within ±0.1 meV/atom). Each model file's fingerprint is recorded with its figures.
@@ -34,11 +37,21 @@ from freecg_md.train.data import structures_from_atoms
 from freecg_md.train.dataset_cache import _data_files, load_training_structures
 
 
+def parse_set(text: str) -> tuple[str, Path]:
+    """``NAME=PATH`` of a labelled extxyz to score as the set NAME."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"--set {text!r}: expected NAME=PATH")
+    return name, Path(path)
+
+
 def evaluation_sets(config: TrainConfig, own_md_from: int, probe: Path | None,
-                    cutoff: float, training_own_md: bool = False) -> dict[str, list]:
+                    cutoff: float, training_own_md: bool = False,
+                    named: list[tuple[str, Path]] = ()) -> dict[str, list]:
     """The run's held-out structures cut by origin, and the probe's conformations with
     their edges within ``cutoff`` (Å); with ``training_own_md`` also the own-MD frames of
-    the training split (does the model fit what it trains on?)."""
+    the training split (does the model fit what it trains on?); then each ``named`` labelled
+    file under its name."""
     if not 0 < own_md_from < len(config.data):
         raise SystemExit(f"--own-md-from {own_md_from}: expected 1 to {len(config.data) - 1} "
                          f"(the config has {len(config.data)} data entries)")
@@ -58,6 +71,10 @@ def evaluation_sets(config: TrainConfig, own_md_from: int, probe: Path | None,
     if probe is not None:
         sets["probe, own MD at 300 K"] = structures_from_atoms(ase.io.read(probe, index=":"),
                                                                cutoff)
+    for name, path in named:
+        if name in sets:
+            raise SystemExit(f"--set {name}: that name is taken; expected a new one")
+        sets[name] = structures_from_atoms(ase.io.read(path, index=":"), cutoff)
     return sets
 
 
@@ -70,6 +87,9 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
                         help="index of the config's first data entry of own-MD frames")
     parser.add_argument("--probe", type=Path, default=None,
                         help="extxyz of labelled own-MD conformations")
+    parser.add_argument("--set", type=parse_set, action="append", default=[],
+                        metavar="NAME=PATH", dest="named_sets",
+                        help="another labelled extxyz, scored as the set NAME (repeatable)")
     parser.add_argument("--training-own-md", action="store_true",
                         help="also score the own-MD frames of the training split")
     parser.add_argument("--out", type=Path, required=True, help="JSON report")
@@ -89,7 +109,8 @@ def models_and_sets(args: argparse.Namespace) -> tuple[TrainConfig, dict, dict[s
         raise SystemExit(f"--model: the models' cutoffs differ ({sorted(cutoffs)} Å); "
                          "expected models of one training set-up")
     return config, models, evaluation_sets(config, args.own_md_from, args.probe,
-                                           cutoffs.pop(), args.training_own_md)
+                                           cutoffs.pop(), args.training_own_md,
+                                           args.named_sets)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Score the convergence runs' best weights where they stand (studies/active_learning/converge.sh):
 # errors by origin against the training targets, the own-MD training frames included
-# (analysis/convergence_errors.py), and the energy error's trend with compactness
-# (analysis/energy_error_trend.py), on the held-out structures and the 300 K probe. Each run's
+# (analysis/convergence_errors.py), the energy error's trend with compactness
+# (analysis/energy_error_trend.py) and where the own-MD energy bias comes from
+# (analysis/energy_bias_sources.py), on the held-out structures, the 300 K probe of
+# chignolin_v1.pt's MD and the 47 labelled frames of chignolin.pt's own 300 K MD (the
+# shipped model the runs start from; figure 5b's conformations). Each run's
 # best_model.pt is copied first (training overwrites it) and named by the epoch it holds; the
-# reports go to docs/results/active_learning/{convergence_errors,energy_error_trend}_<run>_epoch<N>.json,
+# reports go to docs/results/active_learning/{convergence_errors,energy_error_trend,energy_bias_sources}_<run>_epoch<N>.json,
 # each with the model file's fingerprint. Then both runs' learning curves as they stand
 # (analysis/learning_curve.py: docs/results/active_learning/learning_curve.json,
 # docs/figures/learning_curve.png), the force error over all epochs (stage two keeps the
@@ -17,6 +20,7 @@ export OMP_WAIT_POLICY=PASSIVE
 PY=.venv/bin/python
 RESULTS=docs/results/active_learning
 PROBE=$RESULTS/probe_300K_v1.extxyz.gz
+OWN="own MD of chignolin.pt at 300 K=docs/results/conformations_300K.extxyz.gz"
 mkdir -p runs/active/snap
 runs=("$@")
 [ ${#runs[@]} -gt 0 ] || runs=(converge_m0 converge_ablation)
@@ -28,12 +32,15 @@ for name in "${runs[@]}"; do
     copy=runs/active/snap/${short}_epoch$epoch.pt
     cp "$best" "$copy"
     $PY analysis/convergence_errors.py configs/active/$name.json --model "epoch$epoch=$copy" \
-        --probe "$PROBE" --training-own-md --threads 1 \
+        --probe "$PROBE" --set "$OWN" --training-own-md --threads 1 \
         --out "$RESULTS/convergence_errors_${short}_epoch$epoch.json" > /dev/null
     $PY analysis/energy_error_trend.py configs/active/$name.json --model "epoch$epoch=$copy" \
-        --probe "$PROBE" --threads 1 --out "$RESULTS/energy_error_trend_${short}_epoch$epoch.json" \
+        --probe "$PROBE" --set "$OWN" --threads 1 \
+        --out "$RESULTS/energy_error_trend_${short}_epoch$epoch.json" > /dev/null
+    $PY analysis/energy_bias_sources.py configs/active/$name.json --model "epoch$epoch=$copy" \
+        --set "$OWN" --threads 1 --out "$RESULTS/energy_bias_sources_${short}_epoch$epoch.json" \
         > /dev/null
-    echo "$name epoch $epoch: $RESULTS/{convergence_errors,energy_error_trend}_${short}_epoch$epoch.json"
+    echo "$name epoch $epoch: $RESULTS/{convergence_errors,energy_error_trend,energy_bias_sources}_${short}_epoch$epoch.json"
 done
 $PY analysis/learning_curve.py studies/active_learning/run/converge_m0 \
     studies/active_learning/run/converge_ablation --from-epoch force_mae=0 \

@@ -607,9 +607,11 @@ def test_energy_error_trend_and_convergence_errors_by_origin(tiny_model, tmp_pat
     assert report["models"]["tiny"]["fingerprint"] == model_fingerprint(tiny_model)
     assert run_script(REPO / "analysis" / "convergence_errors.py", tmp_path / "config.json",
                       "--model", model, "--own-md-from", "1", "--training-own-md",
+                      "--set", f"again={tmp_path / 'own_md.extxyz'}",
                       "--out", tmp_path / "e.json") == 0
     errors = json.loads((tmp_path / "e.json").read_text())["models"]["tiny"]["errors"]
     assert errors["training, own-MD frames"]["n"] == 2  # structures 12 and 13
+    assert errors["again"]["n"] == 8
     config = TrainConfig.from_json(tmp_path / "config.json")
     structures, _ = load_training_structures(config)
     loaded = load_model(tiny_model).float().requires_grad_(False)
@@ -631,6 +633,46 @@ def test_energy_error_trend_and_convergence_errors_by_origin(tiny_model, tmp_pat
         assert trend["n"] == len(chosen) and sum(b["n"] for b in trend["by_rg"]) <= len(chosen)
         np.testing.assert_allclose(trend["mean_reference_force_eV_per_A"],
                                    np.mean([s.forces.abs().mean() for s in chosen]), rtol=1e-5)
+    # The bias by data entry and split: the own-MD test frames' mean is the trend's bias
+    # there; every own-MD frame (all splits) and the classical test frames are grouped.
+    assert run_script(REPO / "analysis" / "energy_bias_sources.py", tmp_path / "config.json",
+                      "--model", model, "--own-md-from", "1",
+                      "--set", f"again={tmp_path / 'own_md.extxyz'}",
+                      "--out", tmp_path / "b.json") == 0
+    sources = json.loads((tmp_path / "b.json").read_text())
+    classical, own = sources["by_data_entry"]
+    assert not classical["own_md"] and own["own_md"] and "train" not in classical
+    assert [own[split]["n"] for split in ("train", "val", "test")] == [2, 1, 5]
+    np.testing.assert_allclose(
+        own["test"]["mean"],
+        report["models"]["tiny"]["sets"]["held-out, own-MD frames"]["bias_meV_per_atom"],
+        rtol=1e-4)
+    # The same 8 frames read again as a --set: the same bias and ranges.
+    again, every = sources["sets"]["again"], sources["sets"]["own MD, all splits"]
+    assert again["n"] == every["n"] == 8
+    np.testing.assert_allclose(again["bias"]["mean"], every["bias"]["mean"], rtol=1e-4)
+    np.testing.assert_allclose(again["ranges"]["rg"], every["ranges"]["rg"], rtol=1e-6)
+    for quantity, groups in sources["by_quantity"].items():
+        assert sum(g["n"] for g in groups["own MD, all splits"]) <= 8, quantity
+    assert sources["sets"]["classical, test split"]["n"] == 6
+
+
+def test_closest_unbonded_contact_sees_a_hydrogen_pressed_on_an_oxygen(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "analysis"))
+    from energy_bias_sources import closest_unbonded_contact
+
+    chignolin = load_chignolin()
+    native = chignolin.native_positions
+    numbers = chignolin.atoms.numbers
+    pressed = native.copy()
+    hydrogen = int(np.flatnonzero(numbers == 1)[0])
+    oxygens = np.flatnonzero(numbers == 8)
+    far = oxygens[np.argmax(np.linalg.norm(native[oxygens] - native[hydrogen], axis=1))]
+    # The hydrogen 1.0 Å from an oxygen across the molecule: 1.0 / (0.31 + 0.66) Å.
+    pressed[hydrogen] = native[far] + np.array([1.0, 0.0, 0.0])
+    contact = closest_unbonded_contact(np.stack([native, pressed]), numbers, native)
+    assert contact[0] > 1.2
+    assert contact[1] <= 1.0 / 0.97 + 1e-9  # that pair, or a closer one next to it
 
 
 def test_committee_points_are_the_committees_spread_and_error(tiny_model, tmp_path,

@@ -1,0 +1,186 @@
+"""Where a model's energy bias on its own-MD frames comes from: the mean signed energy error
+per atom of a training run's structures by the data entry they come from and by what sets
+those frames apart from the classical ones.
+
+    python analysis/energy_bias_sources.py configs/active/converge_m0.json \
+        --model FreeCG=runs/active/snap/m0_epoch17.pt \
+        --out docs/results/active_learning/energy_bias_sources_m0_epoch17.json
+
+The frames of the models' own MD (active-learning rounds) have an energy bias the classical
+ones lack, in training as held out. Per data entry of the config (each a folder of one
+origin and temperature range) and per split (training, validation, test), the mean signed
+error (model minus GFN2-xTB) per atom in meV with its standard error. Then, for the own-MD
+frames (all splits), the classical test frames and each ``--set`` file (labelled frames
+from outside the run's data, such as a later model's own MD), the same mean in groups of
+three quantities that could explain it:
+
+* ``contact``: the closest approach of two atoms not bonded in the native structure, as a
+  multiple of the sum of their covalent radii (the first round's frames include hydrogens
+  pressed onto a foreign oxygen, about 0.97-1.1);
+* ``strain``: the mean absolute reference force component (eV/Å; hot or strained
+  geometries lie higher);
+* ``rg``: the mass-weighted radius of gyration (Å).
+
+Each grouping holds the origin fixed, so that a quantity which separates the origins but
+leaves each origin's error flat does not explain the bias. The
+errors are of independent structures; the standard errors assume so. The model file's
+fingerprint is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import torch
+from ase.data import atomic_masses, covalent_radii
+from basin_errors import parse_model  # this directory is on sys.path as a script
+from convergence_errors import parse_set
+from energy_error_trend import energy_errors
+
+from freecg_md.analysis.structure import radius_of_gyration
+from freecg_md.data import load_chignolin
+from freecg_md.io import load_model, model_fingerprint
+from freecg_md.md.guards import find_bonds
+from freecg_md.train import TrainConfig
+from freecg_md.train.data import Structure, structures_from_atoms
+from freecg_md.train.dataset_cache import _data_files, load_training_structures
+
+# Group edges of each quantity; a group needs this many frames for a mean.
+EDGES = {"contact": [0.0, 1.2, 1.3, 1.4, np.inf],
+         "strain": [0.0, 0.65, 0.7, 0.75, 0.8, np.inf],
+         "rg": [0.0, 6.0, 6.5, 7.0, 8.0, np.inf]}
+MIN_PER_GROUP = 5
+
+
+def entry_of_each_structure(config: TrainConfig) -> np.ndarray:
+    """(S,) index into ``config.data`` of each structure, in the order training reads them."""
+    counts = [sum(len(ase.io.read(path, index=":")) for path in _data_files([entry]))
+              for entry in config.data]
+    return np.repeat(np.arange(len(counts)), counts)
+
+
+def closest_unbonded_contact(positions: np.ndarray, numbers: np.ndarray,
+                             native: np.ndarray) -> np.ndarray:
+    """(F,) smallest distance between two atoms not bonded in ``native`` (N, 3) Å, over the
+    sum of their covalent radii, for frames ``positions`` (F, N, 3) Å."""
+    pairs, _, _ = find_bonds(native, numbers)
+    n = len(numbers)
+    bonded = np.zeros((n, n), bool)
+    bonded[pairs[:, 0], pairs[:, 1]] = bonded[pairs[:, 1], pairs[:, 0]] = True
+    i, j = np.triu_indices(n, k=1)
+    free = ~bonded[i, j]
+    i, j = i[free], j[free]
+    scale = covalent_radii[numbers[i]] + covalent_radii[numbers[j]]
+    return (np.linalg.norm(positions[:, j] - positions[:, i], axis=-1) / scale).min(axis=1)
+
+
+def frame_quantities(structures: list[Structure], native: np.ndarray) -> dict[str, np.ndarray]:
+    """``contact``, ``strain`` and ``rg`` (module docstring) of each structure, (S,) each."""
+    positions = np.stack([s.positions.numpy() for s in structures])
+    numbers = structures[0].numbers.numpy()
+    return {"contact": closest_unbonded_contact(positions, numbers, native),
+            "strain": np.array([s.forces.abs().mean().item() for s in structures]),
+            "rg": radius_of_gyration(positions, atomic_masses[numbers])}
+
+
+def mean_with_error(values: np.ndarray) -> dict[str, float | int | None]:
+    """n, mean and its standard error (None below two values)."""
+    n = int(values.size)
+    return {"n": n, "mean": float(values.mean()) if n else None,
+            "error": float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else None}
+
+
+def grouped(errors: np.ndarray, quantity: np.ndarray, edges: list[float]) -> list[dict]:
+    """The mean error in each group ``edges[k] <= quantity < edges[k + 1]`` that holds at
+    least :data:`MIN_PER_GROUP` frames."""
+    rows = []
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        chosen = (quantity >= low) & (quantity < high)
+        if chosen.sum() >= MIN_PER_GROUP:
+            rows.append({"from": low, "to": None if np.isinf(high) else high,
+                         **mean_with_error(errors[chosen])})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", type=Path, help="the training run's config")
+    parser.add_argument("--model", type=parse_model, required=True,
+                        help="NAME=PATH of the model to evaluate")
+    parser.add_argument("--own-md-from", type=int, default=2,
+                        help="index of the config's first data entry of own-MD frames")
+    parser.add_argument("--set", type=parse_set, action="append", default=[],
+                        metavar="NAME=PATH", dest="named_sets",
+                        help="a labelled extxyz from outside the run's data, grouped as NAME")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, required=True, help="JSON report")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = TrainConfig.from_json(args.config)
+    if not 0 < args.own_md_from < len(config.data):
+        raise SystemExit(f"--own-md-from {args.own_md_from}: expected 1 to "
+                         f"{len(config.data) - 1} (the config has {len(config.data)} entries)")
+    split_path = Path(config.output_dir) / "split.json"
+    if not split_path.is_file():
+        raise SystemExit(f"{split_path} is missing: has the run started?")
+    split = {name: np.asarray(indices) for name, indices
+             in json.loads(split_path.read_text()).items()}
+    structures, _ = load_training_structures(config)
+    entry = entry_of_each_structure(config)
+    if entry.size != len(structures):
+        raise SystemExit(f"the data hold {entry.size} frames but the run's cache "
+                         f"{len(structures)}: expected the files the run trained on")
+    own = entry >= args.own_md_from
+    # Every own-MD frame and the classical test frames: the model's error on each.
+    chosen = np.flatnonzero(own | np.isin(np.arange(entry.size), split["test"]))
+    name, path = args.model
+    model = load_model(path).float().requires_grad_(False)
+    native = load_chignolin().native_positions
+    # Every own-MD frame and the classical test frames, then each --set file.
+    chosen = np.flatnonzero(own | np.isin(np.arange(entry.size), split["test"]))
+    groups = {"classical, test split": [structures[i] for i in chosen if not own[i]],
+              "own MD, all splits": [structures[i] for i in chosen if own[i]]}
+    for set_name, set_path in args.named_sets:
+        groups[set_name] = structures_from_atoms(ase.io.read(set_path, index=":"),
+                                                 model.cutoff)
+    errors = {group: energy_errors(model, members) for group, members in groups.items()}
+    quantities = {group: frame_quantities(members, native) for group, members in groups.items()}
+    split_of = np.full(entry.size, "", dtype=object)
+    for split_name, indices in split.items():
+        split_of[indices] = split_name
+    by_entry = []
+    own_chosen = chosen[own[chosen]]
+    classical_chosen = chosen[~own[chosen]]
+    for k, folder in enumerate(config.data):
+        row: dict[str, object] = {"data": folder, "own_md": k >= args.own_md_from}
+        indices, values = ((own_chosen, errors["own MD, all splits"]) if row["own_md"]
+                           else (classical_chosen, errors["classical, test split"]))
+        for split_name in split:
+            here = (entry[indices] == k) & (split_of[indices] == split_name)
+            if here.any():
+                row[split_name] = mean_with_error(values[here])
+        by_entry.append(row)
+    report = {"config": str(args.config), "model": name, "file": str(path),
+              "fingerprint": model_fingerprint(path), "unit": "meV/atom, model minus reference",
+              "sets": {group: {"n": len(members), "bias": mean_with_error(errors[group]),
+                               "ranges": {q: [float(v.min()), float(v.max())]
+                                          for q, v in quantities[group].items()}}
+                       for group, members in groups.items()},
+              "by_data_entry": by_entry,
+              "by_quantity": {q: {group: grouped(errors[group], quantities[group][q], edges)
+                                  for group in groups}
+                              for q, edges in EDGES.items()}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    json.dump(report, sys.stdout, indent=1)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
