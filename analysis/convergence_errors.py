@@ -34,15 +34,21 @@ from basin_errors import parse_model
 from freecg_md.io import load_model, model_fingerprint
 from freecg_md.train import TrainConfig
 from freecg_md.train.data import structures_from_atoms
-from freecg_md.train.dataset_cache import _data_files, load_training_structures
+from freecg_md.train.dataset_cache import data_files, load_training_structures
 
 
 def parse_set(text: str) -> tuple[str, Path]:
-    """``NAME=PATH`` of a labelled extxyz to score as the set NAME."""
+    """``NAME=PATH`` of labelled frames (an extxyz, or a folder of them) to score as NAME."""
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"--set {text!r}: expected NAME=PATH")
     return name, Path(path)
+
+
+def read_labelled(path: Path) -> list:
+    """The frames of an extxyz file, or of every extxyz file in a folder (as training reads
+    a data entry)."""
+    return [atoms for file in data_files([str(path)]) for atoms in ase.io.read(file, index=":")]
 
 
 def evaluation_sets(config: TrainConfig, own_md_from: int, probe: Path | None,
@@ -60,7 +66,7 @@ def evaluation_sets(config: TrainConfig, own_md_from: int, probe: Path | None,
         raise SystemExit(f"{split_path} is missing: has the run started?")
     structures, _ = load_training_structures(config)
     n_classical = sum(len(ase.io.read(path, index=":"))
-                      for path in _data_files(config.data[:own_md_from]))
+                      for path in data_files(config.data[:own_md_from]))
     split = json.loads(split_path.read_text())
     test = split["test"]
     sets = {"held-out, classical MD data": [structures[i] for i in test if i < n_classical],
@@ -74,7 +80,7 @@ def evaluation_sets(config: TrainConfig, own_md_from: int, probe: Path | None,
     for name, path in named:
         if name in sets:
             raise SystemExit(f"--set {name}: that name is taken; expected a new one")
-        sets[name] = structures_from_atoms(ase.io.read(path, index=":"), cutoff)
+        sets[name] = structures_from_atoms(read_labelled(path), cutoff)
     return sets
 
 
@@ -89,7 +95,8 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
                         help="extxyz of labelled own-MD conformations")
     parser.add_argument("--set", type=parse_set, action="append", default=[],
                         metavar="NAME=PATH", dest="named_sets",
-                        help="another labelled extxyz, scored as the set NAME (repeatable)")
+                        help="labelled frames from outside the run's data (an extxyz, or a "
+                             "folder of them), scored as the set NAME (repeatable)")
     parser.add_argument("--training-own-md", action="store_true",
                         help="also score the own-MD frames of the training split")
     parser.add_argument("--out", type=Path, required=True, help="JSON report")

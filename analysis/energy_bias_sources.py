@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from ase.data import atomic_masses, covalent_radii
 from basin_errors import parse_model  # this directory is on sys.path as a script
-from convergence_errors import parse_set
+from convergence_errors import parse_set, read_labelled
 from energy_error_trend import energy_errors
 
 from freecg_md.analysis.structure import radius_of_gyration
@@ -48,7 +48,7 @@ from freecg_md.io import load_model, model_fingerprint
 from freecg_md.md.guards import find_bonds
 from freecg_md.train import TrainConfig
 from freecg_md.train.data import Structure, structures_from_atoms
-from freecg_md.train.dataset_cache import _data_files, load_training_structures
+from freecg_md.train.dataset_cache import data_files, load_training_structures
 
 # Group edges of each quantity; a group needs this many frames for a mean.
 EDGES = {"contact": [0.0, 1.2, 1.3, 1.4, np.inf],
@@ -59,7 +59,7 @@ MIN_PER_GROUP = 5
 
 def entry_of_each_structure(config: TrainConfig) -> np.ndarray:
     """(S,) index into ``config.data`` of each structure, in the order training reads them."""
-    counts = [sum(len(ase.io.read(path, index=":")) for path in _data_files([entry]))
+    counts = [sum(len(ase.io.read(path, index=":")) for path in data_files([entry]))
               for entry in config.data]
     return np.repeat(np.arange(len(counts)), counts)
 
@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="index of the config's first data entry of own-MD frames")
     parser.add_argument("--set", type=parse_set, action="append", default=[],
                         metavar="NAME=PATH", dest="named_sets",
-                        help="a labelled extxyz from outside the run's data, grouped as NAME")
+                        help="labelled frames from outside the run's data (an extxyz, or a "
+                             "folder of them), grouped as NAME (repeatable)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True, help="JSON report")
     args = parser.parse_args(argv)
@@ -146,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = {"classical, test split": [structures[i] for i in chosen if not own[i]],
               "own MD, all splits": [structures[i] for i in chosen if own[i]]}
     for set_name, set_path in args.named_sets:
-        groups[set_name] = structures_from_atoms(ase.io.read(set_path, index=":"),
-                                                 model.cutoff)
+        groups[set_name] = structures_from_atoms(read_labelled(set_path), model.cutoff)
     errors = {group: energy_errors(model, members) for group, members in groups.items()}
     quantities = {group: frame_quantities(members, native) for group, members in groups.items()}
     split_of = np.full(entry.size, "", dtype=object)

@@ -16,7 +16,9 @@ from .data import (
 )
 
 
-def _data_files(paths: list[str]) -> list[Path]:
+def data_files(paths: list[str]) -> list[Path]:
+    """The extxyz files of data entries, in order: a file as it is, a folder's ``*.extxyz``
+    then ``*.extxyz.gz`` sorted by name (FileNotFoundError for a missing entry or none)."""
     files: list[Path] = []
     for entry in map(Path, paths):
         if entry.is_dir():
@@ -38,7 +40,7 @@ def load_training_structures(config: TrainConfig) -> tuple[list[Structure], tupl
     resumed run) read the cache if the files are unchanged.
     """
     model_config = FreeCGConfig.from_dict(config.model) if config.model else FreeCGConfig()
-    files = _data_files(config.data)
+    files = data_files(config.data)
     key = dataset_fingerprint(files, model_config.cutoff, config.energy_key, config.forces_key)
     cache = Path(config.output_dir) / f"data_cache_{key}.pt"
     if cache.exists():

@@ -605,10 +605,15 @@ def test_energy_error_trend_and_convergence_errors_by_origin(tiny_model, tmp_pat
     report = json.loads(out.read_text())
     assert report["sets"] == {"held-out, classical MD data": 6, "held-out, own-MD frames": 5}
     assert report["models"]["tiny"]["fingerprint"] == model_fingerprint(tiny_model)
+    # A --set may be a folder of extxyz files, read as training reads a data entry.
+    folder = tmp_path / "again"
+    folder.mkdir()
+    for k, frames in enumerate((slice(0, 3), slice(3, None))):
+        ase.io.write(folder / f"chunk_{k}.extxyz",
+                     ase.io.read(tmp_path / "own_md.extxyz", index=frames))
     assert run_script(REPO / "analysis" / "convergence_errors.py", tmp_path / "config.json",
                       "--model", model, "--own-md-from", "1", "--training-own-md",
-                      "--set", f"again={tmp_path / 'own_md.extxyz'}",
-                      "--out", tmp_path / "e.json") == 0
+                      "--set", f"again={folder}", "--out", tmp_path / "e.json") == 0
     errors = json.loads((tmp_path / "e.json").read_text())["models"]["tiny"]["errors"]
     assert errors["training, own-MD frames"]["n"] == 2  # structures 12 and 13
     assert errors["again"]["n"] == 8
