@@ -25,6 +25,7 @@ import argparse
 import csv
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import ase.io
@@ -46,11 +47,18 @@ DEFAULT_MODELS = {"FreeCG": REPO / "models" / "chignolin.pt",
 KCAL_PER_EV = 1.0 / (units.kcal / units.mol)
 
 
-def parse_model(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"--model {text!r}: expected NAME=PATH")
-    return name, Path(path)
+def named_path(option: str) -> Callable[[str], tuple[str, Path]]:
+    """An argparse type reading ``NAME=PATH`` for ``option`` (named in its error)."""
+    def parse(text: str) -> tuple[str, Path]:
+        name, sep, path = text.partition("=")
+        if not sep or not name or not path:
+            raise argparse.ArgumentTypeError(f"{option} {text!r}: expected NAME=PATH")
+        return name, Path(path)
+
+    return parse
+
+
+parse_model = named_path("--model")
 
 
 def run_model_fingerprint(directory: Path) -> str:

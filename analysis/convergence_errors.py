@@ -29,20 +29,15 @@ from pathlib import Path
 import ase.io
 import torch
 from active_learning_report import errors  # this directory is on sys.path as a script
-from basin_errors import parse_model
+from basin_errors import named_path, parse_model
 
 from freecg_md.io import load_model, model_fingerprint
 from freecg_md.train import TrainConfig
 from freecg_md.train.data import structures_from_atoms
 from freecg_md.train.dataset_cache import data_files, load_training_structures
 
-
-def parse_set(text: str) -> tuple[str, Path]:
-    """``NAME=PATH`` of labelled frames (an extxyz, or a folder of them) to score as NAME."""
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"--set {text!r}: expected NAME=PATH")
-    return name, Path(path)
+# NAME=PATH of labelled frames (an extxyz, or a folder of them) to score as the set NAME.
+parse_set = named_path("--set")
 
 
 def read_labelled(path: Path) -> list:

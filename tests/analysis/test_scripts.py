@@ -772,3 +772,15 @@ def test_learning_curve_fits_levelling_runs_and_declines_steady_ones(tmp_path, c
                       "--out", out) == 2
     err = capsys.readouterr().err
     assert "val_force_mae_eV_per_A holds a value that is not a number" in err
+
+
+def test_a_named_path_without_a_name_is_refused_naming_its_option(monkeypatch):
+    import argparse
+
+    monkeypatch.syspath_prepend(str(REPO / "analysis"))
+    from convergence_errors import parse_set
+
+    assert parse_set("probe=a/b.extxyz") == ("probe", Path("a/b.extxyz"))
+    for text in ("a/b.extxyz", "=a/b.extxyz", "probe="):
+        with pytest.raises(argparse.ArgumentTypeError, match="--set .*expected NAME=PATH"):
+            parse_set(text)
