@@ -648,6 +648,8 @@ def test_energy_error_trend_and_convergence_errors_by_origin(tiny_model, tmp_pat
     classical, own = sources["by_data_entry"]
     assert not classical["own_md"] and own["own_md"] and "train" not in classical
     assert [own[split]["n"] for split in ("train", "val", "test")] == [2, 1, 5]
+    assert own["contact_below"]["n"] + own["contact_above"]["n"] == 8
+    assert classical["contact_below"]["n"] + classical["contact_above"]["n"] == 6
     np.testing.assert_allclose(
         own["test"]["mean"],
         report["models"]["tiny"]["sets"]["held-out, own-MD frames"]["bias_meV_per_atom"],
