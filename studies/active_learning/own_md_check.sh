@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The errors of a model on conformations of its own MD, the set the training targets are
+# about (issue: a model that holds where its MD goes):
+#
+#     studies/active_learning/own_md_check.sh MODEL NAME [CONFIG]
+#
+# 1. REMD of MODEL as figure 5a runs it (8 replicas 300-450 K from the shipped start states,
+#    half folded and half unfolded, 1 fs, natural masses, exchanges every 10 steps), 0.5 ps
+#    of equilibration, then 4 ps;
+# 2. every frame 0.5 ps apart after the first 0.5 ps of production (64 frames), labelled with
+#    GFN2-xTB/ALPB(water) by two workers;
+# 3. the model's errors on them beside the training run's held-out sets
+#    (analysis/convergence_errors.py with CONFIG, default configs/active/converge_m0.json)
+#    and where its bias lies (analysis/energy_bias_sources.py).
+#
+# Work files go to runs/active/own_md/NAME/; the labelled frames (with the MD model's
+# fingerprint in the run's config.json) to docs/results/active_learning/own_md_NAME/ and
+# the reports to docs/results/active_learning/own_md_errors_NAME.json and
+# own_md_bias_sources_NAME.json. Every stage skips what is done: run it again to continue.
+# THREADS (default 2) sets the MD's torch threads.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export OMP_WAIT_POLICY=PASSIVE
+[ $# -ge 2 ] || { echo "usage: $0 MODEL NAME [CONFIG]" >&2; exit 2; }
+MODEL=$1
+NAME=$2
+CONFIG=${3:-configs/active/converge_m0.json}
+[ -f "$MODEL" ] || { echo "$0: MODEL $MODEL does not exist" >&2; exit 2; }
+PY=.venv/bin/python
+WORK=runs/active/own_md/$NAME
+RESULTS=docs/results/active_learning
+LABELLED=$RESULTS/own_md_$NAME
+mkdir -p "$WORK" "$LABELLED"
+
+$PY simulations/remd_chignolin.py --model "$MODEL" --initial shipped --timestep 1 \
+  --hydrogen-mass 1.008 --exchange-interval 10 --equilibration-steps 500 --steps 4000 \
+  --report-interval 100 --checkpoint-interval 500 --seed 41 --threads "${THREADS:-2}" \
+  --no-plots --output "$WORK/md" --resume
+cp "$WORK/md/config.json" "$LABELLED/md_config.json"
+
+[ -f "$WORK/frames.npz" ] || $PY -m freecg_md.cli harvest "$WORK/md" --spacing-ps 0.5 \
+    --discard-ps 0.5 --out "$WORK/frames.npz"
+for worker in 0 1; do
+  OMP_NUM_THREADS=1 $PY -m freecg_md.cli label "$WORK/frames.npz" "$LABELLED" \
+    --chunk-size 16 --worker $worker --n-workers 2 > "$WORK/label_w$worker.log" 2>&1 &
+done
+wait
+
+SET="own MD of $NAME=$LABELLED"
+$PY analysis/convergence_errors.py "$CONFIG" --model "$NAME=$MODEL" --set "$SET" \
+  --threads 1 --out "$RESULTS/own_md_errors_$NAME.json" > /dev/null
+$PY analysis/energy_bias_sources.py "$CONFIG" --model "$NAME=$MODEL" --set "$SET" \
+  --threads 1 --out "$RESULTS/own_md_bias_sources_$NAME.json" > /dev/null
+echo "$NAME: $RESULTS/own_md_errors_$NAME.json, $RESULTS/own_md_bias_sources_$NAME.json"
