@@ -18,11 +18,14 @@ from .data import (
 
 def data_files(paths: list[str]) -> list[Path]:
     """The extxyz files of data entries, in order: a file as it is, a folder's ``*.extxyz``
-    then ``*.extxyz.gz`` sorted by name (FileNotFoundError for a missing entry or none)."""
+    then ``*.extxyz.gz`` sorted by name, hidden files left out (the labeller writes each
+    chunk as ``.chunk_*.tmp.extxyz.gz`` first: a killed one leaves that half-written file);
+    FileNotFoundError for a missing entry or none."""
     files: list[Path] = []
     for entry in map(Path, paths):
         if entry.is_dir():
-            files.extend(sorted(entry.glob("*.extxyz")) + sorted(entry.glob("*.extxyz.gz")))
+            found = sorted(entry.glob("*.extxyz")) + sorted(entry.glob("*.extxyz.gz"))
+            files.extend(file for file in found if not file.name.startswith("."))
         elif entry.exists():
             files.append(entry)
         else:

@@ -361,15 +361,15 @@ def _append_log(path: Path, row: dict) -> None:
 
 
 def _truncate_log(path: Path, rows: int) -> None:
-    """Drop log rows written after the checkpoint a run resumes from, keeping the line
-    endings the csv writer gave the rest (text mode would turn them into the platform's
-    and leave the file mixed once rows are appended again)."""
+    """Drop log rows written after the checkpoint a run resumes from. The rows kept end in
+    the csv writer's CRLF, as those appended later will (text mode turned them into the
+    platform's newline and left the file mixed; a file left mixed so is mended here)."""
     if not path.exists():
         return
     with path.open(newline="") as handle:
-        lines = handle.readlines()
+        lines = [line.rstrip("\r\n") for line in handle.readlines()[: rows + 1]]
     with path.open("w", newline="") as handle:
-        handle.write("".join(lines[: rows + 1]) if rows else "")
+        handle.write("".join(line + "\r\n" for line in lines) if rows else "")
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:

@@ -68,6 +68,29 @@ def test_resume_equals_uninterrupted(data_file, tmp_path):
     assert raw_whole.count(b"\r\n") == raw_part.count(b"\r\n") == 4
 
 
+def test_truncating_the_log_keeps_the_rows_of_the_checkpoint_with_one_line_ending(tmp_path):
+    from freecg_md.train.loop import _truncate_log
+
+    log = tmp_path / "log.csv"
+    log.write_bytes(b"epoch,loss\r\n0,1.0\n1,0.5\r\n2,0.4\n")  # mixed, as older runs left it
+    _truncate_log(log, 2)
+    assert log.read_bytes() == b"epoch,loss\r\n0,1.0\r\n1,0.5\r\n"
+    _truncate_log(log, 0)
+    assert log.read_bytes() == b""
+
+
+def test_a_data_folder_leaves_out_the_labellers_half_written_chunks(tmp_path):
+    from freecg_md.train.dataset_cache import data_files
+
+    for name in ("chunk_00001.extxyz.gz", "chunk_00000.extxyz.gz", ".chunk_00002.tmp.extxyz.gz",
+                 "extra.extxyz"):
+        (tmp_path / name).write_bytes(b"")
+    assert [f.name for f in data_files([str(tmp_path)])] == [
+        "extra.extxyz", "chunk_00000.extxyz.gz", "chunk_00001.extxyz.gz"]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        data_files([str(tmp_path / "missing")])
+
+
 def test_existing_run_needs_resume(data_file, tmp_path):
     train(config_for(data_file, tmp_path / "run", max_epochs=1), progress=False)
     with pytest.raises(FileExistsError, match="resume"):
