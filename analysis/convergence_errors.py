@@ -79,6 +79,14 @@ def evaluation_sets(config: TrainConfig, own_md_from: int, probe: Path | None,
     return sets
 
 
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    """``--set NAME=PATH`` (repeatable) into ``args.named_sets``."""
+    parser.add_argument("--set", type=parse_set, action="append", default=[],
+                        metavar="NAME=PATH", dest="named_sets",
+                        help="labelled frames from outside the run's data (an extxyz, or a "
+                             "folder of them), scored as the set NAME (repeatable)")
+
+
 def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments that choose the models and sets (shared with energy_error_trend.py)."""
     parser.add_argument("config", type=Path, help="the training run's config")
@@ -88,10 +96,7 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
                         help="index of the config's first data entry of own-MD frames")
     parser.add_argument("--probe", type=Path, default=None,
                         help="extxyz of labelled own-MD conformations")
-    parser.add_argument("--set", type=parse_set, action="append", default=[],
-                        metavar="NAME=PATH", dest="named_sets",
-                        help="labelled frames from outside the run's data (an extxyz, or a "
-                             "folder of them), scored as the set NAME (repeatable)")
+    add_set_argument(parser)
     parser.add_argument("--training-own-md", action="store_true",
                         help="also score the own-MD frames of the training split")
     parser.add_argument("--out", type=Path, required=True, help="JSON report")

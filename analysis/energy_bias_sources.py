@@ -7,26 +7,31 @@ those frames apart from the classical ones.
         --out docs/results/active_learning/energy_bias_sources_m0_epoch17.json
 
 The frames of the models' own MD (active-learning rounds) have an energy bias the classical
-ones lack, in training as held out. Per data entry of the config (each a folder of one
-origin and temperature range) and per split (training, validation, test), the mean signed
-error (model minus GFN2-xTB) per atom in meV with its standard error, and over all splits
-apart for frames with and without a contact below :data:`CONTACT_LIMIT` (below). Then, for
-the own-MD
-frames (all splits), the classical test frames and each ``--set`` file (labelled frames
-from outside the run's data, such as a later model's own MD), the same mean in groups of
-three quantities that could explain it:
+ones lack, in training as held out. The model is evaluated on every own-MD frame of the run
+(all splits), on the run's classical test frames and on each ``--set`` (labelled frames
+from outside the run's data, such as a later model's own MD). Reported:
 
-* ``contact``: the closest approach of two atoms not bonded in the native structure, as a
-  multiple of the sum of their covalent radii (the first round's frames include hydrogens
-  pressed onto a foreign oxygen, about 0.97-1.1);
-* ``strain``: the mean absolute reference force component (eV/Å; hot or strained
-  geometries lie higher);
-* ``rg``: the mass-weighted radius of gyration (Å).
+* per data entry of the config (each a folder of one origin and temperature range): the
+  mean signed error (model minus GFN2-xTB) per atom in meV with its standard error, per
+  split (own-MD entries: training, validation, test; classical entries: test only), and
+  over those frames apart for frames with and without a contact below
+  :data:`CONTACT_LIMIT`; and, from positions alone, how many of the entry's frames (all
+  splits) have such a contact and the closest contact among them;
+* per evaluated group (classical test frames, own-MD frames, each ``--set``): the same
+  mean in groups of three quantities that could explain it:
 
-Each grouping holds the origin fixed, so that a quantity which separates the origins but
-leaves each origin's error flat does not explain the bias. The
-errors are of independent structures; the standard errors assume so. The model file's
-fingerprint is recorded.
+  - ``contact``: the closest approach of two atoms not bonded in the native structure, as
+    a multiple of the sum of their covalent radii (the first round's frames include
+    hydrogens pressed onto a foreign oxygen, about 0.97-1.1);
+  - ``strain``: the mean absolute reference force component (eV/Å; hot or strained
+    geometries lie higher);
+  - ``rg``: the mass-weighted radius of gyration (Å).
+
+Grouping within each origin separates a quantity that explains the bias from one that
+merely tells the origins apart (the own-MD group pools entries of several temperatures;
+the per-entry cut at the contact limit keeps them apart). The errors are treated as those
+of independent structures; the standard errors assume so. The model file's fingerprint is
+recorded.
 """
 
 from __future__ import annotations
@@ -39,12 +44,11 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import torch
-from ase.data import atomic_masses, covalent_radii
+from ase.data import covalent_radii
 from basin_errors import parse_model  # this directory is on sys.path as a script
-from convergence_errors import parse_set, read_labelled
-from energy_error_trend import energy_errors
+from convergence_errors import add_set_argument, read_labelled
+from energy_error_trend import energy_errors, mean_reference_force, radii_of_gyration
 
-from freecg_md.analysis.structure import radius_of_gyration
 from freecg_md.data import load_chignolin
 from freecg_md.io import load_model, model_fingerprint
 from freecg_md.md.guards import find_bonds
@@ -84,13 +88,23 @@ def closest_unbonded_contact(positions: np.ndarray, numbers: np.ndarray,
     return (np.linalg.norm(positions[:, j] - positions[:, i], axis=-1) / scale).min(axis=1)
 
 
+def contacts(structures: list[Structure], native: np.ndarray,
+             chunk: int = 256) -> np.ndarray:
+    """(S,) :func:`closest_unbonded_contact` of each structure, ``chunk`` frames at a time
+    (all pairs of a frame at once: memory grows with the chunk)."""
+    numbers = structures[0].numbers.numpy()
+    return np.concatenate([
+        closest_unbonded_contact(np.stack([s.positions.double().numpy()
+                                           for s in structures[start:start + chunk]]),
+                                 numbers, native)
+        for start in range(0, len(structures), chunk)])
+
+
 def frame_quantities(structures: list[Structure], native: np.ndarray) -> dict[str, np.ndarray]:
     """``contact``, ``strain`` and ``rg`` (module docstring) of each structure, (S,) each."""
-    positions = np.stack([s.positions.numpy() for s in structures])
-    numbers = structures[0].numbers.numpy()
-    return {"contact": closest_unbonded_contact(positions, numbers, native),
-            "strain": np.array([s.forces.abs().mean().item() for s in structures]),
-            "rg": radius_of_gyration(positions, atomic_masses[numbers])}
+    return {"contact": contacts(structures, native),
+            "strain": mean_reference_force(structures),
+            "rg": radii_of_gyration(structures)}
 
 
 def mean_with_error(values: np.ndarray) -> dict[str, float | int | None]:
@@ -119,10 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="NAME=PATH of the model to evaluate")
     parser.add_argument("--own-md-from", type=int, default=2,
                         help="index of the config's first data entry of own-MD frames")
-    parser.add_argument("--set", type=parse_set, action="append", default=[],
-                        metavar="NAME=PATH", dest="named_sets",
-                        help="labelled frames from outside the run's data (an extxyz, or a "
-                             "folder of them), grouped as NAME (repeatable)")
+    add_set_argument(parser)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True, help="JSON report")
     args = parser.parse_args(argv)
@@ -142,8 +153,6 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"the data hold {entry.size} frames but the run's cache "
                          f"{len(structures)}: expected the files the run trained on")
     own = entry >= args.own_md_from
-    # Every own-MD frame and the classical test frames: the model's error on each.
-    chosen = np.flatnonzero(own | np.isin(np.arange(entry.size), split["test"]))
     name, path = args.model
     model = load_model(path).float().requires_grad_(False)
     native = load_chignolin().native_positions
@@ -152,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     groups = {"classical, test split": [structures[i] for i in chosen if not own[i]],
               "own MD, all splits": [structures[i] for i in chosen if own[i]]}
     for set_name, set_path in args.named_sets:
+        if set_name in groups:
+            raise SystemExit(f"--set {set_name}: that name is taken; expected a new one")
         groups[set_name] = structures_from_atoms(read_labelled(set_path), model.cutoff)
     errors = {group: energy_errors(model, members) for group, members in groups.items()}
     quantities = {group: frame_quantities(members, native) for group, members in groups.items()}
@@ -174,10 +185,17 @@ def main(argv: list[str] | None = None) -> int:
         for label, close in (("contact_below", True), ("contact_above", False)):
             here = (entry[indices] == k) & ((contact < CONTACT_LIMIT) == close)
             row[label] = mean_with_error(values[here])
+        every = contacts([structures[i] for i in np.flatnonzero(entry == k)], native)
+        row["frames"] = int(every.size)
+        row["frames_with_contact_below"] = int((every < CONTACT_LIMIT).sum())
+        row["closest_contact"] = float(every.min())
         by_entry.append(row)
     report = {"config": str(args.config), "model": name, "file": str(path),
               "fingerprint": model_fingerprint(path), "unit": "meV/atom, model minus reference",
+              "contact_limit": CONTACT_LIMIT,
               "sets": {group: {"n": len(members), "bias": mean_with_error(errors[group]),
+                               "frames_with_contact_below": int(
+                                   (quantities[group]["contact"] < CONTACT_LIMIT).sum()),
                                "ranges": {q: [float(v.min()), float(v.max())]
                                           for q, v in quantities[group].items()}}
                        for group, members in groups.items()},

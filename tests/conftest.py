@@ -82,7 +82,10 @@ def run_script(path: Path, *args: str) -> int:
     try:
         runpy.run_path(str(path), run_name="__main__")
     except SystemExit as stop:
-        return int(stop.code or 0)
+        if stop.code is None or isinstance(stop.code, int):
+            return stop.code or 0
+        print(stop.code, file=sys.stderr)  # as the interpreter does with a message
+        return 1
     finally:
         sys.argv = saved
     return 0

@@ -38,7 +38,7 @@ for name in "${runs[@]}"; do
         --probe "$PROBE" --set "$OWN" --threads 1 \
         --out "$RESULTS/energy_error_trend_${short}_epoch$epoch.json" > /dev/null
     $PY analysis/energy_bias_sources.py configs/active/$name.json --model "epoch$epoch=$copy" \
-        --set "$OWN" --threads 1 --out "$RESULTS/energy_bias_sources_${short}_epoch$epoch.json" \
+        --set "probe, own MD at 300 K=$PROBE" --set "$OWN" --threads 1 --out "$RESULTS/energy_bias_sources_${short}_epoch$epoch.json" \
         > /dev/null
     echo "$name epoch $epoch: $RESULTS/{convergence_errors,energy_error_trend,energy_bias_sources}_${short}_epoch$epoch.json"
 done

@@ -13,24 +13,27 @@
 #    (analysis/convergence_errors.py with CONFIG, default configs/active/converge_m0.json)
 #    and where its bias lies (analysis/energy_bias_sources.py).
 #
-# Work files go to runs/active/own_md/NAME/; the labelled frames (with the MD model's
-# fingerprint in the run's config.json) to docs/results/active_learning/own_md_NAME/ and
-# the reports to docs/results/active_learning/own_md_errors_NAME.json and
-# own_md_bias_sources_NAME.json. Every stage skips what is done: run it again to continue.
-# THREADS (default 2) sets the MD's torch threads.
+# Work files go to runs/active/own_md/NAME/ (the labeller's failures, if any, in its
+# labelled/failed_w*.csv); the labelled frames (with the MD's settings and model fingerprint
+# in md_config.json) to docs/results/active_learning/own_md_NAME/ and the reports to
+# docs/results/active_learning/own_md_errors_NAME.json and own_md_bias_sources_NAME.json.
+# The MD and the labelling skip what is done (run it again to continue); the scoring runs
+# each time. THREADS (default 2) sets the MD's torch threads.
 set -euo pipefail
+[ $# -ge 2 ] || { echo "usage: $0 MODEL NAME [CONFIG]" >&2; exit 2; }
+[ -f "$1" ] || { echo "$0: MODEL $1 does not exist" >&2; exit 2; }
+MODEL=$(realpath "$1")
+NAME=$2
+[[ $NAME =~ ^[A-Za-z0-9._-]+$ ]] || { echo "$0: NAME $NAME: expected letters, digits, . _ -" >&2; exit 2; }
+CONFIG=$(realpath "${3:-$(dirname "$0")/../../configs/active/converge_m0.json}")
+[ -f "$CONFIG" ] || { echo "$0: CONFIG $CONFIG does not exist" >&2; exit 2; }
 cd "$(dirname "$0")/../.."
 export OMP_WAIT_POLICY=PASSIVE
-[ $# -ge 2 ] || { echo "usage: $0 MODEL NAME [CONFIG]" >&2; exit 2; }
-MODEL=$1
-NAME=$2
-CONFIG=${3:-configs/active/converge_m0.json}
-[ -f "$MODEL" ] || { echo "$0: MODEL $MODEL does not exist" >&2; exit 2; }
 PY=.venv/bin/python
 WORK=runs/active/own_md/$NAME
 RESULTS=docs/results/active_learning
 LABELLED=$RESULTS/own_md_$NAME
-mkdir -p "$WORK" "$LABELLED"
+mkdir -p "$WORK/labelled" "$LABELLED"
 
 $PY simulations/remd_chignolin.py --model "$MODEL" --initial shipped --timestep 1 \
   --hydrogen-mass 1.008 --exchange-interval 10 --equilibration-steps 500 --steps 4000 \
@@ -40,11 +43,19 @@ cp "$WORK/md/config.json" "$LABELLED/md_config.json"
 
 [ -f "$WORK/frames.npz" ] || $PY -m freecg_md.cli harvest "$WORK/md" --spacing-ps 0.5 \
     --discard-ps 0.5 --out "$WORK/frames.npz"
+workers=()
 for worker in 0 1; do
-  OMP_NUM_THREADS=1 $PY -m freecg_md.cli label "$WORK/frames.npz" "$LABELLED" \
+  OMP_NUM_THREADS=1 $PY -m freecg_md.cli label "$WORK/frames.npz" "$WORK/labelled" \
     --chunk-size 16 --worker $worker --n-workers 2 > "$WORK/label_w$worker.log" 2>&1 &
+  workers+=($!)
 done
-wait
+for pid in "${workers[@]}"; do
+  wait "$pid" || { echo "$0: a labelling worker failed ($WORK/label_w*.log)" >&2; exit 1; }
+done
+if compgen -G "$WORK/labelled/failed_w*.csv" > /dev/null; then
+  echo "$0: some frames failed to label and are left out: $WORK/labelled/failed_w*.csv" >&2
+fi
+cp "$WORK"/labelled/chunk_*.extxyz.gz "$LABELLED/"
 
 SET="own MD of $NAME=$LABELLED"
 $PY analysis/convergence_errors.py "$CONFIG" --model "$NAME=$MODEL" --set "$SET" \

@@ -558,7 +558,7 @@ def test_timestep_check_compares_two_runs_rung_by_rung(remd_run, tiny_model, tmp
 
 
 def test_energy_error_trend_and_convergence_errors_by_origin(tiny_model, tmp_path,
-                                                            monkeypatch):
+                                                            monkeypatch, capsys):
     """Both scripts on a split of chignolin frames stretched about their centre (a spread of
     radii of gyration), labelled by EMT: the sets are cut by origin, the biases agree with
     the training code's metrics, and the trend's R_g is the frames'."""
@@ -640,28 +640,40 @@ def test_energy_error_trend_and_convergence_errors_by_origin(tiny_model, tmp_pat
                                    np.mean([s.forces.abs().mean() for s in chosen]), rtol=1e-5)
     # The bias by data entry and split: the own-MD test frames' mean is the trend's bias
     # there; every own-MD frame (all splits) and the classical test frames are grouped.
-    assert run_script(REPO / "analysis" / "energy_bias_sources.py", tmp_path / "config.json",
+    # The bias by data entry and split, with the own-MD frames in two entries: each
+    # entry's means are those of its own structures.
+    from energy_error_trend import energy_errors
+
+    own_frames = ase.io.read(tmp_path / "own_md.extxyz", index=":")
+    ase.io.write(tmp_path / "own_a.extxyz", own_frames[:4])
+    ase.io.write(tmp_path / "own_b.extxyz", own_frames[4:])
+    (tmp_path / "config2.json").write_text(json.dumps(
+        {"data": ["classical.extxyz", "own_a.extxyz", "own_b.extxyz"], "output_dir": "run",
+         "model": {"cutoff": 4.0}}))
+    assert run_script(REPO / "analysis" / "energy_bias_sources.py", tmp_path / "config2.json",
                       "--model", model, "--own-md-from", "1",
                       "--set", f"again={tmp_path / 'own_md.extxyz'}",
                       "--out", tmp_path / "b.json") == 0
     sources = json.loads((tmp_path / "b.json").read_text())
-    classical, own = sources["by_data_entry"]
-    assert not classical["own_md"] and own["own_md"] and "train" not in classical
-    assert [own[split]["n"] for split in ("train", "val", "test")] == [2, 1, 5]
-    assert own["contact_below"]["n"] + own["contact_above"]["n"] == 8
-    assert classical["contact_below"]["n"] + classical["contact_above"]["n"] == 6
-    np.testing.assert_allclose(
-        own["test"]["mean"],
-        report["models"]["tiny"]["sets"]["held-out, own-MD frames"]["bias_meV_per_atom"],
-        rtol=1e-4)
-    # The same 8 frames read again as a --set: the same bias and ranges.
+    classical, own_a, own_b = sources["by_data_entry"]
+    assert not classical["own_md"] and own_a["own_md"] and own_b["own_md"]
+    assert set(classical) & {"train", "val"} == set() and classical["test"]["n"] == 6
+    assert [own_a[split]["n"] for split in ("train", "val", "test")] == [2, 1, 1]
+    assert own_b["test"]["n"] == 4 and "train" not in own_b
+    assert [row["frames"] for row in (classical, own_a, own_b)] == [12, 4, 4]
+    for row, indices, split in ((own_a, [12, 13], "train"), (own_b, [16, 17, 18, 19], "test"),
+                                (classical, range(6, 12), "test")):
+        direct = energy_errors(loaded, [structures[i] for i in indices])
+        np.testing.assert_allclose(row[split]["mean"], direct.mean(), rtol=1e-4)
+    # The same 8 own-MD frames read again as a --set: the same bias and ranges.
     again, every = sources["sets"]["again"], sources["sets"]["own MD, all splits"]
     assert again["n"] == every["n"] == 8
     np.testing.assert_allclose(again["bias"]["mean"], every["bias"]["mean"], rtol=1e-4)
     np.testing.assert_allclose(again["ranges"]["rg"], every["ranges"]["rg"], rtol=1e-6)
-    for quantity, groups in sources["by_quantity"].items():
-        assert sum(g["n"] for g in groups["own MD, all splits"]) <= 8, quantity
-    assert sources["sets"]["classical, test split"]["n"] == 6
+    assert run_script(REPO / "analysis" / "energy_bias_sources.py", tmp_path / "config2.json",
+                      "--model", model, "--set", f"own MD, all splits={tmp_path / 'a.extxyz'}",
+                      "--own-md-from", "1", "--out", tmp_path / "c.json") == 1
+    assert "that name is taken" in capsys.readouterr().err
 
 
 def test_closest_unbonded_contact_sees_a_hydrogen_pressed_on_an_oxygen(monkeypatch):
