@@ -22,12 +22,14 @@
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 MODEL NAME [CONFIG]" >&2; exit 2; }
 [ -f "$1" ] || { echo "$0: MODEL $1 does not exist" >&2; exit 2; }
-MODEL=$(realpath "$1")
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# Paths as given from here, recorded relative to the repository (the reports name them).
+MODEL=$(realpath --relative-to="$ROOT" "$1")
 NAME=$2
 [[ $NAME =~ ^[A-Za-z0-9._-]+$ ]] || { echo "$0: NAME $NAME: expected letters, digits, . _ -" >&2; exit 2; }
-CONFIG=$(realpath "${3:-$(dirname "$0")/../../configs/active/converge_m0.json}")
+CONFIG=$(realpath --relative-to="$ROOT" "${3:-$ROOT/configs/active/converge_m0.json}")
+cd "$ROOT"
 [ -f "$CONFIG" ] || { echo "$0: CONFIG $CONFIG does not exist" >&2; exit 2; }
-cd "$(dirname "$0")/../.."
 export OMP_WAIT_POLICY=PASSIVE
 PY=.venv/bin/python
 WORK=runs/active/own_md/$NAME
