@@ -37,24 +37,20 @@ recorded.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
-import ase.io
 import numpy as np
 import torch
 from ase.data import covalent_radii
 from basin_errors import parse_model  # this directory is on sys.path as a script
-from convergence_errors import add_set_argument, read_labelled
+from convergence_errors import add_named_sets, add_set_argument, run_structures, write_report
 from energy_error_trend import energy_errors, mean_reference_force, radii_of_gyration
 
 from freecg_md.data import load_chignolin
 from freecg_md.io import load_model, model_fingerprint
 from freecg_md.md.guards import find_bonds
 from freecg_md.train import TrainConfig
-from freecg_md.train.data import Structure, structures_from_atoms
-from freecg_md.train.dataset_cache import data_files, load_training_structures
+from freecg_md.train.data import Structure
 
 # Group edges of each quantity; a group needs this many frames for a mean.
 EDGES = {"contact": [0.0, 1.2, 1.3, 1.4, np.inf],
@@ -64,13 +60,6 @@ MIN_PER_GROUP = 5
 # Contacts closer than this (in covalent radii) are rare in the classical data (32 of
 # 4,620 frames, none below 1.36) and common in the first rounds' frames.
 CONTACT_LIMIT = 1.4
-
-
-def entry_of_each_structure(config: TrainConfig) -> np.ndarray:
-    """(S,) index into ``config.data`` of each structure, in the order training reads them."""
-    counts = [sum(len(ase.io.read(path, index=":")) for path in data_files([entry]))
-              for entry in config.data]
-    return np.repeat(np.arange(len(counts)), counts)
 
 
 def closest_unbonded_contact(positions: np.ndarray, numbers: np.ndarray,
@@ -100,9 +89,11 @@ def contacts(structures: list[Structure], native: np.ndarray,
         for start in range(0, len(structures), chunk)])
 
 
-def frame_quantities(structures: list[Structure], native: np.ndarray) -> dict[str, np.ndarray]:
-    """``contact``, ``strain`` and ``rg`` (module docstring) of each structure, (S,) each."""
-    return {"contact": contacts(structures, native),
+def frame_quantities(structures: list[Structure], native: np.ndarray,
+                     contact: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """``contact``, ``strain`` and ``rg`` (module docstring) of each structure, (S,) each;
+    ``contact`` is computed unless given."""
+    return {"contact": contacts(structures, native) if contact is None else contact,
             "strain": mean_reference_force(structures),
             "rg": radii_of_gyration(structures)}
 
@@ -139,53 +130,41 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = TrainConfig.from_json(args.config)
-    if not 0 < args.own_md_from < len(config.data):
-        raise SystemExit(f"--own-md-from {args.own_md_from}: expected 1 to "
-                         f"{len(config.data) - 1} (the config has {len(config.data)} entries)")
-    split_path = Path(config.output_dir) / "split.json"
-    if not split_path.is_file():
-        raise SystemExit(f"{split_path} is missing: has the run started?")
-    split = {name: np.asarray(indices) for name, indices
-             in json.loads(split_path.read_text()).items()}
-    structures, _ = load_training_structures(config)
-    entry = entry_of_each_structure(config)
-    if entry.size != len(structures):
-        raise SystemExit(f"the data hold {entry.size} frames but the run's cache "
-                         f"{len(structures)}: expected the files the run trained on")
-    own = entry >= args.own_md_from
+    run = run_structures(config, args.own_md_from)
     name, path = args.model
     model = load_model(path).float().requires_grad_(False)
     native = load_chignolin().native_positions
+    # From positions alone, once for every structure of the run (the per-entry counts
+    # below need the classical frames of every split too).
+    contact = contacts(run.structures, native)
     # Every own-MD frame and the classical test frames, then each --set file.
-    chosen = np.flatnonzero(own | np.isin(np.arange(entry.size), split["test"]))
-    groups = {"classical, test split": [structures[i] for i in chosen if not own[i]],
-              "own MD, all splits": [structures[i] for i in chosen if own[i]]}
-    for set_name, set_path in args.named_sets:
-        if set_name in groups:
-            raise SystemExit(f"--set {set_name}: that name is taken; expected a new one")
-        groups[set_name] = structures_from_atoms(read_labelled(set_path), model.cutoff)
+    test = np.isin(np.arange(run.entry.size), run.split["test"])
+    chosen = {"classical, test split": np.flatnonzero(test & ~run.own_md),
+              "own MD, all splits": np.flatnonzero(run.own_md)}
+    groups = {group: [run.structures[i] for i in indices] for group, indices in chosen.items()}
+    add_named_sets(groups, args.named_sets, model.cutoff)
     errors = {group: energy_errors(model, members) for group, members in groups.items()}
-    quantities = {group: frame_quantities(members, native) for group, members in groups.items()}
-    split_of = np.full(entry.size, "", dtype=object)
-    for split_name, indices in split.items():
+    quantities = {group: frame_quantities(members, native,
+                                          contact[chosen[group]] if group in chosen else None)
+                  for group, members in groups.items()}
+    split_of = np.full(run.entry.size, "", dtype=object)
+    for split_name, indices in run.split.items():
         split_of[indices] = split_name
     by_entry = []
-    own_chosen = chosen[own[chosen]]
-    classical_chosen = chosen[~own[chosen]]
     for k, folder in enumerate(config.data):
         row: dict[str, object] = {"data": folder, "own_md": k >= args.own_md_from}
         group = "own MD, all splits" if row["own_md"] else "classical, test split"
-        indices = own_chosen if row["own_md"] else classical_chosen
-        values, contact = errors[group], quantities[group]["contact"]
-        for split_name in split:
-            here = (entry[indices] == k) & (split_of[indices] == split_name)
+        indices = chosen[group]
+        values, in_entry = errors[group], run.entry[indices] == k
+        for split_name in run.split:
+            here = in_entry & (split_of[indices] == split_name)
             if here.any():
                 row[split_name] = mean_with_error(values[here])
         # Every split together, cut at the closest contact the classical data reach.
-        for label, close in (("contact_below", True), ("contact_above", False)):
-            here = (entry[indices] == k) & ((contact < CONTACT_LIMIT) == close)
-            row[label] = mean_with_error(values[here])
-        every = contacts([structures[i] for i in np.flatnonzero(entry == k)], native)
+        close = contact[indices] < CONTACT_LIMIT
+        for label, below in (("contact_below", True), ("contact_above", False)):
+            row[label] = mean_with_error(values[in_entry & (close == below)])
+        every = contact[run.entry == k]
         row["frames"] = int(every.size)
         row["frames_with_contact_below"] = int((every < CONTACT_LIMIT).sum())
         row["closest_contact"] = float(every.min())
@@ -203,10 +182,7 @@ def main(argv: list[str] | None = None) -> int:
               "by_quantity": {q: {group: grouped(errors[group], quantities[group][q], edges)
                                   for group in groups}
                               for q, edges in EDGES.items()}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    json.dump(report, sys.stdout, indent=1)
-    print()
+    write_report(report, args.out, indent=1)
     return 0
 
 

@@ -35,6 +35,7 @@ from ase.data import atomic_masses
 from convergence_errors import (  # this directory is on sys.path as a script
     add_evaluation_arguments,
     models_and_sets,
+    write_report,
 )
 
 from freecg_md.analysis.plots import new_figure
@@ -143,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             "file": str(path), "fingerprint": model_fingerprint(path),
             "sets": {set_name: summarise(rg[set_name], force[set_name], values)
                      for set_name, values in errors[name].items()}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.out, echo=False)
     if args.figure is not None:
         draw(args.figure, rg, errors, report)
     json.dump({name: {s: {k: v for k, v in d.items() if k != "by_rg"}
