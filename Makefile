@@ -22,7 +22,7 @@ $(STAMPS)/torch: $(STAMPS)/venv
 	$(PIP) install $(TORCH_SPEC)
 	touch $@
 
-# torch-cluster compiles against the installed torch (about 15 min on 2 cores, once; pip
+# torch-cluster compiles against the installed torch (15-25 min on 2 cores, once; pip
 # caches the wheel). Build isolation is off because the build must import that torch.
 $(STAMPS)/torch-cluster: $(STAMPS)/torch
 	$(PIP) install --no-build-isolation "torch-cluster>=1.6"

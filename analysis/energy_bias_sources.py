@@ -37,6 +37,7 @@ recorded.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,15 @@ def frame_quantities(structures: list[Structure], native: np.ndarray,
             "rg": radii_of_gyration(structures)}
 
 
+def shown_path(path: str) -> str:
+    """``path`` as a report records it: relative to the working directory (the repository,
+    where the scripts run) where it lies below it, so the reports do not name this machine's
+    folders."""
+    normal = os.path.normpath(os.path.abspath(path))
+    relative = os.path.relpath(normal)
+    return normal if relative.startswith("..") else relative
+
+
 def mean_with_error(values: np.ndarray) -> dict[str, float | int | None]:
     """n, mean and its standard error (None below two values)."""
     n = int(values.size)
@@ -152,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         split_of[indices] = split_name
     by_entry = []
     for k, folder in enumerate(config.data):
-        row: dict[str, object] = {"data": folder, "own_md": k >= args.own_md_from}
+        row: dict[str, object] = {"data": shown_path(folder), "own_md": k >= args.own_md_from}
         group = "own MD, all splits" if row["own_md"] else "classical, test split"
         indices = chosen[group]
         values, in_entry = errors[group], run.entry[indices] == k
