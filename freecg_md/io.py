@@ -27,6 +27,7 @@ __all__ = [
     "model_fingerprint",
     "shipped_model",
     "load_model",
+    "write_text_atomic",
     "read_model_file",
     "save_model",
 ]
@@ -45,6 +46,15 @@ def _versions() -> dict[str, str]:
     from . import __version__
 
     return {"freecg_md": __version__, "torch": torch.__version__, "e3nn": e3nn.__version__}
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it and a rename, so that a
+    run killed mid-write leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

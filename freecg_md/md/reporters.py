@@ -44,6 +44,8 @@ import mdtraj
 import numpy as np
 from mdtraj.formats import DCDTrajectoryFile
 
+from ..io import write_text_atomic
+
 __all__ = [
     "FrameIndex",
     "RunWriter",
@@ -125,12 +127,6 @@ def _cell_parameters(cell: np.ndarray, pbc: np.ndarray) -> tuple[np.ndarray, np.
     return np.array([a, b, c], np.float32), np.array([alpha, beta, gamma], np.float32)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _truncate_csv(path: Path, last_step: int) -> int:
     """Keep the header and the rows whose ``step`` <= ``last_step``; returns rows kept."""
     with open(path, newline="") as handle:
@@ -140,7 +136,7 @@ def _truncate_csv(path: Path, last_step: int) -> int:
     column = rows[0].index("step")
     kept = [row for row in rows[1:] if int(row[column]) <= last_step]
     text = "".join(",".join(row) + "\n" for row in [rows[0], *kept])
-    _write_atomic(path, text)
+    write_text_atomic(path, text)
     return len(kept)
 
 
@@ -263,7 +259,7 @@ class RunWriter:
     def write_config(self, config: dict[str, Any]) -> None:
         """``config.json`` (atomically replaced): ``config`` plus package versions."""
         payload = {**config, "versions": package_versions()}
-        _write_atomic(self.directory / "config.json", json.dumps(payload, indent=2) + "\n")
+        write_text_atomic(self.directory / "config.json", json.dumps(payload, indent=2) + "\n")
 
     def report(self, step: int, time_fs: float, positions: np.ndarray, potential: np.ndarray,
                kinetic: np.ndarray, temperature: np.ndarray, tindex: np.ndarray,
@@ -301,7 +297,7 @@ class RunWriter:
 
     def write_stats(self, summary: dict[str, Any]) -> None:
         """``remd_stats.json`` (atomically replaced)."""
-        _write_atomic(self.directory / "remd_stats.json", json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(self.directory / "remd_stats.json", json.dumps(summary, indent=2) + "\n")
 
     def flush(self) -> None:
         """Write the buffered frames and their index rows to disk."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,14 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     config = TrainConfig.from_json(args.config)
-    if args.max_minutes is not None:
-        config.max_minutes = args.max_minutes
-    if args.max_epochs is not None:
-        if args.max_epochs < 1:
-            parser.error(f"--max-epochs {args.max_epochs}: expected a positive integer")
-        config.max_epochs = args.max_epochs
-    if args.compile is not None:
-        config.compile = args.compile
+    overrides = {name: value for name, value in (("max_minutes", args.max_minutes),
+                                                 ("max_epochs", args.max_epochs),
+                                                 ("compile", args.compile))
+                 if value is not None}
+    try:
+        # Through the constructor, so that the overrides are checked as the file's values.
+        config = dataclasses.replace(config, **overrides)
+    except (TypeError, ValueError) as error:
+        parser.error(f"--{str(error).replace('_', '-', 1)}")
     metrics = train(config, resume=args.resume, progress=not args.no_progress)
     if not metrics:
         print(f"stopped at the time limit; continue with --resume ({config.output_dir})")

@@ -29,6 +29,8 @@ class TrainConfig:
         Loss weights on the per-atom energy MSE (eV²/atom²) and force MSE (eV²/Å²).
     lr, weight_decay:
         AdamW learning rate and weight decay.
+    batch_size:
+        Structures per optimiser step (and per evaluation batch).
     warmup_steps:
         Linear learning-rate warm-up from 0, in optimiser steps; None (the default) takes
         two epochs' steps, at most 1,000, so that a small data set is not still warming up
@@ -75,7 +77,13 @@ class TrainConfig:
         graph (:mod:`freecg_md.train.compiled`) instead of eager double backward: the same
         numbers, faster steps (``benchmarks/bench_training.py``), a few minutes of compiling
         at the first step. Needs a C++ compiler on a CPU (Triton on a GPU). Passes too large
-        to keep whole, and models with self loops, stay eager.
+        to keep whole, and models with self loops, stay eager. A resume compiles afresh and
+        restarts the pass's checks against the reference path, so a run resumed with it
+        matches an uninterrupted one to float rounding, not bit for bit.
+    dtype, device, num_threads:
+        Floating-point type of the weights and the data (``"float32"`` or ``"float64"``),
+        where training runs (``"cpu"``, ``"cuda"``, ``"auto"``) and torch's CPU threads
+        (None: torch's default).
     seed, split_seed:
         ``seed`` draws the initial weights and the order of the structures; ``split_seed``
         (None: ``seed``) the train/val/test split. Members of a committee take different
@@ -122,44 +130,91 @@ class TrainConfig:
             self.data = [self.data]
         if not self.data:
             raise ValueError("data is empty; expected extxyz files or directories")
+        self._check_types()
         checks = {
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-            "energy_weight": self.energy_weight >= 0,
-            "force_weight": self.force_weight >= 0,
-            "ema_decay": 0 <= self.ema_decay < 1,
-            "val_fraction": 0 < self.val_fraction < 1,
-            "test_fraction": 0 <= self.test_fraction < 1,
-            "max_epochs": self.max_epochs >= 1,
-            "replay_fraction": 0 < self.replay_fraction <= 1,
-        }
-        checks.update({
-            "stage_two_epoch": self.stage_two_epoch is None or self.stage_two_epoch >= 1,
+            "batch_size": (self.batch_size >= 1, ">= 1"),
+            "lr": (self.lr > 0, "> 0"),
+            "weight_decay": (self.weight_decay >= 0, ">= 0"),
+            "energy_weight": (self.energy_weight >= 0, ">= 0"),
+            "force_weight": (self.force_weight >= 0, ">= 0"),
+            "warmup_steps": (self.warmup_steps is None or self.warmup_steps >= 0,
+                             ">= 0, or null for two epochs' steps"),
+            "plateau_factor": (0 < self.plateau_factor < 1, "between 0 and 1"),
+            "plateau_patience": (self.plateau_patience >= 0, ">= 0 epochs"),
+            "min_lr": (self.min_lr >= 0, ">= 0"),
+            "ema_decay": (0 <= self.ema_decay < 1, "0 (off) or between 0 and 1"),
+            "early_stopping_patience": (self.early_stopping_patience >= 1, ">= 1 epoch"),
+            "val_fraction": (0 < self.val_fraction < 1, "between 0 and 1"),
+            "test_fraction": (0 <= self.test_fraction < 1, "0 or between 0 and 1"),
+            "max_epochs": (self.max_epochs >= 1, ">= 1"),
+            "max_minutes": (self.max_minutes is None or self.max_minutes >= 0,
+                            ">= 0 (0 stops after the first step), or null for no limit"),
+            "checkpoint_every": (self.checkpoint_every >= 0,
+                                 ">= 0 optimiser steps (0: at epoch ends only)"),
+            "max_structures": (self.max_structures is None or self.max_structures >= 3,
+                               ">= 3 (train, validation, test), or null for all"),
+            "replay_fraction": (0 < self.replay_fraction <= 1, "in (0, 1]"),
+            "seed": (self.seed >= 0, ">= 0"),
+            "split_seed": (self.split_seed is None or self.split_seed >= 0,
+                           ">= 0, or null for seed"),
+            "num_threads": (self.num_threads is None or self.num_threads >= 1,
+                            ">= 1, or null for torch's default"),
+            "dtype": (self.dtype in ("float32", "float64"), "'float32' or 'float64'"),
+            "stage_two_epoch": (self.stage_two_epoch is None or self.stage_two_epoch >= 1,
+                                ">= 1, or null for one stage"),
             "stage_two_energy_weight": (self.stage_two_energy_weight is None
-                                        or self.stage_two_energy_weight >= 0),
+                                        or self.stage_two_energy_weight >= 0,
+                                        ">= 0, or null for energy_weight"),
             "stage_two_force_weight": (self.stage_two_force_weight is None
-                                       or self.stage_two_force_weight >= 0),
-            "stage_two_lr": self.stage_two_lr is None or self.stage_two_lr > 0,
-        })
-        for name, ok in checks.items():
+                                       or self.stage_two_force_weight >= 0,
+                                       ">= 0, or null for force_weight"),
+            "stage_two_lr": (self.stage_two_lr is None or self.stage_two_lr > 0,
+                             "> 0, or null for lr"),
+        }
+        for name, (ok, expected) in checks.items():
             if not ok:
-                raise ValueError(f"{name}={getattr(self, name)!r} is out of range")
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected {expected}")
+        if (self.energy_key is None) != (self.forces_key is None):
+            raise ValueError(f"energy_key={self.energy_key!r}, forces_key="
+                             f"{self.forces_key!r}: expected both label names or neither")
         stage_two = (self.stage_two_energy_weight, self.stage_two_force_weight,
                      self.stage_two_lr)
         if self.stage_two_epoch is None and any(v is not None for v in stage_two):
             raise ValueError("stage_two_energy_weight, stage_two_force_weight and "
                              "stage_two_lr need stage_two_epoch, the epoch stage two starts at")
+        if self.stage_two_epoch is not None and all(v is None for v in stage_two):
+            raise ValueError(f"stage_two_epoch={self.stage_two_epoch!r} without "
+                             "stage_two_energy_weight, stage_two_force_weight or stage_two_lr: "
+                             "expected at least one of them (stage two would only restart "
+                             "the optimiser)")
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError(
                 f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction}; "
                 f"expected < 1 so that something is left to train on"
             )
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"compile={self.compile!r}: expected true or false")
         for stage in (1, 2):
             if self.loss_weights(stage) == (0, 0):
                 raise ValueError(f"stage {stage}'s energy and force weights are both 0; "
                                  "nothing to fit")
+
+    def _check_types(self) -> None:
+        """TypeError naming a field whose JSON value has the wrong type (a string where a
+        number belongs, a float where a count does, true where a count does)."""
+        counts = ("batch_size", "warmup_steps", "plateau_patience", "early_stopping_patience",
+                  "stage_two_epoch", "max_epochs", "checkpoint_every", "max_structures",
+                  "seed", "split_seed", "num_threads")
+        numbers = ("energy_weight", "force_weight", "lr", "weight_decay", "plateau_factor",
+                   "min_lr", "ema_decay", "stage_two_energy_weight", "stage_two_force_weight",
+                   "stage_two_lr", "max_minutes", "val_fraction", "test_fraction",
+                   "replay_fraction")
+        for name in counts + numbers:
+            value = getattr(self, name)
+            kinds = (int,) if name in counts else (int, float)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+                expected = "an integer" if name in counts else "a number"
+                raise TypeError(f"{name}={value!r}: expected {expected}")
+        if not isinstance(self.compile, bool):
+            raise TypeError(f"compile={self.compile!r}: expected true or false")
 
     def stage(self, epoch: int) -> int:
         """The training stage (1 or 2) of ``epoch`` (counted from 0)."""

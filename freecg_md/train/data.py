@@ -55,7 +55,8 @@ def dataset_fingerprint(paths: list[Path], cutoff: float, energy_key: str | None
                         forces_key: str | None = None) -> str:
     """Hash of the data files' names, sizes and modification times plus the cutoff and the
     label names: the key of the tensor cache."""
-    labels = "" if energy_key is None else f";labels={energy_key},{forces_key}"
+    labels = ("" if energy_key is None and forces_key is None
+              else f";labels={energy_key},{forces_key}")
     digest = hashlib.sha256(f"cutoff={cutoff}{labels}".encode())
     for path in paths:
         stat = path.stat()
@@ -90,12 +91,17 @@ def load_structures(path: Path) -> list[Structure]:
 
 def split_indices(n: int, val_fraction: float, test_fraction: float,
                   seed: int) -> dict[str, list[int]]:
-    """Random train/val/test split of ``range(n)``; every part gets at least one item."""
+    """Random train/val/test split of ``range(n)``: training and validation get at least one
+    item each, test at least one unless ``test_fraction`` is 0."""
     if n < 3:
         raise ValueError(f"the dataset has {n} structures; at least 3 are needed to split "
                          f"into train, validation and test")
     n_val = max(1, round(val_fraction * n))
     n_test = max(1, round(test_fraction * n)) if test_fraction > 0 else 0
+    if n - n_val - n_test < 1:
+        raise ValueError(f"val_fraction={val_fraction} and test_fraction={test_fraction} of "
+                         f"{n} structures hold out {n_val} + {n_test}, leaving none to train "
+                         "on; expected smaller fractions or more data")
     return random_parts(n, n_val, n_test, seed)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.dataset import check_elements, read_dataset
+from ..data.dataset import DatasetError, check_elements, read_dataset
 from ..nn import FreeCGConfig
 from .config import TrainConfig
 from .data import (
@@ -48,6 +48,9 @@ def load_training_structures(config: TrainConfig) -> tuple[list[Structure], tupl
     cache = Path(config.output_dir) / f"data_cache_{key}.pt"
     if cache.exists():
         structures = load_structures(cache)
+        if "species" in config.model:
+            # The species may have changed while the files did not.
+            _check_cached_species(structures, config.model["species"])
     else:
         atoms_list = read_dataset(files, energy_key=config.energy_key,
                                   forces_key=config.forces_key)
@@ -61,3 +64,13 @@ def load_training_structures(config: TrainConfig) -> tuple[list[Structure], tupl
     if "species" in config.model:
         species = tuple(config.model["species"])
     return structures, species
+
+
+def _check_cached_species(structures: list[Structure], species: list[int]) -> None:
+    """DatasetError naming the first structure with an element outside ``species``."""
+    allowed = {int(z) for z in species}
+    for index, structure in enumerate(structures):
+        extra = {int(z) for z in structure.numbers.unique()} - allowed
+        if extra:
+            raise DatasetError(f"structure {index} holds atomic numbers {sorted(extra)}, "
+                               f"outside the model's species {sorted(allowed)}")

@@ -156,8 +156,10 @@ class StartingPoint:
             raise FileNotFoundError(
                 f"init_from={str(self.run_dir)!r} has no data_cache_*.pt to check its "
                 "structures against; fine-tune from a run made by this package")
-        earlier = torch.stack([s.energy for s in load_structures(caches[-1])])
         n_old = self.n_structures
+        # The cache holds every structure of the earlier files, also where that run used
+        # only the first max_structures of them.
+        earlier = torch.stack([s.energy for s in load_structures(caches[-1])])[:n_old]
         current = torch.stack([s.energy for s in structures[:n_old]])
         if len(earlier) != n_old or not torch.equal(earlier, current):
             raise ValueError(

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..calculator import resolve_device, resolve_dtype
-from ..io import _versions, load_model, save_model
+from ..io import _versions, load_model, save_model, write_text_atomic
 from ..nn import FreeCG, FreeCGConfig
 from .compiled import CompiledForces
 from .config import TrainConfig
@@ -29,6 +29,15 @@ LOG_FIELDS = ("epoch", "step", "lr", "train_loss", "val_loss", "val_energy_mae_p
               "val_force_mae_eV_per_A", "best", "elapsed_s")
 CHECKPOINT = "checkpoint.pt"
 MAX_AUTO_WARMUP = 1000  # optimiser steps
+# Clipping only catches the rare wild batch: the gradients of a healthy step of these models
+# lie well below it, so it leaves their direction and size alone.
+MAX_GRAD_NORM = 10.0
+# Fields a run may resume with other values: limits, and how it runs, not what it computes.
+RESUMABLE_CHANGES = ("max_epochs", "max_minutes", "early_stopping_patience",
+                     "checkpoint_every", "compile", "device", "num_threads")
+# Fields that name files: compared relative to the run directory, so that a run moved or
+# cloned with its data resumes.
+PATH_FIELDS = ("data", "output_dir", "init_from")
 
 
 @dataclass
@@ -170,6 +179,9 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.plateau.load_state_dict(state["plateau"])
         self.progress = Progress(**json.loads(state["progress"]))
+        # The patience may change on resume (RESUMABLE_CHANGES): a run stopped early
+        # continues under a longer one.
+        self.progress.stopped_early = self._should_stop()
         _truncate_log(self.out / "log.csv", self.progress.log_rows)
 
     # -- one optimiser step ------------------------------------------------------------
@@ -220,7 +232,15 @@ class Trainer:
         loss = loss_fn(out["energy"], out["forces"], batch, *self.loss_weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=MAX_GRAD_NORM)
+        # Before the step, so the weights stay finite: the run stops with the checkpoint
+        # it last wrote, instead of training on (and checkpointing) NaN weights.
+        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+            raise FloatingPointError(
+                f"non-finite {'loss' if not torch.isfinite(loss) else 'gradient'} at "
+                f"optimiser step {self.progress.step} (epoch {self.progress.epoch}, batch "
+                f"{self.progress.batch_in_epoch}); {self.out / CHECKPOINT} holds the last good "
+                "state: resume from it with a smaller lr or stage_two_lr")
         self.optimizer.step()
         if self.ema is not None:
             # Warm-up of the decay: early on the average would otherwise be dominated by
@@ -346,12 +366,19 @@ class Trainer:
         progress.batch_in_epoch = 0
         progress.epoch_loss_sum = 0.0
         progress.elapsed_s = elapsed
-        progress.stopped_early = progress.stale_epochs >= config.early_stopping_patience
+        progress.stopped_early = self._should_stop()
         self.save_checkpoint()
+
+    def _should_stop(self) -> bool:
+        """Early stopping: ``early_stopping_patience`` stale epochs in the config's last stage
+        (a stage one that stalls still hands over to the stage two the config asks for)."""
+        last_stage = self.config.stage(self.config.max_epochs)
+        return (self.progress.stage == last_stage
+                and self.progress.stale_epochs >= self.config.early_stopping_patience)
 
 
 def _append_log(path: Path, row: dict) -> None:
-    new = not path.exists()
+    new = not path.exists() or path.stat().st_size == 0
     with path.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
         if new:
@@ -368,8 +395,48 @@ def _truncate_log(path: Path, rows: int) -> None:
         return
     with path.open(newline="") as handle:
         lines = [line.rstrip("\r\n") for line in handle.readlines()[: rows + 1]]
-    with path.open("w", newline="") as handle:
-        handle.write("".join(line + "\r\n" for line in lines) if rows else "")
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as handle:
+        handle.write("".join(line + "\r\n" for line in lines))
+    os.replace(tmp, path)
+
+
+def _comparable(record: dict) -> dict:
+    """A config record with its file names relative to its own ``output_dir``."""
+    out = os.path.normpath(record.get("output_dir", "."))
+
+    def relative(path: str) -> str:
+        return os.path.relpath(os.path.normpath(path), out)
+
+    record = dict(record)
+    for key in PATH_FIELDS:
+        value = record.get(key)
+        if isinstance(value, list):
+            record[key] = [relative(v) for v in value]
+        elif isinstance(value, str):
+            record[key] = relative(value)
+    return record
+
+
+def check_resumable(config: TrainConfig, recorded: Path) -> None:
+    """ValueError naming each field where ``config`` differs from the run's recorded
+    ``config.json`` (``recorded``), but for :data:`RESUMABLE_CHANGES`: a run resumed with
+    another learning rate, batch size, loss or seed would be recorded as if it had been
+    trained with the new values throughout. Fields the record lacks (written by an older
+    version) are not compared."""
+    if not recorded.is_file():
+        return
+    out = Path(config.output_dir)
+    before = _comparable(json.loads(recorded.read_text()).get("train", {}))
+    # Through JSON, as the record went, so that tuples and lists compare alike.
+    now = _comparable(json.loads(json.dumps(config.to_dict())))
+    changed = [f"{key}: {before[key]!r} -> {now[key]!r}" for key in now
+               if key in before and key not in RESUMABLE_CHANGES and before[key] != now[key]]
+    if changed:
+        raise ValueError(
+            f"{out} was trained with another config ({'; '.join(changed)}); resume it with "
+            f"the values it was trained with (only {', '.join(RESUMABLE_CHANGES)} may "
+            "change), or start a new output_dir, with init_from to build on this run")
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
@@ -392,7 +459,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     if checkpoint_exists and not resume:
         raise FileExistsError(f"{out} already holds a training run; pass resume=True "
                               f"(--resume) to continue it or choose another output_dir")
-    start = starting_point(config)
+    start = starting_point(config)  # sets config.model from init_from's model
+    if checkpoint_exists:
+        check_resumable(config, out / "config.json")
+    else:
+        # Rows of an attempt that never checkpointed would be logged twice.
+        (out / "log.csv").unlink(missing_ok=True)
     structures, species = load_training_structures(config)
     split_path = out / "split.json"
     if resume and split_path.exists():
@@ -405,12 +477,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 "output_dir, with init_from to build on this one)")
     elif start is not None:
         split = start.extend_split(config.data, structures, config)
-        split_path.write_text(json.dumps(split))
+        write_text_atomic(split_path, json.dumps(split))
     else:
         split = split_indices(len(structures), config.val_fraction, config.test_fraction,
                               config.data_split_seed)
-        split_path.write_text(json.dumps(split))
-    (out / "config.json").write_text(json.dumps(
+        write_text_atomic(split_path, json.dumps(split))
+    write_text_atomic(out / "config.json", json.dumps(
         {"train": config.to_dict(), "versions": _versions()}, indent=2))
     trainer = Trainer(config, structures, split, species,
                       initial_model=start.model if start is not None else None,
@@ -425,14 +497,20 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
 
 
 def _finish(trainer: Trainer, split: dict[str, list[int]]) -> dict:
+    """Score the best model on the test split (with the loss of the config's last stage, as
+    :mod:`~freecg_md.train.export` does) and write ``test_metrics.json`` and ``model.pt``.
+    Without a test split (``test_fraction=0``) the errors are None, not zeros."""
     out = trainer.out
     best = load_model(out / "best_model.pt").to(device=trainer.device, dtype=trainer.dtype)
-    metrics = _evaluate(best, trainer.test_set, trainer.config, trainer.device, trainer.dtype,
-                        trainer.loss_weights)
+    if trainer.test_set:
+        metrics = _evaluate(best, trainer.test_set, trainer.config, trainer.device,
+                            trainer.dtype)
+    else:
+        metrics = dict.fromkeys(ErrorMetrics().summary())
     metrics.update(n_train=len(split["train"]), n_val=len(split["val"]),
                    n_test=len(split["test"]), best_epoch=trainer.progress.best_epoch,
                    epochs=trainer.progress.epoch, training_time_s=trainer.progress.elapsed_s)
-    (out / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_text_atomic(out / "test_metrics.json", json.dumps(metrics, indent=2))
     save_model(best, out / "model.pt", metadata={
         "test_metrics": metrics, "train_config": trainer.config.to_dict(), "split": split})
     return metrics

@@ -23,7 +23,9 @@ def fit_energy_standardisation(
     mean energy over the elements, which is all that matters for such data. The scale is
     the RMS force component (eV/Å), so the network's outputs start at order one.
 
-    Returns ``(E0 by atomic number in eV, scale in eV, shift in eV per atom)``.
+    Returns ``(E0 by atomic number in eV, scale in eV/Å, shift in eV per atom)``; the shift is
+    always 0 (the reference energies carry the mean), kept for the model's
+    ``set_energy_standardisation`` signature.
     """
     index = {z: i for i, z in enumerate(species)}
     counts = np.zeros((len(structures), len(species)))

@@ -5,7 +5,7 @@ import pytest
 import torch
 from e3nn import o3
 
-from freecg_md.train import TrainConfig, train
+from freecg_md.train import train
 from freecg_md.train.compiled import CompiledForces, CompiledPassWarning, spherical_harmonics_l12
 from freecg_md.train.data import collate, structures_from_atoms
 from freecg_md.train.loss import loss_fn
@@ -64,12 +64,6 @@ def test_self_loops_and_large_passes_stay_on_the_reference_path():
     assert not CompiledForces(small_model(self_loops=True)).supports(100)
     compiled = CompiledForces(small_model())
     assert compiled.supports(100) and not compiled.supports(10**9)
-
-
-@pytest.mark.parametrize("bad", [{"compile": "yes"}])
-def test_compile_must_be_a_bool(tmp_path, bad):
-    with pytest.raises(ValueError, match="compile"):
-        TrainConfig(data=["x"], output_dir=str(tmp_path), **bad)
 
 
 def test_training_with_compile_logs_the_same_losses(data_file, tmp_path):

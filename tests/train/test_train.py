@@ -75,8 +75,8 @@ def test_truncating_the_log_keeps_the_rows_of_the_checkpoint_with_one_line_endin
     log.write_bytes(b"epoch,loss\r\n0,1.0\n1,0.5\r\n2,0.4\n")  # mixed, as older runs left it
     _truncate_log(log, 2)
     assert log.read_bytes() == b"epoch,loss\r\n0,1.0\r\n1,0.5\r\n"
-    _truncate_log(log, 0)
-    assert log.read_bytes() == b""
+    _truncate_log(log, 0)  # a checkpoint before the first epoch's row: the header stays
+    assert log.read_bytes() == b"epoch,loss\r\n"
 
 
 def test_a_data_folder_leaves_out_the_labellers_half_written_chunks(tmp_path):
@@ -125,14 +125,101 @@ def test_unknown_element_in_data_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("bad, named", [
-    (dict(batch_size=0), "batch_size"), (dict(val_fraction=0.6, test_fraction=0.5), "< 1"),
+    (dict(batch_size=0), "batch_size=0: expected >= 1"),
+    (dict(val_fraction=0.6, test_fraction=0.5), "< 1"),
     (dict(lr=-1.0), "lr"), (dict(data=[]), "data"),
+    (dict(plateau_factor=1.5), "plateau_factor=1.5: expected between 0 and 1"),
+    (dict(early_stopping_patience=0), "early_stopping_patience=0: expected >= 1"),
+    (dict(max_structures=-5), "max_structures=-5"), (dict(seed=-1), "seed=-1"),
+    (dict(num_threads=0), "num_threads=0"), (dict(dtype="float16"), "dtype='float16'"),
+    (dict(energy_key="REF_energy"), "both label names or neither"),
+    (dict(stage_two_epoch=3), "expected at least one of them"),
     (dict(stage_two_lr=1e-4), "need stage_two_epoch"), (dict(stage_two_epoch=0), "stage_two_epoch"),
     (dict(stage_two_epoch=2, stage_two_energy_weight=0.0, stage_two_force_weight=0.0),
      "stage 2's energy and force weights are both 0")])
 def test_bad_config(tmp_path, bad, named):
     with pytest.raises(ValueError, match=named):
         TrainConfig(**{"data": ["x.extxyz"], "output_dir": str(tmp_path), **bad})
+
+
+@pytest.mark.parametrize("bad, named", [
+    (dict(batch_size=4.0), "batch_size=4.0: expected an integer"),
+    (dict(batch_size=True), "batch_size=True: expected an integer"),
+    (dict(lr="1e-3"), "lr='1e-3': expected a number"), (dict(compile="yes"), "compile")])
+def test_config_values_of_the_wrong_type_are_named(tmp_path, bad, named):
+    with pytest.raises(TypeError, match=named):
+        TrainConfig(**{"data": ["x.extxyz"], "output_dir": str(tmp_path), **bad})
+
+
+def test_a_split_that_leaves_nothing_to_train_on_is_refused():
+    from freecg_md.train.data import split_indices
+
+    with pytest.raises(ValueError, match="leaving none to train on"):
+        split_indices(4, 0.5, 0.4, seed=0)
+    assert len(split_indices(4, 0.25, 0.25, seed=0)["train"]) == 2
+
+
+def test_resume_refuses_a_changed_config_and_allows_limits(data_file, tmp_path):
+    train(config_for(data_file, tmp_path / "run", max_epochs=1), progress=False)
+    for changed, named in ((dict(lr=1e-3), "lr: 0.003 -> 0.001"),
+                           (dict(batch_size=8), "batch_size: 4 -> 8"),
+                           (dict(seed=4), "seed: 3 -> 4")):
+        with pytest.raises(ValueError, match=named):
+            train(config_for(data_file, tmp_path / "run", max_epochs=2, **changed),
+                  resume=True, progress=False)
+    # Limits and how it runs may change; so may where the run and its data lie, together.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (tmp_path / "run").rename(moved / "run")
+    data_file.rename(moved / data_file.name)
+    metrics = train(config_for(moved / data_file.name, moved / "run", max_epochs=2,
+                               checkpoint_every=3, early_stopping_patience=50),
+                    resume=True, progress=False)
+    assert metrics["epochs"] == 2
+
+
+def test_a_non_finite_loss_stops_the_run_with_its_last_checkpoint(data_file, tmp_path,
+                                                                 monkeypatch):
+    from freecg_md.train import loop
+
+    config = config_for(data_file, tmp_path / "run", max_epochs=2, checkpoint_every=3)
+    real = loop.loss_fn
+    calls = []
+
+    def blows_up_at_the_fifth_step(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    monkeypatch.setattr(loop, "loss_fn", blows_up_at_the_fifth_step)
+    with pytest.raises(FloatingPointError, match="non-finite loss at optimiser step 4"):
+        train(config, progress=False)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert json.loads(state["progress"])["step"] == 3
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    monkeypatch.setattr(loop, "loss_fn", real)
+    assert np.isfinite(train(config, resume=True, progress=False)["force_mae_eV_per_A"])
+
+
+def test_early_stopping_waits_for_stage_two_and_a_longer_patience_resumes(data_file,
+                                                                         tmp_path):
+    # Steps too small to move a float32 weight: every epoch after the first is stale.
+    stalled = dict(ema_decay=0.0, lr=1e-30, warmup_steps=0, early_stopping_patience=1)
+    config = config_for(data_file, tmp_path / "run", max_epochs=6, stage_two_epoch=3,
+                        stage_two_energy_weight=1.0, **stalled)
+    train(config, progress=False)
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[7] for row in rows] == ["1", "0", "0", "0"]
+    # Stage one's stale epochs 1 and 2 did not stop it; stage two's first one did.
+    longer = config_for(data_file, tmp_path / "run", max_epochs=6, stage_two_epoch=3,
+                        stage_two_energy_weight=1.0, **{**stalled, "early_stopping_patience": 50})
+    assert train(longer, resume=True, progress=False)["epochs"] == 6
+
+
+def test_without_a_test_split_the_test_errors_are_none(data_file, tmp_path):
+    metrics = train(config_for(data_file, tmp_path / "run", max_epochs=1, test_fraction=0.0),
+                    progress=False)
+    assert metrics["n_test"] == 0 and metrics["force_mae_eV_per_A"] is None
 
 
 def test_stage_two_takes_its_weights_and_rate_from_its_epoch_on(data_file, tmp_path):
@@ -190,7 +277,7 @@ def test_resume_across_the_start_of_stage_two_equals_uninterrupted(data_file, tm
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
     assert json.loads(a["progress"])["stage"] == json.loads(b["progress"])["stage"] == 2
-    with pytest.raises(ValueError, match="entered stage two before epoch 3"):
+    with pytest.raises(ValueError, match="stage_two_epoch: 1 -> None"):
         train(config_for(data_file, tmp_path / "part", max_epochs=4), resume=True,
               progress=False)
     # The logs agree but for the wall-clock column.
@@ -279,8 +366,9 @@ def test_fine_tuning_keeps_the_starting_weights_unless_an_epoch_beats_them(data_
                                                                          tmp_path):
     train(config_for(data_file, tmp_path / "first", max_epochs=2), progress=False)
     start = load_model(tmp_path / "first" / "best_model.pt").state_dict()
-    # A learning rate far too large: the epoch's weights are worse than the start's.
-    tuned = config_for(data_file, tmp_path / "tuned", model={}, ema_decay=0.0, lr=5.0,
+    # A learning rate far too large (but with finite losses): the epoch's weights are worse
+    # than the start's.
+    tuned = config_for(data_file, tmp_path / "tuned", model={}, ema_decay=0.0, lr=0.05,
                        warmup_steps=0, init_from=str(tmp_path / "first"), max_epochs=1)
     metrics = train(tuned, progress=False)
     log = (tmp_path / "tuned" / "log.csv").read_text().splitlines()
@@ -449,3 +537,13 @@ def test_predictions_in_batches_cover_every_structure_in_order():
     torch.testing.assert_close(energies, one_by_one)
     with pytest.raises(ValueError, match="batch_size must be a positive"):
         predict_in_batches(model, structures, 0, "cpu", torch.float64)
+
+
+def test_fine_tuning_a_run_that_used_the_first_structures_only(data_file, tmp_path):
+    # The earlier run's cache holds all 40 structures of its file, of which it used 30.
+    train(config_for(data_file, tmp_path / "first", max_epochs=1, max_structures=30),
+          progress=False)
+    tuned = config_for(data_file, tmp_path / "tuned", model={}, max_epochs=1,
+                       init_from=str(tmp_path / "first"))
+    metrics = train(tuned, progress=False)
+    assert metrics["n_train"] + metrics["n_val"] + metrics["n_test"] == 40
