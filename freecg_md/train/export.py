@@ -100,7 +100,10 @@ def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Pa
         return evaluate_errors(model, part, config, torch.device("cpu"), torch.float32)
 
     report: dict[str, object] = {}
-    if start is None:
+    if not test:
+        # test_fraction 0: no errors to report (zeros would read as a perfect model).
+        metrics = dict.fromkeys(ErrorMetrics().summary())
+    elif start is None:
         metrics = errors(test).summary()
     else:
         # A fine-tuned model is scored on its earlier and its added data separately, since

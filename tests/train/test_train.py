@@ -217,9 +217,11 @@ def test_early_stopping_waits_for_stage_two_and_a_longer_patience_resumes(data_f
 
 
 def test_without_a_test_split_the_test_errors_are_none(data_file, tmp_path):
-    metrics = train(config_for(data_file, tmp_path / "run", max_epochs=1, test_fraction=0.0),
-                    progress=False)
+    config = config_for(data_file, tmp_path / "run", max_epochs=1, test_fraction=0.0)
+    metrics = train(config, progress=False)
     assert metrics["n_test"] == 0 and metrics["force_mae_eV_per_A"] is None
+    exported = export_model(config, tmp_path / "model.pt")["test_metrics"]
+    assert exported["n_test"] == 0 and exported["force_mae_eV_per_A"] is None
 
 
 def test_stage_two_takes_its_weights_and_rate_from_its_epoch_on(data_file, tmp_path):
