@@ -59,7 +59,7 @@ def training_summary(output_dir: str, metrics: dict) -> str:
               "force_rmse_eV_per_A": ("force RMSE", "eV/Å"),
               "force_mae_kcal_mol_per_A": ("force MAE", "kcal/mol/Å")}
     for key, (name, unit) in labels.items():
-        if key in metrics:
+        if metrics.get(key) is not None:  # None: no test split
             lines.append(f"    {name:<20} {metrics[key]:.5g} {unit}")
     lines.append(f"  all metrics:   {json.dumps(metrics, sort_keys=True)}")
     return "\n".join(lines)

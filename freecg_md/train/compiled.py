@@ -166,6 +166,10 @@ class CompiledForces:
             return out
         # With its graph: the check compares parameter gradients too.
         reference = self.model.energy_and_forces(*arguments, create_graph=True)
+        if not all(torch.isfinite(reference[key]).all() for key in ("energy", "forces")):
+            # The model itself has blown up, not the compiler: the training step's own
+            # check stops the run.
+            return reference
         disagreement = self._disagreement(out, reference, arguments)
         if disagreement is not None and self.fused:
             warnings.warn(f"the compiled training pass disagrees with the reference path "

@@ -221,10 +221,11 @@ class TrainConfig:
         return 2 if self.stage_two_epoch is not None and epoch >= self.stage_two_epoch else 1
 
     def loss_weights(self, stage: int | None = None) -> tuple[float, float]:
-        """``(energy_weight, force_weight)`` of ``stage``; None: of the run's last stage,
-        the loss its best model and test metrics are scored with."""
+        """``(energy_weight, force_weight)`` of ``stage``; None: of the stage of the run's
+        last epoch (``max_epochs - 1``), the loss its best model and test metrics are
+        scored with."""
         if stage is None:
-            stage = 1 if self.stage_two_epoch is None else 2
+            stage = self.stage(self.max_epochs - 1)
         if stage == 1:
             return self.energy_weight, self.force_weight
         return (self.energy_weight if self.stage_two_energy_weight is None

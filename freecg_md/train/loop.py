@@ -239,8 +239,10 @@ class Trainer:
             raise FloatingPointError(
                 f"non-finite {'loss' if not torch.isfinite(loss) else 'gradient'} at "
                 f"optimiser step {self.progress.step} (epoch {self.progress.epoch}, batch "
-                f"{self.progress.batch_in_epoch}); {self.out / CHECKPOINT} holds the last good "
-                "state: resume from it with a smaller lr or stage_two_lr")
+                f"{self.progress.batch_in_epoch}); the weights were not updated, and "
+                f"{self.out / CHECKPOINT}, if the run has written one, holds its last good "
+                "state. To go on with a smaller learning rate, start a new output_dir with "
+                "init_from naming this run (a resume keeps the run's lr)")
         self.optimizer.step()
         if self.ema is not None:
             # Warm-up of the decay: early on the average would otherwise be dominated by
@@ -372,8 +374,7 @@ class Trainer:
     def _should_stop(self) -> bool:
         """Early stopping: ``early_stopping_patience`` stale epochs in the config's last stage
         (a stage one that stalls still hands over to the stage two the config asks for)."""
-        last_stage = self.config.stage(self.config.max_epochs)
-        return (self.progress.stage == last_stage
+        return (self.progress.stage == self.config.stage(self.config.max_epochs - 1)
                 and self.progress.stale_epochs >= self.config.early_stopping_patience)
 
 
@@ -402,8 +403,11 @@ def _truncate_log(path: Path, rows: int) -> None:
 
 
 def _comparable(record: dict) -> dict:
-    """A config record with its file names relative to its own ``output_dir``."""
-    out = os.path.normpath(record.get("output_dir", "."))
+    """A config record with its file names relative to its own ``output_dir`` (a record
+    without one is compared without them)."""
+    if "output_dir" not in record:
+        return {key: value for key, value in record.items() if key not in PATH_FIELDS}
+    out = os.path.normpath(record["output_dir"])
 
     def relative(path: str) -> str:
         return os.path.relpath(os.path.normpath(path), out)
@@ -430,6 +434,15 @@ def check_resumable(config: TrainConfig, recorded: Path) -> None:
     before = _comparable(json.loads(recorded.read_text()).get("train", {}))
     # Through JSON, as the record went, so that tuples and lists compare alike.
     now = _comparable(json.loads(json.dumps(config.to_dict())))
+    if "output_dir" not in before:
+        now = {key: value for key, value in now.items() if key not in PATH_FIELDS}
+    # The model's fields as far as both know them: a field added to FreeCGConfig since
+    # the run started is not a change of this run.
+    before_model, now_model = before.get("model"), now.get("model")
+    if isinstance(before_model, dict) and isinstance(now_model, dict):
+        shared = before_model.keys() & now_model.keys()
+        before["model"] = {key: before_model[key] for key in shared}
+        now["model"] = {key: now_model[key] for key in shared}
     changed = [f"{key}: {before[key]!r} -> {now[key]!r}" for key in now
                if key in before and key not in RESUMABLE_CHANGES and before[key] != now[key]]
     if changed:

@@ -29,10 +29,13 @@ runs=("$@")
 for name in "${runs[@]}"; do
     best=studies/active_learning/run/$name/best_model.pt
     [ -f "$best" ] || { echo "$best is missing: has $name finished an epoch?" >&2; exit 2; }
-    epoch=$($PY -c "from freecg_md.io import load_model; print(load_model('$best').metadata['epoch'])")
+    # Copied before its epoch is read: training replaces best_model.pt when an epoch ends.
     short=${name#converge_}
+    taken=runs/active/snap/${short}_taken.pt
+    cp "$best" "$taken"
+    epoch=$($PY -c "from freecg_md.io import load_model; print(load_model('$taken').metadata['epoch'])")
     copy=runs/active/snap/${short}_epoch$epoch.pt
-    cp "$best" "$copy"
+    mv "$taken" "$copy"
     $PY analysis/convergence_errors.py configs/active/$name.json --model "epoch$epoch=$copy" \
         --probe "$PROBE" --set "$OWN" --training-own-md --threads 1 \
         --out "$RESULTS/convergence_errors_${short}_epoch$epoch.json" > /dev/null

@@ -222,6 +222,34 @@ def test_without_a_test_split_the_test_errors_are_none(data_file, tmp_path):
     assert metrics["n_test"] == 0 and metrics["force_mae_eV_per_A"] is None
     exported = export_model(config, tmp_path / "model.pt")["test_metrics"]
     assert exported["n_test"] == 0 and exported["force_mae_eV_per_A"] is None
+    from freecg_md.train.__main__ import training_summary
+
+    summary = training_summary(config.output_dir, metrics)
+    assert "test set (0 structures)" in summary and "force MAE" not in summary
+
+
+def test_a_stage_two_beyond_the_last_epoch_leaves_stage_one_the_last():
+    config = TrainConfig(data=["x.extxyz"], output_dir="run", max_epochs=3, stage_two_epoch=3,
+                         stage_two_energy_weight=5.0)
+    assert config.loss_weights() == config.loss_weights(1)
+    assert config.stage(config.max_epochs - 1) == 1
+
+
+def test_resume_ignores_model_fields_the_record_does_not_know(data_file, tmp_path):
+    from freecg_md.train.loop import check_resumable
+
+    config = config_for(data_file, tmp_path / "run", max_epochs=1)
+    train(config, progress=False)
+    recorded = tmp_path / "run" / "config.json"
+    record = json.loads(recorded.read_text())
+    del record["train"]["model"]["num_basis"]  # as written before the field existed
+    del record["train"]["checkpoint_every"]
+    recorded.write_text(json.dumps(record))
+    check_resumable(config, recorded)
+    record["train"]["model"]["hidden"] = 32
+    recorded.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="model"):
+        check_resumable(config, recorded)
 
 
 def test_stage_two_takes_its_weights_and_rate_from_its_epoch_on(data_file, tmp_path):
