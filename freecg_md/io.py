@@ -48,13 +48,15 @@ def _versions() -> dict[str, str]:
     return {"freecg_md": __version__, "torch": torch.__version__, "e3nn": e3nn.__version__}
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+def write_text_atomic(path: str | os.PathLike, text: str, newline: str | None = None) -> None:
     """Write ``text`` to ``path`` through a temporary file beside it and a rename, so that a
-    run killed mid-write leaves the old file or the new one, never half of one."""
+    run killed mid-write leaves the old file or the new one, never half of one. ``newline``
+    as for :func:`open` (``""`` writes line endings as they are in ``text``)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text)
+        with tmp.open("w", newline=newline) as handle:
+            handle.write(text)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

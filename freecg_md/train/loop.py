@@ -396,17 +396,11 @@ def _truncate_log(path: Path, rows: int) -> None:
         return
     with path.open(newline="") as handle:
         lines = [line.rstrip("\r\n") for line in handle.readlines()[: rows + 1]]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as handle:
-        handle.write("".join(line + "\r\n" for line in lines))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\r\n" for line in lines), newline="")
 
 
-def _comparable(record: dict) -> dict:
-    """A config record with its file names relative to its own ``output_dir`` (a record
-    without one is compared without them)."""
-    if "output_dir" not in record:
-        return {key: value for key, value in record.items() if key not in PATH_FIELDS}
+def _relative_paths(record: dict) -> dict:
+    """A config record with its file names relative to its own ``output_dir``."""
     out = os.path.normpath(record["output_dir"])
 
     def relative(path: str) -> str:
@@ -431,11 +425,14 @@ def check_resumable(config: TrainConfig, recorded: Path) -> None:
     if not recorded.is_file():
         return
     out = Path(config.output_dir)
-    before = _comparable(json.loads(recorded.read_text()).get("train", {}))
+    before = json.loads(recorded.read_text()).get("train", {})
     # Through JSON, as the record went, so that tuples and lists compare alike.
-    now = _comparable(json.loads(json.dumps(config.to_dict())))
-    if "output_dir" not in before:
-        now = {key: value for key, value in now.items() if key not in PATH_FIELDS}
+    now = json.loads(json.dumps(config.to_dict()))
+    if "output_dir" in before:
+        before, now = _relative_paths(before), _relative_paths(now)
+    else:  # nothing to take the paths relative to: compared without them
+        before, now = ({key: value for key, value in record.items() if key not in PATH_FIELDS}
+                       for record in (before, now))
     # The model's fields as far as both know them: a field added to FreeCGConfig since
     # the run started is not a change of this run.
     before_model, now_model = before.get("model"), now.get("model")
