@@ -86,8 +86,7 @@ def run_structures(config: TrainConfig, own_md_from: int) -> RunStructures:
     if not split_path.is_file():
         raise SystemExit(f"{split_path} is missing: has the run started?")
     structures, _ = load_training_structures(config)
-    counts = [sum(len(ase.io.read(path, index=":")) for path in data_files([folder]))
-              for folder in config.data]
+    counts = [len(read_labelled(Path(folder))) for folder in config.data]
     entry = np.repeat(np.arange(len(counts)), counts)
     if entry.size != len(structures):
         raise SystemExit(f"the data hold {entry.size} frames but the run's cache "

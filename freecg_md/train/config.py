@@ -200,19 +200,14 @@ class TrainConfig:
     def _check_types(self) -> None:
         """TypeError naming a field whose JSON value has the wrong type (a string where a
         number belongs, a float where a count does, true where a count does)."""
-        counts = ("batch_size", "warmup_steps", "plateau_patience", "early_stopping_patience",
-                  "stage_two_epoch", "max_epochs", "checkpoint_every", "max_structures",
-                  "seed", "split_seed", "num_threads")
-        numbers = ("energy_weight", "force_weight", "lr", "weight_decay", "plateau_factor",
-                   "min_lr", "ema_decay", "stage_two_energy_weight", "stage_two_force_weight",
-                   "stage_two_lr", "max_minutes", "val_fraction", "test_fraction",
-                   "replay_fraction")
-        for name in counts + numbers:
-            value = getattr(self, name)
-            kinds = (int,) if name in counts else (int, float)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
-                expected = "an integer" if name in counts else "a number"
-                raise TypeError(f"{name}={value!r}: expected {expected}")
+        # From the annotations, so that a field added later is checked too.
+        expected = {"int": ((int,), "an integer"), "float": ((int, float), "a number")}
+        for spec in dataclasses.fields(self):
+            kinds, words = expected.get(str(spec.type).removesuffix(" | None"), ((), ""))
+            value = getattr(self, spec.name)
+            if kinds and value is not None and (isinstance(value, bool)
+                                                or not isinstance(value, kinds)):
+                raise TypeError(f"{spec.name}={value!r}: expected {words}")
         if not isinstance(self.compile, bool):
             raise TypeError(f"compile={self.compile!r}: expected true or false")
 
