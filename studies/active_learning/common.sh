@@ -1,12 +1,23 @@
-# Shared by the round scripts (sourced): train configs side by side, then export each.
+# Shared by the study scripts (sourced): the interpreter, waiting on background jobs, and
+# training configs side by side, then exporting each.
 PY=.venv/bin/python
+
+# wait_all MESSAGE PID...: wait for each background PID; the first that failed prints
+# MESSAGE to stderr and returns 1 (the others keep running: their logs are complete).
+wait_all() {
+  local message=$1 pid
+  shift
+  for pid in "$@"; do
+    wait "$pid" || { echo "$message" >&2; return 1; }
+  done
+}
 
 # train_and_export OUT NAME...: configs/active/NAME.json, one process per name (one thread
 # each, as the configs say), then, once every one has finished, OUT/NAME.pt with its test
 # metrics in OUT/export_NAME.json.
 train_and_export() {
   local out=$1; shift
-  local name pid
+  local name
   local trainers=()
   for name in "$@"; do
     $PY -m freecg_md.cli train "configs/active/$name.json" --resume \
@@ -15,9 +26,7 @@ train_and_export() {
   done
   # Export only what finished: a trainer that failed or was stopped (the end of a work
   # period) is resumed by the next run of the script, not exported half-trained.
-  for pid in "${trainers[@]}"; do
-    wait "$pid" || { echo "a trainer stopped early (logs in $out/train_*.log)" >&2; return 1; }
-  done
+  wait_all "a trainer stopped early (logs in $out/train_*.log)" "${trainers[@]}" || return 1
   for name in "$@"; do
     [ -f "$out/$name.pt" ] || $PY -m freecg_md.cli export "configs/active/$name.json" \
         "$out/$name.pt" --threads 1 > "$out/export_$name.json"

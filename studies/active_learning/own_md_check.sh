@@ -31,7 +31,7 @@ CONFIG=$(realpath --relative-to="$ROOT" "${3:-$ROOT/configs/active/converge_m0.j
 cd "$ROOT"
 [ -f "$CONFIG" ] || { echo "$0: CONFIG $CONFIG does not exist" >&2; exit 2; }
 export OMP_WAIT_POLICY=PASSIVE
-PY=.venv/bin/python
+source studies/active_learning/common.sh
 WORK=runs/active/own_md/$NAME
 RESULTS=docs/results/active_learning
 LABELLED=$RESULTS/own_md_$NAME
@@ -51,9 +51,7 @@ for worker in 0 1; do
     --chunk-size 16 --worker $worker --n-workers 2 > "$WORK/label_w$worker.log" 2>&1 &
   workers+=($!)
 done
-for pid in "${workers[@]}"; do
-  wait "$pid" || { echo "$0: a labelling worker failed ($WORK/label_w*.log)" >&2; exit 1; }
-done
+wait_all "$0: a labelling worker failed ($WORK/label_w*.log)" "${workers[@]}"
 if compgen -G "$WORK/labelled/failed_w*.csv" > /dev/null; then
   echo "$0: some frames failed to label and are left out: $WORK/labelled/failed_w*.csv" >&2
 fi
