@@ -3,6 +3,7 @@ stage with other loss weights, exact resume."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
@@ -97,19 +98,37 @@ def predict_in_batches(model: torch.nn.Module, structures: list[Structure], batc
     return batches()
 
 
+@contextlib.contextmanager
+def parameters_frozen(model: torch.nn.Module) -> Iterator[None]:
+    """Within the block no parameter of ``model`` asks for a gradient; each parameter's
+    ``requires_grad`` is restored after it."""
+    flags = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
 def evaluate_errors(model: FreeCG, structures: list[Structure], config: TrainConfig,
                     device: torch.device, dtype: torch.dtype,
                     weights: tuple[float, float] | None = None) -> ErrorMetrics:
     """Energy and force errors of ``model`` on ``structures``, in batches of the config's
     size; the loss with ``weights`` (energy, force), by default those of the config's last
-    stage."""
+    stage.
+
+    Scoring needs no parameter gradients, so it runs with the parameters frozen: the pass
+    then takes the inference path (on a CPU the fused kernels, several times faster than
+    the trainable path), which computes the same function to float32 rounding."""
     energy_weight, force_weight = weights or config.loss_weights()
     metrics = ErrorMetrics()
     model.eval()
-    for batch, out in predict_in_batches(model, structures, config.batch_size, device,
-                                         dtype):
-        loss = loss_fn(out["energy"], out["forces"], batch, energy_weight, force_weight)
-        metrics.update(out["energy"], out["forces"], batch, loss.item())
+    with parameters_frozen(model):
+        for batch, out in predict_in_batches(model, structures, config.batch_size, device,
+                                             dtype):
+            loss = loss_fn(out["energy"], out["forces"], batch, energy_weight, force_weight)
+            metrics.update(out["energy"], out["forces"], batch, loss.item())
     return metrics
 
 

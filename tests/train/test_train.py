@@ -569,6 +569,45 @@ def test_predictions_in_batches_cover_every_structure_in_order():
         predict_in_batches(model, structures, 0, "cpu", torch.float64)
 
 
+def test_scoring_runs_frozen_and_restores_each_parameters_flag(monkeypatch):
+    """evaluate_errors scores with every parameter frozen (the inference path), gives the
+    errors of the trainable path to float32 rounding, and leaves each parameter's
+    requires_grad as it found it, a frozen one included."""
+    from freecg_md.nn import FreeCG, FreeCGConfig
+    from freecg_md.train import loop
+    from freecg_md.train.data import structures_from_atoms
+    from freecg_md.train.loss import ErrorMetrics, loss_fn
+
+    structures = structures_from_atoms(labelled_set(6), cutoff=TINY_MODEL["cutoff"])
+    torch.manual_seed(0)
+    model = FreeCG(FreeCGConfig(species=(1, 6), **TINY_MODEL))
+    first = next(model.parameters())
+    first.requires_grad_(False)
+    flags = [p.requires_grad for p in model.parameters()]
+    config = TrainConfig(data=["unused"], output_dir="unused", batch_size=4)
+
+    trainable = ErrorMetrics()
+    for batch, out in loop.predict_in_batches(model, structures, 4, "cpu", torch.float32):
+        loss = loss_fn(out["energy"], out["forces"], batch, *config.loss_weights())
+        trainable.update(out["energy"], out["forces"], batch, loss.item())
+
+    seen = []
+    original = loop.predict_in_batches
+
+    def recording(model, *args):
+        seen.append(any(p.requires_grad for p in model.parameters()))
+        return original(model, *args)
+
+    monkeypatch.setattr(loop, "predict_in_batches", recording)
+    frozen = loop.evaluate_errors(model, structures, config, torch.device("cpu"),
+                                  torch.float32)
+    assert seen == [False]
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert not first.requires_grad and any(flags)
+    for key, value in trainable.summary().items():
+        assert frozen.summary()[key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
+
+
 def test_fine_tuning_a_run_that_used_the_first_structures_only(data_file, tmp_path):
     # The earlier run's cache holds all 40 structures of its file, of which it used 30.
     train(config_for(data_file, tmp_path / "first", max_epochs=1, max_structures=30),
