@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .remd_stats import frames_at_temperature
 from .rundir import RunData, read_run, run_label
 
 __all__ = ["ReducedRun", "default_plot_dir", "load_reduced", "load_run", "reduce_run",
@@ -97,7 +98,7 @@ class ReducedRun:
     def cvs_at(self, temperature_index: int) -> tuple[np.ndarray, np.ndarray]:
         """(F, 2) Å distances and (F,) eV energies of the frames simulated at ladder index
         ``temperature_index`` (demultiplexed)."""
-        holders = np.argmax(self.temperature_index == temperature_index, axis=1)
+        holders = frames_at_temperature(self.temperature_index, temperature_index)
         frames = np.arange(self.n_frames)
         return self.cvs[holders, frames], self.energies[frames, holders]
 

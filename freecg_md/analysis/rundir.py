@@ -18,7 +18,7 @@ from pathlib import Path
 import mdtraj
 import numpy as np
 
-from .remd_stats import check_permutations
+from .remd_stats import check_permutations, frames_at_temperature
 from .structure import chignolin_cvs
 from .structure import rmsd as superposed_rmsd
 
@@ -98,7 +98,7 @@ class RunData:
         index ``temperature_index``, after dropping the first ``discard`` fraction of frames
         (equilibration)."""
         first = _first_kept(self.n_frames, discard)
-        holders = np.argmax(self.temperature_index[first:] == temperature_index, axis=1)
+        holders = frames_at_temperature(self.temperature_index[first:], temperature_index)
         frames = np.arange(first, self.n_frames)
         return self.positions[holders, frames], self.energies[frames, holders]
 
@@ -293,11 +293,12 @@ def exchange_history(directory: str | os.PathLike, n_replicas: int
     if data.size and data.shape[1] != columns:
         raise ValueError(f"{path} has {data.shape[1]} columns; expected {columns} for "
                          f"{n_replicas} replicas")
-    data = data.astype(np.int64).reshape(-1, columns)
-    history = data[:, 2:2 + n_replicas]
-    if len(history):
+    data = data.reshape(-1, columns)
+    # Checked before the cast to integers, which would truncate a stray 2.5 to 2.
+    if len(data):
         try:
-            check_permutations("tindex columns", history)
+            check_permutations("tindex columns", data[:, 2:2 + n_replicas])
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from None
-    return history, data[:, 2 + n_replicas:]
+    data = data.astype(np.int64)
+    return data[:, 2:2 + n_replicas], data[:, 2 + n_replicas:]

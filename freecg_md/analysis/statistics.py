@@ -129,14 +129,25 @@ def block_bootstrap(samples: np.ndarray, statistic, block: int = 1,  # noqa: ANN
                     n_bootstrap: int = 500, seed: int = 0) -> tuple[float, float]:
     """``statistic(samples)`` and its standard error by a bootstrap over blocks.
 
-    ``samples`` (n, ...) in time order; blocks of ``block`` consecutive samples are drawn
-    with replacement (``n // block`` of them) so that correlation within a block is kept.
-    Returns the estimate on all samples and the standard deviation over the resamples.
+    ``samples`` (n, ...) in time order; blocks of ``block`` consecutive samples (a
+    statistical inefficiency, rounded up) are drawn with replacement (``n // block`` of
+    them) so that correlation within a block is kept. Returns the estimate on all samples
+    and the standard deviation over ``n_bootstrap`` resamples. Where the statistic is not
+    finite on some resample (a free energy of a resample that holds one basin only) the
+    error is infinite: those resamples are the tail the spread would have to include, and
+    leaving them out would understate it.
     """
     samples = np.asarray(samples)
     if len(samples) == 0:
         raise ValueError("samples is empty; expected at least one sample")
-    block = max(int(block), 1)
+    if not np.all(np.isfinite(samples)):
+        raise ValueError("samples holds NaN or infinite values; expected finite samples")
+    if not (np.isfinite(block) and block >= 1):
+        raise ValueError(f"block={block!r}: expected a number of samples >= 1")
+    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 2:
+        raise ValueError(f"n_bootstrap={n_bootstrap!r}: expected a whole number of "
+                         "resamples >= 2")
+    block = int(np.ceil(block))
     n_blocks = len(samples) // block
     if n_blocks < 2:
         raise ValueError(f"{len(samples)} samples make {n_blocks} block(s) of {block}; expected "
@@ -144,11 +155,13 @@ def block_bootstrap(samples: np.ndarray, statistic, block: int = 1,  # noqa: ANN
     rng = np.random.default_rng(seed)
     usable = samples[: n_blocks * block].reshape(n_blocks, block, *samples.shape[1:])
     values = []
-    for _ in range(n_bootstrap):
+    for _ in range(int(n_bootstrap)):
         chosen = usable[rng.integers(0, n_blocks, n_blocks)]
         values.append(statistic(chosen.reshape(-1, *samples.shape[1:])))
     values = np.asarray(values, dtype=np.float64)
-    return float(statistic(samples)), float(np.nanstd(values, ddof=1))
+    if not np.all(np.isfinite(values)):
+        return float(statistic(samples)), float("inf")
+    return float(statistic(samples)), float(np.std(values, ddof=1))
 
 
 @dataclass(frozen=True)

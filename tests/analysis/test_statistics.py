@@ -78,6 +78,23 @@ def test_folding_free_energy_and_its_error_on_independent_samples():
     assert one_sided.free_energy is None and one_sided.fraction == 1.0
 
 
+def test_a_free_energy_undefined_on_some_resamples_has_an_infinite_error():
+    """With 2 folded frames in 100 some resamples hold no folded frame, where dG is
+    undefined: the error is infinite rather than the spread of the other resamples."""
+    folded = np.zeros(100, bool)
+    folded[[10, 60]] = True
+    estimate = folding_free_energy(folded, 300.0, n_bootstrap=200)
+    assert estimate.free_energy == pytest.approx(-KB_KCAL * 300.0 * np.log(2 / 98))
+    assert estimate.free_energy_error == np.inf
+    assert np.isfinite(estimate.fraction_error)
+
+
+def test_block_bootstrap_rounds_a_fractional_block_up():
+    series = np.random.default_rng(3).normal(size=600)
+    assert block_bootstrap(series, np.mean, block=2.2, seed=4) == block_bootstrap(
+        series, np.mean, block=3, seed=4)
+
+
 def test_block_bootstrap_sees_correlation_that_single_samples_hide():
     rng = np.random.default_rng(2)
     series = ar1(10_000, 0.95, rng)  # g = 39
@@ -189,6 +206,17 @@ def test_basin_changes_count_folding_and_unfolding_between_consecutive_samples(
     assert assessment.n_transitions == basin_changes(folded) > 0
 
 
+def test_demultiplexing_refuses_a_temperature_outside_the_ladder(
+        tmp_path, chignolin, unfolded_positions):
+    """An index outside the ladder matches no replica: refused, not read as replica 0."""
+    run = synthetic_run(tmp_path, chignolin, unfolded_positions, p_folded=0.6)
+    for bad in (-1, len(run.temperatures)):
+        with pytest.raises(ValueError, match=f"temperature_index={bad}: expected 0 to"):
+            run.frames_at(bad)
+        with pytest.raises(ValueError, match=f"temperature_index={bad}: expected 0 to"):
+            run.cvs_at(bad)
+
+
 def test_criteria_are_explicit_and_configurable(tmp_path, chignolin, unfolded_positions):
     run = synthetic_run(tmp_path, chignolin, unfolded_positions, p_folded=0.6)
     strict = assess_run(run, chignolin_cvs(chignolin.native_positions[None],
@@ -284,6 +312,12 @@ def test_radius_of_gyration_of_simple_shapes(chignolin):
          "weights has 1 values"),
         (lambda: folded_mask(np.array([[1.0, NAN]]), (1.0, 2.0)), "cvs holds 1 NaN"),
         (lambda: block_bootstrap(np.arange(3.0), np.mean, block=2), "at least 2 blocks"),
+        (lambda: block_bootstrap(np.arange(9.0), np.mean, block=0), "block=0: expected"),
+        (lambda: block_bootstrap(np.arange(9.0), np.mean, block=-5), "block=-5: expected"),
+        (lambda: block_bootstrap(np.arange(9.0), np.mean, block=NAN), "block=nan"),
+        (lambda: block_bootstrap(np.arange(9.0), np.mean, n_bootstrap=1), "n_bootstrap=1"),
+        (lambda: block_bootstrap(np.arange(9.0), np.mean, n_bootstrap=2.5), "whole number"),
+        (lambda: block_bootstrap(np.array([1.0, NAN, 2.0]), np.mean), "samples holds NaN"),
         (lambda: linear_trend([1.0, 2.0, 3.0], [1.0, 2.0]), "one y per x"),
         (lambda: linear_trend([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]), "not all equal"),
         (lambda: linear_trend([1.0, 2.0, NAN], [1.0, 2.0, 3.0]), "x holds 1 NaN"),
