@@ -23,11 +23,21 @@ __all__ = ["CHECKPOINT_NAME", "Checkpoint", "CheckpointError", "load_checkpoint"
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
-# Fields a resumed run may change: how long it runs, and the guards' thresholds (they stop a
-# run but never change its trajectory).
-RESUMABLE_CHANGES = ("n_steps", "max_force", "max_energy_jump_per_atom",
+# Fields a resumed run may change: how long it runs, the guards' thresholds (they stop a run
+# but never change its trajectory), and when it writes checkpoints and frames. The run
+# directory is not compared: the checkpoint was found in it, moved or not.
+RESUMABLE_CHANGES = ("n_steps", "output_dir", "max_force", "max_energy_jump_per_atom",
                      "max_temperature_ratio", "temperature_window", "max_bond_stretch",
-                     "min_bond_compression", "max_displacement")
+                     "min_bond_compression", "max_displacement", "max_force_disagreement",
+                     "allow_long_timestep", "checkpoint_interval", "flush_every")
+
+
+def _compared(key: str, value: Any) -> Any:
+    """A config value as resuming compares it: a device by its kind, since each process of
+    a multi-GPU run records its own ``cuda:<rank>`` and a run may resume on other GPUs."""
+    if key == "device" and value is not None:
+        return torch.device(value).type
+    return value
 
 
 class CheckpointError(ValueError):
@@ -111,7 +121,8 @@ class Checkpoint:
         ``masses`` (amu)."""
         differing = sorted(
             key for key in set(config) | set(self.config)
-            if key not in RESUMABLE_CHANGES and config.get(key) != self.config.get(key)
+            if key not in RESUMABLE_CHANGES
+            and _compared(key, config.get(key)) != _compared(key, self.config.get(key))
         )
         if differing:
             details = ", ".join(f"{k}: saved {self.config.get(k)!r}, now {config.get(k)!r}"

@@ -27,11 +27,10 @@ import torch
 from ase.data import covalent_radii
 
 from ..neighbors import build_neighbor_list
+from .state import NATURAL_HYDROGEN_MASS
 
 __all__ = ["DynamicsGuard", "GuardLimits", "Guards", "SimulationError", "check_timestep",
            "find_bonds", "max_stable_timestep"]
-
-HYDROGEN_MASS = 1.008  # amu
 
 
 class SimulationError(RuntimeError):
@@ -50,7 +49,8 @@ def max_stable_timestep(masses: np.ndarray | torch.Tensor) -> float:
     hydrogens).
     """
     lightest = float(torch.as_tensor(masses, dtype=torch.float64).min())
-    return min(HYDROGEN_TIMESTEP_FS * np.sqrt(lightest / HYDROGEN_MASS), LONGEST_TIMESTEP_FS)
+    return min(HYDROGEN_TIMESTEP_FS * np.sqrt(lightest / NATURAL_HYDROGEN_MASS),
+               LONGEST_TIMESTEP_FS)
 
 
 def check_timestep(timestep_fs: float, masses: np.ndarray | torch.Tensor,
@@ -185,12 +185,9 @@ class Guards:
         self.temperature_ratio = (None if ratio is None
                                   else max(ratio, 1.0 + 8.0 * np.sqrt(2.0 / max(dof, 1))))
         self.window = max(int(limits.temperature_window), 1)
+        # Kinetic over bath temperature, not kelvin: an exchange moves a replica to another
+        # bath within the window, and its earlier steps count against the bath they ran at.
         self.history = torch.zeros((self.window, n_replicas), dtype=torch.float64)
-        self.filled = 0
-
-    def reset_temperatures(self) -> None:
-        """Forget the temperature history (after a resume, or a change of bath temperature
-        by an exchange, which rescales the velocities to the new temperature)."""
         self.filled = 0
 
     def check(self, before: torch.Tensor, after: torch.Tensor, temperature: torch.Tensor,
@@ -223,15 +220,16 @@ class Guards:
                         f"{float(self.lengths[b]):.3g} Å in the reference structure (limits "
                         f"{compression}x-{stretch}x)")
         if self.temperature_ratio is not None:
-            self.history[self.filled % self.window] = temperature
+            self.history[self.filled % self.window] = temperature / targets
             self.filled += 1
             if self.filled >= self.window:
                 mean = self.history.mean(dim=0)
-                for r in torch.nonzero(mean > self.temperature_ratio * targets).flatten().tolist():
-                    return (f"{describe(r)}: kinetic temperature {float(mean[r]):.0f} K on "
-                            f"average over the last {self.window} steps, against a bath at "
-                            f"{float(targets[r]):.0f} K (limit {self.temperature_ratio:.2f}x): "
-                            "the dynamics are heating up; shorten the time step")
+                for r in torch.nonzero(mean > self.temperature_ratio).flatten().tolist():
+                    return (f"{describe(r)}: kinetic temperature {float(mean[r]):.2f}x its "
+                            f"bath on average over the last {self.window} steps (now a bath "
+                            f"at {float(targets[r]):.0f} K; limit "
+                            f"{self.temperature_ratio:.2f}x): the dynamics are heating up; "
+                            "shorten the time step")
         return None
 
 

@@ -159,6 +159,9 @@ def velocity_verlet_step(
     x = state.positions + h * v
     energies, new_forces = potential.evaluate(x)
     state.velocities = v + 0.5 * h * ACCELERATION_UNIT * new_forces * inverse_mass
+    # The kinetic temperature of an NVE step is its end velocities': a BAOAB step's
+    # mid-step velocities from before would be read in their place.
+    state.midstep_velocities = None
     state.positions = x
     state.step += 1
     return energies, new_forces

@@ -153,8 +153,6 @@ def initial_state(args: argparse.Namespace, atoms: Atoms, temperatures: list[flo
 def device_argument(name: str) -> str:
     """``--device``: ``"auto"`` is a CUDA GPU where torch sees one, else the CPU."""
     if name == "auto":
-        import torch
-
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
 

@@ -251,8 +251,7 @@ class RunWriter:
             xyz, lengths, angles = handle.read(n_frames=n_frames)
         tmp = path.with_name(f".{path.name}.tmp")
         handle = DCDTrajectoryFile(str(tmp), "w")
-        if n_frames:
-            handle.write(xyz, lengths, angles)
+        handle.write(xyz, lengths, angles)
         os.replace(tmp, path)
         return handle
 
@@ -362,14 +361,24 @@ def read_frame_index(directory: str | os.PathLike) -> FrameIndex:
                       np.argsort(holders, axis=1).astype(np.int64))
 
 
+def _check_ladder_index(name: str, value: int, n_replicas: int) -> None:
+    """ValueError unless ``value`` is one of the run's ``n_replicas`` replicas (or ladder
+    temperatures): numpy would take -1 as the last and fail on 9 without naming it."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not (
+            0 <= value < n_replicas):
+        raise ValueError(f"{name}={value!r}: expected 0 to {n_replicas - 1} (the run has "
+                         f"{n_replicas} replicas)")
+
+
 def load_replica_trajectory(directory: str | os.PathLike, replica: int) -> mdtraj.Trajectory:
     """Replica ``replica``'s trajectory (positions in nm, as mdtraj has them), with
     ``trajectory.time`` the frames' simulated times in ps (from ``frames.csv``; a plain
     ``mdtraj.load`` of a DCD numbers the frames 0, 1, 2... instead)."""
     directory = Path(directory)
+    index = read_frame_index(directory)
+    _check_ladder_index("replica", replica, index.replica_of_temperature.shape[1])
     trajectory = mdtraj.load(str(trajectory_path(directory, replica)),
                              top=str(directory / "topology.pdb"))
-    index = read_frame_index(directory)
     trajectory = trajectory[: len(index.steps)]
     trajectory.time = index.time_fs * 1e-3
     return trajectory
@@ -380,6 +389,8 @@ def load_temperature_trajectory(directory: str | os.PathLike, temperature_index:
     """The demultiplexed trajectory at ladder index ``temperature_index``: frame f taken from
     the replica that held that temperature at frame f."""
     index = read_frame_index(directory)
+    _check_ladder_index("temperature_index", temperature_index,
+                        index.replica_of_temperature.shape[1])
     holders = index.replica_of_temperature[:, temperature_index]
     first = None
     xyz = None

@@ -49,6 +49,7 @@ from .state import (
     maxwell_boltzmann_velocities,
     replica_seed,
 )
+from .worker_processes import WorkerError
 
 __all__ = ["EQUILIBRATION_DIR", "RunConfig", "RunResult", "SimulationError", "run_replicas"]
 
@@ -85,8 +86,8 @@ class RunConfig:
         Where and in what precision the potential runs (checked against a potential that
         exposes ``device``/``dtype``; recorded in config.json).
     remove_com_motion:
-        Remove centre-of-mass velocity at the start and after every O step (``dof = 3N-3``);
-        for translation-invariant potentials.
+        Remove the centre-of-mass velocity from drawn starting velocities and after every
+        O step (``dof = 3N-3``); for translation-invariant potentials.
     draw_velocities:
         Start from Maxwell-Boltzmann velocities drawn from each replica's generator at its
         temperature; False keeps ``state.velocities``.
@@ -155,6 +156,14 @@ class RunConfig:
         self.output_dir = str(self.output_dir)
         if self.replica_seeds is not None:
             self.replica_seeds = [int(s) for s in self.replica_seeds]
+        # Counts of steps and frames, and seeds: a float or a bool here is a mistake (2.5
+        # would be used as 2), not a value to round.
+        for name in ("n_steps", "exchange_interval", "report_interval", "checkpoint_interval",
+                     "seed", "temperature_window", "flush_every", "equilibration_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise ValueError(f"{name}={value!r}: expected an integer")
+            setattr(self, name, int(value))
         rules = {
             "exchange_interval": (self.exchange_interval >= 0, "an integer >= 0"),
             "report_interval": (self.report_interval >= 1, "a positive integer"),
@@ -190,6 +199,12 @@ class RunConfig:
         for name, (valid, expected) in rules.items():
             if not valid:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected {expected}")
+        if self.replica_seeds is not None and self.equilibration_steps:
+            # The stage seeds replica r from (seed, r) in a stream of its own, which explicit
+            # production seeds cannot reproduce.
+            raise ValueError(f"equilibration_steps={self.equilibration_steps} with "
+                             "replica_seeds: expected 0 (equilibrate in a run of its own, "
+                             "then start this one from its final state)")
         if self.exchange_interval:
             check_ladder(self.temperatures)
         elif not (self.temperatures and np.all(np.isfinite(self.temperatures))
@@ -413,7 +428,10 @@ class _Run:
                 self.config.friction_per_ps, self.config.timestep_fs, self.generators,
                 self.config.remove_com_motion)
             message = self.guard(energies, forces, previous=self.energies)
-        except ValueError as error:  # the potential rejected the positions (NaN, overlap)
+        except (ValueError, WorkerError) as error:
+            # The potential rejected the positions (NaN, an overlap), or one of its worker
+            # processes died (out of memory, killed): the run stops as the guards stop it,
+            # with what was written before this step kept, and the other ranks told.
             message = f"step {self.state.step + 1}: {error}{self.local_note()}"
         if message is None:
             message = self.check_disagreement()

@@ -15,9 +15,10 @@ pair, so nothing of the caller's ``__main__`` is imported again
 pickled tuples on that socket, one request and one reply at a time:
 
 * parent → worker ``("evaluate", first, positions)``, positions (r, N, 3) float64 Å of
-  replicas ``first .. first + r - 1``; reply ``("result", energies, forces, stats)`` with
-  float64 arrays (r,) eV and (r, N, 3) eV/Å, and the worker's neighbour-list counts, or
-  ``("error", exception_or_text)``;
+  replicas ``first .. first + r - 1``; reply ``("result", energies, forces, stats,
+  spread)`` with float64 arrays (r,) eV and (r, N, 3) eV/Å, the worker's neighbour-list
+  counts, and a committee's largest per-atom force disagreement (r,) eV/Å (None for one
+  model), or ``("error", exception_or_text)``;
 * ``("close",)``, or the parent's end closing (its process exiting), ends the worker.
 
 The worker answers every request, errors included, so one bad replica does not leave the
@@ -45,8 +46,10 @@ if TYPE_CHECKING:
 
 __all__ = ["WorkerError", "WorkerProcesses", "WorkerSpec"]
 
-# The worker loads torch, the model and the compiled kernels before it says it is ready;
-# a first build of the kernels takes about a minute on a small CPU.
+# The worker loads torch, the model and the compiled kernels before it says it is ready,
+# and the first use on a machine builds the kernels with its C++ compiler: the limit leaves
+# room for that build on a slow, busy machine, while a worker that never starts still
+# fails the run rather than hanging it.
 READY_TIMEOUT_S = 600.0
 # Exceptions a worker sends back as they are: they describe the caller's input (an overlap
 # in a replica, say). Others come back as a WorkerError with the worker's traceback.

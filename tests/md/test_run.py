@@ -143,6 +143,7 @@ def test_resume_equals_uninterrupted(tmp_path):
         ("nan", "replica 1 at step 9: potential energy is nan eV"),
         ("force", "replica 1 at step 9: a force component of 5000 eV/Å exceeds max_force"),
         ("jump", "replica 1 at step 9: potential energy jumped"),
+        ("worker", "step 9: worker 1 exited with code -9"),
     ],
 )
 def test_guard_stops_with_replica_and_step_and_keeps_earlier_output(tmp_path, mode, match):
@@ -216,6 +217,11 @@ def test_run_directory_units_and_demultiplexing(tmp_path):
     replica = load_replica_trajectory(tmp_path, 1)
     np.testing.assert_allclose(replica.time, [0.005, 0.010, 0.015, 0.020])
     np.testing.assert_allclose(load_temperature_trajectory(tmp_path, 0).time, replica.time)
+    for bad in (-1, 2):
+        with pytest.raises(ValueError, match=f"temperature_index={bad}: expected 0 to 1"):
+            load_temperature_trajectory(tmp_path, bad)
+        with pytest.raises(ValueError, match=f"replica={bad}: expected 0 to 1"):
+            load_replica_trajectory(tmp_path, bad)
     readme = (tmp_path / "README.txt").read_text()
     assert "time_fs" in readme and "frames.csv" in readme
     namespace = {}
@@ -239,6 +245,12 @@ def test_bad_configs_and_inputs(tmp_path):
         (dict(replica_seeds=[1]), r"replica_seeds=\[1\]: expected one seed per replica \(2\)"),
         (dict(dtype="half"), "dtype='half'"),
         (dict(temperatures=[300.0, 0.0]), "expected one value > 0 K"),
+        (dict(report_interval=2.5), "report_interval=2.5: expected an integer"),
+        (dict(n_steps=1e5), "n_steps=100000.0: expected an integer"),
+        (dict(exchange_interval=True), "exchange_interval=True: expected an integer"),
+        (dict(n_steps="100"), "n_steps='100': expected an integer"),
+        (dict(replica_seeds=[1, 2], equilibration_steps=5), "equilibration_steps=5 with "
+                                                            "replica_seeds: expected 0"),
     ]
     for overrides, match in cases:
         with pytest.raises(ValueError, match=match):
@@ -277,6 +289,15 @@ def test_bad_configs_and_inputs(tmp_path):
                                               r"saved 12 amu, now 14 amu\)"):
         run_replicas(potential, state.with_masses(masses), config, resume=True, progress=False)
     run_replicas(potential, state, config, resume=True, progress=False)  # the same: fine
+    # Where it writes and how often, a guard's limit, another GPU: the same trajectory.
+    checkpoint = load_checkpoint(Path(config.output_dir) / "checkpoint.pt")
+    saved = {**checkpoint.config, "device": "cuda:0"}
+    checkpoint.config = saved
+    checkpoint.check_matches({**saved, "device": "cuda:1", "output_dir": "moved",
+                              "checkpoint_interval": 7, "flush_every": 3,
+                              "max_force_disagreement": 0.5}, state.numbers)
+    with pytest.raises(CheckpointError, match="device: saved 'cuda:0', now 'cpu'"):
+        checkpoint.check_matches({**saved, "device": "cpu"}, state.numbers)
 
 
 def chain_run(tmp: Path, **overrides):
@@ -351,9 +372,9 @@ def test_a_time_step_too_long_for_hydrogens_is_refused(tmp_path):
                                       r"\d was pushed together"),
         # Just past the chain's stability limit (about 1.9 fs) the heating is slow enough
         # for the temperature's window to fill before the energy explodes.
-        ("max_temperature_ratio", 2.0, r"replica \d at step \d+: kinetic temperature \d+ K on "
-                                       r"average over the last 20 steps, against a bath at "
-                                       r"300 K"),
+        ("max_temperature_ratio", 2.0, r"replica \d at step \d+: kinetic temperature "
+                                       r"[\d.]+x its bath on average over the last 20 "
+                                       r"steps \(now a bath at 300 K"),
     ],
 )
 def test_guards_stop_a_run_that_flies_apart(tmp_path, only, timestep, match):
@@ -540,3 +561,29 @@ def test_the_bond_guard_watches_the_bonds_of_the_reference_structure(tmp_path):
     with pytest.raises(ValueError, match="bond_reference has shape"):
         run_replicas(Jumps(), state, dataclasses.replace(config, output_dir=str(tmp_path / "c")),
                      progress=False, bond_reference=good[:3])
+
+
+def test_the_temperature_guard_judges_each_step_against_the_bath_it_ran_at():
+    """A replica that exchanged from a 1000 K bath to a 300 K one is not heating up: its
+    kinetic temperature was its bath's at every step. A replica at 2x its bath is."""
+    from freecg_md.md.guards import GuardLimits, Guards
+
+    reference = np.array([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0]])
+    limits = GuardLimits(max_temperature_ratio=1.5, temperature_window=4,
+                         max_bond_stretch=None, min_bond_compression=None,
+                         max_displacement=None)
+    guards = Guards(limits, reference, np.array([6, 6]), np.zeros((3, 3)),
+                    np.zeros(3, bool), dof=10_000, n_replicas=2)
+    positions = torch.as_tensor(reference)[None].repeat(2, 1, 1)
+    baths = [(1000.0, 300.0)] * 3 + [(300.0, 1000.0)]
+    for step, bath in enumerate(baths):
+        targets = torch.tensor(bath, dtype=torch.float64)
+        message = guards.check(positions, positions, targets.clone(), targets,
+                               lambda r, step=step: f"replica {r} at step {step}")
+        assert message is None
+    targets = torch.tensor([300.0, 1000.0], dtype=torch.float64)
+    for step in range(4, 8):
+        message = guards.check(positions, positions, targets * torch.tensor([2.0, 1.0]),
+                               targets, lambda r, step=step: f"replica {r} at step {step}")
+    assert message is not None and message.startswith("replica 0 at step 7: kinetic "
+                                                      "temperature 2.00x its bath")

@@ -119,6 +119,11 @@ def test_zero_friction_baoab_is_velocity_verlet():
         _, forces_b = velocity_verlet_step(state_b, forces_b, potential, 1.0)
     assert torch.allclose(state_a.positions, state_b.positions, atol=1e-12)
     assert torch.allclose(state_a.velocities, state_b.velocities, atol=1e-12)
+    # After a BAOAB step, an NVE step's kinetic velocities are its own end velocities.
+    assert state_a.midstep_velocities is not None
+    velocity_verlet_step(state_a, forces_a, potential, 1.0)
+    assert state_a.midstep_velocities is None
+    assert torch.equal(state_a.kinetic_velocities(), state_a.velocities)
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ class DoubleWell:
 class Faulty:
     """Wraps a potential and corrupts replica ``replica``'s result from call ``after`` on:
     ``mode="nan"`` a NaN energy, ``"force"`` a huge force, ``"jump"`` +1000 eV, ``"raise"``
-    a RuntimeError (a crash)."""
+    a RuntimeError (a crash), ``"worker"`` a WorkerError (a worker process died)."""
 
     def __init__(self, inner, after: int, replica: int = 0, mode: str = "nan") -> None:
         self.inner, self.after, self.replica, self.mode = inner, after, replica, mode
@@ -55,6 +55,10 @@ class Faulty:
         if self.calls > self.after:
             if self.mode == "raise":
                 raise RuntimeError(f"simulated crash at call {self.calls}")
+            if self.mode == "worker":
+                from freecg_md.md.worker_processes import WorkerError
+
+                raise WorkerError("worker 1 exited with code -9")
             energies, forces = energies.clone(), forces.clone()
             if self.mode == "nan":
                 energies[self.replica] = float("nan")
