@@ -30,7 +30,7 @@ from pathlib import Path
 
 import ase.io
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from freecg_md import FreeCGCalculator
@@ -40,11 +40,11 @@ from freecg_md.analysis.rundir import read_run
 from freecg_md.analysis.structure import chignolin_cvs
 from freecg_md.data.molecules import load_chignolin
 from freecg_md.io import model_fingerprint
+from freecg_md.units import KCAL_MOL_PER_EV
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = {"FreeCG": REPO / "models" / "chignolin.pt",
                   "ablation without group CG": REPO / "models" / "chignolin_visnet.pt"}
-KCAL_PER_EV = 1.0 / (units.kcal / units.mol)
 
 
 def named_path(option: str) -> Callable[[str], tuple[str, Path]]:
@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             reference_energy, reference_forces = atoms.get_potential_energy(), atoms.get_forces()
             probe = Atoms(numbers=atoms.numbers, positions=atoms.positions)
             probe.calc = calculator
-            errors.append((probe.get_potential_energy() - reference_energy) * KCAL_PER_EV)
-            maes.append(np.abs(probe.get_forces() - reference_forces).mean() * KCAL_PER_EV)
+            errors.append((probe.get_potential_energy() - reference_energy) * KCAL_MOL_PER_EV)
+            maes.append(np.abs(probe.get_forces() - reference_forces).mean() * KCAL_MOL_PER_EV)
         energy_error[name], force_mae[name] = np.array(errors), np.array(maes)
     summary = [s for name in models for s in basin_statistics(
         name, basins, energy_error[name], force_mae[name])]

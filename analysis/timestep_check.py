@@ -25,13 +25,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads libgomp
 
 import numpy as np  # noqa: E402
-from ase import units  # noqa: E402
 
 from freecg_md.analysis.reduced import ReducedRun, load_reduced  # noqa: E402
 from freecg_md.analysis.remd_stats import frames_at_temperature  # noqa: E402
 from freecg_md.analysis.statistics import block_bootstrap  # noqa: E402
-
-KJ_PER_MOL_PER_EV = 1.0 / (units.kJ / units.mol)
+from freecg_md.units import KJ_MOL_PER_EV  # noqa: E402
 
 
 def rung_series(run: ReducedRun, rung: int, discard_ps: float) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +73,7 @@ def compare(reference: ReducedRun, test: ReducedRun, discard_ps: float, block_ps
             potential, kinetic = rung_series(run, k, discard_ps)
             block = block_of(run, block_ps)
             ratio, ratio_error = block_bootstrap(kinetic / target, np.mean, block)
-            mean, error = block_bootstrap(potential * KJ_PER_MOL_PER_EV, np.mean, block)
+            mean, error = block_bootstrap(potential * KJ_MOL_PER_EV, np.mean, block)
             energy[name] = (mean, error)
             row[f"{name}_kinetic_ratio"] = [ratio, ratio_error]
             row[f"{name}_potential_kJ_mol"] = [mean, error]

@@ -41,10 +41,11 @@ import numpy as np
 import torch
 from ase import units
 
+from .units import EV_PER_KJ_MOL
+
 __all__ = ["ClassicalREMDConfig", "run_classical_remd"]
 
 CHECKPOINT = "classical_checkpoint.pt"
-EV_PER_KJ_MOL = units.kJ / units.mol
 
 
 @dataclass(frozen=True)

@@ -33,17 +33,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from ase import units
 from ase.data import chemical_symbols
 
 from .calculator import prepare_model, resolve_device, resolve_dtype
 from .md.potentials import FreeCGPotential
+from .units import ANGSTROM_PER_NM, KJ_MOL_PER_EV
 
 __all__ = ["EV_TO_KJ_PER_MOL", "FreeCGPotentialImpl", "FreeCGPotentialImplFactory",
            "constrain_hydrogen_bonds", "freecg_force"]
 
-EV_TO_KJ_PER_MOL = 1.0 / (units.kJ / units.mol)
-ANGSTROM_PER_NM = 10.0
+EV_TO_KJ_PER_MOL = KJ_MOL_PER_EV
 
 try:  # openmm-ml is an optional extra; the classes below need it only to be registered.
     from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory

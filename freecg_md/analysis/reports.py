@@ -15,9 +15,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 from ase.calculators.calculator import Calculator
 
+from ..units import KCAL_MOL_PER_EV
 from .convergence import ConvergenceCriteria, assess_run
 from .landscape import (
     Landscape,
@@ -49,7 +50,6 @@ __all__ = ["basin_summary", "conformation_errors_report", "landscape_report", "o
            "rmsd_report"]
 
 CV_LABELS = ("Asp3 O – Gly7 N distance (Å)", "Glu5 O – Thr8 N distance (Å)")
-KCAL_PER_EV = 1.0 / (units.kcal / units.mol)
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
@@ -100,14 +100,19 @@ def landscape_report(run: RunData | ReducedRun, out_dir: str | os.PathLike,
     Basin depths are drawn and returned only for a converged run; otherwise the figure's
     title says why not and the panels show the sampled bins.
 
-    Writes ``landscape.png``, ``landscape_histogram.csv``, ``landscape_mbar.csv`` (with
-    several temperatures), ``basins.csv``, ``melting.csv``, ``melting.json`` (a two-state
-    fit's melting temperature, :func:`~.statistics.melting_temperature`, with the run's
-    verdict) and ``melting.png`` (with several temperatures; the fit drawn only for a
-    converged run) and ``convergence.json``; returns the verdict, basins and paths.
+    Writes ``landscape.png``, for a converged run ``landscape_histogram.csv`` and
+    ``landscape_mbar.csv`` (with several temperatures), ``basins.csv``, ``melting.csv``,
+    ``melting.json`` (a two-state fit's melting temperature,
+    :func:`~.statistics.melting_temperature`, with the run's verdict) and ``melting.png``
+    (with several temperatures; the fit drawn only for a converged run) and
+    ``convergence.json``; returns the verdict, basins and paths.
     """
     out = Path(out_dir)
     native = run.native_cvs()
+    if criteria is not None and criteria.folded_radius != folded_radius:
+        # One radius decides folded for the verdict, the melting curve and the basins.
+        raise ValueError(f"folded_radius={folded_radius} and criteria.folded_radius="
+                         f"{criteria.folded_radius}: expected one radius (set it in criteria)")
     criteria = criteria or ConvergenceCriteria(folded_radius=folded_radius)
     assessment = assess_run(run, native, temperature_index, criteria)
     assessment.write(out / "convergence.json")
@@ -322,8 +327,8 @@ def conformation_errors_report(run: RunData, models: Mapping[str, Calculator],
         for name, calculator in models.items():
             probe = atoms.copy()
             probe.calc = calculator
-            d_energy = (probe.get_potential_energy() - ref_energy) * KCAL_PER_EV
-            d_forces = np.abs(probe.get_forces() - ref_forces).mean() * KCAL_PER_EV
+            d_energy = (probe.get_potential_energy() - ref_energy) * KCAL_MOL_PER_EV
+            d_forces = np.abs(probe.get_forces() - ref_forces).mean() * KCAL_MOL_PER_EV
             energy_error[name].append(d_energy)
             force_mae[name].append(d_forces)
             row += [f"{d_energy:.4f}", f"{d_forces:.4f}"]

@@ -18,13 +18,12 @@ from pathlib import Path
 import mdtraj
 import numpy as np
 
+from ..units import ANGSTROM_PER_NM
 from .remd_stats import check_permutations, frames_at_temperature
 from .structure import chignolin_cvs
 from .structure import rmsd as superposed_rmsd
 
 __all__ = ["RunData", "exchange_history", "read_run", "run_label"]
-
-ANGSTROM_PER_NM = 10.0
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import mdtraj
 import numpy as np
 
+from ..units import NM_PER_ANGSTROM
 from .statistics import check_finite
 
 __all__ = [
@@ -23,11 +24,13 @@ __all__ = [
     "selection",
 ]
 
-NM_PER_ANGSTROM = 0.1
 
 # The two distances of the FreeCG paper's chignolin landscape: backbone carbonyl O of Asp3
 # to backbone N of Gly7, and of Glu5 to backbone N of Thr8 (residues numbered from 1).
 CHIGNOLIN_CV_ATOMS = (((3, "O"), (7, "N")), ((5, "O"), (8, "N")))
+# Their residues in CLN025 (YYDPETGTWY): a topology numbered otherwise (caps, another
+# peptide) would give other distances under the same names.
+_CHIGNOLIN_CV_RESIDUES = {3: "ASP", 5: "GLU", 7: "GLY", 8: "THR"}
 
 _SELECTIONS = {"backbone": "backbone", "ca": "name CA", "heavy": "not element H",
                "all": "all"}
@@ -51,7 +54,8 @@ def selection(topology: mdtraj.Topology, name: str) -> np.ndarray:
 
 def rmsd(positions: np.ndarray, reference: np.ndarray, topology: mdtraj.Topology,
          atoms: str | Sequence[int] = "ca") -> np.ndarray:
-    """RMSD to ``reference`` after optimal superposition, per frame, Å.
+    """RMSD to ``reference`` after optimal superposition, per frame, Å; every atom weighs
+    the same (no mass weighting), as in mdtraj.
 
     Parameters
     ----------
@@ -65,7 +69,17 @@ def rmsd(positions: np.ndarray, reference: np.ndarray, topology: mdtraj.Topology
         A selection name (see :func:`selection`) or atom indices; superposition and RMSD
         both use these atoms.
     """
-    indices = selection(topology, atoms) if isinstance(atoms, str) else np.asarray(atoms)
+    if isinstance(atoms, str):
+        indices = selection(topology, atoms)
+    else:
+        indices = np.asarray(atoms)
+        if (indices.ndim != 1 or indices.size == 0 or indices.dtype.kind not in "iu"
+                or indices.min() < 0 or indices.max() >= topology.n_atoms):
+            raise ValueError(f"atoms={atoms!r}: expected a selection name or atom indices "
+                             f"0 to {topology.n_atoms - 1}")
+    if np.shape(reference) != (topology.n_atoms, 3):
+        raise ValueError(f"reference has shape {np.shape(reference)}; expected "
+                         f"({topology.n_atoms}, 3), one structure")
     frames, target = _trajectory(positions, topology), _trajectory(reference, topology)
     return mdtraj.rmsd(frames, target, atom_indices=indices) / NM_PER_ANGSTROM
 
@@ -123,5 +137,18 @@ def distances(positions: np.ndarray, topology: mdtraj.Topology,
 
 
 def chignolin_cvs(positions: np.ndarray, topology: mdtraj.Topology) -> np.ndarray:
-    """The paper's two chignolin distances (Asp3 O - Gly7 N, Glu5 O - Thr8 N), (F, 2) Å."""
+    """The paper's two chignolin distances (Asp3 O - Gly7 N, Glu5 O - Thr8 N), (F, 2) Å.
+
+    Raises
+    ------
+    ValueError
+        The topology's residues 3, 5, 7 and 8 are not Asp, Glu, Gly and Thr.
+    """
+    residues = list(topology.residues)
+    found = {number: residues[number - 1].name if number <= len(residues) else None
+             for number in _CHIGNOLIN_CV_RESIDUES}
+    if found != _CHIGNOLIN_CV_RESIDUES:
+        raise ValueError(f"topology: residues 3, 5, 7, 8 are {list(found.values())}; "
+                         f"expected {list(_CHIGNOLIN_CV_RESIDUES.values())} (chignolin "
+                         "CLN025, numbered from 1)")
     return distances(positions, topology, CHIGNOLIN_CV_ATOMS)

@@ -45,6 +45,7 @@ import numpy as np
 from mdtraj.formats import DCDTrajectoryFile
 
 from ..io import write_text_atomic
+from ..units import ANGSTROM_PER_NM
 
 __all__ = [
     "FrameIndex",
@@ -57,7 +58,6 @@ __all__ = [
     "trajectory_path",
 ]
 
-ANGSTROM_PER_NM = 10.0
 
 RUN_DIRECTORY_README = """\
 A run directory of freecg_md (units: Angstrom, fs, eV, K; mdtraj converts to nm and ps).

@@ -176,6 +176,13 @@ def test_a_run_that_is_not_converged_shows_no_depths(tmp_path, chignolin, unfold
         assert "unfolded not visited" in basin_summary(report["basins"]["histogram"])
 
 
+def test_the_landscape_report_takes_one_folded_radius(tmp_path, chignolin, unfolded_positions):
+    run = synthetic_run(tmp_path, chignolin, unfolded_positions, 0.6)
+    with pytest.raises(ValueError, match="folded_radius=1.5 and criteria.folded_radius=2.0"):
+        landscape_report(run, tmp_path / "plots",
+                         criteria=ConvergenceCriteria(folded_radius=2.0))
+
+
 def test_the_kinetic_temperature_is_judged_over_the_whole_run(tmp_path, chignolin,
                                                               unfolded_positions):
     # The target's observables equilibrate after 100 frames; the thermostat ran 6 % cold
@@ -338,6 +345,20 @@ def test_structure_functions_refuse_nan_and_wrong_shapes(chignolin):
         rmsd(bad, chignolin.native_positions, chignolin.topology)
     with pytest.raises(ValueError, match="expected \\(F, 166, 3\\)"):
         chignolin_cvs(np.zeros((2, 10, 3)), chignolin.topology)
+    native = chignolin.native_positions
+    with pytest.raises(ValueError, match="reference has shape \\(2, 166, 3\\); expected "
+                                         "\\(166, 3\\)"):
+        rmsd(native, np.stack([native, native]), chignolin.topology)
+    for atoms in ([0, 166], [-1, 3], [], [0.5, 1.0]):
+        with pytest.raises(ValueError, match="expected a selection name or atom indices "
+                                             "0 to 165"):
+            rmsd(native, native, chignolin.topology, atoms)
+    # Residues numbered otherwise (here one residue renamed) give other distances.
+    renamed = chignolin.topology.copy()
+    list(renamed.residues)[6].name = "ALA"
+    with pytest.raises(ValueError, match="residues 3, 5, 7, 8 are \\['ASP', 'GLU', 'ALA', "
+                                         "'THR'\\]; expected"):
+        chignolin_cvs(native, renamed)
 
 
 def test_basins_of_an_empty_region_are_reported_not_visited(chignolin):
