@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         for metric, (column, factor, unit, _) in METRICS.items():
             start = first_fitted_epoch(run, log, starts.get(metric, starts.get(None)))
             chosen = log["epoch"] >= start
+            if chosen.any():
+                # The curve's steps count from the first logged epoch fitted.
+                start = int(log["epoch"][chosen].min())
             values = log[column] * factor
             entry[metric] = {"unit": unit, "by_epoch": values.tolist(),
                              "first_fitted_epoch": start,

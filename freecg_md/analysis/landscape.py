@@ -13,7 +13,7 @@ from ase import units
 from .statistics import KB_KCAL, check_finite, check_temperatures
 
 __all__ = ["KB_KCAL", "Basin", "Landscape", "folded_unfolded_basins", "free_energy_2d",
-           "mbar_free_energy_2d"]
+           "mbar_free_energy_2d", "mbar_weights"]
 
 
 
@@ -44,17 +44,26 @@ class Landscape:
     def y_centers(self) -> np.ndarray:
         return 0.5 * (self.y_edges[1:] + self.y_edges[:-1])
 
+    def grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """(nx, ny) x and y of every bin's centre."""
+        return np.meshgrid(self.x_centers, self.y_centers, indexing="ij")
+
+    def lowest(self, where: np.ndarray) -> tuple[float, float, float]:
+        """Lowest ``(F, x, y)`` among the sampled bins where ``where`` (nx, ny) is True;
+        all NaN if none of them was sampled."""
+        values = np.where(where & np.isfinite(self.free_energy), self.free_energy, np.inf)
+        if not np.isfinite(values).any():
+            return float("nan"), float("nan"), float("nan")
+        x, y = self.grid()
+        i, j = np.unravel_index(np.argmin(values), values.shape)
+        return float(values[i, j]), float(x[i, j]), float(y[i, j])
+
     def minimum_in(self, x_range: tuple[float, float], y_range: tuple[float, float]
                    ) -> tuple[float, float, float]:
         """Lowest ``(F, x, y)`` inside a rectangle (a basin); F is NaN if it is empty."""
-        x, y = np.meshgrid(self.x_centers, self.y_centers, indexing="ij")
-        inside = ((x >= x_range[0]) & (x <= x_range[1]) & (y >= y_range[0])
-                  & (y <= y_range[1]) & np.isfinite(self.free_energy))
-        if not inside.any():
-            return float("nan"), float("nan"), float("nan")
-        flat = np.where(inside, self.free_energy, np.inf)
-        i, j = np.unravel_index(np.argmin(flat), flat.shape)
-        return float(self.free_energy[i, j]), float(x[i, j]), float(y[i, j])
+        x, y = self.grid()
+        return self.lowest((x >= x_range[0]) & (x <= x_range[1]) & (y >= y_range[0])
+                           & (y <= y_range[1]))
 
 
 def _landscape(counts: np.ndarray, x_edges: np.ndarray, y_edges: np.ndarray,
@@ -173,16 +182,7 @@ def folded_unfolded_basins(landscape: Landscape, native: tuple[float, float],
     if not 0 < folded_radius <= unfolded_radius:
         raise ValueError(f"folded_radius={folded_radius}, unfolded_radius={unfolded_radius}: "
                          "expected 0 < folded_radius <= unfolded_radius")
-    x, y = np.meshgrid(landscape.x_centers, landscape.y_centers, indexing="ij")
+    x, y = landscape.grid()
     distance = np.hypot(x - native[0], y - native[1])
-    found = []
-    for name, region in (("folded", distance <= folded_radius),
-                         ("unfolded", distance > unfolded_radius)):
-        values = np.where(region & np.isfinite(landscape.free_energy), landscape.free_energy,
-                          np.inf)
-        if not np.isfinite(values).any():
-            found.append(Basin(name, float("nan"), float("nan"), float("nan")))
-            continue
-        i, j = np.unravel_index(np.argmin(values), values.shape)
-        found.append(Basin(name, float(values[i, j]), float(x[i, j]), float(y[i, j])))
-    return found[0], found[1]
+    return (Basin("folded", *landscape.lowest(distance <= folded_radius)),
+            Basin("unfolded", *landscape.lowest(distance > unfolded_radius)))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["acceptance_per_pair", "check_permutations", "frames_at_temperature", "round_trips"]
+__all__ = ["acceptance_per_pair", "check_permutations", "exchange_counts",
+           "frames_at_temperature", "round_trips"]
 
 
 def check_permutations(name: str, history: np.ndarray) -> np.ndarray:
@@ -39,9 +40,16 @@ def frames_at_temperature(state_of_replica: np.ndarray, temperature_index: int) 
     return np.argmax(states == temperature_index, axis=1)
 
 
-def acceptance_per_pair(state_history: np.ndarray, pair_attempts: np.ndarray | None = None
-                        ) -> np.ndarray:
-    """Acceptance rate per neighbouring pair ``(k, k+1)`` from consecutive permutations.
+def acceptance_per_pair(state_history: np.ndarray) -> np.ndarray:
+    """Acceptance rate per neighbouring pair ``(k, k+1)`` from consecutive permutations,
+    (R-1,); NaN for a pair never attempted. See :func:`exchange_counts`."""
+    accepted, attempted = exchange_counts(state_history)
+    with np.errstate(invalid="ignore"):
+        return accepted / attempted
+
+
+def exchange_counts(state_history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Accepted and attempted exchanges per neighbouring pair ``(k, k+1)``, each (R-1,).
 
     ``state_history`` (A+1, R): the temperature index of each replica before the first
     attempt and after each of A attempts. Attempts alternate even pairs (0,1),(2,3)... and
@@ -61,8 +69,7 @@ def acceptance_per_pair(state_history: np.ndarray, pair_attempts: np.ndarray | N
         for k in range((attempt - 1) % 2, n_temps - 1, 2):
             attempted[k] += 1
             accepted[k] += before[k] == after[k + 1] and before[k + 1] == after[k]
-    with np.errstate(invalid="ignore"):
-        return accepted / attempted
+    return accepted, attempted
 
 
 def round_trips(state_history: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ from .plots import (
     plot_rmsd_band,
 )
 from .reduced import ReducedRun
-from .remd_stats import acceptance_per_pair, round_trips
+from .remd_stats import exchange_counts, round_trips
 from .rundir import RunData
 from .statistics import (
     decorrelated_indices,
@@ -237,13 +237,14 @@ def remd_report(run: RunData | ReducedRun, out_dir: str | os.PathLike) -> dict[s
     history = run.exchange_states()
     if history is None:
         raise FileNotFoundError(f"{run.label} has no exchanges")
-    start = np.arange(run.n_replicas)[None]
-    acceptance = acceptance_per_pair(np.concatenate([start, history]))
-    attempted = np.array([len(range(k % 2, len(history), 2))
-                          for k in range(run.n_replicas - 1)])
-    accepted = np.round(np.nan_to_num(acceptance) * attempted).astype(int)
-    trips = round_trips(np.concatenate([start, history])) if len(history) else np.zeros(
-        run.n_replicas, dtype=int)
+    if len(history) == 0:
+        raise ValueError(f"{run.label} has made no exchange attempt yet")
+    # Every replica starts at its own temperature index, before the first attempt.
+    states = np.concatenate([np.arange(run.n_replicas)[None], history])
+    accepted, attempted = exchange_counts(states)
+    with np.errstate(invalid="ignore"):
+        acceptance = accepted / attempted
+    trips = round_trips(states)
     t = run.temperatures
     _write_csv(out / "acceptance.csv",
                ["pair", "T_low_K", "T_high_K", "attempts", "accepted", "acceptance"],
