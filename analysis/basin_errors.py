@@ -79,8 +79,13 @@ def trajectories(runs: list[Path], temperature: float) -> list[tuple[str, np.nda
                                                                       np.ndarray]]:
     """(label, positions (F, N, 3) Å, time_ps (F,)) of every trajectory at ``temperature``."""
     found = []
+    numbers = load_chignolin().atoms.numbers.tolist()
     for directory in runs:
         run = read_run(directory)
+        # The picks are measured and labelled as chignolin's atoms, in its order.
+        if [atom.element.atomic_number for atom in run.topology.atoms] != numbers:
+            raise ValueError(f"{directory}: its atoms are not chignolin's ({len(numbers)} "
+                             "atoms in the shipped order)")
         if np.unique(run.temperatures).size > 1 and (directory / "exchange.csv").is_file():
             k = int(np.argmin(np.abs(run.temperatures - temperature)))
             if abs(run.temperatures[k] - temperature) < 0.5:

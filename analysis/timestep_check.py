@@ -9,8 +9,9 @@ Masses do not enter the Boltzmann distribution of positions, so at every rung bo
 should give the same mean potential energy, and the integrator's kinetic temperature
 should equal the bath's. Per rung, after ``--discard-ps`` of each run: the mean kinetic
 temperature over the target, the mean potential energy of each run and their difference
-(kJ/mol), each with a block-bootstrap standard error over blocks of ``--block-ps``, from the
-demultiplexed series (the replica that held the rung at each frame). Prints a table and
+(kJ/mol), each with a block-bootstrap standard error over blocks of ``--block-ps`` or of
+the series' statistical inefficiency where that is longer, from the demultiplexed series
+(the replica that held the rung at each frame). Prints a table and
 writes it, with both runs' settings and model fingerprints, as JSON.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -28,7 +30,10 @@ import numpy as np  # noqa: E402
 
 from freecg_md.analysis.reduced import ReducedRun, load_reduced  # noqa: E402
 from freecg_md.analysis.remd_stats import frames_at_temperature  # noqa: E402
-from freecg_md.analysis.statistics import block_bootstrap  # noqa: E402
+from freecg_md.analysis.statistics import (  # noqa: E402
+    block_bootstrap,
+    statistical_inefficiency,
+)
 from freecg_md.units import KJ_MOL_PER_EV  # noqa: E402
 
 
@@ -38,13 +43,19 @@ def rung_series(run: ReducedRun, rung: int, discard_ps: float) -> tuple[np.ndarr
     holders = frames_at_temperature(run.temperature_index, rung)
     frames = np.arange(run.n_frames)
     keep = run.time_ps > discard_ps
+    if keep.sum() < 2:
+        raise ValueError(f"--discard-ps {discard_ps} leaves {int(keep.sum())} frames of "
+                         f"{run.name} ({run.time_ps[-1] if run.n_frames else 0:.1f} ps); "
+                         "expected at least 2")
     return run.energies[frames, holders][keep], run.kinetic_temperature[frames, holders][keep]
 
 
-def block_of(run: ReducedRun, block_ps: float) -> int:
-    """Frames per ``block_ps`` in ``run``."""
+def block_of(run: ReducedRun, block_ps: float, series: np.ndarray) -> int:
+    """Frames per bootstrap block of ``series`` (frames of ``run``): ``block_ps`` worth, or
+    the series' statistical inefficiency where that is longer, so that blocks are nearly
+    independent."""
     interval = float(np.median(np.diff(run.time_ps))) if run.n_frames > 1 else block_ps
-    return max(1, round(block_ps / interval))
+    return max(1, round(block_ps / interval), math.ceil(statistical_inefficiency(series)))
 
 
 def settings(run: ReducedRun) -> dict[str, object]:
@@ -71,9 +82,12 @@ def compare(reference: ReducedRun, test: ReducedRun, discard_ps: float, block_ps
         energy = {}
         for name, run in (("reference", reference), ("test", test)):
             potential, kinetic = rung_series(run, k, discard_ps)
-            block = block_of(run, block_ps)
-            ratio, ratio_error = block_bootstrap(kinetic / target, np.mean, block)
-            mean, error = block_bootstrap(potential * KJ_MOL_PER_EV, np.mean, block)
+            kinetic_block = block_of(run, block_ps, kinetic)
+            potential_block = block_of(run, block_ps, potential)
+            ratio, ratio_error = block_bootstrap(kinetic / target, np.mean, kinetic_block)
+            mean, error = block_bootstrap(potential * KJ_MOL_PER_EV, np.mean, potential_block)
+            row[f"{name}_block_frames"] = {"kinetic": kinetic_block,
+                                           "potential": potential_block}
             energy[name] = (mean, error)
             row[f"{name}_kinetic_ratio"] = [ratio, ratio_error]
             row[f"{name}_potential_kJ_mol"] = [mean, error]
