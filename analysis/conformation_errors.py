@@ -18,20 +18,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from basin_errors import DEFAULT_MODELS, parse_model  # this directory is on sys.path as a script
+
 from freecg_md import FreeCGCalculator
 from freecg_md.analysis.reports import conformation_errors_report
 from freecg_md.analysis.rundir import read_run
-
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_MODELS = {"FreeCG": REPO / "models" / "chignolin.pt",
-                  "ablation without group CG": REPO / "models" / "chignolin_visnet.pt"}
-
-
-def parse_model(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"--model {text!r}: expected NAME=PATH")
-    return name, Path(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,9 +76,12 @@ def model64() -> FreeCG:
 
 
 def run_script(path: Path, *args: str) -> int:
-    """Run a script's ``__main__`` with ``args``; returns its exit code (0 when it returns)."""
-    saved = sys.argv
+    """Run a script's ``__main__`` with ``args``; returns its exit code (0 when it returns).
+    As ``python path`` does, the script's folder comes first on ``sys.path`` (the scripts
+    import their neighbours)."""
+    saved, saved_path = sys.argv, list(sys.path)
     sys.argv = [str(path), *map(str, args)]
+    sys.path.insert(0, str(Path(path).resolve().parent))
     try:
         runpy.run_path(str(path), run_name="__main__")
     except SystemExit as stop:
@@ -88,4 +91,5 @@ def run_script(path: Path, *args: str) -> int:
         return 1
     finally:
         sys.argv = saved
+        sys.path[:] = saved_path
     return 0
