@@ -10,9 +10,10 @@ the CPU); a potential converts at its own boundary to whatever its model runs in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -367,8 +368,30 @@ class FreeCGPotential:
             return (torch.from_numpy(energies).to(**as_output),
                     torch.from_numpy(forces).to(**as_output))
         self._called = True
-        energies, forces = self.evaluate_block(array, 0)
+        threads = torch.get_num_threads()
+        if self.workers > 1 and n_passes > 1:
+            # With a worker's share of the threads, as every later call is computed: a run
+            # resumed from a checkpoint makes its first call at a step the uninterrupted
+            # run evaluated in a worker, and a pass planned for more threads cuts its edges
+            # into other runs, which changes the float32 sums.
+            threads = max(1, threads // min(self.workers, n_passes))
+        with _intra_op_threads(threads):
+            energies, forces = self.evaluate_block(array, 0)
         return energies.to(**as_output), forces.to(**as_output)
+
+
+@contextlib.contextmanager
+def _intra_op_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` inside the block, restored after."""
+    before = torch.get_num_threads()
+    if threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class ASECalculatorPotential:

@@ -137,6 +137,36 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert (tmp_path / "straight" / "config.json").stat().st_mtime_ns == stamp  # not rewritten
 
 
+def test_a_resumed_chignolin_run_with_worker_processes_repeats_the_uninterrupted_one(
+        tmp_path):
+    """With two threads a chignolin pass in this process is cut into two runs of edges, in
+    a worker of one thread it is one: the first call of a resumed run, made here, takes a
+    worker's share of the threads so that it repeats the worker's float32 sums."""
+    from freecg_md.data import load_chignolin
+
+    chignolin = load_chignolin()
+    model = Path(__file__).resolve().parents[2] / "models" / "chignolin.pt"
+
+    def run(directory: Path, n_steps: int, resume: bool = False):
+        config = RunConfig(temperatures=[300.0, 330.0], n_steps=n_steps,
+                           output_dir=str(directory), exchange_interval=2, report_interval=1,
+                           checkpoint_interval=3, seed=5)
+        with FreeCGPotential(model, chignolin.atoms.numbers, workers=2) as potential:
+            return run_replicas(potential, ReplicaState.from_atoms(chignolin.atoms, 2), config,
+                                resume=resume, progress=False)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        straight = run(tmp_path / "straight", 6)
+        run(tmp_path / "resumed", 3)
+        resumed = run(tmp_path / "resumed", 6, resume=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(resumed.state.positions, straight.state.positions)
+    assert torch.equal(resumed.state.velocities, straight.state.velocities)
+
+
 @pytest.mark.parametrize(
     ("mode", "match"),
     [
