@@ -42,12 +42,12 @@ from .statistics import (
     folded_mask,
     folding_free_energy,
     melting_temperature,
+    statistical_inefficiency,
 )
 from .structure import chignolin_cvs
 
 __all__ = ["basin_summary", "conformation_errors_report", "landscape_report", "overlay_report",
-           "remd_report",
-           "rmsd_report"]
+           "remd_report", "rmsd_report"]
 
 CV_LABELS = ("Asp3 O – Gly7 N distance (Å)", "Glu5 O – Thr8 N distance (Å)")
 
@@ -77,10 +77,17 @@ def _cv_ranges(values: np.ndarray, native: np.ndarray) -> tuple[tuple[float, flo
 
 
 def _decorrelated_cvs_at(run: RunData | ReducedRun, temperature_index: int, start: int,
-                         inefficiency: float) -> tuple[np.ndarray, np.ndarray]:
+                         inefficiency: float, own: bool = False
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """Distances (F', 2) Å and energies (F',) eV of the decorrelated frames simulated at
-    ladder index ``temperature_index``, from frame ``start`` on."""
+    ladder index ``temperature_index``, from frame ``start`` on, ``inefficiency`` frames
+    apart or, with ``own``, this temperature's own statistical inefficiency of its energies
+    and distances from ``start`` where that is longer (the melting curve counts each
+    temperature's frames as independent samples)."""
     cvs, energies = run.cvs_at(temperature_index)
+    if own and start < run.n_frames - 1:
+        inefficiency = max(inefficiency, *(statistical_inefficiency(series[start:])
+                                           for series in (energies, cvs[:, 0], cvs[:, 1])))
     frames = decorrelated_indices(run.n_frames, inefficiency, start)
     return cvs[frames], energies[frames]
 
@@ -117,7 +124,8 @@ def landscape_report(run: RunData | ReducedRun, out_dir: str | os.PathLike,
     assessment = assess_run(run, native, temperature_index, criteria)
     assessment.write(out / "convergence.json")
     start, g = assessment.start_frame, assessment.inefficiency
-    per_temperature = [_decorrelated_cvs_at(run, k, start, g)
+    # The target's frames are the assessment's; the others' spacing is at least their own.
+    per_temperature = [_decorrelated_cvs_at(run, k, start, g, own=k != temperature_index)
                        for k in range(len(run.temperatures))]
     all_cvs = [cvs for cvs, _ in per_temperature]
     target_cvs = all_cvs[temperature_index]

@@ -176,6 +176,23 @@ def test_a_run_that_is_not_converged_shows_no_depths(tmp_path, chignolin, unfold
         assert "unfolded not visited" in basin_summary(report["basins"]["histogram"])
 
 
+def test_other_temperatures_are_spaced_by_their_own_inefficiency_where_longer(
+        tmp_path, chignolin, unfolded_positions):
+    """Frames that stay in one basin for 20 frames at a time are far fewer than 400
+    independent samples: spaced by their own inefficiency, not by the target's g = 1."""
+    from freecg_md.analysis.reports import _decorrelated_cvs_at
+
+    run = synthetic_run(tmp_path, chignolin, unfolded_positions, 0.5)
+    blocks = np.repeat(np.random.default_rng(4).random(20) < 0.5, 20)
+    base = np.where(blocks[:, None, None], chignolin.native_positions[None],
+                    unfolded_positions[None])
+    noise = np.random.default_rng(5).normal(scale=0.02, size=base.shape)
+    correlated = dataclasses.replace(run, positions=(base + noise)[None].astype(np.float32))
+    given, _ = _decorrelated_cvs_at(correlated, 0, 0, 1.0)
+    own, _ = _decorrelated_cvs_at(correlated, 0, 0, 1.0, own=True)
+    assert len(given) == 400 and len(own) < 400 / 5
+
+
 def test_the_landscape_report_takes_one_folded_radius(tmp_path, chignolin, unfolded_positions):
     run = synthetic_run(tmp_path, chignolin, unfolded_positions, 0.6)
     with pytest.raises(ValueError, match="folded_radius=1.5 and criteria.folded_radius=2.0"):
