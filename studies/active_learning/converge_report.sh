@@ -4,8 +4,9 @@
 # (analysis/convergence_errors.py), the energy error's trend with compactness
 # (analysis/energy_error_trend.py) and where the own-MD energy bias comes from
 # (analysis/energy_bias_sources.py), on the held-out structures, the 300 K probe of
-# chignolin_v1.pt's MD and the 47 labelled frames of chignolin.pt's own 300 K MD (the
-# shipped model the runs start from; figure 5b's conformations). Each run's
+# chignolin_v1.pt's MD, the 47 labelled frames of chignolin.pt's own 300 K MD (the
+# shipped model the runs start from; figure 5b's conformations) and, for the errors by
+# origin, the frames of each own-MD check of FreeCG's convergence weights. Each run's
 # best_model.pt is copied first (training overwrites it) and named by the epoch it holds; the
 # reports go to docs/results/active_learning/{convergence_errors,energy_error_trend,energy_bias_sources}_<run>_epoch<N>.json,
 # each with the model file's fingerprint. Then both runs' learning curves as they stand
@@ -23,6 +24,14 @@ PY=.venv/bin/python
 RESULTS=docs/results/active_learning
 PROBE=$RESULTS/probe_300K_v1.extxyz.gz
 OWN="own MD of chignolin.pt at 300 K=docs/results/conformations_300K.extxyz.gz"
+# The frames of FreeCG's convergence weights' own REMD (own_md_check.sh), one set per epoch
+# checked: the region the model's MD reached most recently.
+OWN_MD_SETS=()
+for folder in "$RESULTS"/own_md_m0_epoch*/; do
+    [ -d "$folder" ] || continue
+    checked=${folder%/}
+    OWN_MD_SETS+=(--set "REMD of FreeCG epoch ${checked##*epoch}=$checked")
+done
 mkdir -p runs/active/snap
 runs=("$@")
 [ ${#runs[@]} -gt 0 ] || runs=(converge_m0 converge_ablation)
@@ -37,7 +46,7 @@ for name in "${runs[@]}"; do
     copy=runs/active/snap/${short}_epoch$epoch.pt
     mv "$taken" "$copy"
     $PY analysis/convergence_errors.py configs/active/$name.json --model "epoch$epoch=$copy" \
-        --probe "$PROBE" --set "$OWN" --training-own-md --threads 1 \
+        --probe "$PROBE" --set "$OWN" "${OWN_MD_SETS[@]}" --training-own-md --threads 1 \
         --out "$RESULTS/convergence_errors_${short}_epoch$epoch.json" > /dev/null
     $PY analysis/energy_error_trend.py configs/active/$name.json --model "epoch$epoch=$copy" \
         --probe "$PROBE" --set "$OWN" --threads 1 \
