@@ -307,9 +307,9 @@ class FreeCGPotential:
         """Energies (r,) eV and forces (r, N, 3) eV/Å, float64 on this potential's device,
         of the checked ``positions`` (r, N, 3) Å of replicas ``first .. first + r - 1``,
         evaluated in this process."""
-        step = self.replicas_per_pass or positions.shape[0]
-        parts = [self._forward(positions[start:start + step], first + start)
-                 for start in range(0, positions.shape[0], step)]
+        per_pass = self.replicas_per_pass or positions.shape[0]
+        parts = [self._forward(positions[start:start + per_pass], first + start)
+                 for start in range(0, positions.shape[0], per_pass)]
         if parts and parts[0][2] is not None:
             self.force_disagreement = torch.cat([p[2] for p in parts]).to(torch.float64)
         return (torch.cat([p[0] for p in parts]).to(torch.float64),
@@ -350,8 +350,8 @@ class FreeCGPotential:
         """Energies (R,) eV and forces (R, N, 3) eV/Å of ``positions`` (R, N, 3) Å, float64."""
         array = _check_positions(positions, self.n_atoms)
         n_replicas = array.shape[0]
-        step = self.replicas_per_pass or n_replicas
-        n_passes = -(-n_replicas // step)
+        per_pass = self.replicas_per_pass or n_replicas
+        n_passes = -(-n_replicas // per_pass)
         as_output = dict(device=positions.device, dtype=torch.float64)
         # The first call runs here: it builds (or loads) the kernels and, with compile=True,
         # compiles, once, before any worker starts.
@@ -361,7 +361,8 @@ class FreeCGPotential:
             blocks = []
             for rank in range(n_workers):
                 passes = replica_block(n_passes, n_workers, rank)
-                blocks.append(slice(passes.start * step, min(passes.stop * step, n_replicas)))
+                blocks.append(slice(passes.start * per_pass,
+                                    min(passes.stop * per_pass, n_replicas)))
             energies, forces, spread = workers.evaluate(array, blocks)
             if spread is not None:
                 self.force_disagreement = torch.from_numpy(spread).to(torch.float64)
