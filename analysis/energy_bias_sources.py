@@ -47,6 +47,7 @@ from basin_errors import parse_model  # this directory is on sys.path as a scrip
 from convergence_errors import add_named_sets, add_set_argument, run_structures, write_report
 from energy_error_trend import energy_errors, mean_reference_force, radii_of_gyration
 
+from freecg_md.analysis.statistics import mean_and_standard_error
 from freecg_md.data import load_chignolin
 from freecg_md.io import load_model, model_fingerprint
 from freecg_md.md.guards import find_bonds
@@ -111,8 +112,8 @@ def shown_path(path: str) -> str:
 def mean_with_error(values: np.ndarray) -> dict[str, float | int | None]:
     """n, mean and its standard error (None below two values)."""
     n = int(values.size)
-    return {"n": n, "mean": float(values.mean()) if n else None,
-            "error": float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else None}
+    mean, error = mean_and_standard_error(values)
+    return {"n": n, "mean": mean if n else None, "error": error if n > 1 else None}
 
 
 def grouped(errors: np.ndarray, quantity: np.ndarray, edges: list[float]) -> list[dict]:

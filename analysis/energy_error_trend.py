@@ -39,7 +39,7 @@ from convergence_errors import (  # this directory is on sys.path as a script
 )
 
 from freecg_md.analysis.plots import new_figure
-from freecg_md.analysis.statistics import linear_trend
+from freecg_md.analysis.statistics import linear_trend, mean_and_standard_error
 from freecg_md.analysis.structure import radius_of_gyration
 from freecg_md.io import model_fingerprint
 from freecg_md.train.data import Structure
@@ -80,17 +80,17 @@ def binned_means(rg: np.ndarray, error: np.ndarray) -> list[dict[str, float]]:
     for low in edges:
         chosen = error[(rg >= low) & (rg < low + BIN_WIDTH)]
         if chosen.size >= MIN_PER_BIN:
+            bias, bias_error = mean_and_standard_error(chosen)
             rows.append({"rg_from_A": round(float(low), 2), "n": int(chosen.size),
-                         "bias_meV_per_atom": float(chosen.mean()),
-                         "error_meV_per_atom": float(chosen.std(ddof=1) / np.sqrt(chosen.size))})
+                         "bias_meV_per_atom": bias, "error_meV_per_atom": bias_error})
     return rows
 
 
 def summarise(rg: np.ndarray, force: np.ndarray, error: np.ndarray) -> dict[str, object]:
     trend = linear_trend(rg, error)
     strain = linear_trend(force, error)
-    return {"n": trend.n, "bias_meV_per_atom": float(error.mean()),
-            "bias_error_meV_per_atom": float(error.std(ddof=1) / np.sqrt(error.size)),
+    bias, bias_error = mean_and_standard_error(error)
+    return {"n": trend.n, "bias_meV_per_atom": bias, "bias_error_meV_per_atom": bias_error,
             "slope_meV_per_atom_per_A": trend.slope,
             "slope_error_meV_per_atom_per_A": trend.slope_error,
             "spearman": trend.spearman, "spearman_p": trend.p_value,

@@ -14,9 +14,9 @@ from .landscape import (
     mbar_free_energy_2d,
     mbar_weights,
 )
-from .remd_stats import acceptance_per_pair, frames_at_temperature, round_trips
+from .remd_stats import acceptance_per_pair, exchange_counts, frames_at_temperature, round_trips
 from .rundir import RunData, read_run
-from .statistics import Trend, linear_trend
+from .statistics import Trend, linear_trend, mean_and_standard_error
 from .structure import (
     CHIGNOLIN_CV_ATOMS,
     atom_index,
@@ -38,12 +38,14 @@ __all__ = [
     "atom_index",
     "chignolin_cvs",
     "distances",
+    "exchange_counts",
     "folded_unfolded_basins",
     "frames_at_temperature",
     "free_energy_2d",
     "linear_trend",
     "mbar_free_energy_2d",
     "mbar_weights",
+    "mean_and_standard_error",
     "radius_of_gyration",
     "read_run",
     "rmsd",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .statistics import check_finite
+from .statistics import check_finite, mean_and_standard_error
 
 __all__ = ["BasinErrors", "Pick", "basin_statistics", "pick_conformations"]
 
@@ -122,11 +122,6 @@ class BasinErrors:
     force_mae_error: float
 
 
-def _mean_and_error(values: np.ndarray) -> tuple[float, float]:
-    error = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else np.nan
-    return float(values.mean()), error
-
-
 def basin_statistics(model: str, basins: Sequence[str], energy_error: np.ndarray,
                      force_mae: np.ndarray) -> list[BasinErrors]:
     """Per basin: bias, mean absolute energy error and force MAE with standard errors.
@@ -143,9 +138,9 @@ def basin_statistics(model: str, basins: Sequence[str], energy_error: np.ndarray
     found = []
     for basin in dict.fromkeys(basins.tolist()):
         mine = basins == basin
-        bias = _mean_and_error(energy_error[mine])
-        absolute = _mean_and_error(np.abs(energy_error[mine]))
-        forces = _mean_and_error(force_mae[mine])
+        bias = mean_and_standard_error(energy_error[mine])
+        absolute = mean_and_standard_error(np.abs(energy_error[mine]))
+        forces = mean_and_standard_error(force_mae[mine])
         found.append(BasinErrors(model, str(basin), int(mine.sum()), *bias, *absolute,
                                  *forces))
     return found

@@ -39,6 +39,7 @@ __all__ = [
     "folding_free_energy",
     "geometric_approach",
     "linear_trend",
+    "mean_and_standard_error",
     "melting_temperature",
     "statistical_inefficiency",
     "two_state_fraction",
@@ -113,6 +114,16 @@ def detect_equilibration(series: np.ndarray) -> Equilibration:
     start, g, _ = _timeseries().detect_equilibration(series, fast=False)
     g = float(max(g, 1.0))
     return Equilibration(int(start), g, (len(series) - int(start)) / g)
+
+
+def mean_and_standard_error(values: np.ndarray) -> tuple[float, float]:
+    """The mean of independent ``values`` (n,) and its standard error ``s / sqrt(n)`` (``s``
+    with n - 1 in the denominator); the error is NaN below two values, the mean below one."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        return float("nan"), float("nan")
+    error = float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else np.nan
+    return float(values.mean()), error
 
 
 def decorrelated_indices(n_frames: int, inefficiency: float, start: int = 0) -> np.ndarray:

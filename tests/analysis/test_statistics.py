@@ -89,6 +89,16 @@ def test_a_free_energy_undefined_on_some_resamples_has_an_infinite_error():
     assert np.isfinite(estimate.fraction_error)
 
 
+def test_mean_and_standard_error():
+    from freecg_md.analysis import mean_and_standard_error
+
+    assert mean_and_standard_error(np.array([1.0, 2.0, 3.0])) == pytest.approx(
+        (2.0, 1.0 / np.sqrt(3.0)))
+    mean, error = mean_and_standard_error(np.array([4.0]))
+    assert mean == 4.0 and np.isnan(error)
+    assert np.isnan(mean_and_standard_error(np.array([]))).all()
+
+
 def test_block_bootstrap_rounds_a_fractional_block_up():
     series = np.random.default_rng(3).normal(size=600)
     assert block_bootstrap(series, np.mean, block=2.2, seed=4) == block_bootstrap(
