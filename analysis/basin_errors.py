@@ -34,13 +34,16 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from freecg_md import FreeCGCalculator
-from freecg_md.analysis.conformations import basin_statistics, pick_conformations
+from freecg_md.analysis.conformations import (
+    basin_statistics,
+    errors_in_kcal,
+    pick_conformations,
+)
 from freecg_md.analysis.plots import plot_basin_errors
 from freecg_md.analysis.rundir import read_run
 from freecg_md.analysis.structure import chignolin_cvs
 from freecg_md.data.molecules import load_chignolin
 from freecg_md.io import model_fingerprint
-from freecg_md.units import KCAL_MOL_PER_EV
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = {"FreeCG": REPO / "models" / "chignolin.pt",
@@ -169,14 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     fingerprints = {name: model_fingerprint(path) for name, path in models.items()}
     for name, path in models.items():
         calculator = FreeCGCalculator(str(path))
-        errors, maes = [], []
-        for atoms in frames:
-            reference_energy, reference_forces = atoms.get_potential_energy(), atoms.get_forces()
-            probe = Atoms(numbers=atoms.numbers, positions=atoms.positions)
-            probe.calc = calculator
-            errors.append((probe.get_potential_energy() - reference_energy) * KCAL_MOL_PER_EV)
-            maes.append(np.abs(probe.get_forces() - reference_forces).mean() * KCAL_MOL_PER_EV)
-        energy_error[name], force_mae[name] = np.array(errors), np.array(maes)
+        scored = np.array([errors_in_kcal(calculator, atoms, atoms.get_potential_energy(),
+                                          atoms.get_forces()) for atoms in frames])
+        energy_error[name], force_mae[name] = scored[:, 0], scored[:, 1]
     summary = [s for name in models for s in basin_statistics(
         name, basins, energy_error[name], force_mae[name])]
     args.out.mkdir(parents=True, exist_ok=True)

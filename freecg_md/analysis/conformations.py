@@ -6,7 +6,8 @@ native point) or unfolded (farther than ``unfolded_radius``; the border between 
 out), taking from the trajectories in turn so that the picks spread over runs.
 :func:`basin_statistics` summarises per-conformation errors per basin: the mean energy
 error (the bias, signed), the mean absolute energy error and the force MAE, each with its
-standard error over the conformations.
+standard error over the conformations. :func:`errors_in_kcal` scores one model on one
+labelled conformation.
 """
 
 from __future__ import annotations
@@ -15,10 +16,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
 
+from ..units import KCAL_MOL_PER_EV
 from .statistics import check_finite, mean_and_standard_error
 
-__all__ = ["BasinErrors", "Pick", "basin_statistics", "pick_conformations"]
+__all__ = ["BasinErrors", "Pick", "basin_statistics", "errors_in_kcal", "pick_conformations"]
+
+
+def errors_in_kcal(calculator: Calculator, atoms: Atoms, reference_energy: float,
+                   reference_forces: np.ndarray) -> tuple[float, float]:
+    """``calculator``'s energy error on ``atoms`` (model minus reference, kcal/mol) and its
+    force MAE (kcal/mol/Å) against the reference energy (eV) and forces (N, 3) eV/Å."""
+    probe = atoms.copy()  # without the reference's calculator
+    probe.calc = calculator
+    energy_error = (probe.get_potential_energy() - reference_energy) * KCAL_MOL_PER_EV
+    force_mae = np.abs(probe.get_forces() - reference_forces).mean() * KCAL_MOL_PER_EV
+    return float(energy_error), float(force_mae)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from ..units import KCAL_MOL_PER_EV
+from .conformations import errors_in_kcal
 from .convergence import ConvergenceCriteria, assess_run
 from .landscape import (
     Landscape,
@@ -334,10 +334,7 @@ def conformation_errors_report(run: RunData, models: Mapping[str, Calculator],
         names.append(label)
         row = [label, frame, f"{cvs[frame, 0]:.3f}", f"{cvs[frame, 1]:.3f}"]
         for name, calculator in models.items():
-            probe = atoms.copy()
-            probe.calc = calculator
-            d_energy = (probe.get_potential_energy() - ref_energy) * KCAL_MOL_PER_EV
-            d_forces = np.abs(probe.get_forces() - ref_forces).mean() * KCAL_MOL_PER_EV
+            d_energy, d_forces = errors_in_kcal(calculator, atoms, ref_energy, ref_forces)
             energy_error[name].append(d_energy)
             force_mae[name].append(d_forces)
             row += [f"{d_energy:.4f}", f"{d_forces:.4f}"]
