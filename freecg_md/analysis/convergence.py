@@ -77,7 +77,8 @@ class RunAssessment:
     folded_fraction, folded_fraction_error:
         At the target temperature.
     folding_free_energy, folding_free_energy_error:
-        kcal/mol, or None when a basin is empty.
+        kcal/mol, or None when a basin is empty (the error also when it is unbounded:
+        some bootstrap resamples hold one basin only).
     round_trips:
         Per replica (empty without exchanges).
     kinetic_temperature_ratio:
@@ -195,9 +196,16 @@ def assess_run(run: RunData | ReducedRun, native_cvs: np.ndarray, temperature_in
                        "basin)")
     error = None if estimate is None else estimate.free_energy_error
     if error is None or not error <= criteria.max_folding_error:
-        reasons.append("folding free energy " + ("undefined (a basin is empty)" if error is None
-                                                 else f"uncertain by {error:.2f} kcal/mol")
-                       + f" (limit {criteria.max_folding_error} kcal/mol)")
+        if error is None:
+            why = "undefined (a basin is empty)"
+        elif not np.isfinite(error):
+            why = "unbounded in error (some bootstrap resamples hold one basin only)"
+        else:
+            why = f"uncertain by {error:.2f} kcal/mol"
+        reasons.append(f"folding free energy {why} (limit {criteria.max_folding_error} "
+                       "kcal/mol)")
+    if error is not None and not np.isfinite(error):
+        error = None  # recorded as null: strict JSON has no Infinity; the reason says why
     return RunAssessment(
         temperature=temperature, start_frame=int(start), inefficiency=float(inefficiency),
         decorrelated_frames=frames.tolist(), n_folded=n_folded, n_unfolded=n_unfolded,

@@ -34,7 +34,9 @@ def frames_at_temperature(state_of_replica: np.ndarray, temperature_index: int) 
     ``f`` of replica ``result[f]``'s trajectory (demultiplexing).
     """
     states = check_permutations("state_of_replica", state_of_replica)
-    if not 0 <= temperature_index < states.shape[1]:
+    if (isinstance(temperature_index, bool)
+            or not isinstance(temperature_index, int | np.integer)
+            or not 0 <= temperature_index < states.shape[1]):
         raise ValueError(f"temperature_index={temperature_index}: expected 0 to "
                          f"{states.shape[1] - 1}")
     return np.argmax(states == temperature_index, axis=1)
@@ -61,8 +63,8 @@ def exchange_counts(state_history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("state_history has one row; expected the permutation before the "
                          "first attempt and after at least one")
     n_temps = history.shape[1]
-    accepted = np.zeros(n_temps - 1)
-    attempted = np.zeros(n_temps - 1)
+    accepted = np.zeros(n_temps - 1, dtype=np.int64)
+    attempted = np.zeros(n_temps - 1, dtype=np.int64)
     for attempt in range(1, len(history)):
         before = np.argsort(history[attempt - 1])  # replica at each temperature
         after = np.argsort(history[attempt])

@@ -35,7 +35,7 @@ from .plots import (
     plot_rmsd_band,
 )
 from .reduced import ReducedRun
-from .remd_stats import exchange_counts, round_trips
+from .remd_stats import acceptance_per_pair, exchange_counts, round_trips
 from .rundir import RunData
 from .statistics import (
     decorrelated_indices,
@@ -94,7 +94,7 @@ def _decorrelated_cvs_at(run: RunData | ReducedRun, temperature_index: int, star
 
 def landscape_report(run: RunData | ReducedRun, out_dir: str | os.PathLike,
                      temperature_index: int = 0, bins: int = 30,
-                     folded_radius: float = 1.5, unfolded_radius: float = 3.0,
+                     folded_radius: float | None = None, unfolded_radius: float = 3.0,
                      criteria: ConvergenceCriteria | None = None) -> dict[str, object]:
     """The chignolin landscape over the paper's two distances at ladder index
     ``temperature_index``, with its convergence verdict.
@@ -116,16 +116,23 @@ def landscape_report(run: RunData | ReducedRun, out_dir: str | os.PathLike,
     """
     out = Path(out_dir)
     native = run.native_cvs()
-    if criteria is not None and criteria.folded_radius != folded_radius:
-        # One radius decides folded for the verdict, the melting curve and the basins.
+    # One radius decides folded for the verdict, the melting curve and the basins: the
+    # criteria's (1.5 Å by default), or folded_radius where given.
+    if criteria is None:
+        criteria = ConvergenceCriteria() if folded_radius is None else ConvergenceCriteria(
+            folded_radius=folded_radius)
+    elif folded_radius is not None and folded_radius != criteria.folded_radius:
         raise ValueError(f"folded_radius={folded_radius} and criteria.folded_radius="
-                         f"{criteria.folded_radius}: expected one radius (set it in criteria)")
-    criteria = criteria or ConvergenceCriteria(folded_radius=folded_radius)
+                         f"{criteria.folded_radius}: expected one radius (give it once)")
+    folded_radius = criteria.folded_radius
     assessment = assess_run(run, native, temperature_index, criteria)
     assessment.write(out / "convergence.json")
     start, g = assessment.start_frame, assessment.inefficiency
-    # The target's frames are the assessment's; the others' spacing is at least their own.
-    per_temperature = [_decorrelated_cvs_at(run, k, start, g, own=k != temperature_index)
+    # The target's frames are the assessment's; with a ladder, the other temperatures'
+    # spacing is at least their own (their frames enter MBAR and the melting curve).
+    ladder = np.unique(run.temperatures).size > 1
+    per_temperature = [_decorrelated_cvs_at(run, k, start, g,
+                                            own=ladder and k != temperature_index)
                        for k in range(len(run.temperatures))]
     all_cvs = [cvs for cvs, _ in per_temperature]
     target_cvs = all_cvs[temperature_index]
@@ -245,13 +252,10 @@ def remd_report(run: RunData | ReducedRun, out_dir: str | os.PathLike) -> dict[s
     history = run.exchange_states()
     if history is None:
         raise FileNotFoundError(f"{run.label} has no exchanges")
-    if len(history) == 0:
-        raise ValueError(f"{run.label} has made no exchange attempt yet")
     # Every replica starts at its own temperature index, before the first attempt.
     states = np.concatenate([np.arange(run.n_replicas)[None], history])
     accepted, attempted = exchange_counts(states)
-    with np.errstate(invalid="ignore"):
-        acceptance = accepted / attempted
+    acceptance = acceptance_per_pair(states)
     trips = round_trips(states)
     t = run.temperatures
     _write_csv(out / "acceptance.csv",

@@ -134,7 +134,8 @@ class FreeCGPotential:
         (:mod:`~freecg_md.md.worker_processes`; POSIX systems). ``"auto"`` (the default)
         takes one process per intra-op thread of this process, up to the number of passes
         (1 on other systems); 1 evaluates everything in this process. The workers start
-        at the second call (the first runs here, which builds the kernels once) and stop
+        at the second call (the first runs here, with a worker's share of the threads so
+        that it computes as they do, and builds the kernels once) and stop
         with :meth:`close`, at the end of a ``with`` block, or when the potential is
         collected. A chignolin pass keeps two intra-op threads busy only part of the time
         (element-wise ops on (E, 8, F) tensors are bound by memory bandwidth and split
@@ -281,7 +282,7 @@ class FreeCGPotential:
                 edge_chunk_size=self._first_network.edge_chunk_size,
                 fused_kernels=self._first_network.fused_kernels,
                 matmul_precision=self._first_network.matmul_precision,
-                threads=max(1, torch.get_num_threads() // n_workers))
+                threads=_worker_threads(n_workers))
         return self._worker_processes
 
     @property
@@ -334,7 +335,7 @@ class FreeCGPotential:
                          n_replicas), neighbors.edge_index.shape[1] * min(per_pass, n_replicas))
         if workers > 1 and plan.in_runs and plan.frozen:
             # Each worker process shares the threads (see _workers).
-            plan = dataclasses.replace(plan, threads=max(1, torch.get_num_threads() // workers))
+            plan = dataclasses.replace(plan, threads=_worker_threads(workers))
         dtype = str(self.dtype).removeprefix("torch.")
         members = len(self.model.members) if isinstance(self.model, Committee) else 1
         description = (f"{dtype}, {min(per_pass, n_replicas)} replica(s) per pass, "
@@ -375,10 +376,16 @@ class FreeCGPotential:
             # resumed from a checkpoint makes its first call at a step the uninterrupted
             # run evaluated in a worker, and a pass planned for more threads cuts its edges
             # into other runs, which changes the float32 sums.
-            threads = max(1, threads // min(self.workers, n_passes))
+            threads = _worker_threads(min(self.workers, n_passes))
         with _intra_op_threads(threads):
             energies, forces = self.evaluate_block(array, 0)
         return energies.to(**as_output), forces.to(**as_output)
+
+
+def _worker_threads(n_workers: int) -> int:
+    """The intra-op threads of each of ``n_workers`` worker processes: this process's,
+    shared out."""
+    return max(1, torch.get_num_threads() // n_workers)
 
 
 @contextlib.contextmanager

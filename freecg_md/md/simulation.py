@@ -53,6 +53,11 @@ from .worker_processes import WorkerError
 
 __all__ = ["EQUILIBRATION_DIR", "RunConfig", "RunResult", "SimulationError", "run_replicas"]
 
+# The potential rejected the positions (NaN, an overlap), or one of its worker processes
+# died (out of memory, killed): the run stops as the guards stop it, with what was written
+# before kept, and the other ranks told.
+EVALUATION_FAILURES = (ValueError, WorkerError)
+
 # The equilibration stage's run directory, inside the production's.
 EQUILIBRATION_DIR = "equilibration"
 
@@ -155,6 +160,11 @@ class RunConfig:
         self.temperatures = [float(t) for t in np.asarray(self.temperatures).reshape(-1)]
         self.output_dir = str(self.output_dir)
         if self.replica_seeds is not None:
+            bad = [s for s in self.replica_seeds
+                   if isinstance(s, bool) or not isinstance(s, int | np.integer)]
+            if bad:
+                raise ValueError(f"replica_seeds={self.replica_seeds!r}: expected integers "
+                                 f"({bad[0]!r} is not)")
             self.replica_seeds = [int(s) for s in self.replica_seeds]
         # Counts of steps and frames, and seeds: a float or a bool here is a mistake (2.5
         # would be used as 2), not a value to round.
@@ -339,7 +349,7 @@ class _Run:
         try:
             self.energies, self.forces = self.potential.evaluate(self.state.positions)
             message = self.guard(self.energies, self.forces, previous=None)
-        except ValueError as error:  # the potential rejected the positions (NaN, overlap)
+        except EVALUATION_FAILURES as error:
             message = f"step {self.state.step}: {error}{self.local_note()}"
         self.stop_if_failed(message)
         if self.comm.is_writer:
@@ -428,10 +438,7 @@ class _Run:
                 self.config.friction_per_ps, self.config.timestep_fs, self.generators,
                 self.config.remove_com_motion)
             message = self.guard(energies, forces, previous=self.energies)
-        except (ValueError, WorkerError) as error:
-            # The potential rejected the positions (NaN, an overlap), or one of its worker
-            # processes died (out of memory, killed): the run stops as the guards stop it,
-            # with what was written before this step kept, and the other ranks told.
+        except EVALUATION_FAILURES as error:
             message = f"step {self.state.step + 1}: {error}{self.local_note()}"
         if message is None:
             message = self.check_disagreement()

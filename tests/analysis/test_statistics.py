@@ -169,7 +169,8 @@ def test_a_converged_run_shows_depths(tmp_path, chignolin, unfolded_positions):
     ("p_folded", "kinetic_ratio", "reason"),
     [(1.0, 1.0, "0 unfolded decorrelated samples"),
      (0.6, 0.9, "mean kinetic temperature off its target"),
-     (1.0, 1.0, "folding free energy undefined")],
+     (1.0, 1.0, "folding free energy undefined"),
+     (0.01, 1.0, "folding free energy unbounded in error")],
 )
 def test_a_run_that_is_not_converged_shows_no_depths(tmp_path, chignolin, unfolded_positions,
                                                        p_folded, kinetic_ratio, reason):
@@ -177,6 +178,9 @@ def test_a_run_that_is_not_converged_shows_no_depths(tmp_path, chignolin, unfold
                         kinetic_ratio=kinetic_ratio)
     report = landscape_report(run, tmp_path / "plots")
     assert not report["converged"] and reason in report["verdict"]
+    saved = json.loads((tmp_path / "plots" / "convergence.json").read_text())
+    assert saved["folding_free_energy_error"] is None or np.isfinite(
+        saved["folding_free_energy_error"])
     assert all(b["free_energy"] is None for b in report["basins"]["histogram"])
     assert "kcal/mol" not in basin_summary(report["basins"]["histogram"])
     assert not (tmp_path / "plots" / "landscape_histogram.csv").exists()
@@ -206,8 +210,14 @@ def test_other_temperatures_are_spaced_by_their_own_inefficiency_where_longer(
 def test_the_landscape_report_takes_one_folded_radius(tmp_path, chignolin, unfolded_positions):
     run = synthetic_run(tmp_path, chignolin, unfolded_positions, 0.6)
     with pytest.raises(ValueError, match="folded_radius=1.5 and criteria.folded_radius=2.0"):
-        landscape_report(run, tmp_path / "plots",
+        landscape_report(run, tmp_path / "plots", folded_radius=1.5,
                          criteria=ConvergenceCriteria(folded_radius=2.0))
+    # Given once, in either place, it is the radius of the verdict and of the basins.
+    for given in (dict(criteria=ConvergenceCriteria(folded_radius=2.0)),
+                  dict(folded_radius=2.0)):
+        report = landscape_report(run, tmp_path / "plots", **given)
+        saved = json.loads((tmp_path / "plots" / "convergence.json").read_text())
+        assert saved["criteria"]["folded_radius"] == 2.0 and report["basins"]
 
 
 def test_the_kinetic_temperature_is_judged_over_the_whole_run(tmp_path, chignolin,

@@ -279,6 +279,7 @@ def test_bad_configs_and_inputs(tmp_path):
         (dict(n_steps=1e5), "n_steps=100000.0: expected an integer"),
         (dict(exchange_interval=True), "exchange_interval=True: expected an integer"),
         (dict(n_steps="100"), "n_steps='100': expected an integer"),
+        (dict(replica_seeds=[1, 2.5]), r"replica_seeds=\[1, 2.5\]: expected integers"),
         (dict(replica_seeds=[1, 2], equilibration_steps=5), "equilibration_steps=5 with "
                                                             "replica_seeds: expected 0"),
     ]
