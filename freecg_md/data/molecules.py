@@ -19,6 +19,8 @@ import mdtraj
 import numpy as np
 from ase import Atoms
 
+from ..units import ANGSTROM_PER_NM
+
 if TYPE_CHECKING:  # OpenMM is optional: only protonate_chignolin needs it
     import openmm.app
 
@@ -69,7 +71,7 @@ def load_chignolin() -> ChignolinSystem:
     """
     path = _packaged("chignolin_cln025.pdb")
     traj = mdtraj.load_pdb(str(path))
-    positions = traj.xyz[0].astype(np.float64) * 10.0  # mdtraj nm -> Å
+    positions = traj.xyz[0].astype(np.float64) * ANGSTROM_PER_NM
     numbers = np.array([a.element.atomic_number for a in traj.topology.atoms])
     atoms = Atoms(numbers=numbers, positions=positions)
     atoms.info["charge"] = CHIGNOLIN_CHARGE

@@ -6,11 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from ase import units
 
+from ..units import KCAL_MOL_PER_EV
 from .data import Batch, Structure
-
-KCAL_PER_MOL = units.kcal / units.mol  # eV
 
 
 def fit_energy_standardisation(
@@ -100,5 +98,5 @@ class ErrorMetrics:
         for key in list(out):
             if key.endswith("_eV") or key.endswith("_eV_per_A"):
                 converted = key.replace("_eV", "_kcal_mol")
-                out[converted] = out[key] / KCAL_PER_MOL
+                out[converted] = out[key] * KCAL_MOL_PER_EV
         return out

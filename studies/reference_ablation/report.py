@@ -27,8 +27,7 @@ from freecg_md.io import load_model, model_fingerprint  # noqa: E402
 from freecg_md.train.config import TrainConfig  # noqa: E402
 from freecg_md.train.data import structures_from_atoms  # noqa: E402
 from freecg_md.train.loop import evaluate_errors  # noqa: E402
-
-EV_TO_KCAL = 23.060548
+from freecg_md.units import KCAL_MOL_PER_EV  # noqa: E402
 
 
 def held_out(config: TrainConfig, config_dir: Path, stride: int) -> dict[str, list]:
@@ -90,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             errors = evaluate_errors(model, structures, config, torch.device("cpu"),
                                      torch.float32).summary()
             result[label] = {
-                "force_mae_kcal_mol_per_A": errors["force_mae_eV_per_A"] * EV_TO_KCAL,
-                "energy_mae_per_atom_kcal_mol": errors["energy_mae_per_atom_eV"] * EV_TO_KCAL}
+                "force_mae_kcal_mol_per_A": errors["force_mae_eV_per_A"] * KCAL_MOL_PER_EV,
+                "energy_mae_per_atom_kcal_mol": errors["energy_mae_per_atom_eV"] * KCAL_MOL_PER_EV}
         runs[path.stem] = result
     variants: dict[str, dict] = {}
     for name in runs:
