@@ -26,6 +26,9 @@ from .state import EXCHANGE_STREAM, replica_seed
 
 __all__ = ["ReplicaExchange", "check_ladder", "temperature_ladder"]
 
+# The legs of a replica's round trip (ReplicaExchange._leg).
+_NOT_YET_AT_BOTTOM, _HEADING_UP, _HEADING_DOWN = 0, 1, 2
+
 
 def check_ladder(temperatures: Sequence[float] | np.ndarray) -> np.ndarray:
     """A temperature ladder as a float64 (K,) array, K; ValueError unless it is non-empty,
@@ -105,8 +108,10 @@ class ReplicaExchange:
         self.n_proposed = np.zeros((n, n), dtype=np.int64)
         self.n_accepted = np.zeros((n, n), dtype=np.int64)
         self.round_trips = np.zeros(n, dtype=np.int64)
-        # 1: has been at the bottom, heading up; 2: has since reached the top.
-        self._leg = np.where(self.temperature_of_replica == 0, 1, 0).astype(np.int64)
+        # Where each replica is on its way round: a round trip ends at the bottom after the
+        # top, reached after the bottom.
+        self._leg = np.where(self.temperature_of_replica == 0, _HEADING_UP,
+                             _NOT_YET_AT_BOTTOM).astype(np.int64)
 
     @property
     def n_replicas(self) -> int:
@@ -175,9 +180,9 @@ class ReplicaExchange:
         top = self.n_replicas - 1
         at_bottom = self.temperature_of_replica == 0
         at_top = self.temperature_of_replica == top
-        self.round_trips += at_bottom & (self._leg == 2)
-        self._leg[at_top & (self._leg == 1)] = 2
-        self._leg[at_bottom] = 1
+        self.round_trips += at_bottom & (self._leg == _HEADING_DOWN)
+        self._leg[at_top & (self._leg == _HEADING_UP)] = _HEADING_DOWN
+        self._leg[at_bottom] = _HEADING_UP
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Everything needed to continue identically (tensors, for ``torch.save``)."""
