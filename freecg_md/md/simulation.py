@@ -381,18 +381,22 @@ class _Run:
                 self.directory, self.config.n_replicas, self.state.cell.numpy(),
                 self.state.pbc.numpy(), checkpoint.frames_written[0], checkpoint.step,
                 self.config.flush_every)
-            # A resume is recorded where it continues the run from a step not recorded yet;
-            # the file is rewritten only if that or the settings changed, so a finished run
-            # resumed as it was leaves it as it is (reduced results copy it).
-            resumes = previous.get("resumed_at_steps", [])
-            if checkpoint.step < self.config.n_steps and checkpoint.step not in resumes:
-                resumes = resumes + [checkpoint.step]
-            record = {**self.metadata(), **({"resumed_at_steps": resumes} if resumes else {})}
-            record = json.loads(json.dumps(record))
-            # write_config adds the package versions: those of the run's start stay.
-            if record != {key: value for key, value in previous.items() if key != "versions"}:
-                self.writer.write_config(record)
+            self._record_resume(checkpoint.step, previous)
         self.comm.barrier()  # no rank runs ahead while rank 0 truncates the files
+
+    def _record_resume(self, step: int, previous: dict[str, Any]) -> None:
+        """``config.json`` with the resume at ``step`` among its ``resumed_at_steps``, where
+        it continues the run from a step not recorded yet; ``previous`` is the file as it
+        was. The file is rewritten only if that or the settings changed, so a finished run
+        resumed as it was leaves it as it is (reduced results copy it)."""
+        resumes = previous.get("resumed_at_steps", [])
+        if step < self.config.n_steps and step not in resumes:
+            resumes = resumes + [step]
+        record = {**self.metadata(), **({"resumed_at_steps": resumes} if resumes else {})}
+        record = json.loads(json.dumps(record))
+        # write_config adds the package versions: those of the run's start stay.
+        if record != {key: value for key, value in previous.items() if key != "versions"}:
+            self.writer.write_config(record)
 
     def check_same_origin(self, checkpoint: Checkpoint, previous: dict[str, Any]) -> None:
         """CheckpointError if the run's recorded ``config.json`` (``previous``; empty if
