@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["acceptance_per_pair", "check_permutations", "exchange_counts",
+__all__ = ["acceptance_per_pair", "check_index", "check_permutations", "exchange_counts",
            "frames_at_temperature", "round_trips"]
 
 
@@ -34,12 +34,17 @@ def frames_at_temperature(state_of_replica: np.ndarray, temperature_index: int) 
     ``f`` of replica ``result[f]``'s trajectory (demultiplexing).
     """
     states = check_permutations("state_of_replica", state_of_replica)
-    if (isinstance(temperature_index, bool)
-            or not isinstance(temperature_index, int | np.integer)
-            or not 0 <= temperature_index < states.shape[1]):
-        raise ValueError(f"temperature_index={temperature_index}: expected 0 to "
-                         f"{states.shape[1] - 1}")
+    check_index("temperature_index", temperature_index, states.shape[1])
     return np.argmax(states == temperature_index, axis=1)
+
+
+def check_index(name: str, value: int, count: int, detail: str = "") -> None:
+    """ValueError naming ``name`` unless ``value`` is an integer from 0 to ``count - 1`` (a
+    replica or a rung of the ladder): numpy would take -1 as the last, and an index that
+    matches no replica as replica 0. ``detail`` is added to the message."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not (
+            0 <= value < count):
+        raise ValueError(f"{name}={value!r}: expected 0 to {count - 1}{detail}")
 
 
 def acceptance_per_pair(state_history: np.ndarray) -> np.ndarray:

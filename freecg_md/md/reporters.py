@@ -44,6 +44,7 @@ import mdtraj
 import numpy as np
 from mdtraj.formats import DCDTrajectoryFile
 
+from ..analysis.remd_stats import check_index
 from ..io import write_text_atomic
 from ..units import ANGSTROM_PER_NM
 
@@ -361,22 +362,14 @@ def read_frame_index(directory: str | os.PathLike) -> FrameIndex:
                       np.argsort(holders, axis=1).astype(np.int64))
 
 
-def _check_ladder_index(name: str, value: int, n_replicas: int) -> None:
-    """ValueError unless ``value`` is one of the run's ``n_replicas`` replicas (or ladder
-    temperatures): numpy would take -1 as the last and fail on 9 without naming it."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not (
-            0 <= value < n_replicas):
-        raise ValueError(f"{name}={value!r}: expected 0 to {n_replicas - 1} (the run has "
-                         f"{n_replicas} replicas)")
-
-
 def load_replica_trajectory(directory: str | os.PathLike, replica: int) -> mdtraj.Trajectory:
     """Replica ``replica``'s trajectory (positions in nm, as mdtraj has them), with
     ``trajectory.time`` the frames' simulated times in ps (from ``frames.csv``; a plain
     ``mdtraj.load`` of a DCD numbers the frames 0, 1, 2... instead)."""
     directory = Path(directory)
     index = read_frame_index(directory)
-    _check_ladder_index("replica", replica, index.replica_of_temperature.shape[1])
+    n_replicas = index.replica_of_temperature.shape[1]
+    check_index("replica", replica, n_replicas, f" (the run has {n_replicas} replicas)")
     trajectory = mdtraj.load(str(trajectory_path(directory, replica)),
                              top=str(directory / "topology.pdb"))
     trajectory = trajectory[: len(index.steps)]
@@ -389,8 +382,9 @@ def load_temperature_trajectory(directory: str | os.PathLike, temperature_index:
     """The demultiplexed trajectory at ladder index ``temperature_index``: frame f taken from
     the replica that held that temperature at frame f."""
     index = read_frame_index(directory)
-    _check_ladder_index("temperature_index", temperature_index,
-                        index.replica_of_temperature.shape[1])
+    n_replicas = index.replica_of_temperature.shape[1]
+    check_index("temperature_index", temperature_index, n_replicas,
+                f" (the run has {n_replicas} replicas)")
     holders = index.replica_of_temperature[:, temperature_index]
     first = None
     xyz = None
