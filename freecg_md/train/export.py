@@ -49,10 +49,12 @@ def _training_progress(log_path: Path) -> dict[str, float]:
             "training_time_s": float(rows[-1]["elapsed_s"])}
 
 
-def latest_weights(run: Path) -> tuple[FreeCG, str]:
+def latest_weights(run: Path) -> tuple[FreeCG, str, dict[str, int]]:
     """The model where a run's training stands: ``best_model.pt``'s architecture and energy
     standardisation with the last checkpoint's EMA weights (the raw weights without EMA),
-    and which weights of which optimiser step they are."""
+    which weights of which optimiser step they are, and where in training that step lies
+    (``epoch``: the epoch in progress, counted from 0; ``batch_in_epoch``: its batches
+    done; ``optimizer_step``)."""
     for name in ("best_model.pt", CHECKPOINT):
         if not (run / name).is_file():
             raise FileNotFoundError(f"{run / name} is missing: no checkpoint of this run to "
@@ -60,9 +62,12 @@ def latest_weights(run: Path) -> tuple[FreeCG, str]:
     model = load_model(run / "best_model.pt")
     state = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=True)
     model.load_state_dict(state["ema"] or state["model"])
-    step = json.loads(state["progress"])["step"]
+    progress = json.loads(state["progress"])
+    step = progress["step"]
     which = "EMA weights" if state["ema"] else "weights"
-    return model, f"{run / CHECKPOINT} ({which} at optimiser step {step})"
+    where = {"epoch": progress["epoch"], "batch_in_epoch": progress["batch_in_epoch"],
+             "optimizer_step": step}
+    return model, f"{run / CHECKPOINT} ({which} at optimiser step {step})", where
 
 
 def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Path | None = None,
@@ -88,10 +93,14 @@ def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Pa
         training["initialised_from"] = {"run": str(start.run_dir), **earlier}
     structures, _ = load_training_structures(config)
     test = [structures[i] for i in split["test"]]
+    progress = _training_progress(run / "log.csv")
     if latest:
-        model, exported_from = latest_weights(run)
+        model, exported_from, where = latest_weights(run)
     else:
         model, exported_from = load_model(model_path), str(model_path)
+        # best_model.pt holds the weights after the best epoch (-1: a fine-tune's start);
+        # another file given as model_path is the caller's to describe.
+        where = {"epoch": progress["best_epoch"]} if model_path == run / "best_model.pt" else {}
     # Frozen: scoring needs no parameter gradients, and a frozen model takes the faster
     # inference path (see FreeCG).
     model = model.to(torch.float32).requires_grad_(False)
@@ -121,7 +130,9 @@ def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Pa
         metrics = total.summary()
     metrics.update(n_train=len(split["train"]), n_val=len(split["val"]), n_test=len(test))
     report = {"test_metrics": metrics, **report}
-    report["training"] = {**_training_progress(run / "log.csv"), **training}
+    # best_epoch stays the run's best; exported_weights says which weights this file holds
+    # (with --latest, not the best epoch's).
+    report["training"] = {**progress, "exported_weights": where, **training}
     # Periodic structures' shortest distances would need their images: recorded for
     # molecules only.
     molecules = [(s.numbers.numpy(), s.positions.numpy()) for s in structures

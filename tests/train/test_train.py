@@ -409,6 +409,7 @@ def test_fine_tuning_keeps_the_starting_weights_unless_an_epoch_beats_them(data_
         torch.testing.assert_close(value, start[key], rtol=0, atol=0)
     report = export_model(tuned, tmp_path / "tuned.pt")
     assert report["training"]["best_epoch"] == -1
+    assert report["training"]["exported_weights"] == {"epoch": -1}
 
 
 def test_export_of_the_latest_weights_takes_the_checkpoints_ema(data_file, tmp_path):
@@ -423,6 +424,9 @@ def test_export_of_the_latest_weights_takes_the_checkpoints_ema(data_file, tmp_p
             torch.testing.assert_close(value, saved[key].to(value.dtype), rtol=0, atol=0)
         described = "EMA weights" if ema_decay else "(weights"
         assert f"{described} at optimiser step 8)" in latest.metadata["exported_from"]
+        # The file says which weights it holds: the end of epoch 0, not its best epoch.
+        assert latest.metadata["training"]["exported_weights"] == {
+            "epoch": 1, "batch_in_epoch": 0, "optimizer_step": 8}
     with pytest.raises(ValueError, match="give one"):
         export_model(config, tmp_path / "x.pt", tmp_path / "raw" / "best_model.pt",
                      latest=True)
