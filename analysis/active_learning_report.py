@@ -25,62 +25,18 @@ import json
 import sys
 from pathlib import Path
 
-import ase.io
 import numpy as np
 import torch
-from basin_errors import parse_model  # this directory is on sys.path when run as a script
+from report_cli import (  # this folder is on sys.path as a script
+    exits_on_bad_input,
+    load_frozen,
+    parse_model,
+)
 from scipy.stats import spearmanr
 
-from freecg_md.committee import load_committee
-from freecg_md.io import load_model, model_fingerprint
+from freecg_md.analysis.scoring import committee_points, round_sets, target_errors
+from freecg_md.io import model_fingerprint
 from freecg_md.train import TrainConfig
-from freecg_md.train.data import structures_from_atoms
-from freecg_md.train.dataset_cache import load_training_structures
-from freecg_md.train.finetune import starting_point
-from freecg_md.train.loop import evaluate_errors, predict_in_batches
-
-MEV = 1000.0
-
-
-def evaluation_sets(config: TrainConfig, probe: Path | None) -> dict[str, list]:
-    """The held-out test structures of the earlier and the added data of the round's run,
-    and the probe's conformations."""
-    start = starting_point(config)
-    if start is None:
-        raise SystemExit(f"{config.output_dir}: the config has no init_from; expected a "
-                         "round's fine-tune config")
-    structures, _ = load_training_structures(config)
-    split_path = Path(config.output_dir) / "split.json"
-    if not split_path.is_file():
-        raise SystemExit(f"{split_path} is missing: has the round's training started?")
-    test = json.loads(split_path.read_text())["test"]
-    n_old = start.n_structures
-    sets = {"held-out, earlier data": [structures[i] for i in test if i < n_old],
-            "held-out, added own-MD frames": [structures[i] for i in test if i >= n_old]}
-    if probe is not None:
-        sets["probe, own MD at 300 K"] = structures_from_atoms(
-            ase.io.read(probe, index=":"), start.model.cutoff)
-    return sets
-
-
-def errors(model: torch.nn.Module, structures: list, config: TrainConfig) -> dict[str, float]:
-    summary = evaluate_errors(model, structures, config, torch.device("cpu"),
-                              torch.float32).summary()
-    return {"n": len(structures),
-            "force_mae_eV_per_A": summary["force_mae_eV_per_A"],
-            "energy_mae_meV_per_atom": summary["energy_mae_per_atom_eV"] * MEV,
-            "energy_bias_meV_per_atom": summary["energy_bias_per_atom_eV"] * MEV}
-
-
-def committee_points(paths: list[Path], structures: list) -> tuple[np.ndarray, np.ndarray]:
-    """Per conformation: the committee's largest per-atom force disagreement and its mean
-    force's largest per-atom error, both eV/Å."""
-    committee = load_committee(paths).requires_grad_(False).eval()
-    spread, error = [], []
-    for batch, out in predict_in_batches(committee, structures, 1, "cpu", torch.float32):
-        spread.append(float(out["forces_std"].max()))
-        error.append(float((out["forces"].detach() - batch.forces).norm(dim=-1).max()))
-    return np.array(spread), np.array(error)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,13 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = TrainConfig.from_json(args.config)
-    sets = evaluation_sets(config, args.probe)
+    with exits_on_bad_input():
+        sets = round_sets(config, args.probe)
     report: dict[str, object] = {"sets": {name: len(s) for name, s in sets.items()},
                                  "models": {}, "committee": None}
     for name, path in args.model:
-        model = load_model(path).to(torch.float32).requires_grad_(False)
+        model = load_frozen(path)
         report["models"][name] = {"file": str(path), "fingerprint": model_fingerprint(path),
-                                  **{set_name: errors(model, s, config)
+                                  **{set_name: target_errors(model, s, config)
                                      for set_name, s in sets.items()}}
         print(name, json.dumps(report["models"][name], indent=1))
     points = {}

@@ -25,13 +25,13 @@ import argparse
 import csv
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import ase.io
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from report_cli import DEFAULT_MODELS, REPO, parse_model  # this folder is on sys.path as a script
 
 from freecg_md import FreeCGCalculator
 from freecg_md.analysis.conformations import (
@@ -44,24 +44,6 @@ from freecg_md.analysis.rundir import read_run
 from freecg_md.analysis.structure import chignolin_cvs
 from freecg_md.data.molecules import load_chignolin
 from freecg_md.io import model_fingerprint
-
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_MODELS = {"FreeCG": REPO / "models" / "chignolin.pt",
-                  "ablation without group CG": REPO / "models" / "chignolin_visnet.pt"}
-
-
-def named_path(option: str) -> Callable[[str], tuple[str, Path]]:
-    """An argparse type reading ``NAME=PATH`` for ``option`` (named in its error)."""
-    def parse(text: str) -> tuple[str, Path]:
-        name, sep, path = text.partition("=")
-        if not sep or not name or not path:
-            raise argparse.ArgumentTypeError(f"{option} {text!r}: expected NAME=PATH")
-        return name, Path(path)
-
-    return parse
-
-
-parse_model = named_path("--model")
 
 
 def run_model_fingerprint(directory: Path) -> str:

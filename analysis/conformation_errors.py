@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from basin_errors import DEFAULT_MODELS, parse_model  # this directory is on sys.path as a script
+from report_cli import DEFAULT_MODELS, parse_model  # this folder is on sys.path as a script
 
 from freecg_md import FreeCGCalculator
 from freecg_md.analysis.reports import conformation_errors_report

@@ -42,15 +42,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ase.data import covalent_radii
-from basin_errors import parse_model  # this directory is on sys.path as a script
-from convergence_errors import add_named_sets, add_set_argument, run_structures, write_report
-from energy_error_trend import energy_errors, mean_reference_force, radii_of_gyration
+from report_cli import (  # this folder is on sys.path when run as a script
+    add_set_argument,
+    exits_on_bad_input,
+    load_frozen,
+    parse_model,
+    write_report,
+)
 
+from freecg_md.analysis.scoring import (
+    add_named_sets,
+    closest_unbonded_contact,
+    energy_errors,
+    mean_reference_force,
+    radii_of_gyration,
+    run_structures,
+)
 from freecg_md.analysis.statistics import mean_and_standard_error
 from freecg_md.data import load_chignolin
-from freecg_md.io import load_model, model_fingerprint
-from freecg_md.md.guards import find_bonds
+from freecg_md.io import model_fingerprint
 from freecg_md.train import TrainConfig
 from freecg_md.train.data import Structure
 
@@ -62,21 +72,6 @@ MIN_PER_GROUP = 5
 # Contacts closer than this (in covalent radii) are rare in the classical data and common in
 # the first rounds' frames (each report counts them: frames_with_contact_below).
 CONTACT_LIMIT = 1.4
-
-
-def closest_unbonded_contact(positions: np.ndarray, numbers: np.ndarray,
-                             native: np.ndarray) -> np.ndarray:
-    """(F,) smallest distance between two atoms not bonded in ``native`` (N, 3) Å, over the
-    sum of their covalent radii, for frames ``positions`` (F, N, 3) Å."""
-    pairs, _, _ = find_bonds(native, numbers)
-    n = len(numbers)
-    bonded = np.zeros((n, n), bool)
-    bonded[pairs[:, 0], pairs[:, 1]] = bonded[pairs[:, 1], pairs[:, 0]] = True
-    i, j = np.triu_indices(n, k=1)
-    free = ~bonded[i, j]
-    i, j = i[free], j[free]
-    scale = covalent_radii[numbers[i]] + covalent_radii[numbers[j]]
-    return (np.linalg.norm(positions[:, j] - positions[:, i], axis=-1) / scale).min(axis=1)
 
 
 def contacts(structures: list[Structure], native: np.ndarray,
@@ -141,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = TrainConfig.from_json(args.config)
-    run = run_structures(config, args.own_md_from)
+    with exits_on_bad_input():
+        run = run_structures(config, args.own_md_from)
     name, path = args.model
-    model = load_model(path).float().requires_grad_(False)
+    model = load_frozen(path)
     native = load_chignolin().native_positions
     # From positions alone, once for every structure of the run (the per-entry counts
     # below need the classical frames of every split too).
@@ -153,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = {"classical, test split": np.flatnonzero(test & ~run.own_md),
               "own MD, all splits": np.flatnonzero(run.own_md)}
     groups = {group: [run.structures[i] for i in indices] for group, indices in chosen.items()}
-    add_named_sets(groups, args.named_sets, model.cutoff)
+    with exits_on_bad_input():
+        add_named_sets(groups, args.named_sets, model.cutoff)
     errors = {group: energy_errors(model, members) for group, members in groups.items()}
     quantities = {group: frame_quantities(members, native,
                                           contact[chosen[group]] if group in chosen else None)

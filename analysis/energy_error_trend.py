@@ -30,45 +30,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-from ase.data import atomic_masses
-from convergence_errors import (  # this directory is on sys.path as a script
+from report_cli import (  # this folder is on sys.path when run as a script
     add_evaluation_arguments,
     models_and_sets,
     write_report,
 )
 
 from freecg_md.analysis.plots import new_figure
+from freecg_md.analysis.scoring import energy_errors, mean_reference_force, radii_of_gyration
 from freecg_md.analysis.statistics import linear_trend, mean_and_standard_error
-from freecg_md.analysis.structure import radius_of_gyration
 from freecg_md.io import model_fingerprint
-from freecg_md.train.data import Structure
-from freecg_md.train.loop import predict_in_batches
 
-MEV = 1e3
 BIN_WIDTH = 0.5  # Å of R_g
 MIN_PER_BIN = 3
-
-
-def energy_errors(model: torch.nn.Module, structures: list[Structure],
-                  batch_size: int = 4) -> np.ndarray:
-    """(S,) signed energy error per atom, model minus reference, meV."""
-    errors = [((out["energy"].detach() - batch.energy) / batch.num_atoms).double()
-              for batch, out in predict_in_batches(model, structures, batch_size, "cpu",
-                                                   torch.float32)]
-    return torch.cat(errors).numpy() * MEV
-
-
-def radii_of_gyration(structures: list[Structure]) -> np.ndarray:
-    """(S,) mass-weighted radius of gyration of each structure, Å."""
-    return np.array([float(radius_of_gyration(s.positions.double().numpy(),
-                                              atomic_masses[s.numbers.numpy()]))
-                     for s in structures])
-
-
-def mean_reference_force(structures: list[Structure]) -> np.ndarray:
-    """(S,) mean absolute reference force component of each structure, eV/Å."""
-    return np.array([float(s.forces.double().abs().mean()) for s in structures])
 
 
 def binned_means(rg: np.ndarray, error: np.ndarray) -> list[dict[str, float]]:

@@ -34,8 +34,8 @@ import numpy as np
 
 from freecg_md.analysis.plots import new_figure
 from freecg_md.analysis.statistics import Approach, approach_curve, geometric_approach
+from freecg_md.units import MEV_PER_EV as MEV
 
-MEV = 1e3
 # A limit is reported where the fitted epochs span at least this share of the fall to it,
 MIN_FRACTION_SEEN = 0.5
 # and its standard error is below this share of that fall.

@@ -558,7 +558,7 @@ def test_timestep_check_compares_two_runs_rung_by_rung(remd_run, tiny_model, tmp
 
 
 def test_energy_error_trend_and_convergence_errors_by_origin(tiny_model, tmp_path,
-                                                            monkeypatch, capsys):
+                                                            capsys):
     """Both scripts on a split of chignolin frames stretched about their centre (a spread of
     radii of gyration), labelled by EMT: the sets are cut by origin, the biases agree with
     the training code's metrics, and the trend's R_g is the frames'."""
@@ -566,13 +566,12 @@ def test_energy_error_trend_and_convergence_errors_by_origin(tiny_model, tmp_pat
     from ase.calculators.emt import EMT
     from ase.calculators.singlepoint import SinglePointCalculator
 
+    from freecg_md.analysis.scoring import energy_errors
     from freecg_md.analysis.structure import radius_of_gyration
     from freecg_md.train import TrainConfig
     from freecg_md.train.dataset_cache import load_training_structures
     from freecg_md.train.loop import evaluate_errors
 
-    # As `python analysis/x.py` does: the scripts import their neighbours.
-    monkeypatch.syspath_prepend(str(REPO / "analysis"))
     atoms = load_chignolin().atoms
     rng = np.random.default_rng(0)
     parts = []
@@ -642,8 +641,6 @@ def test_energy_error_trend_and_convergence_errors_by_origin(tiny_model, tmp_pat
     # there; every own-MD frame (all splits) and the classical test frames are grouped.
     # The bias by data entry and split, with the own-MD frames in two entries: each
     # entry's means are those of its own structures.
-    from energy_error_trend import energy_errors
-
     own_frames = ase.io.read(tmp_path / "own_md.extxyz", index=":")
     ase.io.write(tmp_path / "own_a.extxyz", own_frames[:4])
     ase.io.write(tmp_path / "own_b.extxyz", own_frames[4:])
@@ -676,9 +673,8 @@ def test_energy_error_trend_and_convergence_errors_by_origin(tiny_model, tmp_pat
     assert "that name is taken" in capsys.readouterr().err
 
 
-def test_closest_unbonded_contact_sees_a_hydrogen_pressed_on_an_oxygen(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "analysis"))
-    from energy_bias_sources import closest_unbonded_contact
+def test_closest_unbonded_contact_sees_a_hydrogen_pressed_on_an_oxygen():
+    from freecg_md.analysis.scoring import closest_unbonded_contact
 
     chignolin = load_chignolin()
     native = chignolin.native_positions
@@ -694,19 +690,16 @@ def test_closest_unbonded_contact_sees_a_hydrogen_pressed_on_an_oxygen(monkeypat
     assert contact[1] <= 1.0 / 0.97 + 1e-9  # that pair, or a closer one next to it
 
 
-def test_committee_points_are_the_committees_spread_and_error(tiny_model, tmp_path,
-                                                              monkeypatch):
-    """active_learning_report.committee_points: per conformation the committee's largest
+def test_committee_points_are_the_committees_spread_and_error(tiny_model, tmp_path):
+    """scoring.committee_points: per conformation the committee's largest
     per-atom force standard deviation and its mean force's largest per-atom error, as the
     committee computes them on that conformation alone."""
     from ase.calculators.emt import EMT
     from ase.calculators.singlepoint import SinglePointCalculator
 
+    from freecg_md.analysis.scoring import committee_points
     from freecg_md.committee import load_committee
     from freecg_md.train.data import collate, structures_from_atoms
-
-    monkeypatch.syspath_prepend(str(REPO / "analysis"))
-    from active_learning_report import committee_points
 
     torch.manual_seed(1)
     other = save_model(FreeCG(load_model(tiny_model).config), tmp_path / "other.pt")
@@ -792,7 +785,7 @@ def test_a_named_path_without_a_name_is_refused_naming_its_option(monkeypatch):
     import argparse
 
     monkeypatch.syspath_prepend(str(REPO / "analysis"))
-    from convergence_errors import parse_set
+    from report_cli import parse_set
 
     assert parse_set("probe=a/b.extxyz") == ("probe", Path("a/b.extxyz"))
     for text in ("a/b.extxyz", "=a/b.extxyz", "probe="):
