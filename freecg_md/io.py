@@ -130,6 +130,9 @@ def save_model(
         Destination, conventionally ``*.pt``.
     metadata:
         JSON-serialisable facts to keep with the model (training data, metrics, units...).
+        None keeps the model's own ``metadata`` (what :func:`load_model` attached, such as
+        its training domain, so that a loaded model saved again keeps its checks); ``{}``
+        writes none.
 
     Returns
     -------
@@ -138,7 +141,9 @@ def save_model(
     if not isinstance(model, FreeCG):
         raise TypeError(f"model is a {type(model).__name__}; expected a freecg_md.FreeCG")
     try:
-        metadata_json = json.dumps(metadata or {}, sort_keys=True)
+        if metadata is None:
+            metadata = getattr(model, "metadata", None) or {}
+        metadata_json = json.dumps(metadata, sort_keys=True)
     except TypeError as error:
         raise TypeError(f"metadata must be JSON-serialisable: {error}") from None
     payload = {

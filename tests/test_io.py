@@ -31,6 +31,10 @@ def test_round_trip_keeps_config_weights_standardisation_and_metadata(tmp_path, 
     assert content["format_version"] == FORMAT_VERSION
     assert set(content["versions"]) == {"freecg_md", "torch", "e3nn"}
     assert content["units"]["energy"] == "eV"
+    # Saved again without metadata, a loaded model keeps its own (its training domain, for
+    # one, on which the calculator's checks rest); an explicit {} clears it.
+    assert load_model(save_model(loaded, tmp_path / "again.pt")).metadata == loaded.metadata
+    assert load_model(save_model(loaded, tmp_path / "bare.pt", metadata={})).metadata == {}
 
 
 def test_file_is_plain_data_loadable_with_weights_only(tmp_path):
