@@ -139,11 +139,14 @@ class FreeCGCalculator(Calculator):
     which checks its own validity (atoms moved more than skin/2, or numbers, cell or pbc
     changed); ``neighbor_stats`` reports its builds and reuses.
 
-    A committee of K models adds, under the names MACE's calculator uses where it has one:
-    ``energy_comm`` (K,) eV and ``forces_comm`` (K, N, 3) eV/Å, the members' predictions;
-    ``energy_var`` eV² and ``energy_std`` eV, their spread; ``forces_std`` (N,) eV/Å, each
-    atom's force spread, and ``max_force_std`` eV/Å, its largest value (the definitions are
-    in :mod:`freecg_md.committee`). ``energy``, ``energies`` and ``forces`` are the means.
+    A committee of K models adds ``energy_comm`` (K,) eV and ``forces_comm`` (K, N, 3) eV/Å,
+    the members' predictions; ``energy_var`` eV² and ``energy_std`` eV, their spread;
+    ``forces_std`` (N,) eV/Å, each atom's force spread, and ``max_force_std`` eV/Å, its
+    largest value (the definitions are in :mod:`freecg_md.committee`). ``energy``,
+    ``energies`` and ``forces`` are the means. ``forces_comm`` and ``energy_var`` are the
+    names MACE's calculator gives the same quantities; the others are this package's.
+    MACE's committee puts the members' energies under ``energies``; here ``energies`` keeps
+    ASE's meaning (per atom, (N,)) and the members' energies are ``energy_comm``.
     """
 
     implemented_properties = ("energy", "free_energy", "energies", "forces")

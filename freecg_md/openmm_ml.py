@@ -36,11 +36,12 @@ import torch
 from ase.data import chemical_symbols
 
 from .calculator import prepare_model, resolve_device, resolve_dtype
+from .io import model_fingerprint
 from .md.potentials import FreeCGPotential
 from .units import ANGSTROM_PER_NM, KJ_MOL_PER_EV
 
-__all__ = ["EV_TO_KJ_PER_MOL", "FreeCGPotentialImpl", "FreeCGPotentialImplFactory",
-           "constrain_hydrogen_bonds", "freecg_force"]
+__all__ = ["EV_TO_KJ_PER_MOL", "FreeCGComputation", "FreeCGPotentialImpl",
+           "FreeCGPotentialImplFactory", "constrain_hydrogen_bonds", "freecg_force"]
 
 EV_TO_KJ_PER_MOL = KJ_MOL_PER_EV
 
@@ -50,19 +51,89 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     MLPotentialImpl = MLPotentialImplFactory = object  # type: ignore[assignment,misc]
 
 
-def freecg_force(potential: FreeCGPotential, periodic: bool,
-                 particles: Iterable[int] | None = None):  # noqa: ANN201 - openmm.PythonForce
-    """An ``openmm.PythonForce`` evaluating ``potential`` (one replica of the atoms
-    ``particles``, or of all atoms of the System if None)."""
-    import openmm
-    from openmm import unit
+class FreeCGComputation:
+    """The computation of a FreeCG ``openmm.PythonForce``: called with an OpenMM State, returns
+    the energy (kJ/mol) and forces (kJ/mol/nm) of ``potential``'s one replica.
 
-    # The last evaluation: OpenMM asks again at unchanged positions whenever a reporter
-    # or the user calls getState(getEnergy=True) after a step, and a model pass is the
-    # whole cost of a step (an ASE calculator returns its stored results in that case too).
-    last: dict[str, Any] = {}
+    OpenMM copies and serialises a PythonForce by pickling its function (``copy.deepcopy``
+    of a System, ``XmlSerializer``, openmm-ml's ``createMixedSystem(interpolate=True)``), so
+    this is a class, pickled as what rebuilds it: the model file(s) with their
+    fingerprints, the atoms and the settings; never the weights. Unpickling loads the files
+    again; a missing file or one whose fingerprint has changed makes the first evaluation
+    fail with that reason, so a System read back computes what it was saved with, or says
+    why not.
+    """
 
-    def compute(state: openmm.State) -> tuple[float, np.ndarray]:
+    def __init__(self, model_path: str | os.PathLike | list, numbers: np.ndarray,
+                 cell: np.ndarray | None, periodic: bool, device: str = "cpu",
+                 dtype: str = "float32", skin: float = 1.0,
+                 matmul_precision: str = "float32") -> None:
+        paths = list(model_path) if isinstance(model_path, (list, tuple)) else [model_path]
+        self.settings = {"model_path": [os.fspath(p) for p in paths]
+                         if isinstance(model_path, (list, tuple)) else os.fspath(model_path),
+                         "numbers": np.asarray(numbers).tolist(),
+                         "cell": None if cell is None else np.asarray(cell).tolist(),
+                         "periodic": bool(periodic), "device": device, "dtype": dtype,
+                         "skin": float(skin), "matmul_precision": matmul_precision}
+        self.fingerprints = [model_fingerprint(p) for p in paths]
+        self.problem: str | None = None
+        self._build()
+
+    def _build(self) -> None:
+        settings = self.settings
+        model = prepare_model(settings["model_path"], resolve_device(settings["device"]),
+                              resolve_dtype(settings["dtype"]),
+                              matmul_precision=settings["matmul_precision"])
+        numbers = np.asarray(settings["numbers"])
+        unknown = sorted(set(numbers.tolist()) - set(model.species))
+        if unknown:
+            names = ", ".join(chemical_symbols[z] for z in unknown)
+            known = ", ".join(chemical_symbols[z] for z in model.species)
+            raise ValueError(f"the Topology has element(s) {names} that the model "
+                             f"{settings['model_path']} was not trained on; it knows {known}")
+        cell = None if settings["cell"] is None else np.asarray(settings["cell"], np.float64)
+        # One replica, evaluated in this process: OpenMM calls once per step.
+        self.potential = FreeCGPotential(
+            model, numbers, cell, settings["periodic"],
+            device=settings["device"], dtype=settings["dtype"], skin=settings["skin"],
+            workers=1, matmul_precision=settings["matmul_precision"])
+        # The last evaluation: OpenMM asks again at unchanged positions whenever a reporter
+        # or the user calls getState(getEnergy=True) after a step, and a model pass is the
+        # whole cost of a step (an ASE calculator returns its stored results then too).
+        self.last: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"settings": self.settings, "fingerprints": self.fingerprints}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.settings, self.fingerprints = state["settings"], state["fingerprints"]
+        # OpenMM unpickles this inside its deserialiser, where a Python exception crashes
+        # the interpreter; a problem is kept and raised at the first evaluation instead,
+        # which OpenMM passes on as an OpenMMException with its message.
+        self.problem = None
+        path = self.settings["model_path"]
+        try:
+            for file, expected in zip(path if isinstance(path, list) else [path],
+                                      self.fingerprints, strict=True):
+                if not os.path.isfile(file):
+                    raise FileNotFoundError(f"the FreeCG force of this System needs the model "
+                                            f"file {file}, which is missing")
+                found = model_fingerprint(file)
+                if found != expected:
+                    raise ValueError(f"the model file {file} has changed since this System "
+                                     f"was saved (fingerprint {found[:12]}, saved with "
+                                     f"{expected[:12]}); expected the same model")
+            self._build()
+        except Exception as error:  # noqa: BLE001 - see above: raised at the first call
+            self.problem = f"{type(error).__name__}: {error}"
+
+    def __call__(self, state: Any) -> tuple[float, np.ndarray]:
+        from openmm import unit
+
+        if self.problem:
+            raise RuntimeError(self.problem)
+
+        periodic, last = self.settings["periodic"], self.last
         positions = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer),
                                dtype=np.float64)
         box = (np.asarray(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(
@@ -72,15 +143,23 @@ def freecg_force(potential: FreeCGPotential, periodic: bool,
             return last["result"]
         if box is not None:
             # A barostat changes the box: the neighbour list sees the new cell and rebuilds.
-            potential.cell = box * ANGSTROM_PER_NM
-        energies, forces = potential.evaluate(torch.from_numpy(positions * ANGSTROM_PER_NM)[None])
+            self.potential.cell = box * ANGSTROM_PER_NM
+        energies, forces = self.potential.evaluate(
+            torch.from_numpy(positions * ANGSTROM_PER_NM)[None])
         result = (float(energies[0]) * EV_TO_KJ_PER_MOL,
                   forces[0].numpy() * (EV_TO_KJ_PER_MOL * ANGSTROM_PER_NM))
         last.update(positions=positions, box=box, result=result)
         return result
 
-    force = openmm.PythonForce(compute)
-    force.setUsesPeriodicBoundaryConditions(bool(periodic))
+
+def freecg_force(computation: FreeCGComputation,
+                 particles: Iterable[int] | None = None):  # noqa: ANN201 - openmm.PythonForce
+    """An ``openmm.PythonForce`` running ``computation`` (on the atoms ``particles``, or on
+    all atoms of the System if None)."""
+    import openmm
+
+    force = openmm.PythonForce(computation)
+    force.setUsesPeriodicBoundaryConditions(computation.settings["periodic"])
     if particles is not None:
         force.setParticles(list(particles))
     return force
@@ -152,24 +231,15 @@ class FreeCGPotentialImpl(MLPotentialImpl):
         if any(atom.element is None for atom in included):
             raise ValueError("every atom FreeCG covers needs an element in the Topology")
         numbers = np.array([atom.element.atomic_number for atom in included])
-        model = prepare_model(self.model_path, resolve_device(device), resolve_dtype(dtype),
-                              matmul_precision=matmul_precision)
-        unknown = sorted(set(numbers.tolist()) - set(model.species))
-        if unknown:
-            names = ", ".join(chemical_symbols[z] for z in unknown)
-            known = ", ".join(chemical_symbols[z] for z in model.species)
-            raise ValueError(f"the Topology has element(s) {names} that the model "
-                             f"{self.model_path} was not trained on; it knows {known}")
         from openmm import unit
 
         box = topology.getPeriodicBoxVectors()
         periodic = box is not None
         cell = (np.asarray(box.value_in_unit(unit.angstrom), dtype=np.float64)
                 if periodic else None)
-        # One replica, evaluated in this process: OpenMM calls once per step.
-        potential = FreeCGPotential(model, numbers, cell, periodic, device=device,
-                                    dtype=dtype, skin=skin, workers=1,
-                                    matmul_precision=matmul_precision)
-        force = freecg_force(potential, periodic, atoms)
+        computation = FreeCGComputation(self.model_path, numbers, cell, periodic,
+                                        device=device, dtype=dtype, skin=skin,
+                                        matmul_precision=matmul_precision)
+        force = freecg_force(computation, atoms)
         force.setForceGroup(forceGroup)
         system.addForce(force)

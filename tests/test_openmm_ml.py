@@ -8,7 +8,7 @@ openmm = pytest.importorskip("openmm")
 openmmml = pytest.importorskip("openmmml")
 from openmm import app, unit  # noqa: E402
 
-from freecg_md import FreeCGCalculator, save_model  # noqa: E402
+from freecg_md import FreeCGCalculator, load_model, save_model  # noqa: E402
 from freecg_md.nn.precision import cpu_has_bfloat16  # noqa: E402
 from freecg_md.openmm_ml import EV_TO_KJ_PER_MOL, constrain_hydrogen_bonds  # noqa: E402
 from tests.conftest import random_molecule, small_model  # noqa: E402
@@ -210,3 +210,44 @@ def test_a_mixed_system_computes_the_ml_atoms_with_freecg(model_file):
                 nonbonded.addException(i, j, 0.0, 0.3, 0.0)
     mm_energy, _ = openmm_results(mm, atoms.positions)
     assert energy == pytest.approx(ml_energy + mm_energy, rel=1e-9)
+
+
+def test_a_system_is_copied_serialised_and_interpolated_with_its_freecg_force(model_file,
+                                                                            tmp_path):
+    """OpenMM copies a PythonForce by pickling its function: a deep copy, an XML round trip
+    and openmm-ml's interpolating mixed system all compute what the original does; a model
+    file changed since is refused by name."""
+    import copy
+
+    atoms = random_molecule(10, seed=11, box=8.0)
+    topology = topology_of(atoms.numbers)
+    potential = openmmml.MLPotential("freecg", modelPath=str(model_file))
+    system = potential.createSystem(topology, dtype="float64")
+    energy, forces = openmm_results(system, atoms.positions)
+    for other in (copy.deepcopy(system),
+                  openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))):
+        again, again_forces = openmm_results(other, atoms.positions)
+        assert again == energy
+        np.testing.assert_array_equal(again_forces, forces)
+    # interpolate=True deep-copies the force; at lambda 1 the ML atoms are FreeCG's alone.
+    mm = openmm.System()
+    nonbonded = openmm.NonbondedForce()
+    for _ in atoms.numbers:
+        mm.addParticle(12.0)
+        nonbonded.addParticle(0.0, 0.3, 0.1)
+    mm.addForce(nonbonded)
+    plain = potential.createMixedSystem(topology, mm, list(range(5)), dtype="float64")
+    mixed = potential.createMixedSystem(topology, mm, list(range(5)), interpolate=True,
+                                        dtype="float64")
+    assert openmm_results(mixed, atoms.positions)[0] == pytest.approx(
+        openmm_results(plain, atoms.positions)[0], rel=1e-9)
+    saved = openmm.XmlSerializer.serialize(system)
+    changed = load_model(model_file)
+    with torch.no_grad():
+        next(changed.parameters()).add_(0.01)
+    save_model(changed, model_file)
+    with pytest.raises(Exception, match="has changed since this System was saved"):
+        openmm_results(openmm.XmlSerializer.deserialize(saved), atoms.positions)
+    model_file.unlink()
+    with pytest.raises(Exception, match="needs the model file .*model.pt, which is missing"):
+        openmm_results(openmm.XmlSerializer.deserialize(saved), atoms.positions)
