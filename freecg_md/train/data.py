@@ -64,6 +64,18 @@ def dataset_fingerprint(paths: list[Path], cutoff: float, energy_key: str | None
     return digest.hexdigest()[:16]
 
 
+def structures_fingerprint(structures: list[Structure]) -> str:
+    """SHA-256 (first 16 hex digits) of the structures' atomic numbers, positions, energies
+    and forces, in order: the identity of a run's data, the same on every machine and
+    checkout (unlike :func:`dataset_fingerprint`, which reads file names and times)."""
+    digest = hashlib.sha256()
+    for structure in structures:
+        for tensor in (structure.numbers, structure.positions, structure.energy,
+                       structure.forces):
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def save_structures(structures: list[Structure], path: Path) -> None:
     """Tensor cache, loadable with ``weights_only=True``."""
     payload = {

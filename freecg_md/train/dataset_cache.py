@@ -1,7 +1,9 @@
-"""Reading labelled data for training, with a tensor cache beside the run."""
+"""Reading labelled data for training, with a tensor cache beside the run, and the record of
+which data a run's split refers to."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..data.dataset import DatasetError, check_elements, read_dataset
@@ -12,8 +14,13 @@ from .data import (
     dataset_fingerprint,
     load_structures,
     save_structures,
+    split_size,
+    structures_fingerprint,
     structures_from_atoms,
 )
+
+# Beside a run's split.json: how many structures it splits and their content's fingerprint.
+DATA_RECORD = "data.json"
 
 
 def data_files(paths: list[str]) -> list[Path]:
@@ -74,3 +81,29 @@ def _check_cached_species(structures: list[Structure], species: list[int]) -> No
         if extra:
             raise DatasetError(f"structure {index} holds atomic numbers {sorted(extra)}, "
                                f"outside the model's species {sorted(allowed)}")
+
+
+def record_run_data(run_dir: Path, structures: list[Structure]) -> None:
+    """Write :data:`DATA_RECORD` for the structures a run splits."""
+    record = {"structures": len(structures), "fingerprint": structures_fingerprint(structures)}
+    (Path(run_dir) / DATA_RECORD).write_text(json.dumps(record) + "\n")
+
+
+def check_run_data(run_dir: Path, structures: list[Structure], split: dict[str, list[int]],
+                   consequence: str) -> None:
+    """ValueError unless ``structures`` are those the run's split was made on: as many, and,
+    where the run recorded them (:data:`DATA_RECORD`), the same in content and order.
+    ``consequence`` ends the message (what the caller cannot do on other data)."""
+    split_path = Path(run_dir) / "split.json"
+    n_split = split_size(split)
+    if n_split != len(structures):
+        raise ValueError(f"{split_path} splits {n_split} structures but the data now hold "
+                         f"{len(structures)}; {consequence}")
+    record_path = Path(run_dir) / DATA_RECORD
+    if record_path.is_file():
+        recorded = json.loads(record_path.read_text())["fingerprint"]
+        now = structures_fingerprint(structures)
+        if now != recorded:
+            raise ValueError(f"the data differ from those {split_path} was made on "
+                             f"(fingerprint {now}, recorded {recorded} in {record_path}): "
+                             f"files changed, reordered or relabelled; {consequence}")

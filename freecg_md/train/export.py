@@ -7,11 +7,12 @@ best validation loss so far; a run still training may be exported at any time), 
 ``--latest`` the weights of its last checkpoint (the EMA weights where training stands,
 whether or not they validate better than the best so far), evaluates
 it on the run's test split (``split.json``), and writes a float32 model file whose metadata
-holds the test metrics, the epochs and training time behind it, the training config and the
-split. A fine-tuned run (``init_from``) is also scored on the test structures of the earlier
-and of the added data separately. The training domain (elements, compositions, shortest
-distances; :mod:`freecg_md.domain`) of the run's data goes into the metadata too. Prints the
-metrics as JSON. The run itself is not touched.
+holds the test metrics, the epochs and training time behind it, the training config, the
+split and the content fingerprint of the structures it splits (refused if the data no
+longer match the run's record). A fine-tuned run (``init_from``) is also scored on the test
+structures of the earlier and of the added data separately. The training domain (elements,
+compositions, shortest distances; :mod:`freecg_md.domain`) of the run's data goes into the
+metadata too. Prints the metrics as JSON. The run itself is not touched.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from ..domain import DOMAIN_KEY, domain_from_structures
 from ..io import load_model, save_model
 from ..nn import FreeCG
 from .config import TrainConfig
-from .dataset_cache import load_training_structures
+from .data import structures_fingerprint
+from .dataset_cache import check_run_data, load_training_structures
 from .finetune import starting_point
 from .loop import CHECKPOINT, evaluate_errors
 from .loss import ErrorMetrics
@@ -92,6 +94,9 @@ def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Pa
                    else _training_progress(start.run_dir / "log.csv"))
         training["initialised_from"] = {"run": str(start.run_dir), **earlier}
     structures, _ = load_training_structures(config)
+    # The split's indices are only the run's test structures on the data it was made on.
+    check_run_data(run, structures, split, "its split would score other structures as "
+                   "held out")
     test = [structures[i] for i in split["test"]]
     progress = _training_progress(run / "log.csv")
     if latest:
@@ -140,6 +145,7 @@ def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Pa
     domain = {DOMAIN_KEY: domain_from_structures(molecules).to_dict()} if molecules else {}
     save_model(model, out_path, metadata={
         **report, "train_config": config.to_dict(), "split": split,
+        "data_fingerprint": structures_fingerprint(structures),
         "exported_from": exported_from, **domain})
     return report
 

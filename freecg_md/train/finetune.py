@@ -7,8 +7,10 @@ what keeps the test set honest: a structure the earlier run trained on must not 
 held out now.
 
 The earlier run may also be a model file exported from it (a shipped model records its
-training config and split in its metadata). A run directory's tensor cache lets the
-leading structures be checked energy by energy; a model file's split is checked by count.
+training config and split in its metadata). The leading structures are checked against the
+content fingerprint the earlier run recorded (its ``data.json``, or the model file's
+``data_fingerprint``); for runs and files from before that record, a run directory's tensor
+cache is compared energy by energy and a model file's split by count.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import torch
 from ..io import load_model
 from ..nn import FreeCG
 from .config import TrainConfig
-from .data import Structure, load_structures, random_parts, split_size
+from .data import Structure, load_structures, random_parts, split_size, structures_fingerprint
+from .dataset_cache import DATA_RECORD
 
 __all__ = ["StartingPoint", "starting_point"]
 
@@ -80,6 +83,15 @@ class StartingPoint:
         split, train_config = metadata["split"], metadata["train_config"]
         return cls(path, model, [os.path.normpath(p) for p in train_config["data"]], split)
 
+    def recorded_fingerprint(self) -> str | None:
+        """The content fingerprint of the earlier run's structures
+        (:func:`~freecg_md.train.data.structures_fingerprint`), from its ``data.json`` or
+        its model file's metadata; None where it was not recorded."""
+        if self.from_model_file:
+            return self.model.metadata.get("data_fingerprint")
+        record = self.run_dir / DATA_RECORD
+        return json.loads(record.read_text())["fingerprint"] if record.is_file() else None
+
     @property
     def from_model_file(self) -> bool:
         """True when the start is a model file rather than a run directory."""
@@ -122,7 +134,11 @@ class StartingPoint:
             Fractions and seed for the added structures.
         """
         ours = [_resolved(p) for p in data]
-        if self.from_model_file:
+        if self.from_model_file and self.recorded_fingerprint() is not None:
+            # The content check below decides: the file's paths are those of the machine it
+            # was exported on.
+            matches = True
+        elif self.from_model_file:
             # The file records its data paths relative to where it was exported: match them
             # by their trailing components.
             leading = ours[: len(self.data)]
@@ -140,8 +156,7 @@ class StartingPoint:
         if n_new < 0:
             raise ValueError(f"the data hold {len(structures)} structures, fewer than the "
                              f"{n_old} of init_from={str(self.run_dir)!r}")
-        if not self.from_model_file:
-            self._check_same_leading_structures(structures)
+        self._check_same_leading_structures(structures)
         added = random_parts(n_new, round(config.val_fraction * n_new),
                              round(config.test_fraction * n_new), config.data_split_seed,
                              offset=n_old)
@@ -151,6 +166,18 @@ class StartingPoint:
         # Indices only mean the same structures if the earlier files are unchanged: a chunk
         # added to or reordered in an earlier folder would move trained-on structures into
         # this run's validation or test set.
+        n_old = self.n_structures
+        recorded = self.recorded_fingerprint()
+        if recorded is not None:
+            if structures_fingerprint(structures[:n_old]) != recorded:
+                raise ValueError(
+                    f"the first {n_old} structures of data differ from those init_from="
+                    f"{str(self.run_dir)!r} was split on (files changed, added, reordered or "
+                    "relabelled); its split cannot be kept")
+            return
+        if self.from_model_file:
+            return  # a file exported before the fingerprint was recorded: checked by count
+        # A run from before the record: its newest tensor cache.
         caches = sorted(self.run_dir.glob("data_cache_*.pt"), key=lambda p: p.stat().st_mtime)
         if not caches:
             raise FileNotFoundError(

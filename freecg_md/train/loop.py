@@ -21,8 +21,8 @@ from ..io import _versions, load_model, save_model, write_text_atomic
 from ..nn import FreeCG, FreeCGConfig
 from .compiled import CompiledForces
 from .config import TrainConfig
-from .data import Batch, Structure, collate, split_indices, split_size
-from .dataset_cache import load_training_structures
+from .data import Batch, Structure, collate, split_indices
+from .dataset_cache import check_run_data, load_training_structures, record_run_data
 from .finetune import starting_point
 from .loss import ErrorMetrics, fit_energy_standardisation, loss_fn
 
@@ -57,6 +57,9 @@ class Progress:
     stopped_early: bool = False
     stage: int = 1
     stage_start_step: int = 0
+    # The validation loss over all structures at once (ErrorMetrics with weights), not the
+    # mean of its batches' losses.
+    exact_val_loss: bool = True
 
 
 def _epoch_order(n: int, seed: int, epoch: int, n_replayed: int | None = None,
@@ -74,8 +77,10 @@ def _epoch_order(n: int, seed: int, epoch: int, n_replayed: int | None = None,
 
 def _evaluate(model: FreeCG, structures: list[Structure], config: TrainConfig,
               device: torch.device, dtype: torch.dtype,
-              weights: tuple[float, float] | None = None) -> dict[str, float]:
-    return evaluate_errors(model, structures, config, device, dtype, weights).summary()
+              weights: tuple[float, float] | None = None,
+              exact_loss: bool = True) -> dict[str, float]:
+    return evaluate_errors(model, structures, config, device, dtype, weights,
+                           exact_loss).summary()
 
 
 def predict_in_batches(model: torch.nn.Module, structures: list[Structure], batch_size: int,
@@ -113,16 +118,18 @@ def parameters_frozen(model: torch.nn.Module) -> Iterator[None]:
 
 def evaluate_errors(model: FreeCG, structures: list[Structure], config: TrainConfig,
                     device: torch.device, dtype: torch.dtype,
-                    weights: tuple[float, float] | None = None) -> ErrorMetrics:
+                    weights: tuple[float, float] | None = None,
+                    exact_loss: bool = True) -> ErrorMetrics:
     """Energy and force errors of ``model`` on ``structures``, in batches of the config's
     size; the loss with ``weights`` (energy, force), by default those of the config's last
-    stage.
+    stage, over all structures at once (``exact_loss``) or as the mean of the batches'
+    losses (see :class:`~freecg_md.train.loss.ErrorMetrics`).
 
     Scoring needs no parameter gradients, so it runs with the parameters frozen: the pass
     then takes the inference path (on a CPU the fused kernels, several times faster than
     the trainable path), which computes the same function to float32 rounding."""
     energy_weight, force_weight = weights or config.loss_weights()
-    metrics = ErrorMetrics()
+    metrics = ErrorMetrics(weights=(energy_weight, force_weight) if exact_loss else None)
     model.eval()
     with parameters_frozen(model):
         for batch, out in predict_in_batches(model, structures, config.batch_size, device,
@@ -197,7 +204,10 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.plateau.load_state_dict(state["plateau"])
-        self.progress = Progress(**json.loads(state["progress"]))
+        # A checkpoint from before the exact validation loss keeps the batch mean it was
+        # selecting and stopping by, so that one run compares like with like.
+        self.progress = Progress(**{"exact_val_loss": False,
+                                    **json.loads(state["progress"])})
         # The patience may change on resume (RESUMABLE_CHANGES): a run stopped early
         # continues under a longer one.
         self.progress.stopped_early = self._should_stop()
@@ -335,7 +345,7 @@ class Trainer:
         best_path = self.out / "best_model.pt"
         best = load_model(best_path).to(device=self.device, dtype=self.dtype)
         val = _evaluate(best, self.val_set, self.config, self.device, self.dtype,
-                        self.loss_weights)
+                        self.loss_weights, self.progress.exact_val_loss)
         progress.best_val, progress.stale_epochs = val["loss"], 0
         save_model(best, best_path, metadata={**best.metadata, "val": val,
                                               "rescored_for_stage_two": True})
@@ -354,7 +364,7 @@ class Trainer:
         (epoch -1): an epoch then counts as best only if it beats them, and a fine-tune
         that never does ends with the weights it started from."""
         val = _evaluate(self.eval_model, self.val_set, self.config, self.device, self.dtype,
-                        self.loss_weights)
+                        self.loss_weights, self.progress.exact_val_loss)
         self.progress.best_val, self.progress.best_epoch = val["loss"], -1
         save_model(self.eval_model, self.out / "best_model.pt",
                    metadata={"epoch": -1, "val": val, "initialised_from": str(run_dir)})
@@ -363,7 +373,7 @@ class Trainer:
     def _end_epoch(self, train_loss: float, elapsed: float) -> None:
         config, progress = self.config, self.progress
         val = _evaluate(self.eval_model, self.val_set, config, self.device, self.dtype,
-                        self.loss_weights)
+                        self.loss_weights, self.progress.exact_val_loss)
         self.last_val_force_mae = val["force_mae_eV_per_A"]
         if progress.step - progress.stage_start_step >= self.warmup_steps:
             self.plateau.step(val["loss"])
@@ -496,14 +506,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         (out / "log.csv").unlink(missing_ok=True)
     structures, species = load_training_structures(config)
     split_path = out / "split.json"
-    if resume and split_path.exists():
+    # Only a run that checkpointed keeps its split: without a checkpoint nothing was
+    # trained, and the split is made again from this config (the same one if its data,
+    # fractions and seed are unchanged; a changed seed must not keep the old split).
+    if checkpoint_exists and split_path.exists():
         split = json.loads(split_path.read_text())
-        n_split = split_size(split)
-        if n_split != len(structures):
-            raise ValueError(
-                f"{split_path} splits {n_split} structures but the data now hold "
-                f"{len(structures)}; a run cannot resume on changed data (start a new "
-                "output_dir, with init_from to build on this one)")
+        check_run_data(out, structures, split, "a run cannot resume on changed data (start "
+                       "a new output_dir, with init_from to build on this one)")
     elif start is not None:
         split = start.extend_split(config.data, structures, config)
         write_text_atomic(split_path, json.dumps(split))
@@ -513,6 +522,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         write_text_atomic(split_path, json.dumps(split))
     write_text_atomic(out / "config.json", json.dumps(
         {"train": config.to_dict(), "versions": _versions()}, indent=2))
+    # A run from before the record existed gets it at its next resume (checked by count).
+    record_run_data(out, structures)
     trainer = Trainer(config, structures, split, species,
                       initial_model=start.model if start is not None else None,
                       n_earlier=start.n_structures if start is not None else 0)

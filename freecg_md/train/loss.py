@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from ase.data import chemical_symbols
 
 from ..units import KCAL_MOL_PER_EV
 from .data import Batch, Structure
@@ -30,6 +32,14 @@ def fit_energy_standardisation(
     for row, s in enumerate(structures):
         for z, n in zip(*np.unique(s.numbers.numpy(), return_counts=True), strict=True):
             counts[row, index[int(z)]] = n
+    unseen = [z for z in species if not counts[:, index[z]].any()]
+    if unseen:
+        # lstsq gives an element without a structure the minimum-norm reference energy, 0
+        # eV: its atoms' energies would be off by their whole atomic energy.
+        warnings.warn(f"element(s) {', '.join(chemical_symbols[z] for z in unseen)} of the "
+                      "model's species appear in no training structure: their reference "
+                      "energies are set to 0 eV and the model has not learnt them",
+                      UserWarning, stacklevel=2)
     energies = np.array([float(s.energy) for s in structures])
     solution, *_ = np.linalg.lstsq(counts, energies, rcond=None)
     forces = torch.cat([s.forces.reshape(-1) for s in structures])
@@ -50,14 +60,21 @@ def loss_fn(
 
 @dataclass
 class ErrorMetrics:
-    """Accumulates absolute and squared errors over batches."""
+    """Accumulates absolute and squared errors over batches.
+
+    With ``weights`` (energy, force) the summary's ``loss`` is :func:`loss_fn` over all the
+    structures at once, ``w_E mean_s((dE_s / N_s)^2) + w_F mean(dF^2)``, whatever the
+    batches; without, it is the mean of the batches' losses (where the last, partial batch
+    weighs as much as a full one: how runs begun before the exact loss keep scoring).
+    """
 
     sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
         ("energy_abs", "energy_per_atom_abs", "energy_per_atom_signed", "energy_sq",
-         "force_abs", "force_sq", "loss"), 0.0))
+         "energy_per_atom_sq", "force_abs", "force_sq", "loss"), 0.0))
     n_structures: int = 0
     n_components: int = 0
     n_batches: int = 0
+    weights: tuple[float, float] | None = None
 
     def update(self, energy: torch.Tensor, forces: torch.Tensor, batch: Batch,
                loss: float) -> None:
@@ -67,6 +84,7 @@ class ErrorMetrics:
         self.sums["energy_per_atom_abs"] += float((de.abs() / batch.num_atoms).sum())
         self.sums["energy_per_atom_signed"] += float((de / batch.num_atoms).sum())
         self.sums["energy_sq"] += float((de**2).sum())
+        self.sums["energy_per_atom_sq"] += float(((de / batch.num_atoms) ** 2).sum())
         self.sums["force_abs"] += float(df.abs().sum())
         self.sums["force_sq"] += float((df**2).sum())
         self.sums["loss"] += loss
@@ -75,12 +93,18 @@ class ErrorMetrics:
         self.n_batches += 1
 
     def merged(self, other: ErrorMetrics) -> ErrorMetrics:
-        """The metrics of both sets of structures together. The error sums are exact; the
-        loss is the mean over all batches of both."""
+        """The metrics of both sets of structures together (scored with the same weights).
+        The error sums are exact; so is the loss with weights, without them it is the mean
+        over all batches of both."""
+        # An empty side (the start of a sum) takes the other's weights.
+        weights = other.weights if not self.n_batches else self.weights
+        if other.n_batches and other.weights != weights:
+            raise ValueError(f"merging metrics of loss weights {self.weights} and "
+                             f"{other.weights}; expected the same")
         return ErrorMetrics(
             {key: value + other.sums[key] for key, value in self.sums.items()},
             self.n_structures + other.n_structures, self.n_components + other.n_components,
-            self.n_batches + other.n_batches)
+            self.n_batches + other.n_batches, weights)
 
     def summary(self) -> dict[str, float]:
         """MAE/RMSE in eV (energy), eV/atom, eV/Å (forces), and the same in kcal/mol; the
@@ -95,6 +119,10 @@ class ErrorMetrics:
             "force_rmse_eV_per_A": (self.sums["force_sq"] / m) ** 0.5,
             "loss": self.sums["loss"] / max(self.n_batches, 1),
         }
+        if self.weights is not None:
+            energy_weight, force_weight = self.weights
+            out["loss"] = (energy_weight * self.sums["energy_per_atom_sq"] / n
+                           + force_weight * self.sums["force_sq"] / m)
         for key in list(out):
             if key.endswith("_eV") or key.endswith("_eV_per_A"):
                 converted = key.replace("_eV", "_kcal_mol")

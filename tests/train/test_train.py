@@ -102,6 +102,33 @@ def test_existing_run_needs_resume(data_file, tmp_path):
               progress=False)
 
 
+def test_resume_and_export_refuse_data_relabelled_in_place(data_file, tmp_path):
+    """As many structures, other content: the split's indices would name other structures,
+    so resuming and exporting are refused on the content's fingerprint (data.json)."""
+    config = config_for(data_file, tmp_path / "run", max_epochs=1)
+    train(config, progress=False)
+    assert json.loads((tmp_path / "run" / "data.json").read_text())["structures"] == 40
+    write(data_file, labelled_set(40, seed=7))
+    with pytest.raises(ValueError, match="data differ from those .*split.json was made on"):
+        train(config_for(data_file, tmp_path / "run", max_epochs=2), resume=True,
+              progress=False)
+    with pytest.raises(ValueError, match="would score other structures as held out"):
+        export_model(config, tmp_path / "x.pt")
+
+
+def test_a_resume_before_the_first_checkpoint_splits_by_the_config_given(data_file, tmp_path):
+    """Without a checkpoint nothing was trained: a changed split seed makes its own split
+    (the old one kept would overlap a committee member's test set)."""
+    from freecg_md.train.data import split_indices
+
+    train(config_for(data_file, tmp_path / "run", max_epochs=1), progress=False)
+    (tmp_path / "run" / "checkpoint.pt").unlink()
+    config = config_for(data_file, tmp_path / "run", max_epochs=1, split_seed=7)
+    train(config, resume=True, progress=False)
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split == split_indices(40, config.val_fraction, config.test_fraction, 7)
+
+
 def test_malformed_data_is_refused(tmp_path):
     structures = labelled_set(5)
     bare = structures[2].copy()  # no energy, no forces
@@ -515,12 +542,34 @@ def test_fine_tuning_from_an_exported_model_file_keeps_its_split(data_file, tmp_
     assert metrics["n_train"] + metrics["n_val"] + metrics["n_test"] == 60
     report = export_model(tuned, tmp_path / "tuned.pt")
     assert report["training"]["initialised_from"]["epochs_finished"] == 1
-    # A file from elsewhere (other data) cannot be extended.
+    # A file from elsewhere (other data) cannot be extended: its recorded fingerprint
+    # decides, whatever the paths.
     other = tmp_path / "other.extxyz"
-    write(other, labelled_set(10, seed=50))
-    with pytest.raises(ValueError, match="must start with the data of init_from"):
+    write(other, labelled_set(50, seed=50))
+    with pytest.raises(ValueError, match="first 40 structures of data differ"):
         train(config_for(other, tmp_path / "a", model={}, init_from=str(tmp_path / "first.pt")),
               progress=False)
+    # The same data moved elsewhere (another checkout, another machine) can.
+    moved = tmp_path / "elsewhere" / "data.extxyz"
+    moved.parent.mkdir()
+    data_file.rename(moved)
+    assert train(config_for(moved, tmp_path / "moved", data=[str(moved), str(more)], model={},
+                            init_from=str(tmp_path / "first.pt"), max_epochs=1),
+                 progress=False)["n_test"] == metrics["n_test"]
+
+
+def test_fine_tuning_checks_the_earlier_data_by_content_not_by_a_newer_cache(data_file,
+                                                                            tmp_path):
+    """A refused resume on changed data leaves a tensor cache of the new data in the
+    earlier run: the fine-tune's check reads the run's recorded fingerprint, not that."""
+    train(config_for(data_file, tmp_path / "first", max_epochs=1), progress=False)
+    write(data_file, labelled_set(45, seed=7))
+    with pytest.raises(ValueError, match="splits 40 structures"):
+        train(config_for(data_file, tmp_path / "first", max_epochs=2), resume=True,
+              progress=False)
+    with pytest.raises(ValueError, match="first 40 structures of data differ"):
+        train(config_for(data_file, tmp_path / "tuned", model={},
+                         init_from=str(tmp_path / "first")), progress=False)
 
 
 def test_replay_visits_every_added_structure_and_a_fresh_share_of_the_earlier():
@@ -550,6 +599,59 @@ def test_error_metrics_report_the_signed_energy_bias_per_atom():
     assert summary["energy_bias_per_atom_eV"] == pytest.approx(-0.01)
     assert summary["energy_mae_per_atom_eV"] == pytest.approx(0.01)
     assert summary["force_mae_eV_per_A"] == 0.0
+
+
+def test_an_element_without_a_training_structure_is_named_in_a_warning():
+    from freecg_md.train import fit_energy_standardisation
+    from freecg_md.train.data import structures_from_atoms
+
+    structures = structures_from_atoms(labelled_set(4), cutoff=4.0)  # H and C only
+    with pytest.warns(UserWarning, match=r"element\(s\) S of the model's species appear in no"):
+        references, _, _ = fit_energy_standardisation(structures, (1, 6, 16))
+    assert references[16] == 0.0
+
+
+def test_the_validation_loss_is_over_all_structures_whatever_the_batches():
+    """With its weights the loss is loss_fn over every structure at once: the same for
+    batches of 4 (the last holding one) and of 9; the mean of the batches' losses, kept for
+    runs begun before, weighs the lone structure as much as a batch of four."""
+    from freecg_md.nn import FreeCG, FreeCGConfig
+    from freecg_md.train.data import collate, structures_from_atoms
+    from freecg_md.train.loop import evaluate_errors
+    from freecg_md.train.loss import loss_fn
+
+    structures = structures_from_atoms(labelled_set(9), cutoff=TINY_MODEL["cutoff"])
+    torch.manual_seed(0)
+    model = FreeCG(FreeCGConfig(species=(1, 6), **TINY_MODEL)).double()
+    losses = {}
+    for batch_size in (4, 9):
+        config = TrainConfig(data=["unused"], output_dir="unused", batch_size=batch_size)
+        for exact in (True, False):
+            losses[batch_size, exact] = evaluate_errors(
+                model, structures, config, torch.device("cpu"), torch.float64,
+                exact_loss=exact).summary()["loss"]
+    batch = collate(structures).to(torch.device("cpu"), torch.float64)
+    out = model.energy_and_forces(batch.numbers, batch.positions, batch.edge_index,
+                                  batch.shifts, batch.batch, batch.num_graphs)
+    whole = float(loss_fn(out["energy"].detach(), out["forces"].detach(), batch,
+                          *config.loss_weights()))
+    for key in ((4, True), (9, True), (9, False)):
+        assert losses[key] == pytest.approx(whole, rel=1e-9)
+    assert losses[4, False] != pytest.approx(whole, rel=1e-3)
+
+
+def test_a_run_begun_before_the_exact_loss_keeps_its_batch_mean(data_file, tmp_path):
+    config = config_for(data_file, tmp_path / "run", max_epochs=1)
+    train(config, progress=False)
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    progress = json.loads(state["progress"])
+    assert progress.pop("exact_val_loss") is True  # a new run scores exactly
+    state["progress"] = json.dumps(progress)  # as a checkpoint written before it was
+    torch.save(state, path)
+    train(config_for(data_file, tmp_path / "run", max_epochs=2), resume=True, progress=False)
+    resumed = torch.load(path, weights_only=True)
+    assert json.loads(resumed["progress"])["exact_val_loss"] is False
 
 
 def test_predictions_in_batches_cover_every_structure_in_order():
@@ -590,7 +692,7 @@ def test_scoring_runs_frozen_and_restores_each_parameters_flag(monkeypatch):
     flags = [p.requires_grad for p in model.parameters()]
     config = TrainConfig(data=["unused"], output_dir="unused", batch_size=4)
 
-    trainable = ErrorMetrics()
+    trainable = ErrorMetrics(weights=config.loss_weights())
     for batch, out in loop.predict_in_batches(model, structures, 4, "cpu", torch.float32):
         loss = loss_fn(out["energy"], out["forces"], batch, *config.loss_weights())
         trainable.update(out["energy"], out["forces"], batch, loss.item())
