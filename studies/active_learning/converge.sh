@@ -12,8 +12,9 @@
 #
 # Resumable (checkpoints every 50 steps): run it again to continue. The run directories
 # (studies/active_learning/run/converge_*) are committed with `git add -f` while unfinished
-# (checkpoint.pt, best_model.pt, split.json, config.json, log.csv; not the data cache,
-# which is rebuilt), so that a fresh checkout continues where the last commit left them.
+# (checkpoint.pt, best_model.pt, split.json, data.json, config.json, log.csv; not the data
+# cache, which is rebuilt), so that a fresh checkout continues where the last commit left
+# them.
 # Then each is exported with its test metrics (runs/active/converge/).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
