@@ -68,8 +68,12 @@ def _check_geometry(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) ->
         bad = np.unique(np.nonzero(~np.isfinite(positions))[0])
         raise ValueError(f"positions of atoms {bad[:10].tolist()} are NaN or infinite")
     if pbc.any():
-        lengths = np.linalg.norm(cell, axis=1)
-        if np.any(lengths[pbc] <= 0) or abs(np.linalg.det(cell)) < 1e-12:
+        # Only the periodic vectors must span their directions: ASE leaves the vector of a
+        # non-periodic direction zero where it has no meaning (a slab, a nanotube).
+        periodic = cell[pbc]
+        lengths = np.linalg.norm(periodic, axis=1)
+        independent = np.linalg.matrix_rank(periodic, tol=1e-6 * max(lengths.max(), 1.0))
+        if np.any(lengths <= 0) or independent < len(periodic):
             raise ValueError(
                 f"pbc={pbc.tolist()} needs a cell with non-zero, independent periodic "
                 f"vectors; got cell={cell.tolist()}"

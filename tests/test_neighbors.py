@@ -69,6 +69,26 @@ def test_periodic_matches_brute_force_image_sum(pbc):
     assert any(s != (0, 0, 0) for *_, s0, s1, s2 in expected for s in [(s0, s1, s2)])
 
 
+def test_a_zero_vector_along_a_non_periodic_direction_is_accepted():
+    """ASE leaves a slab's or a nanotube's non-periodic cell vectors zero: the list is the
+    one of any cell with those periodic vectors; dependent periodic vectors are refused."""
+    rng = np.random.default_rng(3)
+    positions = rng.uniform(0, 4, size=(12, 3))
+    slab = np.array([[4.0, 0.0, 0.0], [1.0, 4.5, 0.0], [0.0, 0.0, 0.0]])
+    boxed = slab.copy()
+    boxed[2] = [0.0, 0.0, 30.0]
+    pbc = (True, True, False)
+    zero = build_neighbor_list(positions, 3.0, cell=slab, pbc=pbc)
+    assert as_pairs(zero) == as_pairs(build_neighbor_list(positions, 3.0, cell=boxed, pbc=pbc))
+    assert as_pairs(zero) == brute_force_pairs(positions, 3.0, boxed, pbc)
+    tube = np.diag([0.0, 0.0, 4.0])
+    assert as_pairs(build_neighbor_list(positions, 3.0, cell=tube, pbc=(False, False, True))) \
+        == brute_force_pairs(positions, 3.0, np.diag([50.0, 50.0, 4.0]), (False, False, True))
+    with pytest.raises(ValueError, match="independent periodic"):
+        build_neighbor_list(positions, 3.0, cell=np.array([[4.0, 0, 0], [8.0, 0, 0], [0, 0, 5]]),
+                            pbc=(True, True, False))
+
+
 def test_bad_geometry_is_refused():
     with pytest.raises(ValueError, match="NaN or infinite"):
         build_neighbor_list(np.array([[0, 0, 0], [np.nan, 0, 0]]), 5.0)
