@@ -25,7 +25,10 @@ def main(argv: list[str] | None = None) -> int:
                              "(TrainConfig.compile; default: as the config says)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    config = TrainConfig.from_json(args.config)
+    try:
+        config = TrainConfig.from_json(args.config)
+    except (OSError, TypeError, ValueError) as error:  # a JSON error is a ValueError
+        parser.error(f"config {args.config}: {error}")
     overrides = {name: value for name, value in (("max_minutes", args.max_minutes),
                                                  ("max_epochs", args.max_epochs),
                                                  ("compile", args.compile))
@@ -35,7 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(config, **overrides)
     except (TypeError, ValueError) as error:
         parser.error(f"--{str(error).replace('_', '-', 1)}")
-    metrics = train(config, resume=args.resume, progress=not args.no_progress)
+    try:
+        metrics = train(config, resume=args.resume, progress=not args.no_progress)
+    except (OSError, ValueError, FloatingPointError) as error:
+        # Bad data, a run that cannot resume on this config or data, a loss that went
+        # non-finite (the checkpoint before it is kept): the message says which.
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if not metrics:
         print(f"stopped at the time limit; continue with --resume ({config.output_dir})")
         return 0

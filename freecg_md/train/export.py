@@ -105,7 +105,8 @@ def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Pa
         model, exported_from = load_model(model_path), str(model_path)
         # best_model.pt holds the weights after the best epoch (-1: a fine-tune's start);
         # another file given as model_path is the caller's to describe.
-        where = {"epoch": progress["best_epoch"]} if model_path == run / "best_model.pt" else {}
+        where = ({"epoch": progress["best_epoch"]}
+                 if model_path.resolve() == (run / "best_model.pt").resolve() else {})
     # Frozen: scoring needs no parameter gradients, and a frozen model takes the faster
     # inference path (see FreeCG).
     model = model.to(torch.float32).requires_grad_(False)
@@ -163,8 +164,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.latest and args.model:
         parser.error("--model and --latest both say which weights to export; give one")
-    report = export_model(TrainConfig.from_json(args.config), args.out, args.model, args.threads,
-                          latest=args.latest)
+    try:
+        config = TrainConfig.from_json(args.config)
+    except (OSError, TypeError, ValueError) as error:  # a JSON error is a ValueError
+        parser.error(f"config {args.config}: {error}")
+    try:
+        report = export_model(config, args.out, args.model, args.threads,
+                              latest=args.latest)
+    except (OSError, ValueError) as error:
+        # A run without a finished epoch, data that no longer match its split: named.
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(json.dumps(report, indent=2))
     return 0
 

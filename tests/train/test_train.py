@@ -365,6 +365,14 @@ def test_command_line_max_epochs_overrides_the_config(data_file, tmp_path, capsy
     assert "force MAE" in printed and "eV/Å" in printed
     with pytest.raises(SystemExit):
         main([str(config_path), "--max-epochs", "0"])
+    # A bad config file and a run that cannot go on end with one line naming the problem.
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**json.loads(config_path.read_text()), "lr": -1}))
+    with pytest.raises(SystemExit):
+        main([str(bad)])
+    assert "lr" in capsys.readouterr().err
+    assert main([str(config_path), "--max-epochs", "2", "--no-progress"]) == 2
+    assert "already holds a training run" in capsys.readouterr().err
 
 
 def test_fine_tuning_keeps_the_earlier_split_and_starts_from_its_weights(data_file, tmp_path):
