@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# What `monitor` may name -> the key of the validation summary it reads.
+MONITORED = {"loss": "loss", "force_mae": "force_mae_eV_per_A"}
+
 
 @dataclass
 class TrainConfig:
@@ -36,12 +39,19 @@ class TrainConfig:
         two epochs' steps, at most 1,000, so that a small data set is not still warming up
         when training ends.
     plateau_factor, plateau_patience, min_lr:
-        ReduceLROnPlateau on the validation loss (patience in epochs).
+        ReduceLROnPlateau on the monitored validation figure (patience in epochs).
     ema_decay:
         Exponential moving average of the weights, used for validation, test and the saved
         model. 0 disables it.
     early_stopping_patience:
-        Epochs without a better validation loss before stopping.
+        Epochs without a better monitored validation figure before stopping.
+    monitor:
+        The validation figure that picks the best model and drives the plateau schedule
+        and early stopping: ``"loss"`` (the weighted loss, squared errors of energies and
+        forces together) or ``"force_mae"`` (the force MAE alone, the figure force targets
+        are stated in). It may change on resume: the best model so far is then scored
+        again by the new figure and the stale-epoch count and plateau schedule start
+        afresh from it.
     stage_two_epoch, stage_two_energy_weight, stage_two_force_weight, stage_two_lr:
         A second stage of training from epoch ``stage_two_epoch`` on (None: one stage), with
         its own loss weights and learning rate (each None: as in stage one); typically a
@@ -106,6 +116,7 @@ class TrainConfig:
     min_lr: float = 1e-7
     ema_decay: float = 0.99
     early_stopping_patience: int = 100
+    monitor: str = "loss"
     stage_two_epoch: int | None = None
     stage_two_energy_weight: float | None = None
     stage_two_force_weight: float | None = None
@@ -160,6 +171,7 @@ class TrainConfig:
             "num_threads": (self.num_threads is None or self.num_threads >= 1,
                             ">= 1, or null for torch's default"),
             "dtype": (self.dtype in ("float32", "float64"), "'float32' or 'float64'"),
+            "monitor": (self.monitor in MONITORED, " or ".join(map(repr, MONITORED))),
             "stage_two_epoch": (self.stage_two_epoch is None or self.stage_two_epoch >= 1,
                                 ">= 1, or null for one stage"),
             "stage_two_energy_weight": (self.stage_two_energy_weight is None

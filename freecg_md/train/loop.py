@@ -20,7 +20,7 @@ from ..calculator import resolve_device, resolve_dtype
 from ..io import _versions, load_model, save_model, write_text_atomic
 from ..nn import FreeCG, FreeCGConfig
 from .compiled import CompiledForces
-from .config import TrainConfig
+from .config import MONITORED, TrainConfig
 from .data import Batch, Structure, collate, split_indices
 from .dataset_cache import check_run_data, load_training_structures, record_run_data
 from .finetune import starting_point
@@ -34,7 +34,7 @@ MAX_AUTO_WARMUP = 1000  # optimiser steps
 # lie well below it, so it leaves their direction and size alone.
 MAX_GRAD_NORM = 10.0
 # Fields a run may resume with other values: limits, and how it runs, not what it computes.
-RESUMABLE_CHANGES = ("max_epochs", "max_minutes", "early_stopping_patience",
+RESUMABLE_CHANGES = ("max_epochs", "max_minutes", "early_stopping_patience", "monitor",
                      "checkpoint_every", "compile", "device", "num_threads")
 # Fields that name files: compared relative to the run directory, so that a run moved or
 # cloned with its data resumes.
@@ -60,6 +60,9 @@ class Progress:
     # The validation loss over all structures at once (ErrorMetrics with weights), not the
     # mean of its batches' losses.
     exact_val_loss: bool = True
+    # The figure best_val holds (TrainConfig.monitor); a checkpoint without it monitored
+    # the loss.
+    monitor: str = "loss"
 
 
 def _epoch_order(n: int, seed: int, epoch: int, n_replayed: int | None = None,
@@ -168,8 +171,10 @@ class Trainer:
         self.model.to(device=self.device, dtype=self.dtype)
         self.ema = copy.deepcopy(self.model) if config.ema_decay > 0 else None
         self._new_optimizer(config.lr)
-        self.progress = Progress()
+        self.progress = Progress(monitor=config.monitor)
         self.compiled = CompiledForces(self.model) if config.compile else None
+        # What a resume changed, said when the run goes on.
+        self.notes: list[str] = []
 
     def _new_optimizer(self, lr: float) -> None:
         """A fresh AdamW at ``lr`` and its plateau schedule."""
@@ -208,6 +213,8 @@ class Trainer:
         # selecting and stopping by, so that one run compares like with like.
         self.progress = Progress(**{"exact_val_loss": False,
                                     **json.loads(state["progress"])})
+        if self.progress.monitor != self.config.monitor:
+            self._switch_monitor()
         # The patience may change on resume (RESUMABLE_CHANGES): a run stopped early
         # continues under a longer one.
         self.progress.stopped_early = self._should_stop()
@@ -290,6 +297,9 @@ class Trainer:
         """Train until ``max_epochs``, early stopping or out of time; True unless time ran
         out (then the state is checkpointed for a resume)."""
         config, progress = self.config, self.progress
+        for note in self.notes:
+            if show_progress:
+                tqdm.write(note)
         deadline = None
         if config.max_minutes is not None:
             deadline = time.monotonic() + 60 * config.max_minutes
@@ -346,7 +356,7 @@ class Trainer:
         best = load_model(best_path).to(device=self.device, dtype=self.dtype)
         val = _evaluate(best, self.val_set, self.config, self.device, self.dtype,
                         self.loss_weights, self.progress.exact_val_loss)
-        progress.best_val, progress.stale_epochs = val["loss"], 0
+        progress.best_val, progress.stale_epochs = self.monitored(val), 0
         save_model(best, best_path, metadata={**best.metadata, "val": val,
                                               "rescored_for_stage_two": True})
         progress.stage_start_step = progress.step
@@ -357,7 +367,8 @@ class Trainer:
             tqdm.write(f"stage two from epoch {progress.epoch}: energy weight {energy_weight:g}, "
                        f"force weight {force_weight:g}, lr {self.config.learning_rate(2):g}; "
                        f"the best model (epoch {progress.best_epoch}) scores a validation "
-                       f"loss of {val['loss']:.4g} under them")
+                       f"loss of {val['loss']:.4g} under them (force MAE "
+                       f"{val['force_mae_eV_per_A']:.4g} eV/Å)")
 
     def score_starting_point(self, run_dir: Path) -> dict[str, float]:
         """Validate the starting weights of a fine-tune and make them the best model so far
@@ -365,22 +376,47 @@ class Trainer:
         that never does ends with the weights it started from."""
         val = _evaluate(self.eval_model, self.val_set, self.config, self.device, self.dtype,
                         self.loss_weights, self.progress.exact_val_loss)
-        self.progress.best_val, self.progress.best_epoch = val["loss"], -1
+        self.progress.best_val, self.progress.best_epoch = self.monitored(val), -1
         save_model(self.eval_model, self.out / "best_model.pt",
                    metadata={"epoch": -1, "val": val, "initialised_from": str(run_dir)})
         return val
+
+    def monitored(self, val: dict[str, float]) -> float:
+        """The figure of a validation summary that the run monitors (``config.monitor``)."""
+        return val[MONITORED[self.progress.monitor]]
+
+    def _switch_monitor(self) -> None:
+        """A resume that monitors another figure: the best model so far is scored by it, and
+        the stale-epoch count and the plateau schedule start afresh from that score (the
+        learning rate reached stays), as at the start of stage two."""
+        progress, before = self.progress, self.progress.monitor
+        progress.monitor = self.config.monitor
+        best_path = self.out / "best_model.pt"
+        best = load_model(best_path).to(device=self.device, dtype=self.dtype)
+        val = _evaluate(best, self.val_set, self.config, self.device, self.dtype,
+                        self.loss_weights, progress.exact_val_loss)
+        progress.best_val, progress.stale_epochs = self.monitored(val), 0
+        self.plateau.best, self.plateau.num_bad_epochs = progress.best_val, 0
+        self.plateau.cooldown_counter = 0
+        save_model(best, best_path, metadata={**best.metadata, "val": val,
+                                              "rescored_for_monitor": progress.monitor})
+        self.save_checkpoint()
+        self.notes.append(f"monitoring the validation {progress.monitor} (was {before}) from "
+                          f"epoch {progress.epoch}: the best model (epoch "
+                          f"{progress.best_epoch}) scores {progress.best_val:.6g}")
 
     def _end_epoch(self, train_loss: float, elapsed: float) -> None:
         config, progress = self.config, self.progress
         val = _evaluate(self.eval_model, self.val_set, config, self.device, self.dtype,
                         self.loss_weights, self.progress.exact_val_loss)
         self.last_val_force_mae = val["force_mae_eV_per_A"]
+        figure = self.monitored(val)
         if progress.step - progress.stage_start_step >= self.warmup_steps:
-            self.plateau.step(val["loss"])
-        improved = val["loss"] < progress.best_val
+            self.plateau.step(figure)
+        improved = figure < progress.best_val
         if improved:
             progress.best_val, progress.best_epoch, progress.stale_epochs = (
-                val["loss"], progress.epoch, 0)
+                figure, progress.epoch, 0)
             save_model(self.eval_model, self.out / "best_model.pt",
                        metadata={"epoch": progress.epoch, "val": val})
         else:

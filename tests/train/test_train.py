@@ -609,6 +609,39 @@ def test_error_metrics_report_the_signed_energy_bias_per_atom():
     assert summary["force_mae_eV_per_A"] == 0.0
 
 
+def test_monitoring_the_force_mae_picks_the_best_epochs_by_it(data_file, tmp_path):
+    """monitor="force_mae": an epoch is best when its validation force MAE beats every
+    earlier one, whatever its loss; a run that monitored the loss may switch on resume,
+    its best model scored again by the force MAE."""
+    import csv
+
+    def rows(run):
+        with open(tmp_path / run / "log.csv", newline="") as handle:
+            return list(csv.DictReader(handle))
+
+    train(config_for(data_file, tmp_path / "mae", max_epochs=5, monitor="force_mae"),
+          progress=False)
+    best_so_far = np.inf
+    for row in rows("mae"):
+        mae = float(row["val_force_mae_eV_per_A"])
+        assert row["best"] == str(int(mae < best_so_far))
+        best_so_far = min(best_so_far, mae)
+    # The switch alone (no epoch left to run): the best model is scored again by the new
+    # figure, which the stale count and the plateau schedule now start from.
+    train(config_for(data_file, tmp_path / "switch", max_epochs=2), progress=False)
+    epoch = load_model(tmp_path / "switch" / "best_model.pt").metadata["epoch"]
+    train(config_for(data_file, tmp_path / "switch", max_epochs=2, monitor="force_mae"),
+          resume=True, progress=False)
+    rescored = load_model(tmp_path / "switch" / "best_model.pt").metadata
+    state = torch.load(tmp_path / "switch" / "checkpoint.pt", weights_only=True)
+    progress = json.loads(state["progress"])
+    assert rescored["rescored_for_monitor"] == "force_mae" and rescored["epoch"] == epoch
+    assert progress["monitor"] == "force_mae" and progress["stale_epochs"] == 0
+    assert progress["best_val"] == rescored["val"]["force_mae_eV_per_A"]
+    assert state["plateau"]["best"] == progress["best_val"]
+    assert state["plateau"]["num_bad_epochs"] == 0
+
+
 def test_an_element_without_a_training_structure_is_named_in_a_warning():
     from freecg_md.train import fit_energy_standardisation
     from freecg_md.train.data import structures_from_atoms
