@@ -21,7 +21,8 @@ class GatedEquivariantBlock(nn.Module):
     scalar_activation:
         Apply SiLU to the output scalars.
     norm_epsilon:
-        Added to the squared norms under the square root.
+        Added to the squared norms under the square root; 0 takes the plain norm (the
+        authors' choice), with derivatives 0 at a zero vector.
     """
 
     def __init__(self, in_channels: int, out_channels: int, scalar_activation: bool,
@@ -45,7 +46,17 @@ class GatedEquivariantBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` (N, F_in), ``v`` (N, 8, F_in) -> (N, F_out), (N, 8, F_out)."""
-        norms = torch.sqrt((self.vec1_proj(v) ** 2).sum(dim=1) + self.norm_epsilon)
+        squared = (self.vec1_proj(v) ** 2).sum(dim=1)
+        if self.norm_epsilon:
+            norms = torch.sqrt(squared + self.norm_epsilon)
+        else:
+            # sqrt's derivative at 0 is infinite, and an atom without neighbours keeps
+            # v = 0: a NaN in every parameter's gradient (vector_norm's second derivative
+            # at 0 is NaN too). Where the norm is 0 it is taken as a constant 0, so its
+            # derivatives there are 0, as torch.norm's first one is in the authors' code.
+            positive = squared > 0
+            norms = torch.where(positive, torch.sqrt(torch.where(positive, squared, 1.0)),
+                                0.0)
         x, gate = self.update_net(torch.cat([x, norms], dim=-1)).split(self.out_channels, -1)
         v = gate.unsqueeze(1) * self.vec2_proj(v)
         if self.scalar_activation:

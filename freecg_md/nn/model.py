@@ -445,7 +445,19 @@ class FreeCG(nn.Module):
             vectors = vectors + shifts
         distances = torch.linalg.vector_norm(vectors, dim=-1)
         inside = distances < self.cutoff
-        if not bool(inside.all()):
+        # One look at the device for both: every pair inside, and none of length zero.
+        all_inside, none_zero = torch.stack([inside.all(), (distances > 0).all()]).tolist()
+        if not none_zero:
+            # A pair of length zero (an atom listed with itself unshifted, two atoms at one
+            # place) has no direction: the reference layers would count it as a neighbour
+            # at full weight and the fused kernels return NaN.
+            zero = (distances == 0).nonzero().squeeze(1)[:5]
+            pairs = torch.stack([centers[zero], neighbors[zero]], 1).tolist()
+            raise ValueError(f"edge_index lists {int((distances == 0).sum())} pair(s) at zero "
+                             f"distance, e.g. {pairs}: an atom with itself without a periodic "
+                             "shift, or two atoms at one position; expected distinct atoms "
+                             "(a neighbour list leaves i == j out)")
+        if not all_inside:
             keep = inside.nonzero().squeeze(1)
             centers, neighbors = centers[keep], neighbors[keep]
             vectors, distances = vectors.index_select(0, keep), distances.index_select(0, keep)
@@ -568,8 +580,10 @@ class FreeCG(nn.Module):
 
     def _pass_settings(self, device: torch.device, create_graph: bool = False
                        ) -> contextlib.AbstractContextManager:
-        """What a whole pass and its backward run under. On a CUDA device, TF32 products
-        where ``matmul_precision`` asks for them (on a CPU the bfloat16 mode is scoped to
+        """What a whole pass runs under (with the backward of :meth:`energy_and_forces`,
+        which takes its forces inside it; a caller's own backward after :meth:`forward`
+        runs outside). On a CUDA device, TF32 products where ``matmul_precision`` asks for
+        them (on a CPU the bfloat16 mode is scoped to
         the interaction layers, :func:`~freecg_md.nn.cpu.layer_runs.layer_in_runs`). On a
         CPU, through the fused kernels, the calling thread's own operations on one
         intra-op thread while the pool's threads share the runs

@@ -194,8 +194,9 @@ def plan_pass(model: torch.nn.Module, device: torch.device | str, n_atoms: int, 
                                         n_edges, on_cpu, frozen, keep_graphs)
     precision = check_matmul_precision(getattr(model, "matmul_precision", "float32"), device,
                                        fused_cpu=fused)
-    # The run loop depends on the data, which torch.compile would recompile for.
-    compiled = (max_edges is None and not fused
+    # The run loop depends on the data, which torch.compile would recompile for; and the
+    # compiled backward cannot be differentiated again (a force loss).
+    compiled = (max_edges is None and not fused and not create_graph
                 and getattr(model, "_compiled_network", None) is not None)
     return ExecutionPlan(
         device=str(device), frozen=frozen, kernels="fused-cpu" if fused else "torch",

@@ -154,6 +154,39 @@ def test_pairs_beyond_cutoff_are_ignored(model64):
     assert abs(e_all - e_inside) < 1e-12
 
 
+def test_a_pair_of_zero_length_is_refused_on_every_path(model64):
+    """An atom listed with itself (as cdist(r, r) < cutoff gives) or two atoms at one place
+    have no direction: refused by name, on the reference layers and on the frozen fused
+    path alike (they counted it as a neighbour, and returned NaN)."""
+    atoms = random_molecule(6, seed=2)
+    pos = torch.as_tensor(atoms.positions)
+    z = torch.as_tensor(atoms.numbers)
+    with_self = torch.cat([full_edges(6), torch.tensor([[2], [2]])], dim=1)
+    frozen = small_model(torch.float64).requires_grad_(False)
+    for model in (model64, frozen):
+        with pytest.raises(ValueError, match=r"1 pair\(s\) at zero distance, e.g. \[\[2, 2\]\]"):
+            model.energy_and_forces(z, pos, with_self)
+    on_top = pos.clone()
+    on_top[1] = on_top[0]
+    with pytest.raises(ValueError, match="2 pair.* at zero distance"):
+        model64.energy_and_forces(z, on_top, full_edges(6))
+
+
+def test_reference_settings_train_on_an_atom_without_neighbours():
+    """The reference head has no epsilon under its norms: an atom with no neighbour (its
+    vectors stay zero) must leave every parameter gradient of a force loss finite."""
+    torch.manual_seed(0)
+    model = FreeCG.reference(hidden=16, num_layers=2, num_heads=2, num_groups=2).double()
+    atoms = random_molecule(4, seed=5)
+    pos = torch.as_tensor(atoms.positions)
+    pos[3] = torch.tensor([50.0, 50.0, 50.0])  # far beyond the cutoff of every other atom
+    out = model.energy_and_forces(torch.as_tensor(atoms.numbers), pos, full_edges(4),
+                                  create_graph=True)
+    (out["energy"].sum() + (out["forces"] ** 2).sum()).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(bool(torch.isfinite(g).all()) for g in grads)
+
+
 def test_group_cg_ablation_is_a_different_smaller_model():
     full = FreeCG(hidden=32, num_layers=2, num_heads=4, num_groups=4)
     ablated = FreeCG(hidden=32, num_layers=2, num_heads=4, num_groups=4, use_group_cg=False)

@@ -108,6 +108,13 @@ def test_a_compiled_network_runs_where_the_kernels_do_not():
     assert plan_pass(model, "cpu", 20, 300).compiled
     model.edge_chunk_size = 10
     assert not plan_pass(model, "cpu", 20, 300).compiled  # runs: the loop depends on data
+    # Training with a force loss differentiates the backward again, which the compiled
+    # network's cannot be.
+    trainable = small_model()
+    trainable._compiled_network = object()
+    trainable.fused_kernels = False
+    assert plan_pass(trainable, "cpu", 20, 300).compiled
+    assert not plan_pass(trainable, "cpu", 20, 300, create_graph=True).compiled
 
 
 @pytest.mark.parametrize("chunk", [None, 20])
