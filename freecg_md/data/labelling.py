@@ -11,6 +11,8 @@ written with a wrong label.
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 import warnings
 from collections.abc import Callable
@@ -23,17 +25,30 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from tqdm.auto import tqdm
 
-__all__ = ["REFERENCE_METHOD", "default_reference_calculator", "label_frames"]
+from .molecules import CHIGNOLIN_CHARGE
 
-REFERENCE_METHOD = "GFN2-xTB/ALPB(water), charge -2 (tblite)"
+__all__ = ["REFERENCE_METHOD", "default_reference_calculator", "label_frames",
+           "reference_method"]
+
+# Where the record of a labelling directory lives (chunk size and frames it labels).
+LABELLING_RECORD = "labelling.json"
 
 
-def default_reference_calculator() -> Calculator:
-    """tblite's GFN2-xTB with ALPB water, charge -2, quiet. Set OMP_NUM_THREADS before
-    tblite loads to choose its threads."""
+def reference_method(charge: int = CHIGNOLIN_CHARGE) -> str:
+    """The reference method as each labelled structure's ``info["method"]`` names it."""
+    return f"GFN2-xTB/ALPB(water), charge {charge} (tblite)"
+
+
+REFERENCE_METHOD = reference_method()
+
+
+def default_reference_calculator(charge: int = CHIGNOLIN_CHARGE) -> Calculator:
+    """tblite's GFN2-xTB with ALPB water at total ``charge`` (e), quiet. Its OpenMP threads
+    are those of the process's OpenMP runtime, which torch shares: set them with
+    ``torch.set_num_threads`` (OMP_NUM_THREADS is read once, when the runtime starts)."""
     from tblite.ase import TBLite
 
-    return TBLite(method="GFN2-xTB", charge=-2, solvation=("alpb", "water"), verbosity=0,
+    return TBLite(method="GFN2-xTB", charge=charge, solvation=("alpb", "water"), verbosity=0,
                   max_iterations=300)
 
 
@@ -98,6 +113,7 @@ def label_frames(
     with np.load(frames_npz) as data:
         positions, numbers = data["positions"], data["numbers"]
         temperatures = data["temperature"] if "temperature" in data else np.zeros(len(positions))
+    _check_record(out_dir, chunk_size, positions, numbers)
     n_chunks = -(-len(positions) // chunk_size)
     todo = [c for c in range(n_chunks)
             if c % n_workers == worker and not _chunk_done(out_dir, c)]
@@ -121,6 +137,12 @@ def label_frames(
                                   method=method)
                 labelled.append(atoms)
             bar.update(1)
+        if not labelled:
+            # An empty extxyz file is no readable data set: a hidden marker (data_files
+            # skips hidden files) says the chunk is done, its failures in the log.
+            (out_dir / f".chunk_{chunk:05d}.all_failed").write_text(
+                f"every frame of chunk {chunk} failed; see {failed_log.name}\n")
+            continue
         path = out_dir / f"chunk_{chunk:05d}.extxyz.gz"
         tmp = out_dir / f".chunk_{chunk:05d}.tmp.extxyz.gz"
         write(tmp, labelled, format="extxyz")
@@ -132,9 +154,36 @@ def label_frames(
 
 def _chunk_done(out_dir: Path, chunk: int) -> bool:
     # Chunks are written gzipped (a third of the size, so the data set fits in the
-    # repository); plain ones from earlier runs count as done too.
-    return any((out_dir / f"chunk_{chunk:05d}{suffix}").exists()
-               for suffix in (".extxyz", ".extxyz.gz"))
+    # repository); plain ones from earlier runs count as done too, and so does a chunk
+    # whose every frame failed.
+    return any((out_dir / name).exists()
+               for name in (f"chunk_{chunk:05d}.extxyz", f"chunk_{chunk:05d}.extxyz.gz",
+                            f".chunk_{chunk:05d}.all_failed"))
+
+
+def _check_record(out_dir: Path, chunk_size: int, positions: np.ndarray,
+                  numbers: np.ndarray) -> None:
+    """Record which frames ``out_dir``'s chunks label and in chunks of what size, or, when
+    recorded, refuse others: a chunk counts as done by its index alone, so another chunk
+    size or frames file would skip or repeat frames without a word."""
+    digest = hashlib.sha256(np.ascontiguousarray(numbers, dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(positions, dtype=np.float64).tobytes())
+    record = {"chunk_size": int(chunk_size), "n_frames": int(len(positions)),
+              "frames_sha256": digest.hexdigest()[:16]}
+    path = out_dir / LABELLING_RECORD
+    if path.exists():
+        before = json.loads(path.read_text())
+        changed = [f"{key} {before[key]} -> {value}" for key, value in record.items()
+                   if key in before and before[key] != value]
+        if changed:
+            raise ValueError(f"{out_dir} holds chunks of other frames or another chunk size "
+                             f"({'; '.join(changed)}); label into a new directory, or with "
+                             "the frames and chunk size it was begun with")
+        return
+    # Workers sharing the directory write the same record; each write is atomic.
+    tmp = out_dir / f".{LABELLING_RECORD}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(record) + "\n")
+    os.replace(tmp, path)
 
 
 def _log_failure(path: Path, index: int, error: Exception) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -280,6 +281,69 @@ def test_labelling_workers_split_chunks(tmp_path):
         label_frames(frames, out, lambda: ToyCalculator([]), worker=2, n_workers=2)
     with pytest.raises(ValueError, match="chunk_size=0"):
         label_frames(frames, out, lambda: ToyCalculator([]), chunk_size=0)
+
+
+def test_a_chunk_whose_every_frame_fails_leaves_the_data_readable(tmp_path):
+    frames = _frames_npz(tmp_path / "frames.npz", n_frames=5,
+                         markers={3: FAIL_RAISE, 4: FAIL_RAISE})
+    out = tmp_path / "labelled"
+    calls: list[int] = []
+    written = label_frames(frames, out, lambda: ToyCalculator(calls), chunk_size=3,
+                           progress=False)
+    assert [p.name for p in written] == ["chunk_00000.extxyz.gz"]
+    assert sorted(a.info["frame_index"] for a in read_dataset(out)) == [0, 1, 2]
+    calls.clear()  # done, failures and all: not tried again
+    assert label_frames(frames, out, lambda: ToyCalculator(calls), chunk_size=3,
+                        progress=False) == []
+    assert calls == []
+
+
+def test_labelling_refuses_another_chunk_size_or_other_frames(tmp_path):
+    """A chunk is done by its index: resumed with another chunk size, frames would be
+    skipped or labelled twice, so the directory records what it labels."""
+    frames = _frames_npz(tmp_path / "frames.npz", n_frames=7)
+    out = tmp_path / "labelled"
+    label_frames(frames, out, lambda: ToyCalculator([]), chunk_size=2, progress=False)
+    with pytest.raises(ValueError, match="chunk_size 2 -> 4"):
+        label_frames(frames, out, lambda: ToyCalculator([]), chunk_size=4, progress=False)
+    other = _frames_npz(tmp_path / "other.npz", n_frames=7, markers={0: 5.0})
+    with pytest.raises(ValueError, match="frames_sha256"):
+        label_frames(other, out, lambda: ToyCalculator([]), chunk_size=2, progress=False)
+
+
+def test_the_label_command_sets_tblites_threads_and_names_bad_input(tmp_path):
+    """tblite runs on the OpenMP runtime torch started before the command could set
+    OMP_NUM_THREADS: --threads must reach it anyway. Run in a fresh interpreter, as the
+    command is, with the variable unset."""
+    import subprocess
+    import sys
+    import textwrap
+
+    frames = _frames_npz(tmp_path / "frames.npz", n_frames=2)
+    script = textwrap.dedent(f"""
+        import ctypes, os
+        import numpy as np
+        from ase.calculators.emt import EMT
+        import freecg_md.data.labelling as labelling
+        from freecg_md.data.label import main
+        seen = []
+        def factory(charge):
+            path = [p for p in open(f"/proc/{{os.getpid()}}/maps").read().split()
+                    if p.endswith("torch/lib/libgomp.so.1")][0]
+            seen.append(ctypes.CDLL(path).omp_get_max_threads())
+            return EMT()
+        labelling.default_reference_calculator = factory
+        assert main([{str(frames)!r}, {str(tmp_path / "out")!r}, "--threads", "1"]) == 0
+        print("threads", seen)
+        """)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert "threads [1]" in done.stdout, done.stderr[-2000:]
+    from freecg_md.data.label import main
+
+    assert main([str(tmp_path / "missing.npz"), str(tmp_path / "out2")]) == 2
+    assert main([str(frames), str(tmp_path / "out3"), "--worker", "3"]) == 2
 
 
 def test_gfn2_xtb_labels_one_chignolin_frame():
