@@ -51,3 +51,15 @@ def test_a_subcommand_names_itself_in_its_usage(capsys):
         main(["plot", "--help"])
     assert "usage: freecg-md plot" in capsys.readouterr().out
     assert sys.argv == saved
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["remd", "--report-interval", "0", "--steps", "2", "--no-plots"], "report_interval"),
+    (["remd", "--temperatures", "400", "300", "--steps", "2", "--no-plots"], "temperatures"),
+    (["langevin", "--trajectories", "0", "--steps", "2"], "--trajectories 0"),
+    (["langevin", "--report-interval", "0", "--steps", "2"], "report_interval"),
+])
+def test_bad_engine_settings_end_with_one_line_naming_them(argv, named, tmp_path, capsys):
+    """Refused before any MD, with exit status 2 and the setting named (not a traceback)."""
+    assert main([*argv, "--output", str(tmp_path / "run")]) == 2
+    assert named in capsys.readouterr().err

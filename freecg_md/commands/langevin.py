@@ -73,19 +73,27 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     resume = resuming(args, output)
     chignolin = load_chignolin()
+    if args.trajectories < 1 or not args.temperature > 0:
+        print(f"error: --trajectories {args.trajectories} --temperature {args.temperature}: "
+              "expected at least one trajectory at a positive temperature", file=sys.stderr)
+        return 2
     temperatures = [args.temperature] * args.trajectories
     try:
         state, draw, start = initial_state(args, chignolin.atoms, temperatures)
     except (OSError, ValueError) as error:
         print(f"error: --initial {args.initial}: {error}", file=sys.stderr)
         return 2
-    config = RunConfig(temperatures=temperatures,
-                       n_steps=args.steps, output_dir=str(output),
-                       friction_per_ps=args.friction, timestep_fs=args.timestep,
-                       report_interval=args.report_interval,
-                       checkpoint_interval=args.checkpoint_interval, seed=args.seed,
-                       device=device, dtype=args.dtype, draw_velocities=draw,
-                       **start_config(args))
+    try:
+        config = RunConfig(temperatures=temperatures,
+                           n_steps=args.steps, output_dir=str(output),
+                           friction_per_ps=args.friction, timestep_fs=args.timestep,
+                           report_interval=args.report_interval,
+                           checkpoint_interval=args.checkpoint_interval, seed=args.seed,
+                           device=device, dtype=args.dtype, draw_velocities=draw,
+                           **start_config(args))
+    except (TypeError, ValueError) as error:  # RunConfig names the field
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     potential = FreeCGPotential(model_argument(args), chignolin.atoms.numbers, device=device,
                                 dtype=args.dtype, compile=args.compile,
                                 matmul_precision=args.matmul_precision)

@@ -63,6 +63,7 @@ from ..md.options import (
     run_reporting_errors,
     start_config,
 )
+from ..md.remd import check_ladder
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -107,22 +108,32 @@ def main(argv: list[str] | None = None) -> int:
         device = local_device(comm)
     say = print if comm.is_writer else (lambda *_, **__: None)
     chignolin = load_chignolin()
-    ladder = (args.temperatures if args.temperatures
-              else temperature_ladder(args.t_min, args.t_max, args.replicas).tolist())
     output = Path(args.output)
+    try:
+        # The ladder and the run's settings are checked before any start is prepared.
+        ladder = (args.temperatures if args.temperatures
+                  else temperature_ladder(args.t_min, args.t_max, args.replicas).tolist())
+        check_ladder(ladder)
+    except ValueError as error:
+        print(f"error: temperatures: {error}", file=sys.stderr)
+        return 2
     resume = resuming(args, output)
     try:
         state, draw, start = initial_state(args, chignolin.atoms, ladder)
     except (OSError, ValueError) as error:
         print(f"error: --initial {args.initial}: {error}", file=sys.stderr)
         return 2
-    config = RunConfig(temperatures=ladder, n_steps=args.steps, output_dir=str(output),
-                       friction_per_ps=args.friction, timestep_fs=args.timestep,
-                       exchange_interval=args.exchange_interval,
-                       report_interval=args.report_interval,
-                       checkpoint_interval=args.checkpoint_interval, seed=args.seed,
-                       device=device, dtype=args.dtype, draw_velocities=draw,
-                       **start_config(args))
+    try:
+        config = RunConfig(temperatures=ladder, n_steps=args.steps, output_dir=str(output),
+                           friction_per_ps=args.friction, timestep_fs=args.timestep,
+                           exchange_interval=args.exchange_interval,
+                           report_interval=args.report_interval,
+                           checkpoint_interval=args.checkpoint_interval, seed=args.seed,
+                           device=device, dtype=args.dtype, draw_velocities=draw,
+                           **start_config(args))
+    except (TypeError, ValueError) as error:  # RunConfig names the field
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     potential = FreeCGPotential(model, chignolin.atoms.numbers, device=device,
                                 dtype=args.dtype, compile=args.compile,
                                 matmul_precision=args.matmul_precision)

@@ -95,8 +95,7 @@ def run_one(args: argparse.Namespace, temperature: float, index: int) -> str:
                      progress=False, metadata={"model": str(args.model),
                                                "model_fingerprint": model_fingerprint(args.model)})
     except SimulationError as error:
-        step = int(str(error).split("at step ")[1].split(":")[0]) if "at step " in str(
-            error) else -1
+        step = error.step
         (directory / "failure.json").write_text(json.dumps(
             {"step": step, "time_ps": step * args.timestep * 1e-3, "reason": str(error)},
             indent=2) + "\n")
@@ -288,9 +287,20 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.model).is_file():
         print(f"error: no model file at {args.model}; pass --model", file=sys.stderr)
         return 2
+    if args.jobs < 1:
+        print(f"error: --jobs {args.jobs}: expected >= 1", file=sys.stderr)
+        return 2
     args.output.mkdir(parents=True, exist_ok=True)
     if not args.analyse_only:
         jobs = [(t, i) for t in args.temperatures for i in range(args.trajectories)]
+        begun = [trajectory_dir(args.output, t, i) for t, i in jobs
+                 if (trajectory_dir(args.output, t, i) / "config.json").is_file()]
+        if begun and not args.resume:
+            # Said here, once: in the pool each such trajectory would raise on its own.
+            print(f"error: {len(begun)} trajectories already exist in {args.output} (e.g. "
+                  f"{begun[0]}); pass --resume to continue them, or choose another --output",
+                  file=sys.stderr)
+            return 2
         print(f"{len(jobs)} trajectories of {args.steps} steps of {args.timestep} fs at "
               f"{', '.join(f'{t:g}' for t in args.temperatures)} K, {args.jobs} at a time, "
               f"into {args.output}", flush=True)

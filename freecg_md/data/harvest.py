@@ -16,6 +16,7 @@ optional equilibration cut) from one or more run directories and writes them in 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -167,16 +168,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.select is not None and not args.committee:
         parser.error("--select needs --committee (the models whose disagreement ranks frames)")
-    frames = harvest_frames(args.runs, args.spacing_ps, args.discard_ps)
-    message = f"{len(frames['positions'])} frames"
-    if args.committee:
-        spread = committee_disagreement(frames, args.committee)
-        frames["disagreement"] = spread
-        if args.select is not None:
-            frames = select_frames(frames, spread, args.select)
-            message += (f", kept the {len(frames['positions'])} of largest committee "
-                        f"disagreement ({frames['disagreement'].min():.3g}-"
-                        f"{frames['disagreement'].max():.3g} eV/Å)")
+    # Checked before the committee scores every frame, which can take hours.
+    if args.select is not None and args.select < 1:
+        parser.error(f"--select {args.select}: expected >= 1 frame")
+    try:
+        frames = harvest_frames(args.runs, args.spacing_ps, args.discard_ps)
+        message = f"{len(frames['positions'])} frames"
+        if args.committee:
+            spread = committee_disagreement(frames, args.committee)
+            frames["disagreement"] = spread
+            if args.select is not None:
+                frames = select_frames(frames, spread, args.select)
+                message += (f", kept the {len(frames['positions'])} of largest committee "
+                            f"disagreement ({frames['disagreement'].min():.3g}-"
+                            f"{frames['disagreement'].max():.3g} eV/Å)")
+    except (OSError, ValueError) as error:  # a missing run, a run without frames...
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     save_harvest(frames, args.out)
     print(f"{message} -> {args.out}")
     return 0

@@ -34,7 +34,14 @@ __all__ = ["DynamicsGuard", "GuardLimits", "Guards", "SimulationError", "check_t
 
 
 class SimulationError(RuntimeError):
-    """The dynamics met a state it cannot continue from (NaN, infinity, explosion)."""
+    """The dynamics met a state it cannot continue from (NaN, infinity, explosion).
+
+    ``step`` is the step that failed (the one attempted; the starting step for a failure
+    at the start), or None where no step applies (a guard called by an ASE dynamics)."""
+
+    def __init__(self, message: str, step: int | None = None) -> None:
+        super().__init__(message)
+        self.step = step
 
 HYDROGEN_TIMESTEP_FS = 2.0
 LONGEST_TIMESTEP_FS = 4.0

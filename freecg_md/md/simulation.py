@@ -351,7 +351,7 @@ class _Run:
             message = self.guard(self.energies, self.forces, previous=None)
         except EVALUATION_FAILURES as error:
             message = f"step {self.state.step}: {error}{self.local_note()}"
-        self.stop_if_failed(message)
+        self.stop_if_failed(message, self.state.step)
         if self.comm.is_writer:
             topology = topology or topology_from_numbers(self.state.numbers.numpy())
             self.writer = RunWriter.create(
@@ -436,6 +436,7 @@ class _Run:
 
     def step(self) -> None:
         before, targets = self.state.positions, self.temperatures()
+        attempted = self.state.step + 1
         try:
             energies, forces = baoab_step(
                 self.state, self.forces, self.potential, targets,
@@ -443,7 +444,7 @@ class _Run:
                 self.config.remove_com_motion)
             message = self.guard(energies, forces, previous=self.energies)
         except EVALUATION_FAILURES as error:
-            message = f"step {self.state.step + 1}: {error}{self.local_note()}"
+            message = f"step {attempted}: {error}{self.local_note()}"
         if message is None:
             message = self.check_disagreement()
         if message is None:
@@ -453,7 +454,7 @@ class _Run:
             message = self.guards.check(
                 before, self.state.positions, temperature, targets,
                 lambda r: f"replica {self.block.start + r} at step {self.state.step}")
-        self.stop_if_failed(message)
+        self.stop_if_failed(message, attempted)
         self.energies, self.forces = energies, forces
 
     def guard(self, energies: torch.Tensor, forces: torch.Tensor,
@@ -480,16 +481,16 @@ class _Run:
                 f"max_force_disagreement={limit} eV/Å (the models disagree: the run has left "
                 f"the region they were trained on){self.local_note()}")
 
-    def stop_if_failed(self, message: str | None) -> None:
-        """Every rank learns whether any rank failed at this step, and all stop together."""
+    def stop_if_failed(self, message: str | None, step: int) -> None:
+        """Every rank learns whether any rank failed at ``step``, and all stop together."""
         if self.comm.any_failed(message is not None):
-            self.fail(message)
+            self.fail(message, step)
 
-    def fail(self, message: str | None) -> None:
-        """Stop: write the frames reported before this step, then raise."""
+    def fail(self, message: str | None, step: int) -> None:
+        """Stop: write the frames reported before ``step``, then raise."""
         self.close()
-        raise SimulationError(message or f"step {self.state.step}: stopped because a replica "
-                              "on another process failed (see that process's error)")
+        raise SimulationError(message or f"step {step}: stopped because a replica on another "
+                              "process failed (see that process's error)", step)
 
     # -- reports, exchanges, checkpoints -----------------------------------------------
     def report(self) -> None:

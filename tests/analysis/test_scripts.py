@@ -226,6 +226,10 @@ def test_stability_script_counts_failures_per_trajectory(tiny_model, tmp_path):
     for row in rows:
         failure = out / f"T{row['temperature_K']}" / f"traj_{row['trajectory']}" / "failure.json"
         assert failure.is_file() == (row["failed"] == "1" and "engine" in row["reason"])
+        if failure.is_file():  # the step the engine stopped at, read from its error
+            recorded = json.loads(failure.read_text())
+            assert 1 <= recorded["step"] <= 40
+            assert f"step {recorded['step']}" in recorded["reason"]
     summary = json.loads((out / "stability_summary.json").read_text())
     counts = summary["temperatures"]
     assert counts["2000"]["failed"] == 2 and counts["450"]["trajectories"] == 2
@@ -244,6 +248,8 @@ def test_stability_script_counts_failures_per_trajectory(tiny_model, tmp_path):
     assert_png(tmp_path / "redrawn.png")
     (shipped / "stability.csv").unlink()
     assert run_script(script, shipped, tmp_path / "redrawn.png") == 2
+    # Run again without --resume: refused at once, naming the flag.
+    assert run_script(REPO / "simulations" / "stability_chignolin.py", *args) == 2
     # A second call resumes: finished and failed trajectories are kept as they are.
     before = (out / "stability.csv").read_text()
     assert run_script(REPO / "simulations" / "stability_chignolin.py", *args, "--resume") == 0

@@ -53,6 +53,20 @@ def test_bad_harvest_arguments_are_named(run_dir):
         harvest_frames([run_dir], spacing_ps=0.01, discard_ps=10.0)
 
 
+def test_the_harvest_command_names_bad_input(run_dir, tmp_path, capsys):
+    from freecg_md.data.harvest import main
+
+    out = str(tmp_path / "x.npz")
+    assert main([str(tmp_path / "missing"), "--out", out]) == 2
+    assert "is missing" in capsys.readouterr().err
+    assert main([str(run_dir), "--out", out, "--spacing-ps", "0"]) == 2
+    assert "spacing_ps" in capsys.readouterr().err
+    # Refused before the committee scores a single frame.
+    with pytest.raises(SystemExit):
+        main([str(run_dir), "--out", out, "--committee", "absent.pt", "--select", "0"])
+    assert "--select 0" in capsys.readouterr().err
+
+
 def test_selection_keeps_the_frames_of_largest_disagreement(run_dir, tmp_path):
     frames = harvest_frames([run_dir], spacing_ps=0.002)
     paths = []
