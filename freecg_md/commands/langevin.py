@@ -27,22 +27,19 @@ from ..analysis.reports import rmsd_report
 from ..analysis.rundir import read_run
 from ..data.molecules import load_chignolin
 from ..io import shipped_model
-from ..md import (
-    FreeCGPotential,
-    RunConfig,
-)
+from ..md import FreeCGPotential
 from ..md.options import (
     add_engine_options,
     add_model_options,
     add_start_options,
     device_argument,
+    engine_config,
     initial_state,
     model_argument,
     model_error,
     model_metadata,
     resuming,
     run_reporting_errors,
-    start_config,
 )
 
 
@@ -84,13 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --initial {args.initial}: {error}", file=sys.stderr)
         return 2
     try:
-        config = RunConfig(temperatures=temperatures,
-                           n_steps=args.steps, output_dir=str(output),
-                           friction_per_ps=args.friction, timestep_fs=args.timestep,
-                           report_interval=args.report_interval,
-                           checkpoint_interval=args.checkpoint_interval, seed=args.seed,
-                           device=device, dtype=args.dtype, draw_velocities=draw,
-                           **start_config(args))
+        config = engine_config(args, temperatures, output, device, draw)
     except (TypeError, ValueError) as error:  # RunConfig names the field
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -44,7 +44,6 @@ from ..data.molecules import load_chignolin
 from ..io import shipped_model
 from ..md import (
     FreeCGPotential,
-    RunConfig,
     SerialComm,
     init_distributed,
     local_device,
@@ -55,13 +54,13 @@ from ..md.options import (
     add_model_options,
     add_start_options,
     device_argument,
+    engine_config,
     initial_state,
     model_argument,
     model_error,
     model_metadata,
     resuming,
     run_reporting_errors,
-    start_config,
 )
 from ..md.remd import check_ladder
 
@@ -124,13 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --initial {args.initial}: {error}", file=sys.stderr)
         return 2
     try:
-        config = RunConfig(temperatures=ladder, n_steps=args.steps, output_dir=str(output),
-                           friction_per_ps=args.friction, timestep_fs=args.timestep,
-                           exchange_interval=args.exchange_interval,
-                           report_interval=args.report_interval,
-                           checkpoint_interval=args.checkpoint_interval, seed=args.seed,
-                           device=device, dtype=args.dtype, draw_velocities=draw,
-                           **start_config(args))
+        config = engine_config(args, ladder, output, device, draw,
+                               exchange_interval=args.exchange_interval)
     except (TypeError, ValueError) as error:  # RunConfig names the field
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -115,6 +115,21 @@ def start_config(args: argparse.Namespace) -> dict[str, Any]:
             "max_force_disagreement": getattr(args, "max_force_disagreement", None), **guard}
 
 
+def engine_config(args: argparse.Namespace, temperatures: list[float], output: Path,
+                  device: str, draw_velocities: bool, **extra: Any) -> Any:
+    """The :class:`~freecg_md.md.RunConfig` of a command's engine and start options, at
+    ``temperatures`` (K) into ``output``; ``extra`` other fields (``exchange_interval``).
+    ValueError or TypeError naming the field a value does not suit."""
+    from .simulation import RunConfig
+
+    return RunConfig(temperatures=temperatures, n_steps=args.steps, output_dir=str(output),
+                     friction_per_ps=args.friction, timestep_fs=args.timestep,
+                     report_interval=args.report_interval,
+                     checkpoint_interval=args.checkpoint_interval, seed=args.seed,
+                     device=device, dtype=args.dtype, draw_velocities=draw_velocities,
+                     **start_config(args), **extra)
+
+
 def apply_hydrogen_mass(state: ReplicaState, args: argparse.Namespace) -> ReplicaState:
     """``state`` with ``--hydrogen-mass`` repartitioned (bonds from replica 0's start), its
     velocities scaled to keep each atom's kinetic energy; unchanged without the option."""
