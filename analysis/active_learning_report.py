@@ -54,13 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = TrainConfig.from_json(args.config)
     with exits_on_bad_input():
+        config = TrainConfig.from_json(args.config)
         sets = round_sets(config, args.probe)
+        models = {name: load_frozen(path) for name, path in args.model}
     report: dict[str, object] = {"sets": {name: len(s) for name, s in sets.items()},
                                  "models": {}, "committee": None}
     for name, path in args.model:
-        model = load_frozen(path)
+        model = models[name]
         report["models"][name] = {"file": str(path), "fingerprint": model_fingerprint(path),
                                   **{set_name: target_errors(model, s, config)
                                      for set_name, s in sets.items()}}

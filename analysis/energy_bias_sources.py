@@ -135,11 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="JSON report")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    config = TrainConfig.from_json(args.config)
-    with exits_on_bad_input():
-        run = run_structures(config, args.own_md_from)
     name, path = args.model
-    model = load_frozen(path)
+    with exits_on_bad_input():
+        config = TrainConfig.from_json(args.config)
+        run = run_structures(config, args.own_md_from)
+        model = load_frozen(path)
     native = load_chignolin().native_positions
     # From positions alone, once for every structure of the run (the per-entry counts
     # below need the classical frames of every split too).

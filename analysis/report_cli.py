@@ -81,8 +81,9 @@ def models_and_sets(args: argparse.Namespace) -> tuple[TrainConfig, dict, dict[s
     SystemExit naming the problem otherwise."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = TrainConfig.from_json(args.config)
-    models = {name: load_frozen(path) for name, path in args.model}
+    with exits_on_bad_input():  # a missing or bad config or model file
+        config = TrainConfig.from_json(args.config)
+        models = {name: load_frozen(path) for name, path in args.model}
     cutoffs = {model.cutoff for model in models.values()}
     if len(cutoffs) > 1:
         raise SystemExit(f"--model: the models' cutoffs differ ({sorted(cutoffs)} Å); "
@@ -95,12 +96,12 @@ def models_and_sets(args: argparse.Namespace) -> tuple[TrainConfig, dict, dict[s
 
 @contextmanager
 def exits_on_bad_input() -> Iterator[None]:
-    """Turns the ValueError or FileNotFoundError of bad input (a set name taken, a run
-    without a split, an index out of range) into SystemExit with its message, so that a
+    """Turns the error of bad input (a set name taken, a run without a split, an index out
+    of range, a missing or malformed file) into SystemExit with its message, so that a
     script ends with the message and status 1 rather than a traceback."""
     try:
         yield
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, TypeError, OSError) as error:
         raise SystemExit(f"error: {error}") from error
 
 

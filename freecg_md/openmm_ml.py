@@ -69,13 +69,18 @@ class FreeCGComputation:
                  dtype: str = "float32", skin: float = 1.0,
                  matmul_precision: str = "float32") -> None:
         paths = list(model_path) if isinstance(model_path, (list, tuple)) else [model_path]
-        self.settings = {"model_path": [os.fspath(p) for p in paths]
-                         if isinstance(model_path, (list, tuple)) else os.fspath(model_path),
+        # Files by absolute path, so that a System read back elsewhere finds them; a model
+        # object (not a file) is kept as it is, and pickled whole.
+        paths = [os.path.abspath(p) if isinstance(p, (str, os.PathLike)) else p
+                 for p in paths]
+        self.settings = {"model_path": paths if isinstance(model_path, (list, tuple))
+                         else paths[0],
                          "numbers": np.asarray(numbers).tolist(),
                          "cell": None if cell is None else np.asarray(cell).tolist(),
                          "periodic": bool(periodic), "device": device, "dtype": dtype,
                          "skin": float(skin), "matmul_precision": matmul_precision}
-        self.fingerprints = [model_fingerprint(p) for p in paths]
+        self.fingerprints = [model_fingerprint(p) if isinstance(p, str) else None
+                             for p in paths]
         self.problem: str | None = None
         self._build()
 
@@ -115,6 +120,8 @@ class FreeCGComputation:
         try:
             for file, expected in zip(path if isinstance(path, list) else [path],
                                       self.fingerprints, strict=True):
+                if expected is None:
+                    continue  # a model object, unpickled with the rest
                 if not os.path.isfile(file):
                     raise FileNotFoundError(f"the FreeCG force of this System needs the model "
                                             f"file {file}, which is missing")

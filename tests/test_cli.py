@@ -55,7 +55,8 @@ def test_a_subcommand_names_itself_in_its_usage(capsys):
 
 @pytest.mark.parametrize("argv,named", [
     (["remd", "--report-interval", "0", "--steps", "2", "--no-plots"], "report_interval"),
-    (["remd", "--temperatures", "400", "300", "--steps", "2", "--no-plots"], "temperatures"),
+    (["remd", "--temperatures", "400", "300", "--steps", "2", "--no-plots"], "--temperatures"),
+    (["remd", "--replicas", "0", "--steps", "2", "--no-plots"], "--replicas"),
     (["langevin", "--trajectories", "0", "--steps", "2"], "--trajectories 0"),
     (["langevin", "--report-interval", "0", "--steps", "2"], "report_interval"),
 ])

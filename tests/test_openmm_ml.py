@@ -213,7 +213,8 @@ def test_a_mixed_system_computes_the_ml_atoms_with_freecg(model_file):
 
 
 def test_a_system_is_copied_serialised_and_interpolated_with_its_freecg_force(model_file,
-                                                                            tmp_path):
+                                                                            tmp_path,
+                                                                            monkeypatch):
     """OpenMM copies a PythonForce by pickling its function: a deep copy, an XML round trip
     and openmm-ml's interpolating mixed system all compute what the original does; a model
     file changed since is refused by name."""
@@ -229,6 +230,17 @@ def test_a_system_is_copied_serialised_and_interpolated_with_its_freecg_force(mo
         again, again_forces = openmm_results(other, atoms.positions)
         assert again == energy
         np.testing.assert_array_equal(again_forces, forces)
+    # A model path relative to the working directory, read back from another one.
+    monkeypatch.chdir(model_file.parent)
+    relative = openmmml.MLPotential("freecg", modelPath=model_file.name).createSystem(
+        topology, dtype="float64")
+    monkeypatch.chdir(tmp_path.parent)
+    moved = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(relative))
+    assert openmm_results(moved, atoms.positions)[0] == energy
+    # A model object rather than a file is copied whole.
+    held = openmmml.MLPotential("freecg", modelPath=load_model(model_file)).createSystem(
+        topology, dtype="float64")
+    assert openmm_results(copy.deepcopy(held), atoms.positions)[0] == energy
     # interpolate=True deep-copies the force; at lambda 1 the ML atoms are FreeCG's alone.
     mm = openmm.System()
     nonbonded = openmm.NonbondedForce()

@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                   else temperature_ladder(args.t_min, args.t_max, args.replicas).tolist())
         check_ladder(ladder)
     except ValueError as error:
-        print(f"error: temperatures: {error}", file=sys.stderr)
+        print(f"error: the temperature ladder (--temperatures, or --t-min, --t-max and "
+              f"--replicas): {error}", file=sys.stderr)
         return 2
     resume = resuming(args, output)
     try:

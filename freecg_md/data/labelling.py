@@ -11,6 +11,7 @@ written with a wrong label.
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import json
 import os
@@ -113,7 +114,7 @@ def label_frames(
     with np.load(frames_npz) as data:
         positions, numbers = data["positions"], data["numbers"]
         temperatures = data["temperature"] if "temperature" in data else np.zeros(len(positions))
-    _check_record(out_dir, chunk_size, positions, numbers)
+    _check_record(out_dir, chunk_size, positions, numbers, method)
     n_chunks = -(-len(positions) // chunk_size)
     todo = [c for c in range(n_chunks)
             if c % n_workers == worker and not _chunk_done(out_dir, c)]
@@ -162,28 +163,62 @@ def _chunk_done(out_dir: Path, chunk: int) -> bool:
 
 
 def _check_record(out_dir: Path, chunk_size: int, positions: np.ndarray,
-                  numbers: np.ndarray) -> None:
-    """Record which frames ``out_dir``'s chunks label and in chunks of what size, or, when
-    recorded, refuse others: a chunk counts as done by its index alone, so another chunk
-    size or frames file would skip or repeat frames without a word."""
+                  numbers: np.ndarray, method: str) -> None:
+    """Record which frames ``out_dir``'s chunks label, in chunks of what size and by which
+    method, or, when recorded, refuse others: a chunk counts as done by its index alone, so
+    another chunk size or frames file would skip or repeat frames without a word, and
+    another charge would mix two reference methods in one data set."""
     digest = hashlib.sha256(np.ascontiguousarray(numbers, dtype=np.int64).tobytes())
     digest.update(np.ascontiguousarray(positions, dtype=np.float64).tobytes())
     record = {"chunk_size": int(chunk_size), "n_frames": int(len(positions)),
-              "frames_sha256": digest.hexdigest()[:16]}
+              "frames_sha256": digest.hexdigest()[:16], "method": method}
     path = out_dir / LABELLING_RECORD
     if path.exists():
         before = json.loads(path.read_text())
         changed = [f"{key} {before[key]} -> {value}" for key, value in record.items()
                    if key in before and before[key] != value]
         if changed:
-            raise ValueError(f"{out_dir} holds chunks of other frames or another chunk size "
-                             f"({'; '.join(changed)}); label into a new directory, or with "
-                             "the frames and chunk size it was begun with")
+            raise ValueError(f"{out_dir} holds chunks of other frames, another chunk size or "
+                             f"another method ({'; '.join(changed)}); label into a new "
+                             "directory, or with the frames, chunk size and charge it was "
+                             "begun with")
         return
+    _check_unrecorded_chunks(out_dir, chunk_size, method)
     # Workers sharing the directory write the same record; each write is atomic.
     tmp = out_dir / f".{LABELLING_RECORD}.tmp{os.getpid()}"
     tmp.write_text(json.dumps(record) + "\n")
     os.replace(tmp, path)
+
+
+def _check_unrecorded_chunks(out_dir: Path, chunk_size: int, method: str) -> None:
+    """Chunks written before the record: each must hold frames of its own index's range
+    and the same method; an empty one (every frame failed) becomes the marker that now
+    stands for it, since an empty extxyz file is no readable data set."""
+    from ase.io import read
+
+    for path in sorted(out_dir.glob("chunk_*.extxyz*")):
+        chunk = int(path.name.split("_")[1].split(".")[0])
+        if path.stat().st_size == 0 or not _has_frames(path):
+            (out_dir / f".chunk_{chunk:05d}.all_failed").write_text(
+                f"every frame of chunk {chunk} failed (an empty chunk file, replaced)\n")
+            path.unlink()
+            continue
+        frames = read(path, index=":")
+        indices = [int(atoms.info["frame_index"]) for atoms in frames]
+        methods = {str(atoms.info.get("method", method)) for atoms in frames}
+        if not all(chunk * chunk_size <= i < (chunk + 1) * chunk_size for i in indices) \
+                or methods != {method}:
+            raise ValueError(f"{path} holds frames {min(indices)}-{max(indices)} by "
+                             f"{sorted(methods)}; chunk {chunk} of size {chunk_size} by "
+                             f"{method!r} would hold {chunk * chunk_size}-"
+                             f"{(chunk + 1) * chunk_size - 1}: resume with the chunk size "
+                             "and charge the directory was begun with")
+
+
+def _has_frames(path: Path) -> bool:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as handle:
+        return bool(handle.readline().strip())
 
 
 def _log_failure(path: Path, index: int, error: Exception) -> None:

@@ -447,6 +447,9 @@ class FreeCG(nn.Module):
         inside = distances < self.cutoff
         # One look at the device for both: every pair inside, and none of length zero.
         all_inside, none_zero = torch.stack([inside.all(), (distances > 0).all()]).tolist()
+        if not none_zero and not bool(torch.isfinite(distances).all()):
+            raise ValueError("positions (or shifts) give non-finite pair distances; expected "
+                             "finite coordinates")
         if not none_zero:
             # A pair of length zero (an atom listed with itself unshifted, two atoms at one
             # place) has no direction: the reference layers would count it as a neighbour

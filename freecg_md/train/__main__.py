@@ -56,8 +56,8 @@ def training_summary(output_dir: str, metrics: dict) -> str:
     """What a finished run printed: where its models are and its test metrics, labelled."""
     out = Path(output_dir)
     lines = [f"finished: {out}",
-             f"  model to use:  {out / 'model.pt'} (the best weights by validation loss, "
-             "with the test metrics in its metadata)",
+             f"  model to use:  {out / 'model.pt'} (the best weights by the monitored "
+             "validation figure, with the test metrics in its metadata)",
              f"  best weights:  {out / 'best_model.pt'} (the same weights, without the test "
              "metrics)",
              "  to ship:       python -m freecg_md.train.export CONFIG OUT.pt",

@@ -3,16 +3,17 @@
     python -m freecg_md.train.export configs/chignolin.json models/chignolin.pt
 
 Takes ``best_model.pt`` of the run in the config's ``output_dir`` (the EMA weights at the
-best validation loss so far; a run still training may be exported at any time), or with
-``--latest`` the weights of its last checkpoint (the EMA weights where training stands,
-whether or not they validate better than the best so far), evaluates
-it on the run's test split (``split.json``), and writes a float32 model file whose metadata
-holds the test metrics, the epochs and training time behind it, the training config, the
-split and the content fingerprint of the structures it splits (refused if the data no
-longer match the run's record). A fine-tuned run (``init_from``) is also scored on the test
-structures of the earlier and of the added data separately. The training domain (elements,
-compositions, shortest distances; :mod:`freecg_md.domain`) of the run's data goes into the
-metadata too. Prints the metrics as JSON. The run itself is not touched.
+best validation figure so far, as the config's ``monitor`` names it; a run still training
+may be exported at any time), or with ``--latest`` the weights of its last checkpoint (the
+EMA weights where training stands, whether or not they validate better than the best so
+far), evaluates it on the run's test split (``split.json``), and writes a float32 model
+file whose metadata holds the test metrics, the epochs and training time behind it, the
+training config, the split and the content fingerprint of the structures it splits
+(refused if the data no longer match the run's record). A fine-tuned run (``init_from``)
+is also scored on the test structures of the earlier and of the added data separately. The
+training domain (elements, compositions, shortest distances; :mod:`freecg_md.domain`) of
+the run's data goes into the metadata too. Prints the metrics as JSON. The run itself is
+not touched.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Fine-tuning: continue a finished training run on a data set that extends its data.
 
 The earlier run fixes three things: the starting weights (its ``best_model.pt``, the EMA
-weights at its best validation loss), the model hyperparameters and energy standardisation
+weights at its best validation figure), the model hyperparameters and energy standardisation
 that come with them, and the split of the structures it already had. Keeping that split is
 what keeps the test set honest: a structure the earlier run trained on must not be scored as
 held out now.

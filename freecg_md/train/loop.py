@@ -392,6 +392,8 @@ class Trainer:
         progress, before = self.progress, self.progress.monitor
         progress.monitor = self.config.monitor
         best_path = self.out / "best_model.pt"
+        if not best_path.is_file():
+            return  # no epoch has ended yet: nothing was scored by the old figure
         best = load_model(best_path).to(device=self.device, dtype=self.dtype)
         val = _evaluate(best, self.val_set, self.config, self.device, self.dtype,
                         self.loss_weights, progress.exact_val_loss)
@@ -520,7 +522,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     The run directory receives ``config.json`` (with package versions), ``split.json``
     (structure indices of train/val/test), ``log.csv`` (one row per epoch),
     ``checkpoint.pt`` (exact resume), ``best_model.pt`` (EMA weights at the best
-    validation loss), ``model.pt`` (the final, best model) and ``test_metrics.json``.
+    validation figure that ``config.monitor`` names), ``model.pt`` (the final, best model)
+    and ``test_metrics.json``.
     With ``resume=True`` a stopped run continues from its checkpoint, giving the same
     weights as an uninterrupted run. With ``config.init_from`` the run fine-tunes an
     earlier run's best model (see :mod:`freecg_md.train.finetune`). Returns an empty dict if

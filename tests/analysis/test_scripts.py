@@ -209,7 +209,7 @@ def test_pick_starts_writes_folded_then_unfolded_frames(tmp_path):
     assert run_script(script, frames, "--folded", "3", "--out", out) == 2
 
 
-def test_stability_script_counts_failures_per_trajectory(tiny_model, tmp_path):
+def test_stability_script_counts_failures_per_trajectory(tiny_model, tmp_path, capsys):
     out = tmp_path / "stability"
     args = ["--model", tiny_model, "--temperatures", "450", "2000", "--trajectories", "2",
             "--steps", "40", "--report-interval", "5", "--checkpoint-interval", "10",
@@ -249,7 +249,9 @@ def test_stability_script_counts_failures_per_trajectory(tiny_model, tmp_path):
     (shipped / "stability.csv").unlink()
     assert run_script(script, shipped, tmp_path / "redrawn.png") == 2
     # Run again without --resume: refused at once, naming the flag.
+    capsys.readouterr()
     assert run_script(REPO / "simulations" / "stability_chignolin.py", *args) == 2
+    assert "pass --resume" in capsys.readouterr().err
     # A second call resumes: finished and failed trajectories are kept as they are.
     before = (out / "stability.csv").read_text()
     assert run_script(REPO / "simulations" / "stability_chignolin.py", *args, "--resume") == 0

@@ -170,6 +170,10 @@ def test_a_pair_of_zero_length_is_refused_on_every_path(model64):
     on_top[1] = on_top[0]
     with pytest.raises(ValueError, match="2 pair.* at zero distance"):
         model64.energy_and_forces(z, on_top, full_edges(6))
+    lost = pos.clone()
+    lost[4, 1] = float("nan")
+    with pytest.raises(ValueError, match="non-finite pair distances"):
+        model64.energy_and_forces(z, lost, full_edges(6))
 
 
 def test_reference_settings_train_on_an_atom_without_neighbours():
