@@ -642,6 +642,18 @@ def test_monitoring_the_force_mae_picks_the_best_epochs_by_it(data_file, tmp_pat
     assert state["plateau"]["num_bad_epochs"] == 0
 
 
+def test_a_monitor_switch_before_the_first_epoch_ends_just_takes_effect(data_file, tmp_path):
+    # Stopped at the time limit within epoch 0: a checkpoint, no best model yet.
+    assert train(config_for(data_file, tmp_path / "run", max_epochs=1, max_minutes=0.0),
+                 progress=False) == {}
+    assert not (tmp_path / "run" / "best_model.pt").exists()
+    train(config_for(data_file, tmp_path / "run", max_epochs=1, monitor="force_mae"),
+          resume=True, progress=False)
+    progress = json.loads(torch.load(tmp_path / "run" / "checkpoint.pt",
+                                     weights_only=True)["progress"])
+    assert progress["monitor"] == "force_mae" and progress["best_epoch"] == 0
+
+
 def test_an_element_without_a_training_structure_is_named_in_a_warning():
     from freecg_md.train import fit_energy_standardisation
     from freecg_md.train.data import structures_from_atoms
