@@ -15,7 +15,6 @@ from .data import (
     load_structures,
     save_structures,
     split_size,
-    structures_fingerprint,
     structures_from_atoms,
 )
 
@@ -83,27 +82,29 @@ def _check_cached_species(structures: list[Structure], species: list[int]) -> No
                                f"outside the model's species {sorted(allowed)}")
 
 
-def record_run_data(run_dir: Path, structures: list[Structure]) -> None:
-    """Write :data:`DATA_RECORD` for the structures a run splits."""
-    record = {"structures": len(structures), "fingerprint": structures_fingerprint(structures)}
+def record_run_data(run_dir: Path, n_structures: int, fingerprint: str) -> None:
+    """Write :data:`DATA_RECORD` for the ``n_structures`` a run splits, whose content has
+    ``fingerprint`` (:func:`~freecg_md.train.data.structures_fingerprint`)."""
+    record = {"structures": n_structures, "fingerprint": fingerprint}
     (Path(run_dir) / DATA_RECORD).write_text(json.dumps(record) + "\n")
 
 
-def check_run_data(run_dir: Path, structures: list[Structure], split: dict[str, list[int]],
-                   consequence: str) -> None:
-    """ValueError unless ``structures`` are those the run's split was made on: as many, and,
-    where the run recorded them (:data:`DATA_RECORD`), the same in content and order.
-    ``consequence`` ends the message (what the caller cannot do on other data)."""
+def check_run_data(run_dir: Path, n_structures: int, fingerprint: str,
+                   split: dict[str, list[int]], consequence: str) -> None:
+    """ValueError unless the data (``n_structures`` whose content has ``fingerprint``) are
+    those the run's split was made on: as many, and, where the run recorded them
+    (:data:`DATA_RECORD`), the same in content and order. ``consequence`` ends the message
+    (what the caller cannot do on other data)."""
     split_path = Path(run_dir) / "split.json"
     n_split = split_size(split)
-    if n_split != len(structures):
+    if n_split != n_structures:
         raise ValueError(f"{split_path} splits {n_split} structures but the data now hold "
-                         f"{len(structures)}; {consequence}")
+                         f"{n_structures}; {consequence}")
     record_path = Path(run_dir) / DATA_RECORD
     if record_path.is_file():
         recorded = json.loads(record_path.read_text())["fingerprint"]
-        now = structures_fingerprint(structures)
-        if now != recorded:
+        if fingerprint != recorded:
             raise ValueError(f"the data differ from those {split_path} was made on "
-                             f"(fingerprint {now}, recorded {recorded} in {record_path}): "
-                             f"files changed, reordered or relabelled; {consequence}")
+                             f"(fingerprint {fingerprint}, recorded {recorded} in "
+                             f"{record_path}): files changed, reordered or relabelled; "
+                             f"{consequence}")

@@ -96,8 +96,9 @@ def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Pa
         training["initialised_from"] = {"run": str(start.run_dir), **earlier}
     structures, _ = load_training_structures(config)
     # The split's indices are only the run's test structures on the data it was made on.
-    check_run_data(run, structures, split, "its split would score other structures as "
-                   "held out")
+    fingerprint = structures_fingerprint(structures)
+    check_run_data(run, len(structures), fingerprint, split, "its split would score other "
+                   "structures as held out")
     test = [structures[i] for i in split["test"]]
     progress = _training_progress(run / "log.csv")
     if latest:
@@ -147,7 +148,7 @@ def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Pa
     domain = {DOMAIN_KEY: domain_from_structures(molecules).to_dict()} if molecules else {}
     save_model(model, out_path, metadata={
         **report, "train_config": config.to_dict(), "split": split,
-        "data_fingerprint": structures_fingerprint(structures),
+        "data_fingerprint": fingerprint,
         "exported_from": exported_from, **domain})
     return report
 

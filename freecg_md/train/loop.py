@@ -21,7 +21,7 @@ from ..io import _versions, load_model, save_model, write_text_atomic
 from ..nn import FreeCG, FreeCGConfig
 from .compiled import CompiledForces
 from .config import MONITORED, TrainConfig
-from .data import Batch, Structure, collate, split_indices
+from .data import Batch, Structure, collate, split_indices, structures_fingerprint
 from .dataset_cache import check_run_data, load_training_structures, record_run_data
 from .finetune import starting_point
 from .loss import ErrorMetrics, fit_energy_standardisation, loss_fn
@@ -544,14 +544,16 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         # Rows of an attempt that never checkpointed would be logged twice.
         (out / "log.csv").unlink(missing_ok=True)
     structures, species = load_training_structures(config)
+    fingerprint = structures_fingerprint(structures)
     split_path = out / "split.json"
     # Only a run that checkpointed keeps its split: without a checkpoint nothing was
     # trained, and the split is made again from this config (the same one if its data,
     # fractions and seed are unchanged; a changed seed must not keep the old split).
     if checkpoint_exists and split_path.exists():
         split = json.loads(split_path.read_text())
-        check_run_data(out, structures, split, "a run cannot resume on changed data (start "
-                       "a new output_dir, with init_from to build on this one)")
+        check_run_data(out, len(structures), fingerprint, split, "a run cannot resume on "
+                       "changed data (start a new output_dir, with init_from to build on "
+                       "this one)")
     elif start is not None:
         split = start.extend_split(config.data, structures, config)
         write_text_atomic(split_path, json.dumps(split))
@@ -562,7 +564,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     write_text_atomic(out / "config.json", json.dumps(
         {"train": config.to_dict(), "versions": _versions()}, indent=2))
     # A run from before the record existed gets it at its next resume (checked by count).
-    record_run_data(out, structures)
+    record_run_data(out, len(structures), fingerprint)
     trainer = Trainer(config, structures, split, species,
                       initial_model=start.model if start is not None else None,
                       n_earlier=start.n_structures if start is not None else 0)
