@@ -57,11 +57,11 @@ class FreeCGComputation:
 
     OpenMM copies and serialises a PythonForce by pickling its function (``copy.deepcopy``
     of a System, ``XmlSerializer``, openmm-ml's ``createMixedSystem(interpolate=True)``), so
-    this is a class, pickled as what rebuilds it: the model file(s) with their
-    fingerprints, the atoms and the settings; never the weights. Unpickling loads the files
-    again; a missing file or one whose fingerprint has changed makes the first evaluation
-    fail with that reason, so a System read back computes what it was saved with, or says
-    why not.
+    this is a class, pickled as what rebuilds it: the model file(s) with their fingerprints,
+    the atoms and the settings, not the files' weights (a model given as an object rather
+    than a file is pickled whole). Unpickling loads the files again; a missing file or one
+    whose fingerprint has changed makes the first evaluation fail with that reason, so a
+    System read back computes what it was saved with, or says why not.
     """
 
     def __init__(self, model_path: str | os.PathLike | list, numbers: np.ndarray,
