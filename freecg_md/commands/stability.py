@@ -66,6 +66,16 @@ def trajectory_dir(output: Path, temperature: float, index: int) -> Path:
     return output / f"T{temperature:g}" / f"traj_{index}"
 
 
+def trajectory_seed(seed: int, temperature: float, index: int) -> int:
+    """The run seed of trajectory ``index`` at ``temperature`` (K): numpy's SeedSequence
+    hashes ``(seed, index, temperature in mK)``, so no two trajectories of one ``--seed``
+    share a seed, whatever the temperatures (a sum such as ``seed + 1000 * index + T``
+    gives trajectory 1 at 450 K the seed of trajectory 0 at 1450 K)."""
+    millikelvin = int(round(1000 * float(temperature)))
+    sequence = np.random.SeedSequence(entropy=int(seed), spawn_key=(int(index), millikelvin))
+    return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
 def run_one(args: argparse.Namespace, temperature: float, index: int) -> str:
     """One trajectory (in a worker process); returns a line for the log."""
     import torch
@@ -86,7 +96,8 @@ def run_one(args: argparse.Namespace, temperature: float, index: int) -> str:
                        output_dir=str(directory), friction_per_ps=args.friction,
                        timestep_fs=args.timestep, report_interval=args.report_interval,
                        checkpoint_interval=args.checkpoint_interval,
-                       seed=args.seed + 1000 * index + int(temperature), draw_velocities=draw)
+                       seed=trajectory_seed(args.seed, temperature, index),
+                       draw_velocities=draw)
     potential = FreeCGPotential(args.model, chignolin.atoms.numbers, workers=1)
     resume = args.resume and (directory / CHECKPOINT_NAME).is_file()
     try:
@@ -289,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.jobs < 1:
         print(f"error: --jobs {args.jobs}: expected >= 1", file=sys.stderr)
+        return 2
+    if args.seed < 0:
+        print(f"error: --seed {args.seed}: expected a non-negative integer", file=sys.stderr)
         return 2
     args.output.mkdir(parents=True, exist_ok=True)
     if not args.analyse_only:

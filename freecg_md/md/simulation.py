@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,10 @@ EVALUATION_FAILURES = (ValueError, WorkerError)
 
 # The equilibration stage's run directory, inside the production's.
 EQUILIBRATION_DIR = "equilibration"
+
+# Metadata that says where a run started (``initial``: the commands' --initial): a resume
+# keeps the recorded value, since it continues from the checkpoint whatever is passed now.
+START_KEYS = ("initial",)
 
 
 @dataclass
@@ -367,6 +372,7 @@ class _Run:
         path = self.directory / "config.json"
         previous = json.loads(path.read_text()) if path.is_file() else {}
         self.check_same_origin(checkpoint, previous)
+        self.keep_recorded_start(previous)
         b = self.block
         self.state.positions = checkpoint.positions[b].clone()
         self.state.velocities = checkpoint.velocities[b].clone()
@@ -397,6 +403,20 @@ class _Run:
         # write_config adds the package versions: those of the run's start stay.
         if record != {key: value for key, value in previous.items() if key != "versions"}:
             self.writer.write_config(record)
+
+    def keep_recorded_start(self, previous: dict[str, Any]) -> None:
+        """Keep the start recorded in ``config.json`` (``previous``): a resumed run continues
+        from its checkpoint, not from the start its command names now, so a record such as
+        ``initial`` stays the one the run began with; a different one is warned about."""
+        for key in START_KEYS:
+            if key not in previous:
+                continue
+            if key in self.extra and self.extra[key] != previous[key]:
+                warnings.warn(
+                    f"the run in {self.directory} started from {previous[key]!r} and continues "
+                    f"from its checkpoint; {key}={self.extra[key]!r} is not used and the "
+                    "record keeps the original start", stacklevel=3)
+            self.extra[key] = previous[key]
 
     def check_same_origin(self, checkpoint: Checkpoint, previous: dict[str, Any]) -> None:
         """CheckpointError if the run's recorded ``config.json`` (``previous``; empty if

@@ -209,6 +209,17 @@ def test_pick_starts_writes_folded_then_unfolded_frames(tmp_path):
     assert run_script(script, frames, "--folded", "3", "--out", out) == 2
 
 
+def test_stability_trajectory_seeds_are_distinct_across_temperatures():
+    from freecg_md.commands.stability import trajectory_seed
+
+    temperatures = [300.0, 450.0, 450.5, 1450.0, 2450.0]
+    seeds = [trajectory_seed(0, t, i) for t in temperatures for i in range(8)]
+    assert len(set(seeds)) == len(seeds)
+    assert trajectory_seed(0, 450.0, 1) == trajectory_seed(0, 450.0, 1)  # reproducible
+    assert trajectory_seed(1, 450.0, 0) not in seeds
+    assert all(0 <= seed < 2**63 for seed in seeds)
+
+
 def test_stability_script_counts_failures_per_trajectory(tiny_model, tmp_path, capsys):
     out = tmp_path / "stability"
     args = ["--model", tiny_model, "--temperatures", "450", "2000", "--trajectories", "2",
@@ -252,6 +263,8 @@ def test_stability_script_counts_failures_per_trajectory(tiny_model, tmp_path, c
     capsys.readouterr()
     assert run_script(REPO / "simulations" / "stability_chignolin.py", *args) == 2
     assert "pass --resume" in capsys.readouterr().err
+    assert run_script(REPO / "simulations" / "stability_chignolin.py", *args, "--seed", "-1") == 2
+    assert "--seed -1" in capsys.readouterr().err
     # A second call resumes: finished and failed trajectories are kept as they are.
     before = (out / "stability.csv").read_text()
     assert run_script(REPO / "simulations" / "stability_chignolin.py", *args, "--resume") == 0

@@ -137,6 +137,17 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert (tmp_path / "straight" / "config.json").stat().st_mtime_ns == stamp  # not rewritten
 
 
+def test_a_resume_keeps_the_recorded_start(tmp_path):
+    potential, state, config = molecule_run(tmp_path, 12)
+    run_replicas(potential, state, config, progress=False, metadata={"initial": "native"})
+    potential, state, config = molecule_run(tmp_path, 18)
+    with pytest.warns(UserWarning, match="started from 'native'"):
+        run_replicas(potential, state, config, resume=True, progress=False,
+                     metadata={"initial": "shipped"})
+    recorded = json.loads((tmp_path / "config.json").read_text())
+    assert recorded["initial"] == "native" and recorded["resumed_at_steps"] == [12]
+
+
 def test_a_resumed_chignolin_run_with_worker_processes_repeats_the_uninterrupted_one(
         tmp_path):
     """With two threads a chignolin pass in this process is cut into two runs of edges, in
