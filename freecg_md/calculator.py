@@ -212,6 +212,9 @@ class FreeCGCalculator(Calculator):
         self._check_atoms(atoms)
         if not np.array_equal(self.domain.numbers, atoms.numbers):
             self.domain.set_numbers(atoms.numbers)
+        # The net charge a user states (ASE's convention: atoms.info["charge"]) cannot reach
+        # the model; it is only checked against the charges of the training data.
+        self.domain.check_charge(atoms.info.get("charge"))
         positions = atoms.positions
         neighbors = self.neighbors.get(positions, atoms.numbers, atoms.cell.array, atoms.pbc)
         shifts = neighbors.shift_vectors(atoms.cell.array)

@@ -15,6 +15,7 @@ atoms together). :class:`DomainWatcher` warns, once per problem, with an
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 from collections.abc import Iterable, Sequence
@@ -26,7 +27,7 @@ from ase.data import chemical_symbols, covalent_radii
 from ase.formula import Formula
 
 __all__ = ["DomainWatcher", "OutOfDomainWarning", "TrainingDomain", "composition",
-           "domain_from_structures", "pair_name"]
+           "domain_from_structures", "labels_provenance", "pair_name"]
 
 DOMAIN_KEY = "training_domain"
 BOND_SCALE = 1.2  # bonded: closer than this times the sum of covalent radii (find_bonds)
@@ -77,6 +78,9 @@ class TrainingDomain:
         sum of their covalent radii (bonds: the first structure of each composition's pairs
         within 1.2 times that sum); None if not recorded. Below it, something the data never
         showed is happening (a hydrogen pulled onto an oxygen it is not bonded to).
+    charges:
+        Net charges (e) of the training structures, if known. The model has no charge
+        input: whatever charge a system has, it answers as for these.
     """
 
     elements: list[int]
@@ -88,6 +92,7 @@ class TrainingDomain:
     description: str = ""
     n_structures: int = 0
     min_nonbonded_ratio: float | None = None
+    charges: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,6 +142,38 @@ def domain_from_structures(structures: Iterable[tuple[np.ndarray, np.ndarray]],
                                                else None), **info)
 
 
+def labels_provenance(infos: Iterable[dict]) -> dict[str, object]:
+    """What labelled frames say about themselves, as :class:`TrainingDomain` fields.
+
+    ``infos`` are the frames' ``atoms.info`` dicts: ``temperature`` (K) gives
+    ``temperatures_K``, ``method`` gives ``reference`` (distinct methods joined by "; "),
+    and ``charge`` (e), or a method naming its charge ("..., charge -2 (tblite)", as
+    :func:`freecg_md.data.labelling.reference_method` writes it), gives ``charges``. Fields
+    no frame speaks to are left out.
+    """
+    temperatures: set[float] = set()
+    methods: set[str] = set()
+    charges: set[int] = set()
+    for info in infos:
+        if "temperature" in info:
+            temperatures.add(float(info["temperature"]))
+        method = info.get("method")
+        if method:
+            methods.add(str(method))
+        if "charge" in info:
+            charges.add(int(round(float(info["charge"]))))
+        elif method and (named := re.search(r"charge\s+([+-]?\d+)", str(method))):
+            charges.add(int(named.group(1)))
+    out: dict[str, object] = {}
+    if temperatures:
+        out["temperatures_K"] = sorted(temperatures)
+    if methods:
+        out["reference"] = "; ".join(sorted(methods))
+    if charges:
+        out["charges"] = sorted(charges)
+    return out
+
+
 class DomainWatcher:
     """Warns (once per problem) when a system leaves a model's training domain.
 
@@ -169,6 +206,23 @@ class DomainWatcher:
                        + (f" ({self.domain.description})" if self.domain.description else "")
                        + f", not on {formula}: its energies and forces for this system are "
                        "extrapolations")
+
+    def check_charge(self, charge: object) -> None:
+        """Warn if ``charge`` (e, e.g. ``atoms.info.get("charge")``; None: not stated) is
+        not a net charge of the training data: the model cannot see it."""
+        if self.domain is None or not self.domain.charges or charge is None:
+            return
+        try:
+            value = float(charge)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if value in self.domain.charges:
+            return
+        known = ", ".join(f"{q:+d}" for q in self.domain.charges)
+        self._warn(f"charge:{charge}",
+                   f"the system's net charge is {charge} but the model was trained on net "
+                   f"charge {known} only and has no charge input: its energies and forces "
+                   f"are those of a system at charge {known}")
 
     def check_distances(self, edge_index: np.ndarray, lengths: np.ndarray) -> None:
         """Warn for element pairs closer than any the model saw in training.
@@ -241,12 +295,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("data", nargs="+", help="the labelled data it was trained on")
     parser.add_argument("--temperatures", type=float, nargs="*", default=[])
     parser.add_argument("--reference", default="")
+    parser.add_argument("--charges", type=int, nargs="*", default=[],
+                        help="net charges (e) of the data")
     parser.add_argument("--description", default="")
     args = parser.parse_args(argv)
     structures = read_dataset(args.data)
+    # What the frames record (temperature, method, charge) fills what is not given.
+    info = labels_provenance(a.info for a in structures)
+    given = {"temperatures_K": args.temperatures, "reference": args.reference,
+             "charges": args.charges}
+    info.update({key: value for key, value in given.items() if value})
     domain = domain_from_structures(((a.numbers, a.positions) for a in structures),
-                                    temperatures_K=args.temperatures, reference=args.reference,
-                                    description=args.description)
+                                    description=args.description, **info)
     model = load_model(args.model)
     save_model(model, args.model, metadata={**model.metadata, DOMAIN_KEY: domain.to_dict()})
     print(f"{args.model}: training domain of {domain.n_structures} structures: "

@@ -19,6 +19,7 @@ from freecg_md.domain import (
     composition,
     domain_from_structures,
     domain_of_model,
+    labels_provenance,
 )
 from freecg_md.io import model_fingerprint
 from freecg_md.md import FreeCGPotential
@@ -70,6 +71,33 @@ def test_the_calculator_warns_for_another_composition_and_for_a_close_contact():
     with warnings.catch_warnings():
         warnings.simplefilter("error", OutOfDomainWarning)
         water.get_potential_energy()
+
+
+def test_the_calculator_warns_for_a_net_charge_the_model_was_not_trained_on():
+    chignolin = load_chignolin().atoms  # info["charge"] = -2, as the labels were made
+    chignolin.calc = FreeCGCalculator(SHIPPED)
+    assert domain_of_model(chignolin.calc.model.metadata).charges == [-2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutOfDomainWarning)
+        chignolin.get_potential_energy()
+        del chignolin.info["charge"]  # not stated: nothing to check
+        chignolin.positions[0, 0] += 1e-3
+        chignolin.get_potential_energy()
+    chignolin.info["charge"] = 0
+    chignolin.positions[0, 0] += 1e-3
+    with pytest.warns(OutOfDomainWarning, match="net charge is 0 but the model was trained "
+                                                "on net charge -2 only"):
+        chignolin.get_potential_energy()
+
+
+def test_labels_provenance_reads_temperature_method_and_charge():
+    infos = [{"temperature": 300.0, "method": "GFN2-xTB/ALPB(water), charge -2 (tblite)"},
+             {"temperature": 450, "method": "GFN2-xTB/ALPB(water), charge -2 (tblite)"},
+             {"temperature": 300.0, "charge": 1.0, "method": "other"}]
+    assert labels_provenance(infos) == {
+        "temperatures_K": [300.0, 450.0], "charges": [-2, 1],
+        "reference": "GFN2-xTB/ALPB(water), charge -2 (tblite); other"}
+    assert labels_provenance([{}, {"energy": 1.0}]) == {}
 
 
 def test_the_md_potential_warns_and_a_model_without_a_domain_is_quiet(tmp_path):

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
-from ..domain import DOMAIN_KEY, domain_from_structures
+from ..domain import DOMAIN_KEY, domain_from_structures, labels_provenance
 from ..io import load_model, save_model
 from ..nn import FreeCG
 from .config import TrainConfig
 from .data import structures_fingerprint
-from .dataset_cache import check_run_data, load_training_structures
+from .dataset_cache import check_run_data, data_files, load_training_structures
 from .finetune import starting_point
 from .loop import CHECKPOINT, evaluate_errors
 from .loss import ErrorMetrics
@@ -73,11 +73,31 @@ def latest_weights(run: Path) -> tuple[FreeCG, str, dict[str, int]]:
     return model, f"{run / CHECKPOINT} ({which} at optimiser step {step})", where
 
 
+def data_provenance(config: TrainConfig, n_structures: int) -> dict[str, object]:
+    """The temperatures, reference method and net charges the run's first ``n_structures``
+    frames record in their ``info`` (see :func:`freecg_md.domain.labels_provenance`): the
+    tensor cache keeps none of it, so the extxyz headers are read again."""
+    from ase.io import iread
+
+    def infos():
+        count = 0
+        for path in data_files(config.data):
+            for atoms in iread(path, index=":"):
+                if count == n_structures:
+                    return
+                count += 1
+                yield atoms.info
+
+    return labels_provenance(infos())
+
+
 def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Path | None = None,
-                 threads: int | None = None, latest: bool = False) -> dict[str, object]:
+                 threads: int | None = None, latest: bool = False,
+                 description: str = "") -> dict[str, object]:
     """Evaluate ``model_path`` (default: the run's ``best_model.pt``; with ``latest``, the
     weights of its last checkpoint) on the run's test split and write it to ``out_path`` in
-    float32 with the metrics in its metadata."""
+    float32 with the metrics in its metadata, and the training domain (with
+    ``description``, free text saying what the systems are)."""
     if threads:
         torch.set_num_threads(threads)
     run = Path(config.output_dir)
@@ -145,7 +165,9 @@ def export_model(config: TrainConfig, out_path: str | Path, model_path: str | Pa
     # molecules only.
     molecules = [(s.numbers.numpy(), s.positions.numpy()) for s in structures
                  if s.shifts is None]
-    domain = {DOMAIN_KEY: domain_from_structures(molecules).to_dict()} if molecules else {}
+    domain = ({DOMAIN_KEY: domain_from_structures(
+        molecules, description=description, **data_provenance(config, len(structures))
+    ).to_dict()} if molecules else {})
     save_model(model, out_path, metadata={
         **report, "train_config": config.to_dict(), "split": split,
         "data_fingerprint": fingerprint,
@@ -163,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latest", action="store_true",
                         help="export the last checkpoint's weights instead of the best")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--description", default="",
+                        help="what the training systems are, for the model's training domain")
     args = parser.parse_args(argv)
     if args.latest and args.model:
         parser.error("--model and --latest both say which weights to export; give one")
@@ -172,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"config {args.config}: {error}")
     try:
         report = export_model(config, args.out, args.model, args.threads,
-                              latest=args.latest)
+                              latest=args.latest, description=args.description)
     except (OSError, ValueError) as error:
         # A run without a finished epoch, data that no longer match its split: named.
         print(f"error: {error}", file=sys.stderr)

@@ -43,6 +43,20 @@ def test_training_drives_the_force_error_down(data_file, tmp_path):
         (tmp_path / "run" / "split.json").read_text())["test"]
 
 
+def test_export_records_what_the_frames_say_about_their_labels(tmp_path):
+    structures = labelled_set(12)
+    for k, atoms in enumerate(structures):
+        atoms.info.update(temperature=300.0 + 100 * (k % 2), method="LJ, charge 0 (test)")
+    write(tmp_path / "data.extxyz", structures)
+    config = config_for(tmp_path / "data.extxyz", tmp_path / "run", max_epochs=1)
+    train(config, progress=False)
+    export_model(config, tmp_path / "model.pt", description="six-atom clusters")
+    domain = load_model(tmp_path / "model.pt").metadata["training_domain"]
+    assert domain["temperatures_K"] == [300.0, 400.0] and domain["charges"] == [0]
+    assert domain["reference"] == "LJ, charge 0 (test)"
+    assert domain["description"] == "six-atom clusters"
+
+
 def test_resume_equals_uninterrupted(data_file, tmp_path):
     whole = train(config_for(data_file, tmp_path / "whole", max_epochs=3), progress=False)
     # Stop mid-run after one epoch and a few steps (max_minutes=0 stops at the first step
