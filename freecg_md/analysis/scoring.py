@@ -120,12 +120,32 @@ def held_out_sets(config: TrainConfig, own_md_from: int, probe: Path | None, cut
     """A run's held-out structures cut by origin (classical MD, own-MD frames), and the
     probe's conformations with their edges within ``cutoff`` Å; with ``training_own_md``
     also the own-MD frames of the training split (does the model fit what it trains on?);
-    then each ``named`` labelled file under its name (:func:`add_named_sets`)."""
+    then each ``named`` labelled file under its name (:func:`add_named_sets`).
+
+    For a run that continues another on more data (``init_from`` a run or model file whose
+    data are this run's first structures), the own-MD frames it added are sets of their
+    own ("added own-MD frames"): they may come from the same trajectories as frames it
+    trains on, so they say how well it fits them, not how it does on MD it has not seen.
+    """
     run = run_structures(config, own_md_from)
-    sets = {"held-out, classical MD data": run.pick("test", own_md=False),
-            "held-out, own-MD frames": run.pick("test", own_md=True)}
+    start = starting_point(config)
+    n_earlier = len(run.structures) if start is None else start.n_structures
+    earlier = np.arange(len(run.structures)) < n_earlier
+
+    def pick(split: str, own_md: bool, added: bool = False) -> list[Structure]:
+        return [run.structures[i] for i in run.split[split]
+                if run.own_md[i] == own_md and earlier[i] != added]
+
+    sets = {"held-out, classical MD data": pick("test", own_md=False),
+            "held-out, own-MD frames": pick("test", own_md=True)}
+    if not earlier.all():
+        sets["held-out, added own-MD frames"] = pick("test", own_md=True, added=True)
+        if (added_classical := pick("test", own_md=False, added=True)):
+            sets["held-out, added classical MD data"] = added_classical
     if training_own_md:
-        sets["training, own-MD frames"] = run.pick("train", own_md=True)
+        sets["training, own-MD frames"] = pick("train", own_md=True)
+        if (added_training := pick("train", own_md=True, added=True)):
+            sets["training, added own-MD frames"] = added_training
     if probe is not None:
         sets["probe, own MD at 300 K"] = structures_from_atoms(ase.io.read(probe, index=":"),
                                                                cutoff)

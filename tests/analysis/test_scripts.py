@@ -579,7 +579,7 @@ def test_timestep_check_compares_two_runs_rung_by_rung(remd_run, tiny_model, tmp
 
 
 def test_energy_error_trend_and_convergence_errors_by_origin(tiny_model, tmp_path,
-                                                            capsys):
+                                                            capsys, monkeypatch):
     """Both scripts on a split of chignolin frames stretched about their centre (a spread of
     radii of gyration), labelled by EMT: the sets are cut by origin, the biases agree with
     the training code's metrics, and the trend's R_g is the frames'."""
@@ -692,6 +692,20 @@ def test_energy_error_trend_and_convergence_errors_by_origin(tiny_model, tmp_pat
                       "--model", model, "--set", f"own MD, all splits={tmp_path / 'a.extxyz'}",
                       "--own-md-from", "1", "--out", tmp_path / "c.json") == 1
     assert "that name is taken" in capsys.readouterr().err
+    # A run continuing another on more data (init_from; here its first 16 structures): the
+    # own-MD frames it added are sets of their own, the earlier ones keep theirs.
+    from types import SimpleNamespace
+
+    from freecg_md.analysis import scoring
+
+    monkeypatch.setattr(scoring, "starting_point",
+                        lambda config: SimpleNamespace(n_structures=16))
+    sets = scoring.held_out_sets(config, 1, None, 4.0, training_own_md=True)
+    assert {name: len(part) for name, part in sets.items()} == {
+        "held-out, classical MD data": 6, "held-out, own-MD frames": 1,
+        "held-out, added own-MD frames": 4, "training, own-MD frames": 2}
+    assert torch.equal(sets["held-out, added own-MD frames"][0].positions,
+                       structures[16].positions)
 
 
 def test_closest_unbonded_contact_sees_a_hydrogen_pressed_on_an_oxygen():
