@@ -32,3 +32,21 @@ train_and_export() {
         "$out/$name.pt" --threads 1 > "$out/export_$name.json"
   done
 }
+
+# label_in_two FRAMES OUT LOG: label the frames of FRAMES (.npz, from freecg-md harvest) into
+# OUT with GFN2-xTB/ALPB(water), two single-thread workers side by side (logs LOG_w0.log and
+# LOG_w1.log); chunks already labelled are skipped. Frames that failed to label are left
+# out and named on stderr.
+label_in_two() {
+  local frames=$1 out=$2 log=$3 worker
+  local workers=()
+  for worker in 0 1; do
+    OMP_NUM_THREADS=1 $PY -m freecg_md.cli label "$frames" "$out" --chunk-size 16 \
+      --worker $worker --n-workers 2 > "${log}_w$worker.log" 2>&1 &
+    workers+=($!)
+  done
+  wait_all "$0: a labelling worker failed (${log}_w*.log)" "${workers[@]}" || return 1
+  if compgen -G "$out/failed_w*.csv" > /dev/null; then
+    echo "$0: some frames failed to label and are left out: $out/failed_w*.csv" >&2
+  fi
+}

@@ -45,16 +45,7 @@ cp "$WORK/md/config.json" "$LABELLED/md_config.json"
 
 [ -f "$WORK/frames.npz" ] || $PY -m freecg_md.cli harvest "$WORK/md" --spacing-ps 0.5 \
     --discard-ps 0.5 --out "$WORK/frames.npz"
-workers=()
-for worker in 0 1; do
-  OMP_NUM_THREADS=1 $PY -m freecg_md.cli label "$WORK/frames.npz" "$WORK/labelled" \
-    --chunk-size 16 --worker $worker --n-workers 2 > "$WORK/label_w$worker.log" 2>&1 &
-  workers+=($!)
-done
-wait_all "$0: a labelling worker failed ($WORK/label_w*.log)" "${workers[@]}"
-if compgen -G "$WORK/labelled/failed_w*.csv" > /dev/null; then
-  echo "$0: some frames failed to label and are left out: $WORK/labelled/failed_w*.csv" >&2
-fi
+label_in_two "$WORK/frames.npz" "$WORK/labelled" "$WORK/label"
 cp "$WORK"/labelled/chunk_*.extxyz.gz "$LABELLED/"
 
 SET="own MD of $NAME=$LABELLED"
