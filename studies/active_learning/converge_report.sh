@@ -8,27 +8,27 @@
 # shipped model the runs start from; figure 5b's conformations) and, for the errors by
 # origin, sets from outside the run's data:
 #
-# - stage 1 (converge_m0, converge_ablation): the frames of each own-MD check of
+# - phase 1 (converge_m0, converge_ablation): the frames of each own-MD check of
 #   converge_m0's weights (docs/results/active_learning/own_md_m0_epoch*/) and round 3's
 #   frames (data/chignolin/active_round3/, every 0.1 ps of those checks' REMD: the errors
 #   on them before training on them);
-# - stage 2 (converge3_m0, converge3_ablation, the default): the frames of each own-MD
-#   check of converge3_m0's weights (own_md_m0_stage2_epoch*/); round 3's frames are its
+# - phase 2 (converge3_m0, converge3_ablation, the default): the frames of each own-MD
+#   check of converge3_m0's weights (own_md_m0_phase2_epoch*/); round 3's frames are its
 #   data, scored by split (the held-out ones lie 0.1 ps from training frames of the same
 #   trajectories).
 #
 # Each run's best_model.pt is copied first (training overwrites it) and named by the epoch
 # it holds; the reports go to
 # docs/results/active_learning/{convergence_errors,energy_error_trend,energy_bias_sources}_<short>_epoch<N>.json
-# (short: m0, ablation, m0_stage2, ablation_stage2), each with the model file's
-# fingerprint. Then the learning curves as they stand (analysis/learning_curve.py): stage 1
+# (short: m0, ablation, m0_phase2, ablation_phase2), each with the model file's
+# fingerprint. Then the learning curves as they stand (analysis/learning_curve.py): phase 1
 # (learning_curve.json, docs/figures/learning_curve.png) from stage two of its loss on (the
 # loss changes there and so does the course of the force error: one geometric curve through
-# all epochs leaves residuals ten times those of one through stage two alone), and stage 2
-# on its own (learning_curve_stage2.json, docs/figures/learning_curve_stage2.png): its
-# validation set holds round 3's frames too, so its errors do not continue stage 1's.
+# all epochs leaves residuals ten times those of one through stage two alone), and phase 2
+# on its own (learning_curve_phase2.json, docs/figures/learning_curve_phase2.png): its
+# validation set holds round 3's frames too, so its errors do not continue phase 1's.
 #
-#     studies/active_learning/converge_report.sh [RUN...]    # default: the stage-2 runs
+#     studies/active_learning/converge_report.sh [RUN...]    # default: the phase-2 runs
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export OMP_WAIT_POLICY=PASSIVE
@@ -59,9 +59,9 @@ for name in "${runs[@]}"; do
                 sets_of "data/chignolin/active_round3/own_md_m0_epoch*/" \
                     "round 3, every 0.1 ps of the REMD of FreeCG epoch") ;;
         converge3_*)
-            short=${name#converge3_}_stage2
-            mapfile -d '' outside < <(sets_of "$RESULTS/own_md_m0_stage2_epoch*/" \
-                "REMD of FreeCG stage 2 epoch") ;;
+            short=${name#converge3_}_phase2
+            mapfile -d '' outside < <(sets_of "$RESULTS/own_md_m0_phase2_epoch*/" \
+                "REMD of FreeCG phase 2 epoch") ;;
         *) echo "$0: $name: expected converge_* or converge3_*" >&2; exit 2 ;;
     esac
     best=$RUNS/$name/best_model.pt
@@ -85,11 +85,11 @@ for name in "${runs[@]}"; do
 done
 $PY analysis/learning_curve.py $RUNS/converge_m0 $RUNS/converge_ablation \
     --out $RESULTS/learning_curve.json --figure docs/figures/learning_curve.png
-stage2=()
+phase2=()
 for name in converge3_m0 converge3_ablation; do
-    [ -f "$RUNS/$name/log.csv" ] && stage2+=("$RUNS/$name")
+    [ -f "$RUNS/$name/log.csv" ] && phase2+=("$RUNS/$name")
 done
-if [ ${#stage2[@]} -gt 0 ]; then
-    $PY analysis/learning_curve.py "${stage2[@]}" --out $RESULTS/learning_curve_stage2.json \
-        --figure docs/figures/learning_curve_stage2.png
+if [ ${#phase2[@]} -gt 0 ]; then
+    $PY analysis/learning_curve.py "${phase2[@]}" --out $RESULTS/learning_curve_phase2.json \
+        --figure docs/figures/learning_curve_phase2.png
 fi
