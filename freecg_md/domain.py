@@ -19,7 +19,7 @@ import re
 import sys
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +99,11 @@ class TrainingDomain:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainingDomain:
-        return cls(**data)
+        """The domain a model file records. Fields this version does not know (written by
+        a later one) are left out, so that the checks it knows still run."""
+        known = {f.name for f in fields(cls)}
+        domain = cls(**{key: value for key, value in data.items() if key in known})
+        return replace(domain, charges=[int(round(float(q))) for q in domain.charges])
 
 
 def domain_from_structures(structures: Iterable[tuple[np.ndarray, np.ndarray]],
@@ -213,13 +217,15 @@ class DomainWatcher:
         if self.domain is None or not self.domain.charges or charge is None:
             return
         try:
-            value = float(charge)
+            value = float(np.asarray(charge, dtype=float).reshape(()))
         except (TypeError, ValueError):
             value = float("nan")
-        if value in self.domain.charges:
+        # Charges are whole numbers of e; a float that rounds to a known one is that one.
+        if np.isfinite(value) and abs(value - round(value)) < 1e-6 \
+                and int(round(value)) in self.domain.charges:
             return
-        known = ", ".join(f"{q:+d}" for q in self.domain.charges)
-        self._warn(f"charge:{charge}",
+        known = ", ".join(f"{int(q):+d}" for q in self.domain.charges)
+        self._warn(f"charge:{value if np.isfinite(value) else charge!s}",
                    f"the system's net charge is {charge} but the model was trained on net "
                    f"charge {known} only and has no charge input: its energies and forces "
                    f"are those of a system at charge {known}")

@@ -90,6 +90,23 @@ def test_the_calculator_warns_for_a_net_charge_the_model_was_not_trained_on():
         chignolin.get_potential_energy()
 
 
+def test_charges_are_compared_as_whole_numbers_and_warned_once_per_value():
+    domain = TrainingDomain([1, 8], ["H2O"], {}, 3.0, charges=[-2])
+    watcher = DomainWatcher(domain, [8, 1, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutOfDomainWarning)
+        for same in (-2, -2.0, np.float64(-2.0000000001), np.array([-2]), None):
+            watcher.check_charge(same)
+    with pytest.warns(OutOfDomainWarning) as caught:
+        for other in (0, 0.0, np.int64(0), "0", "neutral", "neutral"):
+            watcher.check_charge(other)
+    assert [str(w.message).split(" but")[0] for w in caught] == [
+        "the system's net charge is 0", "the system's net charge is neutral"]
+    # A file from a later version, with a field this one does not know, still loads.
+    later = {**domain.to_dict(), "spin_multiplicities": [1], "charges": [-2.0]}
+    assert TrainingDomain.from_dict(later) == domain
+
+
 def test_labels_provenance_reads_temperature_method_and_charge():
     infos = [{"temperature": 300.0, "method": "GFN2-xTB/ALPB(water), charge -2 (tblite)"},
              {"temperature": 450, "method": "GFN2-xTB/ALPB(water), charge -2 (tblite)"},

@@ -127,8 +127,9 @@ def held_out_sets(config: TrainConfig, own_md_from: int, probe: Path | None, cut
     own ("added own-MD frames"): they may come from the same trajectories as frames it
     trains on, so they say how well it fits them, not how it does on MD it has not seen.
     """
-    run = run_structures(config, own_md_from)
+    # First: a fine-tune takes its model settings (the cutoff of the cached edges) from it.
     start = starting_point(config)
+    run = run_structures(config, own_md_from)
     n_earlier = len(run.structures) if start is None else start.n_structures
     earlier = np.arange(len(run.structures)) < n_earlier
 
@@ -137,15 +138,14 @@ def held_out_sets(config: TrainConfig, own_md_from: int, probe: Path | None, cut
                 if run.own_md[i] == own_md and earlier[i] != added]
 
     sets = {"held-out, classical MD data": pick("test", own_md=False),
-            "held-out, own-MD frames": pick("test", own_md=True)}
-    if not earlier.all():
-        sets["held-out, added own-MD frames"] = pick("test", own_md=True, added=True)
-        if (added_classical := pick("test", own_md=False, added=True)):
-            sets["held-out, added classical MD data"] = added_classical
+            "held-out, own-MD frames": pick("test", own_md=True),
+            "held-out, added classical MD data": pick("test", own_md=False, added=True),
+            "held-out, added own-MD frames": pick("test", own_md=True, added=True)}
     if training_own_md:
         sets["training, own-MD frames"] = pick("train", own_md=True)
-        if (added_training := pick("train", own_md=True, added=True)):
-            sets["training, added own-MD frames"] = added_training
+        sets["training, added own-MD frames"] = pick("train", own_md=True, added=True)
+    # A set with no structures has no errors to report.
+    sets = {name: part for name, part in sets.items() if part}
     if probe is not None:
         sets["probe, own MD at 300 K"] = structures_from_atoms(ase.io.read(probe, index=":"),
                                                                cutoff)

@@ -92,12 +92,17 @@ def run_one(args: argparse.Namespace, temperature: float, index: int) -> str:
     chignolin = load_chignolin()
     state, draw, _ = initial_replicas(args.initial, chignolin.atoms, [temperature] * (index + 1))
     state = state.select(slice(index, index + 1))
+    seed = trajectory_seed(args.seed, temperature, index)
+    recorded = directory / "config.json"
+    if args.resume and recorded.is_file():
+        # A trajectory continues with the seed it began with (one begun before the seeds
+        # were hashed has another, and a checkpoint refuses a changed seed).
+        seed = int(json.loads(recorded.read_text())["run"]["seed"])
     config = RunConfig(temperatures=[temperature], n_steps=args.steps,
                        output_dir=str(directory), friction_per_ps=args.friction,
                        timestep_fs=args.timestep, report_interval=args.report_interval,
                        checkpoint_interval=args.checkpoint_interval,
-                       seed=trajectory_seed(args.seed, temperature, index),
-                       draw_velocities=draw)
+                       seed=seed, draw_velocities=draw)
     potential = FreeCGPotential(args.model, chignolin.atoms.numbers, workers=1)
     resume = args.resume and (directory / CHECKPOINT_NAME).is_file()
     try:

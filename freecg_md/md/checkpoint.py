@@ -24,12 +24,15 @@ __all__ = ["CHECKPOINT_NAME", "Checkpoint", "CheckpointError", "load_checkpoint"
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
 # Fields a resumed run may change: how long it runs, the guards' thresholds (they stop a run
-# but never change its trajectory), and when it writes checkpoints and frames. The run
-# directory is not compared: the checkpoint was found in it, moved or not.
+# but never change its trajectory), when it writes checkpoints and frames, and whether
+# velocities are drawn at the start (a resume takes them from the checkpoint; the start a
+# command names, which decides this, may differ and is then not used). The run directory is
+# not compared: the checkpoint was found in it, moved or not.
 RESUMABLE_CHANGES = ("n_steps", "output_dir", "max_force", "max_energy_jump_per_atom",
                      "max_temperature_ratio", "temperature_window", "max_bond_stretch",
                      "min_bond_compression", "max_displacement", "max_force_disagreement",
-                     "allow_long_timestep", "checkpoint_interval", "flush_every")
+                     "allow_long_timestep", "checkpoint_interval", "flush_every",
+                     "draw_velocities")
 
 
 def _compared(key: str, value: Any) -> Any:

@@ -415,7 +415,7 @@ class _Run:
                 warnings.warn(
                     f"the run in {self.directory} started from {previous[key]!r} and continues "
                     f"from its checkpoint; {key}={self.extra[key]!r} is not used and the "
-                    "record keeps the original start", stacklevel=3)
+                    "record keeps the original start", stacklevel=5)
             self.extra[key] = previous[key]
 
     def check_same_origin(self, checkpoint: Checkpoint, previous: dict[str, Any]) -> None:
@@ -680,10 +680,22 @@ def run_replicas(
     equilibration = _run_stage(potential, state, stage, topology, stage_resume, progress, comm,
                                config.draw_velocities, reference, metadata)
     equilibrated = dataclasses.replace(equilibration.state, step=0)
+    # Production records the start the equilibration stage recorded (kept there on resume).
+    metadata = {**(metadata or {}), **_recorded_start(stage.output_dir)}
     result = _run_stage(potential, equilibrated, config, topology, False, progress, comm,
                         False, reference, metadata)
     result.equilibration = equilibration
     return result
+
+
+def _recorded_start(directory: str | Path) -> dict[str, Any]:
+    """The :data:`START_KEYS` that the run in ``directory`` recorded in its ``config.json``
+    (empty if it has none)."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        return {}
+    recorded = json.loads(path.read_text())
+    return {key: recorded[key] for key in START_KEYS if key in recorded}
 
 
 def _run_stage(potential: Potential, state: ReplicaState, config: RunConfig,

@@ -36,10 +36,12 @@ OUT=runs/active/converge
 mkdir -p "$OUT" studies/active_learning/run
 
 # phases FIRST SECOND: train configs/active/FIRST.json, then SECOND.json (each resumed where
-# it stands; a finished run returns at once), then export SECOND.
+# it stands; a finished run, with its test_metrics.json written, is left as it is: resuming
+# it would score its test split again and rewrite its files), then export SECOND.
 phases() {
   local name
   for name in "$@"; do
+    [ -f "studies/active_learning/run/$name/test_metrics.json" ] && continue
     $PY -m freecg_md.cli train "configs/active/$name.json" --resume > "$OUT/train_$name.log" 2>&1
   done
   [ -f "$OUT/$2.pt" ] || $PY -m freecg_md.cli export "configs/active/$2.json" "$OUT/$2.pt" \

@@ -16,9 +16,21 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export OMP_WAIT_POLICY=PASSIVE
 source studies/active_learning/common.sh
+# The REMD must have reached the steps its config asks for: harvesting a run cut short
+# would fix a partial frame set (the frames file is made once).
 for name in "$@"; do
   md=runs/active/own_md/$name/md
-  [ -f "$md/remd_stats.json" ] || { echo "$0: $md holds no finished REMD" >&2; exit 2; }
+  $PY - "$md" <<'EOF' || { echo "$0: $md holds no finished REMD" >&2; exit 2; }
+import json, sys
+from pathlib import Path
+from freecg_md.md.checkpoint import load_checkpoint
+run = Path(sys.argv[1])
+try:
+    wanted = json.loads((run / "config.json").read_text())["run"]["n_steps"]
+    sys.exit(0 if load_checkpoint(run / "checkpoint.pt").step >= wanted else 1)
+except (OSError, ValueError, KeyError):
+    sys.exit(1)
+EOF
 done
 OUT=runs/active/round_3
 DATA=data/chignolin/active_round3

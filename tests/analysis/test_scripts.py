@@ -220,6 +220,28 @@ def test_stability_trajectory_seeds_are_distinct_across_temperatures():
     assert all(0 <= seed < 2**63 for seed in seeds)
 
 
+def test_a_stability_trajectory_resumes_with_the_seed_it_began_with(tiny_model, tmp_path,
+                                                                     monkeypatch):
+    from freecg_md.commands import stability
+
+    argv = ["--model", str(tiny_model), "--temperatures", "300", "--trajectories", "1",
+            "--report-interval", "2", "--checkpoint-interval", "2", "--initial", "native",
+            "--output", str(tmp_path)]
+    # Begun under another seed rule (as before the seeds were hashed) ...
+    monkeypatch.setattr(stability, "trajectory_seed", lambda seed, t, i: 1300)
+    first = stability.run_one(stability.parse_args([*argv, "--steps", "4"]), 300.0, 0)
+    assert first.endswith("4 steps done")
+    monkeypatch.undo()
+    # ... it continues with that seed, not the one the rule gives now (a changed seed would
+    # be refused by the checkpoint). The untrained model may break the molecule: the engine
+    # then stops the trajectory, as the command counts it.
+    line = stability.run_one(stability.parse_args([*argv, "--steps", "6", "--resume"]),
+                             300.0, 0)
+    assert line.endswith("6 steps done") or "stopped by the engine" in line, line
+    recorded = json.loads((tmp_path / "T300" / "traj_0" / "config.json").read_text())
+    assert recorded["run"]["seed"] == 1300 and recorded["resumed_at_steps"] == [4]
+
+
 def test_stability_script_counts_failures_per_trajectory(tiny_model, tmp_path, capsys):
     out = tmp_path / "stability"
     args = ["--model", tiny_model, "--temperatures", "450", "2000", "--trajectories", "2",

@@ -146,6 +146,22 @@ def test_a_resume_keeps_the_recorded_start(tmp_path):
                      metadata={"initial": "shipped"})
     recorded = json.loads((tmp_path / "config.json").read_text())
     assert recorded["initial"] == "native" and recorded["resumed_at_steps"] == [12]
+    # Stopped in the equilibration stage, resumed from a start that brings its velocities
+    # (no draw): both stages keep the recorded start, and the velocities come from the
+    # checkpoint.
+    directory = tmp_path / "staged"
+    potential, state, config = molecule_run(directory, 8, equilibration_steps=6)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_replicas(Faulty(potential, after=4, mode="raise"), state, config, progress=False,
+                     metadata={"initial": "native"})
+    potential, state, config = molecule_run(directory, 8, equilibration_steps=6,
+                                            draw_velocities=False)
+    with pytest.warns(UserWarning, match="started from 'native'") as caught:
+        run_replicas(potential, state, config, resume=True, progress=False,
+                     metadata={"initial": "shipped"})
+    assert caught[0].filename == __file__  # pointed at the caller of run_replicas
+    for stage in (directory / "equilibration", directory):
+        assert json.loads((stage / "config.json").read_text())["initial"] == "native"
 
 
 def test_a_resumed_chignolin_run_with_worker_processes_repeats_the_uninterrupted_one(
