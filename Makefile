@@ -69,8 +69,10 @@ train: install
 # default, its committee partner and the ablation at equal data are round 2 of
 # studies/active_learning/ (round2.sh exports them there).
 ship: install
-	$(PY) -m freecg_md.train.export configs/chignolin_finetune.json models/chignolin_v1.pt
-	$(PY) -m freecg_md.train.export configs/chignolin_ablation_finetune.json models/chignolin_visnet_v1.pt
+	$(PY) -m freecg_md.train.export configs/chignolin_finetune.json models/chignolin_v1.pt \
+	  --description "$(CLASSICAL_DOMAIN)"
+	$(PY) -m freecg_md.train.export configs/chignolin_ablation_finetune.json \
+	  models/chignolin_visnet_v1.pt --description "$(CLASSICAL_DOMAIN)"
 	cp runs/active/round_2/round2_m0.pt models/chignolin.pt
 	cp runs/active/round_2/round2_m1.pt models/chignolin_m1.pt
 	cp runs/active/round_2/round2_ablation.pt models/chignolin_visnet.pt
@@ -82,6 +84,8 @@ ship: install
 AL_DATA = data/chignolin/labelled data/chignolin/labelled_flexible \
 	data/chignolin/active_round1/md_300_450K data/chignolin/active_round1/md_500K \
 	data/chignolin/active_round1/md_600K data/chignolin/active_round2/md_committee
+CLASSICAL_DOMAIN = CLN025 chignolin (YYDPETGTWY) protonated at pH 7, 166 atoms, net charge -2, \
+	in conformations from amber14/GBn2 MD
 AL_DOMAIN = CLN025 chignolin (YYDPETGTWY) protonated at pH 7, 166 atoms, net charge -2, in \
 	conformations from amber14/GBn2 MD and from the FreeCG models' own MD at 300-600 K (two \
 	rounds of active learning)
