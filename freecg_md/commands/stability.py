@@ -67,13 +67,14 @@ def trajectory_dir(output: Path, temperature: float, index: int) -> Path:
 
 
 def trajectory_seed(seed: int, temperature: float, index: int) -> int:
-    """The run seed of trajectory ``index`` at ``temperature`` (K): numpy's SeedSequence
-    hashes ``(seed, index, temperature in mK)``, so no two trajectories of one ``--seed``
-    share a seed, whatever the temperatures (a sum such as ``seed + 1000 * index + T``
-    gives trajectory 1 at 450 K the seed of trajectory 0 at 1450 K)."""
-    millikelvin = int(round(1000 * float(temperature)))
-    sequence = np.random.SeedSequence(entropy=int(seed), spawn_key=(int(index), millikelvin))
-    return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
+    """The run seed of trajectory ``index`` at ``temperature`` (K), hashed from ``(seed,
+    index, temperature in mK)`` (:func:`~freecg_md.md.state.derived_seed`), so no two
+    trajectories of one ``--seed`` share a seed, whatever the temperatures (a sum such as
+    ``seed + 1000 * index + T`` gives trajectory 1 at 450 K the seed of trajectory 0 at
+    1450 K)."""
+    from ..md.state import derived_seed
+
+    return derived_seed(seed, index, int(round(1000 * float(temperature))))
 
 
 def run_one(args: argparse.Namespace, temperature: float, index: int) -> str:

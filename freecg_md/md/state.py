@@ -58,7 +58,14 @@ def replica_seed(seed: int, replica: int, stream: int = DYNAMICS_STREAM) -> int:
     """
     if seed < 0 or replica < 0:
         raise ValueError(f"seed={seed}, replica={replica}: expected non-negative integers")
-    sequence = np.random.SeedSequence(entropy=int(seed), spawn_key=(int(stream), int(replica)))
+    return derived_seed(seed, stream, replica)
+
+
+def derived_seed(seed: int, *keys: int) -> int:
+    """A 63-bit seed derived from ``seed`` and the non-negative integers ``keys``: numpy's
+    SeedSequence hashes them, so any two key tuples give unrelated seeds (a sum such as
+    ``seed + 1000 * key1 + key2`` collides)."""
+    sequence = np.random.SeedSequence(entropy=int(seed), spawn_key=tuple(int(k) for k in keys))
     return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
