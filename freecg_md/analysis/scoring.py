@@ -67,16 +67,22 @@ class RunStructures:
         The run's ``split.json``: split name -> indices into ``structures``.
     own_md:
         (S,) whether each structure comes from an own-MD entry (index >= ``own_md_from``).
+    added:
+        (S,) whether the run added the structure to the data of the run it continues
+        (``init_from``); all False for a run that continues none.
     """
 
     structures: list[Structure]
     entry: np.ndarray
     split: dict[str, np.ndarray]
     own_md: np.ndarray
+    added: np.ndarray
 
-    def pick(self, split: str, own_md: bool) -> list[Structure]:
-        """The structures of ``split`` from own-MD entries (``own_md``) or the others."""
-        return [self.structures[i] for i in self.split[split] if self.own_md[i] == own_md]
+    def pick(self, split: str, own_md: bool, added: bool = False) -> list[Structure]:
+        """The structures of ``split`` from own-MD entries (``own_md``) or the others,
+        among those the run added (``added``) or those it continued with."""
+        return [self.structures[i] for i in self.split[split]
+                if self.own_md[i] == own_md and self.added[i] == added]
 
 
 def run_structures(config: TrainConfig, own_md_from: int) -> RunStructures:
@@ -93,6 +99,8 @@ def run_structures(config: TrainConfig, own_md_from: int) -> RunStructures:
     split_path = Path(config.output_dir) / "split.json"
     if not split_path.is_file():
         raise FileNotFoundError(f"{split_path} is missing: has the run started?")
+    # First: a fine-tune takes its model settings (the cutoff of the cached edges) from it.
+    start = starting_point(config)
     structures, _ = load_training_structures(config)
     counts = [len(read_labelled(folder)) for folder in config.data]
     entry = np.repeat(np.arange(len(counts)), counts)
@@ -101,7 +109,9 @@ def run_structures(config: TrainConfig, own_md_from: int) -> RunStructures:
                          f"{len(structures)}: expected the files the run trained on")
     split = {name: np.asarray(indices, dtype=int)
              for name, indices in json.loads(split_path.read_text()).items()}
-    return RunStructures(structures, entry, split, entry >= own_md_from)
+    n_earlier = len(structures) if start is None else start.n_structures
+    return RunStructures(structures, entry, split, entry >= own_md_from,
+                         np.arange(len(structures)) >= n_earlier)
 
 
 def add_named_sets(sets: dict[str, list[Structure]], named: Sequence[tuple[str, Path]],
@@ -127,23 +137,14 @@ def held_out_sets(config: TrainConfig, own_md_from: int, probe: Path | None, cut
     own ("added own-MD frames"): they may come from the same trajectories as frames it
     trains on, so they say how well it fits them, not how it does on MD it has not seen.
     """
-    # First: a fine-tune takes its model settings (the cutoff of the cached edges) from it.
-    start = starting_point(config)
     run = run_structures(config, own_md_from)
-    n_earlier = len(run.structures) if start is None else start.n_structures
-    earlier = np.arange(len(run.structures)) < n_earlier
-
-    def pick(split: str, own_md: bool, added: bool = False) -> list[Structure]:
-        return [run.structures[i] for i in run.split[split]
-                if run.own_md[i] == own_md and earlier[i] != added]
-
-    sets = {"held-out, classical MD data": pick("test", own_md=False),
-            "held-out, own-MD frames": pick("test", own_md=True),
-            "held-out, added classical MD data": pick("test", own_md=False, added=True),
-            "held-out, added own-MD frames": pick("test", own_md=True, added=True)}
+    sets = {"held-out, classical MD data": run.pick("test", own_md=False),
+            "held-out, own-MD frames": run.pick("test", own_md=True),
+            "held-out, added classical MD data": run.pick("test", own_md=False, added=True),
+            "held-out, added own-MD frames": run.pick("test", own_md=True, added=True)}
     if training_own_md:
-        sets["training, own-MD frames"] = pick("train", own_md=True)
-        sets["training, added own-MD frames"] = pick("train", own_md=True, added=True)
+        sets["training, own-MD frames"] = run.pick("train", own_md=True)
+        sets["training, added own-MD frames"] = run.pick("train", own_md=True, added=True)
     # A set with no structures has no errors to report.
     sets = {name: part for name, part in sets.items() if part}
     if probe is not None:
